@@ -1,0 +1,149 @@
+"""Passages → a short reply in the asker's language that quotes the evidence and cites it.
+
+No language model writes the reply: it leads with a phrase in the asker's language and quotes,
+verbatim, the sentences of the retrieved passages that best match the question (scored one by
+one with the same embedding model), each followed by its marker [n]. Quoting beats paraphrasing
+here: a person can check every word against the cited article.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from qa.config import Settings
+from qa.models import Answer, Citation, Passage
+from qa.retrieve import clean_question, get_engine
+
+__all__ = ["ask", "LEAD_IN", "NOT_FOUND"]
+
+# "According to the sources:" in the languages we answer in; English for the rest.
+LEAD_IN = {
+    "en": "According to the sources:",
+    "fr": "D'après les sources :",
+    "de": "Laut den Quellen:",
+    "es": "Según las fuentes:",
+    "it": "Secondo le fonti:",
+    "pt": "Segundo as fontes:",
+    "nl": "Volgens de bronnen:",
+    "ja": "資料によると：",
+    "zh": "根据资料：",
+    "ko": "자료에 따르면:",
+    "ru": "Согласно источникам:",
+    "ar": "وفقًا للمصادر:",
+    "hi": "स्रोतों के अनुसार:",
+    "tr": "Kaynaklara göre:",
+    "pl": "Według źródeł:",
+    "el": "Σύμφωνα με τις πηγές:",
+    "vi": "Theo các nguồn:",
+    "th": "ตามแหล่งข้อมูล:",
+    "ro": "Conform surselor:",
+}
+
+NOT_FOUND = {
+    "en": "I could not find an answer to this question in the articles I have.",
+    "fr": "Je n'ai pas trouvé de réponse à cette question dans les articles dont je dispose.",
+    "de": "Ich habe in den vorhandenen Artikeln keine Antwort auf diese Frage gefunden.",
+    "es": "No encontré una respuesta a esta pregunta en los artículos que tengo.",
+    "it": "Non ho trovato una risposta a questa domanda negli articoli che ho.",
+    "pt": "Não encontrei uma resposta para esta pergunta nos artigos que tenho.",
+    "nl": "Ik heb in de artikelen die ik heb geen antwoord op deze vraag gevonden.",
+    "ja": "手元の記事には、この質問への答えが見つかりませんでした。",
+    "zh": "在现有的文章中没有找到这个问题的答案。",
+    "ko": "가지고 있는 기사에서 이 질문에 대한 답을 찾지 못했습니다.",
+    "ru": "В имеющихся статьях я не нашёл ответа на этот вопрос.",
+    "ar": "لم أجد إجابة على هذا السؤال في المقالات المتوفرة لدي.",
+    "hi": "मेरे पास मौजूद लेखों में इस प्रश्न का उत्तर नहीं मिला।",
+    "tr": "Elimdeki makalelerde bu sorunun cevabını bulamadım.",
+    "pl": "W dostępnych artykułach nie znalazłem odpowiedzi na to pytanie.",
+    "el": "Δεν βρήκα απάντηση σε αυτή την ερώτηση στα άρθρα που έχω.",
+    "vi": "Tôi không tìm thấy câu trả lời cho câu hỏi này trong các bài viết hiện có.",
+    "th": "ไม่พบคำตอบสำหรับคำถามนี้ในบทความที่มีอยู่",
+    "ro": "Nu am găsit un răspuns la această întrebare în articolele pe care le am.",
+}
+
+CITED_PASSAGES = 3  # passages quoted at most
+FOLLOW_UP_WORDS = 4  # a question this short, after another one, is read as a follow-up...
+FOLLOW_UP_CHARS = 12  # ...or this short, for scripts written without spaces
+SENTENCE_CACHE = 20000
+
+
+class _SentenceVectors:
+    """Embeddings of passage sentences, cached: the same passages come back question after question."""
+
+    def __init__(self):
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, embedder, sentences: list[str]) -> np.ndarray:
+        with self._lock:
+            missing = [s for s in dict.fromkeys(sentences) if s not in self._cache]
+        if missing:
+            vectors = embedder.encode_documents(missing)
+            with self._lock:
+                for sentence, vector in zip(missing, vectors):
+                    self._cache[sentence] = vector
+                while len(self._cache) > SENTENCE_CACHE:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            return np.stack([self._cache[s] for s in sentences])
+
+
+_sentence_vectors = _SentenceVectors()
+
+
+def _with_history(question: str, history: list[str] | None) -> str:
+    """The text to search with: a short follow-up ("and Microsoft?") carries the previous question."""
+    words = question.split()
+    short = len(words) <= FOLLOW_UP_WORDS if len(words) > 1 else len(question) <= FOLLOW_UP_CHARS
+    return f"{history[-1]} {question}" if history and short else question
+
+
+def _evidence(passage: Passage, question_vector: np.ndarray, embedder) -> tuple[int, int, float]:
+    """The passage sentence that best matches the question: offsets in the article, and score."""
+    from qa.chunk import split_sentences
+
+    spans = split_sentences(passage.text) or [(0, len(passage.text))]
+    sentences = [passage.text[a:b] for a, b in spans]
+    scores = _sentence_vectors.get(embedder, sentences) @ question_vector
+    best = int(np.argmax(scores))
+    start, end = spans[best]
+    return passage.start + start, passage.start + end, float(scores[best])
+
+
+def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Answer:
+    """Answer `question` in its own language, quoting and citing the evidence from the corpus."""
+    from qa.lang import detect_language
+
+    settings = settings or Settings()
+    text = clean_question(question, settings.max_question_chars)
+    history = [clean_question(h, settings.max_question_chars) for h in (history or []) if h and h.strip()]
+    lang = detect_language(text)
+    engine = get_engine(settings)
+    query = _with_history(text, history)
+    passages = engine.search(query, settings.top_k, lang=lang)
+    relevant = [p for p in passages if p.score >= settings.min_score][:CITED_PASSAGES]
+    if not relevant:
+        return Answer(question=text, lang=lang, reply=NOT_FOUND.get(lang, NOT_FOUND["en"]), found=False)
+
+    query_vector = engine.embedder.encode_query(query)
+    citations = []
+    articles = engine.index().articles
+    for n, passage in enumerate(relevant, 1):
+        # The search already put the translation in the asker's language first, when one exists.
+        start, end, _ = _evidence(passage, query_vector, engine.embedder)
+        citations.append(
+            Citation(
+                n=n,
+                passage=passage,
+                evidence=articles[passage.doc_id].text[start:end],
+                evidence_lang=passage.lang,
+                evidence_start=start,
+                evidence_end=end,
+            )
+        )
+    lines = [LEAD_IN.get(lang, LEAD_IN["en"])]
+    lines += [f"«{' '.join(c.evidence.split())}» [{c.n}]" for c in citations]
+    return Answer(question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True)

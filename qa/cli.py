@@ -1,0 +1,126 @@
+"""`qa` command line: a thin shell that parses, calls the library and formats.
+
+Errors of the library are shown as one clear line (exit code 1); set QA_DEBUG=1 to see the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from qa.config import Settings
+from qa.errors import QAError
+
+__all__ = ["main"]
+
+
+def _print_report(report) -> None:
+    langs = ", ".join(f"{lang} {n}" for lang, n in report.languages.items())
+    print(
+        f"Indexed {report.articles} articles ({langs}) into {report.passages} passages "
+        f"in {report.seconds:.1f} s: {report.embedded} embedded, {report.reused} reused, "
+        f"{report.removed_articles} article(s) removed."
+    )
+    print(f"Index: {report.index_dir} (version {report.version})")
+    if report.skipped:
+        print(f"Skipped {len(report.skipped)} file(s):")
+        for item in report.skipped:
+            print(f"  {item.source}: {item.reason}")
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
+    from qa.store import build_index
+
+    _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> None:
+    from qa.retrieve import retrieve
+
+    for rank, passage in enumerate(retrieve(args.question, k=args.k, settings=settings), 1):
+        print(f"[{rank}] {passage.score:.3f}  {passage.lang}  {passage.title}  ({passage.source})")
+        print(f"    {' '.join(passage.text.split())[:300]}")
+        for other in passage.translations:
+            print(f"    ↳ also in {other.lang}: {other.source} [{other.start}:{other.end}]")
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
+    from qa.answer import ask
+
+    answer = ask(args.question, settings=settings)
+    print(answer.reply)
+    if answer.citations:
+        print()
+    for citation in answer.citations:
+        p = citation.passage
+        print(f"[{citation.n}] {p.title} ({p.lang}, {p.source}, chars {citation.evidence_start}-{citation.evidence_end})")
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
+    from qa.evaluate import main as eval_main
+
+    eval_main(args, settings)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from qa.server import serve
+
+    serve(settings, host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description="Multilingual question answering over a news corpus.")
+    parser.add_argument("--index-dir", type=Path, help="index folder (default: QA_INDEX_DIR or ./index)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build or update the index from a folder of articles")
+    p.add_argument("corpus_dir", nargs="?", type=Path, help="folder of articles (default: QA_CORPUS_DIR or ./corpus)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="print the passages that best match a question")
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=5, help="how many passages (default 5)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", help="answer a question in its language, quoting and citing the evidence")
+    p.add_argument("question")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="measure retrieval on XQuAD: bare model vs the full pipeline")
+    p.add_argument("--data", type=Path, default=None, help="folder of xquad.<lang>.json files")
+    p.add_argument("--subset", type=int, default=0, help="use only the first N articles of each language (0 = all)")
+    p.add_argument("--langs", default="", help="comma-separated languages (default: all in the folder)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="start the chat UI, the REST API and the embed assets on one port")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `qa` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        overrides = {"index_dir": args.index_dir} if args.index_dir else {}
+        settings = Settings(**overrides)
+        args.func(args, settings)
+    except QAError as exc:
+        if os.environ.get("QA_DEBUG"):
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted; the previous index (if any) is unchanged.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

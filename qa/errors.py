@@ -1,0 +1,46 @@
+"""Errors meant to be shown to a user: each message names the bad value and the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "QAError",
+    "ConfigError",
+    "ModelError",
+    "InvalidQuestionError",
+    "IndexNotFoundError",
+    "IndexMismatchError",
+    "IndexCorruptError",
+    "IngestError",
+]
+
+
+class QAError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(QAError):
+    """A setting has a value we cannot use."""
+
+
+class ModelError(QAError):
+    """The embedding model cannot be found, converted or loaded."""
+
+
+class InvalidQuestionError(QAError, ValueError):
+    """The question is empty, whitespace only, too long or otherwise unusable."""
+
+
+class IndexNotFoundError(QAError):
+    """No index has been built in the index directory yet."""
+
+
+class IndexMismatchError(QAError):
+    """The index was built with another model, dimension or format than the one configured."""
+
+
+class IndexCorruptError(QAError):
+    """Index files are missing, truncated or inconsistent with the manifest."""
+
+
+class IngestError(QAError):
+    """A corpus file cannot be read as an article."""

@@ -1,0 +1,733 @@
+"""Corpus folder -> articles: reading, decoding, text extraction and boilerplate removal.
+
+Every file that cannot be used is reported as a `SkippedFile` with the reason, and the rest of
+the corpus still loads. An article's `text` is the cleaned body (kept paragraphs joined by a
+blank line), so that passage offsets point into exactly what was indexed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+from qa.chunk import split_sentences
+from qa.errors import IngestError
+from qa.lang import detect_language, normalize_lang_code
+from qa.models import Article, SkippedFile
+
+__all__ = [
+    "load_corpus",
+    "read_file",
+    "clean_lines",
+    "is_boilerplate",
+    "make_doc_id",
+    "SUPPORTED_EXTENSIONS",
+    "DEFAULT_MAX_BYTES",
+]
+
+DEFAULT_MAX_BYTES = 20_000_000
+SUPPORTED_EXTENSIONS = (".htm", ".html", ".jsonl", ".markdown", ".md", ".txt")
+
+_DOC_ID_CHARS = 20
+_BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
+_BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts like UTF-16's
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+    (b"\xef\xbb\xbf", "utf-8", "UTF-8"),
+    (b"\xff\xfe", "utf-16-le", "UTF-16"),
+    (b"\xfe\xff", "utf-16-be", "UTF-16"),
+)
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_INVISIBLE_CHARS = re.compile("[\u200b\u2060\ufeff\u00ad]")  # zero-width space, word joiner, BOM, soft hyphen
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_SENTENCE_END = ".!?…。！？"
+
+# --- boilerplate rules: lines a scraper picked up from the page around the article ------------------
+
+# Words that are a whole line only when they are a widget's label or a template placeholder.
+_SCRAPER_WORDS = frozenset(
+    "img image images advertisement advert ad ads sponsored sponsorisé publicité anzeige werbung "
+    "publicidad pubblicità реклама 広告 广告 광고 loading".split()
+)
+_PLACEHOLDER = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)+")  # spot_img, td_module_wrap
+_LOCALE_PICKER = re.compile(r"(?:[a-z]{2,3}[_-][A-Z]{2}[^\W\d_]*\s*)+")  # fr_FRFrançais en_USEnglish
+_LOGO = re.compile(r"(?i)logo(?:type)?\b.*|.*\blogo")
+_LABEL = re.compile(r"[^\W\d_][^:：]{0,30}[:：]")  # "Date :", "Tags:"
+# Calls to action, in the languages of the corpus and a few more. Matched only on short lines
+# that do not read as a sentence or a question, so "the share price fell." is never caught.
+_CALL_TO_ACTION = re.compile(
+    r"\b(?:subscribe|newsletter|sign up|share (?:this|on|via)|like and share|follow us|contact us"
+    r"|get in touch|let'?s talk|talk to us|chat with us|read more|related (?:posts|articles|stories)"
+    r"|click here|leave a comment"
+    r"|abonnez|abonne-toi|partagez|aimez|suivez-nous|inscrivez|contactez|discutons|parlons|avec nous"
+    r"|articles connexes|lire aussi|lire la suite"
+    r"|abonnieren|teilen|folgen sie uns|mit uns|kontaktieren|lassen sie uns|verwandte (?:beiträge|artikel)"
+    r"|weiterlesen|mehr lesen"
+    r"|suscríbete|comparte|síguenos|contáctanos|con nosotros|artículos relacionados|leer más"
+    r"|iscriviti|condividi|seguici|contattaci|con noi|articoli correlati|leggi anche"
+    r"|inscreva-se|compartilhe|siga-nos|fale conosco|artigos relacionados|leia mais"
+    r"|abonneer|volg ons|neem contact|подпишитесь|поделитесь|читайте также)\b"
+    r"|購読|シェア|フォロー|いいね|お問い合わせ|関連記事|订阅|分享|关注我们|相关文章|点赞|구독|공유|좋아요|관련 기사"
+)
+_SOCIAL_NETWORK = re.compile(
+    r"(?i)\b(?:linkedin|twitter|facebook|instagram|youtube|tiktok|telegram|whatsapp|mastodon|bluesky)\b"
+)
+_FOLLOW = re.compile(r"(?i)follow|suivez|suivre|folgen|síguenos|siga|seguici|volg|フォロー|关注|팔로우|подпиш")
+_MAX_CTA_WORDS = 12
+_MAX_SOCIAL_WORDS = 60
+_MAX_SHOUT_WORDS = 6
+_MAX_HEADING_WORDS = 10
+
+
+def is_boilerplate(line: str) -> bool:
+    """Whether a line is page furniture rather than article content.
+
+    Boilerplate: lines with no letter; template placeholders ("spot_img") and widget labels
+    ("Advertisement"); language pickers ("fr_FRFrançais"); "Logo X"; a label with nothing
+    after it ("Date :"); short shouted lines ("LAISSONS", "AIMEZ, ABONNEZ-VOUS ET PARTAGEZ !");
+    short calls to subscribe, share, follow or talk to the publisher, in several languages.
+    Short headings ("Timeline", "Un autre rival ?") are content.
+    """
+    line = _normalize_line(line)
+    if not any(char.isalpha() for char in line):
+        return True
+    return any(rule(line) for rule in _BOILERPLATE_RULES)
+
+
+def _is_scraper_token(line: str) -> bool:
+    return bool(_PLACEHOLDER.fullmatch(line)) or line.lower().strip(".:!") in _SCRAPER_WORDS
+
+
+def _is_locale_picker(line: str) -> bool:
+    return bool(_LOCALE_PICKER.fullmatch(line))
+
+
+def _is_logo(line: str) -> bool:
+    return _word_count(line) <= 5 and bool(_LOGO.fullmatch(line))
+
+
+def _is_bare_label(line: str) -> bool:
+    words = [word for word in line.split() if any(char.isalpha() for char in word)]
+    return len(words) <= 2 and bool(_LABEL.fullmatch(line))
+
+
+def _is_shouted(line: str) -> bool:
+    cased = [char for char in line if char.isupper() or char.islower()]
+    letters = sum(char.isalpha() for char in line)
+    return (
+        len(cased) >= 4
+        and len(cased) == letters  # "AIとGPU" mixes in a script without case: not shouting
+        and all(char.isupper() for char in cased)
+        and _word_count(line) <= _MAX_SHOUT_WORDS
+    )
+
+
+def _is_call_to_action(line: str) -> bool:
+    if line[-1] in ".?。？" or _word_count(line) > _MAX_CTA_WORDS:
+        return False
+    return bool(_CALL_TO_ACTION.search(line.lower()))
+
+
+def _is_social_follow(line: str) -> bool:
+    if line[-1] in ".?。？" or _word_count(line) > _MAX_SOCIAL_WORDS:
+        return False
+    return bool(_SOCIAL_NETWORK.search(line)) and bool(_FOLLOW.search(line))
+
+
+_BOILERPLATE_RULES: tuple[Callable[[str], bool], ...] = (
+    _is_scraper_token, _is_locale_picker, _is_logo, _is_bare_label, _is_shouted, _is_call_to_action,
+    _is_social_follow,
+)
+
+
+def clean_lines(lines: Iterable[str]) -> list[str]:
+    """Turn raw lines into the article's paragraphs, without boilerplate.
+
+    Whitespace is normalised; blank lines and removed lines separate paragraphs; a line that
+    continues a hard-wrapped sentence (the previous line does not end a sentence and this one
+    starts in lower case) is joined to it. Repeated paragraphs are kept once, and short
+    heading-like lines left dangling at the end ("Articles connexes", "Prêt à ...") are dropped:
+    a heading with nothing after it introduces no content.
+    """
+    paragraphs: list[str] = []
+    pending: str | None = None
+    for raw in lines:
+        line = _normalize_line(raw)
+        if pending is not None and line and pending[-1] not in _SENTENCE_END and line[0].islower():
+            if not is_boilerplate(line):
+                pending = f"{pending} {line}"
+                continue
+        if pending is not None:
+            paragraphs.append(pending)
+        pending = line if line and not is_boilerplate(line) else None
+    if pending is not None:
+        paragraphs.append(pending)
+    return _drop_trailing_headings(_unique(paragraphs))
+
+
+def _unique(paragraphs: list[str]) -> list[str]:
+    seen: set[str] = set()
+    kept = []
+    for paragraph in paragraphs:
+        if paragraph not in seen:
+            seen.add(paragraph)
+            kept.append(paragraph)
+    return kept
+
+
+def _drop_trailing_headings(paragraphs: list[str]) -> list[str]:
+    end = len(paragraphs)
+    while end > 1 and _is_heading_like(paragraphs[end - 1]):
+        end -= 1
+    if not any(not _is_heading_like(paragraph) for paragraph in paragraphs[:end]):
+        return paragraphs  # all short lines (a list, a poem): nothing marks where content ends
+    return paragraphs[:end]
+
+
+def _is_heading_like(paragraph: str) -> bool:
+    return _word_count(paragraph) <= _MAX_HEADING_WORDS and paragraph[-1] not in _SENTENCE_END + "\"”»"
+
+
+def _normalize_line(line: str) -> str:
+    """NFC, no control or zero-width characters, single spaces, no surrounding whitespace."""
+    line = _INVISIBLE_CHARS.sub("", _CONTROL_CHARS.sub(" ", line))
+    return " ".join(unicodedata.normalize("NFC", line).split())
+
+
+def _word_count(line: str) -> int:
+    # CJK has no spaces: count two characters as a word, about what a word weighs there.
+    return len(line.split()) + len(_CJK_CHAR.findall(line)) // 2
+
+
+# --- articles ----------------------------------------------------------------------------------
+
+
+def make_doc_id(title: str, text: str) -> str:
+    """A stable id from the normalised title and text: re-ingesting the same article gives the same id."""
+    normalized = "\n".join(" ".join(unicodedata.normalize("NFC", part).split()) for part in (title, text))
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:_DOC_ID_CHARS]
+
+
+class _Skip(Exception):
+    """Why a file (or a .jsonl line) is not ingested; becomes a SkippedFile or an IngestError."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _build_article(
+    title: str | None,
+    body_lines: Iterable[str],
+    source: str,
+    *,
+    lang: str | None = None,
+    url: str | None = None,
+    date: str | None = None,
+) -> Article:
+    paragraphs = clean_lines(body_lines)
+    title = _normalize_line(title) if title else None
+    if title and paragraphs and paragraphs[0] == title:
+        paragraphs = paragraphs[1:]  # HTML extractors repeat the <h1> at the top of the text
+    if not paragraphs:
+        raise _Skip("empty: no text left after removing boilerplate")
+    text = "\n\n".join(paragraphs)
+    title = title or _title_from_text(text)
+    return Article(
+        doc_id=make_doc_id(title, text),
+        title=title,
+        text=text,
+        lang=lang or detect_language(text),
+        source=source,
+        url=url,
+        date=date,
+    )
+
+
+def _split_title(lines: list[str]) -> tuple[str | None, list[str]]:
+    """(title, body lines): the first content line is the title if it reads like one and more follows."""
+    for index, raw in enumerate(lines):
+        line = _normalize_line(raw)
+        if not line or is_boilerplate(line):
+            continue
+        rest = lines[index + 1 :]
+        has_body = any(_normalize_line(other) and not is_boilerplate(other) for other in rest)
+        if has_body and _looks_like_title(line):
+            return line, rest
+        return None, lines[index:]
+    return None, []
+
+
+def _looks_like_title(line: str) -> bool:
+    return len(line) <= 150 and _word_count(line) <= 25 and line[-1] not in ".。"
+
+
+def _title_from_text(text: str) -> str:
+    """For an article without a title: its first sentence, shortened to about 100 characters."""
+    spans = split_sentences(text)
+    first = text[spans[0][0] : spans[0][1]] if spans else text
+    if len(first) <= 100:
+        return first
+    cut = first.rfind(" ", 0, 100)
+    cut = cut if cut >= 50 else 100
+    return first[:cut].rstrip(" ,;:") + "…"
+
+
+# --- formats ---------------------------------------------------------------------------------------
+
+
+def _read_text(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
+    title, body = _split_title(text.split("\n"))
+    return [_build_article(title, body, source)], []
+
+
+_FENCE = re.compile(r"(`{3,}|~{3,})")
+_ATX_HEADING = re.compile(r"(#{1,6})\s+(.*?)(?:\s+#+)?\s*")
+_RULE_OR_UNDERLINE = re.compile(r"(?:[-*_=]\s*){3,}")
+_LIST_OR_QUOTE = re.compile(r"(?:>\s?)+|[-*+]\s+|\d{1,3}[.)]\s+")
+_LINK_DEFINITION = re.compile(r"\[[^\]]+\]:\s*\S+.*")
+_INLINE_RULES = (
+    (re.compile(r"!\[[^\]]*\]\([^)]*\)|!\[[^\]]*\]\[[^\]]*\]"), ""),  # images are dropped
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)|\[([^\]]+)\]\[[^\]]*\]"), r"\1\2"),  # links keep their text
+    (re.compile(r"<(https?://[^>\s]+)>"), r"\1"),
+    (re.compile(r"<!--.*?-->|</?[A-Za-z][^>]*>"), ""),
+    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),
+    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1\2"),
+    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),
+    (re.compile(r"`([^`]+)`"), r"\1"),
+    (re.compile(r"\\([\\`*_{}\[\]()#+\-.!>~|])"), r"\1"),
+)
+_FRONT_MATTER_FIELD = re.compile(r"(title|date|url|link|lang|language)\s*:\s*(.*)", re.IGNORECASE)
+
+
+def _read_markdown(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
+    fields, text = _front_matter(text)
+    heading, lines = _markdown_lines(text)
+    title = heading or fields.get("title")
+    if title is None:
+        title, lines = _split_title(lines)
+    lang = normalize_lang_code(fields["lang"]) if fields.get("lang") else None
+    return [_build_article(title, lines, source, lang=lang, url=fields.get("url"), date=fields.get("date"))], []
+
+
+def _front_matter(text: str) -> tuple[dict[str, str], str]:
+    """Read `key: value` fields of a leading `---` block (a YAML subset: enough for title and date)."""
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    for index in range(1, len(lines)):
+        if lines[index].strip() in ("---", "..."):
+            fields = {}
+            for line in lines[1:index]:
+                match = _FRONT_MATTER_FIELD.fullmatch(line.strip())
+                if match and match.group(2).strip():
+                    key = {"link": "url", "language": "lang"}.get(match.group(1).lower(), match.group(1).lower())
+                    fields[key] = match.group(2).strip().strip("'\"")
+            return fields, "\n".join(lines[index + 1 :])
+    return {}, text
+
+
+def _markdown_lines(text: str) -> tuple[str | None, list[str]]:
+    """(first `# ` heading, plain-text lines): markup removed, soft-wrapped paragraphs joined, code kept."""
+    title: str | None = None
+    out: list[str] = []
+    paragraph: list[str] = []
+    fence: str | None = None
+    for raw in text.split("\n"):
+        stripped = raw.strip()
+        if fence is not None:
+            if stripped.startswith(fence):
+                fence = None
+                out.append("")
+            else:
+                out.append(raw.rstrip())
+            continue
+        block = _markdown_block(stripped)
+        if block is None:
+            paragraph.append(_markdown_inline(stripped))
+            continue
+        _end_paragraph(out, paragraph)
+        kind, content = block
+        if kind == "fence":
+            fence = content
+        elif kind == "heading" and content.startswith("# ") and title is None:
+            title = _markdown_inline(content[2:])
+        elif kind == "heading":
+            out.extend([_markdown_inline(content.lstrip("#").strip()), ""])
+        elif kind == "item":
+            paragraph.append(_markdown_inline(content))
+    _end_paragraph(out, paragraph)
+    return title, out
+
+
+def _markdown_block(line: str) -> tuple[str, str] | None:
+    """Classify a line that is not plain paragraph text: (kind, content), else None."""
+    if not line or _RULE_OR_UNDERLINE.fullmatch(line) or _LINK_DEFINITION.fullmatch(line):
+        return ("break", "")
+    fence = _FENCE.match(line)
+    if fence:
+        return ("fence", fence.group(1)[:3])
+    heading = _ATX_HEADING.fullmatch(line)
+    if heading:
+        return ("heading", f"{heading.group(1)} {heading.group(2)}")
+    marker = _LIST_OR_QUOTE.match(line)
+    if marker and marker.end() < len(line):
+        return ("item", line[marker.end() :])
+    return None
+
+
+def _end_paragraph(out: list[str], paragraph: list[str]) -> None:
+    # In Markdown a single newline is a space: the lines of a paragraph are one line of text.
+    if paragraph:
+        out.extend([" ".join(paragraph), ""])
+        paragraph.clear()
+
+
+def _markdown_inline(text: str) -> str:
+    for pattern, replacement in _INLINE_RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _read_html(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
+    title, body, url, date = _extract_html(text)
+    return [_build_article(title, body.split("\n"), source, url=url, date=date)], []
+
+
+def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None]:
+    """(title, main text, url, date) of an HTML page, menus, footers and scripts left out.
+
+    trafilatura finds the main text; when it fails or gives up (it returns nothing for
+    pathological pages, e.g. 10,000 nested <div>s), a linear, non-recursive parser of the
+    standard library takes the text outside scripts, navigation, headers and footers.
+    """
+    import trafilatura  # slow to import: only when there is HTML to read
+
+    try:
+        body = trafilatura.extract(
+            html, output_format="txt", include_comments=False, include_tables=True, include_links=False
+        )
+    except (Exception, RecursionError):  # a third-party parser on hostile input: never fatal
+        body = None
+    try:
+        meta = trafilatura.extract_metadata(html, extensive=False)
+        title, url, date = meta.title, meta.url, meta.date
+    except (Exception, RecursionError):
+        title = url = date = None
+    if body and title:
+        return title, body, url, date
+    fallback = _FallbackHTMLText.parse(html)
+    return title or fallback.title(), body or fallback.text(), url, date
+
+
+class _FallbackHTMLText(HTMLParser):
+    """Text of an HTML page outside scripts, styles, navigation, headers, footers and forms."""
+
+    _SKIPPED = frozenset(
+        "script style noscript template svg nav header footer aside form iframe button select head".split()
+    )
+    _BLOCKS = frozenset(
+        "p div br h1 h2 h3 h4 h5 h6 li tr td th section article main blockquote pre ul ol table hr".split()
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip_depth = 0
+        self.open_tag: str | None = None
+        self.captured: dict[str, str] = {}
+
+    @classmethod
+    def parse(cls, html: str) -> _FallbackHTMLText:
+        parser = cls()
+        try:
+            parser.feed(html)
+            parser.close()
+        except Exception:  # html.parser is lenient; anything still raised leaves what was read
+            pass
+        return parser
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body":
+            self.skip_depth = 0  # an unclosed <head> must not hide the page
+        elif tag in self._SKIPPED:
+            self.skip_depth += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+        if tag == "meta":
+            values = dict(attrs)
+            if values.get("property") == "og:title" and values.get("content"):
+                self.captured.setdefault("og:title", values["content"] or "")
+        self.open_tag = tag if tag in ("title", "h1") and tag not in self.captured else None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIPPED and self.skip_depth:
+            self.skip_depth -= 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+        self.open_tag = None
+
+    def handle_data(self, data: str) -> None:
+        if self.open_tag and data.strip():
+            self.captured[self.open_tag] = data.strip()
+        if not self.skip_depth:
+            self.parts.append(data)
+
+    def title(self) -> str | None:
+        """og:title, else the first <h1>, else <title>."""
+        return self.captured.get("og:title") or self.captured.get("h1") or self.captured.get("title")
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _read_jsonl(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
+    """One article per line; a bad line is reported with its number and the others still load."""
+    articles, skipped = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        line_source = f"{source}#{number}"
+        try:
+            articles.append(_jsonl_article(line, line_source))
+        except _Skip as skip:
+            skipped.append(SkippedFile(source=line_source, reason=f"line {number}: {skip.reason}"))
+    if not articles and not skipped:
+        raise _Skip("empty file")
+    return articles, skipped
+
+
+def _jsonl_article(line: str, source: str) -> Article:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise _Skip(f"invalid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise _Skip("invalid JSON (nested too deeply)") from None
+    if not isinstance(record, dict):
+        raise _Skip(f"expected a JSON object with a 'text' field, not {type(record).__name__}")
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise _Skip("'text' is missing or is not a non-empty string")
+    title, url, date, declared = (_optional_string(record, key) for key in ("title", "url", "date", "lang"))
+    lang = normalize_lang_code(declared) if declared else None
+    if declared and lang is None:
+        raise _Skip(f"'lang' {declared!r} is not an ISO 639-1 language code (such as 'en' or 'fr')")
+    lines = text.split("\n")
+    if not title:
+        title, lines = _split_title(lines)
+    return _build_article(title, lines, source, lang=lang, url=url, date=date)
+
+
+def _optional_string(record: dict[str, object], key: str) -> str | None:
+    value = record.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Skip(f"{key!r} must be a string, not {type(value).__name__}")
+
+
+_READERS: dict[str, Callable[[str, str], tuple[list[Article], list[SkippedFile]]]] = {
+    ".txt": _read_text,
+    ".md": _read_markdown,
+    ".markdown": _read_markdown,
+    ".html": _read_html,
+    ".htm": _read_html,
+    ".jsonl": _read_jsonl,
+}
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def load_corpus(corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list[Article], list[SkippedFile]]:
+    """Read every supported file under `corpus_dir` (recursively) into articles.
+
+    Returns (articles, skipped), both sorted by source (file path, then .jsonl line number).
+    Hidden files and folders are ignored; every other file that cannot be used is in
+    `skipped` with the reason. An article identical to an earlier one is skipped as a duplicate.
+    Raises IngestError when `corpus_dir` is not a folder.
+    """
+    root = Path(corpus_dir)
+    if not root.is_dir():
+        raise IngestError(f"corpus folder {str(root)!r} does not exist or is not a folder; set QA_CORPUS_DIR")
+    articles: list[Article] = []
+    skipped: list[SkippedFile] = []
+    for path, problem in _walk(root, root):
+        source = _source_name(path, root)
+        try:
+            if problem:
+                raise _Skip(problem)
+            found, bad_lines = _read_source(path, source, max_bytes)
+        except _Skip as skip:
+            skipped.append(SkippedFile(source=source, reason=skip.reason))
+            continue
+        articles.extend(found)
+        skipped.extend(bad_lines)
+    unique, duplicates = _drop_duplicates(sorted(articles, key=lambda article: _source_key(article.source)))
+    skipped = sorted(skipped + duplicates, key=lambda skip: _source_key(skip.source))
+    return unique, skipped
+
+
+def read_file(path: Path, corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Article]:
+    """Read one corpus file: one article, or one per valid line of a .jsonl file.
+
+    Raises IngestError, naming the file and what is wrong, when the file cannot be used
+    (or, for .jsonl, when no line can). Bad lines among good ones are left out; use
+    `load_corpus` to get them listed.
+    """
+    path, root = Path(path), Path(corpus_dir)
+    source = _source_name(path, root)
+    try:
+        problem = _symlink_problem(path, root) if path.is_symlink() else None
+        if problem:
+            raise _Skip(problem)
+        articles, bad_lines = _read_source(path, source, max_bytes)
+    except _Skip as skip:
+        raise IngestError(f"{source}: {skip.reason}") from None
+    if not articles:
+        raise IngestError(f"{source}: no usable line: " + "; ".join(bad.reason for bad in bad_lines[:3]))
+    return articles
+
+
+def _walk(root: Path, folder: Path) -> Iterator[tuple[Path, str | None]]:
+    """(path, problem or None) for each non-hidden file under `folder`, symlinks checked, not followed."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as error:
+        yield folder, f"cannot list the folder: {error.strerror or error}"
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        if entry.is_symlink():
+            problem = _symlink_problem(path, root)
+            if problem is None and path.is_dir():
+                problem = "symlinked folder: not followed"
+            yield path, problem
+        elif entry.is_dir(follow_symlinks=False):
+            yield from _walk(root, path)
+        else:
+            yield path, None
+
+
+def _symlink_problem(path: Path, root: Path) -> str | None:
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "broken symlink (its target does not exist or loops)"
+    if not target.is_relative_to(root.resolve()):
+        return f"symlink to {target}, outside the corpus folder"
+    return None
+
+
+def _read_source(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in source):
+        raise _Skip("the file name is not valid UTF-8; rename the file")
+    extension = path.suffix.lower()
+    reader = _READERS.get(extension)
+    if reader is None:
+        kind = f"'{extension}'" if extension else "(no extension)"
+        raise _Skip(f"unsupported file type {kind}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
+    return reader(_decode(_read_bytes(path, max_bytes)), source)
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise _Skip("not a regular file")
+        if info.st_size > max_bytes:
+            raise _Skip(f"too large: {_size(info.st_size)}, over the {_size(max_bytes)} limit (max_bytes)")
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise _Skip(f"cannot read the file: {error.strerror or error}") from None
+    if len(data) > max_bytes:  # it grew since stat()
+        raise _Skip(f"too large: over the {_size(max_bytes)} limit (max_bytes)")
+    return data
+
+
+def _decode(data: bytes) -> str:
+    """Bytes -> text: UTF-8 (BOM or not), or UTF-16/32 with a BOM; anything else is refused, never guessed."""
+    text = _decode_with_bom(data)
+    if text is None:
+        if b"\x00" in data:
+            raise _Skip("binary file (it contains NUL bytes; UTF-16 text needs a byte-order mark)")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if _control_share(data[:65536].decode("latin-1")) > _BINARY_CONTROL_SHARE:
+                raise _Skip("binary file") from None
+            raise _Skip(
+                f"not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); re-save the file as UTF-8"
+            ) from None
+    share = _control_share(text)
+    if share > _BINARY_CONTROL_SHARE:
+        raise _Skip(f"binary file ({share:.0%} control characters)")
+    if not text.strip():
+        raise _Skip("empty file")
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _decode_with_bom(data: bytes) -> str | None:
+    for mark, codec, name in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            try:
+                return data[len(mark) :].decode(codec)
+            except UnicodeDecodeError as error:
+                raise _Skip(
+                    f"not valid {name} although it starts with a {name} byte-order mark "
+                    f"({error.reason} at offset {error.start + len(mark)})"
+                ) from None
+    return None
+
+
+def _control_share(text: str) -> float:
+    return len(_CONTROL_CHARS.findall(text)) / max(len(text), 1)
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _source_name(path: Path, root: Path) -> str:
+    """Corpus-relative path with forward slashes."""
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        try:
+            relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
+        except ValueError:
+            raise IngestError(f"{path}: not inside the corpus folder {root}") from None
+    return relative.as_posix()
+
+
+def _source_key(source: str) -> tuple[str, int]:
+    # "a.jsonl#10" after "a.jsonl#9": line numbers sort as numbers.
+    name, _, line = source.rpartition("#")
+    if name.endswith(".jsonl") and line.isdigit():
+        return name, int(line)
+    return source, 0
+
+
+def _drop_duplicates(articles: list[Article]) -> tuple[list[Article], list[SkippedFile]]:
+    first_source: dict[str, str] = {}
+    unique, duplicates = [], []
+    for article in articles:
+        if article.doc_id in first_source:
+            reason = f"duplicate: same title and text as {first_source[article.doc_id]}"
+            duplicates.append(SkippedFile(source=article.source, reason=reason))
+        else:
+            first_source[article.doc_id] = article.source
+            unique.append(article)
+    return unique, duplicates

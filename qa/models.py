@@ -1,0 +1,89 @@
+"""Pydantic models at the public boundary: articles, passages, citations, answers."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Article", "Chunk", "Translation", "Passage", "Citation", "Answer", "SkippedFile"]
+
+
+class Article(BaseModel):
+    """One article of the corpus, as read from a file (or one line of a `.jsonl` file)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    doc_id: str = Field(description="Stable id: a hash of the article's text and title.")
+    title: str
+    text: str = Field(description="The article's body text; passage offsets point into it.")
+    lang: str = Field(description="ISO 639-1 code of the detected (or declared) language.")
+    source: str = Field(description="Corpus-relative file name, with `#N` for a line of a .jsonl file.")
+    url: str | None = None
+    date: str | None = None
+
+
+class Chunk(BaseModel):
+    """A passage of an article as stored in the index (no score)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    doc_id: str
+    chunk_id: int = Field(description="Position of the passage within its article.")
+    text: str = Field(description="Exactly `article.text[start:end]`.")
+    start: int = Field(ge=0, description="Character offset of the passage in the article text.")
+    end: int = Field(ge=0)
+    n_tokens: int = Field(ge=0, description="Model tokens, special tokens included.")
+
+
+class Translation(BaseModel):
+    """A passage in another language that says the same as the passage it belongs to."""
+
+    text: str
+    lang: str
+    doc_id: str
+    title: str
+    source: str
+    start: int
+    end: int
+
+
+class Passage(BaseModel):
+    """A ranked passage returned by `qa.retrieve`."""
+
+    text: str
+    score: float
+    lang: str
+    doc_id: str
+    title: str
+    source: str
+    start: int = Field(description="Character offset of the passage in its article's text.")
+    end: int
+    url: str | None = None
+    translations: list[Translation] = Field(default_factory=list)
+
+
+class Citation(BaseModel):
+    """A cited passage and the exact evidence sentence(s) quoted from it."""
+
+    n: int = Field(ge=1, description="The marker number: [n] in the reply.")
+    passage: Passage
+    evidence: str = Field(description="The quoted sentence(s), verbatim from the article.")
+    evidence_lang: str
+    evidence_start: int = Field(description="Offset of the evidence in its article's text.")
+    evidence_end: int
+
+
+class Answer(BaseModel):
+    """A reply in the asker's language, with the passages it cites."""
+
+    question: str
+    lang: str = Field(description="Detected language of the question.")
+    reply: str = Field(description="Plain-text reply with [n] markers.")
+    citations: list[Citation] = Field(default_factory=list)
+    found: bool = Field(description="False when the corpus does not cover the question.")
+
+
+class SkippedFile(BaseModel):
+    """A corpus file (or .jsonl line) that could not be ingested, and why."""
+
+    source: str
+    reason: str

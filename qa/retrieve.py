@@ -1,0 +1,167 @@
+"""Question → ranked passages, across every language of the corpus."""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+
+import numpy as np
+
+from qa.config import Settings
+from qa.embed import Embedder, get_embedder
+from qa.errors import InvalidQuestionError
+from qa.models import Passage, Translation
+from qa.store import LoadedIndex, check_model, current_version, open_index
+
+__all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
+
+
+def clean_question(question: object, max_chars: int) -> str:
+    """The question with control characters removed and whitespace collapsed.
+
+    Raises InvalidQuestionError, naming the problem, for a non-string, empty or too long question.
+    """
+    if not isinstance(question, str):
+        raise InvalidQuestionError(f"The question must be text, not {type(question).__name__}.")
+    if len(question) > max_chars:
+        raise InvalidQuestionError(
+            f"The question is {len(question)} characters long; the limit is {max_chars} "
+            "(QA_MAX_QUESTION_CHARS). Ask a shorter question."
+        )
+    # Lone surrogates and control characters (NUL, escape sequences) carry no meaning and
+    # break tokenizers and terminals; drop them rather than fail.
+    kept = "".join(
+        ch if unicodedata.category(ch) not in {"Cc", "Cs", "Co", "Cn"} else " " for ch in question
+    )
+    text = " ".join(kept.split())
+    if not text:
+        raise InvalidQuestionError("The question is empty. Type a question.")
+    return text
+
+
+class Engine:
+    """The embedder and the live index, loaded once and reused across questions.
+
+    Picks up a rebuilt index between two questions: the `CURRENT` pointer is checked on every
+    search (one small file read) and a new version is loaded and swapped in atomically.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.embedder: Embedder = get_embedder(settings)
+        self._index: LoadedIndex | None = None
+        self._lock = threading.Lock()
+
+    def index(self) -> LoadedIndex:
+        """The live index, reloaded if a build has replaced it since the last question."""
+        live = current_version(self.settings.index_dir)
+        index = self._index
+        if index is not None and (live is None or index.version == live):
+            return index
+        with self._lock:
+            if self._index is None or self._index.version != live:
+                loaded = open_index(self.settings.index_dir)
+                check_model(loaded.manifest, self.embedder.describe(), self.settings.index_dir)
+                self._index = loaded
+            return self._index
+
+    def warm_up(self) -> None:
+        """Load the model and the index now instead of on the first question."""
+        self.index()
+        self.embedder.encode_query("warm up")
+
+    def search(self, question: str, k: int, lang: str | None = None) -> list[Passage]:
+        """The k best passages for one cleaned question, one per translation group.
+
+        Each language's best candidates are scored on a common scale (see `qa.rank`), then
+        translations of the same passage are folded into one hit, shown in the asker's language
+        (`lang`, detected when not given) when the group has a member in it.
+        """
+        from qa.lang import detect_language
+
+        lang = lang or detect_language(question)
+        index = self.index()
+        query = self.embedder.encode_query(question)
+        rows, scores = [], []
+        mean, std = index.lang_stats.moments(query[None, :])
+        lang_ids = dict(zip(index.lang_stats.langs, range(len(index.lang_stats.langs))))
+        for passage_lang, (raw, found) in index.search_by_language(query, self.settings.candidates).items():
+            li = lang_ids[passage_lang]
+            rows.extend(found.tolist())
+            scores.extend(((raw - mean[0, li]) / std[0, li]).tolist())
+        order = np.argsort(scores)[::-1]
+        hits: list[Passage] = []
+        seen: set[int] = set()
+        for i in order:
+            row = rows[i]
+            group = int(index.groups[row])
+            if group in seen:
+                continue
+            seen.add(group)
+            hits.append(grouped_passage(index, row, float(scores[i]), lang))
+            if len(hits) == k:
+                break
+        return hits
+
+
+def grouped_passage(index: LoadedIndex, row: int, score: float, lang: str) -> Passage:
+    """Passage `row` with its translations; the member in `lang` leads when there is one."""
+    members = index.group_members(row)
+    lead = next((m for m in members if index.langs[m] == lang), row)
+    passage = to_passage(index, lead, score)
+    passage.translations = [to_translation(index, m) for m in members if m != lead]
+    return passage
+
+
+def to_translation(index: LoadedIndex, row: int) -> Translation:
+    chunk = index.chunks[row]
+    article = index.articles[chunk.doc_id]
+    return Translation(
+        text=chunk.text,
+        lang=article.lang,
+        doc_id=article.doc_id,
+        title=article.title,
+        source=article.source,
+        start=chunk.start,
+        end=chunk.end,
+    )
+
+
+def to_passage(index: LoadedIndex, row: int, score: float) -> Passage:
+    """The public model of passage `row` of `index`."""
+    chunk = index.chunks[row]
+    article = index.articles[chunk.doc_id]
+    return Passage(
+        text=chunk.text,
+        score=score,
+        lang=article.lang,
+        doc_id=article.doc_id,
+        title=article.title,
+        source=article.source,
+        url=article.url,
+        start=chunk.start,
+        end=chunk.end,
+    )
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for these settings."""
+    settings = settings or Settings()
+    key = settings.model_dump_json()
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = Engine(settings)
+        return _engines[key]
+
+
+def retrieve(question: str, k: int = 5, *, settings: Settings | None = None) -> list[Passage]:
+    """Return the `k` passages that best answer `question`, whatever its language."""
+    settings = settings or Settings()
+    if not isinstance(k, int) or k < 1 or k > 100:
+        raise InvalidQuestionError(f"k must be between 1 and 100, not {k!r}.")
+    text = clean_question(question, settings.max_question_chars)
+    return get_engine(settings).search(text, k)

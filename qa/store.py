@@ -1,0 +1,548 @@
+"""The index on disk: FAISS vectors, the passages, the articles and a manifest.
+
+Layout of the index directory::
+
+    index/
+      CURRENT              name of the live version (replaced atomically)
+      v-20261122T101500-3f2a/
+        manifest.json      model, dimension, chunking, corpus fingerprint, versions, file sizes
+        articles.jsonl     one Article per line (passage offsets point into their text)
+        passages.jsonl     one Chunk (without text) per line, in vector order
+        index.faiss        inner product over L2-normalized vectors
+        lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
+        groups.npy         translation group of each passage
+      .building-*/         a build in progress; left behind only by a crash, removed next time
+
+A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
+or Ctrl-C at any point leaves the previous index loadable, and a running server can switch to
+the new version between two questions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from qa.config import Settings
+from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
+from qa.models import Article, Chunk, SkippedFile
+from qa.rank import LanguageStats, translation_groups
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BuildReport",
+    "Manifest",
+    "LoadedIndex",
+    "build_index",
+    "open_index",
+    "current_version",
+]
+
+FORMAT_VERSION = 1
+POINTER = "CURRENT"
+MANIFEST = "manifest.json"
+ARTICLES = "articles.jsonl"
+PASSAGES = "passages.jsonl"
+VECTORS = "index.faiss"
+LANG_STATS = "lang_stats.npz"
+GROUPS = "groups.npy"
+EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
+KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
+
+
+class Manifest(BaseModel):
+    """What an index was built from, so that loading it with anything else fails loudly."""
+
+    format_version: int
+    model: dict[str, Any]
+    chunking: dict[str, Any]
+    corpus: dict[str, Any]
+    index: dict[str, Any]
+    files: dict[str, int]
+    versions: dict[str, str]
+    created_at: str
+
+
+class BuildReport(BaseModel):
+    """The summary `qa index` prints."""
+
+    index_dir: str
+    version: str
+    articles: int
+    passages: int
+    embedded: int
+    reused: int
+    removed_articles: int
+    languages: dict[str, int]
+    skipped: list[SkippedFile]
+    seconds: float
+
+
+@dataclass
+class LoadedIndex:
+    """A loaded index version: passages, their articles and the FAISS index."""
+
+    path: Path
+    manifest: Manifest
+    articles: dict[str, Article]
+    chunks: list[Chunk]
+    faiss_index: Any
+    lang_stats: LanguageStats
+    groups: np.ndarray  # (n,) translation group id of each passage
+    langs: np.ndarray = field(init=False)  # (n,) language of each passage
+    _by_lang: dict[str, tuple[Any, np.ndarray]] = field(init=False, default_factory=dict)
+    _members: dict[int, list[int]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
+        for row, group in enumerate(self.groups.tolist()):
+            self._members.setdefault(group, []).append(row)
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    def group_members(self, row: int) -> list[int]:
+        """Rows of every passage in the translation group of passage `row` (itself included)."""
+        return self._members[int(self.groups[row])]
+
+    def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The k best passages of each language: {lang: (scores, rows)}."""
+        import faiss
+
+        if not self._by_lang:
+            vectors = self.vectors()
+            for lang in sorted(set(self.langs.tolist())):
+                rows = np.flatnonzero(self.langs == lang)
+                sub = faiss.IndexFlatIP(vectors.shape[1])
+                sub.add(vectors[rows])
+                self._by_lang[lang] = (sub, rows)
+        out = {}
+        for lang, (sub, rows) in self._by_lang.items():
+            scores, ids = sub.search(query[None, :].astype(np.float32), min(k, len(rows)))
+            keep = ids[0] >= 0
+            out[lang] = (scores[0][keep], rows[ids[0][keep]])
+        return out
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def vectors(self) -> np.ndarray:
+        """All passage vectors, in passage order (a copy, for reuse in an incremental build)."""
+        return self.faiss_index.reconstruct_n(0, self.faiss_index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inner-product search; returns (scores, passage ids), -1 where fewer than k exist."""
+        k = min(k, len(self.chunks))
+        if k == 0:
+            n = len(queries)
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        return self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def current_version(index_dir: Path) -> str | None:
+    """Name of the live version directory, or None when no index has been built."""
+    try:
+        name = (index_dir / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def _read_manifest(version_dir: Path) -> Manifest:
+    path = version_dir / MANIFEST
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise IndexCorruptError(f"{path} is missing. Rebuild the index with `qa index`.") from None
+    except ValidationError as exc:
+        raise IndexCorruptError(
+            f"{path} is not a valid manifest ({exc.error_count()} problems, first: "
+            f"{exc.errors()[0]['msg']}). Rebuild the index with `qa index`."
+        ) from None
+
+
+def _read_jsonl(path: Path, model: type[BaseModel]) -> list:
+    items = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                items.append(model.model_validate_json(line))
+            except ValidationError:
+                raise IndexCorruptError(
+                    f"{path} line {number} is not a valid record. Rebuild the index with `qa index`."
+                ) from None
+    return items
+
+
+def _check_files(version_dir: Path, manifest: Manifest) -> None:
+    for name, size in manifest.files.items():
+        path = version_dir / name
+        if not path.is_file():
+            raise IndexCorruptError(f"{path} is missing. Rebuild the index with `qa index`.")
+        actual = path.stat().st_size
+        if actual != size:
+            raise IndexCorruptError(
+                f"{path} has {actual} bytes but the manifest says {size}: the file is truncated or "
+                "was changed. Rebuild the index with `qa index`."
+            )
+
+
+def check_model(manifest: Manifest, model: dict[str, Any], index_dir: Path) -> None:
+    """Refuse an index whose vectors came from another model than the configured one."""
+    built = manifest.model
+    if built.get("fingerprint") != model["fingerprint"] or built.get("dim") != model["dim"]:
+        raise IndexMismatchError(
+            f"The index in {index_dir} was built with model {built.get('name')!r} "
+            f"(fingerprint {built.get('fingerprint')}, dimension {built.get('dim')}), but the "
+            f"configured model is {model['name']!r} (fingerprint {model['fingerprint']}, dimension "
+            f"{model['dim']}). Vectors of different models cannot be compared: rebuild the index "
+            f"with `qa index`, or set QA_MODEL={built.get('name')!r} to use the model it was built with."
+        )
+
+
+def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
+    """Load the live (or the named) index version, checking it against its manifest."""
+    import faiss
+
+    index_dir = Path(index_dir)
+    version = version or current_version(index_dir)
+    if version is None:
+        raise IndexNotFoundError(
+            f"No index in {index_dir}. Build one with `qa index` (it reads corpus/ by default)."
+        )
+    version_dir = index_dir / version
+    if not version_dir.is_dir():
+        raise IndexCorruptError(
+            f"{index_dir / POINTER} names {version!r}, but {version_dir} does not exist. "
+            "Rebuild the index with `qa index`."
+        )
+    manifest = _read_manifest(version_dir)
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"{version_dir} has index format {manifest.format_version}; this version of qa reads "
+            f"format {FORMAT_VERSION}. Rebuild the index with `qa index`."
+        )
+    _check_files(version_dir, manifest)
+    articles = {a.doc_id: a for a in _read_jsonl(version_dir / ARTICLES, Article)}
+    chunks = _read_jsonl(version_dir / PASSAGES, _StoredChunk)
+    try:
+        faiss_index = faiss.read_index(str(version_dir / VECTORS))
+    except RuntimeError as exc:
+        raise IndexCorruptError(
+            f"{version_dir / VECTORS} cannot be read by FAISS ({str(exc).splitlines()[0]}). "
+            "Rebuild the index with `qa index`."
+        ) from None
+    if faiss_index.ntotal != len(chunks) or faiss_index.d != manifest.model.get("dim"):
+        raise IndexCorruptError(
+            f"{version_dir / VECTORS} holds {faiss_index.ntotal} vectors of dimension "
+            f"{faiss_index.d}, but {PASSAGES} lists {len(chunks)} passages and the manifest says "
+            f"dimension {manifest.model.get('dim')}. Rebuild the index with `qa index`."
+        )
+    try:
+        with np.load(version_dir / LANG_STATS) as arrays:
+            lang_stats = LanguageStats.from_arrays(arrays)
+        groups = np.load(version_dir / GROUPS)
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexCorruptError(
+            f"{version_dir / LANG_STATS} or {GROUPS} cannot be read ({exc}). Rebuild the index with `qa index`."
+        ) from None
+    if len(groups) != len(chunks):
+        raise IndexCorruptError(
+            f"{version_dir / GROUPS} has {len(groups)} entries for {len(chunks)} passages. "
+            "Rebuild the index with `qa index`."
+        )
+    missing = {c.doc_id for c in chunks} - articles.keys()
+    if missing:
+        raise IndexCorruptError(
+            f"{version_dir / PASSAGES} refers to {len(missing)} article(s) missing from "
+            f"{ARTICLES}. Rebuild the index with `qa index`."
+        )
+    return LoadedIndex(
+        path=version_dir,
+        manifest=manifest,
+        articles=articles,
+        chunks=[c.to_chunk(articles[c.doc_id]) for c in chunks],
+        faiss_index=faiss_index,
+        lang_stats=lang_stats,
+        groups=groups,
+    )
+
+
+class _StoredChunk(BaseModel):
+    """A chunk as stored on disk: offsets only, the text lives once, in its article."""
+
+    doc_id: str
+    chunk_id: int
+    start: int
+    end: int
+    n_tokens: int
+
+    def to_chunk(self, article: Article) -> Chunk:
+        return Chunk(
+            doc_id=self.doc_id,
+            chunk_id=self.chunk_id,
+            text=article.text[self.start : self.end],
+            start=self.start,
+            end=self.end,
+            n_tokens=self.n_tokens,
+        )
+
+
+# --------------------------------------------------------------------------- building
+
+
+@contextlib.contextmanager
+def _build_lock(index_dir: Path) -> Iterator[None]:
+    # One build at a time per index directory; a second one fails at once instead of racing.
+    handle = (index_dir / ".lock").open("a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QAError(
+                f"Another `qa index` is already building {index_dir}. Wait for it to finish."
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_jsonl(path: Path, items: list[BaseModel]) -> None:
+    _write_file(path, b"".join(item.model_dump_json().encode() + b"\n" for item in items))
+
+
+def _versions() -> dict[str, str]:
+    import faiss
+    import sentence_transformers
+    import torch
+
+    import qa
+
+    return {
+        "qa": qa.__version__,
+        "faiss": faiss.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def corpus_fingerprint(articles: list[Article]) -> str:
+    """A hash of the set of articles (their content ids), independent of file order."""
+    digest = hashlib.sha256()
+    for doc_id in sorted(a.doc_id for a in articles):
+        digest.update(doc_id.encode())
+    return digest.hexdigest()[:20]
+
+
+def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> LoadedIndex | None:
+    """The previous index, if its passages and vectors can be reused for an incremental build."""
+    try:
+        previous = open_index(index_dir)
+    except IndexNotFoundError:
+        return None
+    except QAError as exc:
+        print(f"Previous index not reusable, rebuilding everything: {exc}", file=sys.stderr)
+        return None
+    if previous.manifest.model.get("fingerprint") != model["fingerprint"]:
+        print("The model changed since the last build: embedding everything again.", file=sys.stderr)
+        return None
+    if previous.manifest.chunking != chunking:
+        print("Chunking settings changed since the last build: embedding everything again.", file=sys.stderr)
+        return None
+    return previous
+
+
+def _embed_with_progress(embedder, texts: list[str], progress: bool) -> np.ndarray:
+    from tqdm import tqdm
+
+    parts = []
+    with tqdm(total=len(texts), desc="Embedding", unit="passage", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(texts), EMBED_SLICE):
+            batch = texts[start : start + EMBED_SLICE]
+            parts.append(embedder.encode_documents(batch))
+            bar.update(len(batch))
+    if not parts:
+        return np.zeros((0, embedder.dim), np.float32)
+    return np.concatenate(parts)
+
+
+def _new_version_name() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _remove_stale(index_dir: Path, keep: set[str]) -> None:
+    # Leftovers of crashed builds, and versions older than the last KEEP_VERSIONS.
+    for path in index_dir.glob(".building-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    versions = sorted(p for p in index_dir.glob("v-*") if p.is_dir())
+    for path in versions[:-KEEP_VERSIONS]:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _swap_pointer(index_dir: Path, version: str) -> None:
+    tmp = index_dir / f".{POINTER}.{uuid.uuid4().hex[:6]}"
+    _write_file(tmp, version.encode() + b"\n")
+    os.replace(tmp, index_dir / POINTER)
+    _fsync_dir(index_dir)
+
+
+def build_index(
+    corpus_dir: Path | str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: bool = False,
+    embedder=None,
+) -> BuildReport:
+    """Build or update the index from `corpus_dir`, embedding only new or changed articles.
+
+    `embedder` defaults to the configured model (`qa.embed.get_embedder`).
+    """
+    import faiss
+
+    from qa.chunk import chunk_article, chunking_params
+    from qa.embed import get_embedder
+    from qa.ingest import load_corpus
+
+    settings = settings or Settings()
+    corpus_dir = Path(corpus_dir) if corpus_dir is not None else settings.corpus_dir
+    index_dir = settings.index_dir
+    started = time.perf_counter()
+    if not corpus_dir.is_dir():
+        raise QAError(f"Corpus folder {corpus_dir} does not exist. Pass the folder of your articles.")
+    index_dir.mkdir(parents=True, exist_ok=True)
+
+    with _build_lock(index_dir):
+        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        articles, skipped = load_corpus(corpus_dir)
+        if not articles:
+            raise QAError(
+                f"No readable articles in {corpus_dir} ({len(skipped)} file(s) skipped). Add .txt, "
+                ".md, .html or .jsonl files; the existing index was left as it was."
+            )
+        embedder = embedder or get_embedder(settings)
+        model = embedder.describe()
+        budget = min(settings.chunk_tokens, embedder.max_tokens)
+        chunking = chunking_params(budget, settings.chunk_overlap)
+        previous = _reusable(index_dir, model, chunking)
+        # Everything new goes into a fresh folder; the live version is not touched until the swap.
+        version = _new_version_name()
+        building = index_dir / f".building-{version}"
+        building.mkdir()
+
+        old_rows: dict[str, list[int]] = {}
+        if previous is not None:
+            for row, chunk in enumerate(previous.chunks):
+                old_rows.setdefault(chunk.doc_id, []).append(row)
+        old_vectors = previous.vectors() if previous is not None and old_rows else None
+
+        chunks: list[Chunk] = []
+        reuse_rows: list[int] = []  # per new chunk: row in the old index, or -1 to embed
+        for article in articles:
+            rows = old_rows.get(article.doc_id)
+            if rows:
+                chunks.extend(previous.chunks[r] for r in rows)
+                reuse_rows.extend(rows)
+            else:
+                new = chunk_article(article, embedder.count_tokens, budget, settings.chunk_overlap)
+                chunks.extend(new)
+                reuse_rows.extend([-1] * len(new))
+
+        to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
+        fresh = _embed_with_progress(embedder, [chunks[i].text for i in to_embed], progress)
+        vectors = np.zeros((len(chunks), model["dim"]), np.float32)
+        if to_embed:
+            vectors[to_embed] = fresh
+        reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
+        if reused:
+            vectors[reused] = old_vectors[[reuse_rows[i] for i in reused]]
+
+        lang_of = {a.doc_id: a.lang for a in articles}
+        faiss_index = faiss.IndexFlatIP(model["dim"])
+        faiss_index.add(vectors)
+
+        _write_jsonl(building / ARTICLES, articles)
+        _write_jsonl(
+            building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]
+        )
+        _write_file(building / VECTORS, faiss.serialize_index(faiss_index).tobytes())
+        passage_langs = [lang_of[c.doc_id] for c in chunks]
+        with (building / LANG_STATS).open("wb") as handle:
+            np.savez(handle, **LanguageStats.fit(vectors, passage_langs).to_arrays())
+        with (building / GROUPS).open("wb") as handle:
+            np.save(handle, translation_groups(vectors, passage_langs, settings.group_threshold))
+        languages = Counter(a.lang for a in articles)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            model=model,
+            chunking=chunking,
+            corpus={
+                "fingerprint": corpus_fingerprint(articles),
+                "articles": len(articles),
+                "passages": len(chunks),
+                "languages": dict(sorted(languages.items())),
+            },
+            index={"type": "flat", "metric": "inner_product", "ntotal": int(faiss_index.ntotal)},
+            files={
+                name: (building / name).stat().st_size
+                for name in (ARTICLES, PASSAGES, VECTORS, LANG_STATS, GROUPS)
+            },
+            versions=_versions(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        _fsync_dir(building)
+        os.rename(building, index_dir / version)
+        _swap_pointer(index_dir, version)
+        _remove_stale(index_dir, keep={version})
+
+    removed = len(set(old_rows) - {a.doc_id for a in articles})
+    return BuildReport(
+        index_dir=str(index_dir),
+        version=version,
+        articles=len(articles),
+        passages=len(chunks),
+        embedded=len(to_embed),
+        reused=len(reused),
+        removed_articles=removed,
+        languages=dict(sorted(languages.items())),
+        skipped=skipped,
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -1,0 +1,388 @@
+"""The chat UI: a Gradio Blocks app over `qa.ask`, with a sources panel beside the chat.
+
+Two halves:
+
+* pure functions that turn an `Answer` into what the browser shows: `reply_markdown` (the reply,
+  every piece of text escaped, with our own `[n]` links) and `render_sources` (the sources
+  panel as HTML, every piece of corpus text passed through `html.escape`). Corpus text is
+  untrusted: nothing from it is ever rendered as markup.
+* `build_ui(settings, status)`: the Blocks app, a thin shell that parses, calls `qa.ask` and
+  formats with the functions above. `gradio` is imported only there.
+"""
+
+import html
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qa.config import Settings
+from qa.i18n import EXAMPLES, LABELS, LANGUAGE_NAMES, label, pick_lang
+from qa.models import Answer, Citation, Passage
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+__all__ = [
+    "escape_markdown",
+    "reply_markdown",
+    "stream_prefixes",
+    "render_sources",
+    "render_citation",
+    "empty_sources",
+    "build_ui",
+    "theme",
+    "STATIC_DIR",
+]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# --------------------------------------------------------------------------- the reply
+
+# Every ASCII punctuation character that means something to Markdown (CommonMark + GFM
+# extensions: tables, strikethrough, autolinks, math). `&` is left alone: it only appears in the
+# entities html.escape produced, which must stay intact to show `<` and `>` as text.
+_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|~$:=@\"']")
+_MARKER = re.compile(r"\\\[(\d{1,3})\\\]")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` as Markdown that renders back to exactly `text`: no markup, links, HTML or math."""
+    lines = [line.strip() for line in text.splitlines()]
+    escaped = html.escape("\n".join(lines), quote=False)
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), escaped)
+
+
+def cite_id(turn: int, n: int) -> str:
+    """The element id of source `n` of the answer to question number `turn`."""
+    return f"src-{turn}-{n}"
+
+
+def reply_markdown(answer: Answer, turn: int = 1) -> str:
+    """The reply as safe Markdown: escaped text, and each `[n]` a link to its source card."""
+    known = {c.n for c in answer.citations}
+
+    def link(match: re.Match) -> str:
+        n = int(match.group(1))
+        if n not in known:
+            return match.group(0)
+        return f"[\\[{n}\\]](#{cite_id(turn, n)})"
+
+    return _MARKER.sub(link, escape_markdown(answer.reply))
+
+
+# One unit of streamed text: a whole citation link, a backslash escape, an entity, a run of
+# spaces, or one character. Cutting only between units never shows half of a link.
+_UNIT = re.compile(r"\[\\\[\d+\\\]\]\(#src-\d+-\d+\)|\\.|&(?:amp|lt|gt);|\s+|.", re.S)
+
+
+def stream_prefixes(markdown: str, steps: int = 24) -> Iterator[str]:
+    """Progressively longer prefixes of `markdown`, about `steps` of them, the last one whole."""
+    units = _UNIT.findall(markdown)
+    if not units:
+        yield markdown
+        return
+    size = max(1, -(-len(units) // steps))
+    for end in range(size, len(units), size):
+        yield "".join(units[:end])
+    yield markdown
+
+
+# --------------------------------------------------------------------------- the sources panel
+
+_LANG_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def _lang_attr(lang: str) -> str:
+    return f' lang="{html.escape(lang)}"' if _LANG_TAG.fullmatch(lang or "") else ""
+
+
+def _badge(lang: str) -> str:
+    name = LANGUAGE_NAMES.get(lang, lang)
+    return f'<span class="qa-lang" title="{html.escape(name)}">{html.escape(lang.upper())}</span>'
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def highlight(text: str, text_start: int, evidence: str, ev_start: int, ev_end: int) -> str:
+    """`text` escaped, with the evidence sentence wrapped in `<mark>` when it lies within it.
+
+    `text_start`, `ev_start` and `ev_end` are offsets in the same article; when they do not
+    agree with the text (evidence from another article), the evidence is searched verbatim.
+    """
+    lo, hi = ev_start - text_start, ev_end - text_start
+    lo, hi = max(lo, 0), min(hi, len(text))
+    found = lo < hi and _squash(text[lo:hi]) in _squash(evidence)
+    if not found and evidence.strip():
+        at = text.find(evidence.strip())
+        found = at >= 0
+        lo, hi = at, at + len(evidence.strip())
+    if not found:
+        return html.escape(text)
+    return (
+        html.escape(text[:lo]) + "<mark>" + html.escape(text[lo:hi]) + "</mark>" + html.escape(text[hi:])
+    )
+
+
+def _safe_url(url: str | None) -> str | None:
+    # Only plain web links; `javascript:`, `data:` and the like are shown as nothing at all.
+    if url and re.match(r"https?://[^\s<>\"']+$", url.strip(), re.I):
+        return url.strip()
+    return None
+
+
+def render_citation(citation: Citation, turn: int, lang: str) -> str:
+    """One source card: number, title, language, score, the passage with the evidence marked."""
+    p: Passage = citation.passage
+    card_id = cite_id(turn, citation.n)
+    title = p.title.strip() or p.source
+    parts = [
+        f'<article class="qa-src" id="{card_id}" tabindex="-1">',
+        '<div class="qa-src-head">',
+        f'<a class="qa-src-n" href="#{card_id}">{citation.n}</a>',
+        f'<span class="qa-src-title">{html.escape(title)}</span>',
+        "</div>",
+        '<div class="qa-src-meta">',
+        _badge(p.lang),
+        f'<span class="qa-score">{html.escape(label("score", lang))} {p.score:.2f}</span>',
+        f'<span class="qa-file">{html.escape(p.source)}</span>',
+    ]
+    url = _safe_url(p.url)
+    if url:
+        parts.append(
+            f'<a class="qa-open" href="{html.escape(url)}" target="_blank" '
+            f'rel="noopener noreferrer nofollow">{html.escape(label("open_article", lang))}</a>'
+        )
+    parts.append("</div>")
+    parts.append(
+        f'<blockquote class="qa-src-text"{_lang_attr(p.lang)}>'
+        f"{highlight(p.text, p.start, citation.evidence, citation.evidence_start, citation.evidence_end)}"
+        "</blockquote>"
+    )
+    for other in p.translations:
+        summary = f"{_badge(other.lang)} {html.escape(label('translations', lang))}"
+        body = highlight(
+            other.text, other.start, citation.evidence, citation.evidence_start, citation.evidence_end
+        )
+        parts.append(
+            f'<details class="qa-tr"><summary>{summary}</summary>'
+            f'<div class="qa-tr-title">{html.escape(other.title.strip() or other.source)}</div>'
+            f'<blockquote class="qa-src-text"{_lang_attr(other.lang)}>{body}</blockquote></details>'
+        )
+    parts.append("</article>")
+    return "".join(parts)
+
+
+def empty_sources(text: str) -> str:
+    """The panel before any question: an explanation (already translated, or an i18n key)."""
+    return f'<div class="qa-sources qa-sources-empty"><p>{text}</p></div>'
+
+
+def render_sources(answers: Sequence[Answer], lang: str = "en") -> str:
+    """The sources panel for a conversation: the latest answer's sources first, open; those of
+    earlier questions below, folded. Every piece of corpus text is escaped."""
+    turns = [(turn, a) for turn, a in enumerate(answers, 1) if a.citations]
+    if not turns:
+        return empty_sources(html.escape(label("sources_empty", lang)))
+    sections = []
+    for position, (turn, answer) in enumerate(reversed(turns)):
+        cards = "".join(render_citation(c, turn, lang) for c in answer.citations)
+        heading = (
+            f'<span class="qa-turn-n">{html.escape(label("question_n", lang))} {turn}</span> '
+            f'<span class="qa-turn-q">{html.escape(_squash(answer.question))}</span>'
+        )
+        state = " open" if position == 0 else ""
+        sections.append(
+            f'<details class="qa-turn"{state}><summary>{heading}</summary>{cards}</details>'
+        )
+    return f'<div class="qa-sources">{"".join(sections)}</div>'
+
+
+# --------------------------------------------------------------------------- the Gradio app
+
+
+def theme() -> "gr.themes.Base":
+    """A calm theme with the system's own fonts: nothing is fetched from a font service."""
+    import gradio as gr
+
+    return gr.themes.Soft(
+        primary_hue="indigo",
+        secondary_hue="slate",
+        neutral_hue="slate",
+        radius_size="md",
+        font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helvetica Neue",
+              "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+    ).set(body_background_fill="*neutral_50", block_radius="12px")
+
+
+def head_html() -> str:
+    """The `<head>` additions: the citation-link script (inline: Gradio injects it)."""
+    return "<script>" + (STATIC_DIR / "chat.js").read_text(encoding="utf-8") + "</script>"
+
+
+def css() -> str:
+    return (STATIC_DIR / "chat.css").read_text(encoding="utf-8")
+
+
+def _request_lang(request: "gr.Request | None") -> str:
+    headers = getattr(request, "headers", None) or {}
+    return pick_lang(headers.get("accept-language"))
+
+
+def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None = None) -> "gr.Blocks":
+    """The chat app. `status()` says whether the index is ready, and if not the i18n key of why
+    (`loading` or `building`), so that questions asked too early get a clear message."""
+    import gradio as gr
+
+    from qa.errors import InvalidQuestionError, QAError
+    from qa.retrieve import clean_question
+
+    i18n = gr.I18n(**LABELS)
+    status = status or (lambda: (True, ""))
+
+    def check_ready(lang: str) -> None:
+        ready, why = status()
+        if not ready:
+            raise gr.Error(label(why or "loading", lang))
+
+    def ask(question: str, history: list[str]) -> Answer:
+        from qa import ask as qa_ask
+
+        return qa_ask(question, history=history, settings=settings)
+
+    def respond(message: str, chat: list[dict], answers: list[dict], request: gr.Request):
+        lang = _request_lang(request)
+        text = (message or "").strip()
+        if not text:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        check_ready(lang)
+        try:
+            question = clean_question(text, settings.max_question_chars)
+        except InvalidQuestionError as exc:
+            raise gr.Error(str(exc)) from None
+        history = [a["question"] for a in answers]
+        chat = list(chat or []) + [{"role": "user", "content": escape_markdown(question)}]
+        yield "", chat, gr.skip(), gr.skip()
+        try:
+            answer = ask(question, history)
+        except QAError as exc:
+            message = f"{label('unavailable', lang)}: {exc}"
+            yield gr.skip(), chat + [{"role": "assistant", "content": escape_markdown(message)}], gr.skip(), gr.skip()
+            return
+        answers = list(answers or []) + [answer.model_dump(mode="json")]
+        turn = len(answers)
+        sources = render_sources([Answer.model_validate(a) for a in answers], lang)
+        full = reply_markdown(answer, turn)
+        first = True
+        for partial in stream_prefixes(full):
+            reply = chat + [{"role": "assistant", "content": partial}]
+            yield gr.skip(), reply, (sources if first else gr.skip()), (answers if first else gr.skip())
+            first = False
+            time.sleep(0.02)
+
+    def clear(request: gr.Request):
+        lang = _request_lang(request)
+        return "", [], empty_sources(html.escape(label("sources_empty", lang))), []
+
+    # API-only endpoints for gradio_client: the same calls as the REST API.
+    def api_ask(question: str, history: list[str] | None = None) -> dict[str, Any]:
+        """Answer a question in its language, with citations (an Answer as JSON)."""
+        check_ready("en")
+        try:
+            return ask(question, list(history or [])).model_dump(mode="json")
+        except QAError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def api_search(question: str, k: int = 5) -> list[dict[str, Any]]:
+        """The k passages that best answer a question (a list of Passage as JSON)."""
+        from qa.retrieve import retrieve
+
+        check_ready("en")
+        try:
+            return [p.model_dump(mode="json") for p in retrieve(question, k=int(k), settings=settings)]
+        except QAError as exc:
+            raise gr.Error(str(exc)) from None
+
+    with gr.Blocks(title="News Q&A", analytics_enabled=False, fill_width=True) as demo:
+        answers = gr.State([])
+        with gr.Column(elem_id="qa-app"):
+            # Gradio translates one i18n key per string: one component per translated text.
+            with gr.Row(elem_id="qa-header", equal_height=False):
+                gr.HTML('<span class="qa-logo" aria-hidden="true">❝</span>', elem_id="qa-logo",
+                        js_on_load=None, scale=0, min_width=48)
+                with gr.Column(scale=1, min_width=0, elem_id="qa-brand"):
+                    gr.HTML(f"<h1>{i18n('title')}</h1>", js_on_load=None)
+                    gr.HTML(f'<p class="qa-tagline">{i18n("tagline")}</p>', js_on_load=None)
+            with gr.Row(elem_id="qa-main", equal_height=False):
+                with gr.Column(scale=3, min_width=320, elem_id="qa-chat-col"):
+                    chatbot = gr.Chatbot(
+                        label=i18n("conversation"),
+                        show_label=False,
+                        elem_id="qa-chatbot",
+                        height="62vh",
+                        min_height=360,
+                        placeholder=i18n("empty_state"),
+                        sanitize_html=True,
+                        render_markdown=True,
+                        allow_tags=False,
+                        latex_delimiters=[],
+                        line_breaks=True,
+                        feedback_options=None,
+                        buttons=["copy"],
+                        layout="bubble",
+                        autoscroll=True,
+                    )
+                    with gr.Row(elem_id="qa-input-row", equal_height=True):
+                        question = gr.Textbox(
+                            show_label=False,
+                            placeholder=i18n("placeholder"),
+                            max_length=settings.max_question_chars,
+                            lines=1,
+                            max_lines=5,
+                            scale=8,
+                            container=False,
+                            elem_id="qa-question",
+                        )
+                        ask_button = gr.Button(
+                            i18n("ask"), variant="primary", scale=1, min_width=88, elem_id="qa-ask"
+                        )
+                        clear_button = gr.Button(
+                            i18n("clear"), variant="secondary", scale=1, min_width=88, elem_id="qa-clear"
+                        )
+                    examples = gr.Examples(
+                        examples=[[q] for q in EXAMPLES],
+                        inputs=[question],
+                        label=i18n("examples"),
+                        examples_per_page=len(EXAMPLES),
+                        elem_id="qa-examples",
+                    )
+                with gr.Column(scale=2, min_width=300, elem_id="qa-sources-col"):
+                    gr.HTML(f'<h2 class="qa-panel-title">{i18n("sources")}</h2>', js_on_load=None)
+                    sources = gr.HTML(
+                        empty_sources(str(i18n("sources_empty"))),
+                        elem_id="qa-sources",
+                        js_on_load=None,
+                        autoscroll=False,
+                    )
+
+        outputs = [question, chatbot, sources, answers]
+        inputs = [question, chatbot, answers]
+        events = dict(fn=respond, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="minimal")
+        question.submit(**events)
+        ask_button.click(**events)
+        examples.load_input_event.then(**events)
+        clear_button.click(clear, None, outputs, queue=False, api_visibility="private")
+
+        gr.api(api_ask, api_name="ask")
+        gr.api(api_search, api_name="search")
+
+    demo.queue(
+        default_concurrency_limit=settings.queue_concurrency,
+        max_size=settings.queue_max_size,
+    )
+    return demo

