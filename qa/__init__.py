@@ -78,7 +78,7 @@ def __dir__() -> list[str]:
 
 def retrieve(question: str, k: int = 5, *, settings: Settings | None = None) -> list[Passage]:
     """Return the `k` passages that best answer `question`, in any language of the corpus."""
-    from qa.retrieve import retrieve as _retrieve
+    from qa.retrieval import retrieve as _retrieve
 
     return _retrieve(question, k=k, settings=settings)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from qa.config import Settings
 from qa.models import Answer, Citation, Passage
-from qa.retrieve import clean_question, get_engine
+from qa.retrieval import clean_question, get_engine
 
 __all__ = ["ask", "LEAD_IN", "NOT_FOUND"]
 
@@ -62,6 +62,18 @@ NOT_FOUND = {
     "vi": "Tôi không tìm thấy câu trả lời cho câu hỏi này trong các bài viết hiện có.",
     "th": "ไม่พบคำตอบสำหรับคำถามนี้ในบทความที่มีอยู่",
     "ro": "Nu am găsit un răspuns la această întrebare în articolele pe care le am.",
+}
+
+QUOTES = {
+    "fr": ("« ", " »"),
+    "es": ("«", "»"),
+    "it": ("«", "»"),
+    "pt": ("«", "»"),
+    "ru": ("«", "»"),
+    "de": ("„", "“"),
+    "ja": ("「", "」"),
+    "zh": ("「", "」"),
+    "ko": ("“", "”"),
 }
 
 CITED_PASSAGES = 3  # passages quoted at most
@@ -124,16 +136,27 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
     engine = get_engine(settings)
     query = _with_history(text, history)
     passages = engine.search(query, settings.top_k, lang=lang)
-    relevant = [p for p in passages if p.score >= settings.min_score][:CITED_PASSAGES]
+    relevant = [p for p in passages if p.similarity >= settings.min_similarity]
     if not relevant:
         return Answer(question=text, lang=lang, reply=NOT_FOUND.get(lang, NOT_FOUND["en"]), found=False)
 
     query_vector = engine.embedder.encode_query(query)
+    # Rank the candidates by their best sentence: a question usually asks about one sentence,
+    # and a long passage that mentions the topic everywhere should not outrank it.
+    # The search already put the translation in the asker's language first, when one exists.
+    evidence = [_evidence(p, query_vector, engine.embedder) for p in relevant]
+    best, quoted = [], set()
+    for i in sorted(range(len(relevant)), key=lambda i: -evidence[i][2]):
+        key = (relevant[i].doc_id, evidence[i][0])  # overlapping passages share sentences
+        if key not in quoted:
+            quoted.add(key)
+            best.append(i)
+    best = best[:CITED_PASSAGES]
     citations = []
     articles = engine.index().articles
-    for n, passage in enumerate(relevant, 1):
-        # The search already put the translation in the asker's language first, when one exists.
-        start, end, _ = _evidence(passage, query_vector, engine.embedder)
+    for n, i in enumerate(best, 1):
+        passage = relevant[i]
+        start, end, _ = evidence[i]
         citations.append(
             Citation(
                 n=n,
@@ -145,5 +168,6 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
             )
         )
     lines = [LEAD_IN.get(lang, LEAD_IN["en"])]
-    lines += [f"«{' '.join(c.evidence.split())}» [{c.n}]" for c in citations]
+    open_quote, close_quote = QUOTES.get(lang, ("“", "”"))
+    lines += [f"{open_quote}{' '.join(c.evidence.split())}{close_quote} [{c.n}]" for c in citations]
     return Answer(question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True)

@@ -22,7 +22,7 @@ from qa.config import Settings
 from qa.errors import IndexNotFoundError, InvalidQuestionError, QAError
 from qa.models import Answer, Passage
 
-__all__ = ["router", "install_error_handlers", "AskRequest", "ErrorMessage", "Slots", "ServiceState"]
+__all__ = ["AskRequest", "ErrorMessage", "ServiceState", "Slots", "install_error_handlers", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def search(
     q: Annotated[str, Query(description="The question, in any language.")],
     k: Annotated[int, Query(ge=1, le=100, description="How many passages.")] = 5,
 ) -> list[Passage]:
-    from qa.retrieve import clean_question, retrieve
+    from qa.retrieval import clean_question, retrieve
 
     clean_question(q, request.app.state.qa.settings.max_question_chars)  # 422 before 503
     service = _service(request)
@@ -132,7 +132,7 @@ def search(
 @router.post("/ask", response_model=Answer, summary="A cited answer in the language of the question")
 def ask(request: Request, body: AskRequest) -> Answer:
     from qa import ask as qa_ask
-    from qa.retrieve import clean_question
+    from qa.retrieval import clean_question
 
     limit = request.app.state.qa.settings.max_question_chars
     clean_question(body.question, limit)  # 422 before 503

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 from qa.models import Article, Chunk
 
-__all__ = ["TokenCounter", "split_sentences", "chunk_article", "chunking_params", "CHUNKER_NAME", "CHUNKER_VERSION"]
+__all__ = [
+    "split_sentences",
+    "chunk_article",
+    "chunking_params",
+    "TokenCounter",
+    "CHUNKER_NAME",
+    "CHUNKER_VERSION",
+]
 
 TokenCounter = Callable[[list[str]], list[int]]
 """Returns the model's token count of each text, special tokens and passage prompt included."""
@@ -43,11 +50,19 @@ _ABBREVIATIONS = frozenset(
     z.b d.h u.a o.ä u.ä usw bzw evtl ggf vgl nr hr fr str inkl zzgl sog bspw jh jhd
     sra srta dra ud uds pág núm sig dott ing avv
     т.е т.к ул стр см им
-    """.split()
+    """.split()  # noqa: SIM905 - a word list reads best as text
 )
 
-_CJK_RANGES = ((0x3000, 0x303F), (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
-               (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF), (0x20000, 0x3134F))
+_CJK_RANGES = (
+    (0x3000, 0x303F),
+    (0x3040, 0x30FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7AF),
+    (0xF900, 0xFAFF),
+    (0xFF00, 0xFFEF),
+    (0x20000, 0x3134F),
+)
 _SOFT_BREAKS = ",;:、，；：)）」』”’»"  # a cut right after these reads better than mid-clause
 _ZWJ = "\u200d"
 _MAX_SEARCH_CANDIDATES = 8  # positions tried per count_tokens call when cutting a long sentence
@@ -83,7 +98,9 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def chunk_article(article: Article, count_tokens: TokenCounter, max_tokens: int, overlap: int = 1) -> list[Chunk]:
+def chunk_article(
+    article: Article, count_tokens: TokenCounter, max_tokens: int, overlap: int = 1
+) -> list[Chunk]:
     """Pack the sentences of `article` into passages of at most `max_tokens` tokens.
 
     Consecutive passages share `overlap` sentences when that still leaves room for new text
@@ -99,7 +116,9 @@ def chunk_article(article: Article, count_tokens: TokenCounter, max_tokens: int,
         return []
     base, *counts = _count(count_tokens, [""] + [text[start:end] for start, end in spans])
     if base >= max_tokens:
-        raise ValueError(f"max_tokens={max_tokens} leaves no room for text: an empty passage already counts {base}")
+        raise ValueError(
+            f"max_tokens={max_tokens} leaves no room for text: an empty passage already counts {base}"
+        )
     units: list[_Unit] = []
     for (start, end), tokens in zip(spans, counts):
         if tokens <= max_tokens:
@@ -108,8 +127,14 @@ def chunk_article(article: Article, count_tokens: TokenCounter, max_tokens: int,
             units.extend(_split_oversized(text, start, end, tokens, base, count_tokens, max_tokens))
     groups = _pack(text, units, base, count_tokens, max_tokens, overlap)
     return [
-        Chunk(doc_id=article.doc_id, chunk_id=number, text=text[units[first].start : units[last - 1].end],
-              start=units[first].start, end=units[last - 1].end, n_tokens=tokens)
+        Chunk(
+            doc_id=article.doc_id,
+            chunk_id=number,
+            text=text[units[first].start : units[last - 1].end],
+            start=units[first].start,
+            end=units[last - 1].end,
+            n_tokens=tokens,
+        )
         for number, (first, last, tokens) in enumerate(groups)
     ]
 
@@ -250,7 +275,10 @@ def _longest_fitting_prefix(
         for cut, tokens in zip(candidates, counts):
             if tokens <= max_tokens and cut > low:
                 low, low_tokens = cut, tokens
-        high = min((cut for cut, tokens in zip(candidates, counts) if tokens > max_tokens and cut > low), default=high)
+        high = min(
+            (cut for cut, tokens in zip(candidates, counts) if tokens > max_tokens and cut > low),
+            default=high,
+        )
         if high is None and low == end:
             return end, low_tokens
         if high is None:  # everything tried fits: look further
@@ -284,7 +312,9 @@ def _is_safe_cut(text: str, position: int) -> bool:
     return not ("\U0001f1e6" <= char <= "\U0001f1ff" and "\U0001f1e6" <= previous <= "\U0001f1ff")
 
 
-def _single_grapheme(text: str, start: int, end: int, count_tokens: TokenCounter, max_tokens: int) -> tuple[int, int]:
+def _single_grapheme(
+    text: str, start: int, end: int, count_tokens: TokenCounter, max_tokens: int
+) -> tuple[int, int]:
     """Last resort when no safe cut fits: the smallest cut, if even that fits the budget."""
     cut = start + 1
     while cut < end and not _is_safe_cut(text, cut):
@@ -294,7 +324,7 @@ def _single_grapheme(text: str, start: int, end: int, count_tokens: TokenCounter
         if tokens <= max_tokens:
             return candidate, tokens
     raise ValueError(
-        f"max_tokens={max_tokens} is too small: {text[start:start + 1]!r} alone counts {tokens} tokens"
+        f"max_tokens={max_tokens} is too small: {text[start : start + 1]!r} alone counts {tokens} tokens"
     )
 
 
@@ -302,7 +332,9 @@ def _prefer_boundary(
     text: str, start: int, cut: int, tokens: int, count_tokens: TokenCounter, max_tokens: int
 ) -> tuple[int, int]:
     """Move `cut` back to a punctuation or word boundary in the last part of the piece, if it still fits."""
-    boundary = _last_boundary(text, start + (cut - start) * 7 // 10, cut, lambda i: text[i - 1] in _SOFT_BREAKS)
+    boundary = _last_boundary(
+        text, start + (cut - start) * 7 // 10, cut, lambda i: text[i - 1] in _SOFT_BREAKS
+    )
     if boundary is None:
         boundary = _last_boundary(text, start + (cut - start) // 2, cut, lambda i: text[i - 1].isspace())
     if boundary is None or boundary == cut:
@@ -374,7 +406,9 @@ def _greedy_end(units: Sequence[_Unit], base: int, max_tokens: int, first: int, 
     return last
 
 
-def _overlap_start(units: Sequence[_Unit], base: int, max_tokens: int, overlap: int, first: int, last: int) -> int:
+def _overlap_start(
+    units: Sequence[_Unit], base: int, max_tokens: int, overlap: int, first: int, last: int
+) -> int:
     """First unit of the passage after units[first:last]: repeat up to `overlap` of its units.
 
     Fewer when they would not leave room for the next new unit, none when that passage opens
@@ -390,7 +424,13 @@ def _overlap_start(units: Sequence[_Unit], base: int, max_tokens: int, overlap: 
 
 
 def _shrink(
-    text: str, units: Sequence[_Unit], first: int, last: int, first_new: int, count_tokens: TokenCounter, max_tokens: int
+    text: str,
+    units: Sequence[_Unit],
+    first: int,
+    last: int,
+    first_new: int,
+    count_tokens: TokenCounter,
+    max_tokens: int,
 ) -> tuple[int, int, int]:
     """Drop trailing units, then shared ones, until the passage fits (one unit always does)."""
     tokens = max_tokens + 1

@@ -38,7 +38,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> None:
-    from qa.retrieve import retrieve
+    from qa.retrieval import retrieve
 
     for rank, passage in enumerate(retrieve(args.question, k=args.k, settings=settings), 1):
         print(f"[{rank}] {passage.score:.3f}  {passage.lang}  {passage.title}  ({passage.source})")

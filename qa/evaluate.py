@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from qa.config import Settings
-from qa.rank import LanguageStats, translation_groups
+from qa.lexical import LexicalIndex
+from qa.rank import LanguageStats, lexical_by_language, translation_groups
 from qa.xquad import XQuAD, EmbeddingCache, find_xquad, load_xquad
 
 __all__ = ["Pool", "Scorer", "BareModel", "Pipeline", "evaluate", "main"]
@@ -66,28 +67,30 @@ class BareModel(Scorer):
 
 
 class Pipeline(Scorer):
-    """The retrieval pipeline of `qa.retrieve`, applied to a whole pool at once."""
+    """The scoring of `qa.retrieve` (`qa.retrieval.Engine.score` and the grouping of `Engine.search`),
+    applied to a whole pool at once, with the same settings and the same functions."""
 
     name = "pipeline"
 
-    def __init__(self, standardize: bool = True, group_threshold: float | None = 0.85):
-        self.standardize = standardize
-        self.group_threshold = group_threshold
+    def __init__(self, settings: Settings, query_means: dict[str, np.ndarray]):
+        self.settings = settings
+        self.query_means = query_means
 
     def prepare(self, pool):
         self.stats = LanguageStats.fit(pool.vectors, pool.langs)
+        self.stats.query_means = self.query_means
         self.lang_ids = self.stats.lang_ids(pool.langs)
-        self.groups = (
-            translation_groups(pool.vectors, pool.langs, self.group_threshold)
-            if self.group_threshold is not None
-            else None
-        )
+        centered = self.stats.centered(pool.vectors, self.lang_ids)
+        self.groups = translation_groups(centered, pool.langs, self.settings.group_threshold)
+        self.lexical = LexicalIndex.build(pool.texts) if self.settings.lexical_weight else None
 
     def scores(self, queries, texts, lang, pool):
-        raw = queries @ pool.vectors.T
-        if not self.standardize:
-            return raw
-        return self.stats.standardize(queries, raw, self.lang_ids)
+        queries = self.stats.center_query(queries, lang, self.settings.query_centering)
+        scores = self.stats.standardize(queries, queries @ pool.vectors.T, self.lang_ids)
+        if self.lexical is not None:
+            lexical = np.stack([self.lexical.scores(t) for t in texts])
+            scores += self.settings.lexical_weight * lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
+        return scores
 
 
 @dataclass
@@ -105,7 +108,7 @@ class Metrics:
 def _metrics(top_para: np.ndarray, gold: np.ndarray, own: np.ndarray | None = None) -> Metrics:
     hits = top_para == gold[:, None]
     first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
-    mrr = np.where(first >= 0, 1.0 / (first + 1), 0.0)
+    mrr = np.where(first >= 0, 1.0 / (np.maximum(first, 0) + 1), 0.0)
     return Metrics(
         r1=float(hits[:, 0].mean()),
         r5=float(hits[:, :5].any(axis=1).mean()),
@@ -223,9 +226,20 @@ def print_matrix(report: Report, langs: list[str], title: str, attr: str = "r1",
         print(f"{q:<4}" + row + f"  {np.mean(needles):.3f}", file=out)
 
 
+class _CachedQueries:
+    """An embedder's `encode_queries` through the evaluation cache."""
+
+    def __init__(self, cache: EmbeddingCache, embedder):
+        self.cache, self.embedder = cache, embedder
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.cache.get("query", texts, self.embedder.encode_queries)
+
+
 def main(args, settings: Settings) -> None:
     """The `qa eval` command."""
     from qa.embed import get_embedder
+    from qa.store import query_means
 
     folder = args.data or find_xquad()
     if folder is None:
@@ -243,7 +257,9 @@ def main(args, settings: Settings) -> None:
     passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
     queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
     pool = Pool.from_xquad(data, passages)
-    reports = {s.name: evaluate(data, pool, queries, s) for s in (BareModel(), Pipeline())}
+    cached = _CachedQueries(cache, embedder)
+    pipeline = Pipeline(settings, query_means(cached, pool.texts, pool.langs.tolist()))
+    reports = {s.name: evaluate(data, pool, queries, s) for s in (BareModel(), pipeline)}
     print_comparison(reports)
     for name, report in reports.items():
         print_matrix(report, data.langs, name)
@@ -252,3 +268,31 @@ def main(args, settings: Settings) -> None:
         args.json.write_text(
             json.dumps({n: r.summary() for n, r in reports.items()}, indent=2), encoding="utf-8"
         )
+
+
+def _has_evidence(texts: list[str], evidence: list[str]) -> bool:
+    return any(e in t for t in texts for e in evidence)
+
+
+def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dict[str, dict[str, float]]:
+    """Hit@1/3/5 on questions about the indexed corpus, bare model vs pipeline.
+
+    `path` is a JSON list of {"evidence": [strings], "questions": {lang: question}}; a hit is a
+    retrieved passage (or one of its translations) that contains one of the evidence strings.
+    """
+    from qa.retrieval import get_engine, to_passage
+
+    engine = get_engine(settings)
+    index = engine.index()
+    counts = {name: np.zeros(3) for name in ("bare model", "pipeline")}
+    total = 0
+    for fact in json.loads(Path(path).read_text(encoding="utf-8")):
+        for lang, question in fact["questions"].items():
+            total += 1
+            scores, rows = index.search(engine.embedder.encode_query(question)[None, :], k)
+            bare = [[to_passage(index, int(r), 0.0).text] for r in rows[0] if r >= 0]
+            piped = [[p.text] + [t.text for t in p.translations] for p in engine.search(question, k, lang=lang)]
+            for name, ranked in (("bare model", bare), ("pipeline", piped)):
+                hits = [_has_evidence(texts, fact["evidence"]) for texts in ranked]
+                counts[name] += [any(hits[:1]), any(hits[:3]), any(hits[:5])]
+    return {name: dict(zip(("hit@1", "hit@3", "hit@5"), (c / total).round(3).tolist())) | {"n": total} for name, c in counts.items()}

@@ -12,7 +12,7 @@ English is the fallback for any other language and any missing key.
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "LANGUAGE_NAMES", "EXAMPLES", "UI_LANGS", "pick_lang", "label"]
+__all__ = ["EXAMPLES", "LABELS", "LANGUAGE_NAMES", "UI_LANGS", "label", "pick_lang"]
 
 UI_LANGS = ("en", "fr", "de", "es", "ja", "zh")
 
@@ -25,21 +25,18 @@ LABELS: dict[str, dict[str, str]] = {
         "The sources are news articles in several languages about OpenAI, Sam Altman, Microsoft "
         "and Satya Nadella in November 2023. Answers come in the language of your question and "
         "quote the articles; click a number like [1] to see the passage.",
-        "question": "Your question",
         "placeholder": "Ask anything about the news, in any language…",
         "ask": "Ask",
         "clear": "Clear",
-        "examples": "Try one of these",
         "conversation": "Conversation",
         "sources": "Sources",
         "sources_empty": "The passages cited in an answer appear here, with the quoted sentence highlighted.",
         "score": "score",
-        "translations": "Same passage in another language",
+        "translations": "Also in other languages",
         "open_article": "Open the article",
         "loading": "The index is still loading. Try again in a moment.",
         "building": "The index is being built from the corpus. Try again in a minute or two.",
         "unavailable": "The service cannot answer right now",
-        "busy": "Too many questions at once. Try again in a moment.",
         "question_n": "Question",
     },
     "fr": {
@@ -50,21 +47,18 @@ LABELS: dict[str, dict[str, str]] = {
         "Les sources sont des articles de presse en plusieurs langues sur OpenAI, Sam Altman, "
         "Microsoft et Satya Nadella en novembre 2023. La réponse est donnée dans la langue de "
         "votre question et cite les articles ; cliquez sur un numéro comme [1] pour voir le passage.",
-        "question": "Votre question",
         "placeholder": "Posez une question sur l'actualité, dans n'importe quelle langue…",
         "ask": "Demander",
         "clear": "Effacer",
-        "examples": "Essayez l'une de ces questions",
         "conversation": "Conversation",
         "sources": "Sources",
         "sources_empty": "Les passages cités dans une réponse s'affichent ici, la phrase citée surlignée.",
         "score": "score",
-        "translations": "Le même passage dans une autre langue",
+        "translations": "Aussi dans d'autres langues",
         "open_article": "Ouvrir l'article",
         "loading": "L'index est en cours de chargement. Réessayez dans un instant.",
         "building": "L'index est en cours de construction. Réessayez dans une ou deux minutes.",
         "unavailable": "Le service ne peut pas répondre pour le moment",
-        "busy": "Trop de questions en même temps. Réessayez dans un instant.",
         "question_n": "Question",
     },
     "de": {
@@ -75,21 +69,18 @@ LABELS: dict[str, dict[str, str]] = {
         "Die Quellen sind Nachrichtenartikel in mehreren Sprachen über OpenAI, Sam Altman, "
         "Microsoft und Satya Nadella im November 2023. Die Antwort kommt in der Sprache Ihrer "
         "Frage und zitiert die Artikel; klicken Sie auf eine Nummer wie [1], um die Stelle zu sehen.",
-        "question": "Ihre Frage",
         "placeholder": "Fragen Sie etwas zu den Nachrichten, in jeder Sprache…",
         "ask": "Fragen",
         "clear": "Leeren",
-        "examples": "Probieren Sie eine dieser Fragen",
         "conversation": "Unterhaltung",
         "sources": "Quellen",
         "sources_empty": "Die in einer Antwort zitierten Passagen erscheinen hier, der zitierte Satz hervorgehoben.",
         "score": "Wert",
-        "translations": "Dieselbe Passage in einer anderen Sprache",
+        "translations": "Auch in anderen Sprachen",
         "open_article": "Artikel öffnen",
         "loading": "Der Index wird noch geladen. Versuchen Sie es gleich noch einmal.",
         "building": "Der Index wird aus dem Korpus erstellt. Versuchen Sie es in ein, zwei Minuten.",
         "unavailable": "Der Dienst kann gerade nicht antworten",
-        "busy": "Zu viele Fragen gleichzeitig. Versuchen Sie es gleich noch einmal.",
         "question_n": "Frage",
     },
     "es": {
@@ -100,21 +91,18 @@ LABELS: dict[str, dict[str, str]] = {
         "Las fuentes son artículos de prensa en varios idiomas sobre OpenAI, Sam Altman, "
         "Microsoft y Satya Nadella en noviembre de 2023. La respuesta llega en el idioma de su "
         "pregunta y cita los artículos; haga clic en un número como [1] para ver el pasaje.",
-        "question": "Su pregunta",
         "placeholder": "Pregunte lo que quiera sobre la actualidad, en cualquier idioma…",
         "ask": "Preguntar",
         "clear": "Borrar",
-        "examples": "Pruebe una de estas",
         "conversation": "Conversación",
         "sources": "Fuentes",
         "sources_empty": "Los pasajes citados en una respuesta aparecen aquí, con la frase citada resaltada.",
         "score": "puntuación",
-        "translations": "El mismo pasaje en otro idioma",
+        "translations": "También en otros idiomas",
         "open_article": "Abrir el artículo",
         "loading": "El índice aún se está cargando. Inténtelo de nuevo en un momento.",
         "building": "Se está construyendo el índice. Inténtelo de nuevo en uno o dos minutos.",
         "unavailable": "El servicio no puede responder ahora",
-        "busy": "Demasiadas preguntas a la vez. Inténtelo de nuevo en un momento.",
         "question_n": "Pregunta",
     },
     "ja": {
@@ -125,21 +113,18 @@ LABELS: dict[str, dict[str, str]] = {
         "情報源は、2023年11月のOpenAI、サム・アルトマン、マイクロソフト、サティア・ナデラに関する"
         "複数言語のニュース記事です。回答は質問と同じ言語で、記事を引用して示されます。"
         "[1] のような番号をクリックすると該当箇所が表示されます。",
-        "question": "質問",
         "placeholder": "ニュースについて、どの言語でも質問してください…",
         "ask": "質問する",
         "clear": "クリア",
-        "examples": "質問の例",
         "conversation": "会話",
         "sources": "出典",
         "sources_empty": "回答で引用された箇所がここに表示され、引用文が強調されます。",
         "score": "スコア",
-        "translations": "他の言語の同じ箇所",
+        "translations": "他の言語の版",
         "open_article": "記事を開く",
         "loading": "インデックスを読み込み中です。しばらくしてからもう一度お試しください。",
         "building": "コーパスからインデックスを作成中です。1〜2分後にもう一度お試しください。",
         "unavailable": "現在サービスは回答できません",
-        "busy": "質問が集中しています。しばらくしてからもう一度お試しください。",
         "question_n": "質問",
     },
     "zh": {
@@ -148,21 +133,18 @@ LABELS: dict[str, dict[str, str]] = {
         "empty_state": "**可以用任何语言提问。**\n\n"
         "资料来源是 2023 年 11 月关于 OpenAI、萨姆·奥尔特曼、微软和萨提亚·纳德拉的多语言新闻报道。"
         "回答使用您提问的语言并引用原文；点击 [1] 等编号即可查看对应段落。",
-        "question": "您的问题",
         "placeholder": "用任何语言提出关于新闻的问题…",
         "ask": "提问",
         "clear": "清空",
-        "examples": "试试这些问题",
         "conversation": "对话",
         "sources": "来源",
         "sources_empty": "回答中引用的段落会显示在这里，并突出显示被引用的句子。",
         "score": "得分",
-        "translations": "其他语言中的同一段落",
+        "translations": "其他语言版本",
         "open_article": "打开文章",
         "loading": "索引仍在加载，请稍后再试。",
         "building": "正在根据语料库构建索引，请一两分钟后再试。",
         "unavailable": "服务暂时无法回答",
-        "busy": "同时提问的人太多，请稍后再试。",
         "question_n": "问题",
     },
 }
@@ -192,9 +174,9 @@ LANGUAGE_NAMES = {
 # One click away in the UI: questions the corpus answers, in several languages.
 EXAMPLES = [
     "OpenAIの従業員770人のうち何人が辞めると脅したのか？",
-    "¿Qué porcentaje de OpenAI posee Microsoft?",
+    "¿Cuántos empleados de OpenAI amenazaron con irse a Microsoft?",
     "Pourquoi Microsoft a-t-il besoin de Sam Altman ?",
-    "Welche Rolle spielte Satya Nadella bei der Rückkehr von Sam Altman?",
+    "Welche Rolle spielte Satya Nadella?",
     "Who did Microsoft hire after Sam Altman was fired?",
     "微软为什么需要萨姆·奥尔特曼？",
 ]

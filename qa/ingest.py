@@ -53,8 +53,8 @@ _SENTENCE_END = ".!?…。！？"
 
 # Words that are a whole line only when they are a widget's label or a template placeholder.
 _SCRAPER_WORDS = frozenset(
-    "img image images advertisement advert ad ads sponsored sponsorisé publicité anzeige werbung "
-    "publicidad pubblicità реклама 広告 广告 광고 loading".split()
+    ("img", "image", "images", "advertisement", "advert", "ad", "ads", "sponsored", "sponsorisé", "publicité")
+    + ("anzeige", "werbung", "publicidad", "pubblicità", "реклама", "広告", "广告", "광고", "loading")
 )
 _PLACEHOLDER = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)+")  # spot_img, td_module_wrap
 _LOCALE_PICKER = re.compile(r"(?:[a-z]{2,3}[_-][A-Z]{2}[^\W\d_]*\s*)+")  # fr_FRFrançais en_USEnglish
@@ -74,12 +74,15 @@ _CALL_TO_ACTION = re.compile(
     r"|iscriviti|condividi|seguici|contattaci|con noi|articoli correlati|leggi anche"
     r"|inscreva-se|compartilhe|siga-nos|fale conosco|artigos relacionados|leia mais"
     r"|abonneer|volg ons|neem contact|подпишитесь|поделитесь|читайте также)\b"
-    r"|購読|シェア|フォロー|いいね|お問い合わせ|関連記事|订阅|分享|关注我们|相关文章|点赞|구독|공유|좋아요|관련 기사"
+    r"|購読|シェア|フォロー|いいね|お問い合わせ|関連記事|订阅|分享|关注我们|相关文章|点赞"
+    r"|구독|공유|좋아요|관련 기사"
 )
 _SOCIAL_NETWORK = re.compile(
     r"(?i)\b(?:linkedin|twitter|facebook|instagram|youtube|tiktok|telegram|whatsapp|mastodon|bluesky)\b"
 )
-_FOLLOW = re.compile(r"(?i)follow|suivez|suivre|folgen|síguenos|siga|seguici|volg|フォロー|关注|팔로우|подпиш")
+_FOLLOW = re.compile(
+    r"(?i)follow|suivez|suivre|folgen|síguenos|siga|seguici|volg|フォロー|关注|팔로우|подпиш"
+)
 _MAX_CTA_WORDS = 12
 _MAX_SOCIAL_WORDS = 60
 _MAX_SHOUT_WORDS = 6
@@ -142,7 +145,12 @@ def _is_social_follow(line: str) -> bool:
 
 
 _BOILERPLATE_RULES: tuple[Callable[[str], bool], ...] = (
-    _is_scraper_token, _is_locale_picker, _is_logo, _is_bare_label, _is_shouted, _is_call_to_action,
+    _is_scraper_token,
+    _is_locale_picker,
+    _is_logo,
+    _is_bare_label,
+    _is_shouted,
+    _is_call_to_action,
     _is_social_follow,
 )
 
@@ -160,16 +168,21 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
     pending: str | None = None
     for raw in lines:
         line = _normalize_line(raw)
-        if pending is not None and line and pending[-1] not in _SENTENCE_END and line[0].islower():
-            if not is_boilerplate(line):
-                pending = f"{pending} {line}"
-                continue
+        keep = bool(line) and not is_boilerplate(line)
+        if keep and pending is not None and _continues(pending, line):
+            pending = f"{pending} {line}"
+            continue
         if pending is not None:
             paragraphs.append(pending)
-        pending = line if line and not is_boilerplate(line) else None
+        pending = line if keep else None
     if pending is not None:
         paragraphs.append(pending)
     return _drop_trailing_headings(_unique(paragraphs))
+
+
+def _continues(previous: str, line: str) -> bool:
+    """Whether `line` is the rest of a hard-wrapped sentence begun on the previous line."""
+    return previous[-1] not in _SENTENCE_END and line[0].islower()
 
 
 def _unique(paragraphs: list[str]) -> list[str]:
@@ -192,7 +205,7 @@ def _drop_trailing_headings(paragraphs: list[str]) -> list[str]:
 
 
 def _is_heading_like(paragraph: str) -> bool:
-    return _word_count(paragraph) <= _MAX_HEADING_WORDS and paragraph[-1] not in _SENTENCE_END + "\"”»"
+    return _word_count(paragraph) <= _MAX_HEADING_WORDS and paragraph[-1] not in _SENTENCE_END + '"”»'
 
 
 def _normalize_line(line: str) -> str:
@@ -299,7 +312,10 @@ _INLINE_RULES = (
     (re.compile(r"<(https?://[^>\s]+)>"), r"\1"),
     (re.compile(r"<!--.*?-->|</?[A-Za-z][^>]*>"), ""),
     (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1\2"),
+    (
+        re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"),
+        r"\1\2",
+    ),
     (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),
     (re.compile(r"`([^`]+)`"), r"\1"),
     (re.compile(r"\\([\\`*_{}\[\]()#+\-.!>~|])"), r"\1"),
@@ -314,7 +330,9 @@ def _read_markdown(text: str, source: str) -> tuple[list[Article], list[SkippedF
     if title is None:
         title, lines = _split_title(lines)
     lang = normalize_lang_code(fields["lang"]) if fields.get("lang") else None
-    return [_build_article(title, lines, source, lang=lang, url=fields.get("url"), date=fields.get("date"))], []
+    return [
+        _build_article(title, lines, source, lang=lang, url=fields.get("url"), date=fields.get("date"))
+    ], []
 
 
 def _front_matter(text: str) -> tuple[dict[str, str], str]:
@@ -328,7 +346,9 @@ def _front_matter(text: str) -> tuple[dict[str, str], str]:
             for line in lines[1:index]:
                 match = _FRONT_MATTER_FIELD.fullmatch(line.strip())
                 if match and match.group(2).strip():
-                    key = {"link": "url", "language": "lang"}.get(match.group(1).lower(), match.group(1).lower())
+                    key = {"link": "url", "language": "lang"}.get(
+                        match.group(1).lower(), match.group(1).lower()
+                    )
                     fields[key] = match.group(2).strip().strip("'\"")
             return fields, "\n".join(lines[index + 1 :])
     return {}, text
@@ -414,12 +434,12 @@ def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None]:
         body = trafilatura.extract(
             html, output_format="txt", include_comments=False, include_tables=True, include_links=False
         )
-    except (Exception, RecursionError):  # a third-party parser on hostile input: never fatal
+    except (Exception, RecursionError):  # noqa: BLE001 - a third-party parser on hostile input: never fatal
         body = None
     try:
         meta = trafilatura.extract_metadata(html, extensive=False)
         title, url, date = meta.title, meta.url, meta.date
-    except (Exception, RecursionError):
+    except (Exception, RecursionError):  # noqa: BLE001 - as above
         title = url = date = None
     if body and title:
         return title, body, url, date
@@ -431,10 +451,12 @@ class _FallbackHTMLText(HTMLParser):
     """Text of an HTML page outside scripts, styles, navigation, headers, footers and forms."""
 
     _SKIPPED = frozenset(
-        "script style noscript template svg nav header footer aside form iframe button select head".split()
+        ("script", "style", "noscript", "template", "svg", "nav", "header", "footer", "aside", "form")
+        + ("iframe", "button", "select", "head")
     )
     _BLOCKS = frozenset(
-        "p div br h1 h2 h3 h4 h5 h6 li tr td th section article main blockquote pre ul ol table hr".split()
+        ("p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "td", "th", "section", "article")
+        + ("main", "blockquote", "pre", "ul", "ol", "table", "hr")
     )
 
     def __init__(self) -> None:
@@ -450,8 +472,8 @@ class _FallbackHTMLText(HTMLParser):
         try:
             parser.feed(html)
             parser.close()
-        except Exception:  # html.parser is lenient; anything still raised leaves what was read
-            pass
+        except Exception:  # noqa: BLE001 - html.parser is lenient; if it still fails, keep what it read
+            return parser
         return parser
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -545,7 +567,9 @@ _READERS: dict[str, Callable[[str, str], tuple[list[Article], list[SkippedFile]]
 # --- files ----------------------------------------------------------------------------------------
 
 
-def load_corpus(corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list[Article], list[SkippedFile]]:
+def load_corpus(
+    corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[list[Article], list[SkippedFile]]:
     """Read every supported file under `corpus_dir` (recursively) into articles.
 
     Returns (articles, skipped), both sorted by source (file path, then .jsonl line number).
@@ -665,9 +689,8 @@ def _decode(data: bytes) -> str:
         except UnicodeDecodeError as error:
             if _control_share(data[:65536].decode("latin-1")) > _BINARY_CONTROL_SHARE:
                 raise _Skip("binary file") from None
-            raise _Skip(
-                f"not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); re-save the file as UTF-8"
-            ) from None
+            bad_byte = f"byte 0x{data[error.start]:02x} at offset {error.start}"
+            raise _Skip(f"not UTF-8 ({bad_byte}); re-save the file as UTF-8") from None
     share = _control_share(text)
     if share > _BINARY_CONTROL_SHARE:
         raise _Skip(f"binary file ({share:.0%} control characters)")

@@ -50,7 +50,8 @@ class Passage(BaseModel):
     """A ranked passage returned by `qa.retrieve`."""
 
     text: str
-    score: float
+    score: float = Field(description="Ranking score: language-standardized similarity plus lexical match.")
+    similarity: float = Field(0.0, description="Cosine between the question and the passage.")
     lang: str
     doc_id: str
     title: str

@@ -14,7 +14,7 @@ single-language corpus ranks exactly as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,11 +26,18 @@ SHRINKAGE = 0.1  # covariance shrunk towards a scalar: a few hundred passages in
 
 @dataclass
 class LanguageStats:
-    """Per-language mean vector and covariance of the passage embeddings."""
+    """Per-language mean vector and covariance of the passage embeddings.
+
+    `query_means` are, per language, the mean of corpus sentences embedded as *questions*:
+    questions share a direction with other questions of their language, and removing part of
+    it (`center_query`) weakens the pull towards passages in the asker's language. Estimated
+    from the corpus itself, no parallel text needed.
+    """
 
     langs: list[str]
     means: np.ndarray  # (n_langs, d)
     covariances: np.ndarray  # (n_langs, d, d)
+    query_means: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, vectors: np.ndarray, langs: list[str] | np.ndarray) -> LanguageStats:
@@ -65,12 +72,49 @@ class LanguageStats:
         mean, std = self.moments(queries)
         return (scores - mean[:, lang_ids]) / std[:, lang_ids]
 
+    def center_query(self, queries: np.ndarray, lang: str, strength: float) -> np.ndarray:
+        """Questions in `lang` with `strength` × their language's question mean removed."""
+        mean = self.query_means.get(lang)
+        if mean is None or not strength:
+            return queries
+        return queries - strength * mean
+
+    def centered(self, vectors: np.ndarray, lang_ids: np.ndarray) -> np.ndarray:
+        """Passage vectors minus their language's mean, re-normalized: cosine without the language."""
+        out = vectors - self.means[lang_ids]
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"langs": np.array(self.langs), "means": self.means, "covariances": self.covariances}
+        d = self.means.shape[1]
+        q_langs = sorted(self.query_means)
+        return {
+            "langs": np.array(self.langs),
+            "means": self.means,
+            "covariances": self.covariances,
+            "query_langs": np.array(q_langs, dtype=str),
+            "query_means": np.array([self.query_means[x] for x in q_langs], np.float32).reshape(-1, d),
+        }
 
     @classmethod
     def from_arrays(cls, arrays) -> LanguageStats:
-        return cls([str(x) for x in arrays["langs"]], arrays["means"], arrays["covariances"])
+        query_means = dict(zip([str(x) for x in arrays["query_langs"]], arrays["query_means"]))
+        return cls([str(x) for x in arrays["langs"]], arrays["means"], arrays["covariances"], query_means)
+
+
+def lexical_by_language(scores: np.ndarray, lang_ids: np.ndarray, n_langs: int) -> np.ndarray:
+    """BM25 scores divided by the best score in the same language, per question (last axis).
+
+    A question shares words mostly with passages in its own language; scaling each language
+    by its own best match keeps the lexical signal (names, numbers) from turning into a
+    language preference again.
+    """
+    scores = np.atleast_2d(scores)
+    best = np.zeros((scores.shape[0], n_langs), np.float32)
+    for li in range(n_langs):
+        cols = lang_ids == li
+        if cols.any():
+            best[:, li] = scores[:, cols].max(axis=1)
+    return scores / np.maximum(best[:, lang_ids], 1e-6)
 
 
 def _moments(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

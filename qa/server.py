@@ -14,7 +14,6 @@ CORS), optional access control (QA_AUTH_HEADER from an SSO proxy, QA_USERS_FILE 
 auth) and an optional per-IP rate limit on questions.
 """
 
-
 import base64
 import binascii
 import contextlib
@@ -34,7 +33,7 @@ from typing import Any
 from qa.config import Settings
 from qa.errors import ConfigError, QAError
 
-__all__ = ["create_app", "serve", "Service", "content_security_policy", "read_users"]
+__all__ = ["Service", "content_security_policy", "create_app", "read_users", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class Service:
             self._thread.start()
 
     def _load(self) -> None:
-        from qa.retrieve import get_engine
+        from qa.retrieval import get_engine
         from qa.store import build_index, current_version
 
         settings = self.settings
@@ -93,7 +92,7 @@ class Service:
         except QAError as exc:
             self.state, self.message = "error", str(exc)
             print(f"Error: {exc}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - shown on /healthz, traceback in the log
+        except Exception as exc:
             self.state = "error"
             self.message = f"Loading the index failed ({type(exc).__name__}); see the server log."
             log.exception("Loading the index failed")
@@ -124,7 +123,7 @@ class Service:
             "model": self.settings.model,
         }
         if self.state == "ready":
-            from qa.retrieve import get_engine
+            from qa.retrieval import get_engine
 
             try:
                 index = get_engine(self.settings).index()
@@ -240,7 +239,7 @@ class AccessControl:
         self.users = {u: p.encode() for u, p in (users or {}).items()}
 
     def _basic_ok(self, value: bytes | None) -> bool:
-        if not value or not value[:6].lower() == b"basic ":
+        if not value or value[:6].lower() != b"basic ":
             return False
         try:
             user, _, password = base64.b64decode(value[6:].strip(), validate=True).decode().partition(":")
@@ -257,7 +256,9 @@ class AccessControl:
             return
         headers = dict(scope.get("headers") or [])
         if self.header is not None and not headers.get(self.header, b"").strip():
-            await self._deny(scope, send, f"Sign-in required: the {self.header_name} header is missing.", None)
+            await self._deny(
+                scope, send, f"Sign-in required: the {self.header_name} header is missing.", None
+            )
             return
         if self.users and not self._basic_ok(headers.get(b"authorization")):
             await self._deny(scope, send, "Sign-in required.", 'Basic realm="qa", charset="UTF-8"')
@@ -268,7 +269,9 @@ class AccessControl:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _send_json(send, 401, {"detail": message}, {"WWW-Authenticate": challenge} if challenge else None)
+        await _send_json(
+            send, 401, {"detail": message}, {"WWW-Authenticate": challenge} if challenge else None
+        )
 
 
 def _is_question(method: str, path: str) -> bool:
@@ -313,8 +316,10 @@ class RateLimit:
             await _send_json(
                 send,
                 429,
-                {"detail": f"Too many questions: the limit is {self.per_minute} per minute. "
-                 f"Try again in {wait} s."},
+                {
+                    "detail": f"Too many questions: the limit is {self.per_minute} per minute. "
+                    f"Try again in {wait} s."
+                },
                 {"Retry-After": str(wait)},
             )
             return
@@ -334,22 +339,13 @@ def _web_component_script() -> str:
     return loader.read_text(encoding="utf-8").replace('"./assets/', '"../assets/')
 
 
-def _docs_html(openapi_url: str, title: str) -> str | None:
-    """Swagger UI from the offline copy of `fastapi-offline`, or None if it is not installed."""
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files from the `fastapi-offline` package (no CDN), or None without it."""
     try:
         import fastapi_offline
     except ImportError:
         return None
-    from fastapi.openapi.docs import get_swagger_ui_html
-
-    del fastapi_offline
-    return get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{title} - API",
-        swagger_js_url="docs-assets/swagger-ui-bundle.js",
-        swagger_css_url="docs-assets/swagger-ui.css",
-        swagger_favicon_url="docs-assets/favicon.png",
-    ).body.decode()
+    return Path(fastapi_offline.__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -357,7 +353,7 @@ def create_app(settings: Settings | None = None) -> Any:
     the index loads (or is built) in a background thread at startup."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -380,7 +376,7 @@ def create_app(settings: Settings | None = None) -> Any:
         title=title,
         version=__version__,
         description="Multilingual question answering over a news corpus, with cited answers. "
-        "Errors are JSON `{\"detail\": message}`.",
+        'Errors are JSON `{"detail": message}`.',
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -402,22 +398,28 @@ def create_app(settings: Settings | None = None) -> Any:
             headers={"Cache-Control": "no-cache"},
         )
 
-    docs_page = _docs_html("openapi.json", title)
-    if docs_page is not None:
-        import fastapi_offline
+    swagger = _swagger_assets()
+    if swagger is not None:
+        from fastapi.openapi.docs import get_swagger_ui_html
         from fastapi.staticfiles import StaticFiles
 
-        assets = Path(fastapi_offline.__file__).parent / "static"
-        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+        app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
-    def docs(request: Request) -> HTMLResponse:
-        if docs_page is not None:
-            return HTMLResponse(docs_page)
-        return HTMLResponse(
-            "<!doctype html><title>API</title><h1>News Q&amp;A API</h1><p>The interactive "
-            'documentation needs the <code>fastapi-offline</code> package. The OpenAPI schema is at '
-            '<a href="openapi.json">openapi.json</a>.</p>'
+    def docs() -> HTMLResponse:
+        if swagger is None:
+            return HTMLResponse(
+                "<!doctype html><title>API</title><h1>News Q&amp;A API</h1><p>The interactive "
+                "documentation needs the <code>fastapi-offline</code> package. The OpenAPI schema "
+                'is at <a href="openapi.json">openapi.json</a>.</p>'
+            )
+        # Relative URLs: right under a sub-path (QA_ROOT_PATH) too.
+        return get_swagger_ui_html(
+            openapi_url="openapi.json",
+            title=f"{title} - API",
+            swagger_js_url="docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="docs-assets/swagger-ui.css",
+            swagger_favicon_url="docs-assets/favicon.png",
         )
 
     blocks = build_ui(settings, service.ui_status)
@@ -429,7 +431,7 @@ def create_app(settings: Settings | None = None) -> Any:
         ssr_mode=False,
         run_history=False,
         footer_links=["api"],
-        show_error=True,
+        show_error=False,  # gr.Error messages still show; other exceptions stay in the log
         theme=theme(),
         css=css(),
         head=head_html(),

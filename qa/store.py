@@ -11,6 +11,7 @@ Layout of the index directory::
         index.faiss        inner product over L2-normalized vectors
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
+        bm25/              the lexical index (bm25s) over the passages
       .building-*/         a build in progress; left behind only by a crash, removed next time
 
 A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
@@ -27,6 +28,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -41,6 +43,7 @@ from pydantic import BaseModel, ValidationError
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
 from qa.models import Article, Chunk, SkippedFile
+from qa.lexical import LexicalIndex
 from qa.rank import LanguageStats, translation_groups
 
 __all__ = [
@@ -61,6 +64,8 @@ PASSAGES = "passages.jsonl"
 VECTORS = "index.faiss"
 LANG_STATS = "lang_stats.npz"
 GROUPS = "groups.npy"
+LEXICAL = "bm25"
+QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
 
@@ -104,14 +109,21 @@ class LoadedIndex:
     faiss_index: Any
     lang_stats: LanguageStats
     groups: np.ndarray  # (n,) translation group id of each passage
+    lexical: LexicalIndex
     langs: np.ndarray = field(init=False)  # (n,) language of each passage
     _by_lang: dict[str, tuple[Any, np.ndarray]] = field(init=False, default_factory=dict)
     _members: dict[int, list[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
+        self.lang_ids = self.lang_stats.lang_ids(self.langs)
+        self.rows_by_language = {
+            lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
+        }
+        self.passage_vectors = self.vectors()
         for row, group in enumerate(self.groups.tolist()):
             self._members.setdefault(group, []).append(row)
+        self._by_lang_lock = threading.Lock()
 
     @property
     def version(self) -> str:
@@ -125,13 +137,14 @@ class LoadedIndex:
         """The k best passages of each language: {lang: (scores, rows)}."""
         import faiss
 
-        if not self._by_lang:
-            vectors = self.vectors()
-            for lang in sorted(set(self.langs.tolist())):
-                rows = np.flatnonzero(self.langs == lang)
-                sub = faiss.IndexFlatIP(vectors.shape[1])
-                sub.add(vectors[rows])
-                self._by_lang[lang] = (sub, rows)
+        with self._by_lang_lock:
+            if not self._by_lang:
+                # One exact index per language, so that every language contributes candidates
+                # however far the model's language bias pushes it down in a single ranking.
+                for lang, rows in self.rows_by_language.items():
+                    sub = faiss.IndexFlatIP(self.passage_vectors.shape[1])
+                    sub.add(self.passage_vectors[rows])
+                    self._by_lang[lang] = (sub, rows)
         out = {}
         for lang, (sub, rows) in self._by_lang.items():
             scores, ids = sub.search(query[None, :].astype(np.float32), min(k, len(rows)))
@@ -261,9 +274,11 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         with np.load(version_dir / LANG_STATS) as arrays:
             lang_stats = LanguageStats.from_arrays(arrays)
         groups = np.load(version_dir / GROUPS)
+        lexical = LexicalIndex.load(version_dir / LEXICAL)
     except (OSError, ValueError, KeyError) as exc:
         raise IndexCorruptError(
-            f"{version_dir / LANG_STATS} or {GROUPS} cannot be read ({exc}). Rebuild the index with `qa index`."
+            f"{version_dir / LANG_STATS}, {GROUPS} or {LEXICAL}/ cannot be read ({exc}). "
+            "Rebuild the index with `qa index`."
         ) from None
     if len(groups) != len(chunks):
         raise IndexCorruptError(
@@ -284,6 +299,7 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         faiss_index=faiss_index,
         lang_stats=lang_stats,
         groups=groups,
+        lexical=lexical,
     )
 
 
@@ -402,6 +418,23 @@ def _embed_with_progress(embedder, texts: list[str], progress: bool) -> np.ndarr
     return np.concatenate(parts)
 
 
+def query_means(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
+    """Per language, the mean of a sample of its passages' sentences embedded as questions."""
+    from qa.chunk import split_sentences
+
+    by_lang: dict[str, list[str]] = {}
+    for text, lang in zip(texts, langs):
+        by_lang.setdefault(lang, []).extend(text[a:b] for a, b in split_sentences(text) if b - a >= 20)
+    means = {}
+    for lang, sentences in sorted(by_lang.items()):
+        if len(sentences) < 8:
+            continue  # too few to estimate a direction; questions in this language stay as they are
+        # Evenly spaced, so the sample is deterministic and spans the whole corpus.
+        picks = np.linspace(0, len(sentences) - 1, min(QUERY_SAMPLE, len(sentences))).astype(int)
+        means[lang] = embedder.encode_queries([sentences[i] for i in picks]).mean(axis=0)
+    return means
+
+
 def _new_version_name() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -504,10 +537,14 @@ def build_index(
         )
         _write_file(building / VECTORS, faiss.serialize_index(faiss_index).tobytes())
         passage_langs = [lang_of[c.doc_id] for c in chunks]
+        stats = LanguageStats.fit(vectors, passage_langs)
+        stats.query_means = query_means(embedder, [c.text for c in chunks], passage_langs)
         with (building / LANG_STATS).open("wb") as handle:
-            np.savez(handle, **LanguageStats.fit(vectors, passage_langs).to_arrays())
+            np.savez(handle, **stats.to_arrays())
+        centered = stats.centered(vectors, stats.lang_ids(passage_langs))
         with (building / GROUPS).open("wb") as handle:
-            np.save(handle, translation_groups(vectors, passage_langs, settings.group_threshold))
+            np.save(handle, translation_groups(centered, passage_langs, settings.group_threshold))
+        LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
         languages = Counter(a.lang for a in articles)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -521,8 +558,9 @@ def build_index(
             },
             index={"type": "flat", "metric": "inner_product", "ntotal": int(faiss_index.ntotal)},
             files={
-                name: (building / name).stat().st_size
-                for name in (ARTICLES, PASSAGES, VECTORS, LANG_STATS, GROUPS)
+                path.relative_to(building).as_posix(): path.stat().st_size
+                for path in sorted(building.rglob("*"))
+                if path.is_file()
             },
             versions=_versions(),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

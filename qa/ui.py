@@ -25,15 +25,15 @@ if TYPE_CHECKING:
     import gradio as gr
 
 __all__ = [
+    "STATIC_DIR",
+    "build_ui",
+    "empty_sources",
     "escape_markdown",
+    "render_citation",
+    "render_sources",
     "reply_markdown",
     "stream_prefixes",
-    "render_sources",
-    "render_citation",
-    "empty_sources",
-    "build_ui",
     "theme",
-    "STATIC_DIR",
 ]
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -74,7 +74,7 @@ def reply_markdown(answer: Answer, turn: int = 1) -> str:
 
 # One unit of streamed text: a whole citation link, a backslash escape, an entity, a run of
 # spaces, or one character. Cutting only between units never shows half of a link.
-_UNIT = re.compile(r"\[\\\[\d+\\\]\]\(#src-\d+-\d+\)|\\.|&(?:amp|lt|gt);|\s+|.", re.S)
+_UNIT = re.compile(r"\[\\\[\d+\\\]\]\(#src-\d+-\d+\)|\\.|&(?:amp|lt|gt);|\s+|.", re.DOTALL)
 
 
 def stream_prefixes(markdown: str, steps: int = 24) -> Iterator[str]:
@@ -122,14 +122,12 @@ def highlight(text: str, text_start: int, evidence: str, ev_start: int, ev_end: 
         lo, hi = at, at + len(evidence.strip())
     if not found:
         return html.escape(text)
-    return (
-        html.escape(text[:lo]) + "<mark>" + html.escape(text[lo:hi]) + "</mark>" + html.escape(text[hi:])
-    )
+    return html.escape(text[:lo]) + "<mark>" + html.escape(text[lo:hi]) + "</mark>" + html.escape(text[hi:])
 
 
 def _safe_url(url: str | None) -> str | None:
     # Only plain web links; `javascript:`, `data:` and the like are shown as nothing at all.
-    if url and re.match(r"https?://[^\s<>\"']+$", url.strip(), re.I):
+    if url and re.match(r"https?://[^\s<>\"']+$", url.strip(), re.IGNORECASE):
         return url.strip()
     return None
 
@@ -162,15 +160,25 @@ def render_citation(citation: Citation, turn: int, lang: str) -> str:
         f"{highlight(p.text, p.start, citation.evidence, citation.evidence_start, citation.evidence_end)}"
         "</blockquote>"
     )
+    seen: set[tuple[str, int, int]] = set()
+    alternates = []
     for other in p.translations:
-        summary = f"{_badge(other.lang)} {html.escape(label('translations', lang))}"
+        if (other.doc_id, other.start, other.end) in seen:
+            continue
+        seen.add((other.doc_id, other.start, other.end))
         body = highlight(
             other.text, other.start, citation.evidence, citation.evidence_start, citation.evidence_end
         )
+        alternates.append(
+            f'<div class="qa-tr-item"><div class="qa-tr-title">{_badge(other.lang)} '
+            f"{html.escape(other.title.strip() or other.source)}</div>"
+            f'<blockquote class="qa-src-text"{_lang_attr(other.lang)}>{body}</blockquote></div>'
+        )
+    if alternates:
+        badges = " ".join(dict.fromkeys(_badge(other.lang) for other in p.translations))
         parts.append(
-            f'<details class="qa-tr"><summary>{summary}</summary>'
-            f'<div class="qa-tr-title">{html.escape(other.title.strip() or other.source)}</div>'
-            f'<blockquote class="qa-src-text"{_lang_attr(other.lang)}>{body}</blockquote></details>'
+            f'<details class="qa-tr"><summary>{html.escape(label("translations", lang))} {badges}</summary>'
+            f"{''.join(alternates)}</details>"
         )
     parts.append("</article>")
     return "".join(parts)
@@ -195,9 +203,7 @@ def render_sources(answers: Sequence[Answer], lang: str = "en") -> str:
             f'<span class="qa-turn-q">{html.escape(_squash(answer.question))}</span>'
         )
         state = " open" if position == 0 else ""
-        sections.append(
-            f'<details class="qa-turn"{state}><summary>{heading}</summary>{cards}</details>'
-        )
+        sections.append(f'<details class="qa-turn"{state}><summary>{heading}</summary>{cards}</details>')
     return f'<div class="qa-sources">{"".join(sections)}</div>'
 
 
@@ -213,8 +219,16 @@ def theme() -> "gr.themes.Base":
         secondary_hue="slate",
         neutral_hue="slate",
         radius_size="md",
-        font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helvetica Neue",
-              "Arial", "sans-serif"],
+        font=[
+            "system-ui",
+            "-apple-system",
+            "Segoe UI",
+            "Roboto",
+            "Noto Sans",
+            "Helvetica Neue",
+            "Arial",
+            "sans-serif",
+        ],
         font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
     ).set(body_background_fill="*neutral_50", block_radius="12px")
 
@@ -235,11 +249,12 @@ def _request_lang(request: "gr.Request | None") -> str:
 
 def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None = None) -> "gr.Blocks":
     """The chat app. `status()` says whether the index is ready, and if not the i18n key of why
-    (`loading` or `building`), so that questions asked too early get a clear message."""
+    (`loading`, `building` or `unavailable`), so that questions asked too early get a clear
+    message in the chat."""
     import gradio as gr
 
     from qa.errors import InvalidQuestionError, QAError
-    from qa.retrieve import clean_question
+    from qa.retrieval import clean_question
 
     i18n = gr.I18n(**LABELS)
     status = status or (lambda: (True, ""))
@@ -260,19 +275,42 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
         if not text:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
-        check_ready(lang)
+        chat = list(chat or [])
         try:
             question = clean_question(text, settings.max_question_chars)
         except InvalidQuestionError as exc:
-            raise gr.Error(str(exc)) from None
+            # Said in the chat; the question stays in the box to be fixed.
+            yield (
+                gr.skip(),
+                chat + [{"role": "assistant", "content": escape_markdown(str(exc))}],
+                gr.skip(),
+                gr.skip(),
+            )
+            return
+        ready, why = status()
+        if not ready:
+            reason = label(why or "loading", lang) + ("." if why == "unavailable" else "")
+            notice = {"role": "assistant", "content": escape_markdown(reason)}
+            yield (
+                gr.skip(),
+                chat + [{"role": "user", "content": escape_markdown(question)}, notice],
+                gr.skip(),
+                gr.skip(),
+            )
+            return
         history = [a["question"] for a in answers]
-        chat = list(chat or []) + [{"role": "user", "content": escape_markdown(question)}]
+        chat = chat + [{"role": "user", "content": escape_markdown(question)}]
         yield "", chat, gr.skip(), gr.skip()
         try:
             answer = ask(question, history)
         except QAError as exc:
             message = f"{label('unavailable', lang)}: {exc}"
-            yield gr.skip(), chat + [{"role": "assistant", "content": escape_markdown(message)}], gr.skip(), gr.skip()
+            yield (
+                gr.skip(),
+                chat + [{"role": "assistant", "content": escape_markdown(message)}],
+                gr.skip(),
+                gr.skip(),
+            )
             return
         answers = list(answers or []) + [answer.model_dump(mode="json")]
         turn = len(answers)
@@ -284,6 +322,10 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
             yield gr.skip(), reply, (sources if first else gr.skip()), (answers if first else gr.skip())
             first = False
             time.sleep(0.02)
+
+    def pick_example(event: gr.SelectData) -> str:
+        value = event.value
+        return value.get("text", "") if isinstance(value, dict) else str(value or "")
 
     def clear(request: gr.Request):
         lang = _request_lang(request)
@@ -300,7 +342,7 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
 
     def api_search(question: str, k: int = 5) -> list[dict[str, Any]]:
         """The k passages that best answer a question (a list of Passage as JSON)."""
-        from qa.retrieve import retrieve
+        from qa.retrieval import retrieve
 
         check_ready("en")
         try:
@@ -313,8 +355,13 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
         with gr.Column(elem_id="qa-app"):
             # Gradio translates one i18n key per string: one component per translated text.
             with gr.Row(elem_id="qa-header", equal_height=False):
-                gr.HTML('<span class="qa-logo" aria-hidden="true">❝</span>', elem_id="qa-logo",
-                        js_on_load=None, scale=0, min_width=48)
+                gr.HTML(
+                    '<span class="qa-logo" aria-hidden="true">❝</span>',
+                    elem_id="qa-logo",
+                    js_on_load=None,
+                    scale=0,
+                    min_width=48,
+                )
                 with gr.Column(scale=1, min_width=0, elem_id="qa-brand"):
                     gr.HTML(f"<h1>{i18n('title')}</h1>", js_on_load=None)
                     gr.HTML(f'<p class="qa-tagline">{i18n("tagline")}</p>', js_on_load=None)
@@ -327,6 +374,7 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
                         height="62vh",
                         min_height=360,
                         placeholder=i18n("empty_state"),
+                        examples=[{"text": q, "display_text": q} for q in EXAMPLES],
                         sanitize_html=True,
                         render_markdown=True,
                         allow_tags=False,
@@ -354,13 +402,6 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
                         clear_button = gr.Button(
                             i18n("clear"), variant="secondary", scale=1, min_width=88, elem_id="qa-clear"
                         )
-                    examples = gr.Examples(
-                        examples=[[q] for q in EXAMPLES],
-                        inputs=[question],
-                        label=i18n("examples"),
-                        examples_per_page=len(EXAMPLES),
-                        elem_id="qa-examples",
-                    )
                 with gr.Column(scale=2, min_width=300, elem_id="qa-sources-col"):
                     gr.HTML(f'<h2 class="qa-panel-title">{i18n("sources")}</h2>', js_on_load=None)
                     sources = gr.HTML(
@@ -372,10 +413,19 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
 
         outputs = [question, chatbot, sources, answers]
         inputs = [question, chatbot, answers]
-        events = dict(fn=respond, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="minimal")
+        events = {
+            "fn": respond,
+            "inputs": inputs,
+            "outputs": outputs,
+            "api_visibility": "private",
+            "show_progress": "minimal",
+        }
         question.submit(**events)
         ask_button.click(**events)
-        examples.load_input_event.then(**events)
+        # An example question in the empty chat: put it in the box and ask it.
+        chatbot.example_select(pick_example, None, question, queue=False, api_visibility="private").then(
+            **events
+        )
         clear_button.click(clear, None, outputs, queue=False, api_visibility="private")
 
         gr.api(api_ask, api_name="ask")

@@ -41,7 +41,15 @@ def serving(app, root_path: str = "") -> Iterator[str]:
     """Run `app` with uvicorn in a thread; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, root_path=root_path, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            root_path=root_path,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -90,7 +98,7 @@ def base(tmp_path_factory) -> Iterator[str]:
 
 def test_csp_on_every_response_limits_framing_to_self_and_embed_origins(base):
     for path in ["/", "/healthz", "/api/v1/search?q=x", "/config", "/embed/gradio.js", "/nonexistent"]:
-        status, headers, _ = raw_get(base, path)
+        _, headers, _ = raw_get(base, path)
         csp = headers.get("content-security-policy", "")
         assert f"frame-ancestors 'self' {ALLOWED}" in csp, (path, csp)
         assert "default-src 'self'" in csp and "object-src 'none'" in csp
@@ -130,7 +138,10 @@ def test_allowed_origin_gets_cors_for_itself_only(base):
     lower = {k.lower(): v for k, v in headers.items()}
     assert lower["access-control-allow-origin"] == ALLOWED
     status, headers, _ = raw_get(
-        base, "/gradio_api/queue/join", {"Origin": ALLOWED, "Access-Control-Request-Method": "POST"}, method="OPTIONS"
+        base,
+        "/gradio_api/queue/join",
+        {"Origin": ALLOWED, "Access-Control-Request-Method": "POST"},
+        method="OPTIONS",
     )
     lower = {k.lower(): v for k, v in headers.items()}
     assert status == 200 and lower["access-control-allow-origin"] == ALLOWED
@@ -172,12 +183,12 @@ def test_unusable_questions_get_422_with_a_plain_message(tmp_path, path, body):
 
 
 def test_500_shows_no_traceback(tmp_path, monkeypatch):
-    import qa.retrieve
+    import qa.retrieval
 
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals at /srv/qa/secret.py line 3")
 
-    monkeypatch.setattr(qa.retrieve, "retrieve", boom)
+    monkeypatch.setattr(qa.retrieval, "retrieve", boom)
     app = create_app(settings_for(tmp_path))
     app.state.qa.state = "ready"
     client = TestClient(app, raise_server_exceptions=False)
@@ -260,7 +271,15 @@ def test_project_files_are_not_served(base, name):
 
 # --------------------------------------------------------------------------- access control
 
-PROTECTED = ["/", "/config", "/gradio_api/info", "/embed/gradio.js", "/docs", "/openapi.json", "/api/v1/search?q=x"]
+PROTECTED = [
+    "/",
+    "/config",
+    "/gradio_api/info",
+    "/embed/gradio.js",
+    "/docs",
+    "/openapi.json",
+    "/api/v1/search?q=x",
+]
 
 
 def test_auth_header_required_everywhere_but_healthz(tmp_path):
@@ -350,7 +369,9 @@ def test_served_under_a_sub_path_behind_a_proxy(tmp_path):
         # The proxy strips /qa; the app builds its links with it.
         status, _, body = raw_get(url, "/healthz")
         assert status in (200, 503) and "status" in json.loads(body)
-        status, _, body = raw_get(url, "/config", {"Host": "intranet.example.com", "X-Forwarded-Proto": "https"})
+        status, _, body = raw_get(
+            url, "/config", {"Host": "intranet.example.com", "X-Forwarded-Proto": "https"}
+        )
         assert status == 200 and json.loads(body)["root"] == "https://intranet.example.com/qa"
         status, _, body = raw_get(url, "/")
         assert status == 200 and b'"root":"http://127.0.0.1:' in body and b'/qa"' in body
@@ -373,3 +394,12 @@ def test_settings_reject_wildcard_and_malformed_origins():
     assert Settings(embed_origins='["http://a.example"]').embed_origins == ["http://a.example"]
     with pytest.raises(ValueError):
         Settings(root_path="qa")
+
+
+def test_gradio_api_says_why_it_cannot_answer_yet(base):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(base + "/", verbose=False, download_files=False)
+    with pytest.raises(AppError, match="cannot answer"):
+        client.predict("Microsoft?", [], api_name="/ask")

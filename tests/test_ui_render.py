@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from html.parser import HTMLParser
 
@@ -37,18 +38,32 @@ HOSTILE = " ".join(PAYLOADS)
 
 
 def passage(text: str = "First sentence. Second sentence.", **extra) -> Passage:
-    fields = dict(
-        text=text, score=0.8123, lang="fr", doc_id="d1", title="Titre", source="fr-a.txt", start=100, end=100 + len(text)
-    )
+    fields = {
+        "text": text,
+        "score": 0.8123,
+        "lang": "fr",
+        "doc_id": "d1",
+        "title": "Titre",
+        "source": "fr-a.txt",
+        "start": 100,
+        "end": 100 + len(text),
+    }
     fields.update(extra)
     return Passage(**fields)
 
 
-def citation(n: int = 1, p: Passage | None = None, evidence: str = "Second sentence.", offset: int | None = None) -> Citation:
+def citation(
+    n: int = 1, p: Passage | None = None, evidence: str = "Second sentence.", offset: int | None = None
+) -> Citation:
     p = p or passage()
     start = p.start + (p.text.find(evidence) if offset is None else offset)
     return Citation(
-        n=n, passage=p, evidence=evidence, evidence_lang=p.lang, evidence_start=start, evidence_end=start + len(evidence)
+        n=n,
+        passage=p,
+        evidence=evidence,
+        evidence_lang=p.lang,
+        evidence_start=start,
+        evidence_end=start + len(evidence),
     )
 
 
@@ -75,13 +90,17 @@ def assert_only_our_markup(markup: str) -> None:
         assert tag in ALLOWED_TAGS, tag
         assert not any(name.startswith("on") or name in {"src", "style"} for name in attrs), attrs
         href = attrs.get("href")
-        assert href is None or href.startswith("#src-") or href.startswith(("https://", "http://")), href
+        assert href is None or href.startswith(("#src-", "https://", "http://")), href
 
 
 def render_md(markdown: str) -> str:
     markdown_it = pytest.importorskip("markdown_it")
     # GFM-like: tables, strikethrough, linkify off by default in commonmark; html on (worst case).
-    return markdown_it.MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+    return (
+        markdown_it.MarkdownIt("commonmark", {"html": True})
+        .enable(["table", "strikethrough"])
+        .render(markdown)
+    )
 
 
 # --------------------------------------------------------------------------- markdown
@@ -125,7 +144,7 @@ def test_stream_prefixes_grow_and_never_cut_a_link():
     prefixes = list(stream_prefixes(md))
     assert len(prefixes) > 5
     assert prefixes[-1] == md
-    for shorter, longer in zip(prefixes, prefixes[1:]):
+    for shorter, longer in itertools.pairwise(prefixes):
         assert longer.startswith(shorter) and len(longer) > len(shorter)
     for prefix in prefixes:
         assert prefix.count("](#src-") == prefix.count("[\\[") - prefix.count("\\[\\[")
@@ -150,7 +169,9 @@ def test_hostile_corpus_text_is_escaped_everywhere_in_a_card():
         lang='fr" onmouseover="x',
         url="javascript:alert(1)",
         translations=[
-            Translation(text=HOSTILE, lang="<b>", doc_id="d2", title=HOSTILE, source="<x>", start=0, end=len(HOSTILE))
+            Translation(
+                text=HOSTILE, lang="<b>", doc_id="d2", title=HOSTILE, source="<x>", start=0, end=len(HOSTILE)
+            )
         ],
     )
     out = render_citation(citation(1, p, evidence="Intro."), turn=1, lang="en")
@@ -167,13 +188,18 @@ def test_card_layout_id_link_badge_score_and_article_link():
     assert 'id="src-4-2"' in out and 'href="#src-4-2"' in out
     assert ">FR</span>" in out and 'title="Français"' in out
     assert "Wert 0.81" in out  # German label, two decimals
-    assert 'href="https://news.example.com/a?b=1&amp;c=2"' in out and 'rel="noopener noreferrer nofollow"' in out
+    assert (
+        'href="https://news.example.com/a?b=1&amp;c=2"' in out and 'rel="noopener noreferrer nofollow"' in out
+    )
     assert ' lang="fr"' in out
 
 
 def test_evidence_is_highlighted_by_offsets_or_by_search():
     text = "First sentence. Second sentence. Third."
-    assert highlight(text, 100, "Second sentence.", 116, 132) == "First sentence. <mark>Second sentence.</mark> Third."
+    assert (
+        highlight(text, 100, "Second sentence.", 116, 132)
+        == "First sentence. <mark>Second sentence.</mark> Third."
+    )
     # Offsets from another article: found by its text.
     assert "<mark>Third.</mark>" in highlight(text, 100, "Third.", 5, 11)
     # Not in this passage at all: no mark, still escaped.
@@ -182,11 +208,16 @@ def test_evidence_is_highlighted_by_offsets_or_by_search():
     assert highlight("a <i> b", 0, "<i>", 2, 5) == "a <mark>&lt;i&gt;</mark> b"
 
 
-def test_translations_are_folded_alternates():
-    tr = Translation(text="Zweiter Satz.", lang="de", doc_id="d2", title="Titel", source="de-a.txt", start=0, end=13)
-    out = render_citation(citation(1, passage(translations=[tr])), turn=1, lang="en")
-    assert out.count("<details") == 1 and "<summary>" in out and "Titel" in out and "Zweiter Satz." in out
-    assert ' lang="de"' in out
+def test_translations_are_folded_alternates_without_duplicates():
+    tr = Translation(
+        text="Zweiter Satz.", lang="de", doc_id="d2", title="Titel", source="de-a.txt", start=0, end=13
+    )
+    ja = Translation(text="二番目。", lang="ja", doc_id="d3", title="題", source="ja-a.txt", start=5, end=9)
+    out = render_citation(citation(1, passage(translations=[tr, ja, tr])), turn=1, lang="en")
+    assert out.count("<details") == 1 and "<summary>Also in other languages" in out
+    assert out.count("Zweiter Satz.") == 1 and "二番目。" in out and "Titel" in out
+    assert ' lang="de"' in out and ' lang="ja"' in out
+    assert_only_our_markup(out)
 
 
 def test_sources_panel_latest_question_first_and_open():
@@ -194,7 +225,7 @@ def test_sources_panel_latest_question_first_and_open():
     a2 = answer("r [1]", [citation(1)], question="second")
     out = render_sources([a1, a2], "en")
     assert out.index("src-2-1") < out.index("src-1-1")
-    assert out.count("<details class=\"qa-turn\" open>") == 1
+    assert out.count('<details class="qa-turn" open>') == 1
     assert "first &lt;q&gt;" in out
     assert_only_our_markup(out)
 

@@ -11,6 +11,7 @@ from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
+from qa.rank import lexical_by_language
 from qa.store import LoadedIndex, check_model, current_version, open_index
 
 __all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
@@ -70,6 +71,31 @@ class Engine:
         self.index()
         self.embedder.encode_query("warm up")
 
+    def score(self, question: str, lang: str, index: LoadedIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate passages and their final scores (see `qa.rank` for the reasoning).
+
+        Candidates are each language's best dense matches plus its best lexical matches; each
+        is scored by its standardized dense score plus the lexical score scaled per language.
+        """
+        settings = self.settings
+        stats = index.lang_stats
+        query = stats.center_query(self.embedder.encode_query(question)[None, :], lang, settings.query_centering)
+        lexical = index.lexical.scores(question) if settings.lexical_weight else None
+        candidates = [rows for _, rows in index.search_by_language(query[0], settings.candidates).values()]
+        if lexical is not None:
+            for lang_rows in index.rows_by_language.values():
+                best = lang_rows[np.argsort(-lexical[lang_rows])[: settings.candidates]]
+                candidates.append(best[lexical[best] > 0])
+        rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
+        lang_ids = index.lang_ids[rows]
+        raw = query @ index.passage_vectors[rows].T
+        scores = stats.standardize(query, raw, lang_ids)[0]
+        if lexical is not None:
+            scores = scores + settings.lexical_weight * lexical_by_language(
+                lexical, index.lang_ids, len(stats.langs)
+            )[0, rows]
+        return rows, scores
+
     def search(self, question: str, k: int, lang: str | None = None) -> list[Passage]:
         """The k best passages for one cleaned question, one per translation group.
 
@@ -81,34 +107,29 @@ class Engine:
 
         lang = lang or detect_language(question)
         index = self.index()
+        rows, scores = self.score(question, lang, index)
         query = self.embedder.encode_query(question)
-        rows, scores = [], []
-        mean, std = index.lang_stats.moments(query[None, :])
-        lang_ids = dict(zip(index.lang_stats.langs, range(len(index.lang_stats.langs))))
-        for passage_lang, (raw, found) in index.search_by_language(query, self.settings.candidates).items():
-            li = lang_ids[passage_lang]
-            rows.extend(found.tolist())
-            scores.extend(((raw - mean[0, li]) / std[0, li]).tolist())
-        order = np.argsort(scores)[::-1]
+        order = np.argsort(-scores)
         hits: list[Passage] = []
         seen: set[int] = set()
         for i in order:
-            row = rows[i]
+            row = int(rows[i])
             group = int(index.groups[row])
             if group in seen:
                 continue
             seen.add(group)
-            hits.append(grouped_passage(index, row, float(scores[i]), lang))
+            hits.append(grouped_passage(index, row, float(scores[i]), lang, query))
             if len(hits) == k:
                 break
         return hits
 
 
-def grouped_passage(index: LoadedIndex, row: int, score: float, lang: str) -> Passage:
+def grouped_passage(index: LoadedIndex, row: int, score: float, lang: str, query: np.ndarray) -> Passage:
     """Passage `row` with its translations; the member in `lang` leads when there is one."""
     members = index.group_members(row)
     lead = next((m for m in members if index.langs[m] == lang), row)
     passage = to_passage(index, lead, score)
+    passage.similarity = float(query @ index.passage_vectors[lead])
     passage.translations = [to_translation(index, m) for m in members if m != lead]
     return passage
 

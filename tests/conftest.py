@@ -1,0 +1,28 @@
+"""Shared fixtures: the real model and an index of the real seed corpus, built once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_QUESTIONS = ROOT / "tests" / "data" / "seed_questions.json"
+
+
+@pytest.fixture(scope="session")
+def seed_settings(tmp_path_factory):
+    """Settings whose index is the real corpus/ embedded with the real default model."""
+    from qa.config import Settings
+    from qa.store import build_index
+
+    settings = Settings(corpus_dir=ROOT / "corpus", index_dir=tmp_path_factory.mktemp("seed") / "index")
+    build_index(settings=settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def seed_facts() -> list[dict]:
+    """Questions about the seed corpus in many languages, with the evidence that answers each."""
+    return json.loads(SEED_QUESTIONS.read_text(encoding="utf-8"))
