@@ -8,9 +8,6 @@ here: a person can check every word against the cited article.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
 from qa.config import Settings
@@ -77,33 +74,9 @@ QUOTES = {
 }
 
 CITED_PASSAGES = 3  # passages quoted at most
+ANSWER_CANDIDATES = 10  # passages whose sentences compete for the quotes
 FOLLOW_UP_WORDS = 4  # a question this short, after another one, is read as a follow-up...
 FOLLOW_UP_CHARS = 12  # ...or this short, for scripts written without spaces
-SENTENCE_CACHE = 20000
-
-
-class _SentenceVectors:
-    """Embeddings of passage sentences, cached: the same passages come back question after question."""
-
-    def __init__(self):
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, embedder, sentences: list[str]) -> np.ndarray:
-        with self._lock:
-            missing = [s for s in dict.fromkeys(sentences) if s not in self._cache]
-        if missing:
-            vectors = embedder.encode_documents(missing)
-            with self._lock:
-                for sentence, vector in zip(missing, vectors):
-                    self._cache[sentence] = vector
-                while len(self._cache) > SENTENCE_CACHE:
-                    self._cache.popitem(last=False)
-        with self._lock:
-            return np.stack([self._cache[s] for s in sentences])
-
-
-_sentence_vectors = _SentenceVectors()
 
 
 def _with_history(question: str, history: list[str] | None) -> str:
@@ -113,16 +86,18 @@ def _with_history(question: str, history: list[str] | None) -> str:
     return f"{history[-1]} {question}" if history and short else question
 
 
-def _evidence(passage: Passage, question_vector: np.ndarray, embedder) -> tuple[int, int, float]:
-    """The passage sentence that best matches the question: offsets in the article, and score."""
-    from qa.chunk import split_sentences
+def _evidence(passage: Passage, query: np.ndarray, index) -> tuple[int, int, float]:
+    """The passage's sentence that best matches the question: article offsets and cosine.
 
-    spans = split_sentences(passage.text) or [(0, len(passage.text))]
-    sentences = [passage.text[a:b] for a, b in spans]
-    scores = _sentence_vectors.get(embedder, sentences) @ question_vector
+    Sentence vectors were computed at index time, so this costs a few dot products.
+    """
+    sentences = index.sentences_of(index.row_of[(passage.doc_id, passage.start)])
+    if not len(sentences):
+        return passage.start, passage.end, passage.similarity
+    scores = index.sentence_vectors[sentences] @ query
     best = int(np.argmax(scores))
-    start, end = spans[best]
-    return passage.start + start, passage.start + end, float(scores[best])
+    _, start, end = index.sentences[sentences[best]].tolist()
+    return start, end, float(scores[best])
 
 
 def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Answer:
@@ -135,25 +110,30 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
     lang = detect_language(text)
     engine = get_engine(settings)
     query = _with_history(text, history)
-    passages = engine.search(query, settings.top_k, lang=lang)
+    passages = engine.search(query, ANSWER_CANDIDATES, lang=lang)
     relevant = [p for p in passages if p.similarity >= settings.min_similarity]
     if not relevant:
         return Answer(question=text, lang=lang, reply=NOT_FOUND.get(lang, NOT_FOUND["en"]), found=False)
 
     query_vector = engine.embedder.encode_query(query)
-    # Rank the candidates by their best sentence: a question usually asks about one sentence,
-    # and a long passage that mentions the topic everywhere should not outrank it.
+    # Also rank the candidates by their best sentence: a question usually asks about one
+    # sentence, and a long passage that mentions the topic everywhere should not outrank it.
     # The search already put the translation in the asker's language first, when one exists.
-    evidence = [_evidence(p, query_vector, engine.embedder) for p in relevant]
+    index = engine.index()
+    evidence = [_evidence(p, query_vector, index) for p in relevant]
+    by_sentence = sorted(range(len(relevant)), key=lambda i: -evidence[i][2])
+    # Reciprocal-rank fusion of the passage ranking and the best-sentence ranking, so that
+    # neither a noisy single sentence nor a passage that only talks around it wins alone.
+    fused = {i: 1 / (61 + i) + 1 / (61 + by_sentence.index(i)) for i in range(len(relevant))}
     best, quoted = [], set()
-    for i in sorted(range(len(relevant)), key=lambda i: -evidence[i][2]):
+    for i in sorted(fused, key=lambda i: (-fused[i], i)):
         key = (relevant[i].doc_id, evidence[i][0])  # overlapping passages share sentences
         if key not in quoted:
             quoted.add(key)
             best.append(i)
     best = best[:CITED_PASSAGES]
     citations = []
-    articles = engine.index().articles
+    articles = index.articles
     for n, i in enumerate(best, 1):
         passage = relevant[i]
         start, end, _ = evidence[i]

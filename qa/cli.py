@@ -21,7 +21,8 @@ def _print_report(report) -> None:
     langs = ", ".join(f"{lang} {n}" for lang, n in report.languages.items())
     print(
         f"Indexed {report.articles} articles ({langs}) into {report.passages} passages "
-        f"in {report.seconds:.1f} s: {report.embedded} embedded, {report.reused} reused, "
+        f"and {report.sentences} sentences in {report.seconds:.1f} s: {report.embedded} passages and "
+        f"{report.sentences_embedded} sentences embedded, {report.reused} passages reused, "
         f"{report.removed_articles} article(s) removed."
     )
     print(f"Index: {report.index_dir} (version {report.version})")

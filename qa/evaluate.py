@@ -20,7 +20,7 @@ import numpy as np
 
 from qa.config import Settings
 from qa.lexical import LexicalIndex
-from qa.rank import LanguageStats, lexical_by_language, translation_groups
+from qa.rank import LanguageStats, best_sentence_scores, lexical_by_language, translation_groups
 from qa.xquad import XQuAD, EmbeddingCache, find_xquad, load_xquad
 
 __all__ = ["Pool", "Scorer", "BareModel", "Pipeline", "evaluate", "main"]
@@ -36,13 +36,27 @@ class Pool:
     langs: np.ndarray  # (n,) language codes
     para: np.ndarray  # (n,) paragraph index (the same for all translations)
     texts: list[str]
+    sentence_vectors: np.ndarray | None = None  # (m, d), every sentence of every passage
+    sentence_owner: np.ndarray | None = None  # (m,) passage of each sentence
 
     @classmethod
-    def from_xquad(cls, data: XQuAD, vectors: dict[str, np.ndarray]) -> Pool:
+    def from_xquad(cls, data: XQuAD, vectors: dict[str, np.ndarray], embed_sentences=None) -> Pool:
+        """The pool of every language; `embed_sentences(texts)` adds the sentence vectors."""
+        from qa.chunk import split_sentences
+
         langs = np.concatenate([[lang] * data.n_paragraphs for lang in data.langs])
         para = np.tile(np.arange(data.n_paragraphs), len(data.langs))
         texts = [t for lang in data.langs for t in data.paragraphs[lang]]
-        return cls(np.concatenate([vectors[lang] for lang in data.langs]), langs, para, texts)
+        pool = cls(np.concatenate([vectors[lang] for lang in data.langs]), langs, para, texts)
+        if embed_sentences is not None:
+            owner, sentences = [], []
+            for row, text in enumerate(texts):
+                for a, b in split_sentences(text):
+                    owner.append(row)
+                    sentences.append(text[a:b])
+            pool.sentence_vectors = embed_sentences(sentences)
+            pool.sentence_owner = np.array(owner, dtype=np.int64)
+        return pool
 
 
 class Scorer:
@@ -83,6 +97,12 @@ class Pipeline(Scorer):
         centered = self.stats.centered(pool.vectors, self.lang_ids)
         self.groups = translation_groups(centered, pool.langs, self.settings.group_threshold)
         self.lexical = LexicalIndex.build(pool.texts) if self.settings.lexical_weight else None
+        if self.settings.sentence_weight and pool.sentence_vectors is not None:
+            sentence_langs = pool.langs[pool.sentence_owner]
+            self.sentence_stats = LanguageStats.fit(pool.sentence_vectors, sentence_langs)
+            self.sentence_lang_ids = self.sentence_stats.lang_ids(sentence_langs)
+        else:
+            self.sentence_stats = None
 
     def scores(self, queries, texts, lang, pool):
         queries = self.stats.center_query(queries, lang, self.settings.query_centering)
@@ -90,6 +110,11 @@ class Pipeline(Scorer):
         if self.lexical is not None:
             lexical = np.stack([self.lexical.scores(t) for t in texts])
             scores += self.settings.lexical_weight * lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
+        if self.sentence_stats is not None:
+            scores += self.settings.sentence_weight * best_sentence_scores(
+                queries, pool.sentence_vectors, pool.sentence_owner, len(pool.vectors),
+                self.sentence_stats, self.sentence_lang_ids,
+            )
         return scores
 
 
@@ -204,7 +229,8 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def print_comparison(reports: dict[str, Report], out=sys.stdout) -> None:
+def print_comparison(reports: dict[str, Report], out=None) -> None:
+    out = out or sys.stdout
     names = list(reports)
     summaries = {n: r.summary() for n, r in reports.items()}
     keys = list(summaries[names[0]])
@@ -217,7 +243,8 @@ def print_comparison(reports: dict[str, Report], out=sys.stdout) -> None:
         print(key.ljust(width) + "".join(_fmt(v).rjust(12) for v in values) + f"{delta:+7.3f}", file=out)
 
 
-def print_matrix(report: Report, langs: list[str], title: str, attr: str = "r1", out=sys.stdout) -> None:
+def print_matrix(report: Report, langs: list[str], title: str, attr: str = "r1", out=None) -> None:
+    out = out or sys.stdout
     print(f"\n{title}: Recall@1, rows = question language, columns = passage language", file=out)
     print("Q\\P " + "".join(p.rjust(6) for p in langs) + "  needle", file=out)
     for q in langs:
@@ -256,7 +283,7 @@ def main(args, settings: Settings) -> None:
     )
     passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
     queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
-    pool = Pool.from_xquad(data, passages)
+    pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))
     cached = _CachedQueries(cache, embedder)
     pipeline = Pipeline(settings, query_means(cached, pool.texts, pool.langs.tolist()))
     reports = {s.name: evaluate(data, pool, queries, s) for s in (BareModel(), pipeline)}

@@ -169,3 +169,24 @@ def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, thres
     roots = np.array([find(i) for i in range(n)])
     _, group_ids = np.unique(roots, return_inverse=True)
     return group_ids.astype(np.int64)
+
+
+def best_sentence_scores(
+    queries: np.ndarray,
+    sentence_vectors: np.ndarray,
+    owner: np.ndarray,
+    n_passages: int,
+    stats: LanguageStats,
+    lang_ids: np.ndarray,
+) -> np.ndarray:
+    """(n_q, n_passages): each passage's best standardized sentence score (0 if it has none).
+
+    `owner[i]` is the passage (0..n_passages-1) of sentence i, `lang_ids[i]` its language in
+    `stats`. A question usually asks about one sentence; a passage that holds it should not lose
+    to one that only talks around the topic.
+    """
+    z = stats.standardize(queries, queries @ sentence_vectors.T, lang_ids)
+    best = np.full((len(queries), n_passages), -np.inf)
+    for q in range(len(queries)):
+        np.maximum.at(best[q], owner, z[q])
+    return np.where(np.isfinite(best), best, 0.0)

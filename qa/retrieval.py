@@ -11,7 +11,7 @@ from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
-from qa.rank import lexical_by_language
+from qa.rank import best_sentence_scores, lexical_by_language
 from qa.store import LoadedIndex, check_model, current_version, open_index
 
 __all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
@@ -94,7 +94,23 @@ class Engine:
             scores = scores + settings.lexical_weight * lexical_by_language(
                 lexical, index.lang_ids, len(stats.langs)
             )[0, rows]
+        if settings.sentence_weight:
+            scores = scores + settings.sentence_weight * self._best_sentences(query, rows, index)
         return rows, scores
+
+    @staticmethod
+    def _best_sentences(query: np.ndarray, rows: np.ndarray, index: LoadedIndex) -> np.ndarray:
+        """For each passage in `rows` (sorted), its best standardized sentence score."""
+        links = np.flatnonzero(np.isin(index.sentence_owner, rows))
+        stats = index.sentence_stats
+        return best_sentence_scores(
+            query,
+            index.sentence_vectors[index.sentence_member[links]],
+            np.searchsorted(rows, index.sentence_owner[links]),
+            len(rows),
+            stats,
+            stats.lang_ids(index.sentence_langs[links]),
+        )[0]
 
     def search(self, question: str, k: int, lang: str | None = None) -> list[Passage]:
         """The k best passages for one cleaned question, one per translation group.

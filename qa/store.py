@@ -12,6 +12,8 @@ Layout of the index directory::
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
         bm25/              the lexical index (bm25s) over the passages
+        sentences.npy      every sentence of the passages: (article number, start, end)
+        sentence_vectors.npy, sentence_stats.npz   their embeddings and per-language statistics
       .building-*/         a build in progress; left behind only by a crash, removed next time
 
 A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
@@ -65,6 +67,9 @@ VECTORS = "index.faiss"
 LANG_STATS = "lang_stats.npz"
 GROUPS = "groups.npy"
 LEXICAL = "bm25"
+SENTENCES = "sentences.npy"
+SENTENCE_VECTORS = "sentence_vectors.npy"
+SENTENCE_STATS = "sentence_stats.npz"
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
@@ -92,6 +97,8 @@ class BuildReport(BaseModel):
     passages: int
     embedded: int
     reused: int
+    sentences: int
+    sentences_embedded: int
     removed_articles: int
     languages: dict[str, int]
     skipped: list[SkippedFile]
@@ -110,6 +117,9 @@ class LoadedIndex:
     lang_stats: LanguageStats
     groups: np.ndarray  # (n,) translation group id of each passage
     lexical: LexicalIndex
+    sentences: np.ndarray  # (m, 3) article number, start, end of each sentence
+    sentence_vectors: np.ndarray  # (m, d)
+    sentence_stats: LanguageStats
     langs: np.ndarray = field(init=False)  # (n,) language of each passage
     _by_lang: dict[str, tuple[Any, np.ndarray]] = field(init=False, default_factory=dict)
     _members: dict[int, list[int]] = field(init=False, default_factory=dict)
@@ -124,6 +134,28 @@ class LoadedIndex:
         for row, group in enumerate(self.groups.tolist()):
             self._members.setdefault(group, []).append(row)
         self._by_lang_lock = threading.Lock()
+        self._link_sentences()
+
+    def _link_sentences(self) -> None:
+        """Which sentences each passage holds (passages overlap, so a sentence may be in two)."""
+        doc_number = {doc_id: i for i, doc_id in enumerate(self.articles)}
+        by_doc: dict[int, list[int]] = {}
+        for row, (doc, _, _) in enumerate(self.sentences.tolist()):
+            by_doc.setdefault(doc, []).append(row)
+        owners, members = [], []
+        for row, chunk in enumerate(self.chunks):
+            for s in by_doc.get(doc_number[chunk.doc_id], []):
+                if chunk.start <= self.sentences[s, 1] and self.sentences[s, 2] <= chunk.end:
+                    owners.append(row)
+                    members.append(s)
+        self.sentence_owner = np.array(owners, dtype=np.int64)  # passage row of each link
+        self.sentence_member = np.array(members, dtype=np.int64)  # sentence row of each link
+        self.sentence_langs = self.langs[self.sentence_owner] if len(owners) else np.zeros(0, str)
+        self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
+
+    def sentences_of(self, row: int) -> np.ndarray:
+        """Sentence rows of passage `row`, in text order."""
+        return self.sentence_member[self.sentence_owner == row]
 
     @property
     def version(self) -> str:
@@ -275,9 +307,13 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
             lang_stats = LanguageStats.from_arrays(arrays)
         groups = np.load(version_dir / GROUPS)
         lexical = LexicalIndex.load(version_dir / LEXICAL)
+        sentences = np.load(version_dir / SENTENCES)
+        sentence_vectors = np.load(version_dir / SENTENCE_VECTORS)
+        with np.load(version_dir / SENTENCE_STATS) as arrays:
+            sentence_stats = LanguageStats.from_arrays(arrays)
     except (OSError, ValueError, KeyError) as exc:
         raise IndexCorruptError(
-            f"{version_dir / LANG_STATS}, {GROUPS} or {LEXICAL}/ cannot be read ({exc}). "
+            f"{version_dir / LANG_STATS}, {GROUPS}, {LEXICAL}/ or the sentence files cannot be read ({exc}). "
             "Rebuild the index with `qa index`."
         ) from None
     if len(groups) != len(chunks):
@@ -300,6 +336,9 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         lang_stats=lang_stats,
         groups=groups,
         lexical=lexical,
+        sentences=sentences,
+        sentence_vectors=sentence_vectors,
+        sentence_stats=sentence_stats,
     )
 
 
@@ -404,11 +443,11 @@ def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) 
     return previous
 
 
-def _embed_with_progress(embedder, texts: list[str], progress: bool) -> np.ndarray:
+def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str = "Passages") -> np.ndarray:
     from tqdm import tqdm
 
     parts = []
-    with tqdm(total=len(texts), desc="Embedding", unit="passage", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, len(texts), EMBED_SLICE):
             batch = texts[start : start + EMBED_SLICE]
             parts.append(embedder.encode_documents(batch))
@@ -416,6 +455,39 @@ def _embed_with_progress(embedder, texts: list[str], progress: bool) -> np.ndarr
     if not parts:
         return np.zeros((0, embedder.dim), np.float32)
     return np.concatenate(parts)
+
+
+def _sentences(articles, chunks, previous, embedder, progress):
+    """Every sentence of every passage, with its vector: reused from `previous` when its
+    article is unchanged, embedded otherwise. Returns (table, vectors, number embedded)."""
+    from qa.chunk import split_sentences
+
+    number = {a.doc_id: i for i, a in enumerate(articles)}
+    spans: dict[int, set[tuple[int, int]]] = {}
+    for chunk in chunks:
+        found = spans.setdefault(number[chunk.doc_id], set())
+        found.update((chunk.start + a, chunk.start + b) for a, b in split_sentences(chunk.text))
+    table = np.array(
+        [(doc, a, b) for doc in sorted(spans) for a, b in sorted(spans[doc])], dtype=np.int64
+    ).reshape(-1, 3)
+    old: dict[tuple[str, int, int], int] = {}
+    if previous is not None:
+        old_ids = list(previous.articles)
+        for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
+            old[(old_ids[doc], a, b)] = row
+    dim = embedder.describe()["dim"]
+    vectors = np.zeros((len(table), dim), np.float32)
+    missing = []
+    for row, (doc, a, b) in enumerate(table.tolist()):
+        hit = old.get((articles[doc].doc_id, a, b))
+        if hit is None:
+            missing.append(row)
+        else:
+            vectors[row] = previous.sentence_vectors[hit]
+    texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
+    if missing:
+        vectors[missing] = _embed_with_progress(embedder, texts, progress, "Sentences")
+    return table, vectors, len(missing)
 
 
 def query_means(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
@@ -527,6 +599,9 @@ def build_index(
         if reused:
             vectors[reused] = old_vectors[[reuse_rows[i] for i in reused]]
 
+        sentences, sentence_vectors, sentences_embedded = _sentences(
+            articles, chunks, previous, embedder, progress
+        )
         lang_of = {a.doc_id: a.lang for a in articles}
         faiss_index = faiss.IndexFlatIP(model["dim"])
         faiss_index.add(vectors)
@@ -545,6 +620,13 @@ def build_index(
         with (building / GROUPS).open("wb") as handle:
             np.save(handle, translation_groups(centered, passage_langs, settings.group_threshold))
         LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
+        with (building / SENTENCES).open("wb") as handle:
+            np.save(handle, sentences)
+        with (building / SENTENCE_VECTORS).open("wb") as handle:
+            np.save(handle, sentence_vectors)
+        sentence_langs = [articles[doc].lang for doc in sentences[:, 0].tolist()]
+        with (building / SENTENCE_STATS).open("wb") as handle:
+            np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
         languages = Counter(a.lang for a in articles)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -579,6 +661,8 @@ def build_index(
         passages=len(chunks),
         embedded=len(to_embed),
         reused=len(reused),
+        sentences=len(sentences),
+        sentences_embedded=sentences_embedded,
         removed_articles=removed,
         languages=dict(sorted(languages.items())),
         skipped=skipped,

@@ -7,6 +7,7 @@ every language, so a question in one language can be scored against the paragrap
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,7 @@ class EmbeddingCache:
         if not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
+        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")  # concurrent runs must not collide
         keys = np.array(list(self._vectors))
         np.savez(tmp, keys=keys, vectors=np.stack(list(self._vectors.values())))
         tmp.replace(self.path)

@@ -74,7 +74,11 @@ def test_incremental_build_embeds_only_what_changed(corpus: Path, settings: Sett
     after = open_index(settings.index_dir)
     assert report.removed_articles == 2  # the deleted one and the old version of the changed one
     assert report.reused == per_doc["article-2.txt"]
-    assert report.embedded == len(embedder.embedded) == report.passages - report.reused
+    assert report.embedded == report.passages - report.reused
+    # Only the new and changed articles' passages and sentences went through the model.
+    assert len(embedder.embedded) == report.embedded + report.sentences_embedded
+    unchanged = next(a for a in after.articles.values() if a.source == "article-2.txt")
+    assert not any(text in unchanged.text for text in embedder.embedded)
     assert sorted(a.source for a in after.articles.values()) == ["article-0.txt", "article-2.txt", "article-3.txt"]
     # Reused vectors are the very same vectors.
     old = {(c.doc_id, c.chunk_id): row for row, c in enumerate(before.chunks)}

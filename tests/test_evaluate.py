@@ -1,0 +1,85 @@
+"""`qa eval` on a small XQuAD slice with the real model: the pipeline is not worse than the bare model."""
+
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+
+import numpy as np
+import pytest
+
+from qa.evaluate import BareModel, Pipeline, Pool, _metrics, _top, evaluate
+from qa.xquad import EmbeddingCache, find_xquad, load_xquad
+
+
+def test_metrics_count_hits_at_the_right_ranks():
+    top = np.array([[3, 1, 2], [1, 3, 2], [2, 1, 5]])
+    m = _metrics(top, np.array([3, 3, 9]))
+    assert m.r1 == pytest.approx(1 / 3) and m.r5 == pytest.approx(2 / 3)
+    assert m.mrr == pytest.approx((1 + 1 / 2 + 0) / 3)
+
+
+def test_top_orders_by_score():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7]])
+    assert _top(scores, 3).tolist() == [[1, 3, 2]]
+
+
+def test_embedding_cache_embeds_only_what_is_missing(tmp_path):
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return np.ones((len(texts), 4), np.float32) * len(calls)
+
+    cache = EmbeddingCache(tmp_path / "c.npz", "fp")
+    cache.get("query", ["a", "b"], embed)
+    again = EmbeddingCache(tmp_path / "c.npz", "fp").get("query", ["b", "c"], embed)
+    assert calls == [["a", "b"], ["c"]]
+    assert again[0].tolist() == [1, 1, 1, 1] and again[1].tolist() == [2, 2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def xquad_slice():
+    folder = find_xquad()
+    if folder is None:
+        if os.environ.get("CI"):
+            pytest.fail("XQuAD data not found (a data/xquad or shared/data/xquad folder here or above)")
+        pytest.skip("XQuAD data not found")
+    return load_xquad(folder, ["en", "de", "zh", "ar"], max_articles=2)
+
+
+@pytest.mark.slow
+def test_pipeline_is_not_worse_than_the_bare_model(xquad_slice, tmp_path):
+    from qa.config import Settings
+    from qa.embed import get_embedder
+    from qa.evaluate import _CachedQueries
+    from qa.store import query_means
+
+    data = xquad_slice
+    settings = Settings()
+    embedder = get_embedder(settings)
+    cache = EmbeddingCache(settings.cache_dir / "eval" / "xquad-embeddings.npz", embedder.fingerprint)
+    passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
+    queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
+    pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))
+    pipeline = Pipeline(settings, query_means(_CachedQueries(cache, embedder), pool.texts, pool.langs.tolist()))
+    bare = evaluate(data, pool, queries, BareModel()).summary()
+    piped = evaluate(data, pool, queries, pipeline).summary()
+    assert piped["needle R@1"] > bare["needle R@1"]
+    assert piped["mixed distinct top5"] > bare["mixed distinct top5"]
+    assert piped["mixed own-lang top1"] >= bare["mixed own-lang top1"] - 0.01
+    for key in ("same R@5", "cross R@5", "mixed R@5", "needle R@5"):
+        assert piped[key] >= bare[key] - 0.01, key
+
+
+@pytest.mark.slow
+def test_eval_command_prints_the_comparison(xquad_slice, capsys, tmp_path):
+    from qa.config import Settings
+    from qa.evaluate import main
+
+    folder = find_xquad()
+    args = Namespace(data=folder, subset=1, langs="en,de", json=tmp_path / "eval.json")
+    main(args, Settings())
+    out = capsys.readouterr().out
+    assert "bare model" in out and "pipeline" in out and "needle R@1" in out
+    assert (tmp_path / "eval.json").exists()

@@ -1,0 +1,81 @@
+"""The language-neutral scoring: pure numpy logic, checked against direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qa.lexical import LexicalIndex, tokenize
+from qa.rank import LanguageStats, lexical_by_language, translation_groups
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_standardized_scores_match_direct_computation():
+    rng = np.random.default_rng(0)
+    vectors = _unit(rng.standard_normal((400, 8)))
+    langs = np.array(["fr"] * 200 + ["ja"] * 200)
+    vectors[langs == "ja"] += 0.5  # a language offset, as the model has
+    stats = LanguageStats.fit(vectors, langs)
+    queries = _unit(rng.standard_normal((3, 8)))
+    ids = stats.lang_ids(langs)
+    z = stats.standardize(queries, queries @ vectors.T, ids)
+    # Within a language the scores of each query have mean 0 and, shrinkage aside, spread ~1.
+    for li in range(2):
+        assert np.allclose(z[:, ids == li].mean(axis=1), 0, atol=1e-5)
+        assert np.all((z[:, ids == li].std(axis=1) > 0.8) & (z[:, ids == li].std(axis=1) < 1.2))
+
+
+def test_standardization_keeps_the_order_within_a_language():
+    rng = np.random.default_rng(1)
+    vectors = _unit(rng.standard_normal((50, 8)))
+    stats = LanguageStats.fit(vectors, ["de"] * 50)
+    q = _unit(rng.standard_normal((1, 8)))
+    raw = q @ vectors.T
+    z = stats.standardize(q, raw, stats.lang_ids(["de"] * 50))
+    assert (np.argsort(-raw[0]) == np.argsort(-z[0])).all()
+
+
+def test_stats_survive_a_save_and_load_roundtrip():
+    rng = np.random.default_rng(2)
+    stats = LanguageStats.fit(_unit(rng.standard_normal((20, 4))), ["en"] * 10 + ["fr"] * 10)
+    stats.query_means = {"en": np.ones(4, np.float32)}
+    again = LanguageStats.from_arrays(stats.to_arrays())
+    assert again.langs == ["en", "fr"] and np.allclose(again.covariances, stats.covariances)
+    assert np.allclose(again.center_query(np.ones((1, 4)), "en", 0.5), 0.5)
+    assert np.allclose(again.center_query(np.ones((1, 4)), "fr", 0.5), 1.0)  # no mean: unchanged
+
+
+def test_translation_groups_link_mutual_neighbours_across_languages_only():
+    a, b, c = np.eye(4)[:3]
+    vectors = np.array([a, b, a * 0.99 + c * 0.14, b, c])
+    langs = ["fr", "fr", "de", "de", "de"]
+    groups = translation_groups(_unit(vectors), langs, threshold=0.9)
+    assert groups[0] == groups[2]  # the fr/de pair that say the same
+    assert groups[1] == groups[3]
+    assert groups[4] not in {groups[0], groups[1]}
+    # Passages of the same language are never grouped, however similar.
+    same = translation_groups(_unit(np.array([a, a])), ["fr", "fr"], threshold=0.5)
+    assert same[0] != same[1]
+
+
+def test_lexical_scores_are_scaled_per_language():
+    scores = np.array([[4.0, 2.0, 1.0, 0.5]])
+    ids = np.array([0, 0, 1, 1])
+    assert lexical_by_language(scores, ids, 2).tolist() == [[1.0, 0.5, 1.0, 0.5]]
+
+
+def test_tokenize_splits_scripts_without_spaces_into_bigrams():
+    assert tokenize("Microsoftは49%を保有") == ["microsoft", "は", "49", "を保", "保有"]
+    tokens = tokenize("マイクロソフトの株式")
+    assert "マイ" in tokens and "株式" in tokens and "マイクロソフトの株式" not in tokens
+    assert tokenize("Emmett Shear, 49 pour cent") == ["emmett", "shear", "49", "pour", "cent"]
+    assert tokenize("微软") == ["微软"] and tokenize("軟") == ["軟"]
+
+
+def test_bm25_finds_names_and_japanese_words():
+    index = LexicalIndex.build(["Emmett Shear devient PDG.", "マイクロソフトの株式は49%。", "", "Rien à voir."])
+    assert int(np.argmax(index.scores("Who is Emmett Shear?"))) == 0
+    assert int(np.argmax(index.scores("株式を保有"))) == 1
+    assert not index.scores("zzz unknown").any()
