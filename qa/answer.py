@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from qa.config import Settings
+from qa.errors import InvalidQuestionError
 from qa.models import Answer, Citation, Passage
 from qa.retrieval import clean_question, get_engine
 
@@ -74,7 +75,7 @@ QUOTES = {
 }
 
 CITED_PASSAGES = 3  # passages quoted at most
-ANSWER_CANDIDATES = 10  # passages whose sentences compete for the quotes
+ANSWER_CANDIDATES = 5  # passages considered for quoting
 FOLLOW_UP_WORDS = 4  # a question this short, after another one, is read as a follow-up...
 FOLLOW_UP_CHARS = 12  # ...or this short, for scripts written without spaces
 
@@ -91,7 +92,8 @@ def _evidence(passage: Passage, query: np.ndarray, index) -> tuple[int, int, flo
 
     Sentence vectors were computed at index time, so this costs a few dot products.
     """
-    sentences = index.sentences_of(index.row_of[(passage.doc_id, passage.start)])
+    row = index.row_of.get((passage.doc_id, passage.start))
+    sentences = index.sentences_of(row) if row is not None else []
     if not len(sentences):
         return passage.start, passage.end, passage.similarity
     scores = index.sentence_vectors[sentences] @ query
@@ -100,13 +102,23 @@ def _evidence(passage: Passage, query: np.ndarray, index) -> tuple[int, int, flo
     return start, end, float(scores[best])
 
 
+def _has_text(earlier: object) -> bool:
+    try:
+        clean_question(earlier, len(earlier) if isinstance(earlier, str) else 0)
+    except InvalidQuestionError:
+        return False
+    return True
+
+
 def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Answer:
     """Answer `question` in its own language, quoting and citing the evidence from the corpus."""
     from qa.lang import detect_language
 
     settings = settings or Settings()
     text = clean_question(question, settings.max_question_chars)
-    history = [clean_question(h, settings.max_question_chars) for h in (history or []) if h and h.strip()]
+    # Earlier questions with nothing left once cleaned (only control characters, say) are skipped:
+    # refusing them would tell the user that the question they just typed is empty.
+    history = [clean_question(h, settings.max_question_chars) for h in (history or []) if _has_text(h)]
     lang = detect_language(text)
     engine = get_engine(settings)
     query = _with_history(text, history)
@@ -116,18 +128,13 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
         return Answer(question=text, lang=lang, reply=NOT_FOUND.get(lang, NOT_FOUND["en"]), found=False)
 
     query_vector = engine.embedder.encode_query(query)
-    # Also rank the candidates by their best sentence: a question usually asks about one
-    # sentence, and a long passage that mentions the topic everywhere should not outrank it.
-    # The search already put the translation in the asker's language first, when one exists.
+    # The ranking already weighs each passage's best sentence; quote that sentence, in ranking
+    # order, once (overlapping passages share sentences).
     index = engine.index()
     evidence = [_evidence(p, query_vector, index) for p in relevant]
-    by_sentence = sorted(range(len(relevant)), key=lambda i: -evidence[i][2])
-    # Reciprocal-rank fusion of the passage ranking and the best-sentence ranking, so that
-    # neither a noisy single sentence nor a passage that only talks around it wins alone.
-    fused = {i: 1 / (61 + i) + 1 / (61 + by_sentence.index(i)) for i in range(len(relevant))}
     best, quoted = [], set()
-    for i in sorted(fused, key=lambda i: (-fused[i], i)):
-        key = (relevant[i].doc_id, evidence[i][0])  # overlapping passages share sentences
+    for i, passage in enumerate(relevant):
+        key = (passage.doc_id, evidence[i][0])
         if key not in quoted:
             quoted.add(key)
             best.append(i)

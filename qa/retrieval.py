@@ -151,17 +151,8 @@ def grouped_passage(index: LoadedIndex, row: int, score: float, lang: str, query
 
 
 def to_translation(index: LoadedIndex, row: int) -> Translation:
-    chunk = index.chunks[row]
-    article = index.articles[chunk.doc_id]
-    return Translation(
-        text=chunk.text,
-        lang=article.lang,
-        doc_id=article.doc_id,
-        title=article.title,
-        source=article.source,
-        start=chunk.start,
-        end=chunk.end,
-    )
+    """Passage `row` as the translation of another passage."""
+    return Translation(**to_passage(index, row, 0.0).model_dump(include=set(Translation.model_fields)))
 
 
 def to_passage(index: LoadedIndex, row: int, score: float) -> Passage:

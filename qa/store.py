@@ -302,19 +302,25 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
             f"{faiss_index.d}, but {PASSAGES} lists {len(chunks)} passages and the manifest says "
             f"dimension {manifest.model.get('dim')}. Rebuild the index with `qa index`."
         )
+    reading = LANG_STATS  # the file being read, named in the error
     try:
         with np.load(version_dir / LANG_STATS) as arrays:
             lang_stats = LanguageStats.from_arrays(arrays)
+        reading = GROUPS
         groups = np.load(version_dir / GROUPS)
+        reading = LEXICAL + "/"
         lexical = LexicalIndex.load(version_dir / LEXICAL)
+        reading = SENTENCES
         sentences = np.load(version_dir / SENTENCES)
+        reading = SENTENCE_VECTORS
         sentence_vectors = np.load(version_dir / SENTENCE_VECTORS)
+        reading = SENTENCE_STATS
         with np.load(version_dir / SENTENCE_STATS) as arrays:
             sentence_stats = LanguageStats.from_arrays(arrays)
     except (OSError, ValueError, KeyError) as exc:
+        problem = " ".join(str(exc).split())[:200]
         raise IndexCorruptError(
-            f"{version_dir / LANG_STATS}, {GROUPS}, {LEXICAL}/ or the sentence files cannot be read ({exc}). "
-            "Rebuild the index with `qa index`."
+            f"{version_dir / reading} cannot be read ({problem}). Rebuild the index with `qa index`."
         ) from None
     if len(groups) != len(chunks):
         raise IndexCorruptError(
@@ -394,6 +400,21 @@ def _write_file(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _write_errors(building: Path) -> Iterator[None]:
+    # A full disk or a read-only folder: say so in one line, and drop the half-written version
+    # (the live one is untouched until the final swap of CURRENT).
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise QAError(
+            f"Writing the new index failed at {exc.filename or building}: {exc.strerror or exc}. "
+            "Free some disk space (or fix the folder's permissions) and run `qa index` again; "
+            "the previous index is unchanged."
+        ) from None
 
 
 def _write_jsonl(path: Path, items: list[BaseModel]) -> None:
@@ -606,52 +627,53 @@ def build_index(
         faiss_index = faiss.IndexFlatIP(model["dim"])
         faiss_index.add(vectors)
 
-        _write_jsonl(building / ARTICLES, articles)
-        _write_jsonl(
-            building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]
-        )
-        _write_file(building / VECTORS, faiss.serialize_index(faiss_index).tobytes())
-        passage_langs = [lang_of[c.doc_id] for c in chunks]
-        stats = LanguageStats.fit(vectors, passage_langs)
-        stats.query_means = query_means(embedder, [c.text for c in chunks], passage_langs)
-        with (building / LANG_STATS).open("wb") as handle:
-            np.savez(handle, **stats.to_arrays())
-        centered = stats.centered(vectors, stats.lang_ids(passage_langs))
-        with (building / GROUPS).open("wb") as handle:
-            np.save(handle, translation_groups(centered, passage_langs, settings.group_threshold))
-        LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
-        with (building / SENTENCES).open("wb") as handle:
-            np.save(handle, sentences)
-        with (building / SENTENCE_VECTORS).open("wb") as handle:
-            np.save(handle, sentence_vectors)
-        sentence_langs = [articles[doc].lang for doc in sentences[:, 0].tolist()]
-        with (building / SENTENCE_STATS).open("wb") as handle:
-            np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
-        languages = Counter(a.lang for a in articles)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            model=model,
-            chunking=chunking,
-            corpus={
-                "fingerprint": corpus_fingerprint(articles),
-                "articles": len(articles),
-                "passages": len(chunks),
-                "languages": dict(sorted(languages.items())),
-            },
-            index={"type": "flat", "metric": "inner_product", "ntotal": int(faiss_index.ntotal)},
-            files={
-                path.relative_to(building).as_posix(): path.stat().st_size
-                for path in sorted(building.rglob("*"))
-                if path.is_file()
-            },
-            versions=_versions(),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
-        _fsync_dir(building)
-        os.rename(building, index_dir / version)
-        _swap_pointer(index_dir, version)
-        _remove_stale(index_dir, keep={version})
+        with _write_errors(building):
+            _write_jsonl(building / ARTICLES, articles)
+            _write_jsonl(
+                building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]
+            )
+            _write_file(building / VECTORS, faiss.serialize_index(faiss_index).tobytes())
+            passage_langs = [lang_of[c.doc_id] for c in chunks]
+            stats = LanguageStats.fit(vectors, passage_langs)
+            stats.query_means = query_means(embedder, [c.text for c in chunks], passage_langs)
+            with (building / LANG_STATS).open("wb") as handle:
+                np.savez(handle, **stats.to_arrays())
+            centered = stats.centered(vectors, stats.lang_ids(passage_langs))
+            with (building / GROUPS).open("wb") as handle:
+                np.save(handle, translation_groups(centered, passage_langs, settings.group_threshold))
+            LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
+            with (building / SENTENCES).open("wb") as handle:
+                np.save(handle, sentences)
+            with (building / SENTENCE_VECTORS).open("wb") as handle:
+                np.save(handle, sentence_vectors)
+            sentence_langs = [articles[doc].lang for doc in sentences[:, 0].tolist()]
+            with (building / SENTENCE_STATS).open("wb") as handle:
+                np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
+            languages = Counter(a.lang for a in articles)
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                model=model,
+                chunking=chunking,
+                corpus={
+                    "fingerprint": corpus_fingerprint(articles),
+                    "articles": len(articles),
+                    "passages": len(chunks),
+                    "languages": dict(sorted(languages.items())),
+                },
+                index={"type": "flat", "metric": "inner_product", "ntotal": int(faiss_index.ntotal)},
+                files={
+                    path.relative_to(building).as_posix(): path.stat().st_size
+                    for path in sorted(building.rglob("*"))
+                    if path.is_file()
+                },
+                versions=_versions(),
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+            _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+            _fsync_dir(building)
+            os.rename(building, index_dir / version)
+            _swap_pointer(index_dir, version)
+            _remove_stale(index_dir, keep={version})
 
     removed = len(set(old_rows) - {a.doc_id for a in articles})
     return BuildReport(
