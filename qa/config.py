@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     query_centering: float = Field(
         0.5, ge=0, le=1, description="Share of its language's question direction removed from a question."
     )
-    lexical_weight: float = Field(0.75, ge=0, description="Weight of BM25 in the fused score; 0 turns it off.")
+    lexical_weight: float = Field(1.25, ge=0, description="Weight of BM25 in the fused score; 0 turns it off.")
     sentence_weight: float = Field(
         1.0, ge=0, description="Weight of a passage's best-matching sentence in the fused score; 0 turns it off."
     )

@@ -22,7 +22,7 @@ from qa.retrieval import clean_question
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("QA_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("QA_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
