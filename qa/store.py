@@ -153,9 +153,21 @@ class LoadedIndex:
         self.sentence_langs = self.langs[self.sentence_owner] if len(owners) else np.zeros(0, str)
         self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
 
+    def sentence_links(self, rows: np.ndarray) -> np.ndarray:
+        """Positions (into sentence_owner / sentence_member) of the sentences of passages `rows`.
+
+        Links are stored in passage order, so each passage's sentences are one contiguous run:
+        two binary searches per passage, whatever the size of the corpus.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.searchsorted(self.sentence_owner, rows, "left")
+        lengths = np.searchsorted(self.sentence_owner, rows, "right") - starts
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        return offsets + np.arange(int(lengths.sum()))
+
     def sentences_of(self, row: int) -> np.ndarray:
         """Sentence rows of passage `row`, in text order."""
-        return self.sentence_member[self.sentence_owner == row]
+        return self.sentence_member[self.sentence_links(np.array([row]))]
 
     @property
     def version(self) -> str:

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qa.config import Settings
@@ -187,3 +188,16 @@ def test_kill_during_build_leaves_previous_index_usable(corpus: Path, settings: 
     assert report.articles == 30 and report.reused == len(before)
     assert not list(settings.index_dir.glob(".building-*"))  # ...which the next build cleaned up
     assert len(open_index(settings.index_dir)) == report.passages
+
+
+def test_each_passage_knows_its_sentences(corpus: Path, settings: Settings):
+    build_index(corpus, settings=settings, embedder=FakeEmbedder())
+    index = open_index(settings.index_dir)
+    assert len(index.sentences) > len(index)  # several sentences per passage
+    for row, chunk in enumerate(index.chunks):
+        spans = [tuple(index.sentences[s, 1:]) for s in index.sentences_of(row)]
+        assert spans and all(chunk.start <= a < b <= chunk.end for a, b in spans)
+        assert spans == sorted(spans)
+    rows = np.array([0, 2, len(index) - 1])
+    expected = np.flatnonzero(np.isin(index.sentence_owner, rows))
+    assert sorted(index.sentence_links(rows).tolist()) == expected.tolist()

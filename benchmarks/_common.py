@@ -1,0 +1,154 @@
+"""Shared helpers of the benchmark scripts: machine description, timing, tables, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict:
+    """CPU model, cores, RAM and library versions: what a number means depends on them."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": ram_gb,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }
+    for name, module in (("torch", "torch"), ("faiss", "faiss"), ("sentence_transformers", "sentence_transformers")):
+        try:
+            info[name] = __import__(module).__version__
+        except ImportError:
+            info[name] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def describe_machine(info: dict) -> str:
+    return (
+        f"{info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, load {info['load_avg_1min']}; "
+        f"torch {info.get('torch')} ({info.get('torch_threads')} threads), faiss {info.get('faiss')}, "
+        f"sentence-transformers {info.get('sentence_transformers')}"
+    )
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    """p50/p95/p99 and mean of timings given in seconds, in milliseconds."""
+    a = np.asarray(samples_s) * 1000
+    return {
+        "n": int(a.size),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def table(headers: list[str], rows: list[list], title: str = "") -> str:
+    """A plain-text table with right-aligned numbers and left-aligned text."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [bool(rows) and all(_is_number(row[i]) or row[i] == "-" for row in rows) for i in range(len(headers))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    out = [title] if title else []
+    out += [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_json(out: Path, payload: dict) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def bench_index_dir() -> Path:
+    """An index of corpus/ kept for the benchmarks (built once, outside the repository)."""
+    from qa.config import Settings
+
+    return Settings().cache_dir / "bench" / "index"
+
+
+def ensure_index(corpus: Path | None = None) -> Path:
+    """Build the benchmark index of corpus/ if it is not there yet (about a minute on 2 cores)."""
+    from qa.config import Settings
+    from qa.store import build_index, current_version
+
+    index_dir = bench_index_dir()
+    if current_version(index_dir) is None:
+        print(f"Building the benchmark index of {corpus or ROOT / 'corpus'} in {index_dir} (once)...", flush=True)
+        build_index(corpus or ROOT / "corpus", settings=Settings(index_dir=index_dir))
+    return index_dir
+
+
+def shown(path: Path) -> str:
+    """A path as recorded in results: the home folder as ~, so results name no machine."""
+    return str(path).replace(str(Path.home()), "~", 1)
