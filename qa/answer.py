@@ -74,6 +74,8 @@ QUOTES = {
     "ko": ("“", "”"),
 }
 
+SENTENCE_END = set(".!?…。！？」』»\"”'’)")
+
 CITED_PASSAGES = 3  # passages quoted at most
 ANSWER_CANDIDATES = 5  # passages considered for quoting
 FOLLOW_UP_WORDS = 4  # a question this short, after another one, is read as a follow-up...
@@ -97,6 +99,12 @@ def _evidence(passage: Passage, query: np.ndarray, index) -> tuple[int, int, flo
     if not len(sentences):
         return passage.start, passage.end, passage.similarity
     scores = index.sentence_vectors[sentences] @ query
+    # A heading ("Timeline", "Un autre rival ?" aside) matches the topic but states nothing:
+    # quote a sentence that ends like one whenever the passage has any.
+    text = index.articles[passage.doc_id].text
+    finished = np.array([text[b - 1 : b] in SENTENCE_END for _, _, b in index.sentences[sentences].tolist()])
+    if finished.any():
+        scores = np.where(finished, scores, -np.inf)
     best = int(np.argmax(scores))
     _, start, end = index.sentences[sentences[best]].tolist()
     return start, end, float(scores[best])

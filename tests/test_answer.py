@@ -21,6 +21,58 @@ CASES = [
 ]
 
 @pytest.mark.slow
+@pytest.mark.parametrize("lang,question,evidence", CASES)
+def test_reply_is_in_the_askers_language_and_cites_the_evidence(seed_settings, lang, question, evidence):
+    answer = ask(question, settings=seed_settings)
+    assert answer.found and answer.lang == lang
+    assert answer.reply.startswith(LEAD_IN[lang])
+    first = answer.citations[0]
+    assert first.n == 1 and "[1]" in answer.reply
+    assert any(e in first.evidence for e in evidence), first.evidence
+    # The quote is verbatim: its offsets slice it out of the cited article.
+    from qa.retrieval import get_engine
+
+    article = get_engine(seed_settings).index().articles[first.passage.doc_id]
+    assert article.text[first.evidence_start : first.evidence_end] == first.evidence
+    assert first.passage.start <= first.evidence_start < first.evidence_end <= first.passage.end
+
+
+@pytest.mark.slow
+def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_facts):
+    first = anywhere = total = 0
+    for fact in seed_facts:
+        for question in fact["questions"].values():
+            answer = ask(question, settings=seed_settings)
+            quotes = [c.evidence for c in answer.citations]
+            first += bool(quotes) and any(e in quotes[0] for e in fact["evidence"])
+            anywhere += any(e in q for q in quotes for e in fact["evidence"])
+            total += 1
+    # Measured 0.50 and 0.76 on these 46 questions in 10 languages; the bare model's top-1
+    # passage holds the evidence for 0.52 of them, and the exact sentence is a stricter test.
+    assert first / total >= 0.45 and anywhere / total >= 0.7, (first / total, anywhere / total)
+
+
+@pytest.mark.slow
+def test_japanese_question_is_answered_from_the_japanese_translation(seed_settings):
+    answer = ask("旧取締役会は会社の消滅について何と言いましたか？", settings=seed_settings)
+    first = answer.citations[0]
+    assert first.passage.lang == "ja" and first.evidence_lang == "ja"
+    assert "ミッションに合致する" in first.evidence
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "lang,question",
+    [("en", "What is the capital of Australia?"), ("es", "¿Cuál es la receta de la paella valenciana?"),
+     ("ja", "明日の東京の天気はどうですか？")],
+)  # fmt: skip
+def test_question_the_corpus_cannot_answer_gets_not_found(seed_settings, lang, question):
+    answer = ask(question, settings=seed_settings)
+    assert not answer.found and answer.citations == []
+    assert answer.reply == NOT_FOUND[lang]
+
+
+@pytest.mark.slow
 def test_follow_up_is_understood_from_the_previous_question(seed_settings):
     first = ask("Quelle part d'OpenAI Microsoft détient-il ?", settings=seed_settings)
     assert first.found
