@@ -11,31 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qa import errors as _errors  # plain exceptions: importing them costs nothing
+
 if TYPE_CHECKING:
     from qa.config import Settings
     from qa.models import Answer, Passage
-
-__all__ = [
-    "retrieve",
-    "ask",
-    "build_index",
-    "Settings",
-    "Article",
-    "Chunk",
-    "Passage",
-    "Translation",
-    "Citation",
-    "Answer",
-    "SkippedFile",
-    "QAError",
-    "ConfigError",
-    "ModelError",
-    "InvalidQuestionError",
-    "IndexNotFoundError",
-    "IndexMismatchError",
-    "IndexCorruptError",
-    "IngestError",
-]
 
 __version__ = "0.1.0"
 
@@ -43,23 +23,11 @@ __version__ = "0.1.0"
 # `import qa` stays instant and pulls in neither pydantic nor torch.
 _LAZY = {
     "Settings": "qa.config",
-    **dict.fromkeys(
-        ["Article", "Chunk", "Passage", "Translation", "Citation", "Answer", "SkippedFile"], "qa.models"
-    ),
-    **dict.fromkeys(
-        [
-            "QAError",
-            "ConfigError",
-            "ModelError",
-            "InvalidQuestionError",
-            "IndexNotFoundError",
-            "IndexMismatchError",
-            "IndexCorruptError",
-            "IngestError",
-        ],
-        "qa.errors",
-    ),
+    **dict.fromkeys(["Article", "Chunk", "Passage", "Translation", "Citation", "Answer", "SkippedFile"], "qa.models"),
+    **dict.fromkeys(_errors.__all__, "qa.errors"),
 }
+
+__all__ = ["retrieve", "ask", "build_index", *_LAZY]
 
 
 def __getattr__(name: str):
