@@ -20,7 +20,14 @@ import numpy as np
 
 from qa.config import Settings
 from qa.lexical import LexicalIndex
-from qa.rank import LanguageStats, best_sentence_scores, lexical_by_language, translation_groups
+from qa.rank import (
+    LanguageStats,
+    best_sentence_scores,
+    fold_groups,
+    group_members,
+    lexical_by_language,
+    translation_groups,
+)
 from qa.xquad import XQuAD, EmbeddingCache, find_xquad, load_xquad
 
 __all__ = ["Pool", "Scorer", "BareModel", "Pipeline", "evaluate", "main"]
@@ -144,23 +151,12 @@ def _metrics(top_para: np.ndarray, gold: np.ndarray, own: np.ndarray | None = No
 
 
 def _top_grouped(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang: str, k: int = TOP) -> np.ndarray:
-    """Like _top, but one hit per translation group, shown by its member in `lang` if any."""
-    members: dict[int, list[int]] = {}
-    for row, group in enumerate(groups.tolist()):
-        members.setdefault(group, []).append(row)
-    candidates = _top(scores, k=min(scores.shape[1], 40 * k))
+    """Like _top, but one hit per translation group, folded as `qa.retrieval` folds them."""
+    members = group_members(groups)
     out = np.zeros((len(scores), k), dtype=np.int64)
-    for qi, ranked in enumerate(candidates):
-        seen: list[int] = []
-        for row in ranked.tolist():
-            group = int(groups[row])
-            if group in seen:
-                continue
-            seen.append(group)
-            lead = next((m for m in members[group] if langs[m] == lang), row)
-            out[qi, len(seen) - 1] = lead
-            if len(seen) == k:
-                break
+    for qi, ranked in enumerate(_top(scores, k=min(scores.shape[1], 40 * k))):
+        for n, (_, lead) in enumerate(fold_groups(ranked, groups, members, langs, lang, k)):
+            out[qi, n] = lead
     return out
 
 

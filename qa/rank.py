@@ -190,3 +190,32 @@ def best_sentence_scores(
     for q in range(len(queries)):
         np.maximum.at(best[q], owner, z[q])
     return np.where(np.isfinite(best), best, 0.0)
+
+
+def group_members(groups: np.ndarray) -> dict[int, list[int]]:
+    """Translation group id -> rows of its passages, in row order."""
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(groups.tolist()):
+        members.setdefault(group, []).append(row)
+    return members
+
+
+def fold_groups(
+    ranked: np.ndarray, groups: np.ndarray, members: dict[int, list[int]], langs: np.ndarray, lang: str, k: int
+) -> list[tuple[int, int]]:
+    """One hit per translation group, best first: (position in `ranked`, row shown).
+
+    The row shown is the group's member in `lang` when it has one (the asker reads their own
+    language first), else the best-ranked member.
+    """
+    hits: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for position, row in enumerate(ranked.tolist()):
+        group = int(groups[row])
+        if group in seen:
+            continue
+        seen.add(group)
+        hits.append((position, next((m for m in members[group] if langs[m] == lang), row)))
+        if len(hits) == k:
+            break
+    return hits

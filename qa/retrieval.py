@@ -11,7 +11,7 @@ from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
-from qa.rank import best_sentence_scores, lexical_by_language
+from qa.rank import best_sentence_scores, fold_groups, lexical_by_language
 from qa.store import LoadedIndex, check_model, current_version, open_index
 
 __all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
@@ -136,27 +136,15 @@ class Engine:
         rows, scores = self.score(question, lang, index)
         query = self.embedder.encode_query(question)
         order = np.argsort(-scores)
-        hits: list[Passage] = []
-        seen: set[int] = set()
-        for i in order:
-            row = int(rows[i])
-            group = int(index.groups[row])
-            if group in seen:
-                continue
-            seen.add(group)
-            hits.append(grouped_passage(index, row, float(scores[i]), lang, query))
-            if len(hits) == k:
-                break
-        return hits
+        folded = fold_groups(rows[order], index.groups, index.members, index.langs, lang, k)
+        return [grouped_passage(index, lead, float(scores[order[i]]), query) for i, lead in folded]
 
 
-def grouped_passage(index: LoadedIndex, row: int, score: float, lang: str, query: np.ndarray) -> Passage:
-    """Passage `row` with its translations; the member in `lang` leads when there is one."""
-    members = index.group_members(row)
-    lead = next((m for m in members if index.langs[m] == lang), row)
+def grouped_passage(index: LoadedIndex, lead: int, score: float, query: np.ndarray) -> Passage:
+    """Passage `lead` with the other members of its translation group as its translations."""
     passage = to_passage(index, lead, score)
     passage.similarity = float(query @ index.passage_vectors[lead])
-    passage.translations = [to_translation(index, m) for m in members if m != lead]
+    passage.translations = [to_translation(index, m) for m in index.group_members(lead) if m != lead]
     return passage
 
 

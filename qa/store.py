@@ -46,7 +46,7 @@ from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
 from qa.models import Article, Chunk, SkippedFile
 from qa.lexical import LexicalIndex
-from qa.rank import LanguageStats, translation_groups
+from qa.rank import LanguageStats, group_members, translation_groups
 
 __all__ = [
     "FORMAT_VERSION",
@@ -122,7 +122,6 @@ class LoadedIndex:
     sentence_stats: LanguageStats
     langs: np.ndarray = field(init=False)  # (n,) language of each passage
     _by_lang: dict[str, tuple[Any, np.ndarray]] = field(init=False, default_factory=dict)
-    _members: dict[int, list[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
@@ -131,8 +130,7 @@ class LoadedIndex:
             lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
         }
         self.passage_vectors = self.vectors()
-        for row, group in enumerate(self.groups.tolist()):
-            self._members.setdefault(group, []).append(row)
+        self.members = group_members(self.groups)
         self._by_lang_lock = threading.Lock()
         self._link_sentences()
 
@@ -175,7 +173,7 @@ class LoadedIndex:
 
     def group_members(self, row: int) -> list[int]:
         """Rows of every passage in the translation group of passage `row` (itself included)."""
-        return self._members[int(self.groups[row])]
+        return self.members[int(self.groups[row])]
 
     def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The k best passages of each language: {lang: (scores, rows)}."""
@@ -200,7 +198,7 @@ class LoadedIndex:
         return len(self.chunks)
 
     def vectors(self) -> np.ndarray:
-        """All passage vectors, in passage order (a copy, for reuse in an incremental build)."""
+        """All passage vectors, in passage order, read back from the FAISS index."""
         return self.faiss_index.reconstruct_n(0, self.faiss_index.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -609,7 +607,6 @@ def build_index(
         if previous is not None:
             for row, chunk in enumerate(previous.chunks):
                 old_rows.setdefault(chunk.doc_id, []).append(row)
-        old_vectors = previous.vectors() if previous is not None and old_rows else None
 
         chunks: list[Chunk] = []
         reuse_rows: list[int] = []  # per new chunk: row in the old index, or -1 to embed
@@ -630,7 +627,7 @@ def build_index(
             vectors[to_embed] = fresh
         reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
         if reused:
-            vectors[reused] = old_vectors[[reuse_rows[i] for i in reused]]
+            vectors[reused] = previous.passage_vectors[[reuse_rows[i] for i in reused]]
 
         sentences, sentence_vectors, sentences_embedded = _sentences(
             articles, chunks, previous, embedder, progress

@@ -79,3 +79,16 @@ def test_bm25_finds_names_and_japanese_words():
     assert int(np.argmax(index.scores("Who is Emmett Shear?"))) == 0
     assert int(np.argmax(index.scores("株式を保有"))) == 1
     assert not index.scores("zzz unknown").any()
+
+
+def test_fold_groups_keeps_one_hit_per_group_in_the_askers_language():
+    from qa.rank import fold_groups, group_members
+
+    groups = np.array([0, 0, 1, 2, 1])
+    langs = np.array(["fr", "ja", "fr", "de", "de"])
+    members = group_members(groups)
+    assert members == {0: [0, 1], 1: [2, 4], 2: [3]}
+    ranked = np.array([4, 0, 2, 3, 1])
+    # Group 1 first (shown by its French member), then group 0 (French), then group 2 (German only).
+    assert fold_groups(ranked, groups, members, langs, "fr", k=5) == [(0, 2), (1, 0), (3, 3)]
+    assert fold_groups(ranked, groups, members, langs, "ja", k=2) == [(0, 4), (1, 1)]
