@@ -140,11 +140,14 @@ def bench_index_dir() -> Path:
 def ensure_index(corpus: Path | None = None) -> Path:
     """Build the benchmark index of corpus/ if it is not there yet (about a minute on 2 cores)."""
     from qa.config import Settings
-    from qa.store import build_index, current_version
+    from qa.errors import QAError
+    from qa.store import build_index, open_index
 
     index_dir = bench_index_dir()
-    if current_version(index_dir) is None:
-        print(f"Building the benchmark index of {corpus or ROOT / 'corpus'} in {index_dir} (once)...", flush=True)
+    try:
+        open_index(index_dir)
+    except QAError:  # none yet, or one written by an older version of qa
+        print(f"Building the benchmark index of {corpus or ROOT / 'corpus'} in {shown(index_dir)} (once)...", flush=True)
         build_index(corpus or ROOT / "corpus", settings=Settings(index_dir=index_dir))
     return index_dir
 

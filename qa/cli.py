@@ -26,6 +26,8 @@ def _print_report(report) -> None:
         f"{report.removed_articles} article(s) removed."
     )
     print(f"Index: {report.index_dir} (version {report.version})")
+    for line in report.search:  # large languages: their approximate index and its measured recall
+        print(f"  {line}")
     if report.skipped:
         print(f"Skipped {len(report.skipped)} file(s):")
         for item in report.skipped:
@@ -35,7 +37,22 @@ def _print_report(report) -> None:
 def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
     from qa.store import build_index
 
-    _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))
+    if args.ray is None:
+        _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))
+        return
+    from qa.distributed import build_index_on_ray
+
+    if args.corpus_dir is None and Path(args.ray).is_dir():  # `qa index --ray corpus/` took it as the address
+        raise QAError(f"{args.ray!r} is a folder, not a Ray address: write `qa index {args.ray} --ray`.")
+    report = build_index_on_ray(
+        args.corpus_dir,
+        settings=settings,
+        address=args.ray,
+        workers=args.ray_workers,
+        cpus_per_worker=args.ray_cpus_per_worker,
+        progress=not args.quiet,
+    )
+    _print_report(report)
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> None:
@@ -80,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build or update the index from a folder of articles")
     p.add_argument("corpus_dir", nargs="?", type=Path, help="folder of articles (default: QA_CORPUS_DIR or ./corpus)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="embed on Ray workers (needs qa[distributed]): a new local Ray without ADDRESS, "
+        "else auto, HOST:6379 or ray://HOST:10001",
+    )
+    p.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers (default: cluster CPUs / C)")
+    p.add_argument("--ray-cpus-per-worker", type=int, default=1, metavar="C", help="CPUs per Ray worker (1)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="print the passages that best match a question")

@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,8 +40,21 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Converted models live here.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
-    threads: int = Field(0, ge=0, description="Torch CPU threads; 0 = one per core.")
+    threads: int = Field(0, ge=0, description="CPU threads of the embedding model; 0 = one per core.")
+    embed_backend: Literal["auto", "torch", "torch-bf16", "openvino", "openvino-f32"] = Field(
+        "auto",
+        description="How the embedding model runs. 'auto': torch (fp16) on CUDA; on a CPU, OpenVINO in "
+        "bf16 where the CPU has native bf16 (AVX512_BF16, AMX), else in fp32. 'torch' = fp32 (fp16 on "
+        "CUDA); 'torch-bf16' = bf16 autocast; 'openvino-f32' = OpenVINO in fp32. See qa.embed_backend.",
+    )
     batch_size: int = Field(32, ge=1, le=4096, description="Passages embedded per batch.")
+    query_batch_size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Questions asked at the same time (by several server threads) embedded together "
+        "in one batch, at most; 1 = off (each question embedded on its own).",
+    )
 
     chunk_tokens: int = Field(200, ge=32, le=510, description="Token budget of one passage.")
     chunk_overlap: int = Field(1, ge=0, le=5, description="Sentences shared by consecutive passages.")
@@ -71,6 +84,25 @@ class Settings(BaseSettings):
     )
     candidates: int = Field(50, ge=1, description="Passages considered per language before ranking.")
 
+    index_type: Literal["auto", "flat", "ivf"] = Field(
+        "auto",
+        description="Vector search per language: 'flat' (exact), 'ivf' (IVF + 8-bit scalar "
+        "quantization, approximate, 4x smaller) or 'auto' (ivf for languages with at least "
+        "ann_min_passages passages). See qa.ann.",
+    )
+    ann_min_passages: int = Field(
+        50_000, ge=1, description="Passages of one language from which 'auto' uses the approximate index."
+    )
+    ann_target_recall: float = Field(
+        0.97, gt=0, le=1, description="Recall@10 vs exact search that a build tunes nprobe to reach."
+    )
+    lexical_posting_budget: int = Field(
+        50_000,
+        ge=1000,
+        description="Most BM25 postings read per question. A question's commonest words (in a large "
+        "share of the passages, so with a near-zero weight) are skipped past it; below it BM25 is exact.",
+    )
+
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
     top_k: int = Field(5, ge=1, le=100)
 
@@ -97,7 +129,10 @@ class Settings(BaseSettings):
     users_file: Path | None = Field(
         None, description="File of `user:password` lines: HTTP Basic auth on every route except /healthz."
     )
-    queue_concurrency: int = Field(2, ge=1, le=64, description="Questions answered at the same time.")
+    # 8, not 2: concurrent questions share one embedding batch (query_batch_size), which only
+    # pays if they are let in together (benchmarks/bench_serve.py, 2 cores: 1.3-1.7x questions/s
+    # at 4-16 clients asking new questions, and neither change alone helped).
+    queue_concurrency: int = Field(8, ge=1, le=64, description="Questions answered at the same time.")
     queue_max_size: int = Field(64, ge=1, description="Questions waiting (chat queue, REST API), at most.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Questions per client IP and minute; 0 = off.")
 

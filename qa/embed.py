@@ -108,8 +108,15 @@ class Embedder:
         self.settings = settings
         self._model: SentenceTransformer | None = None
         self._info: ModelInfo | None = None
+        self._backend = ""  # set by _load: qa.embed_backend.choose_backend's name for it
+        self._parallel = 1  # calls the backend runs at the same time (OpenVINO streams)
         self._lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Questions asked at the same time (see encode_query): those waiting for the next batch
+        # and those in the batch being embedded now. The condition's lock guards them and the cache.
+        self._queries = threading.Condition()
+        self._pending: dict[str, _Waiting] = {}
+        self._in_batch: dict[str, _Waiting] = {}
 
     @property
     def info(self) -> ModelInfo:
@@ -135,7 +142,8 @@ class Embedder:
 
         # Sized on purpose: two processes each grabbing every core fight and a 30 ms query
         # turns into a second.
-        torch.set_num_threads(self.settings.threads or os.cpu_count() or 1)
+        threads = self.settings.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
         device = _pick_device(self.settings.device)
         info = self.info
         try:
@@ -150,7 +158,51 @@ class Embedder:
         if not model.prompts.get("query"):
             # e5-style models need their prompts; others (no prompts configured) embed as-is.
             log.info("model %s declares no query prompt", info.name)
+        self._backend = self._accelerate(model, device, threads)
         return model
+
+    def _accelerate(self, model: SentenceTransformer, device: str, threads: int) -> str:
+        """Switch `model` to the configured backend (see qa.embed_backend); return the one in use."""
+        from qa import embed_backend
+
+        bf16 = embed_backend.cpu_has_bf16()
+        backend = embed_backend.choose_backend(
+            self.settings.embed_backend, device, openvino=embed_backend.openvino_installed(), bf16=bf16
+        )
+        if backend.startswith("openvino-"):
+            try:
+                self._parallel = embed_backend.openvino_transformer(
+                    model,
+                    self.settings.cache_dir / "models",
+                    self.fingerprint,
+                    precision=backend.removeprefix("openvino-"),
+                    threads=threads,
+                )
+            except Exception as exc:  # noqa: BLE001 -- any model OpenVINO cannot take still embeds, with torch
+                backend = "torch-bf16" if backend == "openvino-bf16" else "torch-fp32"
+                log.warning(
+                    "OpenVINO cannot run the model %s (%s); embedding with %s instead.", self.info.name, exc, backend
+                )
+        return backend
+
+    @property
+    def backend(self) -> str:
+        """How the model runs: 'torch-fp32', 'torch-fp16', 'torch-bf16', 'openvino-bf16' or 'openvino-f32'."""
+        self.model  # noqa: B018 -- loading decides it
+        return self._backend
+
+    def _in_parallel(self, encode, texts: list[str]) -> np.ndarray:
+        """`encode(texts)`, split over the backend's parallel streams when it has several."""
+        from qa.embed_backend import encode_in_parallel
+
+        self.model  # noqa: B018 -- loading sets the number of streams
+        return encode_in_parallel(encode, texts, self._parallel)
+
+    def _precision(self):
+        """bf16 autocast for the 'torch-bf16' backend; a no-op for the others."""
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.backend == "torch-bf16")
 
     @property
     def dim(self) -> int:
@@ -171,47 +223,131 @@ class Embedder:
         """Normalized float32 passage embeddings, shape (len(texts), dim)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode_document(
-            texts,
-            batch_size=self.settings.batch_size,
-            show_progress_bar=progress,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        )
+
+        def encode(part: list[str]) -> np.ndarray:
+            with self._precision():
+                return self.model.encode_document(
+                    part,
+                    batch_size=self.settings.batch_size,
+                    show_progress_bar=progress and self._parallel == 1,  # one bar, not one per stream
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                )
+
+        vectors = self._in_parallel(encode, texts)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Normalized float32 question embeddings, shape (len(texts), dim)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode_query(
-            texts, batch_size=self.settings.batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
+
+        def encode(part: list[str]) -> np.ndarray:
+            with self._precision():
+                return self.model.encode_query(
+                    part, batch_size=self.settings.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                )
+
+        vectors = self._in_parallel(encode, texts)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
-        """One question's embedding, from a bounded cache when it was asked before."""
-        with self._lock:
+        """One question's embedding (read-only), from a bounded cache when it was asked before.
+
+        Questions asked at the same time by several threads are embedded together: a caller
+        that finds no batch running embeds every question waiting (up to `query_batch_size`)
+        in one `encode_queries` call, and questions that arrive meanwhile wait and go in the
+        next batch. Nothing waits for a batch to fill, so a lone question costs what it did.
+        The same question asked twice at once is embedded once; an error reaches every caller
+        of its batch. `query_batch_size` = 1 turns batching off.
+        """
+        with self._queries:
             cached = self._query_cache.get(text)
             if cached is not None:
                 self._query_cache.move_to_end(text)
                 return cached
+            if self.settings.query_batch_size > 1:
+                return self._wait_for_batch(text)
+        # Batching off: every thread embeds its own question, at the same time as the others.
         vector = self.encode_queries([text])[0]
+        with self._queries:
+            return self._remember(text, vector)
+
+    def _wait_for_batch(self, text: str) -> np.ndarray:
+        """`text`'s vector, embedding the waiting questions when no batch runs (lock held)."""
+        waiting = self._in_batch.get(text) or self._pending.get(text)
+        if waiting is None:
+            waiting = self._pending[text] = _Waiting()
+        while not waiting.done:
+            if self._in_batch or not self._pending:
+                self._queries.wait()
+            else:
+                self._embed_batch()
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.vector
+
+    def _embed_batch(self) -> None:
+        """Embed the oldest waiting questions in one batch, lock released meanwhile (lock held)."""
+        texts = list(self._pending)[: self.settings.query_batch_size]
+        batch = self._in_batch = {text: self._pending.pop(text) for text in texts}
+        vectors, error = None, None
+        self._queries.release()
+        try:
+            vectors = self.encode_queries(texts)
+        except BaseException as exc:  # noqa: BLE001 -- every caller waiting on this batch gets it
+            error = exc
+        finally:
+            self._queries.acquire()
+        for row, (text, waiting) in enumerate(batch.items()):
+            if error is None:
+                waiting.vector = self._remember(text, vectors[row])
+            waiting.error, waiting.done = error, True
+        self._in_batch = {}
+        self._queries.notify_all()
+
+    def _remember(self, text: str, vector: np.ndarray) -> np.ndarray:
+        """Cache a question's vector, evicting the least recently used (lock held)."""
+        # A copy: a row of a batch would keep the whole batch's array alive in the cache.
+        vector = np.array(vector, dtype=np.float32)
         vector.setflags(write=False)
-        with self._lock:
-            self._query_cache[text] = vector
-            if len(self._query_cache) > QUERY_CACHE_SIZE:
-                self._query_cache.popitem(last=False)
+        self._query_cache[text] = vector
+        self._query_cache.move_to_end(text)
+        if len(self._query_cache) > QUERY_CACHE_SIZE:
+            self._query_cache.popitem(last=False)
         return vector
 
     def describe(self) -> dict:
-        """What the index manifest records about the model."""
-        return {"name": self.info.name, "fingerprint": self.fingerprint, "dim": self.dim}
+        """What the index manifest records about the model.
+
+        `backend` is informative only: indexes are checked by fingerprint and dimension, because
+        every backend's vectors agree with fp32 ones to cosine >= 0.999.
+        """
+        info = self.info
+        return {"name": info.name, "fingerprint": info.fingerprint, "dim": self.dim, "backend": self.backend}
+
+
+class _Waiting:
+    """A question waiting for its batch: its vector or the batch's error, once `done`."""
+
+    __slots__ = ("done", "error", "vector")
+
+    def __init__(self) -> None:
+        self.vector: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 def _settings_key(settings: Settings) -> str:
     return json.dumps(
-        [settings.model, str(settings.cache_dir), settings.device, settings.threads, settings.batch_size]
+        [
+            settings.model,
+            str(settings.cache_dir),
+            settings.device,
+            settings.threads,
+            settings.batch_size,
+            settings.embed_backend,
+        ]
     )
 
 

@@ -259,6 +259,17 @@ class _CachedQueries:
         return self.cache.get("query", texts, self.embedder.encode_queries)
 
 
+def embedding_cache(settings: Settings, embedder) -> EmbeddingCache:
+    """The evaluation's cache of this embedder's vectors.
+
+    One file per backend (fp32 keeps the original name): a faster backend's vectors must never
+    stand in for the fp32 ones, or the reverse, when their scores are compared.
+    """
+    backend = getattr(embedder, "backend", "torch-fp32")
+    name = "xquad-embeddings.npz" if backend == "torch-fp32" else f"xquad-embeddings.{backend}.npz"
+    return EmbeddingCache(settings.cache_dir / "eval" / name, embedder.fingerprint)
+
+
 def main(args, settings: Settings) -> None:
     """The `qa eval` command."""
     from qa.embed import get_embedder
@@ -271,10 +282,11 @@ def main(args, settings: Settings) -> None:
     data = load_xquad(folder, langs, max_articles=args.subset)
     started = time.perf_counter()
     embedder = get_embedder(settings)
-    cache = EmbeddingCache(settings.cache_dir / "eval" / "xquad-embeddings.npz", embedder.fingerprint)
+    cache = embedding_cache(settings, embedder)
     print(
         f"XQuAD: {len(data.langs)} languages, {data.n_paragraphs} paragraphs and {data.n_questions} "
-        f"questions each ({'subset of ' + str(args.subset) + ' articles' if args.subset else 'full'}).",
+        f"questions each ({'subset of ' + str(args.subset) + ' articles' if args.subset else 'full'}); "
+        f"embedding backend {embedder.backend}.",
         file=sys.stderr,
     )
     passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +58,51 @@ class LexicalIndex:
         self._retriever = retriever
 
     @classmethod
-    def build(cls, texts: list[str]) -> LexicalIndex:
+    def build(cls, texts: list[str], block: int = 20_000) -> LexicalIndex:
+        """BM25 (bm25s's default Lucene variant, k1 = 1.5, b = 0.75) over `texts`.
+
+        The score matrix is computed here with numpy, a block of texts at a time, and handed to
+        bm25s for saving and querying: bm25s's own indexer keeps every document's tokens as
+        Python lists (about 5 GB for a million passages), this keeps only the sparse matrix.
+        """
         import bm25s
 
-        retriever = bm25s.BM25()
-        # An empty document would make bm25s drop it and shift every later id: keep a placeholder.
-        retriever.index([tokenize(t) or ["\u2205"] for t in texts], show_progress=False)
+        k1, b = 1.5, 0.75
+        vocab: dict[str, int] = {}
+        docs, tokens, counts, lengths = [], [], [], []
+        for start in range(0, len(texts), block):
+            part_docs, part_tokens, part_counts = [], [], []
+            for doc, text in enumerate(texts[start : start + block], start):
+                # An empty document would get no column entries at all: keep a placeholder token.
+                words = tokenize(text) or ["\u2205"]
+                ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+                unique, tf = np.unique(ids, return_counts=True)
+                part_docs.append(np.full(len(unique), doc, np.int32))
+                part_tokens.append(unique)
+                part_counts.append(tf)
+                lengths.append(len(words))
+            docs.append(np.concatenate(part_docs))
+            tokens.append(np.concatenate(part_tokens))
+            counts.append(np.concatenate(part_counts).astype(np.float32))
+        docs, tokens, tf = np.concatenate(docs), np.concatenate(tokens), np.concatenate(counts)
+        lengths = np.asarray(lengths, np.float32)
+        n_docs, n_vocab = len(texts), len(vocab) + 1  # + bm25s's empty token, added below
+        df = np.bincount(tokens, minlength=n_vocab)
+        idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+        norm = k1 * ((1 - b) + b * lengths[docs] / lengths.mean())
+        scores = (idf[tokens] * tf / (norm + tf)).astype(np.float32)
+        order = np.argsort(tokens, kind="stable")  # column by column, documents ascending
+        retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
+        retriever.scores = {
+            "data": scores[order],
+            "indices": docs[order],
+            "indptr": np.concatenate([[0], np.cumsum(df)]).astype(np.int64),
+            "num_docs": n_docs,
+        }
+        vocab[""] = len(vocab)
+        retriever.vocab_dict = vocab
+        retriever.unique_token_ids_set = set(vocab.values())
+        retriever.nonoccurrence_array = None
         return cls(retriever)
 
     def scores(self, query: str) -> np.ndarray:
@@ -73,6 +113,39 @@ class LexicalIndex:
         if not tokens:
             return np.zeros(n, np.float32)
         return self._retriever.get_scores(tokens).astype(np.float32)
+
+    def sparse_scores(self, query: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """(passage rows, BM25 scores) of the passages sharing a token with `query`, rows sorted.
+
+        Reads the precomputed per-passage scores of each query token (bm25s stores them per
+        token), rarest token first, and stops adding tokens once `budget` postings are read:
+        the words skipped then occur in a large share of the passages and weigh almost nothing
+        (idf near 0), so on a million passages a question costs its rare words, not its
+        "the"s and "de"s. Within the budget the result equals `scores` on its non-zero rows.
+        """
+        matrix = self._retriever.scores
+        vocab = self._retriever.vocab_dict
+        indptr = matrix["indptr"]
+        # A token repeated in the question counts each time, as in bm25s's own scoring.
+        counts = Counter(vocab[t] for t in tokenize(query) if t in vocab)
+        docs, weights, read = [], [], 0
+        for token in sorted(counts, key=lambda t: indptr[t + 1] - indptr[t]):
+            start, end = indptr[token], indptr[token + 1]
+            if docs and read + (end - start) > budget:
+                break
+            docs.append(matrix["indices"][start:end])
+            weights.append(matrix["data"][start:end] * counts[token])
+            read += end - start
+        if not docs:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        docs, weights = np.concatenate(docs), np.concatenate(weights)
+        n = matrix["num_docs"]
+        if len(docs) * 16 < n:  # few postings: sort them, rather than touch every passage
+            rows, inverse = np.unique(docs, return_inverse=True)
+            return rows.astype(np.int64), np.bincount(inverse, weights, len(rows)).astype(np.float32)
+        summed = np.bincount(docs, weights, n)  # many: one pass over the passages beats a sort
+        rows = np.flatnonzero(summed)  # BM25 (Lucene idf) scores are positive
+        return rows, summed[rows].astype(np.float32)
 
     def save(self, folder: Path) -> None:
         self._retriever.save(str(folder), show_progress=False)

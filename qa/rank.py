@@ -57,14 +57,17 @@ class LanguageStats:
         return cls(names, np.asarray(means, np.float32), np.asarray(covs, np.float32))
 
     def lang_ids(self, langs: list[str] | np.ndarray) -> np.ndarray:
+        """Position in `self.langs` of each language (KeyError for one it has no statistics of)."""
         lookup = {name: i for i, name in enumerate(self.langs)}
-        return np.array([lookup[lang] for lang in langs], dtype=np.int64)
+        names, inverse = np.unique(np.asarray(langs, dtype=str), return_inverse=True)
+        return np.array([lookup[str(name)] for name in names], dtype=np.int64)[inverse.reshape(-1)]
 
     def moments(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each query and language: mean and standard deviation of its passage scores."""
         mean = queries @ self.means.T  # (n_q, n_langs)
-        # qᵀ C q for every language at once.
-        var = np.einsum("qd,lde,qe->ql", queries, self.covariances, queries)
+        # qᵀ C q for every language at once, as one batched matrix product (an einsum over the
+        # three operands is ~10x slower and is paid on every question).
+        var = np.einsum("ldq,qd->ql", self.covariances @ queries.T.astype(self.covariances.dtype), queries)
         return mean, np.sqrt(np.maximum(var, 1e-12))
 
     def standardize(self, queries: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray) -> np.ndarray:
@@ -117,13 +120,39 @@ def lexical_by_language(scores: np.ndarray, lang_ids: np.ndarray, n_langs: int) 
     return scores / np.maximum(best[:, lang_ids], 1e-6)
 
 
-def _moments(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    vectors = vectors.astype(np.float64)
-    mean = vectors.mean(axis=0)
-    d = vectors.shape[1]
-    if len(vectors) < 2:
+def lexical_candidates(rows: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray, k: int) -> np.ndarray:
+    """The (at most) k best of the scored passages `rows` in each language.
+
+    `rows`/`scores` are the sparse BM25 result (`LexicalIndex.sparse_scores`): only passages
+    that share a word with the question, so this costs their number, not the corpus size.
+    """
+    langs = lang_ids[rows]
+    order = np.lexsort((-scores, langs))  # by language, best first within it
+    sorted_langs = langs[order]
+    first = np.searchsorted(sorted_langs, sorted_langs, "left")  # where each one's language starts
+    return rows[order[np.arange(len(order)) - first < k]]
+
+
+def scale_by_language(rows: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray, n_langs: int) -> np.ndarray:
+    """`lexical_by_language` for a sparse result: scores divided by their language's best."""
+    best = np.zeros(n_langs, np.float32)
+    np.maximum.at(best, lang_ids[rows], scores)
+    return scores / np.maximum(best[lang_ids[rows]], 1e-6)
+
+
+def _moments(vectors: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    # Accumulated a block at a time in float64: millions of sentence vectors would otherwise
+    # need a float64 copy of them all (14 GB for 4.7M x 384).
+    n, d = vectors.shape
+    total, outer = np.zeros(d), np.zeros((d, d))
+    for start in range(0, n, block):
+        part = np.asarray(vectors[start : start + block], dtype=np.float64)
+        total += part.sum(axis=0)
+        outer += part.T @ part
+    mean = total / max(n, 1)
+    if n < 2:
         return mean, np.eye(d) / d
-    cov = np.cov(vectors, rowvar=False)
+    cov = (outer - n * np.outer(mean, mean)) / (n - 1)
     scale = np.trace(cov) / d
     return mean, (1 - SHRINKAGE) * cov + SHRINKAGE * scale * np.eye(d)
 
@@ -145,6 +174,8 @@ def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, thres
     in its language and their cosine is at least `threshold`; groups are the connected
     components of those links. Passages with no translation are groups of one.
     """
+    import faiss
+
     langs = np.asarray(langs)
     n = len(vectors)
     parent = np.arange(n)
@@ -157,15 +188,21 @@ def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, thres
 
     names = sorted(set(langs.tolist()))
     rows = {name: np.flatnonzero(langs == name) for name in names}
+    # Nearest neighbours through FAISS (blocked BLAS): memory stays linear in the corpus, where
+    # a full similarity matrix per pair of languages would be quadratic.
+    exact = {}
+    for name in names:
+        exact[name] = faiss.IndexFlatIP(vectors.shape[1])
+        exact[name].add(np.ascontiguousarray(vectors[rows[name]], dtype=np.float32))
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
             ra, rb = rows[a], rows[b]
-            sims = vectors[ra] @ vectors[rb].T
-            best_b = sims.argmax(axis=1)
-            best_a = sims.argmax(axis=0)
-            for i, j in enumerate(best_b):
-                if best_a[j] == i and sims[i, j] >= threshold:
-                    parent[find(int(ra[i]))] = find(int(rb[j]))
+            sims, best_b = exact[b].search(np.ascontiguousarray(vectors[ra], dtype=np.float32), 1)
+            _, best_a = exact[a].search(np.ascontiguousarray(vectors[rb], dtype=np.float32), 1)
+            sims, best_b = sims[:, 0], best_b[:, 0]
+            mutual = (best_a[best_b, 0] == np.arange(len(ra))) & (sims >= threshold)
+            for i in np.flatnonzero(mutual).tolist():
+                parent[find(int(ra[i]))] = find(int(rb[best_b[i]]))
     roots = np.array([find(i) for i in range(n)])
     _, group_ids = np.unique(roots, return_inverse=True)
     return group_ids.astype(np.int64)
@@ -186,18 +223,27 @@ def best_sentence_scores(
     to one that only talks around the topic.
     """
     z = stats.standardize(queries, queries @ sentence_vectors.T, lang_ids)
-    best = np.full((len(queries), n_passages), -np.inf)
-    for q in range(len(queries)):
-        np.maximum.at(best[q], owner, z[q])
-    return np.where(np.isfinite(best), best, 0.0)
+    best = np.zeros((len(queries), n_passages))
+    if len(owner):
+        # One maximum per run of the same owner (reduceat), instead of a slow ufunc.at scatter.
+        order = np.argsort(owner, kind="stable")
+        owners = owner[order]
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        best[:, owners[starts]] = np.maximum.reduceat(z[:, order], starts, axis=1)
+    return best
 
 
 def group_members(groups: np.ndarray) -> dict[int, list[int]]:
-    """Translation group id -> rows of its passages, in row order."""
-    members: dict[int, list[int]] = {}
-    for row, group in enumerate(groups.tolist()):
-        members.setdefault(group, []).append(row)
-    return members
+    """Translation group id -> rows of its passages, in row order, for groups of two or more.
+
+    A passage missing from the mapping is alone in its group: most are, and a million one-item
+    lists would cost ~100 MB.
+    """
+    groups = np.asarray(groups)
+    order = np.argsort(groups, kind="stable")
+    ids, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
+    shared = np.flatnonzero(counts > 1)
+    return {int(ids[i]): order[starts[i] : starts[i] + counts[i]].tolist() for i in shared}
 
 
 def fold_groups(
@@ -215,7 +261,7 @@ def fold_groups(
         if group in seen:
             continue
         seen.add(group)
-        hits.append((position, next((m for m in members[group] if langs[m] == lang), row)))
+        hits.append((position, next((m for m in members.get(group, [row]) if langs[m] == lang), row)))
         if len(hits) == k:
             break
     return hits

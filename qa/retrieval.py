@@ -11,7 +11,7 @@ from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
-from qa.rank import best_sentence_scores, fold_groups, lexical_by_language
+from qa.rank import best_sentence_scores, fold_groups, lexical_candidates, scale_by_language
 from qa.store import LoadedIndex, check_model, current_version, open_index
 
 __all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
@@ -89,21 +89,19 @@ class Engine:
         settings = self.settings
         stats = index.lang_stats
         query = stats.center_query(self.embedder.encode_query(question)[None, :], lang, settings.query_centering)
-        lexical = index.lexical.scores(question) if settings.lexical_weight else None
         candidates = [rows for _, rows in index.search_by_language(query[0], settings.candidates).values()]
-        if lexical is not None:
-            for lang_rows in index.rows_by_language.values():
-                top = min(settings.candidates, len(lang_rows))
-                best = lang_rows[np.argpartition(-lexical[lang_rows], top - 1)[:top]]
-                candidates.append(best[lexical[best] > 0])
+        if settings.lexical_weight:
+            # Sparse: only passages sharing a word with the question are touched.
+            lex_rows, lex_scores = index.lexical.sparse_scores(question, settings.lexical_posting_budget)
+            lex_scaled = scale_by_language(lex_rows, lex_scores, index.lang_ids, len(stats.langs))
+            candidates.append(lexical_candidates(lex_rows, lex_scores, index.lang_ids, settings.candidates))
         rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
-        lang_ids = index.lang_ids[rows]
-        raw = query @ index.passage_vectors[rows].T
-        scores = stats.standardize(query, raw, lang_ids)[0]
-        if lexical is not None:
-            scores = scores + settings.lexical_weight * lexical_by_language(
-                lexical, index.lang_ids, len(stats.langs)
-            )[0, rows]
+        raw = query @ np.asarray(index.passage_vectors[rows], np.float32).T
+        scores = stats.standardize(query, raw, index.lang_ids[rows])[0]
+        if settings.lexical_weight and len(lex_rows):
+            # lex_rows is sorted: each candidate's lexical score by binary search, 0 if absent.
+            at = np.minimum(np.searchsorted(lex_rows, rows), len(lex_rows) - 1)
+            scores = scores + settings.lexical_weight * np.where(lex_rows[at] == rows, lex_scaled[at], 0.0)
         if settings.sentence_weight:
             scores = scores + settings.sentence_weight * self._best_sentences(query, rows, index)
         return rows, scores
@@ -119,7 +117,7 @@ class Engine:
             np.searchsorted(rows, index.sentence_owner[links]),
             len(rows),
             stats,
-            stats.lang_ids(index.sentence_langs[links]),
+            index.sentence_lang_ids[links],
         )[0]
 
     def search(self, question: str, k: int, lang: str | None = None) -> list[Passage]:

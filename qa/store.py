@@ -8,12 +8,15 @@ Layout of the index directory::
         manifest.json      model, dimension, chunking, corpus fingerprint, versions, file sizes
         articles.jsonl     one Article per line (passage offsets point into their text)
         passages.jsonl     one Chunk (without text) per line, in vector order
-        index.faiss        inner product over L2-normalized vectors
+        vectors.npy        the L2-normalized passage vectors, float32 (memory-mapped when loaded)
+        ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
         bm25/              the lexical index (bm25s) over the passages
         sentences.npy      every sentence of the passages: (article number, start, end)
-        sentence_vectors.npy, sentence_stats.npz   their embeddings and per-language statistics
+        sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
+                           per sentence (see qa.ann.Int8Rows)
+        sentence_stats.npz per-language statistics of the sentence vectors
       .building-*/         a build in progress; left behind only by a crash, removed next time
 
 A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
@@ -34,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +48,7 @@ from pydantic import BaseModel, ValidationError
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
 from qa.models import Article, Chunk, SkippedFile
+from qa.ann import AnnReport, Int8Rows, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_nprobe
 from qa.lexical import LexicalIndex
 from qa.rank import LanguageStats, group_members, translation_groups
 
@@ -54,22 +58,29 @@ __all__ = [
     "Manifest",
     "LoadedIndex",
     "build_index",
+    "write_index",
     "open_index",
     "current_version",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
 ARTICLES = "articles.jsonl"
 PASSAGES = "passages.jsonl"
-VECTORS = "index.faiss"
+VECTORS = "vectors.npy"
+ANN_DIR = "ann"
 LANG_STATS = "lang_stats.npz"
 GROUPS = "groups.npy"
 LEXICAL = "bm25"
 SENTENCES = "sentences.npy"
 SENTENCE_VECTORS = "sentence_vectors.npy"
+SENTENCE_SCALES = "sentence_scales.npy"
+# Sentence vectors up to this size (as float32) are decoded into memory at load: per question
+# they are then read for free. Larger ones stay memory-mapped int8 codes, decoded per question.
+SENTENCES_IN_MEMORY = 256 << 20
 SENTENCE_STATS = "sentence_stats.npz"
+RECALL_QUERIES = 200  # sampled sentences on which a build measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
@@ -101,24 +112,26 @@ class BuildReport(BaseModel):
     sentences_embedded: int
     removed_articles: int
     languages: dict[str, int]
+    search: list[str] = []  # how each large language is searched (approximate index, recall)
     skipped: list[SkippedFile]
     seconds: float
 
 
 @dataclass
 class LoadedIndex:
-    """A loaded index version: passages, their articles and the FAISS index."""
+    """A loaded index version: passages, their articles, vectors and search structures."""
 
     path: Path
     manifest: Manifest
     articles: dict[str, Article]
     chunks: list[Chunk]
-    faiss_index: Any
+    passage_vectors: np.ndarray  # (n, d) float32, usually memory-mapped
+    ann: dict[str, Any]  # language -> approximate FAISS index over its passages (large languages)
     lang_stats: LanguageStats
     groups: np.ndarray  # (n,) translation group id of each passage
     lexical: LexicalIndex
     sentences: np.ndarray  # (m, 3) article number, start, end of each sentence
-    sentence_vectors: np.ndarray  # (m, d)
+    sentence_vectors: np.ndarray | Int8Rows  # (m, d); indexing gives float32 rows
     sentence_stats: LanguageStats
     langs: np.ndarray = field(init=False)  # (n,) language of each passage
     _by_lang: dict[str, tuple[Any, np.ndarray]] = field(init=False, default_factory=dict)
@@ -129,26 +142,35 @@ class LoadedIndex:
         self.rows_by_language = {
             lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
         }
-        self.passage_vectors = self.vectors()
         self.members = group_members(self.groups)
         self._by_lang_lock = threading.Lock()
         self._link_sentences()
 
     def _link_sentences(self) -> None:
-        """Which sentences each passage holds (passages overlap, so a sentence may be in two)."""
+        """Which sentences each passage holds (passages overlap, so a sentence may be in two).
+
+        Sentences are sorted by (article, start); a passage's sentences are those of its article
+        starting inside it (two binary searches) that also end inside it. Vectorized: a million
+        passages link in seconds.
+        """
         doc_number = {doc_id: i for i, doc_id in enumerate(self.articles)}
-        by_doc: dict[int, list[int]] = {}
-        for row, (doc, _, _) in enumerate(self.sentences.tolist()):
-            by_doc.setdefault(doc, []).append(row)
-        owners, members = [], []
-        for row, chunk in enumerate(self.chunks):
-            for s in by_doc.get(doc_number[chunk.doc_id], []):
-                if chunk.start <= self.sentences[s, 1] and self.sentences[s, 2] <= chunk.end:
-                    owners.append(row)
-                    members.append(s)
-        self.sentence_owner = np.array(owners, dtype=np.int64)  # passage row of each link
-        self.sentence_member = np.array(members, dtype=np.int64)  # sentence row of each link
-        self.sentence_langs = self.langs[self.sentence_owner] if len(owners) else np.zeros(0, str)
+        doc = np.array([doc_number[c.doc_id] for c in self.chunks], dtype=np.int64)
+        start = np.array([c.start for c in self.chunks], dtype=np.int64)
+        end = np.array([c.end for c in self.chunks], dtype=np.int64)
+        sentences = np.asarray(self.sentences, dtype=np.int64).reshape(-1, 3)
+        keys = (sentences[:, 0] << 32) + sentences[:, 1]
+        order = np.argsort(keys, kind="stable")  # already sorted when written by build_index
+        lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
+        hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
+        lengths = np.maximum(hi - lo, 0)
+        owners = np.repeat(np.arange(len(self.chunks), dtype=np.int64), lengths)
+        firsts = np.repeat(lo - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        members = order[firsts + np.arange(int(lengths.sum()), dtype=np.int64)]
+        inside = sentences[members, 2] <= end[owners]
+        self.sentence_owner = owners[inside]  # passage row of each link, ascending
+        self.sentence_member = members[inside]  # sentence row of each link
+        self.sentence_langs = self.langs[self.sentence_owner]
+        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.sentence_langs)
         self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
 
     def sentence_links(self, rows: np.ndarray) -> np.ndarray:
@@ -173,7 +195,7 @@ class LoadedIndex:
 
     def group_members(self, row: int) -> list[int]:
         """Rows of every passage in the translation group of passage `row` (itself included)."""
-        return self.members[int(self.groups[row])]
+        return self.members.get(int(self.groups[row]), [int(row)])
 
     def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The k best passages of each language: {lang: (scores, rows)}."""
@@ -181,11 +203,13 @@ class LoadedIndex:
 
         with self._by_lang_lock:
             if not self._by_lang:
-                # One exact index per language, so that every language contributes candidates
-                # however far the model's language bias pushes it down in a single ranking.
+                # One index per language, so that every language contributes candidates however
+                # far the model's language bias pushes it down in a single ranking: the stored
+                # approximate one for large languages, an exact one built now for the others.
                 for lang, rows in self.rows_by_language.items():
-                    sub = faiss.IndexFlatIP(self.passage_vectors.shape[1])
-                    sub.add(self.passage_vectors[rows])
+                    sub = self.ann.get(lang)
+                    if sub is None:
+                        sub = fill(faiss.IndexFlatIP(self.passage_vectors.shape[1]), self.passage_vectors[rows])
                     self._by_lang[lang] = (sub, rows)
         out = {}
         for lang, (sub, rows) in self._by_lang.items():
@@ -198,16 +222,16 @@ class LoadedIndex:
         return len(self.chunks)
 
     def vectors(self) -> np.ndarray:
-        """All passage vectors, in passage order, read back from the FAISS index."""
-        return self.faiss_index.reconstruct_n(0, self.faiss_index.ntotal)
+        """All passage vectors, in passage order (an in-memory copy)."""
+        return np.array(self.passage_vectors, dtype=np.float32)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inner-product search; returns (scores, passage ids), -1 where fewer than k exist."""
+        """Exact inner-product search over every passage, whatever its language (the bare
+        model's ranking, for comparisons); returns (scores, passage rows), best first."""
         k = min(k, len(self.chunks))
-        if k == 0:
-            n = len(queries)
-            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-        return self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        scores = np.atleast_2d(np.asarray(queries, np.float32)) @ np.asarray(self.passage_vectors).T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, top, axis=1), top
 
 
 # --------------------------------------------------------------------------- loading
@@ -299,21 +323,25 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
     _check_files(version_dir, manifest)
     articles = {a.doc_id: a for a in _read_jsonl(version_dir / ARTICLES, Article)}
     chunks = _read_jsonl(version_dir / PASSAGES, _StoredChunk)
+    reading = VECTORS  # the file being read, named in the error
     try:
-        faiss_index = faiss.read_index(str(version_dir / VECTORS))
-    except RuntimeError as exc:
-        raise IndexCorruptError(
-            f"{version_dir / VECTORS} cannot be read by FAISS ({str(exc).splitlines()[0]}). "
-            "Rebuild the index with `qa index`."
-        ) from None
-    if faiss_index.ntotal != len(chunks) or faiss_index.d != manifest.model.get("dim"):
-        raise IndexCorruptError(
-            f"{version_dir / VECTORS} holds {faiss_index.ntotal} vectors of dimension "
-            f"{faiss_index.d}, but {PASSAGES} lists {len(chunks)} passages and the manifest says "
-            f"dimension {manifest.model.get('dim')}. Rebuild the index with `qa index`."
-        )
-    reading = LANG_STATS  # the file being read, named in the error
-    try:
+        # Memory-mapped: a question reads only its candidates' rows, so a million passages
+        # do not have to fit in memory as float32.
+        vectors = np.load(version_dir / VECTORS, mmap_mode="r")
+        if vectors.dtype != np.float32 or vectors.shape != (len(chunks), manifest.model.get("dim")):
+            raise ValueError(
+                f"holds {vectors.dtype} vectors of shape {vectors.shape}, but {PASSAGES} lists "
+                f"{len(chunks)} passages and the manifest says dimension {manifest.model.get('dim')}"
+            )
+        ann = {}
+        for lang, spec in manifest.index.get("languages", {}).items():
+            if spec.get("file"):
+                reading = spec["file"]
+                ann[lang] = faiss.read_index(str(version_dir / spec["file"]))
+                ann[lang].nprobe = int(spec["nprobe"])
+                if ann[lang].ntotal != spec["passages"]:
+                    raise ValueError(f"holds {ann[lang].ntotal} vectors, the manifest says {spec['passages']}")
+        reading = LANG_STATS
         with np.load(version_dir / LANG_STATS) as arrays:
             lang_stats = LanguageStats.from_arrays(arrays)
         reading = GROUPS
@@ -323,11 +351,20 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         reading = SENTENCES
         sentences = np.load(version_dir / SENTENCES)
         reading = SENTENCE_VECTORS
-        sentence_vectors = np.load(version_dir / SENTENCE_VECTORS)
+        codes = np.load(version_dir / SENTENCE_VECTORS, mmap_mode="r")
+        if codes.dtype != np.int8 or codes.shape != (len(sentences), manifest.model.get("dim")):
+            raise ValueError(f"holds {codes.dtype} vectors of shape {codes.shape} for {len(sentences)} sentences")
+        reading = SENTENCE_SCALES
+        scales = np.load(version_dir / SENTENCE_SCALES)
+        if scales.shape != (len(sentences),):
+            raise ValueError(f"holds {scales.shape} scales for {len(sentences)} sentences")
+        sentence_vectors = Int8Rows(codes, scales)
+        if codes.size * 4 <= SENTENCES_IN_MEMORY:
+            sentence_vectors = sentence_vectors[:]
         reading = SENTENCE_STATS
         with np.load(version_dir / SENTENCE_STATS) as arrays:
             sentence_stats = LanguageStats.from_arrays(arrays)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         problem = " ".join(str(exc).split())[:200]
         raise IndexCorruptError(
             f"{version_dir / reading} cannot be read ({problem}). Rebuild the index with `qa index`."
@@ -348,7 +385,8 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         manifest=manifest,
         articles=articles,
         chunks=[c.to_chunk(articles[c.doc_id]) for c in chunks],
-        faiss_index=faiss_index,
+        passage_vectors=vectors,
+        ann=ann,
         lang_stats=lang_stats,
         groups=groups,
         lexical=lexical,
@@ -405,9 +443,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes | np.ndarray) -> None:
+    """Write bytes, or an array as .npy, and make it durable before the version goes live."""
     with path.open("wb") as handle:
-        handle.write(data)
+        if isinstance(data, np.ndarray):
+            np.save(handle, data)
+        else:
+            handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -479,8 +521,9 @@ def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str =
 
     parts = []
     with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
-        for start in range(0, len(texts), EMBED_SLICE):
-            batch = texts[start : start + EMBED_SLICE]
+        step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
+        for start in range(0, len(texts), step):
+            batch = texts[start : start + step]
             parts.append(embedder.encode_documents(batch))
             bar.update(len(batch))
     if not parts:
@@ -508,13 +551,11 @@ def _sentences(articles, chunks, previous, embedder, progress):
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
     vectors = np.zeros((len(table), dim), np.float32)
-    missing = []
-    for row, (doc, a, b) in enumerate(table.tolist()):
-        hit = old.get((articles[doc].doc_id, a, b))
-        if hit is None:
-            missing.append(row)
-        else:
-            vectors[row] = previous.sentence_vectors[hit]
+    hits = [old.get((articles[doc].doc_id, a, b), -1) for doc, a, b in table.tolist()]
+    missing = [row for row, hit in enumerate(hits) if hit < 0]
+    found = [row for row, hit in enumerate(hits) if hit >= 0]
+    if found:
+        vectors[found] = previous.sentence_vectors[[hits[row] for row in found]]
     texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
     if missing:
         vectors[missing] = _embed_with_progress(embedder, texts, progress, "Sentences")
@@ -571,8 +612,6 @@ def build_index(
 
     `embedder` defaults to the configured model (`qa.embed.get_embedder`).
     """
-    import faiss
-
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
     from qa.ingest import load_corpus
@@ -599,9 +638,7 @@ def build_index(
         chunking = chunking_params(budget, settings.chunk_overlap)
         previous = _reusable(index_dir, model, chunking)
         # Everything new goes into a fresh folder; the live version is not touched until the swap.
-        version = _new_version_name()
-        building = index_dir / f".building-{version}"
-        building.mkdir()
+        building = _start_version(index_dir)
 
         old_rows: dict[str, list[int]] = {}
         if previous is not None:
@@ -633,58 +670,15 @@ def build_index(
             articles, chunks, previous, embedder, progress
         )
         lang_of = {a.doc_id: a.lang for a in articles}
-        faiss_index = faiss.IndexFlatIP(model["dim"])
-        faiss_index.add(vectors)
-
-        with _write_errors(building):
-            _write_jsonl(building / ARTICLES, articles)
-            _write_jsonl(
-                building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]
-            )
-            _write_file(building / VECTORS, faiss.serialize_index(faiss_index).tobytes())
-            passage_langs = [lang_of[c.doc_id] for c in chunks]
-            stats = LanguageStats.fit(vectors, passage_langs)
-            stats.query_means = query_means(embedder, [c.text for c in chunks], passage_langs)
-            with (building / LANG_STATS).open("wb") as handle:
-                np.savez(handle, **stats.to_arrays())
-            centered = stats.centered(vectors, stats.lang_ids(passage_langs))
-            with (building / GROUPS).open("wb") as handle:
-                np.save(handle, translation_groups(centered, passage_langs, settings.group_threshold))
-            LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
-            with (building / SENTENCES).open("wb") as handle:
-                np.save(handle, sentences)
-            with (building / SENTENCE_VECTORS).open("wb") as handle:
-                np.save(handle, sentence_vectors)
-            sentence_langs = [articles[doc].lang for doc in sentences[:, 0].tolist()]
-            with (building / SENTENCE_STATS).open("wb") as handle:
-                np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
-            languages = Counter(a.lang for a in articles)
-            manifest = Manifest(
-                format_version=FORMAT_VERSION,
-                model=model,
-                chunking=chunking,
-                corpus={
-                    "fingerprint": corpus_fingerprint(articles),
-                    "articles": len(articles),
-                    "passages": len(chunks),
-                    "languages": dict(sorted(languages.items())),
-                },
-                index={"type": "flat", "metric": "inner_product", "ntotal": int(faiss_index.ntotal)},
-                files={
-                    path.relative_to(building).as_posix(): path.stat().st_size
-                    for path in sorted(building.rglob("*"))
-                    if path.is_file()
-                },
-                versions=_versions(),
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            )
-            _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
-            _fsync_dir(building)
-            os.rename(building, index_dir / version)
-            _swap_pointer(index_dir, version)
-            _remove_stale(index_dir, keep={version})
+        passage_langs = [lang_of[c.doc_id] for c in chunks]
+        means = query_means(embedder, [c.text for c in chunks], passage_langs)
+        version, search = _write_version(
+            building, articles, chunks, vectors, sentences, sentence_vectors,
+            settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
+        )
 
     removed = len(set(old_rows) - {a.doc_id for a in articles})
+    languages = Counter(a.lang for a in articles)
     return BuildReport(
         index_dir=str(index_dir),
         version=version,
@@ -696,6 +690,180 @@ def build_index(
         sentences_embedded=sentences_embedded,
         removed_articles=removed,
         languages=dict(sorted(languages.items())),
+        search=[r.describe(lang) for lang, r in search.items() if r.type != "flat"],
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def write_index(
+    index_dir: Path,
+    articles: list[Article],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    sentences: np.ndarray,
+    sentence_vectors: np.ndarray,
+    *,
+    settings: Settings,
+    model: dict[str, Any],
+    chunking: dict[str, Any],
+    query_means: dict[str, np.ndarray],
+    groups: np.ndarray | None = None,
+) -> tuple[str, dict[str, AnnReport]]:
+    """Write already-embedded passages as a new live index version (for vectors computed
+    elsewhere: a benchmark's synthetic corpus, another embedding pipeline). `groups` defaults
+    to the translation groups found from the vectors. Returns the version and how each
+    language is searched."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with _build_lock(index_dir):
+        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        return _write_version(
+            _start_version(index_dir), articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
+            model=model, chunking=chunking, query_means=query_means, previous=None, groups=groups,
+        )
+
+
+def _vector_search(
+    vectors: np.ndarray, passage_langs: np.ndarray, sentence_vectors: np.ndarray,
+    settings: Settings, previous: LoadedIndex | None,
+) -> dict[str, tuple[AnnReport, Any]]:
+    """Per language: how it is searched and, for large languages, its filled IVF index.
+
+    An incremental build reuses the previous IVF lists of a language (emptied and refilled:
+    only the assignment of vectors to lists is redone) unless the language has more than
+    doubled or halved since they were trained, in which case they are retrained and the build
+    says so. nprobe is re-tuned every build.
+    """
+    rng = np.random.default_rng(0)
+    # Recall is measured with sentences of every language as questions: a question in one
+    # language searches every language's index (the cross-language case is the hard one).
+    picks = np.sort(rng.choice(len(sentence_vectors), min(RECALL_QUERIES, len(sentence_vectors)), replace=False))
+    queries = np.asarray(sentence_vectors[picks], np.float32)
+    out: dict[str, tuple[AnnReport, Any]] = {}
+    for position, lang in enumerate(sorted(set(passage_langs.tolist()))):
+        rows = np.flatnonzero(passage_langs == lang)
+        kind = choose_kind(len(rows), settings.index_type, settings.ann_min_passages)
+        if kind == "flat" or not len(queries):
+            out[lang] = (AnnReport("flat", len(rows)), None)
+            continue
+        old_spec = previous.manifest.index.get("languages", {}).get(lang, {}) if previous else {}
+        old_index = previous.ann.get(lang) if previous else None
+        trained_on = int(old_spec.get("trained_on") or 0)
+        if old_index is not None and 0.5 <= len(rows) / max(trained_on, 1) <= 2:
+            import faiss
+
+            index = faiss.clone_index(old_index)
+            index.reset()
+        else:
+            if old_index is not None:
+                print(
+                    f"{lang}: {len(rows):,} passages, the IVF lists were trained on {trained_on:,}: "
+                    "retraining them.",
+                    file=sys.stderr,
+                )
+            trained_on = len(rows)
+            index = train_ivf(vectors[rows], n_lists(len(rows)))
+        fill(index, vectors[rows])
+        nprobe, recall = tune_nprobe(index, vectors[rows], queries, settings.ann_target_recall)
+        report = AnnReport(
+            "ivf_sq8", len(rows), nlist=int(index.nlist), nprobe=nprobe, trained_on=trained_on,
+            recall_at_10=round(recall, 4), recall_queries=len(queries), target_recall=settings.ann_target_recall,
+            file=f"{ANN_DIR}/{position:03d}.faiss",
+        )
+        out[lang] = (report, index)
+    return out
+
+
+def _start_version(index_dir: Path) -> Path:
+    """A new, empty `.building-<version>` folder (renamed to `<version>` when complete)."""
+    building = index_dir / f".building-{_new_version_name()}"
+    building.mkdir()
+    return building
+
+
+def _write_version(
+    building: Path,
+    articles: list[Article],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    sentences: np.ndarray,
+    sentence_vectors: np.ndarray,
+    *,
+    settings: Settings,
+    model: dict[str, Any],
+    chunking: dict[str, Any],
+    query_means: dict[str, np.ndarray],
+    previous: LoadedIndex | None,
+    groups: np.ndarray | None = None,
+) -> tuple[str, dict[str, AnnReport]]:
+    """Write a complete new version into `building`, then make it live (the caller holds the
+    build lock)."""
+    import faiss
+
+    index_dir = building.parent
+    version = building.name.removeprefix(".building-")
+    lang_of = {a.doc_id: a.lang for a in articles}
+    passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
+    sentence_langs = np.array([articles[doc].lang for doc in sentences[:, 0].tolist()]) if len(sentences) else np.zeros(0, str)
+    with _write_errors(building):
+        _write_jsonl(building / ARTICLES, articles)
+        _write_jsonl(building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks])
+        _write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
+        search = _vector_search(vectors, passage_langs, sentence_vectors, settings, previous)
+        for lang, (report, index) in search.items():
+            if index is not None:
+                (building / ANN_DIR).mkdir(exist_ok=True)
+                _write_file(building / report.file, faiss.serialize_index(index).tobytes())
+        stats = LanguageStats.fit(vectors, passage_langs)
+        stats.query_means = query_means
+        with (building / LANG_STATS).open("wb") as handle:
+            np.savez(handle, **stats.to_arrays())
+        if groups is None:
+            centered = stats.centered(vectors, stats.lang_ids(passage_langs))
+            groups = translation_groups(centered, passage_langs, settings.group_threshold)
+        _write_file(building / GROUPS, np.asarray(groups, np.int64))
+        LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
+        _write_file(building / SENTENCES, np.asarray(sentences, np.int64))
+        codes, scales = quantize_rows(sentence_vectors)
+        _write_file(building / SENTENCE_VECTORS, codes)
+        _write_file(building / SENTENCE_SCALES, scales)
+        del codes
+        with (building / SENTENCE_STATS).open("wb") as handle:
+            np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
+        languages = Counter(a.lang for a in articles)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            model=model,
+            chunking=chunking,
+            corpus={
+                "fingerprint": corpus_fingerprint(articles),
+                "articles": len(articles),
+                "passages": len(chunks),
+                "languages": dict(sorted(languages.items())),
+            },
+            index={
+                "type": "per_language",
+                "metric": "inner_product",
+                "index_type": settings.index_type,
+                "ann_min_passages": settings.ann_min_passages,
+                "ntotal": len(chunks),
+                "languages": {lang: asdict(report) for lang, (report, _) in search.items()},
+            },
+            files={
+                path.relative_to(building).as_posix(): path.stat().st_size
+                for path in sorted(building.rglob("*"))
+                if path.is_file()
+            },
+            versions=_versions(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        for sub in [building / ANN_DIR, building / LEXICAL]:
+            if sub.is_dir():
+                _fsync_dir(sub)
+        _fsync_dir(building)
+        os.rename(building, index_dir / version)
+        _swap_pointer(index_dir, version)
+        _remove_stale(index_dir, keep={version})
+    return version, {lang: report for lang, (report, _) in search.items()}

@@ -52,13 +52,13 @@ def xquad_slice():
 def test_pipeline_is_not_worse_than_the_bare_model(xquad_slice, tmp_path):
     from qa.config import Settings
     from qa.embed import get_embedder
-    from qa.evaluate import _CachedQueries
+    from qa.evaluate import _CachedQueries, embedding_cache
     from qa.store import query_means
 
     data = xquad_slice
     settings = Settings()
     embedder = get_embedder(settings)
-    cache = EmbeddingCache(settings.cache_dir / "eval" / "xquad-embeddings.npz", embedder.fingerprint)
+    cache = embedding_cache(settings, embedder)
     passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
     queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
     pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))

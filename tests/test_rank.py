@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from qa.lexical import LexicalIndex, tokenize
-from qa.rank import LanguageStats, lexical_by_language, translation_groups
+from qa.rank import LanguageStats, lexical_by_language, lexical_candidates, scale_by_language, translation_groups
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -87,8 +90,50 @@ def test_fold_groups_keeps_one_hit_per_group_in_the_askers_language():
     groups = np.array([0, 0, 1, 2, 1])
     langs = np.array(["fr", "ja", "fr", "de", "de"])
     members = group_members(groups)
-    assert members == {0: [0, 1], 1: [2, 4], 2: [3]}
+    assert members == {0: [0, 1], 1: [2, 4]}  # a passage alone in its group is left out
     ranked = np.array([4, 0, 2, 3, 1])
     # Group 1 first (shown by its French member), then group 0 (French), then group 2 (German only).
     assert fold_groups(ranked, groups, members, langs, "fr", k=5) == [(0, 2), (1, 0), (3, 3)]
     assert fold_groups(ranked, groups, members, langs, "ja", k=2) == [(0, 4), (1, 1)]
+
+
+def _seed_paragraphs() -> tuple[list[str], np.ndarray]:
+    """The seed corpus's paragraphs (French, German, Japanese) and their language ids."""
+    corpus = Path(__file__).resolve().parents[1] / "corpus"
+    texts, langs = [], []
+    for number, path in enumerate(sorted(corpus.glob("*"))):
+        for paragraph in path.read_text(encoding="utf-8").split("\n\n"):
+            if paragraph.strip():
+                texts.append(paragraph)
+                langs.append(number % 3)  # three "languages": enough to exercise the grouping
+    return texts, np.array(langs)
+
+
+def test_sparse_bm25_equals_the_dense_scores_on_the_seed_corpus(seed_facts):
+    texts, lang_ids = _seed_paragraphs()
+    index = LexicalIndex.build(texts)
+    questions = [q for fact in seed_facts for q in fact["questions"].values()]
+    for question in questions:
+        dense = index.scores(question)
+        rows, scores = index.sparse_scores(question, budget=10**9)
+        assert rows.tolist() == np.flatnonzero(dense).tolist(), question
+        np.testing.assert_allclose(scores, dense[rows], rtol=1e-5)
+        # Scaling per language and the per-language candidates agree with the dense versions.
+        np.testing.assert_allclose(
+            scale_by_language(rows, scores, lang_ids, 3), lexical_by_language(dense, lang_ids, 3)[0, rows], rtol=1e-5
+        )
+        picked = lexical_candidates(rows, scores, lang_ids, k=3)
+        for lang in range(3):
+            mine = dense * (lang_ids == lang)
+            expected = np.sort(mine[mine > 0])[::-1][:3]
+            assert sorted(dense[picked[lang_ids[picked] == lang]].tolist(), reverse=True) == pytest.approx(expected.tolist())
+
+
+def test_sparse_bm25_skips_the_commonest_words_past_the_budget():
+    texts = [f"the report number {i} says the market moved" for i in range(200)] + ["the zebra escaped"]
+    index = LexicalIndex.build(texts)
+    rows, scores = index.sparse_scores("the zebra", budget=10)
+    assert rows.tolist() == [200]  # "the" (in every passage) was skipped, the rare word kept
+    full_rows, _ = index.sparse_scores("the zebra", budget=10**6)
+    assert len(full_rows) == 201
+    assert int(full_rows[np.argmax(index.scores("the zebra")[full_rows])]) == 200

@@ -117,7 +117,7 @@ def test_damaged_index_fails_naming_the_file(corpus: Path, settings: Settings, d
     build_index(corpus, settings=settings, embedder=FakeEmbedder())
     version_dir = settings.index_dir / current_version(settings.index_dir)
     if damage == "truncate_vectors":
-        path = version_dir / "index.faiss"
+        path = version_dir / "vectors.npy"
         path.write_bytes(path.read_bytes()[:100])
     elif damage == "garbage_manifest":
         path = version_dir / "manifest.json"
