@@ -216,7 +216,12 @@ def openvino_transformer(
                 idle.put(request)
             return BaseModelOutput(last_hidden_state=hidden)
 
-    setattr(module, attr, OpenVINOTransformer())
+    # One call before any concurrent ones: OpenVINO's Python binding initializes statics on its
+    # first call, and two threads making that first call at once deadlock (one waits for the GIL
+    # inside the initializer, the other holds the GIL waiting for the initializer).
+    stand_in = OpenVINOTransformer()
+    stand_in(**{name: torch.full((1, 4), int(name != "token_type_ids")) for name in inputs})
+    setattr(module, attr, stand_in)
     return int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
 
