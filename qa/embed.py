@@ -140,11 +140,21 @@ class Embedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
+        from qa import embed_backend
+
         # Sized on purpose: two processes each grabbing every core fight and a 30 ms query
         # turns into a second.
         threads = self.settings.threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         device = _pick_device(self.settings.device)
+        backend = embed_backend.choose_backend(
+            self.settings.embed_backend,
+            device,
+            openvino=embed_backend.openvino_installed(),
+            bf16=embed_backend.cpu_has_bf16(),
+        )
+        if backend.startswith("openvino-"):
+            device = "cpu"  # OpenVINO takes the model from the CPU and runs there
         info = self.info
         try:
             model = SentenceTransformer(info.path, device=device, local_files_only=info.path != info.name)
@@ -158,17 +168,13 @@ class Embedder:
         if not model.prompts.get("query"):
             # e5-style models need their prompts; others (no prompts configured) embed as-is.
             log.info("model %s declares no query prompt", info.name)
-        self._backend = self._accelerate(model, device, threads)
+        self._backend = self._accelerate(model, backend, threads)
         return model
 
-    def _accelerate(self, model: SentenceTransformer, device: str, threads: int) -> str:
-        """Switch `model` to the configured backend (see qa.embed_backend); return the one in use."""
+    def _accelerate(self, model: SentenceTransformer, backend: str, threads: int) -> str:
+        """Switch `model` to `backend` (see qa.embed_backend); return the backend in use."""
         from qa import embed_backend
 
-        bf16 = embed_backend.cpu_has_bf16()
-        backend = embed_backend.choose_backend(
-            self.settings.embed_backend, device, openvino=embed_backend.openvino_installed(), bf16=bf16
-        )
         if backend.startswith("openvino-"):
             try:
                 self._parallel = embed_backend.openvino_transformer(
@@ -178,10 +184,10 @@ class Embedder:
                     precision=backend.removeprefix("openvino-"),
                     threads=threads,
                 )
-            except Exception as exc:  # noqa: BLE001 -- any model OpenVINO cannot take still embeds, with torch
+            except Exception as exc:  # noqa: BLE001 -- a model OpenVINO cannot take still embeds, with torch
                 backend = "torch-bf16" if backend == "openvino-bf16" else "torch-fp32"
                 log.warning(
-                    "OpenVINO cannot run the model %s (%s); embedding with %s instead.", self.info.name, exc, backend
+                    "OpenVINO cannot run model %s (%s); embedding with %s.", self.info.name, exc, backend
                 )
         return backend
 
@@ -245,7 +251,10 @@ class Embedder:
         def encode(part: list[str]) -> np.ndarray:
             with self._precision():
                 return self.model.encode_query(
-                    part, batch_size=self.settings.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                    part,
+                    batch_size=self.settings.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
                 )
 
         vectors = self._in_parallel(encode, texts)

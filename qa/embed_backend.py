@@ -3,7 +3,7 @@
 `QA_EMBED_BACKEND` (`Settings.embed_backend`) picks one of `BACKENDS`. `auto`, the default, is
 plain torch on CUDA (fp16, as before) and OpenVINO on a CPU: bf16 where the CPU computes bf16
 natively (AVX512_BF16 or AMX), fp32 elsewhere. On 2 AMD EPYC cores (AVX512_BF16) OpenVINO bf16
-embedded passages about 2.5x faster than torch fp32 with vectors at cosine >= 0.9999 from the
+embedded passages about 2.4x faster than torch fp32 with vectors at cosine >= 0.9999 from the
 fp32 ones (benchmarks/README.md, section 1), so an index built with one backend is searched
 with another without loss.
 
@@ -71,7 +71,8 @@ def openvino_installed() -> bool:
 
 
 def choose_backend(setting: str, device: str, *, openvino: bool, bf16: bool) -> str:
-    """The backend that runs: 'torch-fp32', 'torch-fp16' (CUDA), 'torch-bf16', 'openvino-bf16' or 'openvino-f32'.
+    """The backend that runs: 'torch-fp32', 'torch-fp16' (CUDA), 'torch-bf16', 'openvino-bf16' or
+    'openvino-f32'.
 
     `setting` is one of `BACKENDS`, `device` the torch device already resolved ('cpu', 'cuda...'),
     `openvino` whether the package is installed, `bf16` whether the CPU has native bf16.
@@ -83,7 +84,10 @@ def choose_backend(setting: str, device: str, *, openvino: bool, bf16: bool) -> 
     if setting.startswith("openvino") or (setting == "auto" and not cuda):
         if openvino:
             return "openvino-bf16" if bf16 and setting != "openvino-f32" else "openvino-f32"
-        fallback = "torch-bf16" if bf16 and setting != "openvino-f32" and not cuda else "torch-fp32"
+        if cuda:
+            fallback = "torch-fp16"
+        else:
+            fallback = "torch-bf16" if bf16 and setting != "openvino-f32" else "torch-fp32"
         log.warning(
             "The embedding backend %r needs the package openvino, which is not installed; "
             "embedding with %s instead (pip install openvino to get it back).",
@@ -133,7 +137,8 @@ def _convert(transformer: torch.nn.Module, inputs: tuple[str, ...], dest: Path) 
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about Python branches it freezes; none depends on the input shapes.
         warnings.simplefilter("ignore")
-        converted = ov.convert_model(LastHiddenState(transformer).eval(), example_input=tuple(example.values()))
+        wrapped = LastHiddenState(transformer).eval()
+        converted = ov.convert_model(wrapped, example_input=tuple(example.values()))
     # Named after the features sentence-transformers passes; both dimensions stay dynamic.
     for port, name in zip(converted.inputs, inputs):
         port.get_tensor().set_names({name})
@@ -194,13 +199,15 @@ def openvino_transformer(
         },
     )
     idle: queue.SimpleQueue = queue.SimpleQueue()  # infer requests not in use (one per concurrent call)
+    config = transformer.config
+    del transformer  # not referenced below, so that its torch weights are freed once replaced
 
     class OpenVINOTransformer(torch.nn.Module):
         """Takes what the transformers model took, returns its `last_hidden_state`, from OpenVINO."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.config = transformer.config  # sentence-transformers reads the model type from it
+            self.config = config  # sentence-transformers reads the model type from it
 
         def forward(self, **features: torch.Tensor) -> BaseModelOutput:
             # A request serves one call at a time; the web server embeds from several threads.

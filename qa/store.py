@@ -519,6 +519,10 @@ def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) 
 def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str = "Passages") -> np.ndarray:
     from tqdm import tqdm
 
+    # Slices of similar lengths: a batch costs its longest text times its size, and sentences in
+    # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    texts = [texts[i] for i in order]
     parts = []
     with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
         step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
@@ -528,7 +532,10 @@ def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str =
             bar.update(len(batch))
     if not parts:
         return np.zeros((0, embedder.dim), np.float32)
-    return np.concatenate(parts)
+    stacked = np.concatenate(parts)
+    vectors = np.empty_like(stacked)
+    vectors[order] = stacked  # back in the order of `texts`
+    return vectors
 
 
 def _sentences(articles, chunks, previous, embedder, progress):

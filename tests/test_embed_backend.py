@@ -33,6 +33,7 @@ DATA = Path(__file__).parent / "data"
         ("openvino", "cpu", True, False, "openvino-f32"),
         ("openvino", "cuda", True, True, "openvino-bf16"),  # asked for explicitly: on the CPU
         ("openvino-f32", "cpu", True, True, "openvino-f32"),
+        ("openvino", "cuda", False, True, "torch-fp16"),  # not installed: the GPU as auto would
     ],
 )
 def test_backend_choice(setting, device, openvino, bf16, expected):
@@ -76,8 +77,9 @@ def test_bf16_detection_reads_cpu_flags():
 def test_each_backend_gets_its_own_embedder():
     from qa.embed import get_embedder
 
-    assert get_embedder(Settings(embed_backend="torch")) is not get_embedder(Settings(embed_backend="openvino"))
-    assert get_embedder(Settings(embed_backend="torch")) is get_embedder(Settings(embed_backend="torch"))
+    plain = get_embedder(Settings(embed_backend="torch"))
+    assert plain is not get_embedder(Settings(embed_backend="openvino"))
+    assert plain is get_embedder(Settings(embed_backend="torch"))
 
 
 def test_openvino_failure_falls_back_to_torch(monkeypatch, caplog):
@@ -86,13 +88,12 @@ def test_openvino_failure_falls_back_to_torch(monkeypatch, caplog):
     def fail(*args, **kwargs):
         raise RuntimeError("cannot convert this model")
 
-    monkeypatch.setattr(embed_backend, "openvino_installed", lambda: True)
-    monkeypatch.setattr(embed_backend, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(embed_backend, "openvino_transformer", fail)
     embedder = Embedder(Settings(embed_backend="openvino"))
     embedder._info = ModelInfo("some/model", "some/model", "hub:some/model")
     with caplog.at_level(logging.WARNING, logger="qa.embed"):
-        assert embedder._accelerate(object(), "cpu", 2) == "torch-bf16"
+        assert embedder._accelerate(object(), "openvino-bf16", 2) == "torch-bf16"
+        assert embedder._accelerate(object(), "openvino-f32", 2) == "torch-fp32"
     assert "cannot convert this model" in caplog.text and "torch-bf16" in caplog.text
 
 
@@ -111,6 +112,32 @@ def test_eval_cache_is_per_backend(tmp_path):
     assert fast.name == "xquad-embeddings.openvino-bf16.npz" and fast.parent == tmp_path / "eval"
 
 
+def test_index_embeds_in_length_order_and_returns_input_order():
+    from qa.store import EMBED_SLICE, _embed_with_progress
+    from tests.fakes import FakeEmbedder
+
+    texts = [("x" * (i * 37 % 101)) + str(i) for i in range(3 * EMBED_SLICE + 5)]
+    fake = FakeEmbedder()
+    vectors = _embed_with_progress(fake, texts, progress=False)
+    np.testing.assert_array_equal(vectors, np.stack([fake._vector(t) for t in texts]))
+    assert [len(t) for t in fake.embedded] == sorted(len(t) for t in texts)  # slices of similar lengths
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_parallel_encoding_keeps_the_order(parts):
+    texts = [f"text {i}" for i in range(11)]
+    calls = []
+
+    def encode(part):
+        calls.append(len(part))
+        return np.array([[int(t.split()[1]), len(t)] for t in part], dtype=np.float32)
+
+    rows = embed_backend.encode_in_parallel(encode, texts, parts)
+    assert rows[:, 0].tolist() == list(range(11))
+    assert sorted(calls) == sorted(len(texts[i::parts]) for i in range(parts))
+    assert embed_backend.encode_in_parallel(encode, ["text 0"], 2).shape == (1, 2)  # too few to split
+
+
 # --------------------------------------------------------------------------- the real model
 
 
@@ -120,7 +147,10 @@ def _texts() -> tuple[list[str], list[str]]:
     from qa.ingest import load_corpus
 
     articles, _ = load_corpus(Path(__file__).parent.parent / "corpus")
-    passages = [c.text for a in articles for c in chunk_article(a, lambda ts: [len(t) // 4 for t in ts], 200, 1)]
+    def count(texts):
+        return [len(t) // 4 for t in texts]
+
+    passages = [c.text for a in articles for c in chunk_article(a, count, 200, 1)]
     passages = passages[::4] + ["Emmett Shear.", "OpenAI"]
     items = json.loads((DATA / "seed_questions.json").read_text(encoding="utf-8"))
     questions = [q for item in items for q in item["questions"].values()]
