@@ -229,36 +229,30 @@ class Embedder:
         """Normalized float32 passage embeddings, shape (len(texts), dim)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-
-        def encode(part: list[str]) -> np.ndarray:
-            with self._precision():
-                return self.model.encode_document(
-                    part,
-                    batch_size=self.settings.batch_size,
-                    show_progress_bar=progress and self._parallel == 1,  # one bar, not one per stream
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                )
-
-        vectors = self._in_parallel(encode, texts)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        method = self.model.encode_document  # loading the model sets the number of streams
+        return self._encode(method, texts, show_progress_bar=progress and self._parallel == 1)  # one bar
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Normalized float32 question embeddings, shape (len(texts), dim)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode(self.model.encode_query, texts)
+
+    def _encode(self, method, texts: list[str], **options) -> np.ndarray:
+        """Normalized float32 vectors from sentence-transformers' `method` (encode_query or
+        encode_document), in the backend's precision, over its parallel streams."""
 
         def encode(part: list[str]) -> np.ndarray:
             with self._precision():
-                return self.model.encode_query(
+                return method(
                     part,
                     batch_size=self.settings.batch_size,
                     normalize_embeddings=True,
                     convert_to_numpy=True,
+                    **options,
                 )
 
-        vectors = self._in_parallel(encode, texts)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.ascontiguousarray(self._in_parallel(encode, texts), dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
         """One question's embedding (read-only), from a bounded cache when it was asked before.

@@ -164,13 +164,11 @@ class LoadedIndex:
         hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
         lengths = np.maximum(hi - lo, 0)
         owners = np.repeat(np.arange(len(self.chunks), dtype=np.int64), lengths)
-        firsts = np.repeat(lo - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        members = order[firsts + np.arange(int(lengths.sum()), dtype=np.int64)]
+        members = order[_ranges(lo, lengths)]
         inside = sentences[members, 2] <= end[owners]
         self.sentence_owner = owners[inside]  # passage row of each link, ascending
         self.sentence_member = members[inside]  # sentence row of each link
-        self.sentence_langs = self.langs[self.sentence_owner]
-        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.sentence_langs)
+        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.langs[self.sentence_owner])
         self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
 
     def sentence_links(self, rows: np.ndarray) -> np.ndarray:
@@ -181,9 +179,7 @@ class LoadedIndex:
         """
         rows = np.asarray(rows, dtype=np.int64)
         starts = np.searchsorted(self.sentence_owner, rows, "left")
-        lengths = np.searchsorted(self.sentence_owner, rows, "right") - starts
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        return offsets + np.arange(int(lengths.sum()))
+        return _ranges(starts, np.searchsorted(self.sentence_owner, rows, "right") - starts)
 
     def sentences_of(self, row: int) -> np.ndarray:
         """Sentence rows of passage `row`, in text order."""
@@ -232,6 +228,12 @@ class LoadedIndex:
         scores = np.atleast_2d(np.asarray(queries, np.float32)) @ np.asarray(self.passage_vectors).T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, top, axis=1), top
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The integers of the ranges [start, start + length), concatenated, without a Python loop."""
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- loading
