@@ -9,9 +9,14 @@ folder. Its `nprobe` (lists visited per question) is tuned at build time on a sa
 recall@10 against exact search reaches `Settings.ann_target_recall`; the recall is printed and
 recorded in the manifest.
 
-Why IVF-SQ8 rather than HNSW or PQ: at 1M passages HNSW's graph alone costs 256+ bytes a passage
-on top of the vectors, and PQ's coarse codes lose recall that only re-ranking with the full
-vectors would win back. SQ8 keeps recall@10 near 1 at a quarter of the memory of float32.
+Why IVF-SQ8 rather than HNSW or PQ (measured on 83,000 synthetic passages of one language built
+from real embeddings, 300 real questions centred as the engine centres them, 1 thread):
+IVF1024,SQ8 reaches recall@10 0.97 at nprobe 32 in 0.14 ms a question; HNSW16,SQ8 (512 bytes a
+passage) only 0.88 at efSearch 256 in 0.27 ms (inner-product graphs search badly from centred
+questions); IVF-PQ fast-scan re-ranked with SQ8 stayed under 0.65. nprobe is tuned on
+question-like vectors (the corpus's own sentences embedded as questions): tuned on passage-like
+sentence vectors, which lie farther from the data, it came out 4-8 times larger for the same
+recall on real questions.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "AnnReport", "choose_kind", "n_lists", "train_ivf", "fill", "tune_nprobe", "recall_at", "exact_neighbours",
+    "AnnReport", "choose_kind", "n_lists", "train_ivf", "fill", "nprobe_steps", "tune_nprobe", "recall_at", "exact_neighbours",
     "Int8Rows", "quantize_rows",
 ]
 
@@ -48,10 +53,16 @@ class AnnReport:
 
     def describe(self, lang: str) -> str:
         if self.type == "flat":
-            return f"{lang}: exact search over {self.passages:,} passages"
+            line = f"{lang}: exact search over {self.passages:,} passages"
+            if self.recall_at_10 is not None:  # an IVF index was tried and missed the target
+                line += (
+                    f" (IVF{self.nlist},SQ8 reached recall@10 {self.recall_at_10:.3f} at nprobe {self.nprobe}, "
+                    f"below the {self.target_recall} target)"
+                )
+            return line
         line = (
             f"{lang}: IVF{self.nlist},SQ8 over {self.passages:,} passages, nprobe {self.nprobe}, "
-            f"recall@10 {self.recall_at_10:.3f} vs exact on {self.recall_queries} sampled sentences"
+            f"recall@10 {self.recall_at_10:.3f} vs exact (candidates re-scored) on {self.recall_queries} sample questions"
         )
         if self.target_recall and self.recall_at_10 < self.target_recall:
             # nprobe is capped (past a quarter of the lists exact search is as cheap): say so.
@@ -113,24 +124,42 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int = RECALL_K
     return exact.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))[1]
 
 
-def recall_at(index: Any, truth: np.ndarray, queries: np.ndarray) -> float:
-    """Share of the exact neighbours `truth` (one row per query) that `index` also returns."""
+def recall_at(index: Any, truth: np.ndarray, queries: np.ndarray, candidates: int | None = None) -> float:
+    """Share of the exact neighbours `truth` (k per query) that `index` finds.
+
+    With `candidates`, the index returns that many per query and they are re-scored exactly, as
+    the engine re-scores every candidate with its float32 vector: what counts is whether the
+    exact top k are among them. Without, its own top k are compared (no re-scoring).
+    """
     k = truth.shape[1]
-    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), max(k, candidates or k))
     hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
     return hits / max(truth.size, 1)
 
 
-def tune_nprobe(index: Any, vectors: np.ndarray, queries: np.ndarray, target: float) -> tuple[int, float]:
-    """The smallest power-of-two nprobe whose recall@10 reaches `target` (or the cap), and that recall."""
+def nprobe_steps(nlist: int) -> list[int]:
+    """nprobe values to try, smallest first: 1, 2, 3, 4, 6, 8, 12, 16, 24 ... up to a quarter of
+    the lists (past that, exact search is as cheap). Half steps between the powers of two: the
+    search time grows with nprobe, so stopping at 24 instead of 32 is a quarter saved."""
+    steps, power = [], 1
+    while power * MAX_NPROBE_SHARE <= nlist:
+        steps.extend(p for p in (power, power * 3 // 2) if p * MAX_NPROBE_SHARE <= nlist and p not in steps)
+        power *= 2
+    return steps or [1]
+
+
+def tune_nprobe(
+    index: Any, vectors: np.ndarray, queries: np.ndarray, target: float, candidates: int | None = None
+) -> tuple[int, float]:
+    """The smallest nprobe of `nprobe_steps` whose recall@10 (see `recall_at`) reaches `target`
+    (or the largest step), and that recall."""
     truth = exact_neighbours(vectors, queries)
-    nprobe = 1
-    while True:
+    for nprobe in nprobe_steps(index.nlist):
         index.nprobe = nprobe
-        recall = recall_at(index, truth, queries)
-        if recall >= target or nprobe * MAX_NPROBE_SHARE >= index.nlist:
-            return nprobe, recall
-        nprobe *= 2
+        recall = recall_at(index, truth, queries, candidates)
+        if recall >= target:
+            break
+    return nprobe, recall
 
 
 class Int8Rows:

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "(5th percentile), off-topic ones at most 0.787.",
     )
     candidates: int = Field(50, ge=1, description="Passages considered per language before ranking.")
+    sentence_candidates: int = Field(
+        100,
+        ge=0,
+        description="Best candidates (by dense + lexical score) whose sentences are then scored; "
+        "0 = every candidate. Sentence scoring is the costliest step per candidate.",
+    )
 
     index_type: Literal["auto", "flat", "ivf"] = Field(
         "auto",
@@ -91,7 +97,7 @@ class Settings(BaseSettings):
         "ann_min_passages passages). See qa.ann.",
     )
     ann_min_passages: int = Field(
-        50_000, ge=1, description="Passages of one language from which 'auto' uses the approximate index."
+        5_000, ge=1, description="Passages of one language from which 'auto' uses the approximate index."
     )
     ann_target_recall: float = Field(
         0.97, gt=0, le=1, description="Recall@10 vs exact search that a build tunes nprobe to reach."

@@ -26,6 +26,7 @@ from qa.rank import (
     fold_groups,
     group_members,
     lexical_by_language,
+    shortlist,
     translation_groups,
 )
 from qa.xquad import XQuAD, EmbeddingCache, find_xquad, load_xquad
@@ -118,10 +119,16 @@ class Pipeline(Scorer):
             lexical = np.stack([self.lexical.scores(t) for t in texts])
             scores += self.settings.lexical_weight * lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
         if self.sentence_stats is not None:
-            scores += self.settings.sentence_weight * best_sentence_scores(
+            sentences = best_sentence_scores(
                 queries, pool.sentence_vectors, pool.sentence_owner, len(pool.vectors),
                 self.sentence_stats, self.sentence_lang_ids,
             )
+            # As the engine does: only each question's `sentence_candidates` best passages get
+            # their sentence score; the others rank after them, in their first-stage order.
+            short = np.zeros(scores.shape, bool)
+            for row, first in zip(short, scores):
+                row[shortlist(first, self.settings.sentence_candidates)] = True
+            scores = np.where(short, scores + self.settings.sentence_weight * sentences, scores - 1e6)
         return scores
 
 

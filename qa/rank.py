@@ -65,9 +65,12 @@ class LanguageStats:
     def moments(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each query and language: mean and standard deviation of its passage scores."""
         mean = queries @ self.means.T  # (n_q, n_langs)
-        # qᵀ C q for every language at once, as one batched matrix product (an einsum over the
-        # three operands is ~10x slower and is paid on every question).
-        var = np.einsum("ldq,qd->ql", self.covariances @ queries.T.astype(self.covariances.dtype), queries)
+        # qᵀ C q for every language at once: the covariances stacked as one (languages·d, d)
+        # matrix times the questions is a single BLAS call, half the time of a batched product
+        # (an einsum over the three operands is ~10x slower), paid on every question.
+        n_langs, d, _ = self.covariances.shape
+        stacked = self.covariances.reshape(n_langs * d, d) @ queries.T.astype(self.covariances.dtype)
+        var = np.einsum("ldq,qd->ql", stacked.reshape(n_langs, d, -1), queries)
         return mean, np.sqrt(np.maximum(var, 1e-12))
 
     def standardize(self, queries: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray) -> np.ndarray:
@@ -120,24 +123,31 @@ def lexical_by_language(scores: np.ndarray, lang_ids: np.ndarray, n_langs: int) 
     return scores / np.maximum(best[:, lang_ids], 1e-6)
 
 
-def lexical_candidates(rows: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray, k: int) -> np.ndarray:
-    """The (at most) k best of the scored passages `rows` in each language.
+def lexical_by_language_sparse(
+    rows: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For a sparse BM25 result (`LexicalIndex.sparse_scores`: only the passages `rows` that share
+    a word with the question): `lexical_by_language` of their scores, and the (at most) k best
+    of them in each language (the lexical candidates).
 
-    `rows`/`scores` are the sparse BM25 result (`LexicalIndex.sparse_scores`): only passages
-    that share a word with the question, so this costs their number, not the corpus size.
+    Costs the number of matches, not the corpus size, and linearly: one radix sort by language,
+    then a maximum and a partial selection per language (a full sort by score cost 4 ms for the
+    50,000 matches of a question at 1M passages).
     """
-    langs = lang_ids[rows]
-    order = np.lexsort((-scores, langs))  # by language, best first within it
-    sorted_langs = langs[order]
-    first = np.searchsorted(sorted_langs, sorted_langs, "left")  # where each one's language starts
-    return rows[order[np.arange(len(order)) - first < k]]
-
-
-def scale_by_language(rows: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray, n_langs: int) -> np.ndarray:
-    """`lexical_by_language` for a sparse result: scores divided by their language's best."""
-    best = np.zeros(n_langs, np.float32)
-    np.maximum.at(best, lang_ids[rows], scores)
-    return scores / np.maximum(best[lang_ids[rows]], 1e-6)
+    if not len(rows):
+        return scores.astype(np.float32), rows
+    langs = lang_ids[rows].astype(np.int16)
+    order = np.argsort(langs, kind="stable")  # radix sort for 16-bit keys
+    sorted_langs, sorted_scores = langs[order], scores[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_langs[1:] != sorted_langs[:-1], True])
+    best = np.maximum(np.maximum.reduceat(sorted_scores, bounds[:-1]), 1e-6)
+    scaled = np.empty(len(scores), np.float32)
+    scaled[order] = sorted_scores / np.repeat(best, np.diff(bounds))
+    picked = [
+        order[start + np.argpartition(-sorted_scores[start:end], k - 1)[:k]] if end - start > k else order[start:end]
+        for start, end in zip(bounds[:-1], bounds[1:])
+    ]
+    return scaled, rows[np.concatenate(picked)]
 
 
 def _moments(vectors: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -206,6 +216,14 @@ def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, thres
     roots = np.array([find(i) for i in range(n)])
     _, group_ids = np.unique(roots, return_inverse=True)
     return group_ids.astype(np.int64)
+
+
+def shortlist(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the `n` best of `scores` (1-d), in ascending position order; all when n is 0
+    or at least their number. The passages whose sentences are scored (the second stage)."""
+    if not n or n >= len(scores):
+        return np.arange(len(scores))
+    return np.sort(np.argpartition(-scores, n - 1)[:n])
 
 
 def best_sentence_scores(

@@ -11,7 +11,7 @@ from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
-from qa.rank import best_sentence_scores, fold_groups, lexical_candidates, scale_by_language
+from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
 from qa.store import LoadedIndex, check_model, current_version, open_index
 
 __all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
@@ -85,6 +85,8 @@ class Engine:
 
         Candidates are each language's best dense matches plus its best lexical matches; each
         is scored by its standardized dense score plus the lexical score scaled per language.
+        The best `sentence_candidates` of them then add their best sentence's score; only those
+        are returned (`qa eval` ranks the same way).
         """
         settings = self.settings
         stats = index.lang_stats
@@ -93,9 +95,12 @@ class Engine:
         if settings.lexical_weight:
             # Sparse: only passages sharing a word with the question are touched.
             lex_rows, lex_scores = index.lexical.sparse_scores(question, settings.lexical_posting_budget)
-            lex_scaled = scale_by_language(lex_rows, lex_scores, index.lang_ids, len(stats.langs))
-            candidates.append(lexical_candidates(lex_rows, lex_scores, index.lang_ids, settings.candidates))
-        rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
+            lex_scaled, lex_candidates = lexical_by_language_sparse(
+                lex_rows, lex_scores, index.lang_ids, settings.candidates
+            )
+            candidates.append(lex_candidates)
+        rows = np.sort(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
+        rows = rows[np.r_[True, rows[1:] != rows[:-1]]] if len(rows) else rows  # (np.unique: 10x slower here)
         raw = query @ np.asarray(index.passage_vectors[rows], np.float32).T
         scores = stats.standardize(query, raw, index.lang_ids[rows])[0]
         if settings.lexical_weight and len(lex_rows):
@@ -103,6 +108,8 @@ class Engine:
             at = np.minimum(np.searchsorted(lex_rows, rows), len(lex_rows) - 1)
             scores = scores + settings.lexical_weight * np.where(lex_rows[at] == rows, lex_scaled[at], 0.0)
         if settings.sentence_weight:
+            keep = shortlist(scores, settings.sentence_candidates)
+            rows, scores = rows[keep], scores[keep]
             scores = scores + settings.sentence_weight * self._best_sentences(query, rows, index)
         return rows, scores
 

@@ -80,7 +80,7 @@ SENTENCE_SCALES = "sentence_scales.npy"
 # they are then read for free. Larger ones stay memory-mapped int8 codes, decoded per question.
 SENTENCES_IN_MEMORY = 256 << 20
 SENTENCE_STATS = "sentence_stats.npz"
-RECALL_QUERIES = 200  # sampled sentences on which a build measures each approximate index's recall
+RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
@@ -207,9 +207,12 @@ class LoadedIndex:
                     if sub is None:
                         sub = fill(faiss.IndexFlatIP(self.passage_vectors.shape[1]), self.passage_vectors[rows])
                     self._by_lang[lang] = (sub, rows)
+        # (Spreading the languages over two threads was measured at 1M passages: no faster. The
+        # searches are bound by memory bandwidth, not by the core: ~18 MB of codes a question.)
+        query = np.ascontiguousarray(query[None, :], dtype=np.float32)
         out = {}
         for lang, (sub, rows) in self._by_lang.items():
-            scores, ids = sub.search(query[None, :].astype(np.float32), min(k, len(rows)))
+            scores, ids = sub.search(query, min(k, len(rows)))
             keep = ids[0] >= 0
             out[lang] = (scores[0][keep], rows[ids[0][keep]])
         return out
@@ -329,7 +332,8 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
     try:
         # Memory-mapped: a question reads only its candidates' rows, so a million passages
         # do not have to fit in memory as float32.
-        vectors = np.load(version_dir / VECTORS, mmap_mode="r")
+        # (A plain ndarray view of the map: numpy's memmap subclass costs ~0.1 ms per indexing.)
+        vectors = np.asarray(np.load(version_dir / VECTORS, mmap_mode="r"))
         if vectors.dtype != np.float32 or vectors.shape != (len(chunks), manifest.model.get("dim")):
             raise ValueError(
                 f"holds {vectors.dtype} vectors of shape {vectors.shape}, but {PASSAGES} lists "
@@ -353,7 +357,7 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         reading = SENTENCES
         sentences = np.load(version_dir / SENTENCES)
         reading = SENTENCE_VECTORS
-        codes = np.load(version_dir / SENTENCE_VECTORS, mmap_mode="r")
+        codes = np.asarray(np.load(version_dir / SENTENCE_VECTORS, mmap_mode="r"))
         if codes.dtype != np.int8 or codes.shape != (len(sentences), manifest.model.get("dim")):
             raise ValueError(f"holds {codes.dtype} vectors of shape {codes.shape} for {len(sentences)} sentences")
         reading = SENTENCE_SCALES
@@ -571,21 +575,39 @@ def _sentences(articles, chunks, previous, embedder, progress):
     return table, vectors, len(missing)
 
 
-def query_means(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
-    """Per language, the mean of a sample of its passages' sentences embedded as questions."""
+def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
+    """Per language, a sample of its passages' sentences embedded as questions (the corpus's
+    own stand-in for the questions it will be asked; no real questions are needed)."""
     from qa.chunk import split_sentences
 
     by_lang: dict[str, list[str]] = {}
     for text, lang in zip(texts, langs):
         by_lang.setdefault(lang, []).extend(text[a:b] for a, b in split_sentences(text) if b - a >= 20)
-    means = {}
+    sample = {}
     for lang, sentences in sorted(by_lang.items()):
         if len(sentences) < 8:
             continue  # too few to estimate a direction; questions in this language stay as they are
         # Evenly spaced, so the sample is deterministic and spans the whole corpus.
         picks = np.linspace(0, len(sentences) - 1, min(QUERY_SAMPLE, len(sentences))).astype(int)
-        means[lang] = embedder.encode_queries([sentences[i] for i in picks]).mean(axis=0)
-    return means
+        sample[lang] = embedder.encode_queries([sentences[i] for i in picks])
+    return sample
+
+
+def query_means(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
+    """Per language, the mean of `question_sample` (see LanguageStats.query_means)."""
+    return {lang: vectors.mean(axis=0) for lang, vectors in question_sample(embedder, texts, langs).items()}
+
+
+def tuning_queries(sample: dict[str, np.ndarray], centering: float) -> np.ndarray:
+    """Question-like vectors of every language, centred as the engine centres questions: what an
+    approximate index's nprobe is tuned on (it should be tuned for the questions it will serve;
+    passage-like vectors are farther from the data and ask for several times more lists)."""
+    if not sample:
+        return np.zeros((0, 0), np.float32)
+    means = {lang: vectors.mean(axis=0) for lang, vectors in sample.items()}
+    queries = np.concatenate([vectors - centering * means[lang] for lang, vectors in sample.items()])
+    picks = np.random.default_rng(0).choice(len(queries), min(RECALL_QUERIES, len(queries)), replace=False)
+    return np.ascontiguousarray(queries[np.sort(picks)], dtype=np.float32)
 
 
 def _new_version_name() -> str:
@@ -680,10 +702,12 @@ def build_index(
         )
         lang_of = {a.doc_id: a.lang for a in articles}
         passage_langs = [lang_of[c.doc_id] for c in chunks]
-        means = query_means(embedder, [c.text for c in chunks], passage_langs)
+        sample = question_sample(embedder, [c.text for c in chunks], passage_langs)
         version, search = _write_version(
             building, articles, chunks, vectors, sentences, sentence_vectors,
-            settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
+            settings=settings, model=model, chunking=chunking,
+            query_means={lang: v.mean(axis=0) for lang, v in sample.items()}, previous=previous,
+            recall_queries=tuning_queries(sample, settings.query_centering),
         )
 
     removed = len(set(old_rows) - {a.doc_id for a in articles})
@@ -699,7 +723,7 @@ def build_index(
         sentences_embedded=sentences_embedded,
         removed_articles=removed,
         languages=dict(sorted(languages.items())),
-        search=[r.describe(lang) for lang, r in search.items() if r.type != "flat"],
+        search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )
@@ -718,11 +742,13 @@ def write_index(
     chunking: dict[str, Any],
     query_means: dict[str, np.ndarray],
     groups: np.ndarray | None = None,
+    recall_queries: np.ndarray | None = None,
 ) -> tuple[str, dict[str, AnnReport]]:
     """Write already-embedded passages as a new live index version (for vectors computed
     elsewhere: a benchmark's synthetic corpus, another embedding pipeline). `groups` defaults
-    to the translation groups found from the vectors. Returns the version and how each
-    language is searched."""
+    to the translation groups found from the vectors; `recall_queries` (question vectors,
+    centred as the engine centres them) to a sample of the sentence vectors. Returns the version
+    and how each language is searched."""
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     with _build_lock(index_dir):
@@ -730,11 +756,12 @@ def write_index(
         return _write_version(
             _start_version(index_dir), articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
             model=model, chunking=chunking, query_means=query_means, previous=None, groups=groups,
+            recall_queries=recall_queries,
         )
 
 
 def _vector_search(
-    vectors: np.ndarray, passage_langs: np.ndarray, sentence_vectors: np.ndarray,
+    vectors: np.ndarray, passage_langs: np.ndarray, queries: np.ndarray,
     settings: Settings, previous: LoadedIndex | None,
 ) -> dict[str, tuple[AnnReport, Any]]:
     """Per language: how it is searched and, for large languages, its filled IVF index.
@@ -744,11 +771,8 @@ def _vector_search(
     doubled or halved since they were trained, in which case they are retrained and the build
     says so. nprobe is re-tuned every build.
     """
-    rng = np.random.default_rng(0)
-    # Recall is measured with sentences of every language as questions: a question in one
-    # language searches every language's index (the cross-language case is the hard one).
-    picks = np.sort(rng.choice(len(sentence_vectors), min(RECALL_QUERIES, len(sentence_vectors)), replace=False))
-    queries = np.asarray(sentence_vectors[picks], np.float32)
+    # `queries` are of every language: a question in one language searches every language's
+    # index (the cross-language case is the hard one).
     out: dict[str, tuple[AnnReport, Any]] = {}
     for position, lang in enumerate(sorted(set(passage_langs.tolist()))):
         rows = np.flatnonzero(passage_langs == lang)
@@ -774,7 +798,13 @@ def _vector_search(
             trained_on = len(rows)
             index = train_ivf(vectors[rows], n_lists(len(rows)))
         fill(index, vectors[rows])
-        nprobe, recall = tune_nprobe(index, vectors[rows], queries, settings.ann_target_recall)
+        nprobe, recall = tune_nprobe(index, vectors[rows], queries, settings.ann_target_recall, settings.candidates)
+        if recall < settings.ann_target_recall and settings.index_type == "auto":
+            # Even a quarter of the lists misses the target (small or structureless languages):
+            # exact search, about as fast there, is the better index.
+            out[lang] = (AnnReport("flat", len(rows), nlist=int(index.nlist), nprobe=nprobe, recall_at_10=round(recall, 4),
+                                   recall_queries=len(queries), target_recall=settings.ann_target_recall), None)
+            continue
         report = AnnReport(
             "ivf_sq8", len(rows), nlist=int(index.nlist), nprobe=nprobe, trained_on=trained_on,
             recall_at_10=round(recall, 4), recall_queries=len(queries), target_recall=settings.ann_target_recall,
@@ -805,9 +835,11 @@ def _write_version(
     query_means: dict[str, np.ndarray],
     previous: LoadedIndex | None,
     groups: np.ndarray | None = None,
+    recall_queries: np.ndarray | None = None,
 ) -> tuple[str, dict[str, AnnReport]]:
     """Write a complete new version into `building`, then make it live (the caller holds the
-    build lock)."""
+    build lock). An approximate index's recall is tuned on `recall_queries` (see
+    `tuning_queries`), else on a sample of the sentence vectors."""
     import faiss
 
     index_dir = building.parent
@@ -819,7 +851,10 @@ def _write_version(
         _write_jsonl(building / ARTICLES, articles)
         _write_jsonl(building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks])
         _write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
-        search = _vector_search(vectors, passage_langs, sentence_vectors, settings, previous)
+        if recall_queries is None or not len(recall_queries):
+            picks = np.random.default_rng(0).choice(len(sentence_vectors), min(RECALL_QUERIES, len(sentence_vectors)), replace=False)
+            recall_queries = np.asarray(sentence_vectors[np.sort(picks)], np.float32)
+        search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
         for lang, (report, index) in search.items():
             if index is not None:
                 (building / ANN_DIR).mkdir(exist_ok=True)

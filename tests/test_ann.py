@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.ann import choose_kind, exact_neighbours, fill, n_lists, recall_at, train_ivf, tune_nprobe
+from qa.ann import choose_kind, exact_neighbours, fill, n_lists, nprobe_steps, recall_at, train_ivf, tune_nprobe
 from qa.config import Settings
 from qa.retrieval import Engine
 from qa.store import build_index, open_index
@@ -25,6 +25,8 @@ def clustered(n: int, d: int = 32, clusters: int = 40, seed: int = 0) -> np.ndar
 
 
 def test_index_kind_follows_the_size_of_the_language():
+    assert choose_kind(4_999, "auto", Settings().ann_min_passages) == "flat"
+    assert choose_kind(10_000, "auto", Settings().ann_min_passages) == "ivf_sq8"
     assert choose_kind(10_000, "auto", 50_000) == "flat"
     assert choose_kind(50_000, "auto", 50_000) == "ivf_sq8"
     assert choose_kind(10**6, "flat", 50_000) == "flat"
@@ -49,6 +51,31 @@ def test_nprobe_is_tuned_until_recall_reaches_the_target():
     assert recall_at(index, exact_neighbours(vectors, queries), queries) < recall  # the tuning mattered
     # 8-bit codes: a quarter of float32, plus the ids.
     assert index.code_size == vectors.shape[1]
+
+
+def test_nprobe_steps_are_powers_of_two_and_half_steps_up_to_a_quarter_of_the_lists():
+    assert nprobe_steps(128) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+    assert nprobe_steps(16) == [1, 2, 3, 4]
+
+
+def test_recall_counts_the_exact_neighbours_among_the_rescored_candidates():
+    class Ranked:  # an index that ranks the true top 10 11th to 20th
+        def search(self, queries, k):
+            ids = np.r_[np.arange(10, 20), np.arange(10), np.arange(20, 60)][:k]
+            return np.zeros((len(queries), k)), np.tile(ids, (len(queries), 1))
+
+    truth = np.tile(np.arange(10), (3, 1))
+    queries = np.zeros((3, 4), np.float32)
+    assert recall_at(Ranked(), truth, queries) == 0  # its own top 10
+    # The engine re-scores its 50 candidates exactly: all ten true neighbours are among them.
+    assert recall_at(Ranked(), truth, queries, candidates=50) == 1
+    assert recall_at(Ranked(), truth, queries, candidates=15) == 0.5
+
+    vectors, queries = clustered(20_000), clustered(200, seed=1)
+    index = fill(train_ivf(vectors, n_lists(len(vectors))), vectors)
+    nprobe_own, _ = tune_nprobe(index, vectors, queries, 0.95)
+    nprobe_rescored, recall = tune_nprobe(index, vectors, queries, 0.95, candidates=50)
+    assert recall >= 0.95 and nprobe_rescored <= nprobe_own
 
 
 def _write_articles(folder: Path, first: int, count: int) -> None:
@@ -105,3 +132,15 @@ def test_small_languages_stay_exact_by_default(tmp_path):
     build_index(corpus, settings=settings, embedder=FakeEmbedder())
     index = open_index(settings.index_dir)
     assert index.ann == {} and index.manifest.index["languages"]["en"]["type"] == "flat"
+
+
+def test_auto_falls_back_to_exact_search_when_the_ivf_misses_the_recall_target(tmp_path):
+    corpus = tmp_path / "corpus"
+    _write_articles(corpus, 0, 20)
+    # Random (fake) vectors: no IVF reaches 0.97 at a quarter of its lists; exact search wins.
+    settings = Settings(index_dir=tmp_path / "index", chunk_tokens=32, ann_min_passages=100)
+    report = build_index(corpus, settings=settings, embedder=FakeEmbedder(dim=32))
+    index = open_index(settings.index_dir)
+    spec = index.manifest.index["languages"]["en"]
+    assert index.ann == {} and spec["type"] == "flat" and spec["recall_at_10"] < settings.ann_target_recall
+    assert any("exact search" in line and "below the 0.97 target" in line for line in report.search)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qa.lexical import LexicalIndex, tokenize
-from qa.rank import LanguageStats, lexical_by_language, lexical_candidates, scale_by_language, translation_groups
+from qa.rank import LanguageStats, lexical_by_language, lexical_by_language_sparse, shortlist, translation_groups
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -119,10 +119,8 @@ def test_sparse_bm25_equals_the_dense_scores_on_the_seed_corpus(seed_facts):
         assert rows.tolist() == np.flatnonzero(dense).tolist(), question
         np.testing.assert_allclose(scores, dense[rows], rtol=1e-5)
         # Scaling per language and the per-language candidates agree with the dense versions.
-        np.testing.assert_allclose(
-            scale_by_language(rows, scores, lang_ids, 3), lexical_by_language(dense, lang_ids, 3)[0, rows], rtol=1e-5
-        )
-        picked = lexical_candidates(rows, scores, lang_ids, k=3)
+        scaled, picked = lexical_by_language_sparse(rows, scores, lang_ids, k=3)
+        np.testing.assert_allclose(scaled, lexical_by_language(dense, lang_ids, 3)[0, rows], rtol=1e-5)
         for lang in range(3):
             mine = dense * (lang_ids == lang)
             expected = np.sort(mine[mine > 0])[::-1][:3]
@@ -137,3 +135,28 @@ def test_sparse_bm25_skips_the_commonest_words_past_the_budget():
     full_rows, _ = index.sparse_scores("the zebra", budget=10**6)
     assert len(full_rows) == 201
     assert int(full_rows[np.argmax(index.scores("the zebra")[full_rows])]) == 200
+
+
+def test_sparse_bm25_merges_the_postings_of_several_rare_words_exactly():
+    # Three words each in a few percent of 2,000 passages, often together: the sorted-runs merge
+    # (taken when the postings cover under a quarter of the passages) must sum them per passage.
+    texts = [f"item {i} alpha{i % 17} beta{i % 19} gamma{i % 23} filler text" for i in range(2000)]
+    index = LexicalIndex.build(texts)
+    dense = index.scores("alpha3 beta5 gamma2 gamma2")
+    rows, scores = index.sparse_scores("alpha3 beta5 gamma2 gamma2", budget=10**6)
+    assert 0 < len(rows) * 4 < len(texts)
+    assert rows.tolist() == np.flatnonzero(dense).tolist()
+    np.testing.assert_allclose(scores, dense[rows], rtol=1e-5)
+    assert scores.max() > 1.5 * np.median(scores)  # passages with two of the words score higher
+
+
+def test_shortlist_keeps_the_n_best_in_position_order():
+    scores = np.array([0.1, 0.9, 0.3, 0.8, 0.5])
+    assert shortlist(scores, 2).tolist() == [1, 3]
+    assert shortlist(scores, 3).tolist() == [1, 3, 4]
+    assert shortlist(scores, 0).tolist() == shortlist(scores, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_sparse_lexical_by_language_of_no_match_is_empty():
+    scaled, picked = lexical_by_language_sparse(np.zeros(0, np.int64), np.zeros(0, np.float32), np.array([0, 1]), 3)
+    assert len(scaled) == len(picked) == 0
