@@ -593,21 +593,30 @@ def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, n
     return sample
 
 
+def sample_means(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per language, the mean of its question sample (see LanguageStats.query_means)."""
+    return {lang: vectors.mean(axis=0) for lang, vectors in sample.items()}
+
+
 def query_means(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
     """Per language, the mean of `question_sample` (see LanguageStats.query_means)."""
-    return {lang: vectors.mean(axis=0) for lang, vectors in question_sample(embedder, texts, langs).items()}
+    return sample_means(question_sample(embedder, texts, langs))
 
 
-def tuning_queries(sample: dict[str, np.ndarray], centering: float) -> np.ndarray:
-    """Question-like vectors of every language, centred as the engine centres questions: what an
-    approximate index's nprobe is tuned on (it should be tuned for the questions it will serve;
-    passage-like vectors are farther from the data and ask for several times more lists)."""
+def tuning_queries(sample: dict[str, np.ndarray], means: dict[str, np.ndarray], centering: float) -> np.ndarray:
+    """Question-like vectors of every language, centred as the engine centres questions (`means`
+    from `sample_means`): what an approximate index's nprobe is tuned on (it should be tuned for
+    the questions it will serve; passage-like vectors are farther from the data and ask for
+    several times more lists)."""
     if not sample:
         return np.zeros((0, 0), np.float32)
-    means = {lang: vectors.mean(axis=0) for lang, vectors in sample.items()}
-    queries = np.concatenate([vectors - centering * means[lang] for lang, vectors in sample.items()])
-    picks = np.random.default_rng(0).choice(len(queries), min(RECALL_QUERIES, len(queries)), replace=False)
-    return np.ascontiguousarray(queries[np.sort(picks)], dtype=np.float32)
+    return _sample_rows(np.concatenate([vectors - centering * means[lang] for lang, vectors in sample.items()]))
+
+
+def _sample_rows(vectors: np.ndarray, n: int = RECALL_QUERIES) -> np.ndarray:
+    """At most n rows of `vectors`, drawn at random (seeded: builds are reproducible), in order, as float32."""
+    picks = np.random.default_rng(0).choice(len(vectors), min(n, len(vectors)), replace=False)
+    return np.ascontiguousarray(vectors[np.sort(picks)], dtype=np.float32)
 
 
 def _new_version_name() -> str:
@@ -703,11 +712,11 @@ def build_index(
         lang_of = {a.doc_id: a.lang for a in articles}
         passage_langs = [lang_of[c.doc_id] for c in chunks]
         sample = question_sample(embedder, [c.text for c in chunks], passage_langs)
+        means = sample_means(sample)
         version, search = _write_version(
             building, articles, chunks, vectors, sentences, sentence_vectors,
-            settings=settings, model=model, chunking=chunking,
-            query_means={lang: v.mean(axis=0) for lang, v in sample.items()}, previous=previous,
-            recall_queries=tuning_queries(sample, settings.query_centering),
+            settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
+            recall_queries=tuning_queries(sample, means, settings.query_centering),
         )
 
     removed = len(set(old_rows) - {a.doc_id for a in articles})
@@ -852,8 +861,7 @@ def _write_version(
         _write_jsonl(building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks])
         _write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
         if recall_queries is None or not len(recall_queries):
-            picks = np.random.default_rng(0).choice(len(sentence_vectors), min(RECALL_QUERIES, len(sentence_vectors)), replace=False)
-            recall_queries = np.asarray(sentence_vectors[np.sort(picks)], np.float32)
+            recall_queries = _sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
         for lang, (report, index) in search.items():
             if index is not None:
