@@ -12,7 +12,7 @@ from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
-from qa.store import LoadedIndex, check_model, current_version, open_index
+from qa.store import LoadedIndex, check_model, current_version, open_index, pointer_stamp
 
 __all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
 
@@ -44,7 +44,7 @@ class Engine:
     """The embedder and the live index, loaded once and reused across questions.
 
     Picks up a rebuilt index between two questions: the `CURRENT` pointer is checked on every
-    search (one small file read) and a new version is loaded and swapped in atomically.
+    search (one stat) and a new version is loaded and swapped in atomically.
     """
 
     def __init__(self, settings: Settings):
@@ -57,22 +57,25 @@ class Engine:
         # at 10k passages).
         faiss.omp_set_num_threads(1)
         self._index: LoadedIndex | None = None
+        self._pointer: tuple[int, ...] | None = None  # `pointer_stamp` when _index was checked
         self._lock = threading.Lock()
 
     def index(self) -> LoadedIndex:
         """The live index, reloaded if a build has replaced it since the last question."""
-        live = current_version(self.settings.index_dir)
+        stamp = pointer_stamp(self.settings.index_dir)
         index = self._index
-        if index is not None and (live is None or index.version == live):
+        if index is not None and (stamp is None or stamp == self._pointer):
             return index
         with self._lock:
-            if self._index is None or self._index.version != live:
+            live = current_version(self.settings.index_dir)
+            if self._index is None or (live is not None and self._index.version != live):
                 loaded = open_index(self.settings.index_dir)
                 check_model(loaded.manifest, self.embedder.describe(), self.settings.index_dir)
                 # Build the per-language search structures before the swap, so that the first
                 # question on a new index does not pay for them.
                 loaded.search_by_language(np.zeros(loaded.passage_vectors.shape[1], np.float32), 1)
                 self._index = loaded
+            self._pointer = stamp
             return self._index
 
     def warm_up(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.ann import choose_kind, exact_neighbours, fill, n_lists, nprobe_steps, recall_at, train_ivf, tune_nprobe
+from qa.ann import choose_kind, exact_index, exact_neighbours, fill, n_lists, nprobe_steps, recall_at, train_ivf, tune_nprobe
 from qa.config import Settings
 from qa.retrieval import Engine
 from qa.store import build_index, open_index
@@ -22,6 +22,24 @@ def clustered(n: int, d: int = 32, clusters: int = 40, seed: int = 0) -> np.ndar
     centres = rng.standard_normal((clusters, d))
     v = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d))
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_half_precision_exact_index_finds_the_float32_neighbours():
+    vectors, queries = clustered(5_000), clustered(50, seed=1)
+    _, found = exact_index(vectors).search(queries, 10)
+    truth = exact_neighbours(vectors, queries)
+    assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth.tolist(), found.tolist())]) >= 0.99
+
+
+def test_ivf_lists_are_chosen_by_half_precision_centroids_and_keep_their_recall():
+    vectors, queries = clustered(20_000), clustered(100, seed=2)
+    index = fill(train_ivf(vectors, 64), vectors)
+    import faiss
+
+    quantizer = faiss.downcast_index(index.quantizer)
+    assert quantizer.ntotal == 64 and quantizer.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+    index.nprobe = 16
+    assert recall_at(index, exact_neighbours(vectors, queries), queries, 50) >= 0.95
 
 
 def test_index_kind_follows_the_size_of_the_language():

@@ -16,7 +16,7 @@ import pytest
 
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
-from qa.store import build_index, check_model, current_version, open_index
+from qa.store import build_index, check_model, current_version, open_index, pointer_stamp
 from tests.fakes import FakeEmbedder
 
 def write_article(folder: Path, n: int, sentences: int = 12) -> Path:
@@ -87,6 +87,17 @@ def test_incremental_build_embeds_only_what_changed(corpus: Path, settings: Sett
     for row, chunk in enumerate(after.chunks):
         if (chunk.doc_id, chunk.chunk_id) in old:
             assert (new_vectors[row] == old_vectors[old[(chunk.doc_id, chunk.chunk_id)]]).all()
+
+
+def test_pointer_stamp_changes_exactly_when_a_build_makes_a_new_version_live(corpus: Path, settings: Settings):
+    assert pointer_stamp(settings.index_dir) is None
+    build_index(corpus, settings=settings, embedder=FakeEmbedder())
+    first, version = pointer_stamp(settings.index_dir), current_version(settings.index_dir)
+    assert first is not None and pointer_stamp(settings.index_dir) == first
+    write_article(corpus, 7)
+    build_index(corpus, settings=settings, embedder=FakeEmbedder())
+    assert current_version(settings.index_dir) != version
+    assert pointer_stamp(settings.index_dir) != first
 
 
 def test_unchanged_rebuild_embeds_nothing(corpus: Path, settings: Settings):
