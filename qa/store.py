@@ -210,8 +210,9 @@ class LoadedIndex:
                     if sub is None:
                         sub = exact_index(self.passage_vectors[rows])
                     self._by_lang[lang] = (sub, rows)
-        # (Spreading the languages over two threads was measured at 1M passages: no faster. The
-        # searches are bound by memory bandwidth, not by the core: ~18 MB of codes a question.)
+        # (Measured at 1M passages and not kept: spreading the languages over two threads, or
+        # running this search on a second thread beside the lexical scoring, was no faster: the
+        # 8-bit scan is compute-bound (~30 ns a code) and the two cores slow each other down.)
         query = np.ascontiguousarray(query[None, :], dtype=np.float32)
         out = {}
         for lang, (sub, rows) in self._by_lang.items():
