@@ -48,7 +48,7 @@ from pydantic import BaseModel, ValidationError
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
 from qa.models import Article, Chunk, SkippedFile
-from qa.ann import AnnReport, Int8Rows, choose_kind, exact_index, fill, n_lists, quantize_rows, train_ivf, tune_nprobe
+from qa.ann import AnnReport, ByteExact, Int8Rows, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_nprobe
 from qa.lexical import LexicalIndex
 from qa.rank import LanguageStats, group_members, translation_groups
 
@@ -208,7 +208,7 @@ class LoadedIndex:
                 for lang, rows in self.rows_by_language.items():
                     sub = self.ann.get(lang)
                     if sub is None:
-                        sub = exact_index(self.passage_vectors[rows])
+                        sub = ByteExact(self.passage_vectors[rows])
                     self._by_lang[lang] = (sub, rows)
         # (Measured at 1M passages and not kept: spreading the languages over two threads, or
         # running this search on a second thread beside the lexical scoring, was no faster: the

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.ann import choose_kind, exact_index, exact_neighbours, fill, n_lists, nprobe_steps, recall_at, train_ivf, tune_nprobe
+from qa.ann import ByteExact, choose_kind, exact_index, exact_neighbours, fill, n_lists, nprobe_steps, recall_at, train_ivf, tune_nprobe
 from qa.config import Settings
 from qa.retrieval import Engine
 from qa.store import build_index, open_index
@@ -29,6 +29,25 @@ def test_half_precision_exact_index_finds_the_float32_neighbours():
     _, found = exact_index(vectors).search(queries, 10)
     truth = exact_neighbours(vectors, queries)
     assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth.tolist(), found.tolist())]) >= 0.99
+
+
+def test_byte_exact_search_finds_the_float32_neighbours_among_its_candidates():
+    vectors, queries = clustered(5_000), clustered(50, seed=3)
+    index = ByteExact(vectors)
+    truth = exact_neighbours(vectors, queries)
+    assert index.ntotal == 5_000 and index.nbytes == 5_000 * vectors.shape[1]  # one byte a dimension
+    # What the engine relies on: the exact top 10 are among the 50 candidates it re-scores.
+    assert recall_at(index, truth, queries, 50) == 1.0
+    assert recall_at(index, truth, queries) >= 0.95
+    scores, ids = index.search(queries, 5)
+    exact = np.einsum("qd,qkd->qk", queries, vectors[ids])
+    assert np.abs(scores - exact).max() < 0.01  # approximate inner products, not ranks
+
+
+def test_byte_exact_search_takes_a_single_question_and_small_k():
+    vectors = clustered(300)
+    scores, ids = ByteExact(vectors).search(vectors[7], 3)
+    assert scores.shape == ids.shape == (1, 3) and ids[0, 0] == 7
 
 
 def test_ivf_lists_are_chosen_by_half_precision_centroids_and_keep_their_recall():
