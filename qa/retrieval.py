@@ -118,13 +118,13 @@ class Engine:
 
     @staticmethod
     def _best_sentences(query: np.ndarray, rows: np.ndarray, index: LoadedIndex) -> np.ndarray:
-        """For each passage in `rows` (sorted), its best standardized sentence score."""
-        links = index.sentence_links(rows)
+        """For each passage in `rows`, its best standardized sentence score."""
+        links, owners = index.sentence_runs(rows)
         stats = index.sentence_stats
         return best_sentence_scores(
             query,
             index.sentence_vectors[index.sentence_member[links]],
-            np.searchsorted(rows, index.sentence_owner[links]),
+            owners,
             len(rows),
             stats,
             index.sentence_lang_ids[links],

@@ -178,13 +178,19 @@ class LoadedIndex:
         self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
 
     def sentence_links(self, rows: np.ndarray) -> np.ndarray:
-        """Positions (into sentence_owner / sentence_member) of the sentences of passages `rows`.
+        """Positions (into sentence_owner / sentence_member) of the sentences of passages `rows`."""
+        return self.sentence_runs(rows)[0]
 
-        Links are stored in passage order, so each passage's sentences are one contiguous run.
+    def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`sentence_links(rows)` and, for each link, the position in `rows` of its passage.
+
+        Links are stored in passage order, so each passage's sentences are one contiguous run
+        and its position repeats over the run (no look-up in the millions-long owner array).
         """
         rows = np.asarray(rows, dtype=np.int64)
         starts = self.link_start[rows]
-        return _ranges(starts, self.link_start[rows + 1] - starts)
+        lengths = self.link_start[rows + 1] - starts
+        return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
 
     def sentences_of(self, row: int) -> np.ndarray:
         """Sentence rows of passage `row`, in text order."""

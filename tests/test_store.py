@@ -212,3 +212,5 @@ def test_each_passage_knows_its_sentences(corpus: Path, settings: Settings):
     rows = np.array([0, 2, len(index) - 1])
     expected = np.flatnonzero(np.isin(index.sentence_owner, rows))
     assert sorted(index.sentence_links(rows).tolist()) == expected.tolist()
+    links, positions = index.sentence_runs(rows)
+    assert (rows[positions] == index.sentence_owner[links]).all()  # each link's passage, by position
