@@ -157,21 +157,22 @@ def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out,
     return index, vectors, search, write_s, time.perf_counter() - t0
 
 
-def ann_recall(index, queries: np.ndarray, candidates: int | None, k: int = 10) -> float | None:
+def ann_recall(index, queries: np.ndarray, candidates: int, k: int = 10) -> tuple[float | None, float | None]:
     """Mean recall@k of each language's approximate index against exact search over the same
     language, for real questions in every language (centred as the engine centres them): the
     share of the exact top k among the `candidates` the index returns, which the engine
-    re-scores exactly (`qa.ann.recall_at`); with `candidates` None, among its own top k."""
+    re-scores exactly (`qa.ann.recall_at`), and among its own top k. (None, None) without one."""
     from qa.ann import exact_neighbours, recall_at
 
     if not index.ann:
-        return None
-    recalls = []
+        return None, None
+    rescored, own = [], []
     for lang, ann in index.ann.items():
         rows = index.rows_by_language[lang]
         truth = exact_neighbours(np.asarray(index.passage_vectors[rows]), queries, k)
-        recalls.append(recall_at(ann, truth, queries, candidates))
-    return round(float(np.mean(recalls)), 4)
+        rescored.append(recall_at(ann, truth, queries, candidates))
+        own.append(recall_at(ann, truth, queries))
+    return round(float(np.mean(rescored)), 4), round(float(np.mean(own)), 4)
 
 
 def rss_kinds() -> dict:
@@ -254,8 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         centered = np.concatenate([index.lang_stats.center_query(v[None, :], lang, settings.query_centering)
                                    for v, (_, lang) in zip(queries, questions)])
         realism = neighbour_cosines(vectors, queries)
-        recall = ann_recall(index, centered, settings.candidates)
-        recall_own = ann_recall(index, centered, None)
+        recall, recall_own = ann_recall(index, centered, settings.candidates)
         flat = faiss.IndexFlatIP(vectors.shape[1])
         flat.add(vectors)
         baseline, dense, full, full_cold = [], [], [], []
