@@ -5,9 +5,10 @@ number of passages of one language. Below `Settings.ann_min_passages` a language
 exhaustively (`ByteExact`: 8-bit vectors, 384 bytes a passage, built in memory at load time).
 At or above it, the language gets an IVF index with 8-bit scalar quantization
 (`IVF{nlist},SQ8`, 392 bytes a passage: 384 one-byte codes and an 8-byte id), trained at build
-time and stored in the index folder. Its `nprobe` (lists visited per question) is tuned at
-build time on a sample until recall@10 against exact search reaches
-`Settings.ann_target_recall`; the recall is printed and recorded in the manifest.
+time and stored in the index folder. Which lists a question visits is tuned at build time on a
+sample until recall@10 against exact search reaches `Settings.ann_target_recall`: every list
+whose centroid scores within a gap of the question's best one, up to a most (`ProbedIVF`); the
+recall is printed and recorded in the manifest.
 
 Why IVF-SQ8 rather than HNSW or PQ (measured on 83,000 synthetic passages of one language built
 from real embeddings, 300 real questions centred as the engine centres them, 1 thread):
@@ -38,14 +39,19 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "AnnReport", "choose_kind", "n_lists", "exact_index", "ByteExact", "train_ivf", "fill", "nprobe_steps", "tune_nprobe", "recall_at", "exact_neighbours",
-    "Int8Rows", "quantize_rows",
+    "AnnReport", "choose_kind", "n_lists", "exact_index", "ByteExact", "ProbedIVF", "train_ivf", "fill", "nprobe_steps",
+    "tune_nprobe", "tune_probes", "recall_at", "exact_neighbours", "Int8Rows", "quantize_rows",
 ]
 
 MIN_POINTS_PER_LIST = 39  # FAISS's k-means warns (and centroids are noise) below this
 TRAIN_POINTS_PER_LIST = 64  # enough for stable centroids; training on more only costs time
 MAX_NPROBE_SHARE = 4  # never visit more than 1/4 of the lists: past that, exact search is as cheap
 RECALL_K = 10
+MIN_PROBES = 4  # lists a question always visits, however far ahead its best list is
+# Probe gaps tried at build (see `ProbedIVF`), smallest first, in units of a centroid's inner
+# product with the question: steps of a quarter, as the right gap depends on how spread the
+# vectors are (real questions on real passages settle between 0.015 and 0.02).
+GAP_STEPS = tuple(round(0.004 * 1.25**i, 4) for i in range(22))  # 0.004 ... 0.43
 
 
 @dataclass
@@ -61,6 +67,7 @@ class AnnReport:
     recall_queries: int = 0
     target_recall: float | None = None
     file: str | None = None
+    probe_gap: float | None = None  # see ProbedIVF; None: always nprobe lists
 
     def describe(self, lang: str) -> str:
         if self.type == "flat":
@@ -71,8 +78,11 @@ class AnnReport:
                     f"below the {self.target_recall} target)"
                 )
             return line
+        probes = f"nprobe {self.nprobe}"
+        if self.probe_gap is not None:
+            probes = f"lists within {self.probe_gap} of the best ({MIN_PROBES} to {self.nprobe})"
         line = (
-            f"{lang}: IVF{self.nlist},SQ8 over {self.passages:,} passages, nprobe {self.nprobe}, "
+            f"{lang}: IVF{self.nlist},SQ8 over {self.passages:,} passages, {probes}, "
             f"recall@10 {self.recall_at_10:.3f} vs exact (candidates re-scored) on {self.recall_queries} sample questions"
         )
         if self.target_recall and self.recall_at_10 < self.target_recall:
@@ -156,6 +166,54 @@ class ByteExact:
         return scores / scale[:, None] + (queries @ self.mid)[:, None], ids
 
 
+class ProbedIVF:
+    """An IVF index that visits, for each question, the lists it needs rather than a fixed number.
+
+    The lists visited are those whose centroid scores within `gap` of the question's best
+    centroid (at least `MIN_PROBES`, at most `nprobe`): a question that falls clearly inside
+    one region of the space reads a few lists, one between regions reads more. With `gap` None,
+    always `nprobe` lists (indexes written before the gap existed). Measured at 1M passages (12
+    languages of 81,000, real questions not used for tuning): at the same recall target, 115
+    lists and 16,000 codes a question instead of 272 and 35,000, recall@10 0.975 instead of 0.977,
+    the dense stage 1.37 ms instead of 2.18 at the median (2.69 instead of 2.45 ms at p95: the
+    questions between regions read up to twice the fixed number of lists).
+    """
+
+    def __init__(self, index: Any, nprobe: int, gap: float | None = None):
+        self.index = index
+        self.index.nprobe = nprobe
+        self.gap = gap
+
+    @property
+    def nprobe(self) -> int:
+        return self.index.nprobe
+
+    @property
+    def nlist(self) -> int:
+        return self.index.nlist
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def lists(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centroid scores, list numbers) that each query visits, best first; -1 for a list skipped."""
+        scores, lists = self.index.quantizer.search(queries, self.index.nprobe)
+        if self.gap is not None:
+            far = scores < scores[:, :1] - self.gap
+            far[:, :MIN_PROBES] = False
+            lists[far] = -1  # FAISS skips a list numbered -1
+        return scores, lists
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(approximate scores, ids) of the k best vectors for each query, like a FAISS index."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if self.gap is None:
+            return self.index.search(queries, k)
+        scores, lists = self.lists(queries)
+        return self.index.search_preassigned(queries, k, lists, scores)
+
+
 def train_ivf(vectors: np.ndarray, nlist: int, seed: int = 0) -> Any:
     """An empty, trained IVF-SQ8 inner-product index for vectors like these.
 
@@ -222,17 +280,42 @@ def nprobe_steps(nlist: int) -> list[int]:
 
 
 def tune_nprobe(
-    index: Any, vectors: np.ndarray, queries: np.ndarray, target: float, candidates: int | None = None
+    index: Any, vectors: np.ndarray, queries: np.ndarray, target: float, candidates: int | None = None,
+    truth: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """The smallest nprobe of `nprobe_steps` whose recall@10 (see `recall_at`) reaches `target`
-    (or the largest step), and that recall."""
-    truth = exact_neighbours(vectors, queries)
+    (or the largest step), and that recall. `truth`: the exact neighbours, when known."""
+    truth = exact_neighbours(vectors, queries) if truth is None else truth
     for nprobe in nprobe_steps(index.nlist):
         index.nprobe = nprobe
         recall = recall_at(index, truth, queries, candidates)
         if recall >= target:
             break
     return nprobe, recall
+
+
+def tune_probes(
+    index: Any, vectors: np.ndarray, queries: np.ndarray, target: float, candidates: int | None = None
+) -> tuple[int, float | None, float]:
+    """(nprobe, gap, recall) for `ProbedIVF`: the smallest gap of `GAP_STEPS` that reaches
+    `target`, with at most twice the fixed nprobe that reaches it (`tune_nprobe`) as the most
+    lists a question may visit. Kept only if the questions visit fewer lists on average than
+    the fixed nprobe; else (nprobe, None, recall) of the fixed search. Leaves `index.nprobe` set.
+    """
+    truth = exact_neighbours(vectors, queries)
+    nprobe, recall = tune_nprobe(index, vectors, queries, target, candidates, truth)
+    if recall < target:
+        return nprobe, None, recall
+    cap = min(2 * nprobe, max(nprobe_steps(index.nlist)))
+    for gap in GAP_STEPS:
+        probed = ProbedIVF(index, cap, gap)
+        gap_recall = recall_at(probed, truth, queries, candidates)
+        if gap_recall >= target:
+            if (probed.lists(np.ascontiguousarray(queries, dtype=np.float32))[1] >= 0).sum(axis=1).mean() < nprobe:
+                return cap, gap, gap_recall
+            break
+    index.nprobe = nprobe
+    return nprobe, None, recall
 
 
 class Int8Rows:

@@ -59,6 +59,7 @@ class Engine:
         self._index: LoadedIndex | None = None
         self._pointer: tuple[int, ...] | None = None  # `pointer_stamp` when _index was checked
         self._lock = threading.Lock()
+        self._mapping: threading.Thread | None = None  # reads a new index's mapped vectors in
 
     def index(self) -> LoadedIndex:
         """The live index, reloaded if a build has replaced it since the last question."""
@@ -74,13 +75,20 @@ class Engine:
                 # Build the per-language search structures before the swap, so that the first
                 # question on a new index does not pay for them.
                 loaded.search_by_language(np.zeros(loaded.passage_vectors.shape[1], np.float32), 1)
+                # Its memory-mapped vectors are read in on a background thread: until then a
+                # question pays for each first-touched page (up to tens of ms at 1M passages).
+                self._mapping = threading.Thread(target=loaded.map_in, name="qa-map-in", daemon=True)
+                self._mapping.start()
                 self._index = loaded
             self._pointer = stamp
             return self._index
 
     def warm_up(self) -> None:
-        """Load the model and the index now instead of on the first question."""
+        """Load the model and the index, and read its mapped vectors in, now instead of on the
+        first questions."""
         self.index()
+        if self._mapping is not None:
+            self._mapping.join()
         self.embedder.encode_query("warm up")
 
     def score(self, question: str, lang: str, index: LoadedIndex) -> tuple[np.ndarray, np.ndarray]:

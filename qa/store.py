@@ -48,8 +48,9 @@ from pydantic import BaseModel, ValidationError
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
 from qa.models import Article, Chunk, SkippedFile
-from qa.ann import AnnReport, ByteExact, Int8Rows, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_nprobe
+from qa.ann import AnnReport, ByteExact, Int8Rows, ProbedIVF, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
 from qa.lexical import LexicalIndex
+from qa.memory import map_in
 from qa.rank import LanguageStats, group_members, translation_groups
 
 __all__ = [
@@ -191,6 +192,13 @@ class LoadedIndex:
         starts = self.link_start[rows]
         lengths = self.link_start[rows + 1] - starts
         return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
+
+    def map_in(self) -> int:
+        """Read the memory-mapped passage and sentence vectors into memory now (`qa.memory`), so
+        that no question pays for the first read of their pages; returns the bytes mapped in."""
+        sentences = self.sentence_vectors
+        codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
+        return map_in(self.passage_vectors) + map_in(codes)
 
     def sentences_of(self, row: int) -> np.ndarray:
         """Sentence rows of passage `row`, in text order."""
@@ -366,8 +374,7 @@ def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
         for lang, spec in manifest.index.get("languages", {}).items():
             if spec.get("file"):
                 reading = spec["file"]
-                ann[lang] = faiss.read_index(str(version_dir / spec["file"]))
-                ann[lang].nprobe = int(spec["nprobe"])
+                ann[lang] = ProbedIVF(faiss.read_index(str(version_dir / spec["file"])), int(spec["nprobe"]), spec.get("probe_gap"))
                 if ann[lang].ntotal != spec["passages"]:
                     raise ValueError(f"holds {ann[lang].ntotal} vectors, the manifest says {spec['passages']}")
         reading = LANG_STATS
@@ -801,7 +808,7 @@ def _vector_search(
     An incremental build reuses the previous IVF lists of a language (emptied and refilled:
     only the assignment of vectors to lists is redone) unless the language has more than
     doubled or halved since they were trained, in which case they are retrained and the build
-    says so. nprobe is re-tuned every build.
+    says so. nprobe and the probe gap (see `qa.ann.ProbedIVF`) are re-tuned every build.
     """
     # `queries` are of every language: a question in one language searches every language's
     # index (the cross-language case is the hard one).
@@ -813,7 +820,7 @@ def _vector_search(
             out[lang] = (AnnReport("flat", len(rows)), None)
             continue
         old_spec = previous.manifest.index.get("languages", {}).get(lang, {}) if previous else {}
-        old_index = previous.ann.get(lang) if previous else None
+        old_index = previous.ann[lang].index if previous and lang in previous.ann else None
         trained_on = int(old_spec.get("trained_on") or 0)
         if old_index is not None and 0.5 <= len(rows) / max(trained_on, 1) <= 2:
             import faiss
@@ -830,7 +837,7 @@ def _vector_search(
             trained_on = len(rows)
             index = train_ivf(vectors[rows], n_lists(len(rows)))
         fill(index, vectors[rows])
-        nprobe, recall = tune_nprobe(index, vectors[rows], queries, settings.ann_target_recall, settings.candidates)
+        nprobe, gap, recall = tune_probes(index, vectors[rows], queries, settings.ann_target_recall, settings.candidates)
         if recall < settings.ann_target_recall and settings.index_type == "auto":
             # Even a quarter of the lists misses the target (small or structureless languages):
             # exact search, about as fast there, is the better index.
@@ -840,7 +847,7 @@ def _vector_search(
         report = AnnReport(
             "ivf_sq8", len(rows), nlist=int(index.nlist), nprobe=nprobe, trained_on=trained_on,
             recall_at_10=round(recall, 4), recall_queries=len(queries), target_recall=settings.ann_target_recall,
-            file=f"{ANN_DIR}/{position:03d}.faiss",
+            file=f"{ANN_DIR}/{position:03d}.faiss", probe_gap=gap,
         )
         out[lang] = (report, index)
     return out

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.ann import ByteExact, choose_kind, exact_index, exact_neighbours, fill, n_lists, nprobe_steps, recall_at, train_ivf, tune_nprobe
+from qa.ann import (
+    MIN_PROBES, ByteExact, ProbedIVF, choose_kind, exact_index, exact_neighbours, fill, n_lists, nprobe_steps, recall_at,
+    train_ivf, tune_nprobe, tune_probes,
+)
 from qa.config import Settings
 from qa.retrieval import Engine
 from qa.store import build_index, open_index
@@ -90,6 +93,43 @@ def test_nprobe_is_tuned_until_recall_reaches_the_target():
     assert index.code_size == vectors.shape[1]
 
 
+def topics(n: int, seed: int, count: int = 1000, spread: float = 0.8) -> np.ndarray:
+    """Unit vectors around `count` topics shared by every seed (passages and questions alike):
+    more topics than lists, so that some questions fall clearly inside a list and some between."""
+    centres = np.random.default_rng(0).standard_normal((count, 32))
+    rng = np.random.default_rng(seed)
+    v = centres[rng.integers(0, count, n)] + spread * rng.standard_normal((n, 32))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_probe_gap_visits_fewer_lists_for_the_same_recall():
+    vectors, tuning, held_out = topics(20_000, 0), topics(200, 1), topics(200, 2)
+    index = fill(train_ivf(vectors, n_lists(len(vectors))), vectors)
+    fixed, _ = tune_nprobe(index, vectors, tuning, 0.95, candidates=50)
+    nprobe, gap, recall = tune_probes(index, vectors, tuning, 0.95, candidates=50)
+    assert gap is not None and recall >= 0.95 and fixed < nprobe <= 2 * fixed
+    probed = ProbedIVF(index, nprobe, gap)
+    visited = (probed.lists(held_out)[1] >= 0).sum(axis=1)
+    assert visited.mean() < fixed and visited.min() >= MIN_PROBES and visited.max() <= nprobe
+    # On questions it was not tuned on, about the recall it was tuned to.
+    assert recall_at(probed, exact_neighbours(vectors, held_out), held_out, 50) >= 0.93
+
+
+def test_probe_gap_skips_exactly_the_lists_past_it():
+    vectors = clustered(5_000)
+    index = fill(train_ivf(vectors, 64), vectors)
+    probed = ProbedIVF(index, 16, gap=0.05)
+    scores, lists = probed.lists(vectors[:20])
+    skipped = lists < 0
+    assert not skipped[:, :MIN_PROBES].any()
+    assert (scores[skipped] < scores[:, :1].repeat(16, axis=1)[skipped] - 0.05).all()
+    assert (scores[:, MIN_PROBES:][~skipped[:, MIN_PROBES:]] >= (scores[:, :1] - 0.05).repeat(16 - MIN_PROBES, axis=1)[~skipped[:, MIN_PROBES:]]).all()
+    # Without a gap: the index's own search over nprobe lists.
+    fixed = ProbedIVF(index, 16)
+    assert (fixed.search(vectors[:20], 5)[1] == index.search(vectors[:20], 5)[1]).all()
+    assert probed.search(vectors[3], 1)[1][0, 0] == 3  # one question, as the engine asks
+
+
 def test_nprobe_steps_are_powers_of_two_and_half_steps_up_to_a_quarter_of_the_lists():
     assert nprobe_steps(128) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
     assert nprobe_steps(16) == [1, 2, 3, 4]
@@ -138,6 +178,7 @@ def test_large_language_gets_an_ivf_index_that_is_loaded_searched_and_updated(tm
 
     index = open_index(settings.index_dir)
     assert index.ann["en"].nprobe == spec["nprobe"] and index.ann["en"].ntotal == report.passages
+    assert index.ann["en"].gap == spec["probe_gap"] is None  # the target missed: no gap either
     engine = Engine(settings)
     engine.embedder = embedder
     # A passage's own text embeds (fake model) to its own vector: it must come back first.
