@@ -100,7 +100,12 @@ class Settings(BaseSettings):
         5_000, ge=1, description="Passages of one language from which 'auto' uses the approximate index."
     )
     ann_target_recall: float = Field(
-        0.97, gt=0, le=1, description="Recall@10 vs exact search that a build tunes nprobe to reach."
+        0.97, gt=0, le=1, description="Recall@10 vs exact search that a build tunes the lists visited to reach."
+    )
+    map_in: bool = Field(
+        True,
+        description="Read a loaded index's memory-mapped vectors into memory (and map them) in the "
+        "background, so that no question pays a disk read for them (see qa.memory).",
     )
     lexical_posting_budget: int = Field(
         50_000,

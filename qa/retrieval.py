@@ -75,10 +75,11 @@ class Engine:
                 # Build the per-language search structures before the swap, so that the first
                 # question on a new index does not pay for them.
                 loaded.search_by_language(np.zeros(loaded.passage_vectors.shape[1], np.float32), 1)
-                # Its memory-mapped vectors are read in on a background thread: until then a
-                # question pays for each first-touched page (up to tens of ms at 1M passages).
-                self._mapping = threading.Thread(target=loaded.map_in, name="qa-map-in", daemon=True)
-                self._mapping.start()
+                if self.settings.map_in:
+                    # Its memory-mapped vectors are read in on a background thread: until then a
+                    # question pays for each first-touched page (up to tens of ms at 1M passages).
+                    self._mapping = threading.Thread(target=loaded.map_in, name="qa-map-in", daemon=True)
+                    self._mapping.start()
                 self._index = loaded
             self._pointer = stamp
             return self._index

@@ -81,6 +81,18 @@ def test_model_and_index_load_once(seed_settings):
     assert time.perf_counter() - started < 5
 
 
+def test_warm_up_reads_the_mapped_vectors_in_unless_turned_off(seed_settings):
+    from qa.retrieval import Engine
+
+    engine = Engine(seed_settings)
+    engine.warm_up()
+    assert engine._mapping is not None and not engine._mapping.is_alive()  # done before it answers
+    assert engine.search("Who is Satya Nadella?", 1)
+    off = Engine(seed_settings.model_copy(update={"map_in": False}))
+    off.warm_up()
+    assert off._mapping is None and off.search("Who is Satya Nadella?", 1)
+
+
 @pytest.mark.parametrize("question", ["", "   ", "\n\t", "\x00\x00"])
 def test_empty_questions_are_refused(question):
     with pytest.raises(InvalidQuestionError, match="empty"):
