@@ -199,6 +199,7 @@ class ProbedIVF:
 
     def lists(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(centroid scores, list numbers) that each query visits, best first; -1 for a list skipped."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         scores, lists = self.index.quantizer.search(queries, self.index.nprobe)
         if self.gap is not None:
             far = scores < scores[:, :1] - self.gap
@@ -312,7 +313,7 @@ def tune_probes(
         probed = ProbedIVF(index, cap, gap)
         gap_recall = recall_at(probed, truth, queries, candidates)
         if gap_recall >= target:
-            if (probed.lists(np.ascontiguousarray(queries, dtype=np.float32))[1] >= 0).sum(axis=1).mean() < nprobe:
+            if (probed.lists(queries)[1] >= 0).sum(axis=1).mean() < nprobe:
                 return cap, gap, gap_recall
             break
     index.nprobe = nprobe
