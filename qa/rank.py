@@ -21,6 +21,7 @@ import numpy as np
 __all__ = ["LanguageStats", "reciprocal_rank_fusion"]
 
 MIN_PASSAGES_FOR_STATS = 8  # fewer than this and a language's covariance is noise
+FEW_QUERIES = 4  # up to this many questions, variances as in `LanguageStats._few_variances`
 SHRINKAGE = 0.1  # covariance shrunk towards a scalar: a few hundred passages in 384 dimensions are a noisy estimate
 
 
@@ -68,21 +69,51 @@ class LanguageStats:
         dtype = np.int8 if len(self.langs) <= np.iinfo(np.int8).max else np.int16
         return np.array([lookup[str(name)] for name in names], dtype=dtype)[inverse.reshape(-1)]
 
-    def moments(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each query and language: mean and standard deviation of its passage scores."""
-        mean = queries @ self.means.T  # (n_q, n_langs)
-        # qᵀ C q for every language at once: the covariances stacked as one (languages·d, d)
-        # matrix times the questions is a single BLAS call, half the time of a batched product
-        # (an einsum over the three operands is ~10x slower), paid on every question.
-        n_langs, d, _ = self.covariances.shape
-        stacked = self.covariances.reshape(n_langs * d, d) @ queries.T.astype(self.covariances.dtype)
-        var = np.einsum("ldq,qd->ql", stacked.reshape(n_langs, d, -1), queries)
+    def moments(self, queries: np.ndarray, langs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For each query and language: mean and standard deviation of its passage scores.
+
+        `langs`: positions in `self.langs` of the languages wanted (default: all), in the
+        columns' order.
+        """
+        langs = np.arange(len(self.langs)) if langs is None else np.asarray(langs)
+        mean = queries @ self.means[langs].T  # (n_q, n_langs)
+        if len(queries) <= FEW_QUERIES:
+            var = self._few_variances(queries, langs)
+        else:
+            # qᵀ C q for every language at once: the covariances stacked as one (languages·d, d)
+            # matrix times the questions is a single BLAS call, half the time of a batched
+            # product (an einsum over the three operands is ~10x slower).
+            n_langs, d, _ = self.covariances.shape
+            stacked = self.covariances.reshape(n_langs * d, d) @ queries.T.astype(self.covariances.dtype)
+            var = np.einsum("ldq,qd->ql", stacked.reshape(n_langs, d, -1), queries)[:, langs]
         return mean, np.sqrt(np.maximum(var, 1e-12))
+
+    def _few_variances(self, queries: np.ndarray, langs: np.ndarray) -> np.ndarray:
+        """qᵀ C q for a few questions (the engine's one): each language's covariance read as one
+        flat row against the flattened q qᵀ, and only the languages wanted.
+
+        Paid on every question, and it reads 590 kB of covariance a language: one long dot
+        product per language runs ~20% faster than C q row by row (measured at 14 languages,
+        0.39 vs 0.49 ms), and the sentences of a question's best passages are in ~5 of the
+        languages, not all of them.
+        """
+        n_langs, d, _ = self.covariances.shape
+        flat = self.covariances.reshape(n_langs, d * d)  # a view: the (n_langs, d, d) array is contiguous
+        outer = (queries[:, :, None] * queries[:, None, :]).reshape(len(queries), d * d).astype(flat.dtype)
+        if len(langs) == n_langs and np.array_equal(langs, np.arange(n_langs)):
+            return outer @ flat.T
+        var = np.empty((len(queries), len(langs)), outer.dtype)
+        for column, lang in enumerate(langs.tolist()):
+            var[:, column] = outer @ flat[lang]
+        return var
 
     def standardize(self, queries: np.ndarray, scores: np.ndarray, lang_ids: np.ndarray) -> np.ndarray:
         """Standardized scores for a (n_q, n_passages) score matrix of passages in `lang_ids`."""
-        mean, std = self.moments(queries)
-        return (scores - mean[:, lang_ids]) / std[:, lang_ids]
+        present = np.flatnonzero(np.bincount(lang_ids, minlength=len(self.langs)))
+        column = np.zeros(len(self.langs), np.intp)
+        column[present] = np.arange(len(present))  # language -> its column in the moments
+        mean, std = self.moments(queries, present)
+        return (scores - mean[:, column[lang_ids]]) / std[:, column[lang_ids]]
 
     def center_query(self, queries: np.ndarray, lang: str, strength: float) -> np.ndarray:
         """Questions in `lang` with `strength` × their language's question mean removed."""

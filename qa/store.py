@@ -231,8 +231,10 @@ class LoadedIndex:
         out = {}
         for lang, (sub, rows) in self._by_lang.items():
             scores, ids = sub.search(query, min(k, len(rows)))
-            keep = ids[0] >= 0
-            out[lang] = (scores[0][keep], rows[ids[0][keep]])
+            # Results come best first, a list short of k padded with -1 at the end: count the
+            # real ones only then (two array operations less per language on every question).
+            found = ids.shape[1] if ids[0, -1] >= 0 else int(np.count_nonzero(ids[0] >= 0))
+            out[lang] = (scores[0, :found], rows[ids[0, :found]])
         return out
 
     def __len__(self) -> int:

@@ -179,6 +179,12 @@ def test_large_language_gets_an_ivf_index_that_is_loaded_searched_and_updated(tm
     index = open_index(settings.index_dir)
     assert index.ann["en"].nprobe == spec["nprobe"] and index.ann["en"].ntotal == report.passages
     assert index.ann["en"].gap == spec["probe_gap"] is None  # the target missed: no gap either
+    # Fewer passages in the lists visited than asked for: only the real ones come back (FAISS
+    # pads with -1, which must not turn into the last passage).
+    index.ann["en"].index.nprobe = 1
+    scores, rows = index.search_by_language(index.vectors()[5], 500)["en"]
+    assert 0 < len(rows) < 500 and len(set(rows.tolist())) == len(rows) == len(scores)
+    assert np.all(np.diff(scores) <= 1e-6) and 5 in rows.tolist()
     engine = Engine(settings)
     engine.embedder = embedder
     # A passage's own text embeds (fake model) to its own vector: it must come back first.

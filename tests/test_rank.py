@@ -30,6 +30,37 @@ def test_standardized_scores_match_direct_computation():
         assert np.all((z[:, ids == li].std(axis=1) > 0.8) & (z[:, ids == li].std(axis=1) < 1.2))
 
 
+def test_moments_equal_the_scores_own_mean_and_spread_for_one_question_or_many():
+    rng = np.random.default_rng(5)
+    langs = np.repeat(["ar", "de", "fr", "ja"], 300)
+    vectors = _unit(rng.standard_normal((1200, 16)) + rng.standard_normal((4, 16)).repeat(300, axis=0))
+    stats = LanguageStats.fit(vectors, langs)
+    stats.covariances = np.stack([np.cov(vectors[langs == x].T).astype(np.float32) for x in stats.langs])  # unshrunk
+    many = _unit(rng.standard_normal((10, 16))).astype(np.float32)
+    for queries in (many[:1], many[:3], many):  # the few-questions path and the batched one
+        mean, std = stats.moments(queries)
+        for li, lang in enumerate(stats.langs):
+            scores = queries @ vectors[langs == lang].T
+            assert np.allclose(mean[:, li], scores.mean(axis=1), atol=1e-5)
+            assert np.allclose(std[:, li], scores.std(axis=1, ddof=1), rtol=1e-4)
+        # Only some languages, in the order asked: the same columns.
+        part_mean, part_std = stats.moments(queries, np.array([3, 1]))
+        assert np.allclose(part_mean, mean[:, [3, 1]]) and np.allclose(part_std, std[:, [3, 1]], rtol=1e-5)
+
+
+def test_standardize_reads_only_the_languages_present_and_agrees_with_all():
+    rng = np.random.default_rng(6)
+    langs = np.repeat(["de", "en", "fr"], 100)
+    vectors = _unit(rng.standard_normal((300, 8)))
+    stats = LanguageStats.fit(vectors, langs)
+    query = _unit(rng.standard_normal((1, 8))).astype(np.float32)
+    ids = stats.lang_ids(langs)
+    full = stats.standardize(query, query @ vectors.T, ids)
+    only_fr = ids == stats.langs.index("fr")
+    part = stats.standardize(query, query @ vectors[only_fr].T, ids[only_fr])
+    assert np.allclose(part, full[:, only_fr], rtol=1e-5)
+
+
 def test_standardization_keeps_the_order_within_a_language():
     rng = np.random.default_rng(1)
     vectors = _unit(rng.standard_normal((50, 8)))
