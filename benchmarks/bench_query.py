@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         rss_after = rss_kinds()
         files = index.manifest.files
 
-        def per_passage(*prefixes):
+        def per_passage(*prefixes, files=files, n=n):
             return sum(size for name, size in files.items() if name.startswith(prefixes)) / n
 
         flat_passages = sum(r.passages for r in search.values() if r.type == "flat")

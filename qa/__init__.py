@@ -27,7 +27,7 @@ _LAZY = {
     **dict.fromkeys(_errors.__all__, "qa.errors"),
 }
 
-__all__ = ["retrieve", "ask", "build_index", *_LAZY]
+__all__ = ["ask", "build_index", "retrieve", *_LAZY]  # noqa: PLE0604 (names of the lazily imported API)
 
 
 def __getattr__(name: str):

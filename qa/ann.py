@@ -39,8 +39,21 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "AnnReport", "choose_kind", "n_lists", "exact_index", "ByteExact", "ProbedIVF", "train_ivf", "fill", "nprobe_steps",
-    "tune_nprobe", "tune_probes", "recall_at", "exact_neighbours", "Int8Rows", "quantize_rows",
+    "AnnReport",
+    "ByteExact",
+    "Int8Rows",
+    "ProbedIVF",
+    "choose_kind",
+    "exact_index",
+    "exact_neighbours",
+    "fill",
+    "n_lists",
+    "nprobe_steps",
+    "quantize_rows",
+    "recall_at",
+    "train_ivf",
+    "tune_nprobe",
+    "tune_probes",
 ]
 
 MIN_POINTS_PER_LIST = 39  # FAISS's k-means warns (and centroids are noise) below this

@@ -15,7 +15,7 @@ from qa.errors import InvalidQuestionError
 from qa.models import Answer, Citation, Passage
 from qa.retrieval import clean_question, get_engine
 
-__all__ = ["ask", "LEAD_IN", "NOT_FOUND"]
+__all__ = ["LEAD_IN", "NOT_FOUND", "ask"]
 
 # "According to the sources:" in the languages we answer in; English for the rest.
 LEAD_IN = {

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from qa.models import Article, Chunk
 
 __all__ = [
-    "split_sentences",
-    "chunk_article",
-    "chunking_params",
-    "TokenCounter",
     "CHUNKER_NAME",
     "CHUNKER_VERSION",
+    "TokenCounter",
+    "chunk_article",
+    "chunking_params",
+    "split_sentences",
 ]
 
 TokenCounter = Callable[[list[str]], list[int]]

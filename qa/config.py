@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "DEFAULT_MODEL"]
+__all__ = ["DEFAULT_MODEL", "Settings"]
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 
@@ -48,8 +48,12 @@ class Settings(BaseSettings):
         "CUDA); 'torch-bf16' = bf16 autocast; 'openvino-f32' = OpenVINO in fp32. See qa.embed_backend.",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Passages embedded per batch.")
+    # Off by default: on a quiet 2-core machine, batching the questions of 4 concurrent clients
+    # served 0.77x (20 s per point) and 0.90x (10 s) the questions/s of embedding each on its own,
+    # and at 16 clients 1.21x and 1.06x where concurrency 8 without batching gave 1.17x and 1.16x
+    # (benchmarks/bench_serve.py). Earlier runs on a loaded machine had favoured it.
     query_batch_size: int = Field(
-        32,
+        1,
         ge=1,
         le=4096,
         description="Questions asked at the same time (by several server threads) embedded together "
@@ -140,9 +144,8 @@ class Settings(BaseSettings):
     users_file: Path | None = Field(
         None, description="File of `user:password` lines: HTTP Basic auth on every route except /healthz."
     )
-    # 8, not 2: concurrent questions share one embedding batch (query_batch_size), which only
-    # pays if they are let in together (benchmarks/bench_serve.py, 2 cores: 1.3-1.7x questions/s
-    # at 4-16 clients asking new questions, and neither change alone helped).
+    # 8, not 2: at 16 clients asking new questions, 1.16-1.17x the questions/s on a quiet 2-core
+    # machine (benchmarks/bench_serve.py; 1.00-1.04x at 4 clients), and still a bound.
     queue_concurrency: int = Field(8, ge=1, le=64, description="Questions answered at the same time.")
     queue_max_size: int = Field(64, ge=1, description="Questions waiting (chat queue, REST API), at most.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Questions per client IP and minute; 0 = off.")

@@ -25,7 +25,7 @@ from qa.errors import ModelError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["Embedder", "get_embedder", "ModelInfo", "resolve_model"]
+__all__ = ["Embedder", "ModelInfo", "get_embedder", "resolve_model"]
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
-    "QAError",
     "ConfigError",
-    "ModelError",
-    "InvalidQuestionError",
-    "IndexNotFoundError",
-    "IndexMismatchError",
     "IndexCorruptError",
+    "IndexMismatchError",
+    "IndexNotFoundError",
     "IngestError",
+    "InvalidQuestionError",
+    "ModelError",
+    "QAError",
 ]
 
 

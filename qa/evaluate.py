@@ -29,9 +29,9 @@ from qa.rank import (
     shortlist,
     translation_groups,
 )
-from qa.xquad import XQuAD, EmbeddingCache, find_xquad, load_xquad
+from qa.xquad import EmbeddingCache, XQuAD, find_xquad, load_xquad
 
-__all__ = ["Pool", "Scorer", "BareModel", "Pipeline", "evaluate", "main"]
+__all__ = ["BareModel", "Pipeline", "Pool", "Scorer", "evaluate", "main"]
 
 TOP = 10
 
@@ -331,7 +331,7 @@ def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dic
     for fact in json.loads(Path(path).read_text(encoding="utf-8")):
         for lang, question in fact["questions"].items():
             total += 1
-            scores, rows = index.search(engine.embedder.encode_query(question)[None, :], k)
+            _, rows = index.search(engine.embedder.encode_query(question)[None, :], k)
             bare = [[to_passage(index, int(r), 0.0).text] for r in rows[0] if r >= 0]
             piped = [[p.text] + [t.text for t in p.translations] for p in engine.search(question, k, lang=lang)]
             for name, ranked in (("bare model", bare), ("pipeline", piped)):

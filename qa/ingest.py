@@ -23,13 +23,13 @@ from qa.lang import detect_language, normalize_lang_code
 from qa.models import Article, SkippedFile
 
 __all__ = [
-    "load_corpus",
-    "read_file",
+    "DEFAULT_MAX_BYTES",
+    "SUPPORTED_EXTENSIONS",
     "clean_lines",
     "is_boilerplate",
+    "load_corpus",
     "make_doc_id",
-    "SUPPORTED_EXTENSIONS",
-    "DEFAULT_MAX_BYTES",
+    "read_file",
 ]
 
 DEFAULT_MAX_BYTES = 20_000_000

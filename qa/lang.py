@@ -15,7 +15,7 @@ import functools
 import re
 from typing import Any
 
-__all__ = ["detect_language", "normalize_lang_code", "LANGUAGE_NAMES", "UNDETERMINED"]
+__all__ = ["LANGUAGE_NAMES", "UNDETERMINED", "detect_language", "normalize_lang_code"]
 
 UNDETERMINED = "und"  # ISO 639-2 code for "undetermined": the text has no letters.
 

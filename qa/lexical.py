@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["tokenize", "LexicalIndex"]
+__all__ = ["LexicalIndex", "tokenize"]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
 _WORD = re.compile(r"\w+", re.UNICODE)

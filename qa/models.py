@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Article", "Chunk", "Translation", "Passage", "Citation", "Answer", "SkippedFile"]
+__all__ = ["Answer", "Article", "Chunk", "Citation", "Passage", "SkippedFile", "Translation"]
 
 
 class Article(BaseModel):

@@ -14,6 +14,7 @@ single-language corpus ranks exactly as before.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,7 +183,7 @@ def lexical_by_language_sparse(
     scaled[order] = sorted_scores / np.repeat(best, np.diff(bounds))
     picked = [
         order[start + np.argpartition(-sorted_scores[start:end], k - 1)[:k]] if end - start > k else order[start:end]
-        for start, end in zip(bounds[:-1], bounds[1:])
+        for start, end in itertools.pairwise(bounds)
     ]
     return scaled, rows[np.concatenate(picked)]
 

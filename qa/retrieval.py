@@ -14,7 +14,7 @@ from qa.models import Passage, Translation
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
 from qa.store import LoadedIndex, check_model, current_version, open_index, pointer_stamp
 
-__all__ = ["Engine", "get_engine", "retrieve", "clean_question"]
+__all__ = ["Engine", "clean_question", "get_engine", "retrieve"]
 
 
 def clean_question(question: object, max_chars: int) -> str:

@@ -37,32 +37,44 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from qa.ann import (
+    AnnReport,
+    ByteExact,
+    Int8Rows,
+    ProbedIVF,
+    choose_kind,
+    fill,
+    n_lists,
+    quantize_rows,
+    train_ivf,
+    tune_probes,
+)
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
-from qa.models import Article, Chunk, SkippedFile
-from qa.ann import AnnReport, ByteExact, Int8Rows, ProbedIVF, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
 from qa.lexical import LexicalIndex
 from qa.memory import map_in
+from qa.models import Article, Chunk, SkippedFile
 from qa.rank import LanguageStats, group_members, translation_groups
 
 __all__ = [
     "FORMAT_VERSION",
     "BuildReport",
-    "Manifest",
     "LoadedIndex",
+    "Manifest",
     "build_index",
-    "write_index",
-    "open_index",
     "current_version",
+    "open_index",
     "pointer_stamp",
+    "write_index",
 ]
 
 FORMAT_VERSION = 2
@@ -652,7 +664,7 @@ def _sample_rows(vectors: np.ndarray, n: int = RECALL_QUERIES) -> np.ndarray:
 
 
 def _new_version_name() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
@@ -895,7 +907,7 @@ def _write_version(
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
-        for lang, (report, index) in search.items():
+        for report, index in search.values():
             if index is not None:
                 (building / ANN_DIR).mkdir(exist_ok=True)
                 _write_file(building / report.file, faiss.serialize_index(index).tobytes())
@@ -940,7 +952,7 @@ def _write_version(
                 if path.is_file()
             },
             versions=_versions(),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
         for sub in [building / ANN_DIR, building / LEXICAL]:

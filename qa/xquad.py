@@ -7,14 +7,14 @@ every language, so a question in one language can be scored against the paragrap
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["XQuAD", "load_xquad", "EmbeddingCache", "find_xquad"]
+__all__ = ["EmbeddingCache", "XQuAD", "find_xquad", "load_xquad"]
 
 
 @dataclass

@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 
 from qa.ann import (
-    MIN_PROBES, ByteExact, ProbedIVF, choose_kind, exact_index, exact_neighbours, fill, n_lists, nprobe_steps, recall_at,
-    train_ivf, tune_nprobe, tune_probes,
+    MIN_PROBES,
+    ByteExact,
+    ProbedIVF,
+    choose_kind,
+    exact_index,
+    exact_neighbours,
+    fill,
+    n_lists,
+    nprobe_steps,
+    recall_at,
+    train_ivf,
+    tune_nprobe,
+    tune_probes,
 )
 from qa.config import Settings
 from qa.retrieval import Engine

@@ -56,7 +56,7 @@ def indexed(tmp_path_factory):
         handle.truncate(200 * 2**20)  # 200 MB, sparse: instant and no disk used
     canary = tmp / "x"
     canary.write_text("must survive")
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: PLW1510 (the test reads the exit status itself)
         [sys.executable, "-m", "qa.cli", "--index-dir", str(tmp / "index"), "index", "-q", str(corpus)],
         cwd=tmp,  # where `touch pwned` or `rm -rf x` would act
         env={**os.environ, "QA_CORPUS_DIR": str(corpus)},
@@ -77,7 +77,7 @@ def skipped_lines(stdout: str) -> dict[str, str]:
 
 
 def test_index_completes_and_reports_each_bad_file(indexed):
-    tmp, corpus, result = indexed
+    tmp, _, result = indexed
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr + result.stdout
     index = open_index(tmp / "index")
@@ -94,7 +94,7 @@ def test_index_completes_and_reports_each_bad_file(indexed):
 
 
 def test_file_names_are_never_run_by_a_shell(indexed):
-    tmp, corpus, result = indexed
+    tmp, corpus, _ = indexed
     for folder in (tmp, corpus, ROOT, Path.cwd()):
         assert not (folder / "pwned").exists() and not (folder / "pwned2").exists()
     assert (tmp / "x").read_text() == "must survive"

@@ -22,7 +22,6 @@ def test_every_public_name_resolves():
 def test_retrieve_stays_the_function_after_its_module_is_imported():
     import qa
     import qa.retrieval  # noqa: F401  (a submodule named like the function would shadow it)
-
     from qa import retrieve
 
     assert callable(retrieve) and retrieve.__module__ == "qa"

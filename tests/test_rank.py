@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from qa.lexical import LexicalIndex, tokenize
-from qa.rank import LanguageStats, lexical_by_language, lexical_by_language_sparse, shortlist, translation_groups
+from qa.rank import (
+    LanguageStats,
+    lexical_by_language,
+    lexical_by_language_sparse,
+    shortlist,
+    translation_groups,
+)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -161,7 +167,7 @@ def test_sparse_bm25_equals_the_dense_scores_on_the_seed_corpus(seed_facts):
 def test_sparse_bm25_skips_the_commonest_words_past_the_budget():
     texts = [f"the report number {i} says the market moved" for i in range(200)] + ["the zebra escaped"]
     index = LexicalIndex.build(texts)
-    rows, scores = index.sparse_scores("the zebra", budget=10)
+    rows, _ = index.sparse_scores("the zebra", budget=10)
     assert rows.tolist() == [200]  # "the" (in every passage) was skipped, the rare word kept
     full_rows, _ = index.sparse_scores("the zebra", budget=10**6)
     assert len(full_rows) == 201

@@ -47,7 +47,7 @@ def rss_mb(pid: int) -> float:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -204,7 +204,7 @@ def test_small_queue_says_busy_quickly_never_hangs(seed_settings, tmp_path_facto
         lock = threading.Lock()
 
         def ask(n: int) -> None:
-            lang, question = questions[n % len(questions)]
+            _, question = questions[n % len(questions)]
             started = time.perf_counter()
             try:
                 r = httpx.post(f"{live.url}/api/v1/ask", json={"question": question}, timeout=60)

@@ -19,6 +19,7 @@ from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError,
 from qa.store import build_index, check_model, current_version, open_index, pointer_stamp
 from tests.fakes import FakeEmbedder
 
+
 def write_article(folder: Path, n: int, sentences: int = 12) -> Path:
     body = " ".join(f"Sentence {i} of article {n} talks about subject {n} in detail." for i in range(sentences))
     path = folder / f"article-{n}.txt"
