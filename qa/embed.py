@@ -257,12 +257,14 @@ class Embedder:
     def encode_query(self, text: str) -> np.ndarray:
         """One question's embedding (read-only), from a bounded cache when it was asked before.
 
-        Questions asked at the same time by several threads are embedded together: a caller
+        With `query_batch_size` > 1, questions asked at the same time by several threads are
+        embedded together (off by default: on 2 CPU cores the server answered fewer questions a
+        second with it, see benchmarks/README.md). A caller
         that finds no batch running embeds every question waiting (up to `query_batch_size`)
         in one `encode_queries` call, and questions that arrive meanwhile wait and go in the
         next batch. Nothing waits for a batch to fill, so a lone question costs what it did.
         The same question asked twice at once is embedded once; an error reaches every caller
-        of its batch. `query_batch_size` = 1 turns batching off.
+        of its batch.
         """
         with self._queries:
             cached = self._query_cache.get(text)

@@ -164,7 +164,9 @@ def test_concurrent_questions_embed_as_they_do_one_at_a_time(seed_facts):
         batches.append(len(texts))
         return encode(texts)
 
-    fresh = Embedder(embedder.settings)  # an empty cache; its batches go to the loaded model
+    # An empty cache; its batches go to the loaded model. (The process-wide embedder may have
+    # been made for other settings of the same model: batching is asked for here explicitly.)
+    fresh = Embedder(embedder.settings.model_copy(update={"query_batch_size": 32}))
     fresh.encode_queries = counting
     start = threading.Barrier(len(questions))
 
