@@ -344,6 +344,8 @@ class _Waiting:
 
 
 def _settings_key(settings: Settings) -> str:
+    # Every setting an Embedder reads: a process-wide embedder made for other settings would
+    # silently ignore these (it did for query_batch_size, whose default changed).
     return json.dumps(
         [
             settings.model,
@@ -352,6 +354,7 @@ def _settings_key(settings: Settings) -> str:
             settings.threads,
             settings.batch_size,
             settings.embed_backend,
+            settings.query_batch_size,
         ]
     )
 

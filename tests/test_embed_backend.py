@@ -82,6 +82,14 @@ def test_each_backend_gets_its_own_embedder():
     assert plain is get_embedder(Settings(embed_backend="torch"))
 
 
+def test_each_query_batch_size_gets_an_embedder_that_honours_it():
+    from qa.embed import get_embedder
+
+    batching = get_embedder(Settings(query_batch_size=32))
+    assert batching.settings.query_batch_size == 32
+    assert get_embedder(Settings(query_batch_size=1)).settings.query_batch_size == 1
+
+
 def test_openvino_failure_falls_back_to_torch(monkeypatch, caplog):
     from qa.embed import Embedder, ModelInfo
 

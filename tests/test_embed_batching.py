@@ -155,7 +155,7 @@ def test_concurrent_questions_embed_as_they_do_one_at_a_time(seed_facts):
     from qa.embed import get_embedder
 
     questions = [q for fact in seed_facts for q in fact["questions"].values()][:16]
-    embedder = get_embedder(Settings(query_batch_size=32))
+    embedder = get_embedder(Settings())  # the model already loaded by the other slow tests
     alone = np.stack([embedder.encode_queries([q])[0] for q in questions])
     batches: list[int] = []
     encode = embedder.encode_queries
@@ -164,8 +164,7 @@ def test_concurrent_questions_embed_as_they_do_one_at_a_time(seed_facts):
         batches.append(len(texts))
         return encode(texts)
 
-    # An empty cache; its batches go to the loaded model. (The process-wide embedder may have
-    # been made for other settings of the same model: batching is asked for here explicitly.)
+    # An empty cache, batching on; its batches go to the loaded model.
     fresh = Embedder(embedder.settings.model_copy(update={"query_batch_size": 32}))
     fresh.encode_queries = counting
     start = threading.Barrier(len(questions))
