@@ -54,6 +54,18 @@ def test_moments_equal_the_scores_own_mean_and_spread_for_one_question_or_many()
         assert np.allclose(part_mean, mean[:, [3, 1]]) and np.allclose(part_std, std[:, [3, 1]], rtol=1e-5)
 
 
+@pytest.mark.parametrize("dim", [384, 48, 10])  # 16 blocks of 24, of 3, and one block (10 does not divide)
+def test_question_variances_from_the_covariances_upper_blocks_equal_the_full_product(dim):
+    rng = np.random.default_rng(dim)
+    langs = np.repeat(["de", "en", "ja"], 200)
+    vectors = _unit(rng.standard_normal((600, dim)) + rng.standard_normal((3, dim)).repeat(200, axis=0))
+    stats = LanguageStats.fit(vectors, langs)
+    queries = _unit(rng.standard_normal((2, dim))).astype(np.float32)
+    full = np.einsum("qd,lde,qe->ql", queries.astype(np.float64), stats.covariances.astype(np.float64), queries)
+    assert np.allclose(stats.moments(queries)[1] ** 2, full, rtol=1e-5)
+    assert np.allclose(stats.moments(queries, np.array([2, 0]))[1] ** 2, full[:, [2, 0]], rtol=1e-5)
+
+
 def test_standardize_reads_only_the_languages_present_and_agrees_with_all():
     rng = np.random.default_rng(6)
     langs = np.repeat(["de", "en", "fr"], 100)
