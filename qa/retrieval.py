@@ -12,7 +12,7 @@ from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
-from qa.store import LoadedIndex, check_model, current_version, open_index, pointer_stamp
+from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 
 __all__ = ["Engine", "clean_question", "get_engine", "retrieve"]
 
@@ -57,13 +57,14 @@ class Engine:
         # at 10k passages).
         faiss.omp_set_num_threads(1)
         self._index: LoadedIndex | None = None
+        self._pointer_file = pointer_file(settings.index_dir)
         self._pointer: tuple[int, ...] | None = None  # `pointer_stamp` when _index was checked
         self._lock = threading.Lock()
         self._mapping: threading.Thread | None = None  # reads a new index's mapped vectors in
 
     def index(self) -> LoadedIndex:
         """The live index, reloaded if a build has replaced it since the last question."""
-        stamp = pointer_stamp(self.settings.index_dir)
+        stamp = file_stamp(self._pointer_file)
         index = self._index
         if index is not None and (stamp is None or stamp == self._pointer):
             return index
