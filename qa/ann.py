@@ -42,6 +42,7 @@ __all__ = [
     "AnnReport",
     "ByteExact",
     "Int8Rows",
+    "LanguageSearch",
     "ProbedIVF",
     "choose_kind",
     "exact_index",
@@ -227,6 +228,136 @@ class ProbedIVF:
             return self.index.search(queries, k)
         scores, lists = self.lists(queries)
         return self.index.search_preassigned(queries, k, lists, scores)
+
+
+class LanguageSearch:
+    """Every language's search for one question in two FAISS calls instead of two per language.
+
+    Retrieval asks each language for its best passages (see `qa.rank`); at 1M passages in 14
+    languages that was 26 small FAISS searches, each paying its call, heap and Python
+    overhead. Here the IVF languages' lists are searched as one:
+
+    - their centroids (half precision, as stored) are the lists of one small IVF index, one
+      list a language, so a single `search_preassigned` with the question repeated once per
+      language returns each language's best centroids;
+    - their inverted lists are stacked without a copy (`faiss.VStackInvertedLists`) under one
+      IVF-SQ8 index whose 8-bit decoder is the identity (code + 0.5). Each language's decoder
+      (`vmin + (code + 0.5)·vdiff/255`) moves into the question instead: its row is
+      q·vdiff/255, and q·vmin (plus the centroid's score, the codes being residuals) is added
+      per list. The same codes, the same lists visited, the same scores up to float rounding.
+
+    Small languages keep their exact search (`ByteExact`). Measured at 1M passages (40 real
+    questions, CPU cache flushed between them, old and new alternating): the dense stage 0.2 ms
+    less at the median (2.01 instead of 2.21 ms), a whole question 0.12 ms less; the same
+    passages found. Most of what is left is reading the centroids and codes from memory.
+    """
+
+    def __init__(self, searches: dict[str, tuple[Any, np.ndarray]]):
+        """`searches`: language -> (its `ProbedIVF` or exact index, the passage row of each id)."""
+        import faiss
+
+        self.order = list(searches)
+        mergeable = {lang: sub for lang, (sub, _) in searches.items() if _stackable(sub)}
+        self.others = {lang: searches[lang] for lang in self.order if lang not in mergeable}
+        self.ivf_langs = list(mergeable)
+        if not self.ivf_langs:
+            return
+        first = mergeable[self.ivf_langs[0]].index
+        d, n = first.d, len(self.ivf_langs)
+        self.coarse = faiss.IndexIVFScalarQuantizer(
+            faiss.IndexFlatIP(d), d, n, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        )
+        self.coarse.by_residual = False
+        self.stacked = faiss.InvertedListsPtrVector()
+        caps, gaps, vmins, scales, list_offsets, row_offsets, rows = [], [], [], [], [], [], []
+        for position, lang in enumerate(self.ivf_langs):
+            probed = mergeable[lang]
+            index, centroids = probed.index, faiss.downcast_index(probed.index.quantizer)
+            # (Both arrays named: a swig pointer does not keep a temporary array alive.)
+            codes, numbers = faiss.vector_to_array(centroids.codes), np.arange(centroids.ntotal, dtype=np.int64)
+            self.coarse.invlists.add_entries(position, centroids.ntotal, faiss.swig_ptr(numbers), faiss.swig_ptr(codes))
+            trained = faiss.vector_to_array(index.sq.trained)
+            vmins.append(trained[:d])
+            scales.append(trained[d:] / 255)
+            caps.append(probed.nprobe)
+            gaps.append(np.inf if probed.gap is None else probed.gap)
+            list_offsets.append(sum(mergeable[other].nlist for other in self.ivf_langs[:position]))
+            row_offsets.append(sum(len(r) for r in rows))
+            rows.append(searches[lang][1])
+            self.stacked.push_back(index.invlists)
+        self.coarse.ntotal = list_offsets[-1] + mergeable[self.ivf_langs[-1]].nlist
+        self.coarse.is_trained = True
+        self.lists = faiss.VStackInvertedLists(self.stacked.size(), self.stacked.data())
+        self.scan = faiss.IndexIVFScalarQuantizer(
+            faiss.IndexFlatIP(d), d, self.lists.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+        faiss.copy_array_to_vector(np.r_[np.zeros(d), np.full(d, 255.0)].astype(np.float32), self.scan.sq.trained)
+        self.scan.replace_invlists(self.lists, False)  # the languages' indexes own the lists
+        self.scan.by_residual = True  # adds the score passed per list, as each language's index did
+        self.scan.is_trained = True
+        self.cap = max(caps)
+        self.scan.nprobe = self.cap
+        self.by_residual = np.array([mergeable[lang].index.by_residual for lang in self.ivf_langs])
+        self.gaps = np.array(gaps, np.float32)[:, None]
+        self.beyond = np.arange(self.cap)[None, :] >= np.array(caps)[:, None]  # past a language's own cap
+        self.vmins, self.scales = np.array(vmins, np.float32), np.array(scales, np.float32)
+        self.list_offsets = np.array(list_offsets)[:, None]
+        self.row_offsets = np.array(row_offsets)[:, None]
+        self.rows = np.concatenate(rows)
+        self.own_list = np.arange(n, dtype=np.int64)[:, None]
+        self.no_score = np.zeros((n, 1), np.float32)
+
+    def search(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The k best passages of each language for one question (d,): {lang: (scores, rows)},
+        best first, in the order the searches were given."""
+        query = np.asarray(query, dtype=np.float32)
+        found = {}
+        if self.ivf_langs:
+            found.update(self._search_ivf(query, k))
+        query = np.ascontiguousarray(query[None, :], dtype=np.float32)
+        for lang, (sub, rows) in self.others.items():
+            scores, ids = sub.search(query, min(k, len(rows)))
+            found[lang] = _real(scores[0], ids[0], rows)
+        return {lang: found[lang] for lang in self.order}
+
+    def _search_ivf(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        n = len(self.ivf_langs)
+        repeated = np.ascontiguousarray(np.broadcast_to(query, (n, len(query))), dtype=np.float32)
+        centroid_scores, centroids = self.coarse.search_preassigned(repeated, self.cap, self.own_list, self.no_score)
+        # The lists `ProbedIVF.lists` visits: within the gap of the best, at least MIN_PROBES.
+        far = centroid_scores < centroid_scores[:, :1] - self.gaps
+        far[:, :MIN_PROBES] = False
+        lists = np.where(far | self.beyond | (centroids < 0), -1, centroids + self.list_offsets)
+        per_list = (self.vmins @ query)[:, None] + np.where(self.by_residual[:, None], centroid_scores, 0)
+        scores, ids = self.scan.search_preassigned(
+            query[None, :] * self.scales, k, lists, per_list.astype(np.float32)
+        )
+        rows = self.rows[np.maximum(ids, 0) + self.row_offsets]
+        return {lang: _real(scores[i], ids[i], rows[i], mapped=True) for i, lang in enumerate(self.ivf_langs)}
+
+
+def _stackable(sub: Any) -> bool:
+    """Whether `LanguageSearch` can search `sub` with the others: a `ProbedIVF` over 8-bit codes
+    with half-precision centroids, as `train_ivf` makes them."""
+    import faiss
+
+    if not isinstance(sub, ProbedIVF):
+        return False
+    quantizer = faiss.downcast_index(sub.index.quantizer)
+    return (
+        isinstance(sub.index, faiss.IndexIVFScalarQuantizer)
+        and sub.index.sq.qtype == faiss.ScalarQuantizer.QT_8bit
+        and isinstance(quantizer, faiss.IndexScalarQuantizer)
+        and quantizer.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+        and sub.index.metric_type == faiss.METRIC_INNER_PRODUCT
+    )
+
+
+def _real(scores: np.ndarray, ids: np.ndarray, rows: np.ndarray, mapped: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, passage rows) of a FAISS result row, without its -1 padding (which comes last).
+    `mapped`: `rows` are the result's passage rows already, else the rows of each id."""
+    found = len(ids) if len(ids) == 0 or ids[-1] >= 0 else int(np.count_nonzero(ids >= 0))
+    return scores[:found], rows[:found] if mapped else rows[ids[:found]]
 
 
 def train_ivf(vectors: np.ndarray, nlist: int, seed: int = 0) -> Any:

@@ -50,6 +50,7 @@ from qa.ann import (
     AnnReport,
     ByteExact,
     Int8Rows,
+    LanguageSearch,
     ProbedIVF,
     choose_kind,
     fill,
@@ -150,7 +151,7 @@ class LoadedIndex:
     sentence_vectors: np.ndarray | Int8Rows  # (m, d); indexing gives float32 rows
     sentence_stats: LanguageStats
     langs: np.ndarray = field(init=False)  # (n,) language of each passage
-    _by_lang: dict[str, tuple[Any, np.ndarray]] = field(init=False, default_factory=dict)
+    _by_lang: LanguageSearch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
@@ -229,27 +230,20 @@ class LoadedIndex:
     def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The k best passages of each language: {lang: (scores, rows)}."""
         with self._by_lang_lock:
-            if not self._by_lang:
-                # One index per language, so that every language contributes candidates however
+            if self._by_lang is None:
+                # One search per language, so that every language contributes candidates however
                 # far the model's language bias pushes it down in a single ranking: the stored
                 # approximate one for large languages, an exact one built now for the others.
-                for lang, rows in self.rows_by_language.items():
-                    sub = self.ann.get(lang)
-                    if sub is None:
-                        sub = ByteExact(self.passage_vectors[rows])
-                    self._by_lang[lang] = (sub, rows)
+                self._by_lang = LanguageSearch(
+                    {
+                        lang: (self.ann.get(lang) or ByteExact(self.passage_vectors[rows]), rows)
+                        for lang, rows in self.rows_by_language.items()
+                    }
+                )
         # (Measured at 1M passages and not kept: spreading the languages over two threads, or
         # running this search on a second thread beside the lexical scoring, was no faster: the
         # 8-bit scan is compute-bound (~30 ns a code) and the two cores slow each other down.)
-        query = np.ascontiguousarray(query[None, :], dtype=np.float32)
-        out = {}
-        for lang, (sub, rows) in self._by_lang.items():
-            scores, ids = sub.search(query, min(k, len(rows)))
-            # Results come best first, a list short of k padded with -1 at the end: count the
-            # real ones only then (two array operations less per language on every question).
-            found = ids.shape[1] if ids[0, -1] >= 0 else int(np.count_nonzero(ids[0] >= 0))
-            out[lang] = (scores[0, :found], rows[ids[0, :found]])
-        return out
+        return self._by_lang.search(query, k)
 
     def __len__(self) -> int:
         return len(self.chunks)

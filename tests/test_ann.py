@@ -12,6 +12,7 @@ import pytest
 from qa.ann import (
     MIN_PROBES,
     ByteExact,
+    LanguageSearch,
     ProbedIVF,
     choose_kind,
     exact_index,
@@ -73,6 +74,51 @@ def test_ivf_lists_are_chosen_by_half_precision_centroids_and_keep_their_recall(
     assert quantizer.ntotal == 64 and quantizer.sq.qtype == faiss.ScalarQuantizer.QT_fp16
     index.nprobe = 16
     assert recall_at(index, exact_neighbours(vectors, queries), queries, 50) >= 0.95
+
+
+def _languages() -> dict[str, tuple[object, np.ndarray]]:
+    """Three languages of different sizes, interleaved in one corpus as a real index's are: two
+    IVF (one with a probe gap, one with a fixed nprobe, different list counts) and one exact."""
+    vectors = clustered(9_000, seed=4)
+    langs = np.array(["de", "en", "ja"])[np.random.default_rng(5).choice(3, 9_000, p=[0.45, 0.5, 0.05])]
+    rows = {lang: np.flatnonzero(langs == lang) for lang in ("de", "en", "ja")}
+    de = ProbedIVF(fill(train_ivf(vectors[rows["de"]], 32), vectors[rows["de"]]), 12, gap=0.002)
+    en = ProbedIVF(fill(train_ivf(vectors[rows["en"]], 64, seed=1), vectors[rows["en"]]), 6)
+    return {"de": (de, rows["de"]), "en": (en, rows["en"]), "ja": (ByteExact(vectors[rows["ja"]]), rows["ja"])}
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_all_languages_searched_at_once_find_what_each_language_finds_alone(k):
+    languages = _languages()
+    together = LanguageSearch(languages)
+    assert together.ivf_langs == ["de", "en"] and list(together.others) == ["ja"]
+    for query in clustered(30, seed=6):
+        found = together.search(query, k)
+        assert list(found) == ["de", "en", "ja"]
+        for lang, (sub, rows) in languages.items():
+            scores, ids = sub.search(query[None, :], k)
+            np.testing.assert_array_equal(found[lang][1], rows[ids[0]])
+            np.testing.assert_allclose(found[lang][0], scores[0], atol=1e-5)
+
+
+def test_all_languages_at_once_visit_each_language_s_own_lists():
+    languages = _languages()
+    de, en = languages["de"][0], languages["en"][0]
+    together = LanguageSearch(languages)
+    # "de" visits the MIN_PROBES lists (its gap is narrow) and any within the gap, "en" its
+    # fixed 6: asked for more passages than that, each returns what its own lists hold.
+    query = clustered(1, seed=7)[0]
+    for probed, lang in ((de, "de"), (en, "en")):
+        lists = probed.lists(query[None, :])[1][0]
+        held = sum(probed.index.invlists.list_size(int(i)) for i in lists if i >= 0)
+        assert len(together.search(query, 5_000)[lang][1]) == held < len(languages[lang][1])
+
+
+def test_all_languages_at_once_without_any_ivf_language():
+    vectors = clustered(500, seed=8)
+    rows = np.arange(500)
+    found = LanguageSearch({"fr": (ByteExact(vectors), rows)}).search(vectors[42], 3)
+    assert list(found) == ["fr"] and found["fr"][1][0] == 42
 
 
 def test_index_kind_follows_the_size_of_the_language():
