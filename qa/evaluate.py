@@ -120,7 +120,7 @@ class Pipeline(Scorer):
             scores += self.settings.lexical_weight * lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
         if self.sentence_stats is not None:
             sentences = best_sentence_scores(
-                queries, pool.sentence_vectors, pool.sentence_owner, len(pool.vectors),
+                queries, queries @ pool.sentence_vectors.T, pool.sentence_owner, len(pool.vectors),
                 self.sentence_stats, self.sentence_lang_ids,
             )
             # As the engine does: only each question's `sentence_candidates` best passages get

@@ -123,36 +123,32 @@ class LexicalIndex:
         (idf near 0), so on a million passages a question costs its rare words, not its
         "the"s and "de"s. Within the budget the result equals `scores` on its non-zero rows.
         """
+        from qa.kernels import merge_postings
+
         matrix = self._retriever.scores
         vocab = self._retriever.vocab_dict
         indptr = matrix["indptr"]
         # A token repeated in the question counts each time, as in bm25s's own scoring.
         counts = Counter(vocab[t] for t in tokenize(query) if t in vocab)
-        docs, weights, read = [], [], 0
+        starts, ends, weights, read = [], [], [], 0
         for token in sorted(counts, key=lambda t: indptr[t + 1] - indptr[t]):
             start, end = indptr[token], indptr[token + 1]
-            if docs and read + (end - start) > budget:
+            if starts and read + (end - start) > budget:
                 break
-            docs.append(matrix["indices"][start:end])
-            weights.append(matrix["data"][start:end] * counts[token])
+            starts.append(start)
+            ends.append(end)
+            weights.append(counts[token])
             read += end - start
-        if not docs:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        docs, weights = np.concatenate(docs), np.concatenate(weights)
-        n = matrix["num_docs"]
-        if len(docs) * 4 >= n:  # postings for a good share of the passages: one pass over them all
-            summed = np.bincount(docs, weights, n)
-            rows = np.flatnonzero(summed)  # BM25 (Lucene idf) scores are positive
-            return rows, summed[rows].astype(np.float32)
-        # Each token's postings are sorted by passage: a stable sort (timsort) merges these few
-        # sorted runs in about a third of the time of np.unique's full sort (1 ms for 50k postings).
-        order = np.argsort(docs, kind="stable")
-        docs = docs[order]
-        last = np.flatnonzero(np.r_[docs[1:] != docs[:-1], True])  # each passage's last posting
-        # Sums per passage as differences of one running sum (float64: exact enough for a few
-        # thousand terms), a quarter of the time of np.add.reduceat's loop over the passages.
-        running = np.cumsum(weights[order], dtype=np.float64)[last]
-        return docs[last].astype(np.int64), np.diff(running, prepend=0.0).astype(np.float32)
+        # Each token's postings are sorted by passage: merging them sums each passage's scores
+        # in one pass (numpy's stable sort and running sum of the concatenated postings took
+        # 0.75 ms for the ~30,000 postings of a question at 1M passages; the merge ~0.2 ms).
+        return merge_postings(
+            np.asarray(matrix["indices"]),
+            np.asarray(matrix["data"]),
+            np.array(starts, np.int64),
+            np.array(ends, np.int64),
+            np.array(weights, np.float32),
+        )
 
     def save(self, folder: Path) -> None:
         self._retriever.save(str(folder), show_progress=False)

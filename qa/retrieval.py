@@ -7,6 +7,7 @@ import unicodedata
 
 import numpy as np
 
+from qa.ann import Int8Rows
 from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
@@ -86,17 +87,16 @@ class Engine:
             return self._index
 
     def warm_up(self) -> None:
-        """Load the model, the index and the language identifier, and read the index's mapped
-        vectors in, now instead of on the first questions."""
-        from qa.lang import detect_language
-
+        """Load the model, the index, the language identifier and the compiled lexical loops,
+        and read the index's mapped vectors in, now instead of on the first questions."""
         self.index()
         if self._mapping is not None:
             self._mapping.join()
-        self.embedder.encode_query("warm up")
-        # Latin script goes to the classifier, whose model takes ~0.5 s to load: without this the
-        # first question after `qa serve` said ready took 0.5 s instead of 20 ms.
-        detect_language("warm up")
+        # A whole question: Latin script goes to the language classifier, whose model takes
+        # ~0.5 s to load, and the lexical loops (`qa.kernels`) load or compile. Without this the
+        # first question after `qa serve` said ready took 0.5 s (2 s on a fresh install) instead
+        # of 20 ms.
+        self.search("warm up", 1)
 
     def score(self, question: str, lang: str, index: LoadedIndex) -> tuple[np.ndarray, np.ndarray]:
         """Candidate passages and their final scores (see `qa.rank` for the reasoning).
@@ -106,6 +106,8 @@ class Engine:
         The best `sentence_candidates` of them then add their best sentence's score; only those
         are returned (`qa eval` ranks the same way).
         """
+        from qa.kernels import row_dots
+
         settings = self.settings
         stats = index.lang_stats
         query = stats.center_query(self.embedder.encode_query(question)[None, :], lang, settings.query_centering)
@@ -119,7 +121,7 @@ class Engine:
             candidates.append(lex_candidates)
         rows = np.sort(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
         rows = rows[np.r_[True, rows[1:] != rows[:-1]]] if len(rows) else rows  # (np.unique: 10x slower here)
-        raw = query @ np.asarray(index.passage_vectors[rows], np.float32).T
+        raw = row_dots(index.passage_vectors, rows, query[0])[None, :]
         scores = stats.standardize(query, raw, index.lang_ids[rows])[0]
         if settings.lexical_weight and len(lex_rows):
             # lex_rows is sorted: each candidate's lexical score by binary search, 0 if absent.
@@ -134,15 +136,17 @@ class Engine:
     @staticmethod
     def _best_sentences(query: np.ndarray, rows: np.ndarray, index: LoadedIndex) -> np.ndarray:
         """For each passage in `rows`, its best standardized sentence score."""
+        from qa.kernels import row_dots
+
         links, owners = index.sentence_runs(rows)
-        stats = index.sentence_stats
+        members = index.sentence_member[links]
+        vectors = index.sentence_vectors
+        if isinstance(vectors, Int8Rows):  # the codes read in place, then scaled (no float copy)
+            raw = row_dots(vectors.codes, members, query[0]) * vectors.scales[members]
+        else:
+            raw = row_dots(vectors, members, query[0])
         return best_sentence_scores(
-            query,
-            index.sentence_vectors[index.sentence_member[links]],
-            owners,
-            len(rows),
-            stats,
-            index.sentence_lang_ids[links],
+            query, raw[None, :], owners, len(rows), index.sentence_stats, index.sentence_lang_ids[links]
         )[0]
 
     def search(self, question: str, k: int, lang: str | None = None) -> list[Passage]:

@@ -7,7 +7,7 @@ import sys
 
 
 def test_import_qa_loads_nothing_heavy():
-    code = "import sys, qa; print(sorted(m for m in ('torch', 'pydantic', 'faiss', 'numpy', 'gradio') if m in sys.modules))"
+    code = "import sys, qa; print(sorted(m for m in ('torch', 'pydantic', 'faiss', 'numpy', 'gradio', 'numba') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

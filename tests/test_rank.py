@@ -187,8 +187,8 @@ def test_sparse_bm25_skips_the_commonest_words_past_the_budget():
 
 
 def test_sparse_bm25_merges_the_postings_of_several_rare_words_exactly():
-    # Three words each in a few percent of 2,000 passages, often together: the sorted-runs merge
-    # (taken when the postings cover under a quarter of the passages) must sum them per passage.
+    # Three words each in a few percent of 2,000 passages, often together: the merge of their
+    # sorted posting lists must sum them per passage (a word twice in the question counts twice).
     texts = [f"item {i} alpha{i % 17} beta{i % 19} gamma{i % 23} filler text" for i in range(2000)]
     index = LexicalIndex.build(texts)
     dense = index.scores("alpha3 beta5 gamma2 gamma2")

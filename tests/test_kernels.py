@@ -1,0 +1,95 @@
+"""The compiled lexical loops agree with plain numpy on the same inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qa.kernels import merge_postings, row_dots, top_by_language
+
+
+def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
+    """Posting lists as bm25s stores them: one array of passages, each list sorted, with scores."""
+    rng = np.random.default_rng(seed)
+    lists = [np.unique(np.asarray(passages, np.int32)) for passages in draw_lists]
+    indices = np.concatenate([np.zeros(0, np.int32), *lists])
+    data = rng.uniform(0.1, 5.0, len(indices)).astype(np.float32)
+    lengths = np.array([len(one) for one in lists], np.int64)
+    ends = np.cumsum(lengths, dtype=np.int64)
+    return indices, data, ends - lengths, ends
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8),
+    st.integers(0, 2**16),
+)
+def test_merged_postings_are_the_summed_scores_per_passage(draw_lists, seed):
+    indices, data, starts, ends = _postings(draw_lists, seed)
+    weights = np.random.default_rng(seed + 1).integers(1, 4, len(starts)).astype(np.float32)
+    rows, scores = merge_postings(indices, data, starts, ends, weights)
+
+    expected = np.zeros(301, np.float64)
+    for start, end, weight in zip(starts, ends, weights):
+        np.add.at(expected, indices[start:end], (data[start:end] * weight).astype(np.float64))
+    touched = np.unique(indices)
+    assert rows.tolist() == touched.tolist()  # ascending, each passage once
+    np.testing.assert_allclose(scores, expected[touched], rtol=1e-6)
+    assert rows.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_merged_postings_read_only_the_lists_given():
+    indices = np.array([1, 5, 9, 2, 5, 7, 5], np.int32)
+    data = np.array([1, 1, 1, 2, 2, 2, 4], np.float32)
+    # Lists [1, 5, 9] and [5] of the three: passages 2 and 7 (the middle list) are not read.
+    rows, scores = merge_postings(indices, data, np.array([0, 6]), np.array([3, 7]), np.array([1.0, 0.5], np.float32))
+    assert rows.tolist() == [1, 5, 9] and scores.tolist() == [1.0, 3.0, 1.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 6)), max_size=120),
+    st.integers(0, 5),
+)
+def test_each_language_s_best_are_picked_and_scores_scaled_by_its_best(matches, k):
+    # Few distinct scores: many ties, as duplicate passages give in a real corpus.
+    rows = np.arange(len(matches), dtype=np.int64) * 3  # sorted, sparse rows of a larger corpus
+    lang_ids = np.zeros(3 * len(matches) + 1, np.int8)
+    lang_ids[rows] = [lang for lang, _ in matches]
+    scores = np.array([score for _, score in matches], np.float32) / 2
+
+    scaled, picked = top_by_language(rows, scores, lang_ids, k)
+
+    langs = lang_ids[rows]
+    for lang in range(4):
+        mine = scores[langs == lang]
+        if len(mine):
+            np.testing.assert_allclose(scaled[langs == lang], mine / mine.max(), rtol=1e-6)
+        chosen = picked[lang_ids[picked] == lang]
+        best = np.sort(mine)[::-1][:k]
+        assert sorted(scores[chosen // 3].tolist(), reverse=True) == best.tolist()
+    assert len(set(picked.tolist())) == len(picked)
+
+
+def test_top_by_language_reads_each_row_s_language_from_the_whole_corpus():
+    lang_ids = np.array([0, 1, 1, 0, 2, 2, 1], np.int16)
+    rows = np.array([1, 3, 4, 6], np.int64)
+    scores = np.array([2.0, 4.0, 1.0, 3.0], np.float32)
+    scaled, picked = top_by_language(rows, scores, lang_ids, 1)
+    assert scaled.tolist() == pytest.approx([2 / 3, 1.0, 1.0, 1.0])
+    assert sorted(picked.tolist()) == [3, 4, 6]  # the best of languages 0, 2 and 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stored", [np.float32, np.int8])
+def test_row_dots_equal_the_matrix_product_of_the_rows(dtype, stored):
+    rng = np.random.default_rng(0)
+    vectors = (rng.standard_normal((1000, 384)) * (30 if stored == np.int8 else 1)).astype(stored)
+    rows = np.array([999, 0, 17, 17, 500], np.int64)
+    query = rng.standard_normal(384).astype(dtype)
+    dots = row_dots(vectors, rows, query)
+    assert dots.dtype == np.float32
+    np.testing.assert_allclose(dots, vectors[rows].astype(np.float64) @ query, rtol=1e-5, atol=1e-3)
+    assert len(row_dots(vectors, np.zeros(0, np.int64), query)) == 0
