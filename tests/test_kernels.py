@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.kernels import merge_postings, row_dots, top_by_language
+from qa.kernels import ONE_BY_ONE_MAX_LISTS, merge_postings, row_dots, top_by_language
 
 
 def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
@@ -21,9 +21,10 @@ def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
     return indices, data, ends - lengths, ends
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8),
+    # Up to 16 lists are merged one by one, more through a heap: both ways are drawn.
+    st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=2 * ONE_BY_ONE_MAX_LISTS),
     st.integers(0, 2**16),
 )
 def test_merged_postings_are_the_summed_scores_per_passage(draw_lists, seed):
@@ -38,6 +39,18 @@ def test_merged_postings_are_the_summed_scores_per_passage(draw_lists, seed):
     assert rows.tolist() == touched.tolist()  # ascending, each passage once
     np.testing.assert_allclose(scores, expected[touched], rtol=1e-6)
     assert rows.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_a_long_question_s_many_posting_lists_are_merged_through_the_heap():
+    # 2,000 lists of 25 postings over the same 2,000 passages (a pasted paragraph of CJK
+    # bigrams): one by one, that would be ~2,000 x 25,000 steps; the heap reads each posting once.
+    rng = np.random.default_rng(3)
+    lists = [np.sort(rng.choice(2_000, 25, replace=False)).astype(np.int32) for _ in range(2_000)]
+    indices, ends = np.concatenate(lists), np.arange(1, 2_001, dtype=np.int64) * 25
+    data = np.ones(len(indices), np.float32)
+    rows, scores = merge_postings(indices, data, ends - 25, ends, np.ones(2_000, np.float32))
+    assert rows.tolist() == np.unique(indices).tolist()
+    assert scores.tolist() == np.bincount(indices)[rows].astype(np.float32).tolist()
 
 
 def test_merged_postings_read_only_the_lists_given():
