@@ -45,18 +45,18 @@ def merge_postings(
     through a heap, whose cost grows with the log of their number, not the number.
     Sums in float64, as the numpy version's running sum did.
     """
+    total = 0  # postings in all: the most passages the result can hold
+    for j in range(len(starts)):
+        total += ends[j] - starts[j]
     if len(starts) > ONE_BY_ONE_MAX_LISTS:
-        return _merge_by_heap(indices, data, starts, ends, weights)
-    return _merge_one_by_one(indices, data, starts, ends, weights)
+        return _merge_by_heap(indices, data, starts, ends, weights, total)
+    return _merge_one_by_one(indices, data, starts, ends, weights, total)
 
 
 @njit(cache=True, nogil=True)
 def _merge_one_by_one(
-    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray
+    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    total = 0
-    for j in range(len(starts)):
-        total += ends[j] - starts[j]
     rows, sums = np.empty(total, np.int64), np.empty(total, np.float64)
     rows_next, sums_next = np.empty(total, np.int64), np.empty(total, np.float64)
     n = 0
@@ -91,11 +91,8 @@ def _merge_one_by_one(
 
 @njit(cache=True, nogil=True)
 def _merge_by_heap(
-    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray
+    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    total = 0
-    for j in range(len(starts)):
-        total += ends[j] - starts[j]
     rows, scores = np.empty(total, np.int64), np.empty(total, np.float32)
     position = starts.copy()
     heap_row = np.empty(len(starts), np.int64)  # min-heap of each list's current passage
