@@ -269,7 +269,7 @@ class LanguageSearch:
         )
         self.coarse.by_residual = False
         self.stacked = faiss.InvertedListsPtrVector()
-        caps, gaps, vmins, scales, list_offsets, row_offsets, rows = [], [], [], [], [], [], []
+        caps, gaps, vmins, scales, rows = [], [], [], [], []
         for position, lang in enumerate(self.ivf_langs):
             probed = mergeable[lang]
             index, centroids = probed.index, faiss.downcast_index(probed.index.quantizer)
@@ -281,11 +281,10 @@ class LanguageSearch:
             scales.append(trained[d:] / 255)
             caps.append(probed.nprobe)
             gaps.append(np.inf if probed.gap is None else probed.gap)
-            list_offsets.append(sum(mergeable[other].nlist for other in self.ivf_langs[:position]))
-            row_offsets.append(sum(len(r) for r in rows))
             rows.append(searches[lang][1])
             self.stacked.push_back(index.invlists)
-        self.coarse.ntotal = list_offsets[-1] + mergeable[self.ivf_langs[-1]].nlist
+        nlists = np.array([mergeable[lang].nlist for lang in self.ivf_langs])
+        self.coarse.ntotal = int(nlists.sum())
         self.coarse.is_trained = True
         self.lists = faiss.VStackInvertedLists(self.stacked.size(), self.stacked.data())
         self.scan = faiss.IndexIVFScalarQuantizer(
@@ -301,8 +300,10 @@ class LanguageSearch:
         self.gaps = np.array(gaps, np.float32)[:, None]
         self.beyond = np.arange(self.cap)[None, :] >= np.array(caps)[:, None]  # past a language's own cap
         self.vmins, self.scales = np.array(vmins, np.float32), np.array(scales, np.float32)
-        self.list_offsets = np.array(list_offsets)[:, None]
-        self.row_offsets = np.array(row_offsets)[:, None]
+        # Where each language's lists and passage rows start in the stacked ones.
+        self.list_offsets = (np.cumsum(nlists) - nlists)[:, None]
+        sizes = np.array([len(r) for r in rows])
+        self.row_offsets = (np.cumsum(sizes) - sizes)[:, None]
         self.rows = np.concatenate(rows)
         self.own_list = np.arange(n, dtype=np.int64)[:, None]
         self.no_score = np.zeros((n, 1), np.float32)
