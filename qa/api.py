@@ -121,9 +121,11 @@ def search(
     q: Annotated[str, Query(description="The question, in any language.")],
     k: Annotated[int, Query(ge=1, le=100, description="How many passages.")] = 5,
 ) -> list[Passage]:
+    from qa.question import asker_language
     from qa.retrieval import clean_question, retrieve
 
-    clean_question(q, request.app.state.qa.settings.max_question_chars)  # 422 before 503
+    lang = asker_language(None, request.headers.get("accept-language"))  # for a question without words
+    clean_question(q, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
     service = _service(request)
     with service.slots.take():
         return retrieve(q, k=k, settings=service.settings)
@@ -132,10 +134,12 @@ def search(
 @router.post("/ask", response_model=Answer, summary="A cited answer in the language of the question")
 def ask(request: Request, body: AskRequest) -> Answer:
     from qa import ask as qa_ask
+    from qa.question import asker_language
     from qa.retrieval import clean_question
 
     limit = request.app.state.qa.settings.max_question_chars
-    clean_question(body.question, limit)  # 422 before 503
+    lang = asker_language(body.history, request.headers.get("accept-language"))  # for a question without words
+    clean_question(body.question, limit, lang)  # 422 before 503
     for number, earlier in enumerate(body.history, 1):
         if len(earlier) > limit:
             raise InvalidQuestionError(

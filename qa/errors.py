@@ -9,6 +9,7 @@ __all__ = [
     "IndexNotFoundError",
     "IngestError",
     "InvalidQuestionError",
+    "MeaninglessQuestionError",
     "ModelError",
     "QAError",
 ]
@@ -28,6 +29,17 @@ class ModelError(QAError):
 
 class InvalidQuestionError(QAError, ValueError):
     """The question is empty, whitespace only, too long or otherwise unusable."""
+
+
+class MeaninglessQuestionError(InvalidQuestionError):
+    """The question has no letters or digits, or is one character repeated: nothing to search for.
+
+    `lang` is the language its message is written in (the asker's, as far as it is known).
+    """
+
+    def __init__(self, message: str, lang: str = "en"):
+        super().__init__(message)
+        self.lang = lang
 
 
 class IndexNotFoundError(QAError):

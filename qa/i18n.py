@@ -12,7 +12,9 @@ English is the fallback for any other language and any missing key.
 
 from __future__ import annotations
 
-__all__ = ["EXAMPLES", "LABELS", "LANGUAGE_NAMES", "UI_LANGS", "label", "pick_lang"]
+from collections.abc import Container
+
+__all__ = ["EXAMPLES", "LABELS", "LANGUAGE_NAMES", "QUESTION_ERRORS", "UI_LANGS", "label", "pick_lang"]
 
 UI_LANGS = ("en", "fr", "de", "es", "ja", "zh")
 
@@ -171,6 +173,54 @@ LANGUAGE_NAMES = {
     "zh": "中文",
 }
 
+# Why a question without meaning is refused, in the languages we answer in: "no_words" (no
+# letters or digits at all) and "noise" (one character repeated). `{chars}` lists what was sent,
+# as code points, so that invisible characters can be seen.
+QUESTION_ERRORS: dict[str, dict[str, str]] = {
+    "no_words": {
+        "en": "The question has no letters or digits ({chars}). Type a question in words.",
+        "fr": "La question ne contient ni lettre ni chiffre ({chars}). Écrivez une question avec des mots.",
+        "de": "Die Frage enthält keine Buchstaben oder Ziffern ({chars}). Schreiben Sie eine Frage in Worten.",
+        "es": "La pregunta no tiene letras ni números ({chars}). Escriba una pregunta con palabras.",
+        "it": "La domanda non contiene lettere né cifre ({chars}). Scriva una domanda con delle parole.",
+        "pt": "A pergunta não tem letras nem algarismos ({chars}). Escreva uma pergunta com palavras.",
+        "nl": "De vraag bevat geen letters of cijfers ({chars}). Typ een vraag in woorden.",
+        "ja": "質問に文字も数字も含まれていません（{chars}）。言葉で質問を入力してください。",
+        "zh": "问题中没有任何文字或数字（{chars}）。请用文字输入问题。",
+        "ko": "질문에 글자나 숫자가 없습니다({chars}). 단어로 질문을 입력하세요.",
+        "ru": "В вопросе нет ни букв, ни цифр ({chars}). Напишите вопрос словами.",
+        "ar": "لا يحتوي السؤال على أي حروف أو أرقام ({chars}). اكتب سؤالًا بالكلمات.",
+        "hi": "प्रश्न में कोई अक्षर या अंक नहीं है ({chars})। शब्दों में प्रश्न लिखें।",
+        "tr": "Soruda hiç harf veya rakam yok ({chars}). Sorunuzu kelimelerle yazın.",
+        "pl": "Pytanie nie zawiera liter ani cyfr ({chars}). Wpisz pytanie słowami.",
+        "el": "Η ερώτηση δεν περιέχει γράμματα ή ψηφία ({chars}). Γράψτε μια ερώτηση με λέξεις.",
+        "vi": "Câu hỏi không có chữ cái hay chữ số nào ({chars}). Hãy nhập câu hỏi bằng chữ.",
+        "th": "คำถามไม่มีตัวอักษรหรือตัวเลข ({chars}) โปรดพิมพ์คำถามเป็นคำ",
+        "ro": "Întrebarea nu conține litere sau cifre ({chars}). Scrieți o întrebare în cuvinte.",
+    },
+    "noise": {
+        "en": "The question is one character repeated ({chars}). Type a real question.",
+        "fr": "La question n'est qu'un caractère répété ({chars}). Posez une vraie question.",
+        "de": "Die Frage besteht nur aus einem wiederholten Zeichen ({chars}). Stellen Sie eine echte Frage.",
+        "es": "La pregunta es un solo carácter repetido ({chars}). Escriba una pregunta real.",
+        "it": "La domanda è un solo carattere ripetuto ({chars}). Scriva una domanda vera.",
+        "pt": "A pergunta é um único caractere repetido ({chars}). Escreva uma pergunta de verdade.",
+        "nl": "De vraag is één herhaald teken ({chars}). Stel een echte vraag.",
+        "ja": "質問が同じ文字の繰り返しだけです（{chars}）。意味のある質問を入力してください。",
+        "zh": "问题只是同一个字符的重复（{chars}）。请输入一个真正的问题。",
+        "ko": "질문이 같은 글자의 반복뿐입니다({chars}). 실제 질문을 입력하세요.",
+        "ru": "Вопрос состоит из одного повторяющегося символа ({chars}). Задайте настоящий вопрос.",
+        "ar": "السؤال مجرد حرف واحد مكرر ({chars}). اكتب سؤالًا حقيقيًا.",
+        "hi": "प्रश्न में केवल एक ही वर्ण दोहराया गया है ({chars})। कोई वास्तविक प्रश्न लिखें।",
+        "tr": "Soru yalnızca tekrarlanan tek bir karakterden oluşuyor ({chars}). Gerçek bir soru yazın.",
+        "pl": "Pytanie to tylko jeden powtórzony znak ({chars}). Wpisz prawdziwe pytanie.",
+        "el": "Η ερώτηση είναι ένας μόνο χαρακτήρας που επαναλαμβάνεται ({chars}). Γράψτε μια πραγματική ερώτηση.",
+        "vi": "Câu hỏi chỉ là một ký tự lặp lại ({chars}). Hãy nhập một câu hỏi thực sự.",
+        "th": "คำถามเป็นเพียงอักขระตัวเดียวซ้ำกัน ({chars}) โปรดพิมพ์คำถามจริง",
+        "ro": "Întrebarea este un singur caracter repetat ({chars}). Scrieți o întrebare reală.",
+    },
+}
+
 # One click away in the UI: questions the corpus answers, in several languages.
 EXAMPLES = [
     "OpenAIの従業員770人のうち何人が辞めると脅したのか？",
@@ -182,8 +232,9 @@ EXAMPLES = [
 ]
 
 
-def pick_lang(accept_language: str | None) -> str:
-    """The first of the UI languages that an `Accept-Language` header asks for, else English.
+def pick_lang(accept_language: str | None, available: Container[str] = LABELS) -> str:
+    """The first of the UI languages (or of `available`) that an `Accept-Language` header asks
+    for, else English.
 
     Quality values are honoured; region subtags are ignored (`fr-CA` → `fr`).
     """
@@ -204,7 +255,7 @@ def pick_lang(accept_language: str | None) -> str:
         if tag and quality > 0:
             ranked.append((-quality, position, tag.split("-")[0]))
     for _, _, lang in sorted(ranked):
-        if lang in LABELS:
+        if lang in available:
             return lang
     return "en"
 

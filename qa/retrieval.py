@@ -12,16 +12,19 @@ from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError
 from qa.models import Passage, Translation
+from qa.question import check_meaning
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
 from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 
 __all__ = ["Engine", "clean_question", "get_engine", "retrieve"]
 
 
-def clean_question(question: object, max_chars: int) -> str:
+def clean_question(question: object, max_chars: int, lang: str | None = None) -> str:
     """The question with control characters removed and whitespace collapsed.
 
-    Raises InvalidQuestionError, naming the problem, for a non-string, empty or too long question.
+    Raises InvalidQuestionError, naming the problem, for a non-string, empty or too long question,
+    and its subclass MeaninglessQuestionError, in language `lang` (the asker's, when known: see
+    `qa.question.asker_language`), for one without letters or digits or one character repeated.
     """
     if not isinstance(question, str):
         raise InvalidQuestionError(f"The question must be text, not {type(question).__name__}.")
@@ -38,6 +41,7 @@ def clean_question(question: object, max_chars: int) -> str:
     text = " ".join(kept.split())
     if not text:
         raise InvalidQuestionError("The question is empty. Type a question.")
+    check_meaning(text, lang)
     return text
 
 
