@@ -127,7 +127,7 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
     # Earlier questions with nothing left once cleaned (only control characters, say) are skipped:
     # refusing them would tell the user that the question they just typed is empty.
     history = [clean_question(h, settings.max_question_chars) for h in (history or []) if _has_text(h)]
-    lang = detect_language(text)
+    lang = detect_language(text, history=history, corpus_langs=get_engine(settings).index().rows_by_language)
     engine = get_engine(settings)
     query = _with_history(text, history)
     passages = engine.search(query, ANSWER_CANDIDATES, lang=lang)
