@@ -466,9 +466,9 @@ def detect_language(
     confidence = 1.0 / sum(math.exp(score - top) for score in scores.values())
     if confidence >= _MIN_CONFIDENCE:
         return best
-    # Unsure: the conversation's language if this script can be it, else English for Latin
-    # script, else the best guess (English cannot be written in Cyrillic).
-    if previous in scores:
+    # Unsure: the conversation's language, else English for Latin script, else the best guess
+    # (English cannot be written in Cyrillic).
+    if previous is not None:
         return previous
     return "en" if script == "Latin" else best
 

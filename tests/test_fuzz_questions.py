@@ -3,7 +3,9 @@ library never fail with anything but a clear "unusable question".
 
 Whatever the question (empty, whitespace, 1 MB, control characters, NUL, lone surrogates sent
 as JSON escapes, right-to-left text, emoji, mixed scripts): never a 500, never a traceback;
-422 with a JSON message for an empty or too long one, 200 otherwise. QA_FUZZ_EXAMPLES sets the
+422 with a JSON message for an empty or too long one, or one without letters or digits (only
+format characters, punctuation, symbols, emoji) or one character repeated, 200 otherwise; the
+property tests of that rule need no model and are fast. QA_FUZZ_EXAMPLES sets the
 number of generated questions per test (default 60).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import urllib.parse
 
 import pytest
@@ -20,7 +23,7 @@ from hypothesis import strategies as st
 from qa.errors import InvalidQuestionError
 from qa.retrieval import clean_question
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # the tests that need the real model and an index
 
 EXAMPLES = int(os.environ.get("QA_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
@@ -109,6 +112,7 @@ def as_received(question: str) -> str:
     return json.loads(json_body({"q": question}))["q"]
 
 
+@slow
 @FUZZ
 @given(question=questions)
 @example(question="\x00" * 5000)
@@ -125,6 +129,7 @@ def test_ask_never_fails_on_a_hostile_question(client, question):
         assert answer["question"] == clean_question(question, 2000) and answer["reply"]
 
 
+@slow
 @FUZZ
 @given(question=questions, k=st.integers(1, 100))
 def test_search_never_fails_on_a_hostile_question(client, question, k):
@@ -139,6 +144,7 @@ def test_search_never_fails_on_a_hostile_question(client, question, k):
         assert 1 <= len(response.json()) <= k
 
 
+@slow
 @FUZZ
 @given(history=st.lists(questions, max_size=5))
 def test_hostile_history_never_fails(client, history):
@@ -158,6 +164,7 @@ def test_hostile_history_never_fails(client, history):
     [b"", b"{", b"null", b"[]", b'{"question": null}', b'{"question": ["a"]}', b'{"question": "\\ud800"}',
      b'{"question": "a", "history": "notalist"}', b'\xff\xfe{"question": "a"}', b'{"question": "' + b"\xc3" + b'"}'],
 )
+@slow
 def test_malformed_json_bodies_get_a_json_4xx(client, body):
     response = client.post("/api/v1/ask", content=body, headers={"content-type": "application/json"})
     assert response.status_code in (200, 400, 422), response.text[:300]  # 400: not JSON at all
@@ -166,6 +173,7 @@ def test_malformed_json_bodies_get_a_json_4xx(client, body):
         assert isinstance(response.json()["detail"], str)
 
 
+@slow
 @settings(max_examples=max(EXAMPLES // 2, 10), deadline=None, database=None)
 @given(question=st.one_of(questions, st.none(), st.integers(), st.binary(max_size=20), st.lists(st.text(max_size=3))))
 def test_library_raises_only_invalid_question(seed_settings, question):
@@ -211,6 +219,7 @@ def live_app(seed_settings):
         yield url
 
 
+@slow
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_encoded_traversal_never_serves_files(live_app, path):
     from tests.test_server_security import raw_get
@@ -220,6 +229,7 @@ def test_encoded_traversal_never_serves_files(live_app, path):
     assert b"root:" not in body
 
 
+@slow
 def test_index_and_corpus_files_are_not_served_by_absolute_path(live_app, seed_settings):
     from qa.store import current_version
     from tests.test_server_security import raw_get
@@ -234,3 +244,137 @@ def test_index_and_corpus_files_are_not_served_by_absolute_path(live_app, seed_s
             status, _, body = raw_get(live_app, path)
             assert 400 <= status < 500, (path, status)
             assert b"format_version" not in body and b"doc_id" not in body and b"Microsoft" not in body
+
+
+# --------------------------------------------------------------------------- questions without meaning
+# Fast: pure logic, no model. A question needs a letter or a digit once format and control
+# characters, spaces, punctuation, symbols and emoji are set aside, and more than one character
+# repeated; real questions, however short and in whatever script, pass.
+
+from qa.errors import MeaninglessQuestionError
+from qa.question import asker_language
+
+NO_MEANING_CATEGORIES = ["Cf", "Cc", "Zs", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So"]
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2069\u061c"
+CJK_PUNCTUATION = "。、，！？「」『』（）【】《》〈〉・…～：；"
+EMOJI = ["😀", "🤖", "💥", "👍🏽", "👨‍👩‍👧‍👦", "🇫🇷", "❤️", "1️⃣"[1:], "🏳️‍🌈", "✨"]
+no_meaning_chars = st.one_of(
+    st.characters(categories=NO_MEANING_CATEGORIES),
+    st.sampled_from(INVISIBLE + CJK_PUNCTUATION),
+    st.sampled_from(EMOJI),
+)
+no_meaning = st.lists(no_meaning_chars, min_size=1, max_size=60).map("".join)
+# Real short questions in many scripts: no spaces (CJK, Thai), right to left, a number, a name.
+REAL = [
+    "Who is Nadella?", "Qui est Nadella ?", "¿Quién es Nadella?", "Wer ist Nadella?", "谁是纳德拉？", "纳德拉",
+    "ナデラとは誰？", "나델라는 누구?", "ใครคือนาเดลลา", "ใคร", "من هو ناديلا؟", "מי זה נאדלה?", "नडेला कौन है?",
+    "Кто такой Наделла?", "Ποιος είναι ο Ναντέλα;", "Nadella là ai?", "Nadella kim?", "Nadella", "OpenAI",
+    "42", "2023", "770", "777", "1111", "49 %", "谁", "Ai?", "ok", "C++?", "x", "a",
+]
+
+
+def refused(question: str) -> InvalidQuestionError:
+    with pytest.raises(InvalidQuestionError) as info:
+        clean_question(question, 2000)
+    message = str(info.value)
+    assert message and "\n" not in message and "Traceback" not in message
+    return info.value
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(question=no_meaning)
+def test_no_letters_or_digits_is_refused(question):
+    error = refused(question)
+    visible = [ch for ch in question if not ch.isspace() and unicodedata.category(ch) != "Cc"]
+    if visible:  # not only spaces and control characters ("empty"): named by code point
+        assert isinstance(error, MeaninglessQuestionError) and "U+" in str(error)
+    else:
+        assert "empty" in str(error)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    char=st.characters(categories=["L", "N"]).filter(lambda c: len(c.casefold()) == 1),
+    times=st.integers(5, 1900),
+    noise=st.lists(no_meaning_chars, max_size=5),
+    upper=st.booleans(),
+)
+def test_one_character_repeated_is_noise(char, times, noise, upper):
+    question = "".join(noise) + (char.upper() if upper and len(char.upper()) == 1 else char) * times
+    assert isinstance(refused(question), MeaninglessQuestionError)
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["\u200b\u200b\u200b", "\ufeff" * 10, "\u00ad" * 7, "\u200f\u200e\u200f", "。、？！「」", "😀" * 2000,
+     "🤖 " * 500, "a" * 2000, "aaaa", "哈哈哈哈", "ـــــ", "ーーー", "?!?!", "11111", "… — ·"],
+)
+def test_issue_examples_are_refused(question):
+    assert isinstance(refused(question), MeaninglessQuestionError)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    question=st.one_of(
+        st.sampled_from(REAL),
+        st.integers(0, 10**12).map(str).filter(lambda n: len(set(n)) > 1 or len(n) < 5),
+    ),
+    before=st.lists(no_meaning_chars, max_size=4).map("".join),
+    after=st.lists(no_meaning_chars, max_size=4).map("".join),
+)
+def test_real_questions_pass(question, before, after):
+    cleaned = clean_question(before + question + after, 2000)
+    assert "".join(question.split()) in "".join(cleaned.split())
+
+
+@pytest.mark.parametrize(
+    ("history", "accept_language", "expected"),
+    [
+        (["Qui a licencié Sam Altman ?"], None, "fr"),
+        (["Wer hat Sam Altman entlassen?", "\u200b"], "es", "de"),  # the latest question with words
+        ([], "de-CH,de;q=0.9,en;q=0.5", "de"),
+        (None, "sv,ja;q=0.8", "ja"),  # the first language we have messages in
+        (None, "sv", "en"),
+        (None, None, "en"),
+    ],
+)
+def test_refusal_in_the_askers_language(history, accept_language, expected):
+    from qa.i18n import QUESTION_ERRORS
+
+    lang = asker_language(history, accept_language)
+    assert lang == expected
+    with pytest.raises(MeaninglessQuestionError) as info:
+        clean_question("\u200b\u200b\u200b", 2000, lang)
+    assert info.value.lang == expected
+    assert str(info.value) == QUESTION_ERRORS["no_words"][expected].format(chars="U+200B×3")
+
+
+def test_refusal_messages_cover_every_reply_language():
+    from qa.answer import LEAD_IN
+    from qa.i18n import QUESTION_ERRORS
+
+    for kind, messages in QUESTION_ERRORS.items():
+        assert set(messages) == set(LEAD_IN), kind
+        assert all("{chars}" in message for message in messages.values()), kind
+
+
+def test_rest_refuses_a_question_without_words_with_422_in_the_askers_language(tmp_path):
+    """The real app, before any index is loaded: the refusal comes first (422, not 503)."""
+    from starlette.testclient import TestClient
+
+    from qa.config import Settings
+    from qa.i18n import QUESTION_ERRORS
+    from qa.server import create_app
+
+    app = create_app(Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index"))
+    client = TestClient(app, raise_server_exceptions=False)  # no lifespan: nothing loads
+    french = QUESTION_ERRORS["no_words"]["fr"].format(chars="U+200B×3")
+    response = client.post("/api/v1/ask", json={"question": "\u200b\u200b\u200b"}, headers={"Accept-Language": "fr"})
+    assert (response.status_code, response.json()) == (422, {"detail": french})
+    history = {"question": "🤖" * 2000, "history": ["Wer hat Sam Altman entlassen?"]}
+    response = client.post("/api/v1/ask", json=history)
+    assert response.status_code == 422 and response.json()["detail"].startswith("Die Frage enthält keine")
+    response = client.get("/api/v1/search", params={"q": "aaaa"}, headers={"Accept-Language": "es-MX"})
+    assert response.status_code == 422 and response.json()["detail"].startswith("La pregunta es un solo")
+    response = client.get("/api/v1/search", params={"q": "Who is Nadella?"})
+    assert response.status_code == 503  # a real question goes on to the (not yet loaded) index
