@@ -64,16 +64,22 @@ def question_sets(xquad_dir: Path | None) -> dict[str, list[tuple[str, str, list
     return sets
 
 
-def accuracy(rows, detect) -> tuple[dict[str, float], dict[str, int], float]:
-    """Per-language accuracy, counts, and seconds per question."""
+def accuracy(rows, detect) -> tuple[dict[str, float], dict[str, int], float, float]:
+    """Per-language accuracy, counts, seconds per question, and the share of answers outside
+    the languages we reply in (an "unrelated language")."""
+    from qa.lang import QUESTION_LANGUAGES
+
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
+    unrelated = 0
     start = time.perf_counter()
     for lang, question, history in rows:
+        found = detect(question, history)
         total[lang] += 1
-        right[lang] += detect(question, history) == lang
+        right[lang] += found == lang
+        unrelated += found not in QUESTION_LANGUAGES
     seconds = (time.perf_counter() - start) / max(len(rows), 1)
-    return {lang: right[lang] / total[lang] for lang in total}, dict(total), seconds
+    return {lang: right[lang] / total[lang] for lang in total}, dict(total), seconds, unrelated / max(len(rows), 1)
 
 
 def main() -> None:
@@ -99,10 +105,11 @@ def main() -> None:
     for name, rows in tqdm(sets.items(), desc="question sets", unit="set"):
         results[name] = {}
         for label, detect in detectors.items():
-            per_lang, counts, seconds = accuracy(rows, detect)
+            per_lang, counts, seconds, unrelated = accuracy(rows, detect)
             results[name][label] = {
                 "per_language": per_lang,
                 "mean": sum(per_lang.values()) / len(per_lang),
+                "unrelated": unrelated,
                 "ms_per_question": round(seconds * 1000, 3),
             }
         results[name]["questions"] = counts
@@ -125,6 +132,8 @@ def render(results: dict) -> str:
         lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     means = [f"**{results[n]['before']['mean']:.3f} → {results[n]['after']['mean']:.3f}**" for n in names]
     lines.append("| **mean** | " + " | ".join(means) + " |")
+    unrelated = [f"{results[n]['before']['unrelated']:.3f} → {results[n]['after']['unrelated']:.3f}" for n in names]
+    lines.append("| outside the reply languages | " + " | ".join(unrelated) + " |")
     counts = [str(sum(results[n]["questions"].values())) for n in names]
     lines.append("| questions | " + " | ".join(counts) + " |")
     slowest = max((r["before"]["ms_per_question"], r["after"]["ms_per_question"]) for r in results.values())
