@@ -370,3 +370,18 @@ def test_xquad_questions_cut_to_three_words() -> None:
         accuracy[lang] = sum(detect_language(q) == lang for q in sample) / len(sample)
     assert accuracy["en"] >= 0.97, accuracy
     assert sum(accuracy.values()) / len(accuracy) >= 0.95, accuracy
+
+
+@pytest.mark.slow
+def test_ask_replies_in_the_language_of_a_short_question_or_of_the_conversation(seed_settings) -> None:
+    """The real model and index: `ask` passes the history and the corpus's languages."""
+    from qa import ask
+    from qa.answer import LEAD_IN, NOT_FOUND
+
+    def opening(answer) -> str:
+        return answer.reply.splitlines()[0]
+
+    answer = ask("Who is Satya Nadella?", settings=seed_settings)
+    assert answer.lang == "en" and opening(answer) in (LEAD_IN["en"], NOT_FOUND["en"])
+    answer = ask("Satya Nadella?", history=["Quel est le rôle de Microsoft ?"], settings=seed_settings)
+    assert answer.lang == "fr" and opening(answer) in (LEAD_IN["fr"], NOT_FOUND["fr"])
