@@ -68,7 +68,9 @@ PIECE = st.one_of(
     st.integers(0, 10**6).map(str),
 )
 LEADING = st.sampled_from(["", "\u0301", "\u0308\u0301", "\u200b", "\ufeff", "\u202e", "\ufe0f", "\u3000"])
-TEXT = st.tuples(LEADING, st.lists(PIECE, max_size=120)).map(lambda parts: parts[0] + "".join(parts[1]))
+# Lengths spread evenly up to several passages' worth (hypothesis alone favours short lists).
+PIECES = st.integers(0, 250).flatmap(lambda n: st.lists(PIECE, min_size=n, max_size=n))
+TEXT = st.tuples(LEADING, PIECES).map(lambda parts: parts[0] + "".join(parts[1]))
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +125,13 @@ def test_chunk_article_never_fails_on_any_text(embedder, text: str, budget: int,
     check_chunks(text, chunks, embedder.count_tokens, budget)
 
 
-@settings(max_examples=max(5, EXAMPLES // 2), deadline=None, database=None,
+@settings(max_examples=max(5, EXAMPLES // 3), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(text=TEXT)
 def test_encode_documents_never_fails_on_any_text(embedder, text: str) -> None:
     chunks = chunk_article(article(text), embedder.count_tokens, 64, 1)
-    texts = [text, *(c.text for c in chunks), *(text[a:b] for a, b in split_sentences(text)[:4])]
+    # A few passages and sentences (embedding costs ~100x counting), and the start of the raw text.
+    texts = [text[:100], *(c.text for c in chunks[:2]), *(text[a:b] for a, b in split_sentences(text)[:3])]
     vectors = embedder.encode_documents(texts)
     assert vectors.shape == (len(texts), embedder.dim) and vectors.dtype == np.float32
     assert np.isfinite(vectors).all()
