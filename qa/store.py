@@ -890,10 +890,11 @@ def build_index(
             articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
         if not articles:
             shutil.rmtree(building, ignore_errors=True)
-            first = next(iter(failed.values()))
+            first = next(a for a in all_articles if a.doc_id in failed)
             raise QAError(
-                f"Every article of {corpus_dir} failed ({len(failed)}); the first: {first}. "
-                "The existing index was left as it was."
+                f"Every article of {corpus_dir} failed ({len(failed)}); the first, {first.source} "
+                f"({first.title[:80]!r}): {failed[first.doc_id]}. Fix the articles (QA_DEBUG=1 shows the "
+                "details) and run `qa index` again; the existing index was left as it was."
             )
         skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in all_articles if a.doc_id in failed]
         lang_of = {a.doc_id: a.lang for a in articles}

@@ -192,7 +192,8 @@ def test_every_article_failing_is_one_error_and_keeps_the_index(settings: Settin
         raise RuntimeError("injected")
 
     monkeypatch.setattr(qa.chunk, "chunk_article", chunk_article)
-    with pytest.raises(QAError, match=r"Every article .* failed \(3\).*RuntimeError: injected.*left as it was"):
+    pattern = r"Every article .* failed \(3\); the first, library.txt \('New library.*RuntimeError: injected.*left as"
+    with pytest.raises(QAError, match=pattern):
         build_index(corpus, settings=settings.model_copy(update={"chunk_tokens": 100}), embedder=FakeEmbedder())
     assert current_version(settings.index_dir) == before
     assert not list(settings.index_dir.glob(".building-*"))
