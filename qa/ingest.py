@@ -544,6 +544,8 @@ def _jsonl_article(line: str, source: str) -> Article:
     if not isinstance(text, str) or not text.strip():
         raise _Skip("'text' is missing or is not a non-empty string")
     title, url, date, declared = (_optional_string(record, key) for key in ("title", "url", "date", "lang"))
+    for key, value in (("text", text), ("title", title), ("url", url), ("date", date), ("lang", declared)):
+        _check_no_surrogate(key, value)
     lang = normalize_lang_code(declared) if declared else None
     if declared and lang is None:
         raise _Skip(f"'lang' {declared!r} is not an ISO 639-1 language code (such as 'en' or 'fr')")
@@ -551,6 +553,19 @@ def _jsonl_article(line: str, source: str) -> Article:
     if not title:
         title, lines = _split_title(lines)
     return _build_article(title, lines, source, lang=lang, url=url, date=date)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_no_surrogate(key: str, value: str | None) -> None:
+    # JSON can escape half of a UTF-16 pair ("\ud800") alone: no text can hold it.
+    found = _SURROGATE.search(value or "")
+    if found:
+        raise _Skip(
+            f"{key!r} holds a lone surrogate \\u{ord(found.group()):04x} at character {found.start()}: "
+            "an escape of half a UTF-16 pair, which is not text; fix that escape"
+        )
 
 
 def _optional_string(record: dict[str, object], key: str) -> str | None:

@@ -239,3 +239,17 @@ def test_an_unexpected_build_error_is_one_line_from_the_cli(settings: Settings, 
     assert out == "" and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("Error: Building the index failed unexpectedly")
     assert "RuntimeError: disk gremlin" in err and "QA_DEBUG=1" in err
+
+
+def test_a_lone_surrogate_escape_in_a_jsonl_line_is_named(corpus: Path):
+    # json.loads turns "\ud800" into a string no UTF-8 tool (hash, tokenizer) can take.
+    (corpus / "escapes.jsonl").write_text(
+        '{"title": "Broken", "text": "Half a pair \\ud800 here. More text."}\n'
+        '{"title": "Whole", "text": "A whole pair \\ud83d\\ude00 here. More text."}\n',
+        encoding="utf-8",
+    )
+    articles, skipped = qa.ingest.load_corpus(corpus)
+    reasons = {s.source: s.reason for s in skipped}
+    assert reasons == {"escapes.jsonl#1": "line 1: 'text' holds a lone surrogate \\ud800 at character 12: "
+                       "an escape of half a UTF-16 pair, which is not text; fix that escape"}
+    assert "A whole pair \U0001f600 here. More text." in {a.text for a in articles}
