@@ -175,7 +175,7 @@ class Engine:
         from qa.lang import detect_language
 
         lang = lang or detect_language(question)
-        index = index or self.index()
+        index = self.index() if index is None else index  # (an index with no passages is falsy)
         rows, scores = self.score(question, lang, index)
         query = self.embedder.encode_query(question)
         order = np.argsort(-scores)
