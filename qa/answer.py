@@ -137,8 +137,10 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
 
     query_vector = engine.embedder.encode_query(query)
     # The ranking already weighs each passage's best sentence; quote that sentence, in ranking
-    # order, once (overlapping passages share sentences).
-    index = engine.index()
+    # order, once (overlapping passages share sentences). Sentences and article texts come from
+    # the version the search read: the live one may have been replaced since (a rebuild that
+    # removed a cited article made this a KeyError).
+    index = passages.loaded_index
     evidence = [_evidence(p, query_vector, index) for p in relevant]
     best, quoted = [], set()
     for i, passage in enumerate(relevant):

@@ -24,7 +24,10 @@ __all__ = [
 ]
 
 TokenCounter = Callable[[list[str]], list[int]]
-"""Returns the model's token count of each text, special tokens and passage prompt included."""
+"""Returns the model's token count of each text, special tokens and passage prompt included.
+
+The chunker never calls it with an empty list (tokenizers disagree on what an empty batch is:
+Hugging Face's fast tokenizers raise IndexError on one)."""
 
 CHUNKER_NAME = "sentence-pack"
 CHUNKER_VERSION = 1  # bump whenever a change would move passage boundaries (the index must be rebuilt)
@@ -366,6 +369,10 @@ def _pack(
     first, first_new = 0, 0
     while True:
         plan = _plan(units, base, max_tokens, overlap, first, first_new)
+        if not plan:
+            # The passage just shrunk was the last one: its dropped shared units were already
+            # in the passage before, so nothing is left to plan.
+            return accepted
         counts = _count(count_tokens, [_join(text, units, a, b) for a, b, _ in plan])
         for (a, b, new), tokens in zip(plan, counts):
             if tokens > max_tokens:
@@ -455,6 +462,8 @@ def _content(unit: _Unit, base: int) -> int:
 
 
 def _count(count_tokens: TokenCounter, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
     counts = list(count_tokens(texts))
     if len(counts) != len(texts):
         raise ValueError(f"count_tokens returned {len(counts)} counts for {len(texts)} texts")

@@ -7,12 +7,13 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 from qa.config import Settings
-from qa.errors import QAError
+from qa.errors import QAError, unexpected_reason
 
 __all__ = ["main"]
 
@@ -35,6 +36,25 @@ def _print_report(report) -> None:
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
+    if os.environ.get("QA_DEBUG"):
+        # The traceback of each article left out of the build (the summary gives one line each).
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("qa").addHandler(handler)
+        logging.getLogger("qa").setLevel(logging.DEBUG)
+    try:
+        _build(args, settings)
+    except (QAError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # A failure that no single article explains (each article's own are in the summary).
+        raise QAError(
+            f"Building the index failed unexpectedly ({unexpected_reason(exc)}); the previous index is "
+            "unchanged. Run `qa index` again with QA_DEBUG=1 to see where, and report it."
+        ) from exc
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> None:
     from qa.store import build_index
 
     if args.ray is None:

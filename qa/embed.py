@@ -219,7 +219,14 @@ class Embedder:
         return int(self.model.max_seq_length)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens each text costs as a passage: the `passage: ` prompt and special tokens included."""
+        """Tokens each text costs as a passage: the `passage: ` prompt and special tokens included.
+
+        The text is tokenized exactly as `encode_documents` tokenizes it (same prompt, same
+        normalizer), so a passage counted within the budget is embedded whole.
+        """
+        if not texts:
+            # The fast tokenizer raises IndexError on an empty batch instead of returning nothing.
+            return []
         prompt = self.model.prompts.get("document", "")
         tokenizer = self.model.tokenizer
         encoded = tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=False)

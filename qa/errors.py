@@ -12,6 +12,7 @@ __all__ = [
     "MeaninglessQuestionError",
     "ModelError",
     "QAError",
+    "unexpected_reason",
 ]
 
 
@@ -56,3 +57,9 @@ class IndexCorruptError(QAError):
 
 class IngestError(QAError):
     """A corpus file cannot be read as an article."""
+
+
+def unexpected_reason(exc: BaseException) -> str:
+    """An unexpected exception as one short line for a summary: its type and its message."""
+    message = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

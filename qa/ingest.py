@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
@@ -18,7 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from qa.chunk import split_sentences
-from qa.errors import IngestError
+from qa.errors import IngestError, unexpected_reason
 from qa.lang import detect_language, normalize_lang_code
 from qa.models import Article, SkippedFile
 
@@ -31,6 +32,8 @@ __all__ = [
     "make_doc_id",
     "read_file",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20_000_000
 SUPPORTED_EXTENSIONS = (".htm", ".html", ".jsonl", ".markdown", ".md", ".txt")
@@ -521,6 +524,8 @@ def _read_jsonl(text: str, source: str) -> tuple[list[Article], list[SkippedFile
             articles.append(_jsonl_article(line, line_source))
         except _Skip as skip:
             skipped.append(SkippedFile(source=line_source, reason=f"line {number}: {skip.reason}"))
+        except Exception as exc:  # noqa: BLE001 -- a reader bug on one article must not lose the others
+            skipped.append(SkippedFile(source=line_source, reason=f"line {number}: {_unexpected(line_source, exc)}"))
     if not articles and not skipped:
         raise _Skip("empty file")
     return articles, skipped
@@ -539,6 +544,8 @@ def _jsonl_article(line: str, source: str) -> Article:
     if not isinstance(text, str) or not text.strip():
         raise _Skip("'text' is missing or is not a non-empty string")
     title, url, date, declared = (_optional_string(record, key) for key in ("title", "url", "date", "lang"))
+    for key, value in (("text", text), ("title", title), ("url", url), ("date", date), ("lang", declared)):
+        _check_no_surrogate(key, value)
     lang = normalize_lang_code(declared) if declared else None
     if declared and lang is None:
         raise _Skip(f"'lang' {declared!r} is not an ISO 639-1 language code (such as 'en' or 'fr')")
@@ -546,6 +553,19 @@ def _jsonl_article(line: str, source: str) -> Article:
     if not title:
         title, lines = _split_title(lines)
     return _build_article(title, lines, source, lang=lang, url=url, date=date)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_no_surrogate(key: str, value: str | None) -> None:
+    # JSON can escape half of a UTF-16 pair ("\ud800") alone: no text can hold it.
+    found = _SURROGATE.search(value or "")
+    if found:
+        raise _Skip(
+            f"{key!r} holds a lone surrogate \\u{ord(found.group()):04x} at character {found.start()}: "
+            "an escape of half a UTF-16 pair, which is not text; fix that escape"
+        )
 
 
 def _optional_string(record: dict[str, object], key: str) -> str | None:
@@ -591,6 +611,9 @@ def load_corpus(
         except _Skip as skip:
             skipped.append(SkippedFile(source=source, reason=skip.reason))
             continue
+        except Exception as exc:  # noqa: BLE001 -- a reader bug on one file must not stop the build
+            skipped.append(SkippedFile(source=source, reason=_unexpected(source, exc)))
+            continue
         articles.extend(found)
         skipped.extend(bad_lines)
     unique, duplicates = _drop_duplicates(sorted(articles, key=lambda article: _source_key(article.source)))
@@ -617,6 +640,15 @@ def read_file(path: Path, corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTE
     if not articles:
         raise IngestError(f"{source}: no usable line: " + "; ".join(bad.reason for bad in bad_lines[:3]))
     return articles
+
+
+def _unexpected(source: str, exc: Exception) -> str:
+    """The reason given for a file or line that failed in an unforeseen way (traceback in the debug log)."""
+    log.debug("reading %s failed", source, exc_info=exc)
+    return (
+        f"could not be read ({unexpected_reason(exc)}); fix or remove it and run `qa index` again "
+        "(QA_DEBUG=1 shows the details)"
+    )
 
 
 def _walk(root: Path, folder: Path) -> Iterator[tuple[Path, str | None]]:

@@ -16,7 +16,7 @@ from qa.question import check_meaning
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
 from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 
-__all__ = ["Engine", "clean_question", "get_engine", "retrieve"]
+__all__ = ["Engine", "SearchResults", "clean_question", "get_engine", "retrieve"]
 
 
 def clean_question(question: object, max_chars: int, lang: str | None = None) -> str:
@@ -43,6 +43,19 @@ def clean_question(question: object, max_chars: int, lang: str | None = None) ->
         raise InvalidQuestionError("The question is empty. Type a question.")
     check_meaning(text, lang)
     return text
+
+
+class SearchResults(list[Passage]):
+    """The passages a search found, bound to the index version it read (`loaded_index`).
+
+    A build may replace the live index at any moment; whoever goes on to read the passages'
+    articles or sentences (the answer's evidence) reads them from this version, so that every
+    offset and citation refers to the texts the passages came from.
+    """
+
+    def __init__(self, passages: list[Passage], loaded_index: LoadedIndex):
+        super().__init__(passages)
+        self.loaded_index = loaded_index
 
 
 class Engine:
@@ -153,22 +166,27 @@ class Engine:
             query, raw[None, :], owners, len(rows), index.sentence_stats, index.sentence_lang_ids[links]
         )[0]
 
-    def search(self, question: str, k: int, lang: str | None = None) -> list[Passage]:
+    def search(
+        self, question: str, k: int, lang: str | None = None, *, index: LoadedIndex | None = None
+    ) -> SearchResults:
         """The k best passages for one cleaned question, one per translation group.
 
         Each language's best candidates are scored on a common scale (see `qa.rank`), then
         translations of the same passage are folded into one hit, shown in the asker's language
-        (`lang`, detected when not given) when the group has a member in it.
+        (`lang`, detected when not given) when the group has a member in it. Searches `index`,
+        by default the live version; the results carry the version searched.
         """
         from qa.lang import detect_language
 
         lang = lang or detect_language(question)
-        index = self.index()
+        index = self.index() if index is None else index  # (an index with no passages is falsy)
         rows, scores = self.score(question, lang, index)
         query = self.embedder.encode_query(question)
         order = np.argsort(-scores)
         folded = fold_groups(rows[order], index.groups, index.members, index.langs, lang, k)
-        return [grouped_passage(index, lead, float(scores[order[i]]), query) for i, lead in folded]
+        return SearchResults(
+            [grouped_passage(index, lead, float(scores[order[i]]), query) for i, lead in folded], index
+        )
 
 
 def grouped_passage(index: LoadedIndex, lead: int, score: float, query: np.ndarray) -> Passage:
@@ -221,4 +239,4 @@ def retrieve(question: str, k: int = 5, *, settings: Settings | None = None) -> 
     if not isinstance(k, int) or k < 1 or k > 100:
         raise InvalidQuestionError(f"k must be between 1 and 100, not {k!r}.")
     text = clean_question(question, settings.max_question_chars)
-    return get_engine(settings).search(text, k)
+    return list(get_engine(settings).search(text, k))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -60,7 +61,7 @@ from qa.ann import (
     tune_probes,
 )
 from qa.config import Settings
-from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
+from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError, unexpected_reason
 from qa.lexical import LexicalIndex
 from qa.memory import map_in
 from qa.models import Article, Chunk, SkippedFile
@@ -79,6 +80,8 @@ __all__ = [
     "pointer_stamp",
     "write_index",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 POINTER = "CURRENT"
@@ -576,7 +579,21 @@ def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) 
     return previous
 
 
-def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str = "Passages") -> np.ndarray:
+def _embed_with_progress(
+    embedder,
+    texts: list[str],
+    progress: bool,
+    what: str = "Passages",
+    *,
+    owners: list[str] | None = None,
+    failed: dict[str, str] | None = None,
+) -> np.ndarray:
+    """Embed `texts` in slices of similar lengths, with a progress bar.
+
+    With `owners` (the article of each text), a slice that fails is embedded again article by
+    article: an article that still fails is added to `failed` (doc_id -> reason) and its rows
+    are left at zero, so that one bad article costs only itself.
+    """
     from tqdm import tqdm
 
     # Slices of similar lengths: a batch costs its longest text times its size, and sentences in
@@ -588,7 +605,11 @@ def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str =
         step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
         for start in range(0, len(texts), step):
             batch = texts[start : start + step]
-            parts.append(embedder.encode_documents(batch))
+            if owners is None:
+                parts.append(embedder.encode_documents(batch))
+            else:
+                batch_owners = [owners[i] for i in order[start : start + step]]
+                parts.append(_embed_isolated(embedder, batch, batch_owners, failed, what))
             bar.update(len(batch))
     if not parts:
         return np.zeros((0, embedder.dim), np.float32)
@@ -598,9 +619,73 @@ def _embed_with_progress(embedder, texts: list[str], progress: bool, what: str =
     return vectors
 
 
-def _sentences(articles, chunks, previous, embedder, progress):
+def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
+    """`embedder.encode_documents(batch)`; when that fails, each owner's texts on their own (see
+    `_embed_with_progress`). When every owner of the batch fails alone too, the embedder itself
+    is broken and the batch's error is raised."""
+    try:
+        return embedder.encode_documents(batch)
+    except Exception:  # find the article(s) at fault, below
+        rows_of: dict[str, list[int]] = {}
+        for row, owner in enumerate(owners):
+            rows_of.setdefault(owner, []).append(row)
+        vectors = np.zeros((len(batch), embedder.dim), np.float32)
+        errors: dict[str, Exception] = {}
+        for owner, rows in rows_of.items():
+            try:
+                vectors[rows] = embedder.encode_documents([batch[row] for row in rows])
+            except Exception as exc:  # noqa: BLE001 -- reported in the summary
+                errors[owner] = exc
+        if len(rows_of) > 1 and len(errors) == len(rows_of):
+            raise  # the batch's error
+        for owner, exc in errors.items():
+            failed.setdefault(owner, _failure(f"embedding its {what.lower()}", owner, exc))
+        return vectors
+
+
+def _failure(stage: str, source: str, exc: Exception) -> str:
+    """Why an article was left out of the build, in one line (the traceback goes to the debug log)."""
+    log.debug("%s failed for %s", stage, source, exc_info=exc)
+    return f"{stage} failed ({unexpected_reason(exc)})"
+
+
+def _skipped_article(article: Article, reason: str) -> SkippedFile:
+    title = article.title if len(article.title) <= 80 else article.title[:79] + "…"
+    return SkippedFile(
+        source=article.source,
+        reason=f"article {title!r} left out: {reason}; fix or remove it and run `qa index` again "
+        "(QA_DEBUG=1 shows the details)",
+    )
+
+
+def _leave_out(
+    failed: dict[str, str], articles: list[Article], chunks: list[Chunk], vectors: np.ndarray, reuse_rows: list[int]
+) -> tuple[list[Article], list[Chunk], np.ndarray, list[int]]:
+    """The articles, passages, vectors and reuse rows without those of the `failed` articles."""
+    if not any(article.doc_id in failed for article in articles):
+        return articles, chunks, vectors, reuse_rows
+    keep = [row for row, chunk in enumerate(chunks) if chunk.doc_id not in failed]
+    kept_articles = [article for article in articles if article.doc_id not in failed]
+    return kept_articles, [chunks[row] for row in keep], vectors[keep], [reuse_rows[row] for row in keep]
+
+
+def _drop_sentences(
+    failed: dict[str, str], articles: list[Article], table: np.ndarray, vectors: np.ndarray, embedded: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sentence table (article number, start, end), vectors and `embedded` mask without the
+    sentences of the `failed` articles, articles renumbered as in `articles` without them."""
+    kept = np.array([article.doc_id not in failed for article in articles], dtype=bool)
+    renumber = np.cumsum(kept) - 1
+    rows = kept[table[:, 0]]
+    table = table[rows]
+    table[:, 0] = renumber[table[:, 0]]
+    return table, vectors[rows], embedded[rows]
+
+
+def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str]):
     """Every sentence of every passage, with its vector: reused from `previous` when its
-    article is unchanged, embedded otherwise. Returns (table, vectors, number embedded)."""
+    article is unchanged, embedded otherwise. Returns (table, vectors, a mask of the rows
+    embedded now). An article whose sentences cannot be embedded is added to `failed`."""
     from qa.chunk import split_sentences
 
     number = {a.doc_id: i for i, a in enumerate(articles)}
@@ -624,9 +709,14 @@ def _sentences(articles, chunks, previous, embedder, progress):
     if found:
         vectors[found] = previous.sentence_vectors[[hits[row] for row in found]]
     texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
+    owners = [articles[doc].doc_id for doc in table[missing, 0].tolist()]
     if missing:
-        vectors[missing] = _embed_with_progress(embedder, texts, progress, "Sentences")
-    return table, vectors, len(missing)
+        vectors[missing] = _embed_with_progress(
+            embedder, texts, progress, "Sentences", owners=owners, failed=failed
+        )
+    embedded = np.zeros(len(table), dtype=bool)
+    embedded[missing] = True
+    return table, vectors, embedded
 
 
 def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
@@ -643,8 +733,25 @@ def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, n
             continue  # too few to estimate a direction; questions in this language stay as they are
         # Evenly spaced, so the sample is deterministic and spans the whole corpus.
         picks = np.linspace(0, len(sentences) - 1, min(QUERY_SAMPLE, len(sentences))).astype(int)
-        sample[lang] = embedder.encode_queries([sentences[i] for i in picks])
+        sample[lang] = _encode_sample(embedder, [sentences[i] for i in picks])
     return sample
+
+
+def _encode_sample(embedder, texts: list[str]) -> np.ndarray:
+    """`embedder.encode_queries(texts)`; if that fails, without the texts that fail on their own
+    (a sample only estimates a direction), unless every one of them does."""
+    try:
+        return embedder.encode_queries(texts)
+    except Exception:  # one odd sentence must not stop the build
+        kept = []
+        for text in texts:
+            try:
+                kept.append(embedder.encode_queries([text]))
+            except Exception as exc:  # noqa: BLE001 -- left out of the sample
+                log.debug("sample sentence %r left out: %s", text[:80], unexpected_reason(exc))
+        if not kept:
+            raise  # the batch's error
+        return np.concatenate(kept)
 
 
 def sample_means(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -739,6 +846,9 @@ def build_index(
             for row, chunk in enumerate(previous.chunks):
                 old_rows.setdefault(chunk.doc_id, []).append(row)
 
+        # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
+        # and named in the summary with the reason; the others are indexed. doc_id -> reason.
+        failed: dict[str, str] = {}
         chunks: list[Chunk] = []
         reuse_rows: list[int] = []  # per new chunk: row in the old index, or -1 to embed
         for article in articles:
@@ -746,23 +856,47 @@ def build_index(
             if rows:
                 chunks.extend(previous.chunks[r] for r in rows)
                 reuse_rows.extend(rows)
-            else:
+                continue
+            try:
                 new = chunk_article(article, embedder.count_tokens, budget, settings.chunk_overlap)
-                chunks.extend(new)
-                reuse_rows.extend([-1] * len(new))
+            except Exception as exc:  # noqa: BLE001 -- reported in the summary, see `failed`
+                failed[article.doc_id] = _failure("splitting it into passages", article.source, exc)
+                continue
+            chunks.extend(new)
+            reuse_rows.extend([-1] * len(new))
 
         to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
-        fresh = _embed_with_progress(embedder, [chunks[i].text for i in to_embed], progress)
+        fresh = _embed_with_progress(
+            embedder, [chunks[i].text for i in to_embed], progress,
+            owners=[chunks[i].doc_id for i in to_embed], failed=failed,
+        )
         vectors = np.zeros((len(chunks), model["dim"]), np.float32)
         if to_embed:
             vectors[to_embed] = fresh
         reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
         if reused:
             vectors[reused] = previous.passage_vectors[[reuse_rows[i] for i in reused]]
+        all_articles = articles
+        articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
 
-        sentences, sentence_vectors, sentences_embedded = _sentences(
-            articles, chunks, previous, embedder, progress
+        failed_before = len(failed)
+        sentences, sentence_vectors, sentences_new = _sentences(
+            articles, chunks, previous, embedder, progress, failed
         )
+        if len(failed) > failed_before:  # some articles failed at embedding their sentences
+            sentences, sentence_vectors, sentences_new = _drop_sentences(
+                failed, articles, sentences, sentence_vectors, sentences_new
+            )
+            articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
+        if not articles:
+            shutil.rmtree(building, ignore_errors=True)
+            first = next(a for a in all_articles if a.doc_id in failed)
+            raise QAError(
+                f"Every article of {corpus_dir} failed ({len(failed)}); the first, {first.source} "
+                f"({first.title[:80]!r}): {failed[first.doc_id]}. Fix the articles (QA_DEBUG=1 shows the "
+                "details) and run `qa index` again; the existing index was left as it was."
+            )
+        skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in all_articles if a.doc_id in failed]
         lang_of = {a.doc_id: a.lang for a in articles}
         passage_langs = [lang_of[c.doc_id] for c in chunks]
         sample = question_sample(embedder, [c.text for c in chunks], passage_langs)
@@ -780,10 +914,10 @@ def build_index(
         version=version,
         articles=len(articles),
         passages=len(chunks),
-        embedded=len(to_embed),
-        reused=len(reused),
+        embedded=sum(row < 0 for row in reuse_rows),
+        reused=sum(row >= 0 for row in reuse_rows),
         sentences=len(sentences),
-        sentences_embedded=sentences_embedded,
+        sentences_embedded=int(sentences_new.sum()),
         removed_articles=removed,
         languages=dict(sorted(languages.items())),
         search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],

@@ -380,3 +380,53 @@ def test_corpus_with_the_real_model_tokenizer(max_tokens: int) -> None:
         assert_valid(chunks, doc, max_tokens)
         assert [chunk.n_tokens for chunk in chunks] == count([chunk.text for chunk in chunks])
         assert counter.texts <= 2 * len(split_sentences(doc.text)) + 20 * len(chunks)
+
+
+def strict(counter):
+    """`counter`, refusing an empty batch as Hugging Face's fast tokenizers do (IndexError)."""
+
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            raise IndexError("list index out of range")
+        return counter(texts)
+
+    return count
+
+
+def test_last_passage_shrunk_to_its_new_sentence_ends_the_packing() -> None:
+    # The last planned passage (a shared sentence + the last one) fits by the per-sentence
+    # estimate but not as a whole (the line break costs 3): shrinking it drops the shared
+    # sentence, which leaves nothing to plan. That used to send an empty batch to the counter
+    # (the IndexError of a real paragraph about NTSC frame rates).
+    def count(texts: list[str]) -> list[int]:
+        return [PROMPT_TOKENS + len(text.split()) + 3 * text.count("\n") for text in texts]
+
+    text = "Alpha one.\nBravo two three four five six seven.\nDelta eight nine ten."
+    doc = article(text)
+    chunks = chunk_article(doc, strict(count), max_tokens=15, overlap=1)
+    assert_valid(chunks, doc, 15)
+    assert [chunk.text for chunk in chunks] == [
+        "Alpha one.\nBravo two three four five six seven.",
+        "Delta eight nine ten.",
+    ]
+    assert [chunk.n_tokens for chunk in chunks] == count([chunk.text for chunk in chunks])
+
+
+# Sentences of 1-6 words, each after a space or a line break.
+LINED_TEXT = st.lists(
+    st.tuples(st.sampled_from([" ", "\n"]), st.integers(1, 6)).map(lambda p: p[0] + "Word " * p[1] + "end."),
+    min_size=1,
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=LINED_TEXT, max_tokens=st.integers(min_value=8, max_value=24), overlap=st.integers(0, 3))
+def test_property_the_counter_never_gets_an_empty_batch(text: str, max_tokens: int, overlap: int) -> None:
+    def count(texts: list[str]) -> list[int]:  # a line break between sentences costs 3 tokens
+        return [PROMPT_TOKENS + len(text.split()) + 3 * text.count("\n") for text in texts]
+
+    doc = article(text)
+    chunks = chunk_article(doc, strict(count), max_tokens=max_tokens, overlap=overlap)
+    assert_valid(chunks, doc, max_tokens)
+    assert [chunk.n_tokens for chunk in chunks] == count([chunk.text for chunk in chunks])
