@@ -1,4 +1,4 @@
-"""Index files damaged underneath a loaded engine: truncated, zero-filled or deleted in turn.
+"""Index files damaged underneath a loaded engine: truncated, zero-filled, deleted or replaced in turn.
 
 Each file of a live index folder is damaged in place while an engine has the index loaded
 (the mistake of copying an index over the live folder, or a disk going bad). A question then
@@ -63,7 +63,14 @@ def zero_fill(path: Path) -> None:
         handle.write(b"\0" * path.stat().st_size)
 
 
-DAMAGES = {"truncate": truncate, "zero_fill": zero_fill, "delete": Path.unlink}
+def replace(path: Path) -> None:
+    # A new file of the same size renamed over it (how a careless copy tool swaps a file in).
+    other = path.with_name(path.name + ".new")
+    other.write_bytes(os.urandom(path.stat().st_size))
+    os.replace(other, path)
+
+
+DAMAGES = {"truncate": truncate, "zero_fill": zero_fill, "delete": Path.unlink, "replace": replace}
 
 
 @pytest.fixture
@@ -126,9 +133,9 @@ def test_each_file_damaged_under_a_loaded_engine_never_misleads_and_recovers(
 
     assert "DIFFERENT" not in outcomes.values(), outcomes
     version = current_version(pristine)
-    if damage == "delete":
-        # A deleted file's inode lives on while it is mapped, the others were read at load, and
-        # without CURRENT the loaded version stays: everything answers from intact data.
+    if damage in ("delete", "replace"):
+        # A deleted or replaced file's inode lives on while it is mapped, the others were read at
+        # load, and a pointer to no loadable version leaves the loaded one: all from intact data.
         assert set(outcomes.values()) == {"same"}, outcomes
     else:
         # The memory-mapped files are caught before they are read; the others were read at load,
