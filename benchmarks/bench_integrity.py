@@ -94,7 +94,10 @@ def hash_candidates() -> dict:
     for name in ("sha1", "sha256", "md5", "blake2b"):
         candidates[f"hashlib.{name}"] = (lambda v, n=name: hashlib.new(n, v).digest(), "cryptographic")
     candidates["numpy weighted sum"] = (weighted_sum, "not a standard checksum")
-    candidates["numba 4-lane multiply-xor"] = (lambda v: four_lanes(np.frombuffer(v, np.uint64)), "home-made; JIT compile")
+    candidates["numba 4-lane multiply-xor"] = (
+        lambda v: four_lanes(np.frombuffer(v, np.uint64)),
+        "home-made; JIT compile",
+    )
     try:
         import xxhash
 
@@ -166,8 +169,17 @@ def measure_verify(folder: Path, passages: int) -> list[dict]:
         checksums.update({name: file_checksum(folder / name) for name in sizes})
 
     def at_load() -> None:  # what open_index does
-        manifest = Manifest(format_version=0, model={}, chunking={}, corpus={}, index={}, files=sizes,
-                            checksums=checksums, versions={}, created_at="")
+        manifest = Manifest(
+            format_version=0,
+            model={},
+            chunking={},
+            corpus={},
+            index={},
+            files=sizes,
+            checksums=checksums,
+            versions={},
+            created_at="",
+        )
         _check_files(folder, manifest)
 
     cases = [
@@ -188,12 +200,19 @@ def measure_verify(folder: Path, passages: int) -> list[dict]:
         start = time.perf_counter()
         fn()
         seconds = time.perf_counter() - start
-        rows.append({
-            "page_cache": cache, "what": what, "gb": round(total / 1e9, 2), "seconds": round(seconds, 2),
-            "gb_per_s": round(total / seconds / 1e9, 2),
-        })
+        rows.append(
+            {
+                "page_cache": cache,
+                "what": what,
+                "gb": round(total / 1e9, 2),
+                "seconds": round(seconds, 2),
+                "gb_per_s": round(total / seconds / 1e9, 2),
+            }
+        )
     for row in rows:
-        floor = next(r for r in rows if r["page_cache"] == row["page_cache"] and r["what"].startswith("read only"))
+        floor = next(
+            r for r in rows if r["page_cache"] == row["page_cache"] and r["what"].startswith("read only")
+        )
         row["x_read_only"] = round(row["seconds"] / floor["seconds"], 2)
         row["pct_of_1m_load"] = round(100 * row["seconds"] / LOAD_1M_SECONDS * 1_000_000 / passages, 1)
     return rows
@@ -239,26 +258,50 @@ def measure_check(index_dir: Path, rounds: int) -> list[dict]:
     out = []
     for name, samples in rows:
         p50 = float(np.median(samples))
-        out.append({"what": name, "n": len(samples), "p50_us": round(p50 * 1e6, 3),
-                    "mean_us": round(float(np.mean(samples)) * 1e6, 3), "x_question_p50": round(p50 / base, 6)})
+        out.append(
+            {
+                "what": name,
+                "n": len(samples),
+                "p50_us": round(p50 * 1e6, 3),
+                "mean_us": round(float(np.mean(samples)) * 1e6, 3),
+                "x_question_p50": round(p50 / base, 6),
+            }
+        )
     return out, len(index), len(index.mapped)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="index size in millions of passages (files of that size)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="index size in millions of passages (files of that size)"
+    )
     parser.add_argument("--hash-mb", type=int, default=256, help="in-memory buffer hashed by each candidate")
-    parser.add_argument("--dir", type=Path, default=None, help="folder for the generated files (default: a temp folder)")
-    parser.add_argument("--index-dir", type=Path, default=None, help="a built index of corpus/ (default: built in a temp folder)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the seed questions (the first embeds them)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="folder for the generated files (default: a temp folder)"
+    )
+    parser.add_argument(
+        "--index-dir",
+        type=Path,
+        default=None,
+        help="a built index of corpus/ (default: built in a temp folder)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of the seed questions (the first embeds them)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_integrity.json")
     args = parser.parse_args(argv)
     info = machine()
     print(describe_machine(info), flush=True)
 
     hashes = measure_hashes(args.hash_mb << 20)
-    print(table(["candidate", "GB/s", "x crc32", "note"], [[r["candidate"], r["gb_per_s"], r["x_crc32"], r["note"]] for r in hashes],
-                f"Checksum throughput over {args.hash_mb} MB in memory (best of 3)"), flush=True)
+    print(
+        table(
+            ["candidate", "GB/s", "x crc32", "note"],
+            [[r["candidate"], r["gb_per_s"], r["x_crc32"], r["note"]] for r in hashes],
+            f"Checksum throughput over {args.hash_mb} MB in memory (best of 3)",
+        ),
+        flush=True,
+    )
 
     passages = int(args.scale * 1_000_000)
     folder = Path(tempfile.mkdtemp(prefix="qa-integrity-", dir=args.dir))
@@ -266,9 +309,33 @@ def main(argv: list[str] | None = None) -> dict:
         verify = measure_verify(folder, passages)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(table(["page cache", "what", "GB", "s", "GB/s", "x read only", f"% of a {LOAD_1M_SECONDS:.0f} s load at 1M"],
-                [[r["page_cache"], r["what"], r["gb"], r["seconds"], r["gb_per_s"], r["x_read_only"], r["pct_of_1m_load"]] for r in verify],
-                f"Verifying the files of a {passages:,}-passage index ({len(BYTES_PER_PASSAGE)} files)"), flush=True)
+    print(
+        table(
+            [
+                "page cache",
+                "what",
+                "GB",
+                "s",
+                "GB/s",
+                "x read only",
+                f"% of a {LOAD_1M_SECONDS:.0f} s load at 1M",
+            ],
+            [
+                [
+                    r["page_cache"],
+                    r["what"],
+                    r["gb"],
+                    r["seconds"],
+                    r["gb_per_s"],
+                    r["x_read_only"],
+                    r["pct_of_1m_load"],
+                ]
+                for r in verify
+            ],
+            f"Verifying the files of a {passages:,}-passage index ({len(BYTES_PER_PASSAGE)} files)",
+        ),
+        flush=True,
+    )
 
     temp = None
     index_dir = args.index_dir
@@ -285,11 +352,24 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-    print(table(["what", "n", "p50 us", "mean us", "x baseline p50"], [[r["what"], r["n"], r["p50_us"], r["mean_us"], r["x_question_p50"]] for r in check],
-                f"Per question, index of corpus/ ({n_passages} passages, real model)"), flush=True)
+    print(
+        table(
+            ["what", "n", "p50 us", "mean us", "x baseline p50"],
+            [[r["what"], r["n"], r["p50_us"], r["mean_us"], r["x_question_p50"]] for r in check],
+            f"Per question, index of corpus/ ({n_passages} passages, real model)",
+        ),
+        flush=True,
+    )
 
-    payload = {"machine": info, "hashes": hashes, "verify": verify, "verify_passages": passages,
-               "check": check, "check_passages": n_passages, "mapped_files": n_mapped}
+    payload = {
+        "machine": info,
+        "hashes": hashes,
+        "verify": verify,
+        "verify_passages": passages,
+        "check": check,
+        "check_passages": n_passages,
+        "mapped_files": n_mapped,
+    }
     print(f"\nWrote {write_json(args.out, payload)}")
     return payload
 

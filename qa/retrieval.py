@@ -123,7 +123,7 @@ class Engine:
             raise error from None
         self._failed = None
         if damage:
-            log.warning("Reloaded the index from %s after the damage: questions are answered again.", loaded.path)
+            log.warning("Reloaded the index from %s after the damage: answering again.", loaded.path)
         # Build the per-language search structures before the swap, so that the first
         # question on a new index does not pay for them.
         loaded.search_by_language(np.zeros(loaded.passage_vectors.shape[1], np.float32), 1)

@@ -193,11 +193,13 @@ class LoadedIndex:
         renaming another one over it is not a change here: the mapping still holds the verified
         inode, which stays readable until it is unmapped, so questions go on answering from it.
 
-        What this cannot close: a truncation landing between this check and the question's reads
-        (a few milliseconds) still faults; and a same-size rewrite within one tick of the file's
-        previous write (the kernel's timestamp granularity, a few ms) keeps its modification time. An index is meant to be replaced by `qa index`, which
-        writes a new version beside the live one and never touches the files of a live version;
-        the check is for the mistakes (copying an index over the live folder) and disk damage.
+        What this cannot close: a truncation landing between this check and the reads that
+        follow it (a question's few milliseconds, or `map_in` reading a just-loaded index in on
+        its thread) still faults; and a same-size rewrite within one tick of the file's previous
+        write (the kernel's timestamp granularity, a few ms) keeps its modification time. An
+        index is meant to be replaced by `qa index`, which writes a new version beside the live
+        one and never touches the files of a live version; this check is for the mistakes
+        (copying an index over the live folder) and for damage.
         """
         for opened in self.mapped.values():
             info = os.fstat(opened.fd)
@@ -399,11 +401,11 @@ def _close_files(fds: list[int]) -> None:
 def file_checksum(path: Path | str) -> str:
     """The content checksum the manifest records for a file: "crc32:<8 hex digits>".
 
-    CRC-32 (zlib) was measured the fastest of the standard library's checks on this kind of
-    hardware (2.7 GB/s; SHA-1 1.6, SHA-256 1.2, BLAKE2b 0.6: benchmarks/bench_integrity.py)
-    and is made for what it guards against here: truncation, zero-filled or garbled blocks,
-    a file from another build. It is not a defence against someone forging an index file:
-    whoever can write the index folder can write its manifest too.
+    CRC-32 (zlib) was measured the fastest sound check of the standard library here (2.2-2.7
+    GB/s; SHA-1 0.8x, SHA-256 0.6x, BLAKE2b 0.2x; Adler-32, sometimes faster, is weak on short
+    and sparse changes: benchmarks/bench_integrity.py) and is made for what it guards against:
+    truncation, zero-filled or garbled blocks, a file from another build. It is not a defence
+    against someone forging an index file: whoever can write the index can write its manifest.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -425,13 +427,15 @@ def _checksum_fd(fd: int) -> str:
     return f"{CHECKSUM}:{crc:08x}"
 
 
-def _check_files(version_dir: Path, manifest: Manifest, keep_open: frozenset[str] = frozenset()) -> dict[str, _OpenFile]:
+def _check_files(
+    version_dir: Path, manifest: Manifest, keep_open: frozenset[str] = frozenset()
+) -> dict[str, _OpenFile]:
     """Check every file the manifest lists: present, of its recorded size and content checksum.
 
-    Blocking, at every load: at a million passages the index is ~5.6 GB and verifying it costs
-    ~2 s with the files in the page cache (+6% on a 35 s load; from a cold disk, the disk's
-    read speed) and it leaves them in the page cache, where the mapped ones are read next
-    anyway (`map_in`). Verifying in the background instead would serve questions from files
+    Blocking, at every load: at a million passages the index is 5.7 GB and verifying it took
+    4.4 s with the files in the page cache and 9.4 s from a cold one, on busy cores (12% and
+    27% on top of a 35 s load), and it leaves them in the page cache, where the mapped ones are
+    read next anyway (`map_in`). Verifying in the background instead would serve questions from files
     not yet checked. The files named in `keep_open` (those to be memory-mapped) are returned
     open, so that what is mapped is the very file that was verified.
 
@@ -517,8 +521,10 @@ def _map_npy(opened: _OpenFile) -> np.ndarray:
 
     header = io.BytesIO(os.pread(opened.fd, 1 << 16, 0))
     version = np.lib.format.read_magic(header)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(header)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(header)
+    else:
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(header)
     if dtype.hasobject:
         raise ValueError("holds Python objects")
     mapping = mmap.mmap(opened.fd, 0, access=mmap.ACCESS_READ)
@@ -1139,7 +1145,9 @@ def _write_version(
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
         languages = Counter(a.lang for a in articles)
-        written = {path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()}
+        written = {
+            path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()
+        }
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             model=model,
@@ -1159,7 +1167,7 @@ def _write_version(
                 "languages": {lang: asdict(report) for lang, (report, _) in search.items()},
             },
             files={name: path.stat().st_size for name, path in written.items()},
-            # Read back from the page cache: ~2 s at a million passages (5.6 GB), of a 6-minute write.
+            # Read back from the page cache: 3.8 s at a million passages (5.7 GB), of a 6-minute write.
             checksums={name: file_checksum(path) for name, path in written.items()},
             versions=_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),

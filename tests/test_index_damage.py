@@ -81,7 +81,9 @@ def engine_on(monkeypatch):
     monkeypatch.setattr(qa.store, "SENTENCES_IN_MEMORY", 0)
 
     def make(index_dir: Path) -> qa.retrieval.Engine:
-        return qa.retrieval.Engine(Settings(index_dir=index_dir, chunk_tokens=32, index_type="ivf", map_in=False))
+        return qa.retrieval.Engine(
+            Settings(index_dir=index_dir, chunk_tokens=32, index_type="ivf", map_in=False)
+        )
 
     return make
 
