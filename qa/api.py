@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from qa.config import Settings
-from qa.errors import IndexNotFoundError, InvalidQuestionError, QAError
+from qa.errors import IndexCorruptError, IndexNotFoundError, InvalidQuestionError, QAError
 from qa.models import Answer, Passage
 
 __all__ = ["AskRequest", "ErrorMessage", "ServiceState", "Slots", "install_error_handlers", "router"]
@@ -179,6 +179,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IndexNotFoundError)
     async def _no_index(request: Request, exc: IndexNotFoundError) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": "30"})
+
+    @app.exception_handler(IndexCorruptError)
+    async def _damaged_index(request: Request, exc: IndexCorruptError) -> JSONResponse:
+        # The server is fine; its index files are not (and it reloads them once they are back).
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return _error(503, str(exc), {"Retry-After": "30"})
 
     @app.exception_handler(QAError)

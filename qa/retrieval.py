@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import threading
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 
 from qa.ann import Int8Rows
 from qa.config import Settings
 from qa.embed import Embedder, get_embedder
-from qa.errors import InvalidQuestionError
+from qa.errors import InvalidQuestionError, QAError
 from qa.models import Passage, Translation
 from qa.question import check_meaning
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
 from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 
 __all__ = ["Engine", "SearchResults", "clean_question", "get_engine", "retrieve"]
+
+log = logging.getLogger(__name__)
 
 
 def clean_question(question: object, max_chars: int, lang: str | None = None) -> str:
@@ -79,29 +85,71 @@ class Engine:
         self._pointer: tuple[int, ...] | None = None  # `pointer_stamp` when _index was checked
         self._lock = threading.Lock()
         self._mapping: threading.Thread | None = None  # reads a new index's mapped vectors in
+        self._failed: tuple[tuple, QAError] | None = None  # the last failed load: (folder state, error)
 
     def index(self) -> LoadedIndex:
-        """The live index, reloaded if a build has replaced it since the last question."""
+        """The live index, reloaded if a build has replaced it since the last question.
+
+        Also reloaded, verifying every file, when a memory-mapped file of the loaded index has
+        changed on disk underneath it (`LoadedIndex.damage`): the changed mapping is dropped
+        before anything reads it. Until a good version loads, each question gets the
+        IndexCorruptError naming the file and the fix; a new load is tried only once the index
+        folder's files change (a file put back, a rebuild), not on every question. A new version
+        that does not load leaves the loaded one (intact) answering.
+        """
         stamp = file_stamp(self._pointer_file)
         index = self._index
-        if index is not None and (stamp is None or stamp == self._pointer):
+        if index is not None and (stamp is None or stamp == self._pointer) and index.damage() is None:
             return index
         with self._lock:
+            index = self._index
+            damage = index.damage() if index is not None else None
+            if damage is not None:
+                log.error("%s Reloading the index.", damage)
+                self._index = index = None  # never read the changed mapping again
             live = current_version(self.settings.index_dir)
-            if self._index is None or (live is not None and self._index.version != live):
-                loaded = open_index(self.settings.index_dir)
-                check_model(loaded.manifest, self.embedder.describe(), self.settings.index_dir)
-                # Build the per-language search structures before the swap, so that the first
-                # question on a new index does not pay for them.
-                loaded.search_by_language(np.zeros(loaded.passage_vectors.shape[1], np.float32), 1)
-                if self.settings.map_in:
-                    # Its memory-mapped vectors are read in on a background thread: until then a
-                    # question pays for each first-touched page (up to tens of ms at 1M passages).
-                    self._mapping = threading.Thread(target=loaded.map_in, name="qa-map-in", daemon=True)
-                    self._mapping.start()
-                self._index = loaded
+            if index is None or (live is not None and index.version != live):
+                try:
+                    self._index = self._load(damage)
+                except QAError:
+                    if index is None:
+                        raise
+                    # A new version that does not load (a damaged pointer, damaged files): the
+                    # loaded one is intact, so questions go on being answered from it.
+                    return index
             self._pointer = stamp
             return self._index
+
+    def _load(self, damage: str | None) -> LoadedIndex:
+        """Open, check and prepare the live index version (the caller holds the lock).
+
+        A failed load is remembered with the state of the index folder it saw, and raised again
+        at once while nothing there changes: at a million passages a load takes half a minute,
+        and a question must not pay for it just to fail the same way.
+        """
+        folder = _folder_state(self.settings.index_dir)
+        if self._failed is not None and self._failed[0] == folder:
+            raise self._failed[1]
+        try:
+            loaded = open_index(self.settings.index_dir)
+            check_model(loaded.manifest, self.embedder.describe(), self.settings.index_dir)
+        except QAError as exc:
+            error = type(exc)(f"{damage} Reloading it failed: {exc}") if damage else exc
+            self._failed = (folder, error)
+            log.error("Loading the index failed: %s", error)
+            raise error from None
+        self._failed = None
+        if damage:
+            log.warning("Reloaded the index from %s after the damage: answering again.", loaded.path)
+        # Build the per-language search structures before the swap, so that the first
+        # question on a new index does not pay for them.
+        loaded.search_by_language(np.zeros(loaded.passage_vectors.shape[1], np.float32), 1)
+        if self.settings.map_in:
+            # Its memory-mapped vectors are read in on a background thread: until then a
+            # question pays for each first-touched page (up to tens of ms at 1M passages).
+            self._mapping = threading.Thread(target=loaded.map_in, name="qa-map-in", daemon=True)
+            self._mapping.start()
+        return loaded
 
     def warm_up(self) -> None:
         """Load the model, the index, the language identifier and the compiled lexical loops,
@@ -187,6 +235,24 @@ class Engine:
         return SearchResults(
             [grouped_passage(index, lead, float(scores[order[i]]), query) for i, lead in folded], index
         )
+
+
+def _folder_state(index_dir: Path) -> tuple:
+    """Name, inode, size and modification time of every file under `index_dir`: what changes
+    when a file is put back or a build finishes (only looked at after a failed load)."""
+    state = []
+    for root, folders, names in os.walk(index_dir):
+        # Not the build lock nor a build in progress: those change all along a build, while the
+        # live version (what failed) changes only when the build swaps the pointer at its end.
+        folders[:] = [folder for folder in folders if not folder.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                state.append((path, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(sorted(state))
 
 
 def grouped_passage(index: LoadedIndex, lead: int, score: float, query: np.ndarray) -> Passage:

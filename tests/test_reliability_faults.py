@@ -248,6 +248,67 @@ def test_damaged_index_file_gives_one_line_naming_the_file(seed_settings, tmp_pa
     assert "Traceback" not in err
 
 
+def _zero_fill(path: Path) -> None:
+    with path.open("r+b") as handle:  # in place, same size: the mapped pages read as zeros
+        handle.write(b"\0" * path.stat().st_size)
+
+
+LIVE_DAMAGES = {"truncated": _truncate, "zero-filled": _zero_fill, "deleted": Path.unlink}
+LIVE_QUESTION = "What percentage of OpenAI does Microsoft own?"
+
+
+def _cited(response: httpx.Response) -> list[tuple]:
+    body = response.json()
+    return [(c["passage"]["doc_id"], c["passage"]["start"]) for c in body["citations"]] + [body["found"]]
+
+
+@pytest.mark.slow
+def test_each_file_of_a_live_index_damaged_under_the_server(seed_settings, tmp_path):
+    """Truncated in place (what copying an index over the live folder does, and what used to end
+    the server with SIGBUS), zero-filled or deleted: each file of the live index in turn. The
+    server stays up; each question gets the same citations as before or a 503 naming the file
+    and the fix, never other citations; once a good copy is back, it answers as before."""
+    index_dir = copy_index(seed_settings, tmp_path / "index")
+    version = current_version(index_dir)
+    names = ["CURRENT"] + sorted(
+        p.relative_to(index_dir).as_posix() for p in (index_dir / version).rglob("*") if p.is_file()
+    )
+    server = start_server(index_dir, tmp_path)
+    outcomes: dict[str, str] = {}
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            expected = _cited(client.post("/api/v1/ask", json={"question": LIVE_QUESTION}))
+            assert expected[-1] is True and len(expected) > 1
+            for name in names:
+                for damage, apply in LIVE_DAMAGES.items():
+                    path = index_dir / name
+                    apply(path)
+                    response = client.post("/api/v1/ask", json={"question": LIVE_QUESTION})
+                    assert server.process.poll() is None, f"{name} {damage}: the server died\n{server.log_tail()}"
+                    if response.status_code == 200:
+                        assert _cited(response) == expected, f"{name} {damage}: other citations served"
+                        outcomes[f"{name} {damage}"] = "same"
+                    else:
+                        assert response.status_code == 503, (name, damage, response.text)
+                        detail = response.json()["detail"]
+                        assert path.name in detail and "qa index" in detail, detail
+                        assert client.get("/healthz").status_code == 503
+                        outcomes[f"{name} {damage}"] = "503"
+                    shutil.copyfile(seed_settings.index_dir / name, path)  # a good copy is back
+                    recovered = client.post("/api/v1/ask", json={"question": LIVE_QUESTION})
+                    assert recovered.status_code == 200, (name, damage, recovered.text)
+                    assert _cited(recovered) == expected, f"{name} {damage}: not recovered"
+            assert client.get("/healthz").json()["index_version"] == version
+    finally:
+        server.stop()
+    assert server.process.returncode in (0, -signal.SIGTERM), server.log_tail()
+    # The memory-mapped vectors are the files a live server reads from disk: changed in place,
+    # they are refused (503) before being read; every other file was read whole at load.
+    refused = sorted(key for key, outcome in outcomes.items() if outcome == "503")
+    assert refused == [f"{version}/vectors.npy truncated", f"{version}/vectors.npy zero-filled"], outcomes
+    FIGURES["live_damage_cases"] = len(outcomes)
+
+
 # --------------------------------------------------------------------------- (d) the model cache
 
 
