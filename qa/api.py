@@ -327,12 +327,14 @@ def public_message(text: str, settings: Settings | None = None) -> str:
 
     def shorten(match: re.Match) -> str:
         path = match.group(0).rstrip("/")
+        stop = path[len(path.rstrip(".")) :]  # a sentence's full stop is not part of the path
+        path = path.rstrip(".")
         for folder, name in folders:
             if path == folder:
-                return name
+                return name + stop
             if path.startswith(folder + "/"):
-                return path[len(folder) + 1 :]
-        return path.rsplit("/", 1)[-1]
+                return path[len(folder) + 1 :] + stop
+        return path.rsplit("/", 1)[-1] + stop
 
     for folder, name in folders:  # one-part folders (/data) that the pattern leaves alone
         text = re.sub(rf"(?<![\w.~:/-]){re.escape(folder)}(?![\w.~-])(?!/)", name, text)
