@@ -54,6 +54,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/healthz"})  # reachable without credentials (load balancers probe it)
+RETRY_AFTER = "5"  # seconds, on a "busy" 503
+RECEIVED_KEY = "qa.received"  # perf_counter() when the request reached the app
 
 
 # --------------------------------------------------------------------------- readiness
@@ -215,6 +217,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[RECEIVED_KEY] = time.perf_counter()  # for the Server-Timing of a "busy" 503
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -565,7 +568,8 @@ class Admit:
             try:
                 await self.admission.acquire()
             except BusyError as exc:
-                await _send_json(send, 503, {"detail": str(exc)}, {"Retry-After": RETRY_AFTER})
+                headers = {"Retry-After": RETRY_AFTER, "Server-Timing": _server_timing(scope)}
+                await _send_json(send, 503, {"detail": str(exc)}, headers)
                 return
             try:
                 await self.app(scope, receive, send)
@@ -578,12 +582,11 @@ class Admit:
 
             async def send_with_retry(message: Message) -> None:
                 if message["type"] == "http.response.start" and message["status"] == 503:
-                    names = {k.lower() for k, _ in message.get("headers", [])}
-                    if b"retry-after" not in names:
-                        message["headers"] = [
-                            *message.get("headers", []),
-                            (b"retry-after", RETRY_AFTER.encode()),
-                        ]
+                    headers = list(message.get("headers", []))
+                    if b"retry-after" not in {k.lower() for k, _ in headers}:
+                        headers.append((b"retry-after", RETRY_AFTER.encode()))
+                    headers.append((b"server-timing", _server_timing(scope).encode()))
+                    message["headers"] = headers
                 await send(message)
 
             await self.app(scope, receive, send_with_retry)
@@ -591,7 +594,12 @@ class Admit:
         await self.app(scope, receive, send)
 
 
-RETRY_AFTER = "5"  # seconds, on a "busy" 503
+def _server_timing(scope: Scope) -> str:
+    """`Server-Timing` of a refusal: the milliseconds from the request reaching the app to its
+    answer, so that a client can tell the server's own time from the network's and the CPU's."""
+    started = scope.get(RECEIVED_KEY)
+    spent = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    return f"app;dur={spent:.2f}"
 
 
 def waited_seconds(headers: Any) -> float:
@@ -617,8 +625,14 @@ def _share_gradio_queue(blocks: Any, admission: Any) -> None:
             return False, str(exc), "queue_full"
         return await push(body, request, username)
 
+    def queued() -> int:
+        try:
+            return len(queue)
+        except RuntimeError:  # its dict grew on the event loop while a worker thread counted
+            return 0
+
     queue.push = push_if_room
-    admission.extra_waiting = lambda: len(queue)
+    admission.extra_waiting = queued
 
 
 # --------------------------------------------------------------------------- public origin
@@ -662,7 +676,10 @@ class PublicRoot:
         if self.public_url:
             return self.public_url
         page = not route_path.startswith(("/config", "/gradio_api", "/info", "/login", "/logout"))
-        return (self.root_path or "/") if page else ""
+        # "/." rather than "/" or "": the page resolves it to its own origin, ignoring its query
+        # string ("" would keep `?__theme=dark` in every API address), and the few places that
+        # glue a path on as text get "/./static", not "//static" (another host).
+        return (self.root_path or "/.") if page else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -696,6 +713,11 @@ def create_app(settings: Settings | None = None) -> Any:
     """The FastAPI app: UI, REST API, embed script and health check. Cheap: nothing loads here;
     the index loads (or is built) in a background thread at startup."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Gradio's queue summarises its last 10,000 events with pandas after every event, for a
+    # monitoring page this app does not serve: under load that held the GIL for tens of ms at a
+    # time, and delayed every other request. Summarised once in a million events instead.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000000")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware

@@ -290,6 +290,9 @@ def test_rest_questions_wait_on_the_event_loop_and_are_refused_at_once(tmp_path)
     gave_up = [d for d in details if "QA_QUEUE_WAIT_SECONDS" in d]
     assert len(refused) == 6 and len(gave_up) == 2, details
     assert all(r.status_code == 503 and r.headers["retry-after"] for _, r in replies)
+    for _, r in replies:  # the server's own time for a refusal: at once, not after a wait
+        if "QA_QUEUE_MAX_SIZE" in r.json()["detail"]:
+            assert float(r.headers["server-timing"].split("dur=")[1]) < 50, r.headers["server-timing"]
     assert done - min(t for t, _ in replies) < 5
     assert health.status_code == 503 and health.json()["status"] == "error"  # answered meanwhile
 
