@@ -419,7 +419,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body at all (HTTP/1.1 framing)
+            return
         if length is not None:
             try:
                 declared = int(length)
@@ -433,7 +437,8 @@ class BodyLimit:
         size = 0
         while True:
             try:
-                message = await asyncio.wait_for(receive(), BODY_READ_SECONDS)
+                async with asyncio.timeout(BODY_READ_SECONDS):  # no task per read, unlike wait_for
+                    message = await receive()
             except TimeoutError:
                 await _send_json(send, 408, {"detail": "The request body did not arrive in time."})
                 return

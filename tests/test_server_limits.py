@@ -297,12 +297,47 @@ def test_rest_questions_wait_on_the_event_loop_and_are_refused_at_once(tmp_path)
     assert health.status_code == 503 and health.json()["status"] == "error"  # answered meanwhile
 
 
+def mark_ready(service) -> None:
+    """Once its loading has failed (no corpus), call the service ready: questions then get as
+    far as the admission bound, and fail only past it (there is no index)."""
+    deadline = time.monotonic() + 30
+    while service.state != "error":
+        assert time.monotonic() < deadline, service.state
+        time.sleep(0.02)
+    service.state = "ready"
+
+
+def test_gradio_deadline_counts_the_time_in_gradios_queue(tmp_path):
+    settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=4, queue_wait_seconds=1.5)
+    app = create_app(settings)
+    with serving(app) as url:
+        mark_ready(app.state.qa)
+        app.state.qa.admission.acquire_blocking()  # the one slot stays busy
+
+        def timed(n: int) -> tuple[float, tuple[int, str]]:
+            started = time.perf_counter()
+            result = gradio_call(url, "ask", [f"Who {n}?"])
+            return time.perf_counter() - started, result
+
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                first = pool.submit(lambda: timed(1))
+                time.sleep(0.1)
+                second = pool.submit(lambda: timed(2))  # waits in Gradio's queue behind the first
+                results = [first.result(), second.result()]
+        finally:
+            app.state.qa.admission.release()
+    for seconds, (status, detail) in results:
+        assert status == 422 and "QA_QUEUE_WAIT_SECONDS" in detail, detail
+        assert 1.4 < seconds < 2.5, seconds  # not 1.5 s more for the second's time in the queue
+
+
 def test_gradio_questions_share_the_bound_with_rest(tmp_path):
     settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=1, queue_wait_seconds=0.5)
     app = create_app(settings)
     service = app.state.qa
     with serving(app) as url:
-        service.state = "ready"  # so that questions get as far as the bound
+        mark_ready(service)
         service.admission.acquire_blocking()
         try:
             with ThreadPoolExecutor(1) as pool:
