@@ -152,13 +152,15 @@ class Admission:
         if waiting >= self.max_waiting:
             raise BusyError(self.busy_message(waiting))
 
-    def _enter(self, loop: asyncio.AbstractEventLoop | None) -> Wait | None:
+    def _enter(self, loop: asyncio.AbstractEventLoop | None, queued: bool = False) -> Wait | None:
         with self._lock:
             if self._free > 0 and not self._waits:
                 self._free -= 1
                 return None
             waiting = self.waiting()
-            if waiting >= self.max_waiting:
+            # A question that Gradio's queue accepted (`queued`) was counted there: it is not
+            # turned away now that it moves from that queue to this line.
+            if waiting >= self.max_waiting and not queued:
                 raise BusyError(self.busy_message(waiting))
             wait = Wait(loop)
             self._waits.append(wait)
@@ -197,10 +199,12 @@ class Admission:
                 raise
             raise self.too_long() from None
 
-    def acquire_blocking(self, timeout: float | None = None) -> None:
-        """Take a slot from a worker thread, waiting at most `timeout` (default wait_seconds)."""
+    def acquire_blocking(self, timeout: float | None = None, queued: bool = False) -> None:
+        """Take a slot from a worker thread, waiting at most `timeout` (default wait_seconds).
+        `queued`: the question was admitted by Gradio's queue already, so it may wait here even
+        past QA_QUEUE_MAX_SIZE (by at most Gradio's workers), never refused at this point."""
         timeout = self.wait_seconds if timeout is None else timeout
-        wait = self._enter(None)
+        wait = self._enter(None, queued)
         if wait is None:
             return
         if not wait.event.wait(max(timeout, 0)) and not self._give_up(wait):  # type: ignore[union-attr]
@@ -217,9 +221,9 @@ class Admission:
                 self._free += 1
 
     @contextlib.contextmanager
-    def enter(self, timeout: float | None = None) -> Iterator[None]:
+    def enter(self, timeout: float | None = None, queued: bool = False) -> Iterator[None]:
         """`with admission.enter():` around an answer computed on a worker thread."""
-        self.acquire_blocking(timeout)
+        self.acquire_blocking(timeout, queued)
         try:
             yield
         finally:

@@ -295,7 +295,7 @@ def build_ui(
         left = settings.queue_wait_seconds - waited_seconds(getattr(request, "headers", None) or {})
         if left <= 0:
             raise admission.too_long()
-        return admission.enter(left)
+        return admission.enter(left, queued=True)  # Gradio's queue admitted it
 
     def api_error(name: str, exc: QAError) -> "gr.Error":
         """A Gradio API error: one log line (no traceback) and the message, made safe."""

@@ -238,6 +238,9 @@ def test_admission_refuses_past_the_bound_at_once_and_serves_in_order():
         with pytest.raises(BusyError, match="QA_QUEUE_MAX_SIZE=2"):
             admission.acquire_blocking()
         assert time.perf_counter() - started < 0.05
+        # One that Gradio's queue accepted already is never turned away here: it waits its turn.
+        with pytest.raises(BusyError, match="QA_QUEUE_WAIT_SECONDS"):
+            admission.acquire_blocking(0.05, queued=True)
         admission.release()
         first.result(5), second.result(5)
     assert order == [1, 2] and admission.waiting() == 0
