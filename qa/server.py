@@ -12,6 +12,13 @@ Security, on every response: a Content-Security-Policy (with `frame-ancestors` l
 origin and QA_EMBED_ORIGINS), CORS for QA_EMBED_ORIGINS only (replacing Gradio's own permissive
 CORS), optional access control (QA_AUTH_HEADER from an SSO proxy, QA_USERS_FILE for HTTP Basic
 auth) and an optional per-IP rate limit on questions.
+
+Limits, on every route: Gradio's upload, file and other unused routes closed (404); bodies of
+at most QA_MAX_BODY_BYTES, checked before anything parses them; one admission bound on the
+questions of the REST API, the Gradio API and the chat (QA_QUEUE_CONCURRENCY answered at once,
+QA_QUEUE_MAX_SIZE waiting, none longer than QA_QUEUE_WAIT_SECONDS), decided on the event loop
+before a worker thread is taken. The page's links come from QA_PUBLIC_URL or QA_ROOT_PATH,
+never from a request's Host header; responses never show the server's paths.
 """
 
 import asyncio
