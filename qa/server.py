@@ -476,7 +476,12 @@ class GradioArguments:
     form) checked for its count before Gradio sees it: Gradio refuses a short list with a
     traceback in the log and `{"error": null}` for the client. Optional trailing arguments
     left out get their defaults (`["Who?"]` is a whole `/ask`); anything else is a 422 that
-    says what is expected. The values themselves are checked by the API functions (qa.ui)."""
+    says what is expected. The values themselves are checked by the API functions (qa.ui).
+
+    The chat's own events (queue/join with the `fn_index` of a function of components) are
+    checked the way Gradio will: one value per input, each valid for its component's data
+    model; a malformed one is a 422 naming the value, instead of a traceback and
+    `{"error": null}`."""
 
     def __init__(self, app: ASGIApp, blocks: Any):
         from qa.ui import API_ARGUMENTS
@@ -486,6 +491,31 @@ class GradioArguments:
         self.by_index = {
             index: fn.api_name for index, fn in blocks.fns.items() if fn.api_name in API_ARGUMENTS
         }
+        self.inputs = {
+            index: list(fn.inputs)
+            for index, fn in blocks.fns.items()
+            if fn.api_name not in API_ARGUMENTS and fn.inputs
+        }
+
+    def _check_components(self, index: int, data: Any) -> str | None:
+        """None if `data` fits the inputs of function `index`, else what is wrong."""
+        from pydantic import ValidationError
+
+        from qa.api import describe_problems
+
+        inputs = self.inputs[index]
+        if not isinstance(data, list) or len(data) != len(inputs):
+            got = f"{len(data)} values" if isinstance(data, list) else type(data).__name__
+            return f"`data` must be a list of {len(inputs)} values, not {got}."
+        for position, (block, value) in enumerate(zip(inputs, data, strict=True)):
+            model = getattr(block, "data_model", None)
+            if value is None or getattr(block, "stateful", False) or model is None:
+                continue
+            try:
+                model.model_validate(value, context={"validate_meta": True})
+            except ValidationError as exc:
+                return f"data[{position}] ({type(block).__name__}): {describe_problems(exc.errors())}"
+        return None
 
     def _api_name(self, path: str, payload: Any) -> str | None:
         if path.startswith("/gradio_api/call/"):
@@ -523,6 +553,13 @@ class GradioArguments:
         except ValueError:
             payload = None  # Gradio answers malformed JSON itself, with a 422
         name = self._api_name(path, payload)
+        index = payload.get("fn_index") if isinstance(payload, dict) else None
+        if name is None and path.rstrip("/") == "/gradio_api/queue/join" and index in self.inputs:
+            problem = self._check_components(index, payload.get("data"))  # type: ignore[union-attr]
+            if problem is not None:
+                log.info("Gradio event refused: %s", problem)
+                await _send_json(send, 422, {"detail": problem})
+                return
         if name is not None and isinstance(payload, dict):
             data = self._complete(name, payload.get("data"))
             if isinstance(data, str):

@@ -358,3 +358,52 @@ def test_gradio_questions_share_the_bound_with_rest(tmp_path):
             assert status == 422 and "QA_QUEUE_WAIT_SECONDS" in detail, detail
         finally:
             service.admission.release()
+
+
+# --------------------------------------------------------------------------- the chat's events
+
+
+def chat_event(url: str, data: object, session: str) -> tuple[int, object]:
+    """(status, reply or error) of one chat question sent as the page sends it (queue/join)."""
+    config = httpx.get(f"{url}/config").json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "respond")
+    r = httpx.post(
+        f"{url}/gradio_api/queue/join",
+        json={"data": data, "fn_index": fn_index, "session_hash": session},
+        timeout=30,
+    )
+    if r.status_code != 200:
+        return r.status_code, r.json()["detail"]
+    with httpx.stream(
+        "GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=30
+    ) as s:
+        for line in s.iter_lines():
+            if "process_completed" in line:
+                return 200, json.loads(line[5:])["output"]
+    raise AssertionError("no process_completed")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (["Who?", "not a conversation", None], "data[1] (Chatbot)"),
+        (["Who?", [{"role": "user", "content": 5}], None], "data[1] (Chatbot): 0.content"),
+        (["Who?", []], "`data` must be a list of 3 values, not 2 values"),
+    ],
+)
+def test_malformed_chat_events_get_a_message_not_a_traceback(base, capfd, data, message):
+    url, _ = base
+    status, detail = chat_event(url, data, "hostile")
+    assert status == 422 and message in detail, detail
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and 'File "' not in err
+
+
+def test_a_conversation_goes_on_turn_after_turn(base):
+    url, _ = base
+    chat: list = []
+    for turn in range(3):  # each turn sends back the conversation as the page holds it
+        status, output = chat_event(url, [f"Question {turn}?", chat, None], "turns")
+        assert status == 200 and output.get("error") is None, output
+        chat = output["data"][1]
+    assert [m["role"] for m in chat] == ["user", "assistant"] * 3
