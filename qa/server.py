@@ -382,9 +382,12 @@ CLOSED_PREFIXES = (
 )
 
 
+_CLOSED_EXACT = frozenset(prefix.rstrip("/=") for prefix in CLOSED_PREFIXES)  # "/gradio_api/run"
+
+
 def is_closed(path: str) -> bool:
     """True for the Gradio routes this app does not use (see CLOSED_PREFIXES)."""
-    return path.startswith(CLOSED_PREFIXES) or path.rstrip("/") in {p.rstrip("/=") for p in CLOSED_PREFIXES}
+    return path.startswith(CLOSED_PREFIXES) or path.rstrip("/") in _CLOSED_EXACT
 
 
 class ClosedRoutes:
