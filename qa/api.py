@@ -7,24 +7,43 @@ message and never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import re
 import threading
-from collections.abc import Iterator
-from typing import Annotated, Protocol
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexNotFoundError, InvalidQuestionError, QAError
 from qa.models import Answer, Passage
 
-__all__ = ["AskRequest", "ErrorMessage", "ServiceState", "Slots", "install_error_handlers", "router"]
+__all__ = [
+    "Admission",
+    "AskRequest",
+    "BusyError",
+    "ErrorMessage",
+    "SearchRequest",
+    "ServiceState",
+    "check_ask",
+    "install_error_handlers",
+    "parse_arguments",
+    "public_message",
+    "router",
+]
 
 log = logging.getLogger(__name__)
+
+_Model = TypeVar("_Model", bound=BaseModel)
+MAX_HISTORY = 50  # earlier questions sent with one question, at most
 
 
 class ErrorMessage(BaseModel):
@@ -44,7 +63,7 @@ class AskRequest(BaseModel):
     )
     history: list[str] = Field(
         default_factory=list,
-        max_length=50,
+        max_length=MAX_HISTORY,
         description="Earlier questions of the conversation, oldest first.",
     )
 
@@ -58,44 +77,157 @@ class BusyError(QAError):
 
 
 class ServiceState(Protocol):
-    """What the API needs from the server: settings, readiness and the concurrency slots."""
+    """What the API needs from the server: settings and readiness."""
 
     settings: Settings
-    slots: Slots
 
     def not_ready_reason(self) -> str | None: ...
 
 
-class Slots:
-    """At most `concurrency` questions answered at once, at most `max_waiting` waiting.
+class Wait:
+    """One question waiting for a slot; `granted` once a finishing question hands its slot over."""
 
-    The same limits as the chat's queue, for the REST API (whose handlers run in a thread pool).
+    __slots__ = ("event", "future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None):
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = loop.create_future() if loop else None
+        self.event = None if loop else threading.Event()
+        self.granted = False
+
+    def wake(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+        else:
+            self.event.set()  # type: ignore[union-attr]
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class Admission:
+    """The one bound on questions, shared by the REST API, the Gradio API and the chat.
+
+    At most `concurrency` questions are answered at once; at most `max_waiting` wait for their
+    turn (REST requests waiting here, Gradio events in Gradio's queue and Gradio workers waiting
+    here: `extra_waiting` counts the queue's), and none waits more than `wait_seconds`. Past
+    either bound a question is refused at once with `BusyError` (a 503 with Retry-After).
+
+    REST requests are admitted by an ASGI middleware on the event loop (`acquire`), so that a
+    waiting request holds no worker thread; Gradio workers, already on a thread, use `enter`.
+    Slots are handed over first come, first served.
     """
 
-    def __init__(self, concurrency: int, max_waiting: int):
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._max_waiting = max_waiting
-        self._waiting = 0
+    def __init__(
+        self,
+        concurrency: int,
+        max_waiting: int,
+        wait_seconds: float,
+        extra_waiting: Callable[[], int] | None = None,
+    ):
+        self.concurrency = concurrency
+        self.max_waiting = max_waiting
+        self.wait_seconds = wait_seconds
+        self.extra_waiting = extra_waiting or (lambda: 0)
+        self._free = concurrency
+        self._waits: deque[Wait] = deque()
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def take(self) -> Iterator[None]:
+    def waiting(self) -> int:
+        """Questions waiting for their turn now, whichever way they came."""
+        return len(self._waits) + self.extra_waiting()
+
+    def busy_message(self, waiting: int | None = None) -> str:
+        waiting = self.waiting() if waiting is None else waiting
+        return (
+            f"{waiting} questions are already waiting (QA_QUEUE_MAX_SIZE={self.max_waiting}). "
+            "Try again in a moment."
+        )
+
+    def check_room(self) -> None:
+        """Raise BusyError when no other question may start waiting (Gradio's queue asks this)."""
+        waiting = self.waiting()
+        if waiting >= self.max_waiting:
+            raise BusyError(self.busy_message(waiting))
+
+    def _enter(self, loop: asyncio.AbstractEventLoop | None, queued: bool = False) -> Wait | None:
         with self._lock:
-            if self._waiting >= self._max_waiting:
-                raise BusyError(
-                    f"{self._waiting} questions are already waiting (QA_QUEUE_MAX_SIZE="
-                    f"{self._max_waiting}). Try again in a moment."
-                )
-            self._waiting += 1
+            if self._free > 0 and not self._waits:
+                self._free -= 1
+                return None
+            waiting = self.waiting()
+            # A question that Gradio's queue accepted (`queued`) was counted there: it is not
+            # turned away now that it moves from that queue to this line.
+            if waiting >= self.max_waiting and not queued:
+                raise BusyError(self.busy_message(waiting))
+            wait = Wait(loop)
+            self._waits.append(wait)
+            return wait
+
+    def _give_up(self, wait: Wait) -> bool:
+        """After a timeout: True if the slot came anyway (keep it), else leave the line."""
+        with self._lock:
+            if wait.granted:
+                return True
+            self._waits.remove(wait)
+            return False
+
+    def too_long(self) -> BusyError:
+        """The error of a question that waited QA_QUEUE_WAIT_SECONDS without its turn coming."""
+        return BusyError(
+            f"The question waited {self.wait_seconds:g} s for its turn (QA_QUEUE_WAIT_SECONDS) and "
+            "was not answered: the server is busy. Try again in a moment."
+        )
+
+    async def acquire(self, timeout: float | None = None) -> None:
+        """Take a slot from the event loop, waiting at most `timeout` (default wait_seconds)."""
+        timeout = self.wait_seconds if timeout is None else timeout
+        wait = self._enter(asyncio.get_running_loop())
+        if wait is None:
+            return
         try:
-            self._slots.acquire()
-        finally:
-            with self._lock:
-                self._waiting -= 1
+            await asyncio.wait_for(asyncio.shield(wait.future), timeout)  # type: ignore[arg-type]
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if self._give_up(wait):
+                if isinstance(exc, asyncio.CancelledError):
+                    self.release()
+                    raise
+                return
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise self.too_long() from None
+
+    def acquire_blocking(self, timeout: float | None = None, queued: bool = False) -> None:
+        """Take a slot from a worker thread, waiting at most `timeout` (default wait_seconds).
+        `queued`: the question was admitted by Gradio's queue already, so it may wait here even
+        past QA_QUEUE_MAX_SIZE (by at most Gradio's workers), never refused at this point."""
+        timeout = self.wait_seconds if timeout is None else timeout
+        wait = self._enter(None, queued)
+        if wait is None:
+            return
+        if not wait.event.wait(max(timeout, 0)) and not self._give_up(wait):  # type: ignore[union-attr]
+            raise self.too_long()
+
+    def release(self) -> None:
+        """Give the slot back: to the first question waiting, else to the pool."""
+        with self._lock:
+            if self._waits:
+                wait = self._waits.popleft()
+                wait.granted = True
+                wait.wake()
+            else:
+                self._free += 1
+
+    @contextlib.contextmanager
+    def enter(self, timeout: float | None = None, queued: bool = False) -> Iterator[None]:
+        """`with admission.enter():` around an answer computed on a worker thread."""
+        self.acquire_blocking(timeout, queued)
         try:
             yield
         finally:
-            self._slots.release()
+            self.release()
 
 
 def _service(request: Request) -> ServiceState:
@@ -126,32 +258,104 @@ def search(
 
     lang = asker_language(None, request.headers.get("accept-language"))  # for a question without words
     clean_question(q, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
-    service = _service(request)
-    with service.slots.take():
-        return retrieve(q, k=k, settings=service.settings)
+    service = _service(request)  # admitted already (qa.server.Admit): no slot to take here
+    return retrieve(q, k=k, settings=service.settings)
 
 
 @router.post("/ask", response_model=Answer, summary="A cited answer in the language of the question")
 def ask(request: Request, body: AskRequest) -> Answer:
     from qa import ask as qa_ask
     from qa.question import asker_language
+
+    lang = asker_language(body.history, request.headers.get("accept-language"))  # for a question without words
+    check_ask(body, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
+    service = _service(request)
+    return qa_ask(body.question, history=body.history, settings=service.settings)
+
+
+def check_ask(body: AskRequest, limit: int, lang: str = "en") -> None:
+    """InvalidQuestionError (in `lang` where it has no words) unless the question and each
+    earlier question are usable."""
     from qa.retrieval import clean_question
 
-    limit = request.app.state.qa.settings.max_question_chars
-    lang = asker_language(body.history, request.headers.get("accept-language"))  # for a question without words
-    clean_question(body.question, limit, lang)  # 422 before 503
+    clean_question(body.question, limit, lang)
     for number, earlier in enumerate(body.history, 1):
         if len(earlier) > limit:
             raise InvalidQuestionError(
                 f"history item {number} is {len(earlier)} characters long; the limit is {limit}."
             )
-    service = _service(request)
-    with service.slots.take():
-        return qa_ask(body.question, history=body.history, settings=service.settings)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+class SearchRequest(BaseModel):
+    """The Gradio API's `/search` arguments, checked as strictly as the REST query."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str
+    k: int = Field(5, ge=1, le=100)
+
+
+def describe_problems(errors: Sequence[Any], skip: int = 0) -> str:
+    """Pydantic's errors as one line: `where: what` for each, without echoing the input."""
+    problems = []
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ())[skip:]) or "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems) or "The request is malformed."
+
+
+def parse_arguments(model: type[_Model], values: dict[str, Any]) -> _Model:
+    """`values` as `model`, strictly (no `3.7` or `true` for an integer); InvalidQuestionError
+    with a one-line message otherwise. For the Gradio API, which takes positional JSON."""
+    try:
+        return model.model_validate(values, strict=True)
+    except ValidationError as exc:
+        raise InvalidQuestionError(describe_problems(exc.errors())) from None
+
+
+# An absolute POSIX path of two parts or more, as error messages quote them.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])(?:/[^\s/'\"`,;:()\[\]{}<>]+){2,}/?")
+
+
+def public_message(text: str, settings: Settings | None = None) -> str:
+    """`text` (an error message) without anything about the server's file system, for a
+    response: a configured folder by its name and setting (`index` (QA_INDEX_DIR)), a file
+    inside one by its path within it, any other absolute path by its last part. The server's
+    log keeps the whole message."""
+    folders: list[tuple[str, str]] = []
+    if settings is not None:
+        for path, setting in (
+            (settings.index_dir, "QA_INDEX_DIR"),
+            (settings.corpus_dir, "QA_CORPUS_DIR"),
+            (settings.cache_dir, "QA_CACHE_DIR"),
+        ):
+            for form in {str(path), str(Path(path).absolute()), str(Path(path).resolve())}:
+                if form.startswith("/") and form != "/":
+                    folders.append((form.rstrip("/"), f"`{Path(form).name}` ({setting})"))
+        folders.sort(key=lambda pair: -len(pair[0]))  # the longest (innermost) first
+
+    def shorten(match: re.Match) -> str:
+        path = match.group(0).rstrip("/")
+        stop = path[len(path.rstrip(".")) :]  # a sentence's full stop is not part of the path
+        path = path.rstrip(".")
+        for folder, name in folders:
+            if path == folder:
+                return name + stop
+            if path.startswith(folder + "/"):
+                return path[len(folder) + 1 :] + stop
+        return path.rsplit("/", 1)[-1] + stop
+
+    for folder, name in folders:  # one-part folders (/data) that the pattern leaves alone
+        text = re.sub(rf"(?<![\w.~:/-]){re.escape(folder)}(?![\w.~-])(?!/)", name, text)
+    return _ABSOLUTE_PATH.sub(shorten, text)
+
+
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, request: Request | None = None
+) -> JSONResponse:
+    service = getattr(getattr(request, "app", None), "state", None)
+    settings = getattr(getattr(service, "qa", None), "settings", None)
+    return JSONResponse({"detail": public_message(message, settings)}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -159,38 +363,34 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidQuestionError)
     async def _invalid(request: Request, exc: InvalidQuestionError) -> JSONResponse:
-        return _error(422, str(exc))
+        return _error(422, str(exc), request=request)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
-            problems.append(f"{where}: {error.get('msg', 'invalid')}")
-        return _error(422, "; ".join(problems) or "The request is malformed.")
+        return _error(422, describe_problems(exc.errors(), skip=1), request=request)
 
     @app.exception_handler(NotReadyError)
     async def _not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
-        return _error(503, str(exc), {"Retry-After": "10"})
+        return _error(503, str(exc), {"Retry-After": "10"}, request)
 
     @app.exception_handler(BusyError)
     async def _busy(request: Request, exc: BusyError) -> JSONResponse:
-        return _error(503, str(exc), {"Retry-After": "5"})
+        return _error(503, str(exc), {"Retry-After": "5"}, request)
 
     @app.exception_handler(IndexNotFoundError)
     async def _no_index(request: Request, exc: IndexNotFoundError) -> JSONResponse:
-        return _error(503, str(exc), {"Retry-After": "30"})
+        return _error(503, str(exc), {"Retry-After": "30"}, request)
 
     @app.exception_handler(IndexCorruptError)
     async def _damaged_index(request: Request, exc: IndexCorruptError) -> JSONResponse:
         # The server is fine; its index files are not (and it reloads them once they are back).
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return _error(503, str(exc), {"Retry-After": "30"})
+        return _error(503, str(exc), {"Retry-After": "30"}, request)
 
     @app.exception_handler(QAError)
     async def _qa_error(request: Request, exc: QAError) -> JSONResponse:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return _error(500, str(exc))
+        return _error(500, str(exc), request=request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

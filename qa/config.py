@@ -149,6 +149,26 @@ class Settings(BaseSettings):
     queue_concurrency: int = Field(8, ge=1, le=64, description="Questions answered at the same time.")
     queue_max_size: int = Field(64, ge=1, description="Questions waiting (chat queue, REST API), at most.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Questions per client IP and minute; 0 = off.")
+    queue_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Longest a question waits for its turn (REST API, Gradio API and chat alike); past "
+        "it the question is refused with a 503 and Retry-After, instead of waiting on.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=4096,
+        description="Largest request body, in bytes, on every route, checked before the body is parsed "
+        "(413 beyond). The default holds a question and 50 earlier questions of 2,000 CJK characters "
+        "even sent as JSON \\u escapes.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="Public address of the service (scheme, host and sub-path), e.g. "
+        "https://intranet.example.com/qa: the chat's links are built from it. Unset: they are "
+        "relative to the page (QA_ROOT_PATH). Never taken from a request's Host or X-Forwarded-Host.",
+    )
 
     @field_validator("embed_origins", mode="before")
     @classmethod
@@ -172,6 +192,16 @@ class Settings(BaseSettings):
                 )
             origins.append(origin)
         return origins
+
+    @field_validator("public_url")
+    @classmethod
+    def _valid_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not re.fullmatch(r"https?://[^/\s'\";,?#]+(/[^\s'\";?#]*)?", value):
+            raise ValueError(f"public_url must look like https://intranet.example.com/qa, not {value!r}")
+        return value
 
     @field_validator("root_path")
     @classmethod

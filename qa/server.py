@@ -12,8 +12,16 @@ Security, on every response: a Content-Security-Policy (with `frame-ancestors` l
 origin and QA_EMBED_ORIGINS), CORS for QA_EMBED_ORIGINS only (replacing Gradio's own permissive
 CORS), optional access control (QA_AUTH_HEADER from an SSO proxy, QA_USERS_FILE for HTTP Basic
 auth) and an optional per-IP rate limit on questions.
+
+Limits, on every route: Gradio's upload, file and other unused routes closed (404); bodies of
+at most QA_MAX_BODY_BYTES, checked before anything parses them; one admission bound on the
+questions of the REST API, the Gradio API and the chat (QA_QUEUE_CONCURRENCY answered at once,
+QA_QUEUE_MAX_SIZE waiting, none longer than QA_QUEUE_WAIT_SECONDS), decided on the event loop
+before a worker thread is taken. The page's links come from QA_PUBLIC_URL or QA_ROOT_PATH,
+never from a request's Host header; responses never show the server's paths.
 """
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -33,7 +41,16 @@ from typing import Any
 from qa.config import Settings
 from qa.errors import ConfigError, QAError
 
-__all__ = ["Service", "content_security_policy", "create_app", "read_users", "serve"]
+__all__ = [
+    "CLOSED_PREFIXES",
+    "Service",
+    "content_security_policy",
+    "create_app",
+    "is_closed",
+    "read_users",
+    "serve",
+    "waited_seconds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +61,24 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/healthz"})  # reachable without credentials (load balancers probe it)
+RETRY_AFTER = "5"  # seconds, on a "busy" 503
+RECEIVED_KEY = "qa.received"  # perf_counter() when the request reached the app
 
 
 # --------------------------------------------------------------------------- readiness
 
 
 class Service:
-    """The server's state: settings, readiness of the index, and the REST concurrency slots."""
+    """The server's state: settings, readiness of the index, and the one admission bound on
+    questions (REST API, Gradio API and chat alike)."""
 
     def __init__(self, settings: Settings):
-        from qa.api import Slots
+        from qa.api import Admission
 
         self.settings = settings
-        self.slots = Slots(settings.queue_concurrency, settings.queue_max_size)
+        self.admission = Admission(
+            settings.queue_concurrency, settings.queue_max_size, settings.queue_wait_seconds
+        )
         self.state = "starting"  # starting → (building →) loading → ready | error
         self.message = ""
         self._thread: threading.Thread | None = None
@@ -116,6 +138,9 @@ class Service:
         return False, "building" if self.state == "building" else "loading"
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        """(status, body) of /healthz: 200 once questions can be answered, else 503 and why."""
+        from qa.api import public_message
+
         body: dict[str, Any] = {
             "status": "ok" if self.state == "ready" else self.state,
             "index_version": None,
@@ -131,11 +156,11 @@ class Service:
                 body["passages"] = len(index)
                 body["model"] = index.manifest.model.get("name", self.settings.model)
             except QAError as exc:
-                body.update(status="error", message=str(exc))
+                body.update(status="error", message=public_message(str(exc), self.settings))
                 return 503, body
             return 200, body
         if self.message:
-            body["message"] = self.message
+            body["message"] = public_message(self.message, self.settings)
         return 503, body
 
 
@@ -199,6 +224,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[RECEIVED_KEY] = time.perf_counter()  # for the Server-Timing of a "busy" 503
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -326,6 +352,393 @@ class RateLimit:
         await self.app(scope, receive, send)
 
 
+# --------------------------------------------------------------------------- closed routes, bodies
+
+# Gradio routes this app never uses, closed (404) whoever asks: file upload and serving (the
+# chat has no file component, and an open upload would let anyone host files on this origin),
+# the proxy, media streams, component servers, run history, monitoring, and the direct
+# (queue-less) prediction routes, which would bypass the admission bound.
+CLOSED_PREFIXES = (
+    "/gradio_api/upload",
+    "/gradio_api/file=",
+    "/gradio_api/file/",
+    "/file=",
+    "/file/",
+    "/gradio_api/proxy=",
+    "/proxy=",
+    "/gradio_api/stream/",
+    "/gradio_api/process_recording",
+    "/gradio_api/component_server",
+    "/gradio_api/vibe-",
+    "/gradio_api/undo-vibe-edit",
+    "/gradio_api/run-history",
+    "/gradio_api/runs",
+    "/gradio_api/run/",
+    "/gradio_api/api/",
+    "/gradio_api/dev/",
+    "/gradio_api/mcp",
+    "/monitoring",
+    "/gradio_api/monitoring",
+)
+
+
+_CLOSED_EXACT = frozenset(prefix.rstrip("/=") for prefix in CLOSED_PREFIXES)  # "/gradio_api/run"
+
+
+def is_closed(path: str) -> bool:
+    """True for the Gradio routes this app does not use (see CLOSED_PREFIXES)."""
+    return path.startswith(CLOSED_PREFIXES) or path.rstrip("/") in _CLOSED_EXACT
+
+
+class ClosedRoutes:
+    """404 for every route in CLOSED_PREFIXES, with or without credentials."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and is_closed(_route_path(scope)):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await _send_json(send, 404, {"detail": "Not found."})
+            return
+        await self.app(scope, receive, send)
+
+
+BODY_READ_SECONDS = 30  # a client that takes longer to send its (small) body is dropped
+
+
+class BodyLimit:
+    """At most `limit` bytes of request body on every route, enforced before anything parses it:
+    a larger Content-Length is refused without reading, and the body itself is read (counting
+    its bytes) before the route sees it, so that a missing or false Content-Length cannot get
+    past either. 413 with a JSON message beyond; 408 for a body that does not arrive."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    def _too_large(self) -> dict[str, str]:
+        return {
+            "detail": f"The request body is larger than {self.limit} bytes (QA_MAX_BODY_BYTES). "
+            "Send a shorter question or fewer earlier questions."
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body at all (HTTP/1.1 framing)
+            return
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _send_json(send, 400, {"detail": "The Content-Length header is not a number."})
+                return
+            if declared > self.limit:
+                await _send_json(send, 413, self._too_large(), {"Connection": "close"})
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                async with asyncio.timeout(BODY_READ_SECONDS):  # no task per read, unlike wait_for
+                    message = await receive()
+            except TimeoutError:
+                await _send_json(send, 408, {"detail": "The request body did not arrive in time."})
+                return
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await _send_json(send, 413, self._too_large(), {"Connection": "close"})
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class GradioArguments:
+    """The Gradio API's `data` (`/gradio_api/call/ask`, `/call/search` and their queue/join
+    form) checked for its count before Gradio sees it: Gradio refuses a short list with a
+    traceback in the log and `{"error": null}` for the client. Optional trailing arguments
+    left out get their defaults (`["Who?"]` is a whole `/ask`); anything else is a 422 that
+    says what is expected. The values themselves are checked by the API functions (qa.ui).
+
+    The chat's own events (queue/join with the `fn_index` of a function of components) are
+    checked the way Gradio will: one value per input, each valid for its component's data
+    model; a malformed one is a 422 naming the value, instead of a traceback and
+    `{"error": null}`."""
+
+    def __init__(self, app: ASGIApp, blocks: Any):
+        from qa.ui import API_ARGUMENTS
+
+        self.app = app
+        self.arguments = API_ARGUMENTS
+        self.by_index = {
+            index: fn.api_name for index, fn in blocks.fns.items() if fn.api_name in API_ARGUMENTS
+        }
+        self.inputs = {
+            index: list(fn.inputs)
+            for index, fn in blocks.fns.items()
+            if fn.api_name not in API_ARGUMENTS and fn.inputs
+        }
+
+    def _check_components(self, index: int, data: Any) -> str | None:
+        """None if `data` fits the inputs of function `index`, else what is wrong."""
+        from pydantic import ValidationError
+
+        from qa.api import describe_problems
+
+        inputs = self.inputs[index]
+        if not isinstance(data, list) or len(data) != len(inputs):
+            got = f"{len(data)} values" if isinstance(data, list) else type(data).__name__
+            return f"`data` must be a list of {len(inputs)} values, not {got}."
+        for position, (block, value) in enumerate(zip(inputs, data, strict=True)):
+            model = getattr(block, "data_model", None)
+            if value is None or getattr(block, "stateful", False) or model is None:
+                continue
+            try:
+                model.model_validate(value, context={"validate_meta": True})
+            except ValidationError as exc:
+                return f"data[{position}] ({type(block).__name__}): {describe_problems(exc.errors())}"
+        return None
+
+    def _api_name(self, path: str, payload: Any) -> str | None:
+        if path.startswith("/gradio_api/call/"):
+            name = path[len("/gradio_api/call/") :].strip("/")
+            return name if name in self.arguments else None
+        if path.rstrip("/") == "/gradio_api/queue/join" and isinstance(payload, dict):
+            index = payload.get("fn_index")
+            return self.by_index.get(index) if isinstance(index, int) else None
+        return None
+
+    def _complete(self, name: str, data: Any) -> list[Any] | str:
+        """`data` with its defaults, or the message that says why it cannot be."""
+        spec = self.arguments[name]
+        required = sum(1 for _, default in spec if default is None)
+        usage = ", ".join(
+            f"{arg}" if default is None else f"{arg} (default {default!r})" for arg, default in spec
+        )
+        if not isinstance(data, list) or not required <= len(data) <= len(spec):
+            got = f"{len(data)} values" if isinstance(data, list) else type(data).__name__
+            return f"/{name} takes `data`: a list of {required} to {len(spec)} values [{usage}], not {got}."
+        return data + [default for _, default in spec[len(data) :]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        if not path.startswith(("/gradio_api/call/", "/gradio_api/queue/join")):
+            await self.app(scope, receive, send)
+            return
+        message = await receive()  # the whole body: BodyLimit has read it already
+        body = message.get("body", b"")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None  # Gradio answers malformed JSON itself, with a 422
+        name = self._api_name(path, payload)
+        index = payload.get("fn_index") if isinstance(payload, dict) else None
+        if name is None and path.rstrip("/") == "/gradio_api/queue/join" and index in self.inputs:
+            problem = self._check_components(index, payload.get("data"))  # type: ignore[union-attr]
+            if problem is not None:
+                log.info("Gradio event refused: %s", problem)
+                await _send_json(send, 422, {"detail": problem})
+                return
+        if name is not None and isinstance(payload, dict):
+            data = self._complete(name, payload.get("data"))
+            if isinstance(data, str):
+                log.info("Gradio API %s refused: %s", path, data)
+                await _send_json(send, 422, {"detail": data})
+                return
+            payload["data"] = data
+            body = json.dumps(payload).encode()
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
+            scope["headers"] = [*headers, (b"content-length", str(len(body)).encode())]
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# --------------------------------------------------------------------------- admission
+
+ADMITTED_PATHS = frozenset({"/api/v1/ask", "/api/v1/search"})  # routes answered on a worker thread
+RECEIVED_HEADER = b"x-qa-received"  # when a Gradio question arrived (monotonic), for its deadline
+
+
+def _is_gradio_question(method: str, path: str) -> bool:
+    return method == "POST" and path.startswith(("/gradio_api/queue/join", "/gradio_api/call/"))
+
+
+class Admit:
+    """The admission bound (qa.api.Admission) in front of the routes that do work.
+
+    REST questions wait for a slot here, on the event loop, before a worker thread is taken, so
+    that past QA_QUEUE_MAX_SIZE waiting a question gets a 503 at once, and one that waits longer
+    than QA_QUEUE_WAIT_SECONDS gets a 503 then. Gradio questions are admitted by Gradio's queue
+    (which asks the same bound) and wait for a slot on their worker: here they are only stamped
+    with their arrival time, and a 503 of Gradio's gets a Retry-After.
+    """
+
+    def __init__(self, app: ASGIApp, admission: Any):
+        self.app = app
+        self.admission = admission
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from qa.api import BusyError
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = _route_path(scope), scope["method"]
+        if path in ADMITTED_PATHS:
+            try:
+                await self.admission.acquire()
+            except BusyError as exc:
+                headers = {"Retry-After": RETRY_AFTER, "Server-Timing": _server_timing(scope)}
+                await _send_json(send, 503, {"detail": str(exc)}, headers)
+                return
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.admission.release()
+            return
+        if _is_gradio_question(method, path):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != RECEIVED_HEADER]
+            scope["headers"] = [*headers, (RECEIVED_HEADER, repr(time.monotonic()).encode())]
+
+            async def send_with_retry(message: Message) -> None:
+                if message["type"] == "http.response.start" and message["status"] == 503:
+                    headers = list(message.get("headers", []))
+                    if b"retry-after" not in {k.lower() for k, _ in headers}:
+                        headers.append((b"retry-after", RETRY_AFTER.encode()))
+                    headers.append((b"server-timing", _server_timing(scope).encode()))
+                    message["headers"] = headers
+                await send(message)
+
+            await self.app(scope, receive, send_with_retry)
+            return
+        await self.app(scope, receive, send)
+
+
+def _server_timing(scope: Scope) -> str:
+    """`Server-Timing` of a refusal: the milliseconds from the request reaching the app to its
+    answer, so that a client can tell the server's own time from the network's and the CPU's."""
+    started = scope.get(RECEIVED_KEY)
+    spent = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    return f"app;dur={spent:.2f}"
+
+
+def waited_seconds(headers: Any) -> float:
+    """Seconds since the Gradio question with these request headers arrived (0 if unknown)."""
+    try:
+        return max(0.0, time.monotonic() - float(headers.get(RECEIVED_HEADER.decode(), "")))
+    except (TypeError, ValueError, AttributeError):
+        return 0.0
+
+
+def _share_gradio_queue(blocks: Any, admission: Any) -> None:
+    """Make Gradio's queue part of the one bound: its waiting events count as waiting
+    questions, and it turns new events away ("queue full", a 503) when the bound is reached."""
+    from qa.api import BusyError
+
+    queue = blocks._queue
+    push = queue.push
+
+    async def push_if_room(body: Any, request: Any, username: Any) -> tuple[bool, Any, str]:
+        try:
+            admission.check_room()
+        except BusyError as exc:
+            return False, str(exc), "queue_full"
+        return await push(body, request, username)
+
+    def queued() -> int:
+        try:
+            return len(queue)
+        except RuntimeError:  # its dict grew on the event loop while a worker thread counted
+            return 0
+
+    queue.push = push_if_room
+    admission.extra_waiting = queued
+
+
+# --------------------------------------------------------------------------- public origin
+
+PUBLIC_ROOT_KEY = "qa.public_root"
+
+
+def _install_public_root() -> None:
+    """Gradio builds the links of its page and config from the request's Host and
+    X-Forwarded-Host headers, which a client can set to anything (and a cache would keep).
+    Where PublicRoot has put a root in the request's scope, that root is used instead."""
+    from gradio import route_utils
+
+    original = route_utils.get_root_url
+    if getattr(original, "qa_public_root", False):
+        return
+
+    def get_root_url(request: Any, route_path: str, root_path: str | None) -> str:
+        root = request.scope.get(PUBLIC_ROOT_KEY) if hasattr(request, "scope") else None
+        if root is None:
+            return original(request=request, route_path=route_path, root_path=root_path)
+        return root(route_path)
+
+    get_root_url.qa_public_root = True  # type: ignore[attr-defined]
+    route_utils.get_root_url = get_root_url
+
+
+class PublicRoot:
+    """Puts this server's public root (QA_PUBLIC_URL, or QA_ROOT_PATH) in every request's scope.
+
+    With QA_PUBLIC_URL, that address. Without it, relative roots: the page's is QA_ROOT_PATH
+    (the browser resolves it against the address it loaded the page from) and the config's is
+    empty (a page embedding the chat then uses the address it was given in `src`)."""
+
+    def __init__(self, app: ASGIApp, public_url: str | None, root_path: str):
+        self.app = app
+        self.public_url = public_url
+        self.root_path = root_path
+
+    def root(self, route_path: str) -> str:
+        if self.public_url:
+            return self.public_url
+        page = not route_path.startswith(("/config", "/gradio_api", "/info", "/login", "/logout"))
+        # "/." rather than "/" or "": the page resolves it to its own origin, ignoring its query
+        # string ("" would keep `?__theme=dark` in every API address), and the few places that
+        # glue a path on as text get "/./static", not "//static" (another host).
+        return (self.root_path or "/.") if page else ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope[PUBLIC_ROOT_KEY] = self.root
+        await self.app(scope, receive, send)
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -352,6 +765,11 @@ def create_app(settings: Settings | None = None) -> Any:
     """The FastAPI app: UI, REST API, embed script and health check. Cheap: nothing loads here;
     the index loads (or is built) in a background thread at startup."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Gradio's queue summarises its last 10,000 events with pandas after every event, for a
+    # monitoring page this app does not serve: under load that held the GIL for tens of ms at a
+    # time, and delayed every other request. Summarised once in a million events instead.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000000")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
@@ -385,9 +803,17 @@ def create_app(settings: Settings | None = None) -> Any:
     install_error_handlers(app)
     app.include_router(router)
 
+    health_threads: list[Any] = []  # its own limiter, made on the event loop at the first call
+
     @app.get("/healthz", tags=["service"], summary="Readiness: 200 once questions can be answered")
-    def healthz() -> JSONResponse:
-        status, body = service.health()
+    async def healthz() -> JSONResponse:
+        # Async, and on a thread of its own limiter: it never waits behind questions for one of
+        # the worker threads (reading the live index may touch the disk, hence not on the loop).
+        import anyio
+
+        if not health_threads:
+            health_threads.append(anyio.CapacityLimiter(2))
+        status, body = await anyio.to_thread.run_sync(service.health, limiter=health_threads[0])
         return JSONResponse(body, status_code=status)
 
     @app.get("/embed/gradio.js", include_in_schema=False)
@@ -422,7 +848,7 @@ def create_app(settings: Settings | None = None) -> Any:
             swagger_favicon_url="docs-assets/favicon.png",
         )
 
-    blocks = build_ui(settings, service.ui_status)
+    blocks = build_ui(settings, service.ui_status, service.admission)
     gr.mount_gradio_app(
         app,
         blocks,
@@ -441,12 +867,21 @@ def create_app(settings: Settings | None = None) -> Any:
         enable_monitoring=False,
     )
 
+    _share_gradio_queue(blocks, service.admission)
+    _install_public_root()
+
     # Outermost first: security headers on everything (401 and 429 included), then CORS (so
-    # preflights and errors carry it), then access control, then the rate limit.
+    # preflights and errors carry it), the public root, the closed routes, access control, the
+    # rate limit, the body limit (the body is read before a slot is taken) and admission.
+    app.add_middleware(Admit, admission=service.admission)
+    app.add_middleware(GradioArguments, blocks=blocks)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.rate_limit_per_minute:
         app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
     if settings.auth_header or users:
         app.add_middleware(AccessControl, header=settings.auth_header, users=users)
+    app.add_middleware(ClosedRoutes)
+    app.add_middleware(PublicRoot, public_url=settings.public_url, root_path=settings.root_path)
     # Our CORS policy replaces Gradio's (which echoes any Origin with credentials when served on
     # a non-localhost host): Gradio steps aside when the parent app has a CORSMiddleware.
     app.add_middleware(

@@ -11,6 +11,7 @@ Two halves:
 """
 
 import html
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,10 @@ from qa.models import Answer, Citation, Passage
 if TYPE_CHECKING:
     import gradio as gr
 
+    from qa.api import Admission
+
 __all__ = [
+    "API_ARGUMENTS",
     "STATIC_DIR",
     "build_ui",
     "empty_sources",
@@ -37,6 +41,14 @@ __all__ = [
 ]
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+log = logging.getLogger(__name__)
+
+# The Gradio API's positional arguments, with the defaults of the optional ones (None: required).
+API_ARGUMENTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "ask": (("question", None), ("history", [])),
+    "search": (("question", None), ("k", 5)),
+}
 
 # --------------------------------------------------------------------------- the reply
 
@@ -247,22 +259,59 @@ def _request_lang(request: "gr.Request | None") -> str:
     return pick_lang(headers.get("accept-language"))
 
 
-def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None = None) -> "gr.Blocks":
+def build_ui(
+    settings: Settings,
+    status: Callable[[], tuple[bool, str]] | None = None,
+    admission: "Admission | None" = None,
+) -> "gr.Blocks":
     """The chat app. `status()` says whether the index is ready, and if not the i18n key of why
     (`loading`, `building` or `unavailable`), so that questions asked too early get a clear
-    message in the chat."""
+    message in the chat. `admission` is the server's one bound on questions (qa.api.Admission),
+    shared with the REST API; without one the app gets its own."""
     import gradio as gr
 
+    from qa.api import (
+        Admission,
+        AskRequest,
+        BusyError,
+        SearchRequest,
+        check_ask,
+        parse_arguments,
+        public_message,
+    )
     from qa.errors import InvalidQuestionError, QAError
+    from qa.question import asker_language
     from qa.retrieval import clean_question
+    from qa.server import waited_seconds
 
     i18n = gr.I18n(**LABELS)
     status = status or (lambda: (True, ""))
+    if admission is None:
+        admission = Admission(
+            settings.queue_concurrency, settings.queue_max_size, settings.queue_wait_seconds
+        )
+
+    def admitted(request: "gr.Request | None"):
+        """A slot for one question, within what is left of its QA_QUEUE_WAIT_SECONDS."""
+        left = settings.queue_wait_seconds - waited_seconds(getattr(request, "headers", None) or {})
+        if left <= 0:
+            raise admission.too_long()
+        return admission.enter(left, queued=True)  # Gradio's queue admitted it
+
+    def api_error(name: str, exc: QAError) -> "gr.Error":
+        """A Gradio API error: one log line (no traceback) and the message, made safe."""
+        message = public_message(str(exc), settings)
+        if isinstance(exc, InvalidQuestionError | BusyError):
+            log.info("Gradio API /%s refused: %s", name, exc)
+        else:
+            log.error("Gradio API /%s failed: %s", name, exc)
+        # Gradio shows an error's message as HTML: escaped, it stays text.
+        return gr.Error(html.escape(message), print_exception=False)
 
     def check_ready(lang: str) -> None:
         ready, why = status()
         if not ready:
-            raise gr.Error(label(why or "loading", lang))
+            raise gr.Error(label(why or "loading", lang), print_exception=False)
 
     def ask(question: str, history: list[str]) -> Answer:
         from qa import ask as qa_ask
@@ -277,7 +326,11 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
             return
         chat = list(chat or [])
         try:
-            question = clean_question(text, settings.max_question_chars)
+            # A question without words is refused in the conversation's language (or the browser's).
+            earlier = [m.get("content") for m in chat if isinstance(m, dict) and m.get("role") == "user"]
+            headers = getattr(request, "headers", None) or {}
+            refuse_in = asker_language(earlier, headers.get("accept-language"))
+            question = clean_question(text, settings.max_question_chars, refuse_in)
         except InvalidQuestionError as exc:
             # Said in the chat; the question stays in the box to be fixed.
             yield (
@@ -302,9 +355,11 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
         chat = chat + [{"role": "user", "content": escape_markdown(question)}]
         yield "", chat, gr.skip(), gr.skip()
         try:
-            answer = ask(question, history)
+            with admitted(request):
+                answer = ask(question, history)
         except QAError as exc:
-            message = f"{label('unavailable', lang)}: {exc}"
+            log.info("Chat question not answered: %s", exc)
+            message = f"{label('unavailable', lang)}: {public_message(str(exc), settings)}"
             yield (
                 gr.skip(),
                 chat + [{"role": "assistant", "content": escape_markdown(message)}],
@@ -331,24 +386,36 @@ def build_ui(settings: Settings, status: Callable[[], tuple[bool, str]] | None =
         lang = _request_lang(request)
         return "", [], empty_sources(html.escape(label("sources_empty", lang))), []
 
-    # API-only endpoints for gradio_client: the same calls as the REST API.
-    def api_ask(question: str, history: list[str] | None = None) -> dict[str, Any]:
+    # API-only endpoints for gradio_client: the same calls as the REST API, with the same checks
+    # (strict types: no `3.7` or `true` for k; ranges; the history's length and items).
+    def api_ask(
+        question: str, history: list[str] | None = None, request: gr.Request = None
+    ) -> dict[str, Any]:
         """Answer a question in its language, with citations (an Answer as JSON)."""
-        check_ready("en")
         try:
-            return ask(question, list(history or [])).model_dump(mode="json")
+            body = parse_arguments(
+                AskRequest, {"question": question, "history": [] if history is None else history}
+            )
+            check_ask(body, settings.max_question_chars, asker_language(body.history))
+            check_ready("en")
+            with admitted(request):
+                return ask(body.question, body.history).model_dump(mode="json")
         except QAError as exc:
-            raise gr.Error(str(exc)) from None
+            raise api_error("ask", exc) from None
 
-    def api_search(question: str, k: int = 5) -> list[dict[str, Any]]:
+    def api_search(question: str, k: int = 5, request: gr.Request = None) -> list[dict[str, Any]]:
         """The k passages that best answer a question (a list of Passage as JSON)."""
         from qa.retrieval import retrieve
 
-        check_ready("en")
         try:
-            return [p.model_dump(mode="json") for p in retrieve(question, k=int(k), settings=settings)]
+            args = parse_arguments(SearchRequest, {"question": question, "k": k})
+            clean_question(args.question, settings.max_question_chars)
+            check_ready("en")
+            with admitted(request):
+                passages = retrieve(args.question, k=args.k, settings=settings)
+            return [p.model_dump(mode="json") for p in passages]
         except QAError as exc:
-            raise gr.Error(str(exc)) from None
+            raise api_error("search", exc) from None
 
     with gr.Blocks(title="News Q&A", analytics_enabled=False, fill_width=True) as demo:
         answers = gr.State([])

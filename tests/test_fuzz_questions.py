@@ -70,7 +70,12 @@ questions = st.one_of(
 )
 
 
+MAX_BODY = 1_048_576  # QA_MAX_BODY_BYTES's default: a larger body is refused unread (413)
+
+
 def expected_status(question: str) -> int:
+    if len(json_body({"question": question})) > MAX_BODY:
+        return 413
     try:
         clean_question(question, 2000)
     except InvalidQuestionError:
@@ -102,7 +107,7 @@ def check(response, question: str) -> None:
     assert response.status_code == expected_status(question), (question[:80], response.status_code, text[:300])
     assert "Traceback" not in text and 'File "' not in text
     body = response.json()
-    if response.status_code == 422:
+    if response.status_code in (413, 422):
         assert isinstance(body["detail"], str) and body["detail"], body
 
 
@@ -153,7 +158,8 @@ def test_hostile_history_never_fails(client, history):
         content=json_body({"question": "Who owns OpenAI?", "history": history}),
         headers={"content-type": "application/json"},
     )
-    assert response.status_code in (200, 422), response.text[:300]
+    too_large = len(json_body({"question": "Who owns OpenAI?", "history": history})) > MAX_BODY
+    assert response.status_code in ((413,) if too_large else (200, 422)), response.text[:300]
     assert "Traceback" not in response.text
     if response.status_code == 422:  # only for a too long earlier question, and saying so
         assert any(len(h) > 2000 for h in history) and "history item" in response.text, response.text
