@@ -133,6 +133,7 @@ def llama_server():
     params.n_parallel = 1
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
     params.warmup = False
+    params.chat_template = "gemma"  # the file has none; llama.cpp's default (ChatML) is not Gemma's
     server = xllamacpp.Server(params)
     yield f"http://127.0.0.1:{port}"
     del server  # stops it
@@ -157,4 +158,5 @@ def test_a_real_llm_server_end_to_end(seed_settings, llama_server, quoted):
             assert kept and all(cited_numbers(k) and set(cited_numbers(k)) <= sent for k in kept), kept
         else:  # nothing survived: the quotes, and the invented sentences listed
             assert result.reply == extractive.reply and result.dropped
-    print(f"real llama.cpp server: ask + ask_stream in {elapsed:.1f} s; modes {answer.mode}, {streamed[-1].mode}")
+    print(f"real llama.cpp server: ask + ask_stream in {elapsed:.1f} s; modes {answer.mode}, {streamed[-1].mode}; "
+          f"dropped {answer.dropped}; kept {answer.reply if answer.mode == 'generated' else ''!r}")
