@@ -5,6 +5,7 @@ verification keeps, drops, and when the quotes come back), and against a real ll
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -106,6 +107,19 @@ def test_streaming_shows_only_verified_sentences_as_they_come(seed_settings, llm
     for update in updates:  # nothing unverified is ever shown, and the reply only grows
         assert INVENTED.format(n=n) not in update.reply and final.reply.startswith(update.reply)
     assert final.citations == extractive.citations
+
+
+def test_a_stream_that_breaks_midway_ends_with_the_quotes(seed_settings, llm, quoted):
+    extractive, n = quoted
+    events = [{"choices": [{"delta": {"content": piece}}]} for piece in (SUPPORTED.format(n=n), " Y luego")]
+    llm.stream_raw = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: {cut\n\n"
+    try:
+        updates = list(ask_stream(EMPLOYEES, settings=with_llm(seed_settings, llm.url)))
+    finally:
+        llm.stream_raw = None
+    assert [u.mode for u in updates] == ["generated", "extractive"]
+    assert updates[0].reply == SUPPORTED.format(n=n)
+    assert updates[-1].reply == extractive.reply and "not JSON" in updates[-1].fallback_reason
 
 
 def test_streaming_without_a_server_yields_the_quotes_once(seed_settings, quoted):
