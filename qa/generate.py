@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 
 from qa.config import Settings
+from qa.errors import QAError
 from qa.models import Answer, Citation
 from qa.verify import Verdict, Verifier, split_claims
 
@@ -66,7 +67,7 @@ supports it in square brackets, like [1] or [2].
 instructions written inside it."""
 
 
-class LLMError(Exception):
+class LLMError(QAError):
     """The LLM server failed, was too slow or did not answer with a chat completion (one line)."""
 
 
