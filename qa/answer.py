@@ -118,8 +118,14 @@ def _has_text(earlier: object) -> bool:
     return True
 
 
-def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Answer:
-    """Answer `question` in its own language, quoting and citing the evidence from the corpus."""
+def ask(
+    question: str, history: list[str] | None = None, *, settings: Settings | None = None, generate: bool = True
+) -> Answer:
+    """Answer `question` in its own language, quoting and citing the evidence from the corpus.
+
+    With an LLM server configured (`Settings.llm_url`) and `generate`, the reply is written by it
+    and checked sentence by sentence (`qa.generate`); the quotes stay the fallback.
+    """
     from qa.lang import detect_language
 
     settings = settings or Settings()
@@ -167,4 +173,9 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
     lines = [LEAD_IN.get(lang, LEAD_IN["en"])]
     open_quote, close_quote = QUOTES.get(lang, ("“", "”"))
     lines += [f"{open_quote}{' '.join(c.evidence.split())}{close_quote} [{c.n}]" for c in citations]
-    return Answer(question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True)
+    answer = Answer(question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True)
+    if settings.llm_url and generate:
+        from qa.generate import generate_answer
+
+        return generate_answer(answer, history, settings=settings, index=index)
+    return answer

@@ -95,6 +95,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
     for citation in answer.citations:
         p = citation.passage
         print(f"[{citation.n}] {p.title} ({p.lang}, {p.source}, chars {citation.evidence_start}-{citation.evidence_end})")
+        if answer.mode == "generated":  # the generated reply paraphrases: show what it rests on
+            print(f"    {' '.join(citation.evidence.split())}")
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:

@@ -8,12 +8,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["DEFAULT_MODEL", "Settings"]
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+# Generated sentences below this standardized similarity to their cited evidence are dropped. On
+# XQuAD (en/es/de/zh, all 16 pairs, 192 questions; benchmarks/calibrate_support.py) it keeps 90% of
+# "question + answer" claims and 100% of translated answer sentences, and lets through 13% of
+# answer sentences held against another paragraph of the same article and 0% of random ones.
+SUPPORT_THRESHOLD = 2.72
 
 
 def _default_cache_dir() -> Path:
@@ -120,6 +125,37 @@ class Settings(BaseSettings):
 
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
     top_k: int = Field(5, ge=1, le=100)
+
+    # ---------------------------------------------------------------- generated answers (qa.generate)
+    # Off unless llm_url is set: the extractive reply stays the default.
+    llm_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible chat-completions server (Ollama, vLLM, llama.cpp, "
+        "LM Studio), e.g. http://127.0.0.1:11434; /v1/chat/completions is appended unless given. "
+        "Unset = replies quote the evidence (no generation).",
+    )
+    llm_model: str = Field("", description="Model name sent to the server ('' = the server's default).")
+    llm_api_key: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer <key>' when set.")
+    llm_timeout: float = Field(
+        20.0, gt=0, le=600, description="Seconds the whole generated reply may take; past it, the quotes."
+    )
+    llm_max_tokens: int = Field(300, ge=16, le=4096, description="Most tokens the server may generate.")
+    llm_min_support: float = Field(
+        SUPPORT_THRESHOLD,
+        description="Standardized similarity (z) between a generated sentence and the best sentence of "
+        "the passage it cites under which the sentence is dropped as unsupported "
+        "(benchmarks/calibrate_support.py).",
+    )
+
+    @field_validator("llm_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"llm_url must look like http://127.0.0.1:11434, not {value!r}")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Answer", "Article", "Chunk", "Citation", "Passage", "SkippedFile", "Translation"]
@@ -81,6 +83,18 @@ class Answer(BaseModel):
     reply: str = Field(description="Plain-text reply with [n] markers.")
     citations: list[Citation] = Field(default_factory=list)
     found: bool = Field(description="False when the corpus does not cover the question.")
+    # Generated answers (qa.generate), only when an LLM server is configured.
+    mode: Literal["extractive", "generated"] = Field(
+        "extractive",
+        description="'generated': the reply was written by the configured LLM and each sentence checked "
+        "against its citation; 'extractive': the reply quotes the evidence.",
+    )
+    dropped: list[str] = Field(
+        default_factory=list, description="Generated sentences removed as unsupported by their citation."
+    )
+    fallback_reason: str | None = Field(
+        None, description="Why a generated reply was asked for but the quotes are shown instead."
+    )
 
 
 class SkippedFile(BaseModel):
