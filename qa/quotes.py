@@ -101,6 +101,12 @@ _TYPE_PATTERNS = {
         r"qui[eé]n", r"\bqui\b", r"\bchi\b", r"\bquem\b", r"\bwie\b(?= (is|was|heeft|werd))", r"\bkto\b",
         r"\bкто\b", r"\bкого\b", r"\bкому\b", r"\bкем\b", r"^من\b", r"谁", r"誰", r"だれ", r"누구", r"kim\b",
         r"ποιος", r"ποια", r"\bai\b", r"कौन",
+        # "which company / investors ...": a name is asked for as well
+        r"\bwhich (\w+ )?(compan|firm|startup|investor|organi[sz]ation|team|country|city|universit|band|newspaper)",
+        r"\bwelche[snmr]? (\w+ )?(firma|unternehmen|investoren|mannschaft|land|stadt|universität)",
+        r"qu[eé] (empresa|compañía|inversores|equipo|país|ciudad|universidad)", r"quel(le)?s? (entreprise|société|investisseurs|équipe|pays|ville)",
+        r"quale (azienda|società|squadra)", r"quais investidores|que empresa", r"哪家", r"哪个公司", r"哪些投资",
+        r"どこ", r"どの(会社|企業)", r"어느 회사", r"어떤 회사", r"какая компания", r"какие инвесторы",
     ],
 }
 _TYPES = {name: re.compile("|".join(patterns)) for name, patterns in _TYPE_PATTERNS.items()}
@@ -123,8 +129,8 @@ _YEAR_OR_DAY = re.compile(
     r"miércoles|jueves|viernes|sábado|domingo)\b|(星期|周|曜日)",
     re.IGNORECASE,
 )
-# Two capitalized words in a row, not at the sentence's start: a name in scripts with case.
-_NAME = re.compile(r"(?<=[^\s.!?]\s)[A-ZÀ-ÖØ-ÞĀ-ŽА-ЯЁΑ-Ω][\w'’-]+\s+[A-ZÀ-ÖØ-ÞĀ-ŽА-ЯЁΑ-Ω][\w'’-]+")
+# A capitalized word: a name in scripts with case (the sentence's first word aside, see `_names`).
+_CAPITALIZED = re.compile(r"[A-ZÀ-ÖØ-ÞĀ-ŽА-ЯЁΑ-Ω][\w'’-]*")
 
 
 def answer_type(question: str) -> str | None:
@@ -147,8 +153,21 @@ def _holds(kind: str | None, sentence: str, question: str) -> bool:
     if kind == "date":
         return bool(_YEAR_OR_DAY.search(sentence))
     if kind == "person":
-        return bool(_NAME.search(sentence))
+        return bool(_names(sentence) - _names(question, first=True))
     return False
+
+
+def _names(text: str, first: bool = False) -> set[str]:
+    """Capitalized words of `text` (lower-cased), its first word only with `first`, unless the
+    next word is capitalized too ("Thrive Capital ...")."""
+    found = [(m.start(), m.group()) for m in _CAPITALIZED.finditer(text)]
+    names = set()
+    for n, (start, word) in enumerate(found):
+        leading = not text[:start].strip(" «“\"'(¿¡-–")
+        follows = n + 1 < len(found) and text[start + len(word) : found[n + 1][0]].strip() == ""
+        if first or not leading or follows:
+            names.add(word.lower())
+    return names
 
 
 # ---------------------------------------------------------------------- the ranking
