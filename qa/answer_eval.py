@@ -67,25 +67,27 @@ class AnswerCase:
 
 COMPONENTS = ("lexical", "rank", "answer_type", "context")
 GRID = {
-    "lexical": [0, 1, 2, 3, 4, 6, 8, 12],
+    "lexical": [0, 2, 4, 6, 8],
     "rank": [0, 0.1, 0.25, 0.5, 1],
-    "answer_type": [0, 0.25, 0.5, 1, 2],
-    "context": [0, 0.1, 0.25, 0.5],
+    "answer_type": [0, 0.25, 0.5, 1],
+    "context": [0, 0.1, 0.25],
 }
+TUNED_ON = ("mixed", "needle")  # a multilingual corpus is both: the answer in the asker's language, or only in another
 
 
 def variants(
     weights: QuoteWeights | None = None, alone: dict[str, float] | None = None
 ) -> dict[str, tuple[str, QuoteWeights | None]]:
     """The previous choice, the dense ranking alone, each cue added alone (at `alone[cue]`, else
-    at its weight in `weights`), and all of them (`weights`)."""
+    at its weight in `weights`, else, for a cue left out of `weights`, at 0.25 to show what it
+    would do), and all of them (`weights`)."""
     w = weights or QuoteWeights()
     alone = alone or {}
     none = dict.fromkeys(COMPONENTS, 0.0)
     out: dict[str, tuple[str, QuoteWeights | None]] = {"by passage (before)": (BY_PASSAGE, None)}
     out["dense"] = (RANKED, QuoteWeights(**none))
     for cue in COMPONENTS:
-        out[f"dense+{cue}"] = (RANKED, QuoteWeights(**{**none, cue: alone.get(cue, getattr(w, cue))}))
+        out[f"dense+{cue}"] = (RANKED, QuoteWeights(**{**none, cue: alone.get(cue, getattr(w, cue) or 0.25)}))
     out["ranked (now)"] = (RANKED, w)
     return out
 
@@ -186,19 +188,20 @@ def xquad_answer_report(
 
 
 def tune_weights(cases: list[AnswerCase], idf, grid: dict[str, list[float]] | None = None) -> tuple[QuoteWeights, float]:
-    """The weights with the best mean first-quote rate on the tune half's mixed pool (the
-    features computed once, then `ranked_scores` and `pick`, as `select_quotes` does); a cue
-    missing from `grid` stays at 0."""
+    """The weights with the best first-quote rate on the tune half, averaged over the mixed and
+    needle pools and the question languages (the features computed once, then `ranked_scores`
+    and `pick`, as `select_quotes` does); a cue missing from `grid` stays at 0."""
     grid = grid or GRID
-    tune = [c for c in cases if c.half == "tune" and c.pool == "mixed"]
+    tune = [c for c in cases if c.half == "tune" and c.pool in TUNED_ON]
     features = [sentence_features(c.question, c.candidates, idf) for c in tune]
-    langs = sorted({c.q_lang for c in tune})
+    groups = sorted({(c.pool, c.q_lang) for c in tune})
+    members = [np.array([(c.pool, c.q_lang) == g for c in tune]) for g in groups]
     best, best_score = QuoteWeights(**dict.fromkeys(COMPONENTS, 0.0)), -1.0
     for values in product(*(grid.get(cue, [0.0]) for cue in COMPONENTS)):
         w = QuoteWeights(*values)
         hits = np.array([_outcome(c, pick(c.candidates, ranked_scores(f, w), QUOTED))[0] if c.candidates else False
                          for c, f in zip(tune, features)])  # fmt: skip
-        score = float(np.mean([hits[[c.q_lang == lang for c in tune]].mean() for lang in langs]))
+        score = float(np.mean([hits[m].mean() for m in members]))
         if score > best_score + 1e-9:
             best, best_score = w, score
     return best, best_score

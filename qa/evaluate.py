@@ -334,9 +334,9 @@ def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray],
     if getattr(args, "tune_quotes", False):
         weights, score = tune_weights(cases, idf)
         alone = tune_alone(cases, idf)
-        print(f"\nQuote weights chosen on the tune half's mixed pool: {weights} (first quote {score:.3f}); "
+        print(f"\nQuote weights chosen on the tune half's mixed and needle pools: {weights} (first quote {score:.3f}); "
               f"each cue alone: {alone}")  # fmt: skip
-        out["tuned_weights"] = {"weights": weights.__dict__, "tune_mixed_first": round(score, 3), "alone": alone}
+        out["tuned_weights"] = {"weights": weights.__dict__, "tune_first": round(score, 3), "alone": alone}
     out["xquad"] = xquad_answer_report(cases, idf, weights, alone)
     print_answer_report(out["xquad"], "XQuAD answers")
     if getattr(args, "questions", None):

@@ -50,7 +50,8 @@ def test_rare_question_words_pull_their_sentence_up():
     "question,kind",
     [("What percentage of OpenAI does Microsoft own?", "percent"), ("マイクロソフトはOpenAIの株式を何パーセント保有していますか？", "percent"),
      ("How many employees threatened to quit?", "number"), ("OpenAI 직원 중 몇 명이 회사를 그만두겠다고 위협했습니까?", "number"),
-     ("Сколько сотрудников?", "number"), ("When did the Panthers win?", "date"), ("¿Cuándo ganó?", "date"),
+     ("Сколько сотрудников?", "number"), ("마이크로소프트는 OpenAI에 얼마를 투자했습니까?", "money"),
+     ("How much did Microsoft invest in OpenAI?", "money"), ("When did the Panthers win?", "date"), ("¿Cuándo ganó?", "date"),
      ("OpenAI董事会周日任命谁为首席执行官？", "person"), ("Who founded it?", "person"),
      ("Which investors were trying to bring Sam Altman back?", "person"), ("Why did it happen?", None)],
 )  # fmt: skip
