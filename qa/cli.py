@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, default=0, help="use only the first N articles of each language (0 = all)")
     p.add_argument("--langs", default="", help="comma-separated languages (default: all in the folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument(
+        "--answers", action="store_true",
+        help="also measure the replies: does the first (any) quote hold the answer, quotes chosen now vs before",
+    )
+    p.add_argument("--tune-quotes", action="store_true", help="with --answers: choose the quote weights on the tune half")
+    p.add_argument(
+        "--questions", type=Path, default=None, metavar="FILE",
+        help="with --answers: also ask the questions of FILE (JSON, with evidence strings) of the index",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="start the chat UI, the REST API and the embed assets on one port")

@@ -46,6 +46,7 @@ class Pool:
     texts: list[str]
     sentence_vectors: np.ndarray | None = None  # (m, d), every sentence of every passage
     sentence_owner: np.ndarray | None = None  # (m,) passage of each sentence
+    sentence_spans: np.ndarray | None = None  # (m, 2) start and end of each sentence in its passage
 
     @classmethod
     def from_xquad(cls, data: XQuAD, vectors: dict[str, np.ndarray], embed_sentences=None) -> Pool:
@@ -57,13 +58,15 @@ class Pool:
         texts = [t for lang in data.langs for t in data.paragraphs[lang]]
         pool = cls(np.concatenate([vectors[lang] for lang in data.langs]), langs, para, texts)
         if embed_sentences is not None:
-            owner, sentences = [], []
+            owner, sentences, spans = [], [], []
             for row, text in enumerate(texts):
                 for a, b in split_sentences(text):
                     owner.append(row)
                     sentences.append(text[a:b])
+                    spans.append((a, b))
             pool.sentence_vectors = embed_sentences(sentences)
             pool.sentence_owner = np.array(owner, dtype=np.int64)
+            pool.sentence_spans = np.array(spans, dtype=np.int64).reshape(-1, 2)
         return pool
 
 
@@ -305,11 +308,44 @@ def main(args, settings: Settings) -> None:
     print_comparison(reports)
     for name, report in reports.items():
         print_matrix(report, data.langs, name)
+    results = {n: r.summary() for n, r in reports.items()}
+    if getattr(args, "answers", False):
+        results["answers"] = _answer_level(args, data, pool, queries, pipeline, settings)
     print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     if args.json:
-        args.json.write_text(
-            json.dumps({n: r.summary() for n, r in reports.items()}, indent=2), encoding="utf-8"
-        )
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], pipeline, settings: Settings) -> dict:
+    """`qa eval --answers`: first-quote / any-quote rates on XQuAD (and on `--questions`)."""
+    from qa.answer_eval import (
+        answer_cases,
+        corpus_answer_report,
+        print_answer_report,
+        tune_alone,
+        tune_weights,
+        xquad_answer_report,
+    )
+
+    cases = answer_cases(data, pool, queries, pipeline, settings)
+    idf = pipeline.lexical.idf if pipeline.lexical is not None else None
+    out: dict = {}
+    weights = alone = None
+    if getattr(args, "tune_quotes", False):
+        weights, score = tune_weights(cases, idf)
+        alone = tune_alone(cases, idf)
+        print(f"\nQuote weights chosen on the tune half's mixed and needle pools: {weights} (first quote {score:.3f}); "
+              f"each cue alone: {alone}")  # fmt: skip
+        out["tuned_weights"] = {"weights": weights.__dict__, "tune_first": round(score, 3), "alone": alone}
+    out["xquad"] = xquad_answer_report(cases, idf, weights, alone)
+    print_answer_report(out["xquad"], "XQuAD answers")
+    if getattr(args, "questions", None):
+        out["corpus"] = corpus_answer_report(args.questions, settings)
+        print(f"\nCorpus questions ({args.questions.name}, index {settings.index_dir}): first quote / any quote")
+        for name, row in out["corpus"].items():
+            langs = " ".join(f"{k} {v:.2f}" for k, v in row["by_language"].items())
+            print(f"  {name:<22}{row['first']:.3f} / {row['any']:.3f}  (n={row['n']}; first by language: {langs})")
+    return out
 
 
 def _has_evidence(texts: list[str], evidence: list[str]) -> bool:

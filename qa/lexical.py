@@ -114,6 +114,16 @@ class LexicalIndex:
             return np.zeros(n, np.float32)
         return self._retriever.get_scores(tokens).astype(np.float32)
 
+    def idf(self, tokens: list[str]) -> np.ndarray:
+        """BM25's inverse document frequency of each token over the indexed passages (that of a
+        token seen nowhere for a token the index does not know)."""
+        matrix = self._retriever.scores
+        vocab = self._retriever.vocab_dict
+        indptr = np.asarray(matrix["indptr"])
+        n = matrix["num_docs"]
+        df = np.array([indptr[vocab[t] + 1] - indptr[vocab[t]] if t in vocab else 0 for t in tokens], np.float64)
+        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+
     def sparse_scores(self, query: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """(passage rows, BM25 scores) of the passages sharing a token with `query`, rows sorted.
 

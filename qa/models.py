@@ -73,6 +73,7 @@ class Citation(BaseModel):
     evidence_lang: str
     evidence_start: int = Field(description="Offset of the evidence in its article's text.")
     evidence_end: int
+    date: str | None = Field(None, description="The cited article's date, when it has one.")
 
 
 class Answer(BaseModel):

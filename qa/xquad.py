@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ class XQuAD:
     questions: dict[str, list[str]]  # lang -> question texts
     answer_paragraph: np.ndarray  # per question: index of the paragraph that answers it
     question_ids: list[str]
+    answers: dict[str, list[str]] = field(default_factory=dict)  # lang -> gold answer text per question
+    article_of: np.ndarray | None = None  # per paragraph: its article's position in the files
 
     @property
     def n_paragraphs(self) -> int:
@@ -61,17 +63,21 @@ def load_xquad(folder: Path, langs: list[str] | None = None, max_articles: int =
     titles: list[str] = []
     answer_paragraph: list[int] = []
     question_ids: list[str] = []
+    answers: dict[str, list[str]] = {}
+    article_of: list[int] = []
     for n, lang in enumerate(langs):
         data = json.loads(files[lang].read_text(encoding="utf-8"))["data"]
         if max_articles:
             data = data[:max_articles]
-        paras, qs, ids, where = [], [], [], []
-        for article in data:
+        paras, qs, ids, where, golds = [], [], [], [], []
+        for number, article in enumerate(data):
             for paragraph in article["paragraphs"]:
                 if n == 0:
                     titles.append(article["title"].replace("_", " "))
+                    article_of.append(number)
                 for qa in paragraph["qas"]:
                     qs.append(qa["question"])
+                    golds.append(qa["answers"][0]["text"] if qa.get("answers") else "")
                     ids.append(qa["id"])
                     where.append(len(paras))
                 paras.append(paragraph["context"])
@@ -79,8 +85,10 @@ def load_xquad(folder: Path, langs: list[str] | None = None, max_articles: int =
             question_ids, answer_paragraph = ids, where
         elif ids != question_ids or where != answer_paragraph:
             raise ValueError(f"xquad.{lang}.json is not aligned with xquad.{langs[0]}.json")
-        paragraphs[lang], questions[lang] = paras, qs
-    return XQuAD(langs, paragraphs, titles, questions, np.array(answer_paragraph), question_ids)
+        paragraphs[lang], questions[lang], answers[lang] = paras, qs, golds
+    return XQuAD(
+        langs, paragraphs, titles, questions, np.array(answer_paragraph), question_ids, answers, np.array(article_of)
+    )
 
 
 class EmbeddingCache:

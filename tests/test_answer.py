@@ -39,6 +39,9 @@ def test_reply_is_in_the_askers_language_and_cites_the_evidence(seed_settings, l
 
 @pytest.mark.slow
 def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_facts):
+    from qa.retrieval import get_engine
+
+    articles = get_engine(seed_settings).index().articles
     first = anywhere = total = 0
     for fact in seed_facts:
         for question in fact["questions"].values():
@@ -47,9 +50,17 @@ def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_fa
             first += bool(quotes) and any(e in quotes[0] for e in fact["evidence"])
             anywhere += any(e in q for q in quotes for e in fact["evidence"])
             total += 1
-    # Measured 0.50 and 0.76 on these 46 questions in 10 languages; the bare model's top-1
-    # passage holds the evidence for 0.52 of them, and the exact sentence is a stricter test.
-    assert first / total >= 0.45 and anywhere / total >= 0.7, (first / total, anywhere / total)
+            # Every quote stays verifiable: verbatim at its offsets, marked [n] in the reply,
+            # with the title of the article it comes from.
+            for c in answer.citations:
+                text = articles[c.passage.doc_id].text
+                assert text[c.evidence_start : c.evidence_end] == c.evidence
+                assert c.passage.start <= c.evidence_start < c.evidence_end <= c.passage.end
+                assert f"[{c.n}] ({' '.join(c.passage.title.split())}" in answer.reply
+    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`):
+    # measured 0.61 first and 0.83 any on these 46 questions in 10 languages;
+    # passage by passage (the previous choice) 0.54 and 0.76.
+    assert first / total >= 0.52 and anywhere / total >= 0.74, (first / total, anywhere / total)
 
 
 @pytest.mark.slow

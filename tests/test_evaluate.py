@@ -83,3 +83,63 @@ def test_eval_command_prints_the_comparison(xquad_slice, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "bare model" in out and "pipeline" in out and "needle R@1" in out
     assert (tmp_path / "eval.json").exists()
+
+
+def _case(half: str, pool: str, lang: str, correct: list[bool], z: list[float]):
+    from qa.answer_eval import AnswerCase
+    from qa.quotes import SentenceCandidate
+
+    candidates = [SentenceCandidate(i, ("p", i), f"Sentence {i}.", lang, v, v, True) for i, v in enumerate(z)]
+    return AnswerCase(pool, lang, half, "q", candidates, np.array(correct))
+
+
+def test_answer_level_report_counts_first_and_any_quote_per_half_pool_and_language():
+    from qa.answer_eval import xquad_answer_report
+
+    cases = [
+        # the answer is in passage 2's sentence, which scores best: the ranking quotes it first,
+        # the previous choice (passage 1 first) second
+        _case("test", "mixed", "en", [False, True], [1.0, 3.0]),
+        # the answer is nowhere among the candidates: neither quotes it
+        _case("test", "mixed", "de", [False, False], [1.0, 2.0]),
+        # nothing passed the similarity threshold: "not found"
+        _case("tune", "single", "en", [], []),
+    ]
+    report = xquad_answer_report(cases, idf=None)
+    now, before = report["ranked (now)"], report["by passage (before)"]
+    assert now["test"]["mixed"]["en"] == {"first": 1.0, "any": 1.0, "not_found": 0.0, "n": 1}
+    assert before["test"]["mixed"]["en"]["first"] == 0.0 and before["test"]["mixed"]["en"]["any"] == 1.0
+    assert now["test"]["mixed"]["mean"] == {"first": 0.5, "any": 0.5}
+    assert now["tune"]["single"]["en"]["not_found"] == 1.0
+    assert set(report) >= {"dense", "dense+lexical", "dense+rank", "dense+answer_type", "dense+context"}
+
+
+def test_quote_weights_are_chosen_on_the_tune_half_only():
+    from qa.answer_eval import tune_weights
+
+    # On the tune half the answer is always in the first passage's (slightly lower) sentence, on
+    # the test half always in the second passage's: a rank weight chosen on the test half would be 0.
+    tune = [_case("tune", "mixed", "en", [True, False], [1.9, 2.0]) for _ in range(3)]
+    test = [_case("test", "mixed", "en", [False, True], [1.9, 2.0]) for _ in range(3)]
+    weights, score = tune_weights(tune + test, idf=None)
+    assert weights.rank > 0 and score == 1.0
+
+
+@pytest.mark.slow
+def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tmp_path):
+    import json
+
+    from qa.config import Settings
+    from qa.evaluate import main
+
+    args = Namespace(data=find_xquad(), subset=2, langs="en,de", json=tmp_path / "eval.json", answers=True,
+                     tune_quotes=False, questions=None)  # fmt: skip
+    main(args, Settings())
+    out = capsys.readouterr().out
+    assert "XQuAD answers" in out and "by passage (before)" in out and "ranked (now)" in out
+    answers = json.loads((tmp_path / "eval.json").read_text())["answers"]["xquad"]
+    for half in ("tune", "test"):  # article 0 tunes, article 1 is held out
+        now, before = answers["ranked (now)"][half], answers["by passage (before)"][half]
+        assert set(now) == {"single", "mixed", "needle"} and set(now["mixed"]) == {"en", "de", "mean"}
+        # The ranking over all sentences quotes the answer somewhere at least as often as before.
+        assert now["mixed"]["mean"]["any"] >= before["mixed"]["mean"]["any"]

@@ -1,0 +1,74 @@
+"""Which sentences a reply quotes (`qa.quotes`): pure logic, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qa.quotes import BY_PASSAGE, RANKED, QuoteWeights, SentenceCandidate, answer_type, select_quotes
+
+
+def _c(passage: int, start: int, text: str, z: float, cosine: float | None = None, finished: bool = True):
+    return SentenceCandidate(passage, ("doc", start), text, "en", z if cosine is None else cosine, z, finished)
+
+
+NO_CUES = QuoteWeights(0.0, 0.0, 0.0, 0.0)
+
+
+def test_the_best_sentence_of_a_lower_passage_is_quoted_first():
+    candidates = [_c(0, 0, "Topic sentence.", 2.0), _c(0, 20, "Other.", 0.5), _c(1, 40, "The answer.", 3.0)]
+    assert select_quotes("q", candidates, 3, method=RANKED, weights=NO_CUES) == [2, 0, 1]
+    # The previous choice: passage by passage, each passage's best sentence.
+    assert select_quotes("q", candidates, 3, method=BY_PASSAGE) == [0, 2]
+
+
+def test_headings_are_quoted_only_when_nothing_else_is_left_and_each_sentence_once():
+    heading = _c(0, 0, "Timeline", 5.0, finished=False)
+    shared = _c(0, 10, "Shared sentence.", 2.0)
+    again = _c(1, 10, "Shared sentence.", 2.0)  # overlapping passages hold the same sentence
+    assert select_quotes("q", [heading, shared, again], 3, weights=NO_CUES) == [1]
+    assert select_quotes("q", [heading], 3, weights=NO_CUES) == [0]
+
+
+def test_passage_rank_breaks_near_ties():
+    candidates = [_c(0, 0, "First passage.", 2.0), _c(3, 50, "Fourth passage.", 2.1)]
+    assert select_quotes("q", candidates, 1, weights=QuoteWeights(0, 0.25, 0, 0)) == [0]
+    assert select_quotes("q", candidates, 1, weights=NO_CUES) == [1]
+
+
+def test_rare_question_words_pull_their_sentence_up():
+    def idf(tokens):
+        return np.array([5.0 if t == "thrive" else 0.1 for t in tokens])
+
+    candidates = [_c(0, 0, "Investors wanted him back.", 2.0), _c(1, 30, "Thrive Capital led them.", 1.5)]
+    question = "Did Thrive want him back?"
+    assert select_quotes(question, candidates, 1, idf=idf, weights=NO_CUES)[0] == 0
+    assert select_quotes(question, candidates, 1, idf=idf, weights=QuoteWeights(2.0, 0, 0, 0))[0] == 1
+
+
+@pytest.mark.parametrize(
+    "question,kind",
+    [("What percentage of OpenAI does Microsoft own?", "percent"), ("マイクロソフトはOpenAIの株式を何パーセント保有していますか？", "percent"),
+     ("How many employees threatened to quit?", "number"), ("OpenAI 직원 중 몇 명이 회사를 그만두겠다고 위협했습니까?", "number"),
+     ("Сколько сотрудников?", "number"), ("마이크로소프트는 OpenAI에 얼마를 투자했습니까?", "money"),
+     ("How much did Microsoft invest in OpenAI?", "money"), ("When did the Panthers win?", "date"), ("¿Cuándo ganó?", "date"),
+     ("OpenAI董事会周日任命谁为首席执行官？", "person"), ("Who founded it?", "person"),
+     ("Which investors were trying to bring Sam Altman back?", "person"), ("Why did it happen?", None)],
+)  # fmt: skip
+def test_answer_type_of_questions_in_several_languages(question, kind):
+    assert answer_type(question) == kind
+
+
+def test_the_kind_of_thing_asked_for_wins_a_near_tie():
+    question = "What percentage of OpenAI does Microsoft own?"
+    candidates = [_c(0, 0, "Microsoft is OpenAI's largest backer.", 2.0), _c(1, 50, "It holds 49 pour cent of it.", 1.8)]
+    assert select_quotes(question, candidates, 1, weights=NO_CUES) == [0]
+    assert select_quotes(question, candidates, 1, weights=QuoteWeights(0, 0, 0.5, 0)) == [1]
+    who = "Who was named chief executive?"
+    named = [_c(0, 0, "The board named a new chief executive.", 2.0), _c(0, 60, "It chose Emmett Shear.", 1.8)]
+    assert select_quotes(who, named, 1, weights=QuoteWeights(0, 0, 0.5, 0)) == [1]
+
+
+def test_unknown_selection_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="ranked"):
+        select_quotes("q", [_c(0, 0, "A.", 1.0)], 1, method="best")
