@@ -144,6 +144,20 @@ def _safe_url(url: str | None) -> str | None:
     return None
 
 
+def _date_and_outlet(p: Passage) -> list[str]:
+    """The article's date and outlet as meta items (escaped), when it has them."""
+    items = []
+    outlet = getattr(p, "outlet", None)
+    date = getattr(p, "date", None)
+    if outlet:
+        items.append(f'<span class="qa-outlet">{html.escape(outlet)}</span>')
+    if date:
+        # The date part of an ISO 8601 timestamp; other forms are shown as they are.
+        shown = date[:10] if re.match(r"\d{4}-\d{2}-\d{2}T", date) else date
+        items.append(f'<time class="qa-date" datetime="{html.escape(date)}">{html.escape(shown)}</time>')
+    return items
+
+
 def render_citation(citation: Citation, turn: int, lang: str) -> str:
     """One source card: number, title, language, score, the passage with the evidence marked."""
     p: Passage = citation.passage
@@ -159,6 +173,7 @@ def render_citation(citation: Citation, turn: int, lang: str) -> str:
         _badge(p.lang),
         f'<span class="qa-score">{html.escape(label("score", lang))} {p.score:.2f}</span>',
         f'<span class="qa-file">{html.escape(p.source)}</span>',
+        *_date_and_outlet(p),
     ]
     url = _safe_url(p.url)
     if url:
