@@ -389,15 +389,17 @@ CLOSED_PREFIXES = (
 _CLOSED_EXACT = frozenset(prefix.rstrip("/=") for prefix in CLOSED_PREFIXES)  # "/gradio_api/run"
 
 # Gradio's MCP server (the `ask` and `search` tools), open under /gradio_api/mcp: its streamable
-# HTTP transport only, at these exact paths. Its SSE transport (/sse, /messages/, a stream per
-# client held open) and its /schema stay closed.
+# HTTP transport only, at these exact paths, and for POST only (the server is stateless: no
+# stream for a session to GET or DELETE; a GET would get Gradio's landing page, which shows
+# the request's Host header). Its SSE transport (/sse, /messages/, a stream per client held
+# open) and its /schema stay closed.
 MCP_PATHS = frozenset({"/gradio_api/mcp", "/gradio_api/mcp/", "/gradio_api/mcp/http", "/gradio_api/mcp/http/"})
 
 
-def is_closed(path: str) -> bool:
-    """True for the Gradio routes this app does not use (see CLOSED_PREFIXES)."""
+def is_closed(path: str, method: str = "POST") -> bool:
+    """True for the Gradio routes this app does not use (see CLOSED_PREFIXES and MCP_PATHS)."""
     if path in MCP_PATHS:
-        return False
+        return method != "POST"
     return path.startswith(CLOSED_PREFIXES) or path.rstrip("/") in _CLOSED_EXACT
 
 
@@ -408,7 +410,7 @@ class ClosedRoutes:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and is_closed(_route_path(scope)):
+        if scope["type"] in ("http", "websocket") and is_closed(_route_path(scope), scope.get("method", "GET")):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return

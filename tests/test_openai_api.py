@@ -290,6 +290,9 @@ def test_mcp_tool_errors_are_messages(base):
 @pytest.mark.parametrize(
     "method, path",
     [
+        ("GET", "/gradio_api/mcp/"),  # Gradio's landing page, which would show a forged Host
+        ("GET", "/gradio_api/mcp"),
+        ("DELETE", "/gradio_api/mcp/"),
         ("GET", "/gradio_api/mcp/sse"),
         ("POST", "/gradio_api/mcp/messages/"),
         ("GET", "/gradio_api/mcp/schema"),
@@ -340,3 +343,23 @@ def test_chat_and_mcp_tool_calls_share_the_admission_bound(tmp_path):
         finally:
             service.admission.release()
         assert service.admission.waiting() == 0
+
+
+def test_chat_completions_and_mcp_requests_count_for_the_rate_limit(tmp_path):
+    with serving(create_app(settings_for(tmp_path, rate_limit_per_minute=2))) as url:
+        assert tool_call(url, "Who?").status_code == 200  # a tool error (not ready), counted
+        error = status_error(
+            lambda: client(url).chat.completions.create(
+                model="qa", messages=[{"role": "user", "content": "Who?"}]
+            )
+        )
+        assert error.status_code == 503  # not ready, counted
+        error = status_error(
+            lambda: client(url).chat.completions.create(
+                model="qa", messages=[{"role": "user", "content": "Who?"}]
+            )
+        )
+        assert error.status_code == 429 and error.body["type"] == "rate_limit_error", error.body
+        assert "2 per minute" in error.body["message"] and error.response.headers["retry-after"]
+        assert tool_call(url, "Who?").status_code == 429
+        assert [m.id for m in client(url).models.list()] == ["qa"]  # not a question: not counted
