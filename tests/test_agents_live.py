@@ -132,3 +132,40 @@ def test_mcp_with_sign_in_required(seed_settings, tmp_path_factory):
         assert reply.model_extra["citations"]
     finally:
         live.stop()
+
+
+def test_citations_carry_the_articles_date_and_outlet(tmp_path):
+    from qa import ask, retrieve
+    from qa.config import Settings
+    from qa.openai_api import reply_text
+    from qa.store import build_index
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    records = [
+        {
+            "title": "Microsoft hires Sam Altman",
+            "text": "Microsoft hired Sam Altman on Monday to lead a new advanced AI research team. "
+            "Greg Brockman joins him there.",
+            "url": "https://www.example-news.com/tech/altman",
+            "date": "2023-11-20T08:00:00Z",
+            "lang": "en",
+        },
+        {
+            "title": "Weather",
+            "text": "Rain is expected in Paris all week, with mild temperatures.",
+            "lang": "en",
+        },
+    ]
+    (corpus / "news.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index")
+    build_index(settings=settings)
+    best = retrieve("Who did Microsoft hire?", k=2, settings=settings)
+    assert best[0].outlet == "example-news.com" and best[0].date == "2023-11-20T08:00:00Z"
+    assert best[1].outlet is None and best[1].date is None  # an article without them is kept, unlabelled
+    answer = ask("Who did Microsoft hire?", settings=settings)
+    cited = answer.citations[0].passage
+    assert (cited.outlet, cited.date) == ("example-news.com", "2023-11-20T08:00:00Z")
+    assert "[1] Microsoft hires Sam Altman — example-news.com, 2023-11-20 — news.jsonl#1" in reply_text(
+        answer
+    )
