@@ -374,6 +374,26 @@ def chunks(answer: Answer) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- routes
 
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` put in place: the OpenAPI document resolves a
+    `$ref` from its own root, where `#/$defs/...` does not exist (the models are not recursive)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schema)
+
+
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 
@@ -391,7 +411,7 @@ def models() -> dict[str, Any]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline_schema(ChatRequest)}},
         }
     },
 )

@@ -363,3 +363,12 @@ def test_chat_completions_and_mcp_requests_count_for_the_rate_limit(tmp_path):
         assert "2 per minute" in error.body["message"] and error.response.headers["retry-after"]
         assert tool_call(url, "Who?").status_code == 429
         assert [m.id for m in client(url).models.list()] == ["qa"]  # not a question: not counted
+
+
+def test_openapi_documents_v1_with_resolvable_schemas(base):
+    document = httpx.get(base + "/openapi.json").json()
+    assert {"/v1/models", "/v1/chat/completions"} <= set(document["paths"])
+    body = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+    assert "messages" in body["schema"]["properties"]
+    refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(document))
+    assert all(ref.startswith("#/components/schemas/") for ref in refs), refs
