@@ -372,3 +372,18 @@ def test_openapi_documents_v1_with_resolvable_schemas(base):
     assert "messages" in body["schema"]["properties"]
     refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(document))
     assert all(ref.startswith("#/components/schemas/") for ref in refs), refs
+
+
+def test_an_mcp_tool_call_runs_in_the_slot_its_request_was_admitted_with(tmp_path):
+    # One slot: a tool that took a second one would wait for itself, then time out.
+    settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=1, queue_wait_seconds=1)
+    app = create_app(settings)
+    with serving(app) as url:
+        mark_ready(app.state.qa)  # past the admission bound, the missing index is the error
+        result = asyncio.run(call_tool(url + "/gradio_api/mcp/", "search", {"question": "Who?"}))
+        assert result.isError and "QA_QUEUE_WAIT_SECONDS" not in result.content[0].text, result.content
+        assert "index" in result.content[0].text.lower(), result.content
+        deadline = time.monotonic() + 10  # the slot comes back once the request's handler returns
+        while app.state.qa.admission._free != 1:
+            assert time.monotonic() < deadline, "the tool call's slot was not given back"
+            time.sleep(0.01)
