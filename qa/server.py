@@ -673,7 +673,6 @@ class Admit:
             return
         await self.app(scope, receive, send)
 
-
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Run the request holding a slot; a 503 (JSON in the route's own error shape) if none
         comes in time."""
@@ -687,7 +686,7 @@ class Admit:
             if path.startswith("/v1/"):
                 from qa.openai_api import error_body
 
-                body = error_body(str(exc), "server_busy", "busy")
+                body = error_body(str(exc), "server_error", "busy")
             await _send_json(send, 503, body, headers)
             return
         scope[ADMITTED_KEY] = True
