@@ -61,6 +61,8 @@ class Passage(BaseModel):
     start: int = Field(description="Character offset of the passage in its article's text.")
     end: int
     url: str | None = None
+    date: str | None = Field(None, description="The article's publication date (ISO 8601), when known.")
+    outlet: str | None = Field(None, description="Who published it: the host of the article's URL, when it has one.")
     translations: list[Translation] = Field(default_factory=list)
 
 

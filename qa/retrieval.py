@@ -20,7 +20,7 @@ from qa.question import check_meaning
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
 from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 
-__all__ = ["Engine", "SearchResults", "clean_question", "get_engine", "retrieve"]
+__all__ = ["Engine", "SearchResults", "clean_question", "get_engine", "retrieve", "url_outlet"]
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,26 @@ def to_passage(index: LoadedIndex, row: int, score: float) -> Passage:
         url=article.url,
         start=chunk.start,
         end=chunk.end,
+        date=article.date,
+        outlet=url_outlet(article.url),
     )
+
+
+def url_outlet(url: str | None) -> str | None:
+    """The outlet of an article, as far as its URL tells: the host without `www.` (None without
+    a web URL)."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:  # a malformed address, such as an unclosed IPv6 bracket
+        return None
+    if not host or parts.scheme.lower() not in ("http", "https"):
+        return None
+    return host.removeprefix("www.")
 
 
 _engines: dict[str, Engine] = {}

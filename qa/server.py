@@ -46,6 +46,7 @@ __all__ = [
     "Service",
     "content_security_policy",
     "create_app",
+    "is_admitted",
     "is_closed",
     "read_users",
     "serve",
@@ -301,8 +302,11 @@ class AccessControl:
 
 
 def _is_question(method: str, path: str) -> bool:
-    """Requests that ask a question: the REST calls and Gradio's event submissions."""
+    """Requests that ask a question: the REST calls, Gradio's event submissions, the chat
+    completions and the MCP requests (every one: a tool call comes with a few others)."""
     if path in ("/api/v1/ask", "/api/v1/search"):
+        return True
+    if method == "POST" and (path in MCP_PATHS or path == "/v1/chat/completions"):
         return True
     if method != "POST" or not path.startswith("/gradio_api/"):
         return False
@@ -384,9 +388,18 @@ CLOSED_PREFIXES = (
 
 _CLOSED_EXACT = frozenset(prefix.rstrip("/=") for prefix in CLOSED_PREFIXES)  # "/gradio_api/run"
 
+# Gradio's MCP server (the `ask` and `search` tools), open under /gradio_api/mcp: its streamable
+# HTTP transport only, at these exact paths, and for POST only (the server is stateless: no
+# stream for a session to GET or DELETE; a GET would get Gradio's landing page, which shows
+# the request's Host header). Its SSE transport (/sse, /messages/, a stream per client held
+# open) and its /schema stay closed.
+MCP_PATHS = frozenset({"/gradio_api/mcp", "/gradio_api/mcp/", "/gradio_api/mcp/http", "/gradio_api/mcp/http/"})
 
-def is_closed(path: str) -> bool:
-    """True for the Gradio routes this app does not use (see CLOSED_PREFIXES)."""
+
+def is_closed(path: str, method: str = "POST") -> bool:
+    """True for the Gradio routes this app does not use (see CLOSED_PREFIXES and MCP_PATHS)."""
+    if path in MCP_PATHS:
+        return method != "POST"
     return path.startswith(CLOSED_PREFIXES) or path.rstrip("/") in _CLOSED_EXACT
 
 
@@ -397,7 +410,7 @@ class ClosedRoutes:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and is_closed(_route_path(scope)):
+        if scope["type"] in ("http", "websocket") and is_closed(_route_path(scope), scope.get("method", "GET")):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -587,8 +600,28 @@ class GradioArguments:
 
 # --------------------------------------------------------------------------- admission
 
-ADMITTED_PATHS = frozenset({"/api/v1/ask", "/api/v1/search"})  # routes answered on a worker thread
+# Routes answered on a worker thread (the chat completions stream an answer computed first).
+ADMITTED_PATHS = frozenset({"/api/v1/ask", "/api/v1/search", "/v1/chat/completions"})
 RECEIVED_HEADER = b"x-qa-received"  # when a Gradio question arrived (monotonic), for its deadline
+ADMITTED_KEY = "qa.admitted"  # in the scope of a request holding a slot (an MCP tool call)
+
+
+def is_admitted(request: Any) -> bool:
+    """True when `request` (a gr.Request or a Starlette request) already holds a slot of the
+    admission bound: an MCP tool call, which Admit admitted before Gradio ran the tool."""
+    inner = getattr(request, "request", request)
+    scope = getattr(inner, "scope", None)
+    return isinstance(scope, dict) and scope.get(ADMITTED_KEY) is True
+
+
+def _is_tool_call(body: bytes) -> bool:
+    """True if an MCP request (JSON-RPC, one message or a batch) calls a tool."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False  # the MCP server answers malformed JSON itself
+    messages = payload if isinstance(payload, list) else [payload]
+    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
 
 
 def _is_gradio_question(method: str, path: str) -> bool:
@@ -602,7 +635,9 @@ class Admit:
     that past QA_QUEUE_MAX_SIZE waiting a question gets a 503 at once, and one that waits longer
     than QA_QUEUE_WAIT_SECONDS gets a 503 then. Gradio questions are admitted by Gradio's queue
     (which asks the same bound) and wait for a slot on their worker: here they are only stamped
-    with their arrival time, and a 503 of Gradio's gets a Retry-After.
+    with their arrival time, and a 503 of Gradio's gets a Retry-After. The chat completions
+    (/v1) are admitted like the REST questions, and so is an MCP request that calls a tool: its
+    tool then runs in Gradio holding that slot (`is_admitted`).
     """
 
     def __init__(self, app: ASGIApp, admission: Any):
@@ -610,23 +645,16 @@ class Admit:
         self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from qa.api import BusyError
-
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path, method = _route_path(scope), scope["method"]
+        scope.pop(ADMITTED_KEY, None)
+        if method == "POST" and path in MCP_PATHS:
+            await self._mcp(scope, receive, send)
+            return
         if path in ADMITTED_PATHS:
-            try:
-                await self.admission.acquire()
-            except BusyError as exc:
-                headers = {"Retry-After": RETRY_AFTER, "Server-Timing": _server_timing(scope)}
-                await _send_json(send, 503, {"detail": str(exc)}, headers)
-                return
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self.admission.release()
+            await self._admitted(scope, receive, send, path)
             return
         if _is_gradio_question(method, path):
             headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != RECEIVED_HEADER]
@@ -644,6 +672,47 @@ class Admit:
             await self.app(scope, receive, send_with_retry)
             return
         await self.app(scope, receive, send)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Run the request holding a slot; a 503 (JSON in the route's own error shape) if none
+        comes in time."""
+        from qa.api import BusyError
+
+        try:
+            await self.admission.acquire()
+        except BusyError as exc:
+            headers = {"Retry-After": RETRY_AFTER, "Server-Timing": _server_timing(scope)}
+            body: dict[str, Any] = {"detail": str(exc)}
+            if path.startswith("/v1/"):
+                from qa.openai_api import error_body
+
+                body = error_body(str(exc), "server_error", "busy")
+            await _send_json(send, 503, body, headers)
+            return
+        scope[ADMITTED_KEY] = True
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.admission.release()
+
+    async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An MCP tool call holds a slot while the tool runs; the protocol's other requests
+        (initialize, tools/list, notifications) need none."""
+        message = await receive()  # the whole body: BodyLimit has read it already
+        body = message.get("body", b"")
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if _is_tool_call(body):
+            await self._admitted(scope, replay, send, "")
+        else:
+            await self.app(scope, replay, send)
 
 
 def _server_timing(scope: Scope) -> str:
@@ -685,6 +754,24 @@ def _share_gradio_queue(blocks: Any, admission: Any) -> None:
 
     queue.push = push_if_room
     admission.extra_waiting = queued
+
+
+def _mcp_results_as_json(blocks: Any) -> None:
+    """Gradio's MCP server gives a tool's result as `str(value)`, a Python repr for a dict or a
+    list; the `ask` and `search` tools give JSON instead, which an agent (or a program) reads."""
+    server = getattr(blocks, "mcp_server_obj", None)
+    if server is None:
+        return
+    from mcp import types
+
+    original = server.postprocess_output_data
+
+    def postprocess(data: Any, root_url: str) -> list[Any]:
+        if all(isinstance(value, dict | list) for value in data):
+            return [types.TextContent(type="text", text=json.dumps(value, ensure_ascii=False)) for value in data]
+        return original(data, root_url)
+
+    server.postprocess_output_data = postprocess
 
 
 # --------------------------------------------------------------------------- public origin
@@ -778,6 +865,8 @@ def create_app(settings: Settings | None = None) -> Any:
     from qa import __version__
     from qa.api import install_error_handlers, router
     from qa.i18n import LABELS
+    from qa.openai_api import OpenAIErrorShape
+    from qa.openai_api import router as openai_router
     from qa.ui import build_ui, css, head_html, theme
 
     settings = settings or Settings()
@@ -802,6 +891,7 @@ def create_app(settings: Settings | None = None) -> Any:
     app.state.qa = service
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(openai_router)
 
     health_threads: list[Any] = []  # its own limiter, made on the event loop at the first call
 
@@ -862,17 +952,19 @@ def create_app(settings: Settings | None = None) -> Any:
         css=css(),
         head=head_html(),
         i18n=gr.I18n(**LABELS),
-        mcp_server=False,
+        mcp_server=True,  # the tools `ask` and `search` at /gradio_api/mcp (see MCP_PATHS)
         pwa=False,
         enable_monitoring=False,
     )
 
     _share_gradio_queue(blocks, service.admission)
+    _mcp_results_as_json(blocks)
     _install_public_root()
 
     # Outermost first: security headers on everything (401 and 429 included), then CORS (so
-    # preflights and errors carry it), the public root, the closed routes, access control, the
-    # rate limit, the body limit (the body is read before a slot is taken) and admission.
+    # preflights and errors carry it), the public root, the shape of /v1 errors, the closed
+    # routes, access control, the rate limit, the body limit (the body is read before a slot is
+    # taken) and admission.
     app.add_middleware(Admit, admission=service.admission)
     app.add_middleware(GradioArguments, blocks=blocks)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -881,6 +973,7 @@ def create_app(settings: Settings | None = None) -> Any:
     if settings.auth_header or users:
         app.add_middleware(AccessControl, header=settings.auth_header, users=users)
     app.add_middleware(ClosedRoutes)
+    app.add_middleware(OpenAIErrorShape)  # /v1 errors in OpenAI's shape, the ones above included
     app.add_middleware(PublicRoot, public_url=settings.public_url, root_path=settings.root_path)
     # Our CORS policy replaces Gradio's (which echoes any Origin with credentials when served on
     # a non-localhost host): Gradio steps aside when the parent app has a CORSMiddleware.

@@ -10,6 +10,7 @@ Two halves:
   formats with the functions above. `gradio` is imported only there.
 """
 
+import contextlib
 import html
 import logging
 import re
@@ -144,6 +145,20 @@ def _safe_url(url: str | None) -> str | None:
     return None
 
 
+def _date_and_outlet(p: Passage) -> list[str]:
+    """The article's date and outlet as meta items (escaped), when it has them."""
+    items = []
+    outlet = getattr(p, "outlet", None)
+    date = getattr(p, "date", None)
+    if outlet:
+        items.append(f'<span class="qa-outlet">{html.escape(outlet)}</span>')
+    if date:
+        # The date part of an ISO 8601 timestamp; other forms are shown as they are.
+        shown = date[:10] if re.match(r"\d{4}-\d{2}-\d{2}T", date) else date
+        items.append(f'<time class="qa-date" datetime="{html.escape(date)}">{html.escape(shown)}</time>')
+    return items
+
+
 def render_citation(citation: Citation, turn: int, lang: str) -> str:
     """One source card: number, title, language, score, the passage with the evidence marked."""
     p: Passage = citation.passage
@@ -159,6 +174,7 @@ def render_citation(citation: Citation, turn: int, lang: str) -> str:
         _badge(p.lang),
         f'<span class="qa-score">{html.escape(label("score", lang))} {p.score:.2f}</span>',
         f'<span class="qa-file">{html.escape(p.source)}</span>',
+        *_date_and_outlet(p),
     ]
     url = _safe_url(p.url)
     if url:
@@ -282,7 +298,7 @@ def build_ui(
     from qa.errors import InvalidQuestionError, QAError
     from qa.question import asker_language
     from qa.retrieval import clean_question
-    from qa.server import waited_seconds
+    from qa.server import is_admitted, waited_seconds
 
     i18n = gr.I18n(**LABELS)
     status = status or (lambda: (True, ""))
@@ -292,7 +308,10 @@ def build_ui(
         )
 
     def admitted(request: "gr.Request | None"):
-        """A slot for one question, within what is left of its QA_QUEUE_WAIT_SECONDS."""
+        """A slot for one question, within what is left of its QA_QUEUE_WAIT_SECONDS. An MCP
+        tool call holds one already: the server admitted its request (qa.server.Admit)."""
+        if is_admitted(request):
+            return contextlib.nullcontext()
         left = settings.queue_wait_seconds - waited_seconds(getattr(request, "headers", None) or {})
         if left <= 0:
             raise admission.too_long()
@@ -386,12 +405,29 @@ def build_ui(
         lang = _request_lang(request)
         return "", [], empty_sources(html.escape(label("sources_empty", lang))), []
 
-    # API-only endpoints for gradio_client: the same calls as the REST API, with the same checks
+    # API-only endpoints for gradio_client, and the MCP tools `ask` and `search` (Gradio's MCP
+    # server describes each tool by its function's name, signature and docstring: keep the
+    # `Args:` lines one line each). The same calls as the REST API, with the same checks
     # (strict types: no `3.7` or `true` for k; ranges; the history's length and items).
+    # Not queued: Gradio's queue still takes the gradio_client calls (/call/, queue/join), and an
+    # MCP tool call runs in the request that the server's admission bound admitted.
     def api_ask(
         question: str, history: list[str] | None = None, request: gr.Request = None
     ) -> dict[str, Any]:
-        """Answer a question in its language, with citations (an Answer as JSON)."""
+        """Answer a question about the news articles, in the question's language, citing them.
+
+        The reply quotes the articles' own sentences with [n] markers. Each citation n gives the
+        quoted evidence and the passage it comes from: its article's title, source file, language,
+        publication date and outlet (when known), URL, and character offsets in the article.
+        Use `search` instead for the raw ranked passages.
+
+        Args:
+            question: The question, in any language (English, French, German, Japanese, ...).
+            history: Earlier questions of the same conversation, oldest first, for follow-ups.
+
+        Returns:
+            JSON: reply (text with [n] markers), lang, found (false if not covered), citations.
+        """
         try:
             body = parse_arguments(
                 AskRequest, {"question": question, "history": [] if history is None else history}
@@ -404,7 +440,19 @@ def build_ui(
             raise api_error("ask", exc) from None
 
     def api_search(question: str, k: int = 5, request: gr.Request = None) -> list[dict[str, Any]]:
-        """The k passages that best answer a question (a list of Passage as JSON)."""
+        """Find the passages of the news articles that best answer a question, in any language.
+
+        Passages in every language are ranked together, best first. Each gives its text, score,
+        the article's title, source file, language, publication date and outlet (when known), URL,
+        and the passage's character offsets (start, end) in the article.
+
+        Args:
+            question: The question or keywords, in any language.
+            k: How many passages to return, 1 to 100.
+
+        Returns:
+            JSON: a list of passages, best first.
+        """
         from qa.retrieval import retrieve
 
         try:
@@ -416,6 +464,10 @@ def build_ui(
             return [p.model_dump(mode="json") for p in passages]
         except QAError as exc:
             raise api_error("search", exc) from None
+
+    # The MCP tools are named after their functions.
+    api_ask.__name__ = api_ask.__qualname__ = "ask"
+    api_search.__name__ = api_search.__qualname__ = "search"
 
     with gr.Blocks(title="News Q&A", analytics_enabled=False, fill_width=True) as demo:
         answers = gr.State([])
@@ -495,8 +547,8 @@ def build_ui(
         )
         clear_button.click(clear, None, outputs, queue=False, api_visibility="private")
 
-        gr.api(api_ask, api_name="ask")
-        gr.api(api_search, api_name="search")
+        gr.api(api_ask, api_name="ask", queue=False)
+        gr.api(api_search, api_name="search", queue=False)
 
     demo.queue(
         default_concurrency_limit=settings.queue_concurrency,

@@ -71,7 +71,7 @@ def answer(reply: str, citations: list[Citation], question: str = "Q?") -> Answe
     return Answer(question=question, lang="en", reply=reply, citations=citations, found=bool(citations))
 
 
-ALLOWED_TAGS = {"article", "div", "a", "span", "blockquote", "mark", "details", "summary", "p"}
+ALLOWED_TAGS = {"article", "div", "a", "span", "blockquote", "mark", "details", "summary", "p", "time"}
 
 
 class _Tags(HTMLParser):
@@ -192,6 +192,27 @@ def test_card_layout_id_link_badge_score_and_article_link():
         'href="https://news.example.com/a?b=1&amp;c=2"' in out and 'rel="noopener noreferrer nofollow"' in out
     )
     assert ' lang="fr"' in out
+
+
+def test_card_shows_the_articles_date_and_outlet_escaped():
+    p = passage(url="https://www.lemonde.fr/a", date="2023-11-20T08:30:00+01:00", outlet="lemonde.fr")
+    out = render_citation(citation(1, p), turn=1, lang="en")
+    assert '<span class="qa-outlet">lemonde.fr</span>' in out
+    assert '<time class="qa-date" datetime="2023-11-20T08:30:00+01:00">2023-11-20</time>' in out
+    hostile = passage(date='"><script>x</script>', outlet="<img src=x onerror=alert(1)>")
+    out = render_citation(citation(1, hostile), turn=1, lang="en")
+    assert_only_our_markup(out)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in out and 'datetime="&quot;&gt;&lt;script&gt;' in out
+    assert "qa-date" not in render_citation(citation(1, passage()), turn=1, lang="en")  # no date: nothing
+
+
+def test_outlet_is_the_host_of_a_web_url():
+    from qa.retrieval import url_outlet
+
+    assert url_outlet("https://www.spiegel.de/wirtschaft/a.html") == "spiegel.de"
+    assert url_outlet("http://News.Example.COM:8080/x") == "news.example.com"
+    assert url_outlet("javascript:alert(1)") is None and url_outlet("fr-a.txt") is None
+    assert url_outlet(None) is None and url_outlet("http://[bad") is None
 
 
 def test_evidence_is_highlighted_by_offsets_or_by_search():
