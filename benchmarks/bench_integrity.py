@@ -158,7 +158,7 @@ def read_only(path: Path) -> None:
 
 
 def measure_verify(folder: Path, passages: int) -> list[dict]:
-    from qa.store import Manifest, _check_files, file_checksum
+    from qa.index.build import Manifest, _check_files, file_checksum
 
     sizes = write_files(folder, passages)
     paths = [folder / name for name in sizes]
@@ -221,8 +221,8 @@ def measure_verify(folder: Path, passages: int) -> list[dict]:
 def measure_check(index_dir: Path, rounds: int) -> list[dict]:
     """Per question: the engine's checks against the question itself, same run, real model."""
     from qa.config import Settings
+    from qa.index.build import file_stamp, pointer_file
     from qa.retrieval import Engine
-    from qa.store import file_stamp, pointer_file
 
     engine = Engine(Settings(index_dir=index_dir))
     engine.warm_up()
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     index_dir = args.index_dir
     if index_dir is None:
         from qa.config import Settings
-        from qa.store import build_index
+        from qa.index.build import build_index
 
         temp = Path(tempfile.mkdtemp(prefix="qa-integrity-index-"))
         index_dir = temp / "index"

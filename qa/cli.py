@@ -55,7 +55,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> None:
-    from qa.store import build_index
+    from qa.index.build import build_index
 
     if args.ray is None:
         _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))

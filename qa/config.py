@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         "auto",
         description="Vector search per language: 'flat' (exact), 'ivf' (IVF + 8-bit scalar "
         "quantization, approximate, 4x smaller) or 'auto' (ivf for languages with at least "
-        "ann_min_passages passages). See qa.ann.",
+        "ann_min_passages passages). See qa.index.ann.",
     )
     ann_min_passages: int = Field(
         5_000, ge=1, description="Passages of one language from which 'auto' uses the approximate index."
@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     map_in: bool = Field(
         True,
         description="Read a loaded index's memory-mapped vectors into memory (and map them) in the "
-        "background, so that no question pays a disk read for them (see qa.memory).",
+        "background, so that no question pays a disk read for them (see qa.index.memory).",
     )
     lexical_posting_budget: int = Field(
         50_000,

@@ -280,7 +280,7 @@ def embedding_cache(settings: Settings, embedder) -> EmbeddingCache:
 def main(args, settings: Settings) -> None:
     """The `qa eval` command."""
     from qa.embed import get_embedder
-    from qa.store import query_means
+    from qa.index.build import query_means
 
     folder = args.data or find_xquad()
     if folder is None:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.ann import Int8Rows
 from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError, QAError
+from qa.index.ann import Int8Rows
+from qa.index.build import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 from qa.models import Passage, Translation
 from qa.question import check_meaning
 from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
-from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
 
 __all__ = ["Engine", "SearchResults", "clean_question", "get_engine", "retrieve"]
 

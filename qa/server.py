@@ -68,8 +68,8 @@ class Service:
             self._thread.start()
 
     def _load(self) -> None:
+        from qa.index.build import build_index, current_version
         from qa.retrieval import get_engine
-        from qa.store import build_index, current_version
 
         settings = self.settings
         try:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.ann import (
+from qa.config import Settings
+from qa.index.ann import (
     MIN_PROBES,
     ByteExact,
     LanguageSearch,
@@ -25,9 +26,8 @@ from qa.ann import (
     tune_nprobe,
     tune_probes,
 )
-from qa.config import Settings
+from qa.index.build import build_index, open_index
 from qa.retrieval import Engine
-from qa.store import build_index, open_index
 from tests.fakes import FakeEmbedder
 
 

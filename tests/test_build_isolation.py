@@ -21,7 +21,7 @@ from qa.cli import main
 from qa.config import Settings
 from qa.embed import Embedder
 from qa.errors import QAError
-from qa.store import build_index, current_version, open_index
+from qa.index.build import build_index, current_version, open_index
 from tests.fakes import FakeEmbedder
 
 WIND = (
@@ -226,12 +226,12 @@ def test_a_reader_bug_on_one_file_or_line_skips_only_it(corpus: Path, monkeypatc
 
 
 def test_an_unexpected_build_error_is_one_line_from_the_cli(settings: Settings, corpus: Path, monkeypatch, capsys):
-    import qa.store
+    import qa.index.build
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk gremlin")
 
-    monkeypatch.setattr(qa.store, "_write_version", broken)
+    monkeypatch.setattr(qa.index.build, "_write_version", broken)
     monkeypatch.setattr(qa.embed, "get_embedder", lambda settings: FakeEmbedder())
     monkeypatch.delenv("QA_DEBUG", raising=False)
     assert main(["--index-dir", str(settings.index_dir), "index", "-q", str(corpus)]) == 1

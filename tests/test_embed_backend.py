@@ -121,7 +121,7 @@ def test_eval_cache_is_per_backend(tmp_path):
 
 
 def test_index_embeds_in_length_order_and_returns_input_order():
-    from qa.store import EMBED_SLICE, _embed_with_progress
+    from qa.index.build import EMBED_SLICE, _embed_with_progress
     from tests.fakes import FakeEmbedder
 
     texts = [("x" * (i * 37 % 101)) + str(i) for i in range(3 * EMBED_SLICE + 5)]

@@ -10,13 +10,13 @@ Layout of the index directory::
         articles.jsonl     one Article per line (passage offsets point into their text)
         passages.jsonl     one Chunk (without text) per line, in vector order
         vectors.npy        the L2-normalized passage vectors, float32 (memory-mapped when loaded)
-        ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.ann)
+        ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
         bm25/              the lexical index (bm25s) over the passages
         sentences.npy      every sentence of the passages: (article number, start, end)
         sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
-                           per sentence (see qa.ann.Int8Rows)
+                           per sentence (see qa.index.ann.Int8Rows)
         sentence_stats.npz per-language statistics of the sentence vectors
       .building-*/         a build in progress; left behind only by a crash, removed next time
 
@@ -52,7 +52,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from qa.ann import (
+from qa.config import Settings
+from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError, unexpected_reason
+from qa.index.ann import (
     AnnReport,
     ByteExact,
     Int8Rows,
@@ -65,10 +67,8 @@ from qa.ann import (
     train_ivf,
     tune_probes,
 )
-from qa.config import Settings
-from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError, unexpected_reason
+from qa.index.memory import map_in
 from qa.lexical import LexicalIndex
-from qa.memory import map_in
 from qa.models import Article, Chunk, SkippedFile
 from qa.rank import LanguageStats, group_members, translation_groups
 
@@ -257,7 +257,7 @@ class LoadedIndex:
         return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
 
     def map_in(self) -> int:
-        """Read the memory-mapped passage and sentence vectors into memory now (`qa.memory`), so
+        """Read the memory-mapped passage and sentence vectors into memory now (`qa.index.memory`), so
         that no question pays for the first read of their pages; returns the bytes mapped in."""
         sentences = self.sentence_vectors
         codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
@@ -1170,7 +1170,7 @@ def _vector_search(
     An incremental build reuses the previous IVF lists of a language (emptied and refilled:
     only the assignment of vectors to lists is redone) unless the language has more than
     doubled or halved since they were trained, in which case they are retrained and the build
-    says so. nprobe and the probe gap (see `qa.ann.ProbedIVF`) are re-tuned every build.
+    says so. nprobe and the probe gap (see `qa.index.ann.ProbedIVF`) are re-tuned every build.
     """
     # `queries` are of every language: a question in one language searches every language's
     # index (the cross-language case is the hard one).
