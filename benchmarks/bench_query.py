@@ -5,7 +5,7 @@ embeddings from the evaluation cache plus the corpus index, mixed in pairs and p
 anisotropic Gaussian noise, then re-normalized. Texts (for BM25 and sentence spans) are the real
 texts those vectors came from. Questions are real XQuAD questions in 12 languages. Each index is
 written by the real writer (`qa.index.build.write_index`: exact or IVF-SQ8 per language by size, recall
-tuned at build) and loaded by the real loader (`qa.index.build.open_index`, vectors memory-mapped).
+tuned at build) and loaded by the real loader (`qa.index.load.open_index`, vectors memory-mapped).
 
 Measured: query embedding (cold, and from the LRU cache), the per-language dense search, and
 `Engine.search` (what `retrieve()` runs after cleaning the question: dense + BM25 + sentence
@@ -39,7 +39,7 @@ NOISE = 0.5  # noise std, in units of each dimension's std over the real vectors
 
 def real_material(settings, embedder, index_dir: Path, max_questions: int):
     """Real (text, lang, vector) passages and real (question, lang, vector) from the caches."""
-    from qa.index.build import open_index
+    from qa.index.load import open_index
     from qa.xquad import find_xquad, load_xquad
 
     corpus = open_index(index_dir)
@@ -109,12 +109,13 @@ def synthetic_vectors(base: np.ndarray, langs: np.ndarray, n: int, rng, noise: f
 def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out, rng, index_dir: Path, settings):
     """Write an index of n synthetic passages with `qa.index.build.write_index` (the real writer: per
     language exact or IVF-SQ8 search chosen by size, recall tuned and measured, BM25, stats)
-    and load it back with `qa.index.build.open_index` and map its vectors in, as `qa serve` would. The approximate indexes
+    and load it back with `qa.index.load.open_index` and map its vectors in, as `qa serve` would. The approximate indexes
     are tuned on 200 real questions that are not among the timed ones (`held_out`), centred as
     the engine centres them: what `qa index` does with the corpus's sentences embedded as
     questions. Returns (index, vectors, search report, seconds to write, to load, to map in)."""
     from qa.chunk import split_sentences
-    from qa.index.build import open_index, write_index
+    from qa.index.build import write_index
+    from qa.index.load import open_index
     from qa.models import Article, Chunk
 
     vectors, src = synthetic_vectors(base, langs, n, rng)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from qa.config import Settings
     from qa.embed import get_embedder
-    from qa.index.build import open_index
+    from qa.index.load import open_index
     from qa.lang import detect_language
     from qa.retrieval import Engine
 

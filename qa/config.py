@@ -120,6 +120,16 @@ class Settings(BaseSettings):
 
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
     top_k: int = Field(5, ge=1, le=100)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="Messages of the `qa` loggers shown on stderr by `qa` commands and `qa serve` "
+        "(applied at the edge by qa.runtime.configure_logging; a library caller configures logging itself).",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("device")
     @classmethod

@@ -3,7 +3,7 @@
 The driver (the process running `qa index`) reads the corpus, chunks it and writes the index with
 the normal `qa.index.build.build_index`; only the embedding, nearly all of a build's time, is spread over
 Ray actors, each holding its own copy of the model. Texts go out, vectors come back, so the index
-is the same one a local build writes and `qa.index.build.open_index` serves it as usual.
+is the same one a local build writes and `qa.index.load.open_index` serves it as usual.
 
 Needs the optional extra `qa[distributed]` (Ray), and `qa` with the same model on every node.
 """

@@ -21,6 +21,7 @@ import numpy as np
 
 from qa.config import DEFAULT_MODEL, Settings
 from qa.errors import ModelError
+from qa.runtime import apply_threads
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -137,15 +138,12 @@ class Embedder:
         return self._model
 
     def _load(self) -> SentenceTransformer:
-        import torch
         from sentence_transformers import SentenceTransformer
 
         from qa import embed_backend
 
-        # Sized on purpose: two processes each grabbing every core fight and a 30 ms query
-        # turns into a second.
+        apply_threads(self.settings, faiss=False, torch=True)  # see qa.runtime
         threads = self.settings.threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
         device = _pick_device(self.settings.device)
         backend = embed_backend.choose_backend(
             self.settings.embed_backend,

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 __all__ = [
     "STATIC_DIR",
     "build_ui",
+    "css",
     "empty_sources",
     "escape_markdown",
+    "head_html",
     "render_citation",
     "render_sources",
     "reply_markdown",

@@ -21,7 +21,9 @@ from qa.cli import main
 from qa.config import Settings
 from qa.embed import Embedder
 from qa.errors import QAError
-from qa.index.build import build_index, current_version, open_index
+from qa.index.build import build_index
+from qa.index.format import current_version
+from qa.index.load import open_index
 from tests.fakes import FakeEmbedder
 
 WIND = (

@@ -34,7 +34,7 @@ def test_ordinary_arrays_are_left_alone():
 
 def test_finds_the_map_behind_a_plain_view(tmp_path):
     array = mapped(tmp_path, mb=1)
-    assert type(array) is np.ndarray  # as qa.index.build loads it: not the np.memmap subclass
+    assert type(array) is np.ndarray  # as qa.index.load loads it: not the np.memmap subclass
     assert mapped_file(array) is not None
     assert mapped_file(array[10:20]) is not None
 

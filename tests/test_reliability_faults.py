@@ -23,7 +23,9 @@ import pytest
 
 from qa.config import Settings
 from qa.errors import ModelError, QAError
-from qa.index.build import build_index, current_version, open_index
+from qa.index.build import build_index
+from qa.index.format import current_version
+from qa.index.load import open_index
 from tests.browser.live import ARTIFACTS, CORPUS, ROOT, start_server
 from tests.fakes import FakeEmbedder
 
@@ -367,7 +369,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     live = open_index(settings.index_dir)
     _small_corpus(corpus, 5)
 
-    real_write, calls = qa.index.build._write_file, []
+    real_write, calls = qa.index.build.write_file, []
 
     def write_until_full(path: Path, data: bytes) -> None:
         calls.append(path)
@@ -375,7 +377,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(path, data)
 
-    monkeypatch.setattr(qa.index.build, "_write_file", write_until_full)
+    monkeypatch.setattr(qa.index.build, "write_file", write_until_full)
     with pytest.raises(QAError) as err:
         build_index(corpus, settings=settings, embedder=FakeEmbedder())
     message = str(err.value)
@@ -385,7 +387,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     assert still.version == live.version and len(still) == len(live)
     assert not list(settings.index_dir.glob(".building-*"))  # the half-written version is gone
 
-    monkeypatch.setattr(qa.index.build, "_write_file", real_write)
+    monkeypatch.setattr(qa.index.build, "write_file", real_write)
     report = build_index(corpus, settings=settings, embedder=FakeEmbedder())
     assert report.articles == 5 and current_version(settings.index_dir) == report.version
     assert not list(settings.index_dir.glob(".building-*"))
@@ -402,7 +404,7 @@ def test_full_disk_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys)
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(qa.index.build, "_write_file", full)
+    monkeypatch.setattr(qa.index.build, "write_file", full)
     code = main(["--index-dir", str(tmp_path / "index"), "index", "-q", str(corpus)])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err

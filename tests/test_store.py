@@ -16,7 +16,9 @@ import pytest
 
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
-from qa.index.build import build_index, check_model, current_version, open_index, pointer_stamp
+from qa.index.build import build_index
+from qa.index.format import current_version, pointer_stamp
+from qa.index.load import check_model, open_index
 from tests.fakes import FakeEmbedder
 
 

@@ -1,134 +1,72 @@
-"""The index on disk: FAISS vectors, the passages, the articles and a manifest.
+"""Building an index version: corpus -> passages -> vectors -> a new version beside the live one.
 
-Layout of the index directory::
-
-    index/
-      CURRENT              name of the live version (replaced atomically)
-      v-20261122T101500-3f2a/
-        manifest.json      model, dimension, chunking, corpus fingerprint, versions, file sizes
-                           and a CRC-32 of each file's content (checked at every load)
-        articles.jsonl     one Article per line (passage offsets point into their text)
-        passages.jsonl     one Chunk (without text) per line, in vector order
-        vectors.npy        the L2-normalized passage vectors, float32 (memory-mapped when loaded)
-        ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
-        lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
-        groups.npy         translation group of each passage
-        bm25/              the lexical index (bm25s) over the passages
-        sentences.npy      every sentence of the passages: (article number, start, end)
-        sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
-                           per sentence (see qa.index.ann.Int8Rows)
-        sentence_stats.npz per-language statistics of the sentence vectors
-      .building-*/         a build in progress; left behind only by a crash, removed next time
-
-A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
-or Ctrl-C at any point leaves the previous index loadable, and a running server can switch to
-the new version between two questions.
+A build writes a complete new version (the files of `qa.index.format`) into a `.building-*`
+folder, renames it, and then swaps `CURRENT`, so a crash or Ctrl-C at any point leaves the
+previous index loadable, and a running server can switch to the new version between two
+questions. An incremental build reuses the vectors of unchanged articles; an article that fails
+at any stage is left out and named in the report, the others are indexed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
-import mmap
-import os
 import platform
-import re
 import shutil
 import sys
-import threading
 import time
 import uuid
-import weakref
-import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from qa.config import Settings
-from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError, unexpected_reason
-from qa.index.ann import (
-    AnnReport,
-    ByteExact,
-    Int8Rows,
-    LanguageSearch,
-    ProbedIVF,
-    choose_kind,
-    fill,
-    n_lists,
-    quantize_rows,
-    train_ivf,
-    tune_probes,
+from qa.errors import IndexNotFoundError, QAError, unexpected_reason
+from qa.index.ann import AnnReport, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
+from qa.index.format import (
+    ANN_DIR,
+    ARTICLES,
+    FORMAT_VERSION,
+    GROUPS,
+    KEEP_VERSIONS,
+    LANG_STATS,
+    LEXICAL,
+    MANIFEST,
+    PASSAGES,
+    SENTENCE_SCALES,
+    SENTENCE_STATS,
+    SENTENCE_VECTORS,
+    SENTENCES,
+    VECTORS,
+    Manifest,
+    StoredChunk,
+    build_lock,
+    current_version,
+    fsync_dir,
+    jsonl_bytes,
+    swap_pointer,
+    write_file,
 )
-from qa.index.memory import map_in
+from qa.index.load import Index, open_index
+from qa.index.verify import file_checksum
 from qa.lexical import LexicalIndex
 from qa.models import Article, Chunk, SkippedFile
-from qa.rank import LanguageStats, group_members, translation_groups
+from qa.rank import LanguageStats, translation_groups
 
-__all__ = [
-    "FORMAT_VERSION",
-    "BuildReport",
-    "LoadedIndex",
-    "Manifest",
-    "build_index",
-    "current_version",
-    "file_checksum",
-    "file_stamp",
-    "open_index",
-    "pointer_file",
-    "pointer_stamp",
-    "write_index",
-]
+__all__ = ["BuildReport", "build_index", "corpus_fingerprint", "query_means", "write_index"]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-POINTER = "CURRENT"
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
-MANIFEST = "manifest.json"
-ARTICLES = "articles.jsonl"
-PASSAGES = "passages.jsonl"
-VECTORS = "vectors.npy"
-ANN_DIR = "ann"
-LANG_STATS = "lang_stats.npz"
-GROUPS = "groups.npy"
-LEXICAL = "bm25"
-SENTENCES = "sentences.npy"
-SENTENCE_VECTORS = "sentence_vectors.npy"
-SENTENCE_SCALES = "sentence_scales.npy"
-# Sentence vectors up to this size (as float32) are decoded into memory at load: per question
-# they are then read for free. Larger ones stay memory-mapped int8 codes, decoded per question.
-SENTENCES_IN_MEMORY = 256 << 20
-SENTENCE_STATS = "sentence_stats.npz"
 RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
-KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
-CHECKSUM = "crc32"  # of every file, in the manifest: see `file_checksum` for the choice
-READ_BLOCK = 8 << 20  # bytes read (and hashed) at a time when verifying a file
-
-
-class Manifest(BaseModel):
-    """What an index was built from, so that loading it with anything else fails loudly."""
-
-    format_version: int
-    model: dict[str, Any]
-    chunking: dict[str, Any]
-    corpus: dict[str, Any]
-    index: dict[str, Any]
-    files: dict[str, int]
-    # "crc32:<8 hex digits>" of each file's content (`file_checksum`). Empty in indexes written
-    # before checksums existed: those load with the size checks only (see `_check_files`).
-    checksums: dict[str, str] = {}
-    versions: dict[str, str]
-    created_at: str
 
 
 class BuildReport(BaseModel):
@@ -149,578 +87,6 @@ class BuildReport(BaseModel):
     seconds: float
 
 
-@dataclass
-class LoadedIndex:
-    """A loaded index version: passages, their articles, vectors and search structures."""
-
-    path: Path
-    manifest: Manifest
-    articles: dict[str, Article]
-    chunks: list[Chunk]
-    passage_vectors: np.ndarray  # (n, d) float32, usually memory-mapped
-    ann: dict[str, Any]  # language -> approximate FAISS index over its passages (large languages)
-    lang_stats: LanguageStats
-    groups: np.ndarray  # (n,) translation group id of each passage
-    lexical: LexicalIndex
-    sentences: np.ndarray  # (m, 3) article number, start, end of each sentence
-    sentence_vectors: np.ndarray | Int8Rows  # (m, d); indexing gives float32 rows
-    sentence_stats: LanguageStats
-    # The memory-mapped files (by manifest name), kept open as verified at load: see `damage`.
-    mapped: dict[str, _OpenFile] = field(default_factory=dict)
-    langs: np.ndarray = field(init=False)  # (n,) language of each passage
-    _by_lang: LanguageSearch | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
-        self.lang_ids = self.lang_stats.lang_ids(self.langs)
-        self.rows_by_language = {
-            lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
-        }
-        self.members = group_members(self.groups)
-        self._by_lang_lock = threading.Lock()
-        self._link_sentences()
-        weakref.finalize(self, _close_files, [opened.fd for opened in self.mapped.values()])
-
-    def damage(self) -> str | None:
-        """None while every memory-mapped file is still the file verified at load, else what changed.
-
-        A question reads the passage vectors (and, in a large index, the sentence vectors) from
-        memory-mapped files. Reading a page past the end of a mapped file that was truncated
-        underneath kills the process with SIGBUS, and a file rewritten in place shows its new
-        bytes through the mapping. Both change the size or the modification time of the open
-        file, so one `fstat` of each kept descriptor (~1 us; see benchmarks/bench_integrity.py)
-        before a question catches them before anything is read. A file deleted or replaced by
-        renaming another one over it is not a change here: the mapping still holds the verified
-        inode, which stays readable until it is unmapped, so questions go on answering from it.
-
-        What this cannot close: a truncation landing between this check and the reads that
-        follow it (a question's few milliseconds, or `map_in` reading a just-loaded index in on
-        its thread) still faults; and a same-size rewrite within one tick of the file's previous
-        write (the kernel's timestamp granularity, a few ms) keeps its modification time. An
-        index is meant to be replaced by `qa index`, which writes a new version beside the live
-        one and never touches the files of a live version; this check is for the mistakes
-        (copying an index over the live folder) and for damage.
-        """
-        for opened in self.mapped.values():
-            info = os.fstat(opened.fd)
-            if info.st_size != opened.size or info.st_mtime_ns != opened.mtime_ns:
-                return (
-                    f"{opened.path} was changed on disk while in use ({opened.size:,} bytes when loaded, "
-                    f"{info.st_size:,} now). Rebuild the index with `qa index`, or put the index's "
-                    "original files back."
-                )
-        return None
-
-    def _link_sentences(self) -> None:
-        """Which sentences each passage holds (passages overlap, so a sentence may be in two).
-
-        Sentences are sorted by (article, start); a passage's sentences are those of its article
-        starting inside it (two binary searches) that also end inside it. Vectorized: a million
-        passages link in seconds.
-        """
-        doc_number = {doc_id: i for i, doc_id in enumerate(self.articles)}
-        doc = np.array([doc_number[c.doc_id] for c in self.chunks], dtype=np.int64)
-        start = np.array([c.start for c in self.chunks], dtype=np.int64)
-        end = np.array([c.end for c in self.chunks], dtype=np.int64)
-        sentences = np.asarray(self.sentences, dtype=np.int64).reshape(-1, 3)
-        keys = (sentences[:, 0] << 32) + sentences[:, 1]
-        order = np.argsort(keys, kind="stable")  # already sorted when written by build_index
-        lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
-        hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
-        lengths = np.maximum(hi - lo, 0)
-        owners = np.repeat(np.arange(len(self.chunks), dtype=np.int64), lengths)
-        members = order[_ranges(lo, lengths)]
-        inside = sentences[members, 2] <= end[owners]
-        self.sentence_owner = owners[inside]  # passage row of each link, ascending
-        self.sentence_member = members[inside]  # sentence row of each link
-        # Passage p's links are [link_start[p], link_start[p + 1]): two lookups per passage,
-        # where binary searches in the (millions long) owner array cost 0.2 ms a question.
-        self.link_start = np.concatenate(
-            [[0], np.cumsum(np.bincount(self.sentence_owner, minlength=len(self.chunks)))]
-        ).astype(np.int64)
-        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.langs[self.sentence_owner])
-        self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
-
-    def sentence_links(self, rows: np.ndarray) -> np.ndarray:
-        """Positions (into sentence_owner / sentence_member) of the sentences of passages `rows`."""
-        return self.sentence_runs(rows)[0]
-
-    def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`sentence_links(rows)` and, for each link, the position in `rows` of its passage.
-
-        Links are stored in passage order, so each passage's sentences are one contiguous run
-        and its position repeats over the run (no look-up in the millions-long owner array).
-        """
-        rows = np.asarray(rows, dtype=np.int64)
-        starts = self.link_start[rows]
-        lengths = self.link_start[rows + 1] - starts
-        return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
-
-    def map_in(self) -> int:
-        """Read the memory-mapped passage and sentence vectors into memory now (`qa.index.memory`), so
-        that no question pays for the first read of their pages; returns the bytes mapped in."""
-        sentences = self.sentence_vectors
-        codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
-        return map_in(self.passage_vectors) + map_in(codes)
-
-    def sentences_of(self, row: int) -> np.ndarray:
-        """Sentence rows of passage `row`, in text order."""
-        return self.sentence_member[self.sentence_links(np.array([row]))]
-
-    @property
-    def version(self) -> str:
-        return self.path.name
-
-    def group_members(self, row: int) -> list[int]:
-        """Rows of every passage in the translation group of passage `row` (itself included)."""
-        return self.members.get(int(self.groups[row]), [int(row)])
-
-    def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """The k best passages of each language: {lang: (scores, rows)}."""
-        with self._by_lang_lock:
-            if self._by_lang is None:
-                # One search per language, so that every language contributes candidates however
-                # far the model's language bias pushes it down in a single ranking: the stored
-                # approximate one for large languages, an exact one built now for the others.
-                self._by_lang = LanguageSearch(
-                    {
-                        lang: (self.ann.get(lang) or ByteExact(self.passage_vectors[rows]), rows)
-                        for lang, rows in self.rows_by_language.items()
-                    }
-                )
-        # (Measured at 1M passages and not kept: spreading the languages over two threads, or
-        # running this search on a second thread beside the lexical scoring, was no faster: the
-        # 8-bit scan is compute-bound (~30 ns a code) and the two cores slow each other down.)
-        return self._by_lang.search(query, k)
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def vectors(self) -> np.ndarray:
-        """All passage vectors, in passage order (an in-memory copy)."""
-        return np.array(self.passage_vectors, dtype=np.float32)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner-product search over every passage, whatever its language (the bare
-        model's ranking, for comparisons); returns (scores, passage rows), best first."""
-        k = min(k, len(self.chunks))
-        scores = np.atleast_2d(np.asarray(queries, np.float32)) @ np.asarray(self.passage_vectors).T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores, top, axis=1), top
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The integers of the ranges [start, start + length), concatenated, without a Python loop."""
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def pointer_stamp(index_dir: Path) -> tuple[int, ...] | None:
-    """Identity of the `CURRENT` pointer file (inode, size, modification time), None when absent.
-
-    A build replaces the pointer by renaming a new file over it, so the stamp changes exactly
-    when the live version may have: one stat per question instead of reading the file.
-    """
-    return file_stamp(pointer_file(index_dir))
-
-
-def pointer_file(index_dir: Path) -> str:
-    """Path of the `CURRENT` pointer file, as a string (see `file_stamp`)."""
-    return os.fspath(index_dir / POINTER)
-
-
-def file_stamp(path: str) -> tuple[int, ...] | None:
-    """`pointer_stamp` of the pointer file at `path`.
-
-    Checked on every question: a path string kept by the caller spares the 0.05 ms that
-    joining a `Path` costs with the CPU cache cold (0.02 ms left, the stat itself).
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def current_version(index_dir: Path) -> str | None:
-    """Name of the live version directory, or None when no index has been built."""
-    try:
-        # (Damaged bytes come back as U+FFFD, a name `open_index` refuses, naming the pointer.)
-        name = (index_dir / POINTER).read_text(encoding="utf-8", errors="replace").strip()
-    except FileNotFoundError:
-        return None
-    return name or None
-
-
-def _read_manifest(version_dir: Path) -> Manifest:
-    path = version_dir / MANIFEST
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing. Rebuild the index with `qa index`.") from None
-    except ValidationError as exc:
-        raise IndexCorruptError(
-            f"{path} is not a valid manifest ({exc.error_count()} problems, first: "
-            f"{exc.errors()[0]['msg']}). Rebuild the index with `qa index`."
-        ) from None
-
-
-def _read_jsonl(path: Path, model: type[BaseModel]) -> list:
-    items = []
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                items.append(model.model_validate_json(line))
-            except ValidationError:
-                raise IndexCorruptError(
-                    f"{path} line {number} is not a valid record. Rebuild the index with `qa index`."
-                ) from None
-    return items
-
-
-@dataclass(frozen=True)
-class _OpenFile:
-    """A verified index file kept open while it is memory-mapped, and its size and modification
-    time when it was verified (see `LoadedIndex.damage`)."""
-
-    path: Path
-    fd: int
-    size: int
-    mtime_ns: int
-
-
-def _close_files(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def file_checksum(path: Path | str) -> str:
-    """The content checksum the manifest records for a file: "crc32:<8 hex digits>".
-
-    CRC-32 (zlib) was measured the fastest sound check of the standard library here (2.2-2.7
-    GB/s; SHA-1 0.8x, SHA-256 0.6x, BLAKE2b 0.2x; Adler-32, sometimes faster, is weak on short
-    and sparse changes: benchmarks/bench_integrity.py) and is made for what it guards against:
-    truncation, zero-filled or garbled blocks, a file from another build. It is not a defence
-    against someone forging an index file: whoever can write the index can write its manifest.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return _checksum_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def _checksum_fd(fd: int) -> str:
-    # Read, not mapped: a file truncated while it is hashed gives a short read here, where
-    # reading a mapping past the new end would kill the process with SIGBUS.
-    # (Asking the kernel to read ahead, per block or for the whole file, or verifying two
-    # files at once on two threads, measured no faster on 2 busy cores: not kept.)
-    crc, offset, buffer = 0, 0, bytearray(READ_BLOCK)
-    view = memoryview(buffer)
-    while n := os.preadv(fd, [buffer], offset):
-        crc = zlib.crc32(view[:n], crc)
-        offset += n
-    return f"{CHECKSUM}:{crc:08x}"
-
-
-def _check_files(
-    version_dir: Path, manifest: Manifest, keep_open: frozenset[str] = frozenset()
-) -> dict[str, _OpenFile]:
-    """Check every file the manifest lists: present, of its recorded size and content checksum.
-
-    Blocking, at every load: at a million passages the index is 5.7 GB and verifying it took
-    4.4 s with the files in the page cache and 9.4 s from a cold one, on busy cores (12% and
-    27% on top of a 35 s load), and it leaves them in the page cache, where the mapped ones are
-    read next anyway (`map_in`). Verifying in the background instead would serve questions from files
-    not yet checked. The files named in `keep_open` (those to be memory-mapped) are returned
-    open, so that what is mapped is the very file that was verified.
-
-    An index written before checksums existed (same format otherwise) loads with the size
-    checks only, and a warning: refusing it would make `qa index` re-embed everything (an
-    incremental build reuses vectors only from an index it can load), while rebuilding it
-    reuses every vector and adds the checksums.
-    """
-    # Sizes first: a missing or truncated file fails at once, not after seconds of hashing.
-    for name, size in manifest.files.items():
-        _check_size(version_dir / name, size)
-    if not manifest.checksums:
-        log.warning(
-            "%s has no content checksums (written by an older qa): only file sizes are checked. "
-            "Run `qa index` to add them (it reuses the existing vectors).", version_dir,
-        )
-    elif manifest.checksums.keys() != manifest.files.keys():
-        raise IndexCorruptError(
-            f"{version_dir / MANIFEST} lists checksums for other files than it lists sizes for. "
-            "Rebuild the index with `qa index`."
-        )
-    verified: dict[str, _OpenFile] = {}
-    try:
-        for name, size in manifest.files.items():
-            verified[name] = _verify_file(version_dir / name, size, manifest.checksums.get(name))
-    except BaseException:
-        _close_files([kept.fd for kept in verified.values()])
-        raise
-    _close_files([kept.fd for name, kept in verified.items() if name not in keep_open])
-    return {name: kept for name, kept in verified.items() if name in keep_open}
-
-
-def _check_size(path: Path, size: int) -> None:
-    try:
-        actual = path.stat().st_size
-    except OSError:
-        actual = None
-    if actual is None or not path.is_file():
-        raise IndexCorruptError(f"{path} is missing. Rebuild the index with `qa index`.")
-    if actual != size:
-        raise IndexCorruptError(
-            f"{path} has {actual} bytes but the manifest says {size}: the file is truncated or "
-            "was changed. Rebuild the index with `qa index`."
-        )
-
-
-def _verify_file(path: Path, size: int, checksum: str | None) -> _OpenFile:
-    """Open `path`, check its size and (when given) its checksum; returns it open."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing. Rebuild the index with `qa index`.") from None
-    try:
-        before = os.fstat(fd)
-        if before.st_size != size:
-            _check_size(path, size)  # raises, naming the sizes (the file changed since the first pass)
-        if checksum is not None:
-            actual = _checksum_fd(fd)
-            after = os.fstat(fd)
-            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                raise IndexCorruptError(
-                    f"{path} changed while it was being verified. Wait for whatever writes it to "
-                    "finish, or rebuild the index with `qa index`."
-                )
-            if actual != checksum:
-                raise IndexCorruptError(
-                    f"{path} is damaged: its content checksum is {actual}, the manifest says "
-                    f"{checksum}. Rebuild the index with `qa index`."
-                )
-        return _OpenFile(path, fd, before.st_size, before.st_mtime_ns)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _map_npy(opened: _OpenFile) -> np.ndarray:
-    """The array of the open .npy file, memory-mapped read-only from that descriptor.
-
-    A plain ndarray over the map (numpy's memmap subclass costs ~0.1 ms per indexing); the
-    map holds its own duplicate of the descriptor.
-    """
-    import io
-
-    header = io.BytesIO(os.pread(opened.fd, 1 << 16, 0))
-    version = np.lib.format.read_magic(header)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(header)
-    else:
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(header)
-    if dtype.hasobject:
-        raise ValueError("holds Python objects")
-    mapping = mmap.mmap(opened.fd, 0, access=mmap.ACCESS_READ)
-    return np.ndarray(shape, dtype, buffer=mapping, offset=header.tell(), order="F" if fortran_order else "C")
-
-
-def check_model(manifest: Manifest, model: dict[str, Any], index_dir: Path) -> None:
-    """Refuse an index whose vectors came from another model than the configured one."""
-    built = manifest.model
-    if built.get("fingerprint") != model["fingerprint"] or built.get("dim") != model["dim"]:
-        raise IndexMismatchError(
-            f"The index in {index_dir} was built with model {built.get('name')!r} "
-            f"(fingerprint {built.get('fingerprint')}, dimension {built.get('dim')}), but the "
-            f"configured model is {model['name']!r} (fingerprint {model['fingerprint']}, dimension "
-            f"{model['dim']}). Vectors of different models cannot be compared: rebuild the index "
-            f"with `qa index`, or set QA_MODEL={built.get('name')!r} to use the model it was built with."
-        )
-
-
-def open_index(index_dir: Path, version: str | None = None) -> LoadedIndex:
-    """Load the live (or the named) index version, checking it against its manifest: every file
-    present, of its recorded size and content checksum (`_check_files`)."""
-    index_dir = Path(index_dir)
-    version = version or current_version(index_dir)
-    if version is None:
-        raise IndexNotFoundError(
-            f"No index in {index_dir}. Build one with `qa index` (it reads corpus/ by default)."
-        )
-    if not VERSION_NAME.fullmatch(version):
-        raise IndexCorruptError(
-            f"{index_dir / POINTER} names {version[:60]!r}, which is not an index version. "
-            "Rebuild the index with `qa index`."
-        )
-    version_dir = index_dir / version
-    if not version_dir.is_dir():
-        raise IndexCorruptError(
-            f"{index_dir / POINTER} names {version!r}, but {version_dir} does not exist. "
-            "Rebuild the index with `qa index`."
-        )
-    manifest = _read_manifest(version_dir)
-    if manifest.format_version != FORMAT_VERSION:
-        raise IndexMismatchError(
-            f"{version_dir} has index format {manifest.format_version}; this version of qa reads "
-            f"format {FORMAT_VERSION}. Rebuild the index with `qa index`."
-        )
-    mapped = _check_files(version_dir, manifest, keep_open=frozenset({VECTORS, SENTENCE_VECTORS}))
-    try:
-        index = _load_version(version_dir, manifest, mapped)
-    except BaseException:
-        _close_files([opened.fd for opened in mapped.values()])
-        raise
-    problem = index.damage()  # changed between its verification and its mapping
-    if problem:
-        raise IndexCorruptError(problem)
-    return index
-
-
-def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, _OpenFile]) -> LoadedIndex:
-    """The body of `open_index`, once the files are verified; `mapped`: the open files to map."""
-    import faiss
-
-    articles = {a.doc_id: a for a in _read_jsonl(version_dir / ARTICLES, Article)}
-    chunks = _read_jsonl(version_dir / PASSAGES, _StoredChunk)
-    reading = VECTORS  # the file being read, named in the error
-    try:
-        # Memory-mapped: a question reads only its candidates' rows, so a million passages
-        # do not have to fit in memory as float32.
-        vectors = _map_npy(mapped[VECTORS])
-        if vectors.dtype != np.float32 or vectors.shape != (len(chunks), manifest.model.get("dim")):
-            raise ValueError(
-                f"holds {vectors.dtype} vectors of shape {vectors.shape}, but {PASSAGES} lists "
-                f"{len(chunks)} passages and the manifest says dimension {manifest.model.get('dim')}"
-            )
-        ann = {}
-        for lang, spec in manifest.index.get("languages", {}).items():
-            if spec.get("file"):
-                reading = spec["file"]
-                ann[lang] = ProbedIVF(faiss.read_index(str(version_dir / spec["file"])), int(spec["nprobe"]), spec.get("probe_gap"))
-                if ann[lang].ntotal != spec["passages"]:
-                    raise ValueError(f"holds {ann[lang].ntotal} vectors, the manifest says {spec['passages']}")
-        reading = LANG_STATS
-        with np.load(version_dir / LANG_STATS) as arrays:
-            lang_stats = LanguageStats.from_arrays(arrays)
-        reading = GROUPS
-        groups = np.load(version_dir / GROUPS)
-        reading = LEXICAL + "/"
-        lexical = LexicalIndex.load(version_dir / LEXICAL)
-        reading = SENTENCES
-        sentences = np.load(version_dir / SENTENCES)
-        reading = SENTENCE_VECTORS
-        codes = _map_npy(mapped[SENTENCE_VECTORS])
-        if codes.dtype != np.int8 or codes.shape != (len(sentences), manifest.model.get("dim")):
-            raise ValueError(f"holds {codes.dtype} vectors of shape {codes.shape} for {len(sentences)} sentences")
-        reading = SENTENCE_SCALES
-        scales = np.load(version_dir / SENTENCE_SCALES)
-        if scales.shape != (len(sentences),):
-            raise ValueError(f"holds {scales.shape} scales for {len(sentences)} sentences")
-        sentence_vectors = Int8Rows(codes, scales)
-        if codes.size * 4 <= SENTENCES_IN_MEMORY:
-            sentence_vectors = sentence_vectors[:]
-            del codes  # decoded into memory: the file is not read again, nor watched
-            _close_files([mapped.pop(SENTENCE_VECTORS).fd])
-        reading = SENTENCE_STATS
-        with np.load(version_dir / SENTENCE_STATS) as arrays:
-            sentence_stats = LanguageStats.from_arrays(arrays)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        problem = " ".join(str(exc).split())[:200]
-        raise IndexCorruptError(
-            f"{version_dir / reading} cannot be read ({problem}). Rebuild the index with `qa index`."
-        ) from None
-    if len(groups) != len(chunks):
-        raise IndexCorruptError(
-            f"{version_dir / GROUPS} has {len(groups)} entries for {len(chunks)} passages. "
-            "Rebuild the index with `qa index`."
-        )
-    missing = {c.doc_id for c in chunks} - articles.keys()
-    if missing:
-        raise IndexCorruptError(
-            f"{version_dir / PASSAGES} refers to {len(missing)} article(s) missing from "
-            f"{ARTICLES}. Rebuild the index with `qa index`."
-        )
-    return LoadedIndex(
-        path=version_dir,
-        manifest=manifest,
-        articles=articles,
-        chunks=[c.to_chunk(articles[c.doc_id]) for c in chunks],
-        passage_vectors=vectors,
-        ann=ann,
-        lang_stats=lang_stats,
-        groups=groups,
-        lexical=lexical,
-        sentences=sentences,
-        sentence_vectors=sentence_vectors,
-        sentence_stats=sentence_stats,
-        mapped=mapped,
-    )
-
-
-class _StoredChunk(BaseModel):
-    """A chunk as stored on disk: offsets only, the text lives once, in its article."""
-
-    doc_id: str
-    chunk_id: int
-    start: int
-    end: int
-    n_tokens: int
-
-    def to_chunk(self, article: Article) -> Chunk:
-        return Chunk(
-            doc_id=self.doc_id,
-            chunk_id=self.chunk_id,
-            text=article.text[self.start : self.end],
-            start=self.start,
-            end=self.end,
-            n_tokens=self.n_tokens,
-        )
-
-
-# --------------------------------------------------------------------------- building
-
-
-@contextlib.contextmanager
-def _build_lock(index_dir: Path) -> Iterator[None]:
-    # One build at a time per index directory; a second one fails at once instead of racing.
-    handle = (index_dir / ".lock").open("a")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise QAError(
-                f"Another `qa index` is already building {index_dir}. Wait for it to finish."
-            ) from None
-        yield
-    finally:
-        handle.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes | np.ndarray) -> None:
-    """Write bytes, or an array as .npy, and make it durable before the version goes live."""
-    with path.open("wb") as handle:
-        if isinstance(data, np.ndarray):
-            np.save(handle, data)
-        else:
-            handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 @contextlib.contextmanager
 def _write_errors(building: Path) -> Iterator[None]:
     # A full disk or a read-only folder: say so in one line, and drop the half-written version
@@ -735,9 +101,6 @@ def _write_errors(building: Path) -> Iterator[None]:
             "the previous index is unchanged."
         ) from None
 
-
-def _write_jsonl(path: Path, items: list[BaseModel]) -> None:
-    _write_file(path, b"".join(item.model_dump_json().encode() + b"\n" for item in items))
 
 
 def _versions() -> dict[str, str]:
@@ -765,20 +128,20 @@ def corpus_fingerprint(articles: list[Article]) -> str:
     return digest.hexdigest()[:20]
 
 
-def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> LoadedIndex | None:
+def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> Index | None:
     """The previous index, if its passages and vectors can be reused for an incremental build."""
     try:
         previous = open_index(index_dir)
     except IndexNotFoundError:
         return None
     except QAError as exc:
-        print(f"Previous index not reusable, rebuilding everything: {exc}", file=sys.stderr)
+        log.warning("Previous index not reusable, rebuilding everything: %s", exc)
         return None
-    if previous.manifest.model.get("fingerprint") != model["fingerprint"]:
-        print("The model changed since the last build: embedding everything again.", file=sys.stderr)
+    if previous.manifest.model.fingerprint != model["fingerprint"]:
+        log.warning("The model changed since the last build: embedding everything again.")
         return None
-    if previous.manifest.chunking != chunking:
-        print("Chunking settings changed since the last build: embedding everything again.", file=sys.stderr)
+    if previous.manifest.chunking.model_dump() != chunking:
+        log.warning("Chunking settings changed since the last build: embedding everything again.")
         return None
     return previous
 
@@ -999,13 +362,6 @@ def _remove_stale(index_dir: Path, keep: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _swap_pointer(index_dir: Path, version: str) -> None:
-    tmp = index_dir / f".{POINTER}.{uuid.uuid4().hex[:6]}"
-    _write_file(tmp, version.encode() + b"\n")
-    os.replace(tmp, index_dir / POINTER)
-    _fsync_dir(index_dir)
-
-
 def build_index(
     corpus_dir: Path | str | None = None,
     *,
@@ -1029,7 +385,7 @@ def build_index(
         raise QAError(f"Corpus folder {corpus_dir} does not exist. Pass the folder of your articles.")
     index_dir.mkdir(parents=True, exist_ok=True)
 
-    with _build_lock(index_dir):
+    with build_lock(index_dir):
         _remove_stale(index_dir, keep={current_version(index_dir) or ""})
         articles, skipped = load_corpus(corpus_dir)
         if not articles:
@@ -1152,7 +508,7 @@ def write_index(
     and how each language is searched."""
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    with _build_lock(index_dir):
+    with build_lock(index_dir):
         _remove_stale(index_dir, keep={current_version(index_dir) or ""})
         return _write_version(
             _start_version(index_dir), articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
@@ -1163,7 +519,7 @@ def write_index(
 
 def _vector_search(
     vectors: np.ndarray, passage_langs: np.ndarray, queries: np.ndarray,
-    settings: Settings, previous: LoadedIndex | None,
+    settings: Settings, previous: Index | None,
 ) -> dict[str, tuple[AnnReport, Any]]:
     """Per language: how it is searched and, for large languages, its filled IVF index.
 
@@ -1181,9 +537,9 @@ def _vector_search(
         if kind == "flat" or not len(queries):
             out[lang] = (AnnReport("flat", len(rows)), None)
             continue
-        old_spec = previous.manifest.index.get("languages", {}).get(lang, {}) if previous else {}
+        old_spec = previous.manifest.index.languages.get(lang) if previous else None
         old_index = previous.ann[lang].index if previous and lang in previous.ann else None
-        trained_on = int(old_spec.get("trained_on") or 0)
+        trained_on = old_spec.trained_on if old_spec else 0
         if old_index is not None and 0.5 <= len(rows) / max(trained_on, 1) <= 2:
             import faiss
 
@@ -1191,10 +547,9 @@ def _vector_search(
             index.reset()
         else:
             if old_index is not None:
-                print(
-                    f"{lang}: {len(rows):,} passages, the IVF lists were trained on {trained_on:,}: "
-                    "retraining them.",
-                    file=sys.stderr,
+                log.warning(
+                    "%s: %s passages, the IVF lists were trained on %s: retraining them.",
+                    lang, f"{len(rows):,}", f"{trained_on:,}",
                 )
             trained_on = len(rows)
             index = train_ivf(vectors[rows], n_lists(len(rows)))
@@ -1234,7 +589,7 @@ def _write_version(
     model: dict[str, Any],
     chunking: dict[str, Any],
     query_means: dict[str, np.ndarray],
-    previous: LoadedIndex | None,
+    previous: Index | None,
     groups: np.ndarray | None = None,
     recall_queries: np.ndarray | None = None,
 ) -> tuple[str, dict[str, AnnReport]]:
@@ -1249,16 +604,16 @@ def _write_version(
     passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
     sentence_langs = np.array([articles[doc].lang for doc in sentences[:, 0].tolist()]) if len(sentences) else np.zeros(0, str)
     with _write_errors(building):
-        _write_jsonl(building / ARTICLES, articles)
-        _write_jsonl(building / PASSAGES, [_StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks])
-        _write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
+        write_file(building / ARTICLES, jsonl_bytes(articles))
+        write_file(building / PASSAGES, jsonl_bytes([StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]))
+        write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
         for report, index in search.values():
             if index is not None:
                 (building / ANN_DIR).mkdir(exist_ok=True)
-                _write_file(building / report.file, faiss.serialize_index(index).tobytes())
+                write_file(building / report.file, faiss.serialize_index(index).tobytes())
         stats = LanguageStats.fit(vectors, passage_langs)
         stats.query_means = query_means
         with (building / LANG_STATS).open("wb") as handle:
@@ -1266,12 +621,12 @@ def _write_version(
         if groups is None:
             centered = stats.centered(vectors, stats.lang_ids(passage_langs))
             groups = translation_groups(centered, passage_langs, settings.group_threshold)
-        _write_file(building / GROUPS, np.asarray(groups, np.int64))
+        write_file(building / GROUPS, np.asarray(groups, np.int64))
         LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
-        _write_file(building / SENTENCES, np.asarray(sentences, np.int64))
+        write_file(building / SENTENCES, np.asarray(sentences, np.int64))
         codes, scales = quantize_rows(sentence_vectors)
-        _write_file(building / SENTENCE_VECTORS, codes)
-        _write_file(building / SENTENCE_SCALES, scales)
+        write_file(building / SENTENCE_VECTORS, codes)
+        write_file(building / SENTENCE_SCALES, scales)
         del codes
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
@@ -1303,12 +658,12 @@ def _write_version(
             versions=_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        _write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
         for sub in [building / ANN_DIR, building / LEXICAL]:
             if sub.is_dir():
-                _fsync_dir(sub)
-        _fsync_dir(building)
-        os.rename(building, index_dir / version)
-        _swap_pointer(index_dir, version)
+                fsync_dir(sub)
+        fsync_dir(building)
+        building.rename(index_dir / version)
+        swap_pointer(index_dir, version)
         _remove_stale(index_dir, keep={version})
     return version, {lang: report for lang, (report, _) in search.items()}
