@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         "auto",
         description="How the embedding model runs. 'auto': torch (fp16) on CUDA; on a CPU, OpenVINO in "
         "bf16 where the CPU has native bf16 (AVX512_BF16, AMX), else in fp32. 'torch' = fp32 (fp16 on "
-        "CUDA); 'torch-bf16' = bf16 autocast; 'openvino-f32' = OpenVINO in fp32. See qa.embed_backend.",
+        "CUDA); 'torch-bf16' = bf16 autocast; 'openvino-f32' = OpenVINO in fp32. See qa.embed.backend.",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Passages embedded per batch.")
     # Off by default: on a quiet 2-core machine, batching the questions of 4 concurrent clients

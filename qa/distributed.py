@@ -63,14 +63,14 @@ class EmbedWorker:
         return {**get_embedder(self.settings).describe(), "node": ray.util.get_node_ip_address()}
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
-        """Normalized float32 passage embeddings, as `qa.embed.Embedder.encode_documents`."""
+        """Normalized float32 passage embeddings, as `qa.embed.LocalEmbedder.encode_documents`."""
         from qa.embed import get_embedder
 
         return get_embedder(self.settings).encode_documents(texts)
 
 
 class RayEmbedder:
-    """Stands in for `qa.embed.Embedder` in `qa.index.build.build_index`, embedding passages on Ray.
+    """An `qa.embed.Embedder` for `qa.index.build.build_index`, embedding passages on Ray.
 
     The driver keeps a local embedder for the cheap parts: counting tokens while chunking, the
     model description for the manifest, and the few question embeddings of the language
@@ -134,6 +134,14 @@ class RayEmbedder:
     @property
     def max_tokens(self) -> int:
         return self.local.max_tokens
+
+    @property
+    def fingerprint(self) -> str:
+        return self.local.fingerprint
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One question's vector, embedded on the driver (a question is not worth a round trip)."""
+        return self.local.encode_query(text)
 
     def describe(self) -> dict:
         """What the index manifest records about the model (the driver's, checked on every worker)."""

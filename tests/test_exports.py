@@ -37,3 +37,18 @@ def test_all_names_what_the_package_imports_and_nothing_missing(name):
     submodules = {m.rsplit(".", 1)[1] for m in MODULES if m.startswith(name + ".")}
     missing = {n: sorted(users) for n, users in _imports_from(name).items() if n not in exported and n not in submodules}
     assert not missing, f"imported from {name} but not in its __all__: {missing}"
+
+
+def test_every_embedder_satisfies_the_embedder_protocol():
+    from qa.distributed import RayEmbedder
+    from qa.embed import Embedder, LocalEmbedder
+    from tests.fakes import FakeEmbedder
+
+    assert isinstance(FakeEmbedder(), Embedder)
+    # The local and Ray embedders are checked on their classes: reading `dim` loads the model,
+    # and a Ray embedder starts workers.
+    members = [name for name in vars(Embedder) if not name.startswith("_") or name == "__len__"]
+    members = [name for name in members if callable(getattr(Embedder, name)) or isinstance(getattr(Embedder, name), property)]
+    assert {"dim", "max_tokens", "fingerprint", "describe", "encode_documents", "encode_queries", "encode_query"} <= set(members)
+    for cls in (LocalEmbedder, RayEmbedder):
+        assert not [name for name in members if not hasattr(cls, name)], cls

