@@ -271,7 +271,7 @@ def _folder_state(index_dir: Path) -> tuple:
 def grouped_passage(index: Index, lead: int, score: float, query: np.ndarray) -> Passage:
     """Passage `lead` with the other members of its translation group as its translations."""
     passage = to_passage(index, lead, score)
-    passage.similarity = float(query @ index.passage_vectors[lead])
+    passage.similarity = float(query @ index.passage_vectors_at([lead])[0])
     passage.translations = [to_translation(index, m) for m in index.group_members(lead) if m != lead]
     return passage
 
@@ -283,8 +283,8 @@ def to_translation(index: Index, row: int) -> Translation:
 
 def to_passage(index: Index, row: int, score: float) -> Passage:
     """The public model of passage `row` of `index`."""
-    chunk = index.chunks[row]
-    article = index.articles[chunk.doc_id]
+    chunk = index.passage(row)
+    article = index.article(chunk.doc_id)
     return Passage(
         text=chunk.text,
         score=score,
