@@ -144,7 +144,11 @@ class Engine:
         except QAError as exc:
             error = type(exc)(f"{damage} Reloading it failed: {exc}") if damage else exc
             self._failed = (folder, error)
-            log.error("Loading the index failed: %s", error)
+            if self._index is not None or damage:
+                # A running engine: questions go on being answered from the loaded version (see
+                # `index`), or the damage was found under it; the log tells the operator. A first
+                # load's error goes only to whoever asked (one line from the CLI, not two).
+                log.error("Loading the index failed: %s", error)
             raise error from None
         self._failed = None
         if damage:
