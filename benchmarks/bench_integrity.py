@@ -7,7 +7,7 @@
    what they hold) are hashed as `open_index` does, with the files in the page cache and after
    dropping them from it (posix_fadvise on these files only), against just reading the same
    bytes in the same run.
-3. The per-question check of the memory-mapped files (`LoadedIndex.damage`: one fstat each)
+3. The per-question check of the memory-mapped files (`Index.damage`: one fstat each)
    against the same run's question time, on a real index of corpus/ with the real model.
 
     python benchmarks/bench_integrity.py                 # ~2-3 minutes on 2 cores, 5.7 GB in a temp folder
@@ -158,7 +158,9 @@ def read_only(path: Path) -> None:
 
 
 def measure_verify(folder: Path, passages: int) -> list[dict]:
-    from qa.store import Manifest, _check_files, file_checksum
+    from qa.index.format import Manifest
+    from qa.index.verify import check_files as _check_files
+    from qa.index.verify import file_checksum
 
     sizes = write_files(folder, passages)
     paths = [folder / name for name in sizes]
@@ -221,8 +223,8 @@ def measure_verify(folder: Path, passages: int) -> list[dict]:
 def measure_check(index_dir: Path, rounds: int) -> list[dict]:
     """Per question: the engine's checks against the question itself, same run, real model."""
     from qa.config import Settings
+    from qa.index.format import file_stamp, pointer_file
     from qa.retrieval import Engine
-    from qa.store import file_stamp, pointer_file
 
     engine = Engine(Settings(index_dir=index_dir))
     engine.warm_up()
@@ -251,7 +253,7 @@ def measure_check(index_dir: Path, rounds: int) -> list[dict]:
         ("question, embedding cached (the baseline)", cached),
         ("pointer stat (the check before this change)", timed_calls(lambda: file_stamp(pointer), 20_000)),
         ("one os.fstat", timed_calls(lambda: os.fstat(fd), 20_000)),
-        (f"LoadedIndex.damage() ({len(index.mapped)} mapped file(s))", timed_calls(index.damage, 20_000)),
+        (f"Index.damage() ({len(index.mapped)} mapped file(s))", timed_calls(index.damage, 20_000)),
         ("Engine.index() (pointer stat + damage)", timed_calls(engine.index, 20_000)),
     ]
     base = float(np.median(cached))
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     index_dir = args.index_dir
     if index_dir is None:
         from qa.config import Settings
-        from qa.store import build_index
+        from qa.index.build import build_index
 
         temp = Path(tempfile.mkdtemp(prefix="qa-integrity-index-"))
         index_dir = temp / "index"

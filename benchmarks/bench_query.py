@@ -4,8 +4,8 @@ The indexes are synthetic but built from real vectors (see `synthetic_vectors`):
 embeddings from the evaluation cache plus the corpus index, mixed in pairs and perturbed with
 anisotropic Gaussian noise, then re-normalized. Texts (for BM25 and sentence spans) are the real
 texts those vectors came from. Questions are real XQuAD questions in 12 languages. Each index is
-written by the real writer (`qa.store.write_index`: exact or IVF-SQ8 per language by size, recall
-tuned at build) and loaded by the real loader (`qa.store.open_index`, vectors memory-mapped).
+written by the real writer (`qa.index.build.write_index`: exact or IVF-SQ8 per language by size, recall
+tuned at build) and loaded by the real loader (`qa.index.load.open_index`, vectors memory-mapped).
 
 Measured: query embedding (cold, and from the LRU cache), the per-language dense search, and
 `Engine.search` (what `retrieve()` runs after cleaning the question: dense + BM25 + sentence
@@ -39,7 +39,7 @@ NOISE = 0.5  # noise std, in units of each dimension's std over the real vectors
 
 def real_material(settings, embedder, index_dir: Path, max_questions: int):
     """Real (text, lang, vector) passages and real (question, lang, vector) from the caches."""
-    from qa.store import open_index
+    from qa.index.load import open_index
     from qa.xquad import find_xquad, load_xquad
 
     corpus = open_index(index_dir)
@@ -107,15 +107,16 @@ def synthetic_vectors(base: np.ndarray, langs: np.ndarray, n: int, rng, noise: f
 
 
 def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out, rng, index_dir: Path, settings):
-    """Write an index of n synthetic passages with `qa.store.write_index` (the real writer: per
+    """Write an index of n synthetic passages with `qa.index.build.write_index` (the real writer: per
     language exact or IVF-SQ8 search chosen by size, recall tuned and measured, BM25, stats)
-    and load it back with `qa.store.open_index` and map its vectors in, as `qa serve` would. The approximate indexes
+    and load it back with `qa.index.load.open_index` and map its vectors in, as `qa serve` would. The approximate indexes
     are tuned on 200 real questions that are not among the timed ones (`held_out`), centred as
     the engine centres them: what `qa index` does with the corpus's sentences embedded as
     questions. Returns (index, vectors, search report, seconds to write, to load, to map in)."""
     from qa.chunk import split_sentences
+    from qa.index.build import write_index
+    from qa.index.load import open_index
     from qa.models import Article, Chunk
-    from qa.store import open_index, write_index
 
     vectors, src = synthetic_vectors(base, langs, n, rng)
     spans = [split_sentences(t) for t in texts]
@@ -166,8 +167,8 @@ def ann_recall(index, queries: np.ndarray, candidates: int, k: int = 10) -> tupl
     """Mean recall@k of each language's approximate index against exact search over the same
     language, for real questions in every language (centred as the engine centres them): the
     share of the exact top k among the `candidates` the index returns, which the engine
-    re-scores exactly (`qa.ann.recall_at`), and among its own top k. (None, None) without one."""
-    from qa.ann import exact_neighbours, recall_at
+    re-scores exactly (`qa.index.ann.recall_at`), and among its own top k. (None, None) without one."""
+    from qa.index.ann import exact_neighbours, recall_at
 
     if not index.ann:
         return None, None
@@ -215,9 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from qa.config import Settings
     from qa.embed import get_embedder
+    from qa.index.load import open_index
     from qa.lang import detect_language
     from qa.retrieval import Engine
-    from qa.store import open_index
 
     index_dir = ensure_index()
     empty = Path(tempfile.mkdtemp(prefix="qa-bench-"))
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
             "baseline_flat_search": percentiles(baseline), "dense_by_language": percentiles(dense),
             "engine_search_cached_embedding": percentiles(full), "engine_search_cold_embedding": percentiles(full_cold),
             "bytes_per_passage": {
-                "vector_index_in_memory": per_passage("ann/") + vectors.shape[1] * flat_passages / n,  # qa.ann.ByteExact: a byte a dimension
+                "vector_index_in_memory": per_passage("ann/") + vectors.shape[1] * flat_passages / n,  # qa.index.ann.ByteExact: a byte a dimension
                 "vectors_npy_disk": per_passage("vectors.npy"), "sentence_vectors_disk": per_passage("sentence_vectors.npy"),
                 "bm25_disk": per_passage("bm25/"), "jsonl_disk": per_passage("articles.jsonl", "passages.jsonl"),
             },

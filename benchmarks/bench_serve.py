@@ -62,13 +62,13 @@ REPEATED = 24  # questions of the repeated mode (2 per XQuAD language)
 
 
 def embedding_backend() -> str:
-    """How the servers run the model (qa.embed_backend's choice for these settings), for the record."""
+    """How the servers run the model (qa.embed.backend's choice for these settings), for the record."""
     from qa.config import Settings
-    from qa.embed import _pick_device
+    from qa.embed.local import _pick_device
 
     settings = Settings()
     try:
-        from qa import embed_backend
+        from qa.embed import backend as embed_backend
     except ImportError:  # a qa from before the backends: plain torch
         return "torch"
     return embed_backend.choose_backend(settings.embed_backend, _pick_device(settings.device),

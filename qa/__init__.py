@@ -60,6 +60,6 @@ def ask(question: str, history: list[str] | None = None, *, settings: Settings |
 
 def build_index(corpus_dir=None, *, settings: Settings | None = None, progress: bool = False):
     """Build (or incrementally update) the index from `corpus_dir`; returns a build report."""
-    from qa.store import build_index as _build
+    from qa.index.build import build_index as _build
 
     return _build(corpus_dir, settings=settings, progress=progress)

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from qa.lang import ALWAYS_SENTENCE_ENDS, CJK_RANGES, LATIN_SENTENCE_ENDS, SENTENCE_CLOSERS
 from qa.models import Article, Chunk
 
 __all__ = [
@@ -32,11 +33,11 @@ Hugging Face's fast tokenizers raise IndexError on one)."""
 CHUNKER_NAME = "sentence-pack"
 CHUNKER_VERSION = 1  # bump whenever a change would move passage boundaries (the index must be rebuilt)
 
-# Sentence terminators. Latin-style ones end a sentence only before whitespace; the CJK,
-# Arabic and Indic ones end it wherever they are.
-_LATIN_ENDS = ".!?…‼⁇⁈⁉"
-_ALWAYS_ENDS = "。！？．｡؟۔।॥"
-_CLOSERS = "\"'”’»)]}」』）】〕〉》›"
+# Sentence terminators and what follows them, per script: see qa.lang, which owns them.
+_LATIN_ENDS = LATIN_SENTENCE_ENDS
+_ALWAYS_ENDS = ALWAYS_SENTENCE_ENDS
+_CLOSERS = SENTENCE_CLOSERS
+_CJK_RANGES = CJK_RANGES
 _TERMINATOR_RUN = re.compile(
     "[" + re.escape(_LATIN_ENDS + _ALWAYS_ENDS + ";") + "]+[" + re.escape(_CLOSERS) + "]*"
 )
@@ -56,16 +57,6 @@ _ABBREVIATIONS = frozenset(
     """.split()  # noqa: SIM905 - a word list reads best as text
 )
 
-_CJK_RANGES = (
-    (0x3000, 0x303F),
-    (0x3040, 0x30FF),
-    (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF),
-    (0xAC00, 0xD7AF),
-    (0xF900, 0xFAFF),
-    (0xFF00, 0xFFEF),
-    (0x20000, 0x3134F),
-)
 _SOFT_BREAKS = ",;:、，；：)）」』”’»"  # a cut right after these reads better than mid-clause
 _ZWJ = "\u200d"
 _MAX_SEARCH_CANDIDATES = 8  # positions tried per count_tokens call when cutting a long sentence

@@ -7,13 +7,13 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
 from qa.config import Settings
 from qa.errors import QAError, unexpected_reason
+from qa.runtime import configure_logging
 
 __all__ = ["main"]
 
@@ -36,12 +36,8 @@ def _print_report(report) -> None:
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
-    if os.environ.get("QA_DEBUG"):
-        # The traceback of each article left out of the build (the summary gives one line each).
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("qa").addHandler(handler)
-        logging.getLogger("qa").setLevel(logging.DEBUG)
+    # With QA_DEBUG=1 the log shows the traceback of each article left out of the build (the
+    # summary gives one line each): see `main`, which configures logging.
     try:
         _build(args, settings)
     except (QAError, KeyboardInterrupt):
@@ -55,7 +51,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> None:
-    from qa.store import build_index
+    from qa.index.build import build_index
 
     if args.ray is None:
         _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))
@@ -169,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {"index_dir": args.index_dir} if args.index_dir else {}
         settings = Settings(**overrides)
+        configure_logging(settings)  # the one place a `qa` command configures logging
         args.func(args, settings)
     except QAError as exc:
         if os.environ.get("QA_DEBUG"):

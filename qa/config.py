@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         "auto",
         description="How the embedding model runs. 'auto': torch (fp16) on CUDA; on a CPU, OpenVINO in "
         "bf16 where the CPU has native bf16 (AVX512_BF16, AMX), else in fp32. 'torch' = fp32 (fp16 on "
-        "CUDA); 'torch-bf16' = bf16 autocast; 'openvino-f32' = OpenVINO in fp32. See qa.embed_backend.",
+        "CUDA); 'torch-bf16' = bf16 autocast; 'openvino-f32' = OpenVINO in fp32. See qa.embed.backend.",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Passages embedded per batch.")
     # Off by default: on a quiet 2-core machine, batching the questions of 4 concurrent clients
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         "auto",
         description="Vector search per language: 'flat' (exact), 'ivf' (IVF + 8-bit scalar "
         "quantization, approximate, 4x smaller) or 'auto' (ivf for languages with at least "
-        "ann_min_passages passages). See qa.ann.",
+        "ann_min_passages passages). See qa.index.ann.",
     )
     ann_min_passages: int = Field(
         5_000, ge=1, description="Passages of one language from which 'auto' uses the approximate index."
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     map_in: bool = Field(
         True,
         description="Read a loaded index's memory-mapped vectors into memory (and map them) in the "
-        "background, so that no question pays a disk read for them (see qa.memory).",
+        "background, so that no question pays a disk read for them (see qa.index.memory).",
     )
     lexical_posting_budget: int = Field(
         50_000,
@@ -125,6 +125,16 @@ class Settings(BaseSettings):
 
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
     top_k: int = Field(5, ge=1, le=100)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="Messages of the `qa` loggers shown on stderr by `qa` commands and `qa serve` "
+        "(applied at the edge by qa.runtime.configure_logging; a library caller configures logging itself).",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     # ---------------------------------------------------------------- generated answers (qa.generate)
     # Off unless llm_url is set: the extractive reply stays the default.

@@ -1,9 +1,9 @@
 """Index building on a Ray cluster (`qa index --ray`): Ray actors embed, the driver writes.
 
 The driver (the process running `qa index`) reads the corpus, chunks it and writes the index with
-the normal `qa.store.build_index`; only the embedding, nearly all of a build's time, is spread over
+the normal `qa.index.build.build_index`; only the embedding, nearly all of a build's time, is spread over
 Ray actors, each holding its own copy of the model. Texts go out, vectors come back, so the index
-is the same one a local build writes and `qa.store.open_index` serves it as usual.
+is the same one a local build writes and `qa.index.load.open_index` serves it as usual.
 
 Needs the optional extra `qa[distributed]` (Ray), and `qa` with the same model on every node.
 """
@@ -63,14 +63,14 @@ class EmbedWorker:
         return {**get_embedder(self.settings).describe(), "node": ray.util.get_node_ip_address()}
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
-        """Normalized float32 passage embeddings, as `qa.embed.Embedder.encode_documents`."""
+        """Normalized float32 passage embeddings, as `qa.embed.LocalEmbedder.encode_documents`."""
         from qa.embed import get_embedder
 
         return get_embedder(self.settings).encode_documents(texts)
 
 
 class RayEmbedder:
-    """Stands in for `qa.embed.Embedder` in `qa.store.build_index`, embedding passages on Ray.
+    """An `qa.embed.Embedder` for `qa.index.build.build_index`, embedding passages on Ray.
 
     The driver keeps a local embedder for the cheap parts: counting tokens while chunking, the
     model description for the manifest, and the few question embeddings of the language
@@ -84,7 +84,7 @@ class RayEmbedder:
         self._ray = ray = _import_ray()
         self.local = get_embedder(settings)
         self.piece_size = PIECE_BATCHES * settings.batch_size
-        # Read by qa.store's progress loop: one piece per worker per step of the progress bar.
+        # Read by qa.index.build's progress loop: one piece per worker per step of the progress bar.
         self.slice_size = self.piece_size * workers
         forwarded = settings.model_dump(include=FORWARDED, exclude_unset=True)
         remote = ray.remote(EmbedWorker).options(num_cpus=cpus_per_worker)
@@ -134,6 +134,14 @@ class RayEmbedder:
     @property
     def max_tokens(self) -> int:
         return self.local.max_tokens
+
+    @property
+    def fingerprint(self) -> str:
+        return self.local.fingerprint
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One question's vector, embedded on the driver (a question is not worth a round trip)."""
+        return self.local.encode_query(text)
 
     def describe(self) -> dict:
         """What the index manifest records about the model (the driver's, checked on every worker)."""
@@ -200,14 +208,14 @@ def build_index_on_ray(
     cpus_per_worker: int = 1,
     progress: bool = False,
 ):
-    """`qa.store.build_index` with the embedding spread over Ray workers; returns its BuildReport,
+    """`qa.index.build.build_index` with the embedding spread over Ray workers; returns its BuildReport,
     whose `seconds` include starting Ray and the workers.
 
     `address` None or "local" starts a local Ray (or uses one this process already joined);
     otherwise it is given to `ray.init` (`auto`, `HOST:6379`, `ray://HOST:10001`). `workers`
     defaults to as many as the cluster's CPUs allow at `cpus_per_worker` each.
     """
-    from qa.store import build_index
+    from qa.index.build import build_index
 
     began = time.perf_counter()
     ray = _import_ray()

@@ -21,12 +21,13 @@ import numpy as np
 from qa.config import Settings
 from qa.lexical import LexicalIndex
 from qa.rank import (
+    FusionWeights,
     LanguageStats,
     best_sentence_scores,
     fold_groups,
+    fuse,
     group_members,
     lexical_by_language,
-    shortlist,
     translation_groups,
 )
 from qa.xquad import EmbeddingCache, XQuAD, find_xquad, load_xquad
@@ -46,7 +47,26 @@ class Pool:
     texts: list[str]
     sentence_vectors: np.ndarray | None = None  # (m, d), every sentence of every passage
     sentence_owner: np.ndarray | None = None  # (m,) passage of each sentence
+    # What `Pipeline.prepare` computes from the pool, given instead (a built index's own: see
+    # `from_index`); None: computed.
+    stats: LanguageStats | None = None
+    sentence_stats: LanguageStats | None = None
+    groups: np.ndarray | None = None
+    lexical: LexicalIndex | None = None
     sentence_spans: np.ndarray | None = None  # (m, 2) start and end of each sentence in its passage
+
+    @classmethod
+    def from_index(cls, index) -> Pool:
+        """The passages of a built index (`qa.index.load.Index`) as a pool, with its statistics,
+        translation groups, lexical index and the sentence vectors the engine reads: `Pipeline`
+        over it ranks as `qa.retrieval.Engine` over the index (tests/test_parity.py)."""
+        sentence_vectors = np.asarray(index.sentence_vectors[index.sentence_member], dtype=np.float32)
+        return cls(
+            index.vectors(), index.langs, np.arange(len(index)), [c.text for c in index.chunks],
+            sentence_vectors=sentence_vectors, sentence_owner=index.sentence_owner,
+            stats=index.lang_stats, sentence_stats=index.sentence_stats, groups=index.groups,
+            lexical=index.lexical,
+        )
 
     @classmethod
     def from_xquad(cls, data: XQuAD, vectors: dict[str, np.ndarray], embed_sentences=None) -> Pool:
@@ -102,37 +122,45 @@ class Pipeline(Scorer):
         self.query_means = query_means
 
     def prepare(self, pool):
-        self.stats = LanguageStats.fit(pool.vectors, pool.langs)
-        self.stats.query_means = self.query_means
+        if pool.stats is not None:
+            self.stats = pool.stats
+        else:
+            self.stats = LanguageStats.fit(pool.vectors, pool.langs)
+            self.stats.query_means = self.query_means
         self.lang_ids = self.stats.lang_ids(pool.langs)
-        centered = self.stats.centered(pool.vectors, self.lang_ids)
-        self.groups = translation_groups(centered, pool.langs, self.settings.group_threshold)
-        self.lexical = LexicalIndex.build(pool.texts) if self.settings.lexical_weight else None
+        if pool.groups is not None:
+            self.groups = pool.groups
+        else:
+            centered = self.stats.centered(pool.vectors, self.lang_ids)
+            self.groups = translation_groups(centered, pool.langs, self.settings.group_threshold)
+        self.lexical = None
+        if self.settings.lexical_weight:
+            self.lexical = pool.lexical if pool.lexical is not None else LexicalIndex.build(pool.texts)
         if self.settings.sentence_weight and pool.sentence_vectors is not None:
             sentence_langs = pool.langs[pool.sentence_owner]
-            self.sentence_stats = LanguageStats.fit(pool.sentence_vectors, sentence_langs)
+            given = pool.sentence_stats
+            self.sentence_stats = given if given is not None else LanguageStats.fit(pool.sentence_vectors, sentence_langs)
             self.sentence_lang_ids = self.sentence_stats.lang_ids(sentence_langs)
         else:
             self.sentence_stats = None
 
     def scores(self, queries, texts, lang, pool):
         queries = self.stats.center_query(queries, lang, self.settings.query_centering)
-        scores = self.stats.standardize(queries, queries @ pool.vectors.T, self.lang_ids)
+        dense = self.stats.standardize(queries, queries @ pool.vectors.T, self.lang_ids)
+        lexical = None
         if self.lexical is not None:
             lexical = np.stack([self.lexical.scores(t) for t in texts])
-            scores += self.settings.lexical_weight * lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
+            lexical = lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
+        sentences = None
         if self.sentence_stats is not None:
-            sentences = best_sentence_scores(
-                queries, queries @ pool.sentence_vectors.T, pool.sentence_owner, len(pool.vectors),
-                self.sentence_stats, self.sentence_lang_ids,
-            )
-            # As the engine does: only each question's `sentence_candidates` best passages get
-            # their sentence score; the others rank after them, in their first-stage order.
-            short = np.zeros(scores.shape, bool)
-            for row, first in zip(short, scores):
-                row[shortlist(first, self.settings.sentence_candidates)] = True
-            scores = np.where(short, scores + self.settings.sentence_weight * sentences, scores - 1e6)
-        return scores
+            def sentences(mask):  # every passage's (the mask only saves work to the engine)
+                return best_sentence_scores(
+                    queries, queries @ pool.sentence_vectors.T, pool.sentence_owner, len(pool.vectors),
+                    self.sentence_stats, self.sentence_lang_ids,
+                )
+        # The engine's fusion (`qa.rank.fuse`): only each question's `sentence_candidates` best
+        # passages get their sentence score; the others rank after them, in their first-stage order.
+        return fuse(dense, lexical, sentences, FusionWeights.from_settings(self.settings))[0]
 
 
 @dataclass
@@ -283,7 +311,7 @@ def embedding_cache(settings: Settings, embedder) -> EmbeddingCache:
 def main(args, settings: Settings) -> None:
     """The `qa eval` command."""
     from qa.embed import get_embedder
-    from qa.store import query_means
+    from qa.index.build import query_means
 
     folder = args.data or find_xquad()
     if folder is None:

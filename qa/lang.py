@@ -33,15 +33,48 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 __all__ = [
+    "ALWAYS_SENTENCE_ENDS",
+    "CJK_RANGES",
     "FUNCTION_WORDS",
     "LANGUAGE_NAMES",
+    "LATIN_SENTENCE_ENDS",
+    "NO_SPACE_CHARS",
     "QUESTION_LANGUAGES",
+    "SENTENCE_CLOSERS",
     "UNDETERMINED",
     "detect_language",
     "normalize_lang_code",
 ]
 
 UNDETERMINED = "und"  # ISO 639-2 code for "undetermined": the text has no letters.
+
+# ---- What the scripts look like, for every module that cuts text (one owner: this module).
+# Sentence terminators. Latin-style ones end a sentence only before whitespace; the CJK, Arabic
+# and Indic ones end it wherever they are (qa.chunk's sentence splitter).
+LATIN_SENTENCE_ENDS = ".!?…‼⁇⁈⁉"
+ALWAYS_SENTENCE_ENDS = "。！？．｡؟۔।॥"
+SENTENCE_CLOSERS = "\"'”’»)]}」』）】〕〉》›"  # quotes and brackets that may follow a terminator
+# Ideographic, kana, Hangul and full-width text: `!?` next to it end a sentence with no space.
+CJK_RANGES = (
+    (0x3000, 0x303F),
+    (0x3040, 0x30FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7AF),
+    (0xF900, 0xFAFF),
+    (0xFF00, 0xFFEF),
+    (0x20000, 0x3134F),
+)
+# Scripts written without spaces between words, as the body of a regex character class: the
+# lexical index (qa.lexical) cuts their runs into character bigrams.
+NO_SPACE_CHARS = (
+    "\u0e00-\u0e7f"  # Thai
+    "\u0e80-\u0eff"  # Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1780-\u17ff"  # Khmer
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
+)
 
 # ISO 639-1, code -> English name (for display, and to validate declared languages).
 LANGUAGE_NAMES: dict[str, str] = {

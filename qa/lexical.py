@@ -15,20 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qa.lang import NO_SPACE_CHARS
+
 __all__ = ["LexicalIndex", "tokenize"]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
 _WORD = re.compile(r"\w+", re.UNICODE)
-_NO_SPACE = re.compile(
-    "["
-    "\u0e00-\u0e7f"  # Thai
-    "\u0e80-\u0eff"  # Lao
-    "\u1000-\u109f"  # Myanmar
-    "\u1780-\u17ff"  # Khmer
-    "\u3040-\u30ff"  # Hiragana, Katakana
-    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
-    "]+"
-)
+_NO_SPACE = re.compile("[" + NO_SPACE_CHARS + "]+")  # scripts without spaces: see qa.lang
 
 
 def _bigrams(run: str) -> list[str]:

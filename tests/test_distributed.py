@@ -99,7 +99,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def test_ray_build_is_the_local_build(ray_index, seed_settings):
     import ray
 
-    from qa.store import open_index
+    from qa.index.load import open_index
 
     assert not ray.is_initialized()  # the CLI shut down the Ray it started
     built, local = open_index(ray_index.index_dir), open_index(seed_settings.index_dir)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import embed_backend
 from qa.config import Settings
-from qa.embed_backend import BACKENDS, choose_backend, cpu_has_bf16
+from qa.embed import backend as embed_backend
+from qa.embed.backend import BACKENDS, choose_backend, cpu_has_bf16
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,7 +50,7 @@ def test_backend_choice(setting, device, openvino, bf16, expected):
     ],
 )
 def test_missing_openvino_falls_back_to_torch_with_a_warning(setting, bf16, expected, caplog):
-    with caplog.at_level(logging.WARNING, logger="qa.embed_backend"):
+    with caplog.at_level(logging.WARNING, logger="qa.embed.backend"):
         assert choose_backend(setting, "cpu", openvino=False, bf16=bf16) == expected
     assert "openvino" in caplog.text and "not installed" in caplog.text and expected in caplog.text
 
@@ -91,13 +91,13 @@ def test_each_query_batch_size_gets_an_embedder_that_honours_it():
 
 
 def test_openvino_failure_falls_back_to_torch(monkeypatch, caplog):
-    from qa.embed import Embedder, ModelInfo
+    from qa.embed import LocalEmbedder, ModelInfo
 
     def fail(*args, **kwargs):
         raise RuntimeError("cannot convert this model")
 
     monkeypatch.setattr(embed_backend, "openvino_transformer", fail)
-    embedder = Embedder(Settings(embed_backend="openvino"))
+    embedder = LocalEmbedder(Settings(embed_backend="openvino"))
     embedder._info = ModelInfo("some/model", "some/model", "hub:some/model")
     with caplog.at_level(logging.WARNING, logger="qa.embed"):
         assert embedder._accelerate(object(), "openvino-bf16", 2) == "torch-bf16"
@@ -121,7 +121,7 @@ def test_eval_cache_is_per_backend(tmp_path):
 
 
 def test_index_embeds_in_length_order_and_returns_input_order():
-    from qa.store import EMBED_SLICE, _embed_with_progress
+    from qa.index.build import EMBED_SLICE, _embed_with_progress
     from tests.fakes import FakeEmbedder
 
     texts = [("x" * (i * 37 % 101)) + str(i) for i in range(3 * EMBED_SLICE + 5)]
@@ -172,11 +172,11 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 def test_chosen_backend_agrees_with_fp32(tmp_path):
     """The default backend's vectors are fp32's: an index built with either is searched with the other."""
-    from qa.embed import Embedder
+    from qa.embed import LocalEmbedder
 
     passages, questions = _texts()
-    fp32 = Embedder(Settings(embed_backend="torch"))
-    chosen = Embedder(Settings())
+    fp32 = LocalEmbedder(Settings(embed_backend="torch"))
+    chosen = LocalEmbedder(Settings())
     assert fp32.backend == "torch-fp32"
     assert chosen.describe()["fingerprint"] == fp32.describe()["fingerprint"]
     assert chosen.describe()["dim"] == fp32.describe()["dim"]
@@ -189,10 +189,10 @@ def test_chosen_backend_agrees_with_fp32(tmp_path):
 
 @pytest.mark.slow
 def test_chosen_backend_embeds_from_several_threads():
-    from qa.embed import Embedder
+    from qa.embed import LocalEmbedder
 
     _, questions = _texts()
-    embedder = Embedder(Settings(query_batch_size=1))
+    embedder = LocalEmbedder(Settings(query_batch_size=1))
     expected = embedder.encode_queries(questions)
     results: dict[int, np.ndarray] = {}
 

@@ -1,4 +1,4 @@
-"""Concurrent questions share one embedding batch (`Embedder.encode_query`).
+"""Concurrent questions share one embedding batch (`LocalEmbedder.encode_query`).
 
 The fast tests replace `encode_queries` with a fake that can be held inside a batch, so that
 which questions go together is decided by the test, not by the scheduler.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qa.config import Settings
-from qa.embed import Embedder
+from qa.embed import LocalEmbedder
 from tests.fakes import FakeEmbedder
 
 
@@ -41,13 +41,13 @@ class HeldEncoder:
         self.gate.set()
 
 
-def embedder_with(encoder: HeldEncoder, batch: int = 32) -> Embedder:
-    embedder = Embedder(Settings(query_batch_size=batch))
+def embedder_with(encoder: HeldEncoder, batch: int = 32) -> LocalEmbedder:
+    embedder = LocalEmbedder(Settings(query_batch_size=batch))
     embedder.encode_queries = encoder  # the model is never loaded
     return embedder
 
 
-def ask_while_held(embedder: Embedder, encoder: HeldEncoder, questions: list[str]) -> list:
+def ask_while_held(embedder: LocalEmbedder, encoder: HeldEncoder, questions: list[str]) -> list:
     """Ask "first" (its batch is held), then `questions` from threads; release once all wait.
 
     Returns each question's vector or exception, in the order of `questions`, then "first"'s.
@@ -142,7 +142,7 @@ def test_batch_size_1_embeds_each_question_on_its_own_concurrently():
         inside.wait()
         return FakeEmbedder().encode_queries(texts)
 
-    embedder = Embedder(Settings(query_batch_size=1))
+    embedder = LocalEmbedder(Settings(query_batch_size=1))
     embedder.encode_queries = encode
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(embedder.encode_query, ["a", "b", "c", "d"]))
@@ -165,7 +165,7 @@ def test_concurrent_questions_embed_as_they_do_one_at_a_time(seed_facts):
         return encode(texts)
 
     # An empty cache, batching on; its batches go to the loaded model.
-    fresh = Embedder(embedder.settings.model_copy(update={"query_batch_size": 32}))
+    fresh = LocalEmbedder(embedder.settings.model_copy(update={"query_batch_size": 32}))
     fresh.encode_queries = counting
     start = threading.Barrier(len(questions))
 

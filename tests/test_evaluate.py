@@ -53,7 +53,7 @@ def test_pipeline_is_not_worse_than_the_bare_model(xquad_slice, tmp_path):
     from qa.config import Settings
     from qa.embed import get_embedder
     from qa.evaluate import _CachedQueries, embedding_cache
-    from qa.store import query_means
+    from qa.index.build import query_means
 
     data = xquad_slice
     settings = Settings()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.store import open_index
+from qa.index.load import open_index
 from tests.browser.live import ROOT
 
 pytestmark = pytest.mark.slow

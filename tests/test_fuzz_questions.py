@@ -237,7 +237,7 @@ def test_encoded_traversal_never_serves_files(live_app, path):
 
 @slow
 def test_index_and_corpus_files_are_not_served_by_absolute_path(live_app, seed_settings):
-    from qa.store import current_version
+    from qa.index.format import current_version
     from tests.test_server_security import raw_get
 
     version_dir = (seed_settings.index_dir / current_version(seed_settings.index_dir)).resolve()

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+import qa.index.load
 import qa.retrieval
-import qa.store
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexNotFoundError, QAError
-from qa.store import build_index, current_version, file_checksum, open_index
+from qa.index.build import build_index
+from qa.index.format import current_version
+from qa.index.load import open_index
+from qa.index.verify import file_checksum
 from tests.fakes import FakeEmbedder
 
 QUESTION = "What is item 7 of report 4 about?"
@@ -78,7 +81,7 @@ def engine_on(monkeypatch):
     """An Engine with the fake embedder over an index folder (every vector file memory-mapped,
     as at a million passages, where the sentence vectors are not decoded into memory)."""
     monkeypatch.setattr(qa.retrieval, "get_embedder", lambda settings: FakeEmbedder(dim=32))
-    monkeypatch.setattr(qa.store, "SENTENCES_IN_MEMORY", 0)
+    monkeypatch.setattr(qa.index.load, "SENTENCES_IN_MEMORY", 0)
 
     def make(index_dir: Path) -> qa.retrieval.Engine:
         return qa.retrieval.Engine(
@@ -168,7 +171,7 @@ def test_an_index_written_without_checksums_loads_with_size_checks_and_a_warning
     manifest = json.loads((version / "manifest.json").read_text())
     del manifest["checksums"]  # as the previous qa wrote it (same format version otherwise)
     (version / "manifest.json").write_text(json.dumps(manifest))
-    with caplog.at_level("WARNING", logger="qa.store"):
+    with caplog.at_level("WARNING", logger="qa.index.verify"):
         assert len(open_index(index_dir)) == manifest["corpus"]["passages"]
     assert "no content checksums" in caplog.text and "qa index" in caplog.text
     truncate(version / "groups.npy")
@@ -178,7 +181,7 @@ def test_an_index_written_without_checksums_loads_with_size_checks_and_a_warning
 
 def test_a_file_changed_between_its_check_and_its_mapping_is_refused(pristine, tmp_path, monkeypatch):
     index_dir = shutil.copytree(pristine, tmp_path / "index", ignore=shutil.ignore_patterns(".lock"))
-    real = qa.store._load_version
+    real = qa.index.load._load_version
 
     def rewrite_then_load(version_dir, manifest, mapped):
         path = version_dir / "vectors.npy"  # after its checksum, before its mapping: the rows, not the header
@@ -187,7 +190,7 @@ def test_a_file_changed_between_its_check_and_its_mapping_is_refused(pristine, t
             handle.write(b"\0" * (path.stat().st_size - 1024))
         return real(version_dir, manifest, mapped)
 
-    monkeypatch.setattr(qa.store, "_load_version", rewrite_then_load)
+    monkeypatch.setattr(qa.index.load, "_load_version", rewrite_then_load)
     with pytest.raises(IndexCorruptError, match=r"vectors\.npy was changed on disk while in use"):
         open_index(index_dir)
 

@@ -1,4 +1,4 @@
-"""qa.memory: memory-mapped arrays read in and mapped before questions touch them."""
+"""qa.index.memory: memory-mapped arrays read in and mapped before questions touch them."""
 
 import resource
 import sys
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qa import memory
-from qa.memory import map_in, mapped_file
+from qa.index.memory import map_in, mapped_file
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread fault counts are Linux's")
 
@@ -34,7 +34,7 @@ def test_ordinary_arrays_are_left_alone():
 
 def test_finds_the_map_behind_a_plain_view(tmp_path):
     array = mapped(tmp_path, mb=1)
-    assert type(array) is np.ndarray  # as qa.store loads it: not the np.memmap subclass
+    assert type(array) is np.ndarray  # as qa.index.load loads it: not the np.memmap subclass
     assert mapped_file(array) is not None
     assert mapped_file(array[10:20]) is not None
 

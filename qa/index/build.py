@@ -1,0 +1,669 @@
+"""Building an index version: corpus -> passages -> vectors -> a new version beside the live one.
+
+A build writes a complete new version (the files of `qa.index.format`) into a `.building-*`
+folder, renames it, and then swaps `CURRENT`, so a crash or Ctrl-C at any point leaves the
+previous index loadable, and a running server can switch to the new version between two
+questions. An incremental build reuses the vectors of unchanged articles; an article that fails
+at any stage is left out and named in the report, the others are indexed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from qa.config import Settings
+from qa.errors import IndexNotFoundError, QAError, unexpected_reason
+from qa.index.ann import AnnReport, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
+from qa.index.format import (
+    ANN_DIR,
+    ARTICLES,
+    FORMAT_VERSION,
+    GROUPS,
+    KEEP_VERSIONS,
+    LANG_STATS,
+    LEXICAL,
+    MANIFEST,
+    PASSAGES,
+    SENTENCE_SCALES,
+    SENTENCE_STATS,
+    SENTENCE_VECTORS,
+    SENTENCES,
+    VECTORS,
+    Manifest,
+    StoredChunk,
+    build_lock,
+    current_version,
+    fsync_dir,
+    jsonl_bytes,
+    swap_pointer,
+    write_file,
+)
+from qa.index.load import Index, open_index
+from qa.index.verify import file_checksum
+from qa.lexical import LexicalIndex
+from qa.models import Article, Chunk, SkippedFile
+from qa.rank import LanguageStats, translation_groups
+
+__all__ = ["BuildReport", "build_index", "corpus_fingerprint", "query_means", "write_index"]
+
+log = logging.getLogger(__name__)
+
+RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
+QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
+EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
+
+
+class BuildReport(BaseModel):
+    """The summary `qa index` prints."""
+
+    index_dir: str
+    version: str
+    articles: int
+    passages: int
+    embedded: int
+    reused: int
+    sentences: int
+    sentences_embedded: int
+    removed_articles: int
+    languages: dict[str, int]
+    search: list[str] = []  # how each large language is searched (approximate index, recall)
+    skipped: list[SkippedFile]
+    seconds: float
+
+
+@contextlib.contextmanager
+def _write_errors(building: Path) -> Iterator[None]:
+    # A full disk or a read-only folder: say so in one line, and drop the half-written version
+    # (the live one is untouched until the final swap of CURRENT).
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise QAError(
+            f"Writing the new index failed at {exc.filename or building}: {exc.strerror or exc}. "
+            "Free some disk space (or fix the folder's permissions) and run `qa index` again; "
+            "the previous index is unchanged."
+        ) from None
+
+
+
+def _versions() -> dict[str, str]:
+    import faiss
+    import sentence_transformers
+    import torch
+
+    import qa
+
+    return {
+        "qa": qa.__version__,
+        "faiss": faiss.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def corpus_fingerprint(articles: list[Article]) -> str:
+    """A hash of the set of articles (their content ids), independent of file order."""
+    digest = hashlib.sha256()
+    for doc_id in sorted(a.doc_id for a in articles):
+        digest.update(doc_id.encode())
+    return digest.hexdigest()[:20]
+
+
+def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> Index | None:
+    """The previous index, if its passages and vectors can be reused for an incremental build."""
+    try:
+        previous = open_index(index_dir)
+    except IndexNotFoundError:
+        return None
+    except QAError as exc:
+        log.warning("Previous index not reusable, rebuilding everything: %s", exc)
+        return None
+    if previous.manifest.model.fingerprint != model["fingerprint"]:
+        log.warning("The model changed since the last build: embedding everything again.")
+        return None
+    if previous.manifest.chunking.model_dump() != chunking:
+        log.warning("Chunking settings changed since the last build: embedding everything again.")
+        return None
+    return previous
+
+
+def _embed_with_progress(
+    embedder,
+    texts: list[str],
+    progress: bool,
+    what: str = "Passages",
+    *,
+    owners: list[str] | None = None,
+    failed: dict[str, str] | None = None,
+) -> np.ndarray:
+    """Embed `texts` in slices of similar lengths, with a progress bar.
+
+    With `owners` (the article of each text), a slice that fails is embedded again article by
+    article: an article that still fails is added to `failed` (doc_id -> reason) and its rows
+    are left at zero, so that one bad article costs only itself.
+    """
+    from tqdm import tqdm
+
+    # Slices of similar lengths: a batch costs its longest text times its size, and sentences in
+    # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    texts = [texts[i] for i in order]
+    parts = []
+    with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
+        step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
+        for start in range(0, len(texts), step):
+            batch = texts[start : start + step]
+            if owners is None:
+                parts.append(embedder.encode_documents(batch))
+            else:
+                batch_owners = [owners[i] for i in order[start : start + step]]
+                parts.append(_embed_isolated(embedder, batch, batch_owners, failed, what))
+            bar.update(len(batch))
+    if not parts:
+        return np.zeros((0, embedder.dim), np.float32)
+    stacked = np.concatenate(parts)
+    vectors = np.empty_like(stacked)
+    vectors[order] = stacked  # back in the order of `texts`
+    return vectors
+
+
+def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
+    """`embedder.encode_documents(batch)`; when that fails, each owner's texts on their own (see
+    `_embed_with_progress`). When every owner of the batch fails alone too, the embedder itself
+    is broken and the batch's error is raised."""
+    try:
+        return embedder.encode_documents(batch)
+    except Exception:  # find the article(s) at fault, below
+        rows_of: dict[str, list[int]] = {}
+        for row, owner in enumerate(owners):
+            rows_of.setdefault(owner, []).append(row)
+        vectors = np.zeros((len(batch), embedder.dim), np.float32)
+        errors: dict[str, Exception] = {}
+        for owner, rows in rows_of.items():
+            try:
+                vectors[rows] = embedder.encode_documents([batch[row] for row in rows])
+            except Exception as exc:  # noqa: BLE001 -- reported in the summary
+                errors[owner] = exc
+        if len(rows_of) > 1 and len(errors) == len(rows_of):
+            raise  # the batch's error
+        for owner, exc in errors.items():
+            failed.setdefault(owner, _failure(f"embedding its {what.lower()}", owner, exc))
+        return vectors
+
+
+def _failure(stage: str, source: str, exc: Exception) -> str:
+    """Why an article was left out of the build, in one line (the traceback goes to the debug log)."""
+    log.debug("%s failed for %s", stage, source, exc_info=exc)
+    return f"{stage} failed ({unexpected_reason(exc)})"
+
+
+def _skipped_article(article: Article, reason: str) -> SkippedFile:
+    title = article.title if len(article.title) <= 80 else article.title[:79] + "…"
+    return SkippedFile(
+        source=article.source,
+        reason=f"article {title!r} left out: {reason}; fix or remove it and run `qa index` again "
+        "(QA_DEBUG=1 shows the details)",
+    )
+
+
+def _leave_out(
+    failed: dict[str, str], articles: list[Article], chunks: list[Chunk], vectors: np.ndarray, reuse_rows: list[int]
+) -> tuple[list[Article], list[Chunk], np.ndarray, list[int]]:
+    """The articles, passages, vectors and reuse rows without those of the `failed` articles."""
+    if not any(article.doc_id in failed for article in articles):
+        return articles, chunks, vectors, reuse_rows
+    keep = [row for row, chunk in enumerate(chunks) if chunk.doc_id not in failed]
+    kept_articles = [article for article in articles if article.doc_id not in failed]
+    return kept_articles, [chunks[row] for row in keep], vectors[keep], [reuse_rows[row] for row in keep]
+
+
+def _drop_sentences(
+    failed: dict[str, str], articles: list[Article], table: np.ndarray, vectors: np.ndarray, embedded: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sentence table (article number, start, end), vectors and `embedded` mask without the
+    sentences of the `failed` articles, articles renumbered as in `articles` without them."""
+    kept = np.array([article.doc_id not in failed for article in articles], dtype=bool)
+    renumber = np.cumsum(kept) - 1
+    rows = kept[table[:, 0]]
+    table = table[rows]
+    table[:, 0] = renumber[table[:, 0]]
+    return table, vectors[rows], embedded[rows]
+
+
+def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str]):
+    """Every sentence of every passage, with its vector: reused from `previous` when its
+    article is unchanged, embedded otherwise. Returns (table, vectors, a mask of the rows
+    embedded now). An article whose sentences cannot be embedded is added to `failed`."""
+    from qa.chunk import split_sentences
+
+    number = {a.doc_id: i for i, a in enumerate(articles)}
+    spans: dict[int, set[tuple[int, int]]] = {}
+    for chunk in chunks:
+        found = spans.setdefault(number[chunk.doc_id], set())
+        found.update((chunk.start + a, chunk.start + b) for a, b in split_sentences(chunk.text))
+    table = np.array(
+        [(doc, a, b) for doc in sorted(spans) for a, b in sorted(spans[doc])], dtype=np.int64
+    ).reshape(-1, 3)
+    old: dict[tuple[str, int, int], int] = {}
+    if previous is not None:
+        old_ids = list(previous.articles)
+        for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
+            old[(old_ids[doc], a, b)] = row
+    dim = embedder.describe()["dim"]
+    vectors = np.zeros((len(table), dim), np.float32)
+    hits = [old.get((articles[doc].doc_id, a, b), -1) for doc, a, b in table.tolist()]
+    missing = [row for row, hit in enumerate(hits) if hit < 0]
+    found = [row for row, hit in enumerate(hits) if hit >= 0]
+    if found:
+        vectors[found] = previous.sentence_vectors[[hits[row] for row in found]]
+    texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
+    owners = [articles[doc].doc_id for doc in table[missing, 0].tolist()]
+    if missing:
+        vectors[missing] = _embed_with_progress(
+            embedder, texts, progress, "Sentences", owners=owners, failed=failed
+        )
+    embedded = np.zeros(len(table), dtype=bool)
+    embedded[missing] = True
+    return table, vectors, embedded
+
+
+def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
+    """Per language, a sample of its passages' sentences embedded as questions (the corpus's
+    own stand-in for the questions it will be asked; no real questions are needed)."""
+    from qa.chunk import split_sentences
+
+    by_lang: dict[str, list[str]] = {}
+    for text, lang in zip(texts, langs):
+        by_lang.setdefault(lang, []).extend(text[a:b] for a, b in split_sentences(text) if b - a >= 20)
+    sample = {}
+    for lang, sentences in sorted(by_lang.items()):
+        if len(sentences) < 8:
+            continue  # too few to estimate a direction; questions in this language stay as they are
+        # Evenly spaced, so the sample is deterministic and spans the whole corpus.
+        picks = np.linspace(0, len(sentences) - 1, min(QUERY_SAMPLE, len(sentences))).astype(int)
+        sample[lang] = _encode_sample(embedder, [sentences[i] for i in picks])
+    return sample
+
+
+def _encode_sample(embedder, texts: list[str]) -> np.ndarray:
+    """`embedder.encode_queries(texts)`; if that fails, without the texts that fail on their own
+    (a sample only estimates a direction), unless every one of them does."""
+    try:
+        return embedder.encode_queries(texts)
+    except Exception:  # one odd sentence must not stop the build
+        kept = []
+        for text in texts:
+            try:
+                kept.append(embedder.encode_queries([text]))
+            except Exception as exc:  # noqa: BLE001 -- left out of the sample
+                log.debug("sample sentence %r left out: %s", text[:80], unexpected_reason(exc))
+        if not kept:
+            raise  # the batch's error
+        return np.concatenate(kept)
+
+
+def sample_means(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per language, the mean of its question sample (see LanguageStats.query_means)."""
+    return {lang: vectors.mean(axis=0) for lang, vectors in sample.items()}
+
+
+def query_means(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
+    """Per language, the mean of `question_sample` (see LanguageStats.query_means)."""
+    return sample_means(question_sample(embedder, texts, langs))
+
+
+def tuning_queries(sample: dict[str, np.ndarray], means: dict[str, np.ndarray], centering: float) -> np.ndarray:
+    """Question-like vectors of every language, centred as the engine centres questions (`means`
+    from `sample_means`): what an approximate index's nprobe is tuned on (it should be tuned for
+    the questions it will serve; passage-like vectors are farther from the data and ask for
+    several times more lists)."""
+    if not sample:
+        return np.zeros((0, 0), np.float32)
+    return _sample_rows(np.concatenate([vectors - centering * means[lang] for lang, vectors in sample.items()]))
+
+
+def _sample_rows(vectors: np.ndarray, n: int = RECALL_QUERIES) -> np.ndarray:
+    """At most n rows of `vectors`, drawn at random (seeded: builds are reproducible), in order, as float32."""
+    picks = np.random.default_rng(0).choice(len(vectors), min(n, len(vectors)), replace=False)
+    return np.ascontiguousarray(vectors[np.sort(picks)], dtype=np.float32)
+
+
+def _new_version_name() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _remove_stale(index_dir: Path, keep: set[str]) -> None:
+    # Leftovers of crashed builds, and versions older than the last KEEP_VERSIONS.
+    for path in index_dir.glob(".building-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    versions = sorted(p for p in index_dir.glob("v-*") if p.is_dir())
+    for path in versions[:-KEEP_VERSIONS]:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def build_index(
+    corpus_dir: Path | str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: bool = False,
+    embedder=None,
+) -> BuildReport:
+    """Build or update the index from `corpus_dir`, embedding only new or changed articles.
+
+    `embedder` defaults to the configured model (`qa.embed.get_embedder`).
+    """
+    from qa.chunk import chunk_article, chunking_params
+    from qa.embed import get_embedder
+    from qa.ingest import load_corpus
+
+    settings = settings or Settings()
+    corpus_dir = Path(corpus_dir) if corpus_dir is not None else settings.corpus_dir
+    index_dir = settings.index_dir
+    started = time.perf_counter()
+    if not corpus_dir.is_dir():
+        raise QAError(f"Corpus folder {corpus_dir} does not exist. Pass the folder of your articles.")
+    index_dir.mkdir(parents=True, exist_ok=True)
+
+    with build_lock(index_dir):
+        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        articles, skipped = load_corpus(corpus_dir)
+        if not articles:
+            raise QAError(
+                f"No readable articles in {corpus_dir} ({len(skipped)} file(s) skipped). Add .txt, "
+                ".md, .html or .jsonl files; the existing index was left as it was."
+            )
+        embedder = embedder or get_embedder(settings)
+        model = embedder.describe()
+        budget = min(settings.chunk_tokens, embedder.max_tokens)
+        chunking = chunking_params(budget, settings.chunk_overlap)
+        previous = _reusable(index_dir, model, chunking)
+        # Everything new goes into a fresh folder; the live version is not touched until the swap.
+        building = _start_version(index_dir)
+
+        old_rows: dict[str, list[int]] = {}
+        if previous is not None:
+            for row, chunk in enumerate(previous.chunks):
+                old_rows.setdefault(chunk.doc_id, []).append(row)
+
+        # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
+        # and named in the summary with the reason; the others are indexed. doc_id -> reason.
+        failed: dict[str, str] = {}
+        chunks: list[Chunk] = []
+        reuse_rows: list[int] = []  # per new chunk: row in the old index, or -1 to embed
+        for article in articles:
+            rows = old_rows.get(article.doc_id)
+            if rows:
+                chunks.extend(previous.chunks[r] for r in rows)
+                reuse_rows.extend(rows)
+                continue
+            try:
+                new = chunk_article(article, embedder.count_tokens, budget, settings.chunk_overlap)
+            except Exception as exc:  # noqa: BLE001 -- reported in the summary, see `failed`
+                failed[article.doc_id] = _failure("splitting it into passages", article.source, exc)
+                continue
+            chunks.extend(new)
+            reuse_rows.extend([-1] * len(new))
+
+        to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
+        fresh = _embed_with_progress(
+            embedder, [chunks[i].text for i in to_embed], progress,
+            owners=[chunks[i].doc_id for i in to_embed], failed=failed,
+        )
+        vectors = np.zeros((len(chunks), model["dim"]), np.float32)
+        if to_embed:
+            vectors[to_embed] = fresh
+        reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
+        if reused:
+            vectors[reused] = previous.passage_vectors[[reuse_rows[i] for i in reused]]
+        all_articles = articles
+        articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
+
+        failed_before = len(failed)
+        sentences, sentence_vectors, sentences_new = _sentences(
+            articles, chunks, previous, embedder, progress, failed
+        )
+        if len(failed) > failed_before:  # some articles failed at embedding their sentences
+            sentences, sentence_vectors, sentences_new = _drop_sentences(
+                failed, articles, sentences, sentence_vectors, sentences_new
+            )
+            articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
+        if not articles:
+            shutil.rmtree(building, ignore_errors=True)
+            first = next(a for a in all_articles if a.doc_id in failed)
+            raise QAError(
+                f"Every article of {corpus_dir} failed ({len(failed)}); the first, {first.source} "
+                f"({first.title[:80]!r}): {failed[first.doc_id]}. Fix the articles (QA_DEBUG=1 shows the "
+                "details) and run `qa index` again; the existing index was left as it was."
+            )
+        skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in all_articles if a.doc_id in failed]
+        lang_of = {a.doc_id: a.lang for a in articles}
+        passage_langs = [lang_of[c.doc_id] for c in chunks]
+        sample = question_sample(embedder, [c.text for c in chunks], passage_langs)
+        means = sample_means(sample)
+        version, search = _write_version(
+            building, articles, chunks, vectors, sentences, sentence_vectors,
+            settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
+            recall_queries=tuning_queries(sample, means, settings.query_centering),
+        )
+
+    removed = len(set(old_rows) - {a.doc_id for a in articles})
+    languages = Counter(a.lang for a in articles)
+    return BuildReport(
+        index_dir=str(index_dir),
+        version=version,
+        articles=len(articles),
+        passages=len(chunks),
+        embedded=sum(row < 0 for row in reuse_rows),
+        reused=sum(row >= 0 for row in reuse_rows),
+        sentences=len(sentences),
+        sentences_embedded=int(sentences_new.sum()),
+        removed_articles=removed,
+        languages=dict(sorted(languages.items())),
+        search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],
+        skipped=skipped,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def write_index(
+    index_dir: Path,
+    articles: list[Article],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    sentences: np.ndarray,
+    sentence_vectors: np.ndarray,
+    *,
+    settings: Settings,
+    model: dict[str, Any],
+    chunking: dict[str, Any],
+    query_means: dict[str, np.ndarray],
+    groups: np.ndarray | None = None,
+    recall_queries: np.ndarray | None = None,
+) -> tuple[str, dict[str, AnnReport]]:
+    """Write already-embedded passages as a new live index version (for vectors computed
+    elsewhere: a benchmark's synthetic corpus, another embedding pipeline). `groups` defaults
+    to the translation groups found from the vectors; `recall_queries` (question vectors,
+    centred as the engine centres them) to a sample of the sentence vectors. Returns the version
+    and how each language is searched."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with build_lock(index_dir):
+        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        return _write_version(
+            _start_version(index_dir), articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
+            model=model, chunking=chunking, query_means=query_means, previous=None, groups=groups,
+            recall_queries=recall_queries,
+        )
+
+
+def _vector_search(
+    vectors: np.ndarray, passage_langs: np.ndarray, queries: np.ndarray,
+    settings: Settings, previous: Index | None,
+) -> dict[str, tuple[AnnReport, Any]]:
+    """Per language: how it is searched and, for large languages, its filled IVF index.
+
+    An incremental build reuses the previous IVF lists of a language (emptied and refilled:
+    only the assignment of vectors to lists is redone) unless the language has more than
+    doubled or halved since they were trained, in which case they are retrained and the build
+    says so. nprobe and the probe gap (see `qa.index.ann.ProbedIVF`) are re-tuned every build.
+    """
+    # `queries` are of every language: a question in one language searches every language's
+    # index (the cross-language case is the hard one).
+    out: dict[str, tuple[AnnReport, Any]] = {}
+    for position, lang in enumerate(sorted(set(passage_langs.tolist()))):
+        rows = np.flatnonzero(passage_langs == lang)
+        kind = choose_kind(len(rows), settings.index_type, settings.ann_min_passages)
+        if kind == "flat" or not len(queries):
+            out[lang] = (AnnReport("flat", len(rows)), None)
+            continue
+        old_spec = previous.manifest.index.languages.get(lang) if previous else None
+        old_index = previous.ann[lang].index if previous and lang in previous.ann else None
+        trained_on = old_spec.trained_on if old_spec else 0
+        if old_index is not None and 0.5 <= len(rows) / max(trained_on, 1) <= 2:
+            import faiss
+
+            index = faiss.clone_index(old_index)
+            index.reset()
+        else:
+            if old_index is not None:
+                log.warning(
+                    "%s: %s passages, the IVF lists were trained on %s: retraining them.",
+                    lang, f"{len(rows):,}", f"{trained_on:,}",
+                )
+            trained_on = len(rows)
+            index = train_ivf(vectors[rows], n_lists(len(rows)))
+        fill(index, vectors[rows])
+        nprobe, gap, recall = tune_probes(index, vectors[rows], queries, settings.ann_target_recall, settings.candidates)
+        if recall < settings.ann_target_recall and settings.index_type == "auto":
+            # Even a quarter of the lists misses the target (small or structureless languages):
+            # exact search, about as fast there, is the better index.
+            out[lang] = (AnnReport("flat", len(rows), nlist=int(index.nlist), nprobe=nprobe, recall_at_10=round(recall, 4),
+                                   recall_queries=len(queries), target_recall=settings.ann_target_recall), None)
+            continue
+        report = AnnReport(
+            "ivf_sq8", len(rows), nlist=int(index.nlist), nprobe=nprobe, trained_on=trained_on,
+            recall_at_10=round(recall, 4), recall_queries=len(queries), target_recall=settings.ann_target_recall,
+            file=f"{ANN_DIR}/{position:03d}.faiss", probe_gap=gap,
+        )
+        out[lang] = (report, index)
+    return out
+
+
+def _start_version(index_dir: Path) -> Path:
+    """A new, empty `.building-<version>` folder (renamed to `<version>` when complete)."""
+    building = index_dir / f".building-{_new_version_name()}"
+    building.mkdir()
+    return building
+
+
+def _write_version(
+    building: Path,
+    articles: list[Article],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    sentences: np.ndarray,
+    sentence_vectors: np.ndarray,
+    *,
+    settings: Settings,
+    model: dict[str, Any],
+    chunking: dict[str, Any],
+    query_means: dict[str, np.ndarray],
+    previous: Index | None,
+    groups: np.ndarray | None = None,
+    recall_queries: np.ndarray | None = None,
+) -> tuple[str, dict[str, AnnReport]]:
+    """Write a complete new version into `building`, then make it live (the caller holds the
+    build lock). An approximate index's recall is tuned on `recall_queries` (see
+    `tuning_queries`), else on a sample of the sentence vectors."""
+    import faiss
+
+    index_dir = building.parent
+    version = building.name.removeprefix(".building-")
+    lang_of = {a.doc_id: a.lang for a in articles}
+    passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
+    sentence_langs = np.array([articles[doc].lang for doc in sentences[:, 0].tolist()]) if len(sentences) else np.zeros(0, str)
+    with _write_errors(building):
+        write_file(building / ARTICLES, jsonl_bytes(articles))
+        write_file(building / PASSAGES, jsonl_bytes([StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]))
+        write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
+        if recall_queries is None or not len(recall_queries):
+            recall_queries = _sample_rows(sentence_vectors)
+        search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
+        for report, index in search.values():
+            if index is not None:
+                (building / ANN_DIR).mkdir(exist_ok=True)
+                write_file(building / report.file, faiss.serialize_index(index).tobytes())
+        stats = LanguageStats.fit(vectors, passage_langs)
+        stats.query_means = query_means
+        with (building / LANG_STATS).open("wb") as handle:
+            np.savez(handle, **stats.to_arrays())
+        if groups is None:
+            centered = stats.centered(vectors, stats.lang_ids(passage_langs))
+            groups = translation_groups(centered, passage_langs, settings.group_threshold)
+        write_file(building / GROUPS, np.asarray(groups, np.int64))
+        LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
+        write_file(building / SENTENCES, np.asarray(sentences, np.int64))
+        codes, scales = quantize_rows(sentence_vectors)
+        write_file(building / SENTENCE_VECTORS, codes)
+        write_file(building / SENTENCE_SCALES, scales)
+        del codes
+        with (building / SENTENCE_STATS).open("wb") as handle:
+            np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
+        languages = Counter(a.lang for a in articles)
+        written = {
+            path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()
+        }
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            model=model,
+            chunking=chunking,
+            corpus={
+                "fingerprint": corpus_fingerprint(articles),
+                "articles": len(articles),
+                "passages": len(chunks),
+                "languages": dict(sorted(languages.items())),
+            },
+            index={
+                "type": "per_language",
+                "metric": "inner_product",
+                "index_type": settings.index_type,
+                "ann_min_passages": settings.ann_min_passages,
+                "ntotal": len(chunks),
+                "languages": {lang: asdict(report) for lang, (report, _) in search.items()},
+            },
+            files={name: path.stat().st_size for name, path in written.items()},
+            # Read back from the page cache: 3.8 s at a million passages (5.7 GB), of a 6-minute write.
+            checksums={name: file_checksum(path) for name, path in written.items()},
+            versions=_versions(),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        for sub in [building / ANN_DIR, building / LEXICAL]:
+            if sub.is_dir():
+                fsync_dir(sub)
+        fsync_dir(building)
+        building.rename(index_dir / version)
+        swap_pointer(index_dir, version)
+        _remove_stale(index_dir, keep={version})
+    return version, {lang: report for lang, (report, _) in search.items()}

@@ -1,0 +1,411 @@
+"""A loaded index version: what serving and answering read, behind a few verbs.
+
+`open_index` checks a version against its manifest (`qa.index.verify`) and returns an `Index`:
+search per language (`search_by_language`, `search_language`), fetch by row (`passage`,
+`article`, `sentences_of`, `group_members`), and the statistics the ranking standardizes with
+(`lang_stats`, `sentence_stats`). `IndexBackend` is that contract written down, for another
+store (on-disk segments, PostgreSQL) to satisfy under the same ranking (`qa.rank.fuse`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from qa.index.ann import ByteExact, Int8Rows, LanguageSearch, ProbedIVF
+from qa.index.format import (
+    ARTICLES,
+    GROUPS,
+    LANG_STATS,
+    LEXICAL,
+    PASSAGES,
+    POINTER,
+    SENTENCE_SCALES,
+    SENTENCE_STATS,
+    SENTENCE_VECTORS,
+    SENTENCES,
+    VECTORS,
+    VERSION_NAME,
+    Manifest,
+    StoredChunk,
+    current_version,
+    read_jsonl,
+    read_manifest,
+)
+from qa.index.memory import map_in
+from qa.index.verify import OpenFile, check_files, close_files, map_npy
+from qa.lexical import LexicalIndex
+from qa.models import Article, Chunk
+from qa.rank import LanguageStats, group_members
+
+__all__ = ["Index", "IndexBackend", "check_model", "open_index"]
+
+# Sentence vectors up to this size (as float32) are decoded into memory at load: per question
+# they are then read for free. Larger ones stay memory-mapped int8 codes, decoded per question.
+SENTENCES_IN_MEMORY = 256 << 20
+
+
+class IndexBackend(Protocol):
+    """What the ranking (`qa.rank.fuse`, `qa.retrieval.Engine`) asks of a store of passages.
+
+    The embedded `Index` satisfies it; a store of on-disk segments or a PostgreSQL table with
+    pgvector would answer the same few plain questions, so that the ranking never forks per
+    backend. Rows are dense integers in `[0, len(index))`, stable for one loaded version.
+    """
+
+    lang_stats: LanguageStats  # per-language statistics of the passage vectors
+    sentence_stats: LanguageStats  # and of the sentence vectors
+
+    @property
+    def languages(self) -> list[str]: ...
+
+    def search_language(self, lang: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def passage(self, row: int) -> Chunk: ...
+
+    def article(self, doc_id: str) -> Article: ...
+
+    def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def sentences_of(self, row: int) -> np.ndarray: ...
+
+    def sentence_span(self, sentence: int) -> tuple[str, int, int]: ...
+
+    def group_members(self, row: int) -> list[int]: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class Index:
+    """A loaded index version: passages, their articles, vectors and search structures.
+
+    Read it through its verbs (`IndexBackend`). The arrays behind them stay public for the
+    vectorized scoring of `qa.retrieval.Engine` (`lang_ids`, `sentence_runs`, `sentence_member`,
+    `sentence_vectors`, `sentence_lang_ids`, `lexical`) and for `qa.answer`'s evidence (`row_of`,
+    `sentences`, `sentence_vectors`, `articles`), until those are written against the verbs.
+    """
+
+    path: Path
+    manifest: Manifest
+    articles: dict[str, Article]
+    chunks: list[Chunk]
+    passage_vectors: np.ndarray  # (n, d) float32, usually memory-mapped
+    ann: dict[str, Any]  # language -> approximate FAISS index over its passages (large languages)
+    lang_stats: LanguageStats
+    groups: np.ndarray  # (n,) translation group id of each passage
+    lexical: LexicalIndex
+    sentences: np.ndarray  # (m, 3) article number, start, end of each sentence
+    sentence_vectors: np.ndarray | Int8Rows  # (m, d); indexing gives float32 rows
+    sentence_stats: LanguageStats
+    # The memory-mapped files (by manifest name), kept open as verified at load: see `damage`.
+    mapped: dict[str, OpenFile] = field(default_factory=dict)
+    langs: np.ndarray = field(init=False)  # (n,) language of each passage
+    _by_lang: LanguageSearch | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
+        self.lang_ids = self.lang_stats.lang_ids(self.langs)
+        self.rows_by_language = {
+            lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
+        }
+        self.members = group_members(self.groups)
+        self._by_lang_lock = threading.Lock()
+        self._link_sentences()
+        weakref.finalize(self, close_files, [opened.fd for opened in self.mapped.values()])
+
+    def damage(self) -> str | None:
+        """None while every memory-mapped file is still the file verified at load, else what changed.
+
+        A question reads the passage vectors (and, in a large index, the sentence vectors) from
+        memory-mapped files. Reading a page past the end of a mapped file that was truncated
+        underneath kills the process with SIGBUS, and a file rewritten in place shows its new
+        bytes through the mapping. Both change the size or the modification time of the open
+        file, so one `fstat` of each kept descriptor (~1 us; see benchmarks/bench_integrity.py)
+        before a question catches them before anything is read. A file deleted or replaced by
+        renaming another one over it is not a change here: the mapping still holds the verified
+        inode, which stays readable until it is unmapped, so questions go on answering from it.
+
+        What this cannot close: a truncation landing between this check and the reads that
+        follow it (a question's few milliseconds, or `map_in` reading a just-loaded index in on
+        its thread) still faults; and a same-size rewrite within one tick of the file's previous
+        write (the kernel's timestamp granularity, a few ms) keeps its modification time. An
+        index is meant to be replaced by `qa index`, which writes a new version beside the live
+        one and never touches the files of a live version; this check is for the mistakes
+        (copying an index over the live folder) and for damage.
+        """
+        for opened in self.mapped.values():
+            info = os.fstat(opened.fd)
+            if info.st_size != opened.size or info.st_mtime_ns != opened.mtime_ns:
+                return (
+                    f"{opened.path} was changed on disk while in use ({opened.size:,} bytes when loaded, "
+                    f"{info.st_size:,} now). Rebuild the index with `qa index`, or put the index's "
+                    "original files back."
+                )
+        return None
+
+    def _link_sentences(self) -> None:
+        """Which sentences each passage holds (passages overlap, so a sentence may be in two).
+
+        Sentences are sorted by (article, start); a passage's sentences are those of its article
+        starting inside it (two binary searches) that also end inside it. Vectorized: a million
+        passages link in seconds.
+        """
+        doc_number = {doc_id: i for i, doc_id in enumerate(self.articles)}
+        doc = np.array([doc_number[c.doc_id] for c in self.chunks], dtype=np.int64)
+        start = np.array([c.start for c in self.chunks], dtype=np.int64)
+        end = np.array([c.end for c in self.chunks], dtype=np.int64)
+        sentences = np.asarray(self.sentences, dtype=np.int64).reshape(-1, 3)
+        keys = (sentences[:, 0] << 32) + sentences[:, 1]
+        order = np.argsort(keys, kind="stable")  # already sorted when written by build_index
+        lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
+        hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
+        lengths = np.maximum(hi - lo, 0)
+        owners = np.repeat(np.arange(len(self.chunks), dtype=np.int64), lengths)
+        members = order[_ranges(lo, lengths)]
+        inside = sentences[members, 2] <= end[owners]
+        self.sentence_owner = owners[inside]  # passage row of each link, ascending
+        self.sentence_member = members[inside]  # sentence row of each link
+        # Passage p's links are [link_start[p], link_start[p + 1]): two lookups per passage,
+        # where binary searches in the (millions long) owner array cost 0.2 ms a question.
+        self.link_start = np.concatenate(
+            [[0], np.cumsum(np.bincount(self.sentence_owner, minlength=len(self.chunks)))]
+        ).astype(np.int64)
+        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.langs[self.sentence_owner])
+        self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
+        self._doc_ids = list(self.articles)
+
+    def sentence_links(self, rows: np.ndarray) -> np.ndarray:
+        """Positions (into sentence_owner / sentence_member) of the sentences of passages `rows`."""
+        return self.sentence_runs(rows)[0]
+
+    def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`sentence_links(rows)` and, for each link, the position in `rows` of its passage.
+
+        Links are stored in passage order, so each passage's sentences are one contiguous run
+        and its position repeats over the run (no look-up in the millions-long owner array).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.link_start[rows]
+        lengths = self.link_start[rows + 1] - starts
+        return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
+
+    def map_in(self) -> int:
+        """Read the memory-mapped passage and sentence vectors into memory now (`qa.index.memory`), so
+        that no question pays for the first read of their pages; returns the bytes mapped in."""
+        sentences = self.sentence_vectors
+        codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
+        return map_in(self.passage_vectors) + map_in(codes)
+
+    def sentences_of(self, row: int) -> np.ndarray:
+        """Sentence rows of passage `row`, in text order."""
+        return self.sentence_member[self.sentence_links(np.array([row]))]
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    def group_members(self, row: int) -> list[int]:
+        """Rows of every passage in the translation group of passage `row` (itself included)."""
+        return self.members.get(int(self.groups[row]), [int(row)])
+
+    def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The k best passages of each language: {lang: (scores, rows)}."""
+        with self._by_lang_lock:
+            if self._by_lang is None:
+                # One search per language, so that every language contributes candidates however
+                # far the model's language bias pushes it down in a single ranking: the stored
+                # approximate one for large languages, an exact one built now for the others.
+                self._by_lang = LanguageSearch(
+                    {
+                        lang: (self.ann.get(lang) or ByteExact(self.passage_vectors[rows]), rows)
+                        for lang, rows in self.rows_by_language.items()
+                    }
+                )
+        # (Measured at 1M passages and not kept: spreading the languages over two threads, or
+        # running this search on a second thread beside the lexical scoring, was no faster: the
+        # 8-bit scan is compute-bound (~30 ns a code) and the two cores slow each other down.)
+        return self._by_lang.search(query, k)
+
+    def search_language(self, lang: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best passages of one language by inner product: (scores, rows), best first."""
+        return self.search_by_language(query, k).get(lang, (np.zeros(0, np.float32), np.zeros(0, np.int64)))
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages of the passages, sorted."""
+        return list(self.rows_by_language)
+
+    def passage(self, row: int) -> Chunk:
+        """Passage `row` (its text and its offsets in its article)."""
+        return self.chunks[row]
+
+    def article(self, doc_id: str) -> Article:
+        """The article `doc_id` (the passages' offsets point into its text)."""
+        return self.articles[doc_id]
+
+    def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 vectors of passages `rows`."""
+        return np.asarray(self.passage_vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+    def sentence_span(self, sentence: int) -> tuple[str, int, int]:
+        """(doc_id, start, end) of sentence row `sentence` in its article."""
+        doc, start, end = self.sentences[sentence].tolist()
+        return self._doc_ids[doc], start, end
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def vectors(self) -> np.ndarray:
+        """All passage vectors, in passage order (an in-memory copy)."""
+        return np.array(self.passage_vectors, dtype=np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product search over every passage, whatever its language (the bare
+        model's ranking, for comparisons); returns (scores, passage rows), best first."""
+        k = min(k, len(self.chunks))
+        scores = np.atleast_2d(np.asarray(queries, np.float32)) @ np.asarray(self.passage_vectors).T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, top, axis=1), top
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The integers of the ranges [start, start + length), concatenated, without a Python loop."""
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+
+def check_model(manifest: Manifest, model: dict[str, Any], index_dir: Path) -> None:
+    """Refuse an index whose vectors came from another model than the configured one."""
+    built = manifest.model
+    if built.fingerprint != model["fingerprint"] or built.dim != model["dim"]:
+        raise IndexMismatchError(
+            f"The index in {index_dir} was built with model {built.name!r} "
+            f"(fingerprint {built.fingerprint}, dimension {built.dim}), but the "
+            f"configured model is {model['name']!r} (fingerprint {model['fingerprint']}, dimension "
+            f"{model['dim']}). Vectors of different models cannot be compared: rebuild the index "
+            f"with `qa index`, or set QA_MODEL={built.name!r} to use the model it was built with."
+        )
+
+
+def open_index(index_dir: Path, version: str | None = None) -> Index:
+    """Load the live (or the named) index version, checking it against its manifest: every file
+    present, of its recorded size and content checksum (`check_files`)."""
+    index_dir = Path(index_dir)
+    version = version or current_version(index_dir)
+    if version is None:
+        raise IndexNotFoundError(
+            f"No index in {index_dir}. Build one with `qa index` (it reads corpus/ by default)."
+        )
+    if not VERSION_NAME.fullmatch(version):
+        raise IndexCorruptError(
+            f"{index_dir / POINTER} names {version[:60]!r}, which is not an index version. "
+            "Rebuild the index with `qa index`."
+        )
+    version_dir = index_dir / version
+    if not version_dir.is_dir():
+        raise IndexCorruptError(
+            f"{index_dir / POINTER} names {version!r}, but {version_dir} does not exist. "
+            "Rebuild the index with `qa index`."
+        )
+    manifest = read_manifest(version_dir)
+    mapped = check_files(version_dir, manifest, keep_open=frozenset({VECTORS, SENTENCE_VECTORS}))
+    try:
+        index = _load_version(version_dir, manifest, mapped)
+    except BaseException:
+        close_files([opened.fd for opened in mapped.values()])
+        raise
+    problem = index.damage()  # changed between its verification and its mapping
+    if problem:
+        raise IndexCorruptError(problem)
+    return index
+
+
+def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenFile]) -> Index:
+    """The body of `open_index`, once the files are verified; `mapped`: the open files to map."""
+    import faiss
+
+    articles = {a.doc_id: a for a in read_jsonl(version_dir / ARTICLES, Article)}
+    chunks = read_jsonl(version_dir / PASSAGES, StoredChunk)
+    reading = VECTORS  # the file being read, named in the error
+    try:
+        # Memory-mapped: a question reads only its candidates' rows, so a million passages
+        # do not have to fit in memory as float32.
+        vectors = map_npy(mapped[VECTORS])
+        if vectors.dtype != np.float32 or vectors.shape != (len(chunks), manifest.model.dim):
+            raise ValueError(
+                f"holds {vectors.dtype} vectors of shape {vectors.shape}, but {PASSAGES} lists "
+                f"{len(chunks)} passages and the manifest says dimension {manifest.model.dim}"
+            )
+        ann = {}
+        for lang, spec in manifest.index.languages.items():
+            if spec.file:
+                reading = spec.file
+                ann[lang] = ProbedIVF(faiss.read_index(str(version_dir / spec.file)), spec.nprobe, spec.probe_gap)
+                if ann[lang].ntotal != spec.passages:
+                    raise ValueError(f"holds {ann[lang].ntotal} vectors, the manifest says {spec.passages}")
+        reading = LANG_STATS
+        with np.load(version_dir / LANG_STATS) as arrays:
+            lang_stats = LanguageStats.from_arrays(arrays)
+        reading = GROUPS
+        groups = np.load(version_dir / GROUPS)
+        reading = LEXICAL + "/"
+        lexical = LexicalIndex.load(version_dir / LEXICAL)
+        reading = SENTENCES
+        sentences = np.load(version_dir / SENTENCES)
+        reading = SENTENCE_VECTORS
+        codes = map_npy(mapped[SENTENCE_VECTORS])
+        if codes.dtype != np.int8 or codes.shape != (len(sentences), manifest.model.dim):
+            raise ValueError(f"holds {codes.dtype} vectors of shape {codes.shape} for {len(sentences)} sentences")
+        reading = SENTENCE_SCALES
+        scales = np.load(version_dir / SENTENCE_SCALES)
+        if scales.shape != (len(sentences),):
+            raise ValueError(f"holds {scales.shape} scales for {len(sentences)} sentences")
+        sentence_vectors = Int8Rows(codes, scales)
+        if codes.size * 4 <= SENTENCES_IN_MEMORY:
+            sentence_vectors = sentence_vectors[:]
+            del codes  # decoded into memory: the file is not read again, nor watched
+            close_files([mapped.pop(SENTENCE_VECTORS).fd])
+        reading = SENTENCE_STATS
+        with np.load(version_dir / SENTENCE_STATS) as arrays:
+            sentence_stats = LanguageStats.from_arrays(arrays)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise IndexCorruptError(
+            f"{version_dir / reading} cannot be read ({problem}). Rebuild the index with `qa index`."
+        ) from None
+    if len(groups) != len(chunks):
+        raise IndexCorruptError(
+            f"{version_dir / GROUPS} has {len(groups)} entries for {len(chunks)} passages. "
+            "Rebuild the index with `qa index`."
+        )
+    missing = {c.doc_id for c in chunks} - articles.keys()
+    if missing:
+        raise IndexCorruptError(
+            f"{version_dir / PASSAGES} refers to {len(missing)} article(s) missing from "
+            f"{ARTICLES}. Rebuild the index with `qa index`."
+        )
+    return Index(
+        path=version_dir,
+        manifest=manifest,
+        articles=articles,
+        chunks=[c.to_chunk(articles[c.doc_id]) for c in chunks],
+        passage_vectors=vectors,
+        ann=ann,
+        lang_stats=lang_stats,
+        groups=groups,
+        lexical=lexical,
+        sentences=sentences,
+        sentence_vectors=sentence_vectors,
+        sentence_stats=sentence_stats,
+        mapped=mapped,
+    )
+

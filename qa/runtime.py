@@ -1,0 +1,77 @@
+"""Process-wide settings, applied in this one place and nowhere else.
+
+Some settings belong to the process, not to an object: the thread pools of FAISS and torch, and
+where log messages go. Constructors never set them (two engines would fight over them); they are
+applied here, once per process, by the first use that needs them:
+
+- `apply_threads(settings)`: FAISS's OpenMP pool to one thread (a question is a handful of small
+  searches: waking OpenMP threads costs more than they save, and they fight torch for the cores;
+  measured 10 ms instead of 0.5 ms at 10k passages) and torch's pool to `QA_THREADS` (0 = one per
+  core: two processes each grabbing every core fight, and a 30 ms query turns into a second).
+  Called by `qa.retrieval.get_engine`/`Engine.index` and by the embedder before its model loads.
+- `configure_logging(settings)`: a stderr handler on the `qa` loggers at `QA_LOG_LEVEL`
+  (`QA_DEBUG=1` means DEBUG). Called at the edge only (the `qa` command, `qa serve`): a program
+  that imports qa as a library configures logging itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+from qa.config import Settings
+
+__all__ = ["apply_threads", "configure_logging"]
+
+_lock = threading.Lock()
+_faiss_done = False
+_torch_threads: int | None = None
+
+
+def apply_threads(settings: Settings, *, faiss: bool = True, torch: bool = False) -> None:
+    """Size the FAISS and/or torch thread pools of this process (idempotent, thread-safe)."""
+    global _faiss_done, _torch_threads
+    with _lock:
+        if faiss and not _faiss_done:
+            import faiss as faiss_lib
+
+            faiss_lib.omp_set_num_threads(1)
+            _faiss_done = True
+        if torch:
+            threads = settings.threads or os.cpu_count() or 1
+            if _torch_threads != threads:
+                import torch as torch_lib
+
+                torch_lib.set_num_threads(threads)
+                _torch_threads = threads
+
+
+def configure_logging(settings: Settings) -> None:
+    """Show the `qa` loggers' messages on stderr at `settings.log_level` (DEBUG with QA_DEBUG=1)."""
+    level = logging.DEBUG if os.environ.get("QA_DEBUG") else getattr(logging, settings.log_level)
+    logger = logging.getLogger("qa")
+    logger.setLevel(level)
+    handler = next((h for h in logger.handlers if isinstance(h, _Stderr)), None)
+    if handler is None:
+        handler = _Stderr()
+        logger.addHandler(handler)
+    detail = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(detail if level <= logging.DEBUG else "%(message)s"))
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when a message comes (a test's capture,
+    a redirected stream), not to the one of when it was made."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
