@@ -18,7 +18,7 @@ from qa.models import Answer, Citation, Passage
 from qa.quotes import RANKED, SENTENCE_END, SentenceCandidate, select_quotes
 from qa.retrieval import clean_question, get_engine
 
-__all__ = ["LEAD_IN", "NOT_FOUND", "ask", "index_candidates", "quote_evidence"]
+__all__ = ["ANSWER_CANDIDATES", "CITED_PASSAGES", "LEAD_IN", "NOT_FOUND", "ask", "index_candidates", "quote_evidence"]
 
 # "According to the sources:" in the languages we answer in; English for the rest.
 LEAD_IN = {

@@ -27,6 +27,7 @@ from qa.errors import IndexCorruptError, IndexNotFoundError, InvalidQuestionErro
 from qa.models import Answer, Passage
 
 __all__ = [
+    "MAX_HISTORY",
     "Admission",
     "AskRequest",
     "BusyError",
@@ -34,6 +35,7 @@ __all__ = [
     "SearchRequest",
     "ServiceState",
     "check_ask",
+    "describe_problems",
     "install_error_handlers",
     "parse_arguments",
     "public_message",

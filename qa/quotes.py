@@ -37,6 +37,8 @@ __all__ = [
     "QuoteWeights",
     "SentenceCandidate",
     "answer_type",
+    "pick",
+    "ranked_scores",
     "select_quotes",
     "sentence_features",
 ]
