@@ -543,11 +543,11 @@ def build_ui(
         }
         question.submit(**events)
         ask_button.click(**events)
-        # An example question in the empty chat: put it in the box and ask it.
-        chatbot.example_select(pick_example, None, question, queue=False, api_visibility="private").then(
-            **events
-        )
-        clear_button.click(clear, None, outputs, queue=False, api_visibility="private")
+        # An example question in the empty chat: put it in the box and ask it. Both events go
+        # through Gradio's queue: its `run/predict` route (queue=False) is closed, because it
+        # would bypass the server's admission bound.
+        chatbot.example_select(pick_example, None, question, api_visibility="private").then(**events)
+        clear_button.click(clear, None, outputs, api_visibility="private")
 
         gr.api(api_ask, api_name="ask", queue=False)
         gr.api(api_search, api_name="search", queue=False)

@@ -5,13 +5,13 @@ and the MCP tools with the real `mcp` client (listed, both called, with sign-in 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
 import openai
 import pytest
 
+from tests.aio import run_async
 from tests.browser.live import start_server
 from tests.test_openai_api import BASIC, call_tool, list_tools
 
@@ -87,13 +87,13 @@ def test_multi_turn_uses_the_earlier_user_turns_as_history(chat):
 
 def test_mcp_lists_and_calls_both_tools(server):
     url = server.url + "/gradio_api/mcp/"
-    assert sorted(asyncio.run(list_tools(url))) == ["ask", "search"]
-    found = asyncio.run(call_tool(url, "search", {"question": DE, "k": 3}))
+    assert sorted(run_async(list_tools(url))) == ["ask", "search"]
+    found = run_async(call_tool(url, "search", {"question": DE, "k": 3}))
     passages = json.loads(found.content[0].text)
     assert not found.isError and len(passages) == 3
     assert {"source", "lang", "date", "outlet", "start", "end", "text"} <= set(passages[0])
     assert any(any(n in p["text"] for n in STAFF) for p in passages)
-    answered = asyncio.run(call_tool(url, "ask", {"question": JA}))
+    answered = run_async(call_tool(url, "ask", {"question": JA}))
     answer = json.loads(answered.content[0].text)
     assert answer["found"] is True and answer["lang"] == "ja" and "[1]" in answer["reply"]
     citation = answer["citations"][0]
@@ -101,7 +101,7 @@ def test_mcp_lists_and_calls_both_tools(server):
         citation["passage"]["source"].endswith(".txt")
         and citation["evidence_end"] > citation["evidence_start"]
     )
-    follow_up = asyncio.run(call_tool(url, "ask", {"question": "Et pourquoi ?", "history": [JA]}))
+    follow_up = run_async(call_tool(url, "ask", {"question": "Et pourquoi ?", "history": [JA]}))
     assert json.loads(follow_up.content[0].text)["citations"]
 
 
@@ -118,9 +118,9 @@ def test_mcp_with_sign_in_required(seed_settings, tmp_path_factory):
     try:
         url = live.url + "/gradio_api/mcp/"
         with pytest.raises(Exception) as refused:
-            asyncio.run(list_tools(url))
+            run_async(list_tools(url))
         assert "401" in repr(refused.value) or "Unauthorized" in repr(refused.value), repr(refused.value)
-        result = asyncio.run(call_tool(url, "search", {"question": DE, "k": 1}, {"Authorization": BASIC}))
+        result = run_async(call_tool(url, "search", {"question": DE, "k": 1}, {"Authorization": BASIC}))
         assert not result.isError and len(json.loads(result.content[0].text)) == 1
         chat = openai.OpenAI(
             base_url=live.url + "/v1",

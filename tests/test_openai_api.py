@@ -9,7 +9,6 @@ the real corpus are in test_agents_live.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -26,6 +25,7 @@ import pytest
 from qa.models import Answer, Citation, Passage
 from qa.openai_api import ChatError, ChatRequest, chunks, completion, conversation, pieces, reply_text
 from qa.server import create_app
+from tests.aio import run_async
 from tests.test_server_limits import mark_ready
 from tests.test_server_security import serving, settings_for
 
@@ -232,9 +232,9 @@ def test_auth_applies_to_v1_and_mcp(tmp_path):
         signed_in = client(url, default_headers={"Authorization": BASIC})
         assert [m.id for m in signed_in.models.list()] == ["qa"]
         with pytest.raises(Exception) as refused:  # the MCP client gets a 401: no session
-            asyncio.run(list_tools(url + "/gradio_api/mcp/"))
+            run_async(list_tools(url + "/gradio_api/mcp/"))
         assert "401" in repr(refused.value) or "Unauthorized" in repr(refused.value), repr(refused.value)
-        tools = asyncio.run(list_tools(url + "/gradio_api/mcp/", {"Authorization": BASIC}))
+        tools = run_async(list_tools(url + "/gradio_api/mcp/", {"Authorization": BASIC}))
         assert sorted(tools) == ["ask", "search"]
 
 
@@ -267,7 +267,7 @@ async def call_tool(url: str, name: str, arguments: dict, headers: dict[str, str
 
 
 def test_mcp_tools_are_typed_and_described(base):
-    tools = asyncio.run(list_tools(base + "/gradio_api/mcp/"))
+    tools = run_async(list_tools(base + "/gradio_api/mcp/"))
     assert sorted(tools) == ["ask", "search"]
     search = tools["search"].inputSchema
     assert search["properties"]["k"]["type"] == "integer" and search["properties"]["k"]["default"] == 5
@@ -281,9 +281,9 @@ def test_mcp_tools_are_typed_and_described(base):
 
 
 def test_mcp_tool_errors_are_messages(base):
-    result = asyncio.run(call_tool(base + "/gradio_api/mcp/", "search", {"question": "Who?", "k": 500}))
+    result = run_async(call_tool(base + "/gradio_api/mcp/", "search", {"question": "Who?", "k": 500}))
     assert result.isError and "k: Input should be less than or equal to 100" in result.content[0].text
-    result = asyncio.run(call_tool(base + "/gradio_api/mcp/", "ask", {"question": "Who?"}))
+    result = run_async(call_tool(base + "/gradio_api/mcp/", "ask", {"question": "Who?"}))
     assert result.isError and "cannot answer right now" in result.content[0].text  # not ready: said so
 
 
@@ -334,7 +334,7 @@ def test_chat_and_mcp_tool_calls_share_the_admission_bound(tmp_path):
                 assert "QA_QUEUE_MAX_SIZE=1" in refused.json()["error"]["message"]
                 assert tool_call(url, "Who?").status_code == 503
                 # The protocol's other requests take no slot.
-                assert sorted(asyncio.run(list_tools(url + "/gradio_api/mcp/"))) == ["ask", "search"]
+                assert sorted(run_async(list_tools(url + "/gradio_api/mcp/"))) == ["ask", "search"]
                 gave_up = waiting.result()
                 assert (
                     gave_up.status_code == 503
@@ -380,7 +380,7 @@ def test_an_mcp_tool_call_runs_in_the_slot_its_request_was_admitted_with(tmp_pat
     app = create_app(settings)
     with serving(app) as url:
         mark_ready(app.state.qa)  # past the admission bound, the missing index is the error
-        result = asyncio.run(call_tool(url + "/gradio_api/mcp/", "search", {"question": "Who?"}))
+        result = run_async(call_tool(url + "/gradio_api/mcp/", "search", {"question": "Who?"}))
         assert result.isError and "QA_QUEUE_WAIT_SECONDS" not in result.content[0].text, result.content
         assert "index" in result.content[0].text.lower(), result.content
         deadline = time.monotonic() + 10  # the slot comes back once the request's handler returns

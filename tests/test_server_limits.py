@@ -23,6 +23,7 @@ import pytest
 from qa.api import Admission, BusyError, public_message
 from qa.config import Settings
 from qa.server import create_app
+from tests.aio import run_async
 from tests.test_server_security import serving, settings_for
 
 
@@ -253,7 +254,7 @@ def test_admission_wait_has_a_deadline_for_threads_and_the_event_loop():
     with pytest.raises(BusyError, match="QA_QUEUE_WAIT_SECONDS"):
         admission.acquire_blocking()
     with pytest.raises(BusyError, match="QA_QUEUE_WAIT_SECONDS"):
-        asyncio.run(admission.acquire())
+        run_async(admission.acquire())
     assert admission.waiting() == 0  # those that gave up left the line
 
     async def handed_over() -> None:
@@ -262,7 +263,7 @@ def test_admission_wait_has_a_deadline_for_threads_and_the_event_loop():
         threading.Thread(target=admission.release).start()  # released from another thread
         await waiter
 
-    asyncio.run(handed_over())
+    run_async(handed_over())
     admission.release()
     admission.acquire_blocking(0)
 
