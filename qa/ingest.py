@@ -21,6 +21,8 @@ from qa.chunk import split_sentences
 from qa.errors import IngestError
 from qa.lang import detect_language, normalize_lang_code
 from qa.models import Article, SkippedFile
+from qa.readers import encoding as _encoding
+from qa.readers.base import Skip as _Skip
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -37,13 +39,6 @@ SUPPORTED_EXTENSIONS = (".htm", ".html", ".jsonl", ".markdown", ".md", ".txt")
 
 _DOC_ID_CHARS = 20
 _BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
-_BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts like UTF-16's
-    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
-    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
-    (b"\xef\xbb\xbf", "utf-8", "UTF-8"),
-    (b"\xff\xfe", "utf-16-le", "UTF-16"),
-    (b"\xfe\xff", "utf-16-be", "UTF-16"),
-)
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE_CHARS = re.compile("[\u200b\u2060\ufeff\u00ad]")  # zero-width space, word joiner, BOM, soft hyphen
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -226,14 +221,6 @@ def make_doc_id(title: str, text: str) -> str:
     """A stable id from the normalised title and text: re-ingesting the same article gives the same id."""
     normalized = "\n".join(" ".join(unicodedata.normalize("NFC", part).split()) for part in (title, text))
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:_DOC_ID_CHARS]
-
-
-class _Skip(Exception):
-    """Why a file (or a .jsonl line) is not ingested; becomes a SkippedFile or an IngestError."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _build_article(
@@ -659,7 +646,9 @@ def _read_source(path: Path, source: str, max_bytes: int) -> tuple[list[Article]
     if reader is None:
         kind = f"'{extension}'" if extension else "(no extension)"
         raise _Skip(f"unsupported file type {kind}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
-    return reader(_decode(_read_bytes(path, max_bytes)), source)
+    text, encoding = _decode(_read_bytes(path, max_bytes), markup=extension in (".html", ".htm"))
+    articles, skipped = reader(text, source)
+    return [article.model_copy(update={"encoding": encoding}) for article in articles], skipped
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -678,38 +667,15 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> str:
-    """Bytes -> text: UTF-8 (BOM or not), or UTF-16/32 with a BOM; anything else is refused, never guessed."""
-    text = _decode_with_bom(data)
-    if text is None:
-        if b"\x00" in data:
-            raise _Skip("binary file (it contains NUL bytes; UTF-16 text needs a byte-order mark)")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            if _control_share(data[:65536].decode("latin-1")) > _BINARY_CONTROL_SHARE:
-                raise _Skip("binary file") from None
-            bad_byte = f"byte 0x{data[error.start]:02x} at offset {error.start}"
-            raise _Skip(f"not UTF-8 ({bad_byte}); re-save the file as UTF-8") from None
+def _decode(data: bytes, *, markup: bool = False, transport: str | None = None) -> tuple[str, str]:
+    """Bytes -> (text, encoding name): see qa.readers.encoding; binary and empty files are refused."""
+    text, encoding = _encoding.decode(data, markup=markup, transport=transport)
     share = _control_share(text)
     if share > _BINARY_CONTROL_SHARE:
         raise _Skip(f"binary file ({share:.0%} control characters)")
     if not text.strip():
         raise _Skip("empty file")
-    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-
-
-def _decode_with_bom(data: bytes) -> str | None:
-    for mark, codec, name in _BYTE_ORDER_MARKS:
-        if data.startswith(mark):
-            try:
-                return data[len(mark) :].decode(codec)
-            except UnicodeDecodeError as error:
-                raise _Skip(
-                    f"not valid {name} although it starts with a {name} byte-order mark "
-                    f"({error.reason} at offset {error.start + len(mark)})"
-                ) from None
-    return None
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")), encoding
 
 
 def _control_share(text: str) -> float:

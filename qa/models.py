@@ -19,6 +19,7 @@ class Article(BaseModel):
     source: str = Field(description="Corpus-relative file name, with `#N` for a line of a .jsonl file.")
     url: str | None = None
     date: str | None = None
+    encoding: str | None = Field(None, description="The encoding the file was read in: 'UTF-8', 'GB18030', ...")
 
 
 class Chunk(BaseModel):

@@ -419,11 +419,14 @@ def test_utf8_bom_and_crlf(tmp_path: Path) -> None:
     assert plain.doc_id == article.doc_id  # same article, same id
 
 
-def test_latin1_is_refused_not_garbled(tmp_path: Path) -> None:
-    write(tmp_path, "latin.txt", "Café crème\n\nDéjà vu à côté.".encode("latin-1"))
-    with pytest.raises(IngestError) as error:
-        read_file(tmp_path / "latin.txt", tmp_path)
-    assert str(error.value) == "latin.txt: not UTF-8 (byte 0xe9 at offset 3); re-save the file as UTF-8"
+def test_undeclared_windows_1252_is_detected_not_garbled(tmp_path: Path) -> None:
+    text = (CORPUS / "fr-nadella-faiseur-de-rois.txt").read_text(encoding="utf-8")
+    write(tmp_path, "cp1252.txt", text.encode("cp1252"))
+    write(tmp_path, "utf8.txt", text)
+    (legacy,) = read_file(tmp_path / "cp1252.txt", tmp_path)
+    (utf8,) = read_file(tmp_path / "utf8.txt", tmp_path)
+    assert (legacy.title, legacy.text) == (utf8.title, utf8.text)
+    assert (legacy.encoding, utf8.encoding) == ("windows-1252", "UTF-8")
 
 
 def test_utf16_without_bom_is_explained(tmp_path: Path) -> None:
@@ -479,6 +482,7 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     sources = [article.source for article in articles]
     assert sources == [
         "good.txt",
+        "latin.txt",
         "odd names/my file; rm -rf $HOME & echo `x`.txt",
         "odd names/résumé – 東京.txt",
         "sub/dir/nested.txt",
@@ -486,6 +490,8 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     ]
     by_source = {article.source: article for article in articles}
     assert by_source["utf16.txt"].text == "Un texte en UTF-16, lu correctement."
+    assert by_source["utf16.txt"].encoding == "UTF-16" and by_source["good.txt"].encoding == "UTF-8"
+    assert by_source["latin.txt"].encoding not in (None, "UTF-8")  # undeclared, not UTF-8: detected
     assert by_source["odd names/résumé – 東京.txt"].lang == "ja"
     reasons = {skip.source: skip.reason for skip in skipped}
     assert list(reasons) == sorted(reasons)
@@ -499,7 +505,6 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
         "escape.txt",
         "furniture.txt",
         "huge.txt",
-        "latin.txt",
         "outside_dir",
         "pipe.txt",
         "report.pdf",
@@ -514,7 +519,6 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     assert "outside the corpus folder" in reasons["outside_dir"]
     assert reasons["furniture.txt"].startswith("empty")
     assert reasons["huge.txt"] == "too large: 25.0 MB, over the 20.0 MB limit (max_bytes)"
-    assert reasons["latin.txt"].startswith("not UTF-8 (byte 0xe9 at offset 3)")
     assert reasons["pipe.txt"] == "not a regular file"
     assert reasons["report.pdf"].startswith("unsupported file type '.pdf'")
     assert reasons["README"].startswith("unsupported file type (no extension)")
