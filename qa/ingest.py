@@ -55,6 +55,10 @@ _PLACEHOLDER = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)+")  # spot_img, td_module
 _LOCALE_PICKER = re.compile(r"(?:[a-z]{2,3}[_-][A-Z]{2}[^\W\d_]*\s*)+")  # fr_FRFrançais en_USEnglish
 _LOGO = re.compile(r"(?i)logo(?:type)?\b.*|.*\blogo")
 _LABEL = re.compile(r"[^\W\d_][^:：]{0,30}[:：]")  # "Date :", "Tags:"
+_DATE_LABEL = re.compile(
+    r"(?i)(?:publié|posté|mis à jour|posted|published|updated|veröffentlicht|aktualisiert|publicado"
+    r"|actualizado|pubblicato|aggiornato) (?:le|on|am|el|il)\s*[:：]"
+)
 # Calls to action, in the languages of the corpus and a few more. Matched only on short lines
 # that do not read as a sentence or a question, so "the share price fell." is never caught.
 _CALL_TO_ACTION = re.compile(
@@ -80,21 +84,29 @@ _FOLLOW = re.compile(
 )
 _MAX_CTA_WORDS = 12
 _MAX_SOCIAL_WORDS = 60
-_MAX_SHOUT_WORDS = 6
 _MAX_HEADING_WORDS = 10
+# What short lines at the end of a page are when they are not content: links and handles to
+# follow, timestamps of the page's metadata, the comments widget, "more" teasers. A short line
+# at the end without these was content as often as not (credits, dates of a tour, prices).
+_TRAILING_FURNITURE = re.compile(
+    r"https?://|\S+@\S+\.\w|\d{4}-\d\d-\d\dT\d\d:"
+    r"|(?i:^(?:comments?|explore further|you may also like|filed under|see also|more from)\b)"
+)
 
 
 def is_boilerplate(line: str) -> bool:
     """Whether a line is page furniture rather than article content.
 
-    Boilerplate: lines with no letter; template placeholders ("spot_img") and widget labels
-    ("Advertisement"); language pickers ("fr_FRFrançais"); "Logo X"; a label with nothing
-    after it ("Date :"); short shouted lines ("LAISSONS", "AIMEZ, ABONNEZ-VOUS ET PARTAGEZ !");
-    short calls to subscribe, share, follow or talk to the publisher, in several languages.
-    Short headings ("Timeline", "Un autre rival ?") are content.
+    Boilerplate: lines with neither letter nor digit ("|---|", "* * *"); template placeholders
+    ("spot_img") and widget labels ("Advertisement"); language pickers ("fr_FRFrançais");
+    "Logo X"; a one-word label with nothing after it ("Tags:"); short calls to subscribe, share,
+    follow or talk to the publisher, in several languages. Short headings ("Timeline",
+    "NISSAN SENTRA", "Un autre rival ?") and lines of numbers ("3-1", "02-751-1500") are content.
+    Each rule is kept because >= 90 % of the lines it drops on real pages are boilerplate
+    (benchmarks/bench_extract.py).
     """
     line = _normalize_line(line)
-    if not any(char.isalpha() for char in line):
+    if not any(char.isalnum() for char in line):
         return True
     return any(rule(line) for rule in _BOILERPLATE_RULES)
 
@@ -112,19 +124,11 @@ def _is_logo(line: str) -> bool:
 
 
 def _is_bare_label(line: str) -> bool:
+    # One word ("Tags:", "Date :") or a date label ("Publié le :"): "See tweets :" introduces content.
+    if not _LABEL.fullmatch(line):
+        return False
     words = [word for word in line.split() if any(char.isalpha() for char in word)]
-    return len(words) <= 2 and bool(_LABEL.fullmatch(line))
-
-
-def _is_shouted(line: str) -> bool:
-    cased = [char for char in line if char.isupper() or char.islower()]
-    letters = sum(char.isalpha() for char in line)
-    return (
-        len(cased) >= 4
-        and len(cased) == letters  # "AIとGPU" mixes in a script without case: not shouting
-        and all(char.isupper() for char in cased)
-        and _word_count(line) <= _MAX_SHOUT_WORDS
-    )
+    return len(words) == 1 or bool(_DATE_LABEL.fullmatch(line))
 
 
 def _is_call_to_action(line: str) -> bool:
@@ -144,7 +148,6 @@ _BOILERPLATE_RULES: tuple[Callable[[str], bool], ...] = (
     _is_locale_picker,
     _is_logo,
     _is_bare_label,
-    _is_shouted,
     _is_call_to_action,
     _is_social_follow,
 )
@@ -155,11 +158,12 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
 
     Whitespace is normalised; blank lines and removed lines separate paragraphs; a line that
     continues a hard-wrapped sentence (the previous line does not end a sentence and this one
-    starts in lower case) is joined to it. Repeated paragraphs are kept once, and short
-    heading-like lines left dangling at the end ("Articles connexes", "Prêt à ...") are dropped:
-    a heading with nothing after it introduces no content.
+    starts in lower case) is joined to it. Repeated paragraphs are kept once, and short lines of
+    page furniture left at the end (links, e-mail addresses, timestamps, "Comments", "Explore
+    further") are dropped; other short lines at the end (credits, lists of dates) are content.
     """
     paragraphs: list[str] = []
+    furniture_at: set[int] = set()  # a line of page furniture came right before paragraphs[i]
     pending: str | None = None
     for raw in lines:
         line = _normalize_line(raw)
@@ -169,10 +173,13 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
             continue
         if pending is not None:
             paragraphs.append(pending)
+        if line and not keep and any(char.isalnum() for char in line):
+            furniture_at.add(len(paragraphs))
         pending = line if keep else None
     if pending is not None:
         paragraphs.append(pending)
-    return _drop_trailing_headings(_unique(paragraphs))
+    unique_at = {len(_unique(paragraphs[:at])) for at in furniture_at}  # positions after dropping repeats
+    return _drop_trailing_headings(_unique(paragraphs), unique_at)
 
 
 def _continues(previous: str, line: str) -> bool:
@@ -190,10 +197,20 @@ def _unique(paragraphs: list[str]) -> list[str]:
     return kept
 
 
-def _drop_trailing_headings(paragraphs: list[str]) -> list[str]:
+def _drop_trailing_headings(paragraphs: list[str], furniture_at: set[int] = frozenset()) -> list[str]:
+    """Drop the short lines at the end that are page furniture.
+
+    A short line at the end is furniture when it links, mails or timestamps (_TRAILING_FURNITURE),
+    or when the whole run of short lines at the end starts right after a line a rule dropped
+    ("Articles connexes", then a teaser and "LAISSONS / PARLER"): the article ended there.
+    """
     end = len(paragraphs)
     while end > 1 and _is_heading_like(paragraphs[end - 1]):
         end -= 1
+    if end not in furniture_at:  # the run follows content: only links and the like go
+        end = len(paragraphs)
+        while end > 1 and _is_heading_like(paragraphs[end - 1]) and _TRAILING_FURNITURE.search(paragraphs[end - 1]):
+            end -= 1
     if not any(not _is_heading_like(paragraph) for paragraph in paragraphs[:end]):
         return paragraphs  # all short lines (a list, a poem): nothing marks where content ends
     return paragraphs[:end]

@@ -153,10 +153,6 @@ def test_seed_ids_are_stable_and_unique(seeds) -> None:
         "Date :",
         "Tags:",
         "Publié le :",
-        "LAISSONS",
-        "PARLER",
-        "LASST UNS",
-        "TALK",
         "AIMEZ, ABONNEZ-VOUS ET PARTAGEZ !",
         "BITTE MÖGEN, ABONNIEREN UND TEILEN!",
         "いいね、購読、シェアをお願いします!",
@@ -181,7 +177,7 @@ def test_seed_ids_are_stable_and_unique(seeds) -> None:
             "エンタープライズAIに関するその他のコンテンツについては、Skim AIをフォローしてください。 LinkedIn"
         ),
         "***",
-        "12 / 45",
+        "|---|---|",
         "   ",
     ],
 )
@@ -206,6 +202,14 @@ def test_boilerplate_lines(line: str) -> None:
         "Satya Nadella, PDG de Microsoft, s'est imposé comme une figure centrale.",
         '会社の消滅を認めることは、"ミッションに合致する"。',
         "Кто уволил Сэма Альтмана?",
+        # Lines the rules used to drop and the extraction benchmark's hand-written bodies hold
+        # (benchmarks/README.md): headlines in capitals, scores, numbers, a label with its words.
+        "NISSAN SENTRA",
+        "ALAJUELENSE 3-1 PÉREZ ZELEDÓN",
+        "WHO IS THE FRONT-RUNNER?",
+        "12 / 45",
+        "02-751-1500",
+        "See tweets :",
     ],
 )
 def test_content_lines(line: str) -> None:
