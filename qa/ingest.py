@@ -23,6 +23,8 @@ from qa.lang import detect_language, normalize_lang_code
 from qa.models import Article, SkippedFile
 from qa.readers import encoding as _encoding
 from qa.readers.base import Skip as _Skip
+from qa.readers.dates import iso_date
+from qa.readers.warc import WarcPage, read_warc
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -35,7 +37,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 20_000_000
-SUPPORTED_EXTENSIONS = (".htm", ".html", ".jsonl", ".markdown", ".md", ".txt")
+SUPPORTED_EXTENSIONS = (
+    ".atom", ".htm", ".html", ".jsonl", ".markdown", ".md", ".pdf", ".rss", ".txt", ".warc", ".warc.gz", ".xml"
+)
 
 _DOC_ID_CHARS = 20
 _BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
@@ -248,7 +252,9 @@ def _build_article(
     lang: str | None = None,
     url: str | None = None,
     date: str | None = None,
+    **meta: object,
 ) -> Article:
+    """An article of cleaned paragraphs; `meta`: further Article fields (outlet, author, ...)."""
     paragraphs = clean_lines(body_lines)
     title = _normalize_line(title) if title else None
     if title and paragraphs and paragraphs[0] == title:
@@ -265,6 +271,7 @@ def _build_article(
         source=source,
         url=url,
         date=date,
+        **meta,
     )
 
 
@@ -421,12 +428,31 @@ def _markdown_inline(text: str) -> str:
 
 
 def _read_html(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
-    title, body, url, date = _extract_html(text)
-    return [_build_article(title, body.split("\n"), source, url=url, date=date)], []
+    title, body, url, date, meta = _extract_html(text)
+    return [_build_article(title, body.split("\n"), source, url=url, date=date, **meta)], []
 
 
-def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None]:
-    """(title, main text, url, date) of an HTML page, menus, footers and scripts left out.
+def _warc_article(page: WarcPage, source: str) -> Article:
+    """One HTML response of a web archive: decoded with its HTTP charset, its URL and crawl date kept."""
+    text, encoding = _decode(page.body, markup=True, transport=page.charset)
+    title, body, url, date, meta = _extract_html(text)
+    meta.update(outlet=meta.get("outlet") or page_host(page.url), crawl_date=iso_date(page.date))
+    return _build_article(
+        title, body.split("\n"), source, url=page.url or url, date=date, encoding=encoding, **meta
+    )
+
+
+def _read_warc(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    _check_regular_file(path)
+    return read_warc(path, source, _warc_article, max_bytes=max_bytes, workers=os.cpu_count() or 1)
+
+
+def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None, dict[str, str | None]]:
+    """(title, main text, url, date, {outlet, author}) of an HTML page, menus, footers and scripts left out.
+
+    The date is the page's own publication date (trafilatura reads `article:published_time`,
+    JSON-LD `datePublished`, `<time>` and more), in ISO 8601; the outlet is the site's name,
+    else the host of the page's URL.
 
     trafilatura finds the main text; when it fails or gives up (it returns nothing for
     pathological pages, e.g. 10,000 nested <div>s), a linear, non-recursive parser of the
@@ -442,13 +468,15 @@ def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None]:
         body = None
     try:
         meta = trafilatura.extract_metadata(html, extensive=False)
-        title, url, date = meta.title, meta.url, meta.date
+        title, url, date = meta.title, meta.url, iso_date(meta.date)
+        extra = {"outlet": meta.sitename or page_host(url), "author": meta.author}
     except (Exception, RecursionError):  # noqa: BLE001 - as above
         title = url = date = None
+        extra = {"outlet": None, "author": None}
     if body and title:
-        return title, body, url, date
+        return title, body, url, date, extra
     fallback = _FallbackHTMLText.parse(html)
-    return title or fallback.title(), body or fallback.text(), url, date
+    return title or fallback.title(), body or fallback.text(), url, date, extra
 
 
 class _FallbackHTMLText(HTMLParser):
@@ -568,6 +596,19 @@ _READERS: dict[str, Callable[[str, str], tuple[list[Article], list[SkippedFile]]
     ".jsonl": _read_jsonl,
 }
 
+_FILE_READERS: dict[str, Callable[[Path, str, int], tuple[list[Article], list[SkippedFile]]]] = {
+    ".warc": _read_warc,
+    ".warc.gz": _read_warc,
+}
+
+
+def page_host(url: str | None) -> str | None:
+    """The host of a URL without 'www.': the outlet of a page that does not name its site."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname if url else None
+    return host.removeprefix("www.") if host else None
+
 # --- files ----------------------------------------------------------------------------------------
 
 
@@ -658,6 +699,10 @@ def _symlink_problem(path: Path, root: Path) -> str | None:
 def _read_source(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
     if any(0xD800 <= ord(char) <= 0xDFFF for char in source):
         raise _Skip("the file name is not valid UTF-8; rename the file")
+    name = path.name.lower()
+    for ending, binary_reader in _FILE_READERS.items():  # kinds read from the file, not from decoded text
+        if name.endswith(ending):
+            return binary_reader(path, source, max_bytes)
     extension = path.suffix.lower()
     reader = _READERS.get(extension)
     if reader is None:
@@ -666,6 +711,14 @@ def _read_source(path: Path, source: str, max_bytes: int) -> tuple[list[Article]
     text, encoding = _decode(_read_bytes(path, max_bytes), markup=extension in (".html", ".htm"))
     articles, skipped = reader(text, source)
     return [article.model_copy(update={"encoding": encoding}) for article in articles], skipped
+
+
+def _check_regular_file(path: Path) -> None:
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise _Skip("not a regular file")
+    except OSError as error:
+        raise _Skip(f"cannot read the file: {error.strerror or error}") from None
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -721,7 +774,7 @@ def _source_name(path: Path, root: Path) -> str:
 def _source_key(source: str) -> tuple[str, int]:
     # "a.jsonl#10" after "a.jsonl#9": line numbers sort as numbers.
     name, _, line = source.rpartition("#")
-    if name.endswith(".jsonl") and line.isdigit():
+    if line.isdigit():  # a .jsonl line, a web archive's record offset
         return name, int(line)
     return source, 0
 

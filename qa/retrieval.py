@@ -198,6 +198,10 @@ def to_passage(index: LoadedIndex, row: int, score: float) -> Passage:
         url=article.url,
         start=chunk.start,
         end=chunk.end,
+        date=article.date,
+        outlet=article.outlet,
+        author=article.author,
+        page=article.page_at(chunk.start),
     )
 
 
