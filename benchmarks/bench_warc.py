@@ -92,13 +92,15 @@ def measure(path: Path, workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=20_000, help="HTML pages in the large archive")
-    parser.add_argument("--small", type=int, default=1_000, help="pages in the archive for 1 vs N workers")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--small", type=int, default=1_000, help="pages in the archive for 1 vs 2 workers (0: none)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) - 1),
+                        help="workers for the large archive (default: as qa index, one per core but one)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_warc.json")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as folder:
-        for n_pages, worker_counts in ((args.small, (1, args.workers)), (args.pages, (args.workers,))):
+        plan = [(args.small, (1, max(2, args.workers)))] if args.small else []
+        for n_pages, worker_counts in [*plan, (args.pages, (args.workers,))]:
             path = Path(folder) / f"crawl-{n_pages}.warc.gz"
             started = time.perf_counter()
             archive = write_archive(path, n_pages)

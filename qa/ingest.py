@@ -24,6 +24,8 @@ from qa.models import Article, SkippedFile
 from qa.readers import encoding as _encoding
 from qa.readers.base import Skip as _Skip
 from qa.readers.dates import iso_date
+from qa.readers.feed import parse_feed
+from qa.readers.pdf import read_pdf_pages
 from qa.readers.warc import WarcPage, read_warc
 
 __all__ = [
@@ -42,6 +44,9 @@ SUPPORTED_EXTENSIONS = (
 )
 
 _DOC_ID_CHARS = 20
+# Extraction processes for a large web archive: one core stays with the reader of the archive. On 2
+# cores that is 1, in process: 2 workers there ran at half the speed (benchmarks/bench_warc.py).
+_WARC_WORKERS = max(1, (os.cpu_count() or 1) - 1)
 _BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE_CHARS = re.compile("[\u200b\u2060\ufeff\u00ad]")  # zero-width space, word joiner, BOM, soft hyphen
@@ -444,7 +449,7 @@ def _warc_article(page: WarcPage, source: str) -> Article:
 
 def _read_warc(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
     _check_regular_file(path)
-    return read_warc(path, source, _warc_article, max_bytes=max_bytes, workers=os.cpu_count() or 1)
+    return read_warc(path, source, _warc_article, max_bytes=max_bytes, workers=_WARC_WORKERS)
 
 
 def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None, dict[str, str | None]]:
@@ -596,9 +601,57 @@ _READERS: dict[str, Callable[[str, str], tuple[list[Article], list[SkippedFile]]
     ".jsonl": _read_jsonl,
 }
 
+def _read_feed(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    """One article per entry of an RSS/Atom feed; a bad entry is reported and the others load."""
+    articles, skipped = [], []
+    for entry in parse_feed(_read_bytes(path, max_bytes)):
+        entry_source = f"{source}#{entry.number}"
+        body = _FallbackHTMLText.parse(entry.html).text() if "<" in entry.html else entry.html
+        meta = {"outlet": entry.outlet or page_host(entry.link), "author": entry.author}
+        try:
+            articles.append(_build_article(
+                entry.title, body.split("\n"), entry_source, url=entry.link, date=entry.date,
+                encoding=entry.encoding, is_summary=entry.is_summary, **meta,
+            ))
+        except _Skip as skip:
+            skipped.append(SkippedFile(source=entry_source, reason=f"entry {entry.number}: {skip.reason}"))
+    return articles, skipped
+
+
+def _read_pdf(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    """A PDF's text layer as one article; `page_starts` keeps where each page begins in the text."""
+    pdf = read_pdf_pages(_read_bytes(path, max_bytes))
+    pages = [clean_lines(page.split("\n")) for page in pdf.pages]
+    title = _normalize_line(pdf.title) if pdf.title else None
+    first = next((page for page in pages if page), [])
+    if not title and len(first) > 1 and _looks_like_title(first[0]):
+        title = first.pop(0)
+    paragraphs: list[str] = []
+    starts: list[int] = []
+    offset = 0
+    for page in pages:
+        starts.append(offset)
+        for paragraph in page:
+            paragraphs.append(paragraph)
+            offset += len(paragraph) + 2  # the blank line that joins paragraphs
+    if not paragraphs:
+        raise _Skip("empty: no text left after removing boilerplate")
+    text = "\n\n".join(paragraphs)
+    title = title or _title_from_text(text)
+    article = Article(
+        doc_id=make_doc_id(title, text), title=title, text=text, lang=detect_language(text), source=source,
+        date=pdf.date, author=pdf.author, page_starts=starts,
+    )
+    return [article], []
+
+
 _FILE_READERS: dict[str, Callable[[Path, str, int], tuple[list[Article], list[SkippedFile]]]] = {
     ".warc": _read_warc,
     ".warc.gz": _read_warc,
+    ".rss": _read_feed,
+    ".atom": _read_feed,
+    ".xml": _read_feed,
+    ".pdf": _read_pdf,
 }
 
 

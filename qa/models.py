@@ -25,6 +25,9 @@ class Article(BaseModel):
     outlet: str | None = Field(None, description="Who published it: the site's or feed's name, else the URL's host.")
     author: str | None = None
     crawl_date: str | None = Field(None, description="When a web archive captured the page (ISO 8601).")
+    is_summary: bool | None = Field(
+        None, description="Feeds: True when the feed carried only the entry's summary, not its full text."
+    )
     page_starts: list[int] | None = Field(
         None, description="PDF: the offset in `text` where each page starts (page 1 first)."
     )
