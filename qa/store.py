@@ -791,7 +791,7 @@ def build_index(
         languages=dict(sorted(languages.items())),
         search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],
         kinds=dict(Counter(input_kind(a.source) for a in articles).most_common()),
-        encodings=dict(Counter(a.encoding or "unknown" for a in articles).most_common()),
+        encodings=dict(Counter(a.encoding or "n/a" for a in articles).most_common()),  # n/a: PDF
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )

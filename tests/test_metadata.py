@@ -25,8 +25,14 @@ def page(head: str, extra_body: str = "") -> str:
     ("head", "body", "date"),
     [
         ('<meta property="article:published_time" content="2023-11-21T09:30:00+01:00">', "", "2023-11-21"),
-        ('<script type="application/ld+json">{"@context": "https://schema.org", "@type": "NewsArticle", '
-         '"headline": "Nadella", "datePublished": "2023-11-22T08:00:00Z"}</script>', "", "2023-11-22"),
+        (
+            (
+                '<script type="application/ld+json">{"@context": "https://schema.org", "@type": "NewsArticle", '
+                '"headline": "Nadella", "datePublished": "2023-11-22T08:00:00Z"}</script>'
+            ),
+            "",
+            "2023-11-22",
+        ),
         ("", '<time datetime="2023-11-23T10:00:00+01:00">23. November 2023</time>', "2023-11-23"),
     ],
     ids=["article:published_time", "json-ld", "time"],
