@@ -149,7 +149,7 @@ def read_warc(
         raise Skip("no records: not a WARC file, or empty")
     ignored = {k: n for k, n in counts.items() if k != "html"}
     if ignored:
-        listed = ", ".join(f"{n} {kind}" for kind, n in sorted(ignored.items(), key=lambda kv: -kv[1]))
+        listed = ", ".join(f"{n} {kind}" for kind, n in sorted(ignored.items(), key=lambda kv: (-kv[1], kv[0])))
         problems.append(SkippedFile(source=source, reason=f"records not indexed: {listed}"))
     return list(newest.values()), problems
 
