@@ -187,8 +187,8 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
         pending = line if keep else None
     if pending is not None:
         paragraphs.append(pending)
-    unique_at = {len(_unique(paragraphs[:at])) for at in furniture_at}  # positions after dropping repeats
-    return _drop_trailing_headings(_unique(paragraphs), unique_at)
+    unique_before = _unique_before(paragraphs)
+    return _drop_trailing_headings(_unique(paragraphs), {unique_before[at] for at in furniture_at})
 
 
 def _continues(previous: str, line: str) -> bool:
@@ -204,6 +204,16 @@ def _unique(paragraphs: list[str]) -> list[str]:
             seen.add(paragraph)
             kept.append(paragraph)
     return kept
+
+
+def _unique_before(paragraphs: list[str]) -> list[int]:
+    """Per position i (and len): how many distinct paragraphs come before it; its index once repeats go."""
+    seen: set[str] = set()
+    counts = []
+    for paragraph in paragraphs:
+        counts.append(len(seen))
+        seen.add(paragraph)
+    return [*counts, len(seen)]
 
 
 def _drop_trailing_headings(paragraphs: list[str], furniture_at: set[int] = frozenset()) -> list[str]:

@@ -524,7 +524,7 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     assert reasons["furniture.txt"].startswith("empty")
     assert reasons["huge.txt"] == "too large: 25.0 MB, over the 20.0 MB limit (max_bytes)"
     assert reasons["pipe.txt"] == "not a regular file"
-    assert reasons["report.pdf"].startswith("unsupported file type '.pdf'")
+    assert reasons["report.pdf"].startswith("damaged PDF")
     assert reasons["README"].startswith("unsupported file type (no extension)")
 
 
