@@ -27,6 +27,10 @@ def _print_report(report) -> None:
         f"{report.removed_articles} article(s) removed."
     )
     print(f"Index: {report.index_dir} (version {report.version})")
+    if report.kinds:
+        print("  inputs: " + ", ".join(f"{kind} {n}" for kind, n in report.kinds.items()))
+    if report.encodings:
+        print("  encodings: " + ", ".join(f"{name} {n}" for name, n in report.encodings.items()))
     for line in report.search:  # large languages: their approximate index and its measured recall
         print(f"  {line}")
     if report.skipped:

@@ -22,6 +22,12 @@ from qa.chunk import split_sentences
 from qa.errors import IngestError, unexpected_reason
 from qa.lang import detect_language, normalize_lang_code
 from qa.models import Article, SkippedFile
+from qa.readers import encoding as _encoding
+from qa.readers.base import Skip as _Skip
+from qa.readers.dates import iso_date
+from qa.readers.feed import parse_feed
+from qa.readers.pdf import read_pdf_pages
+from qa.readers.warc import WarcPage, read_warc
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -36,17 +42,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20_000_000
-SUPPORTED_EXTENSIONS = (".htm", ".html", ".jsonl", ".markdown", ".md", ".txt")
+SUPPORTED_EXTENSIONS = (
+    ".atom", ".htm", ".html", ".jsonl", ".markdown", ".md", ".pdf", ".rss", ".txt", ".warc", ".warc.gz", ".xml"
+)
 
 _DOC_ID_CHARS = 20
+# Extraction processes for a large web archive: one core stays with the reader of the archive. On 2
+# cores that is 1, in process: 2 workers there ran at half the speed (benchmarks/bench_warc.py).
+_WARC_WORKERS = max(1, (os.cpu_count() or 1) - 1)
 _BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
-_BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts like UTF-16's
-    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
-    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
-    (b"\xef\xbb\xbf", "utf-8", "UTF-8"),
-    (b"\xff\xfe", "utf-16-le", "UTF-16"),
-    (b"\xfe\xff", "utf-16-be", "UTF-16"),
-)
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE_CHARS = re.compile("[\u200b\u2060\ufeff\u00ad]")  # zero-width space, word joiner, BOM, soft hyphen
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -63,6 +67,10 @@ _PLACEHOLDER = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)+")  # spot_img, td_module
 _LOCALE_PICKER = re.compile(r"(?:[a-z]{2,3}[_-][A-Z]{2}[^\W\d_]*\s*)+")  # fr_FRFrançais en_USEnglish
 _LOGO = re.compile(r"(?i)logo(?:type)?\b.*|.*\blogo")
 _LABEL = re.compile(r"[^\W\d_][^:：]{0,30}[:：]")  # "Date :", "Tags:"
+_DATE_LABEL = re.compile(
+    r"(?i)(?:publié|posté|mis à jour|posted|published|updated|veröffentlicht|aktualisiert|publicado"
+    r"|actualizado|pubblicato|aggiornato) (?:le|on|am|el|il)\s*[:：]"
+)
 # Calls to action, in the languages of the corpus and a few more. Matched only on short lines
 # that do not read as a sentence or a question, so "the share price fell." is never caught.
 _CALL_TO_ACTION = re.compile(
@@ -88,21 +96,29 @@ _FOLLOW = re.compile(
 )
 _MAX_CTA_WORDS = 12
 _MAX_SOCIAL_WORDS = 60
-_MAX_SHOUT_WORDS = 6
 _MAX_HEADING_WORDS = 10
+# What short lines at the end of a page are when they are not content: links and handles to
+# follow, timestamps of the page's metadata, the comments widget, "more" teasers. A short line
+# at the end without these was content as often as not (credits, dates of a tour, prices).
+_TRAILING_FURNITURE = re.compile(
+    r"https?://|\S+@\S+\.\w|\d{4}-\d\d-\d\dT\d\d:"
+    r"|(?i:^(?:comments?|explore further|you may also like|filed under|see also|more from)\b)"
+)
 
 
 def is_boilerplate(line: str) -> bool:
     """Whether a line is page furniture rather than article content.
 
-    Boilerplate: lines with no letter; template placeholders ("spot_img") and widget labels
-    ("Advertisement"); language pickers ("fr_FRFrançais"); "Logo X"; a label with nothing
-    after it ("Date :"); short shouted lines ("LAISSONS", "AIMEZ, ABONNEZ-VOUS ET PARTAGEZ !");
-    short calls to subscribe, share, follow or talk to the publisher, in several languages.
-    Short headings ("Timeline", "Un autre rival ?") are content.
+    Boilerplate: lines with neither letter nor digit ("|---|", "* * *"); template placeholders
+    ("spot_img") and widget labels ("Advertisement"); language pickers ("fr_FRFrançais");
+    "Logo X"; a one-word label with nothing after it ("Tags:"); short calls to subscribe, share,
+    follow or talk to the publisher, in several languages. Short headings ("Timeline",
+    "NISSAN SENTRA", "Un autre rival ?") and lines of numbers ("3-1", "02-751-1500") are content.
+    Each rule is kept because >= 90 % of the lines it drops on real pages are boilerplate
+    (benchmarks/bench_extract.py).
     """
     line = _normalize_line(line)
-    if not any(char.isalpha() for char in line):
+    if not any(char.isalnum() for char in line):
         return True
     return any(rule(line) for rule in _BOILERPLATE_RULES)
 
@@ -120,19 +136,11 @@ def _is_logo(line: str) -> bool:
 
 
 def _is_bare_label(line: str) -> bool:
+    # One word ("Tags:", "Date :") or a date label ("Publié le :"): "See tweets :" introduces content.
+    if not _LABEL.fullmatch(line):
+        return False
     words = [word for word in line.split() if any(char.isalpha() for char in word)]
-    return len(words) <= 2 and bool(_LABEL.fullmatch(line))
-
-
-def _is_shouted(line: str) -> bool:
-    cased = [char for char in line if char.isupper() or char.islower()]
-    letters = sum(char.isalpha() for char in line)
-    return (
-        len(cased) >= 4
-        and len(cased) == letters  # "AIとGPU" mixes in a script without case: not shouting
-        and all(char.isupper() for char in cased)
-        and _word_count(line) <= _MAX_SHOUT_WORDS
-    )
+    return len(words) == 1 or bool(_DATE_LABEL.fullmatch(line))
 
 
 def _is_call_to_action(line: str) -> bool:
@@ -152,7 +160,6 @@ _BOILERPLATE_RULES: tuple[Callable[[str], bool], ...] = (
     _is_locale_picker,
     _is_logo,
     _is_bare_label,
-    _is_shouted,
     _is_call_to_action,
     _is_social_follow,
 )
@@ -163,11 +170,12 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
 
     Whitespace is normalised; blank lines and removed lines separate paragraphs; a line that
     continues a hard-wrapped sentence (the previous line does not end a sentence and this one
-    starts in lower case) is joined to it. Repeated paragraphs are kept once, and short
-    heading-like lines left dangling at the end ("Articles connexes", "Prêt à ...") are dropped:
-    a heading with nothing after it introduces no content.
+    starts in lower case) is joined to it. Repeated paragraphs are kept once, and short lines of
+    page furniture left at the end (links, e-mail addresses, timestamps, "Comments", "Explore
+    further") are dropped; other short lines at the end (credits, lists of dates) are content.
     """
     paragraphs: list[str] = []
+    furniture_at: set[int] = set()  # a line of page furniture came right before paragraphs[i]
     pending: str | None = None
     for raw in lines:
         line = _normalize_line(raw)
@@ -177,10 +185,13 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
             continue
         if pending is not None:
             paragraphs.append(pending)
+        if line and not keep and any(char.isalnum() for char in line):
+            furniture_at.add(len(paragraphs))
         pending = line if keep else None
     if pending is not None:
         paragraphs.append(pending)
-    return _drop_trailing_headings(_unique(paragraphs))
+    unique_before = _unique_before(paragraphs)
+    return _drop_trailing_headings(_unique(paragraphs), {unique_before[at] for at in furniture_at})
 
 
 def _continues(previous: str, line: str) -> bool:
@@ -198,10 +209,30 @@ def _unique(paragraphs: list[str]) -> list[str]:
     return kept
 
 
-def _drop_trailing_headings(paragraphs: list[str]) -> list[str]:
+def _unique_before(paragraphs: list[str]) -> list[int]:
+    """Per position i (and len): how many distinct paragraphs come before it; its index once repeats go."""
+    seen: set[str] = set()
+    counts = []
+    for paragraph in paragraphs:
+        counts.append(len(seen))
+        seen.add(paragraph)
+    return [*counts, len(seen)]
+
+
+def _drop_trailing_headings(paragraphs: list[str], furniture_at: set[int] = frozenset()) -> list[str]:
+    """Drop the short lines at the end that are page furniture.
+
+    A short line at the end is furniture when it links, mails or timestamps (_TRAILING_FURNITURE),
+    or when the whole run of short lines at the end starts right after a line a rule dropped
+    ("Articles connexes", then a teaser and "LAISSONS / PARLER"): the article ended there.
+    """
     end = len(paragraphs)
     while end > 1 and _is_heading_like(paragraphs[end - 1]):
         end -= 1
+    if end not in furniture_at:  # the run follows content: only links and the like go
+        end = len(paragraphs)
+        while end > 1 and _is_heading_like(paragraphs[end - 1]) and _TRAILING_FURNITURE.search(paragraphs[end - 1]):
+            end -= 1
     if not any(not _is_heading_like(paragraph) for paragraph in paragraphs[:end]):
         return paragraphs  # all short lines (a list, a poem): nothing marks where content ends
     return paragraphs[:end]
@@ -231,14 +262,6 @@ def make_doc_id(title: str, text: str) -> str:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:_DOC_ID_CHARS]
 
 
-class _Skip(Exception):
-    """Why a file (or a .jsonl line) is not ingested; becomes a SkippedFile or an IngestError."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def _build_article(
     title: str | None,
     body_lines: Iterable[str],
@@ -247,7 +270,9 @@ def _build_article(
     lang: str | None = None,
     url: str | None = None,
     date: str | None = None,
+    **meta: object,
 ) -> Article:
+    """An article of cleaned paragraphs; `meta`: further Article fields (outlet, author, ...)."""
     paragraphs = clean_lines(body_lines)
     title = _normalize_line(title) if title else None
     if title and paragraphs and paragraphs[0] == title:
@@ -264,6 +289,7 @@ def _build_article(
         source=source,
         url=url,
         date=date,
+        **meta,
     )
 
 
@@ -420,12 +446,31 @@ def _markdown_inline(text: str) -> str:
 
 
 def _read_html(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
-    title, body, url, date = _extract_html(text)
-    return [_build_article(title, body.split("\n"), source, url=url, date=date)], []
+    title, body, url, date, meta = _extract_html(text)
+    return [_build_article(title, body.split("\n"), source, url=url, date=date, **meta)], []
 
 
-def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None]:
-    """(title, main text, url, date) of an HTML page, menus, footers and scripts left out.
+def _warc_article(page: WarcPage, source: str) -> Article:
+    """One HTML response of a web archive: decoded with its HTTP charset, its URL and crawl date kept."""
+    text, encoding = _decode(page.body, markup=True, transport=page.charset)
+    title, body, url, date, meta = _extract_html(text)
+    meta.update(outlet=meta.get("outlet") or page_host(page.url), crawl_date=iso_date(page.date))
+    return _build_article(
+        title, body.split("\n"), source, url=page.url or url, date=date, encoding=encoding, **meta
+    )
+
+
+def _read_warc(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    _check_regular_file(path)
+    return read_warc(path, source, _warc_article, max_bytes=max_bytes, workers=_WARC_WORKERS)
+
+
+def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None, dict[str, str | None]]:
+    """(title, main text, url, date, {outlet, author}) of an HTML page, menus, footers and scripts left out.
+
+    The date is the page's own publication date (trafilatura reads `article:published_time`,
+    JSON-LD `datePublished`, `<time>` and more), in ISO 8601; the outlet is the site's name,
+    else the host of the page's URL.
 
     trafilatura finds the main text; when it fails or gives up (it returns nothing for
     pathological pages, e.g. 10,000 nested <div>s), a linear, non-recursive parser of the
@@ -441,13 +486,15 @@ def _extract_html(html: str) -> tuple[str | None, str, str | None, str | None]:
         body = None
     try:
         meta = trafilatura.extract_metadata(html, extensive=False)
-        title, url, date = meta.title, meta.url, meta.date
+        title, url, date = meta.title, meta.url, iso_date(meta.date)
+        extra = {"outlet": meta.sitename or page_host(url), "author": meta.author}
     except (Exception, RecursionError):  # noqa: BLE001 - as above
         title = url = date = None
+        extra = {"outlet": None, "author": None}
     if body and title:
-        return title, body, url, date
+        return title, body, url, date, extra
     fallback = _FallbackHTMLText.parse(html)
-    return title or fallback.title(), body or fallback.text(), url, date
+    return title or fallback.title(), body or fallback.text(), url, date, extra
 
 
 class _FallbackHTMLText(HTMLParser):
@@ -584,6 +631,67 @@ _READERS: dict[str, Callable[[str, str], tuple[list[Article], list[SkippedFile]]
     ".jsonl": _read_jsonl,
 }
 
+def _read_feed(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    """One article per entry of an RSS/Atom feed; a bad entry is reported and the others load."""
+    articles, skipped = [], []
+    for entry in parse_feed(_read_bytes(path, max_bytes)):
+        entry_source = f"{source}#{entry.number}"
+        body = _FallbackHTMLText.parse(entry.html).text() if "<" in entry.html else entry.html
+        meta = {"outlet": entry.outlet or page_host(entry.link), "author": entry.author}
+        try:
+            articles.append(_build_article(
+                entry.title, body.split("\n"), entry_source, url=entry.link, date=entry.date,
+                encoding=entry.encoding, is_summary=entry.is_summary, **meta,
+            ))
+        except _Skip as skip:
+            skipped.append(SkippedFile(source=entry_source, reason=f"entry {entry.number}: {skip.reason}"))
+    return articles, skipped
+
+
+def _read_pdf(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
+    """A PDF's text layer as one article; `page_starts` keeps where each page begins in the text."""
+    pdf = read_pdf_pages(_read_bytes(path, max_bytes))
+    pages = [clean_lines(page.split("\n")) for page in pdf.pages]
+    title = _normalize_line(pdf.title) if pdf.title else None
+    first = next((page for page in pages if page), [])
+    if not title and len(first) > 1 and _looks_like_title(first[0]):
+        title = first.pop(0)
+    paragraphs: list[str] = []
+    starts: list[int] = []
+    offset = 0
+    for page in pages:
+        starts.append(offset)
+        for paragraph in page:
+            paragraphs.append(paragraph)
+            offset += len(paragraph) + 2  # the blank line that joins paragraphs
+    if not paragraphs:
+        raise _Skip("empty: no text left after removing boilerplate")
+    text = "\n\n".join(paragraphs)
+    title = title or _title_from_text(text)
+    article = Article(
+        doc_id=make_doc_id(title, text), title=title, text=text, lang=detect_language(text), source=source,
+        date=pdf.date, author=pdf.author, page_starts=starts,
+    )
+    return [article], []
+
+
+_FILE_READERS: dict[str, Callable[[Path, str, int], tuple[list[Article], list[SkippedFile]]]] = {
+    ".warc": _read_warc,
+    ".warc.gz": _read_warc,
+    ".rss": _read_feed,
+    ".atom": _read_feed,
+    ".xml": _read_feed,
+    ".pdf": _read_pdf,
+}
+
+
+def page_host(url: str | None) -> str | None:
+    """The host of a URL without 'www.': the outlet of a page that does not name its site."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname if url else None
+    return host.removeprefix("www.") if host else None
+
 # --- files ----------------------------------------------------------------------------------------
 
 
@@ -686,12 +794,26 @@ def _symlink_problem(path: Path, root: Path) -> str | None:
 def _read_source(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
     if any(0xD800 <= ord(char) <= 0xDFFF for char in source):
         raise _Skip("the file name is not valid UTF-8; rename the file")
+    name = path.name.lower()
+    for ending, binary_reader in _FILE_READERS.items():  # kinds read from the file, not from decoded text
+        if name.endswith(ending):
+            return binary_reader(path, source, max_bytes)
     extension = path.suffix.lower()
     reader = _READERS.get(extension)
     if reader is None:
         kind = f"'{extension}'" if extension else "(no extension)"
         raise _Skip(f"unsupported file type {kind}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
-    return reader(_decode(_read_bytes(path, max_bytes)), source)
+    text, encoding = _decode(_read_bytes(path, max_bytes), markup=extension in (".html", ".htm"))
+    articles, skipped = reader(text, source)
+    return [article.model_copy(update={"encoding": encoding}) for article in articles], skipped
+
+
+def _check_regular_file(path: Path) -> None:
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise _Skip("not a regular file")
+    except OSError as error:
+        raise _Skip(f"cannot read the file: {error.strerror or error}") from None
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -710,38 +832,15 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> str:
-    """Bytes -> text: UTF-8 (BOM or not), or UTF-16/32 with a BOM; anything else is refused, never guessed."""
-    text = _decode_with_bom(data)
-    if text is None:
-        if b"\x00" in data:
-            raise _Skip("binary file (it contains NUL bytes; UTF-16 text needs a byte-order mark)")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            if _control_share(data[:65536].decode("latin-1")) > _BINARY_CONTROL_SHARE:
-                raise _Skip("binary file") from None
-            bad_byte = f"byte 0x{data[error.start]:02x} at offset {error.start}"
-            raise _Skip(f"not UTF-8 ({bad_byte}); re-save the file as UTF-8") from None
+def _decode(data: bytes, *, markup: bool = False, transport: str | None = None) -> tuple[str, str]:
+    """Bytes -> (text, encoding name): see qa.readers.encoding; binary and empty files are refused."""
+    text, encoding = _encoding.decode(data, markup=markup, transport=transport)
     share = _control_share(text)
     if share > _BINARY_CONTROL_SHARE:
         raise _Skip(f"binary file ({share:.0%} control characters)")
     if not text.strip():
         raise _Skip("empty file")
-    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-
-
-def _decode_with_bom(data: bytes) -> str | None:
-    for mark, codec, name in _BYTE_ORDER_MARKS:
-        if data.startswith(mark):
-            try:
-                return data[len(mark) :].decode(codec)
-            except UnicodeDecodeError as error:
-                raise _Skip(
-                    f"not valid {name} although it starts with a {name} byte-order mark "
-                    f"({error.reason} at offset {error.start + len(mark)})"
-                ) from None
-    return None
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")), encoding
 
 
 def _control_share(text: str) -> float:
@@ -770,7 +869,7 @@ def _source_name(path: Path, root: Path) -> str:
 def _source_key(source: str) -> tuple[str, int]:
     # "a.jsonl#10" after "a.jsonl#9": line numbers sort as numbers.
     name, _, line = source.rpartition("#")
-    if name.endswith(".jsonl") and line.isdigit():
+    if line.isdigit():  # a .jsonl line, a web archive's record offset
         return name, int(line)
     return source, 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +22,22 @@ class Article(BaseModel):
     source: str = Field(description="Corpus-relative file name, with `#N` for a line of a .jsonl file.")
     url: str | None = None
     date: str | None = None
+    encoding: str | None = Field(None, description="The encoding the file was read in: 'UTF-8', 'GB18030', ...")
+    outlet: str | None = Field(None, description="Who published it: the site's or feed's name, else the URL's host.")
+    author: str | None = None
+    crawl_date: str | None = Field(None, description="When a web archive captured the page (ISO 8601).")
+    is_summary: bool | None = Field(
+        None, description="Feeds: True when the feed carried only the entry's summary, not its full text."
+    )
+    page_starts: list[int] | None = Field(
+        None, description="PDF: the offset in `text` where each page starts (page 1 first)."
+    )
+
+    def page_at(self, offset: int) -> int | None:
+        """The PDF page (from 1) that holds character `offset` of the text; None for other kinds."""
+        if not self.page_starts:
+            return None
+        return bisect.bisect_right(self.page_starts, offset) or 1
 
 
 class Chunk(BaseModel):
@@ -62,7 +79,11 @@ class Passage(BaseModel):
     end: int
     url: str | None = None
     date: str | None = Field(None, description="The article's publication date (ISO 8601), when known.")
-    outlet: str | None = Field(None, description="Who published it: the host of the article's URL, when it has one.")
+    outlet: str | None = Field(
+        None, description="Who published it: the site's name, else the host of the article's URL."
+    )
+    author: str | None = None
+    page: int | None = Field(None, description="PDF: the page the passage starts on, from 1.")
     translations: list[Translation] = Field(default_factory=list)
 
 

@@ -301,7 +301,9 @@ def to_passage(index: Index, row: int, score: float) -> Passage:
         start=chunk.start,
         end=chunk.end,
         date=article.date,
-        outlet=url_outlet(article.url),
+        outlet=article.outlet or url_outlet(article.url),
+        author=article.author,
+        page=article.page_at(chunk.start),
     )
 
 

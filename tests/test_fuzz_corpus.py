@@ -36,7 +36,8 @@ FILES: dict[str, tuple[bytes, str]] = {
     "random.txt": (random.Random(1).randbytes(4096), ""),
     "$(touch pwned).md": (random.Random(2).randbytes(2048), ""),
     "a;rm -rf x.txt": (b"", ""),
-    "`touch pwned2`.html": ("Titre\n\nCaf\u00e9 cr\u00e8me à la fraise. ".encode("latin-1") * 20, ""),
+    # Undeclared Latin-1: detected and read (it was refused before legacy encodings were read).
+    "`touch pwned2`.html": ("Titre\n\nCaf\u00e9 cr\u00e8me à la fraise. ".encode("latin-1") * 20, "indexed"),
     "utf16-no-bom.txt": (GOOD.encode("utf-16-le"), ""),
     "name%2F..%2F..%2Fescape.txt": (b"\x00\x01\x02" * 100, ""),
     "deep.html": (b"<div>" * 10_000 + b"Deep text about the harbour wind farm turbines." + b"</div>" * 10_000, "any"),

@@ -153,10 +153,6 @@ def test_seed_ids_are_stable_and_unique(seeds) -> None:
         "Date :",
         "Tags:",
         "Publié le :",
-        "LAISSONS",
-        "PARLER",
-        "LASST UNS",
-        "TALK",
         "AIMEZ, ABONNEZ-VOUS ET PARTAGEZ !",
         "BITTE MÖGEN, ABONNIEREN UND TEILEN!",
         "いいね、購読、シェアをお願いします!",
@@ -181,7 +177,7 @@ def test_seed_ids_are_stable_and_unique(seeds) -> None:
             "エンタープライズAIに関するその他のコンテンツについては、Skim AIをフォローしてください。 LinkedIn"
         ),
         "***",
-        "12 / 45",
+        "|---|---|",
         "   ",
     ],
 )
@@ -206,6 +202,14 @@ def test_boilerplate_lines(line: str) -> None:
         "Satya Nadella, PDG de Microsoft, s'est imposé comme une figure centrale.",
         '会社の消滅を認めることは、"ミッションに合致する"。',
         "Кто уволил Сэма Альтмана?",
+        # Lines the rules used to drop and the extraction benchmark's hand-written bodies hold
+        # (benchmarks/README.md): headlines in capitals, scores, numbers, a label with its words.
+        "NISSAN SENTRA",
+        "ALAJUELENSE 3-1 PÉREZ ZELEDÓN",
+        "WHO IS THE FRONT-RUNNER?",
+        "12 / 45",
+        "02-751-1500",
+        "See tweets :",
     ],
 )
 def test_content_lines(line: str) -> None:
@@ -419,11 +423,14 @@ def test_utf8_bom_and_crlf(tmp_path: Path) -> None:
     assert plain.doc_id == article.doc_id  # same article, same id
 
 
-def test_latin1_is_refused_not_garbled(tmp_path: Path) -> None:
-    write(tmp_path, "latin.txt", "Café crème\n\nDéjà vu à côté.".encode("latin-1"))
-    with pytest.raises(IngestError) as error:
-        read_file(tmp_path / "latin.txt", tmp_path)
-    assert str(error.value) == "latin.txt: not UTF-8 (byte 0xe9 at offset 3); re-save the file as UTF-8"
+def test_undeclared_windows_1252_is_detected_not_garbled(tmp_path: Path) -> None:
+    text = (CORPUS / "fr-nadella-faiseur-de-rois.txt").read_text(encoding="utf-8")
+    write(tmp_path, "cp1252.txt", text.encode("cp1252"))
+    write(tmp_path, "utf8.txt", text)
+    (legacy,) = read_file(tmp_path / "cp1252.txt", tmp_path)
+    (utf8,) = read_file(tmp_path / "utf8.txt", tmp_path)
+    assert (legacy.title, legacy.text) == (utf8.title, utf8.text)
+    assert (legacy.encoding, utf8.encoding) == ("windows-1252", "UTF-8")
 
 
 def test_utf16_without_bom_is_explained(tmp_path: Path) -> None:
@@ -479,6 +486,7 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     sources = [article.source for article in articles]
     assert sources == [
         "good.txt",
+        "latin.txt",
         "odd names/my file; rm -rf $HOME & echo `x`.txt",
         "odd names/résumé – 東京.txt",
         "sub/dir/nested.txt",
@@ -486,6 +494,8 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     ]
     by_source = {article.source: article for article in articles}
     assert by_source["utf16.txt"].text == "Un texte en UTF-16, lu correctement."
+    assert by_source["utf16.txt"].encoding == "UTF-16" and by_source["good.txt"].encoding == "UTF-8"
+    assert by_source["latin.txt"].encoding not in (None, "UTF-8")  # undeclared, not UTF-8: detected
     assert by_source["odd names/résumé – 東京.txt"].lang == "ja"
     reasons = {skip.source: skip.reason for skip in skipped}
     assert list(reasons) == sorted(reasons)
@@ -499,7 +509,6 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
         "escape.txt",
         "furniture.txt",
         "huge.txt",
-        "latin.txt",
         "outside_dir",
         "pipe.txt",
         "report.pdf",
@@ -514,9 +523,8 @@ def test_messy_corpus_build_goes_on(messy_corpus: Path) -> None:
     assert "outside the corpus folder" in reasons["outside_dir"]
     assert reasons["furniture.txt"].startswith("empty")
     assert reasons["huge.txt"] == "too large: 25.0 MB, over the 20.0 MB limit (max_bytes)"
-    assert reasons["latin.txt"].startswith("not UTF-8 (byte 0xe9 at offset 3)")
     assert reasons["pipe.txt"] == "not a regular file"
-    assert reasons["report.pdf"].startswith("unsupported file type '.pdf'")
+    assert reasons["report.pdf"].startswith("damaged PDF")
     assert reasons["README"].startswith("unsupported file type (no extension)")
 
 

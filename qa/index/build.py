@@ -83,6 +83,8 @@ class BuildReport(BaseModel):
     removed_articles: int
     languages: dict[str, int]
     search: list[str] = []  # how each large language is searched (approximate index, recall)
+    kinds: dict[str, int] = {}  # articles per kind of input: html, warc, feed, pdf, text, ...
+    encodings: dict[str, int] = {}  # articles per encoding their file was read in
     skipped: list[SkippedFile]
     seconds: float
 
@@ -376,6 +378,7 @@ def build_index(
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
     from qa.ingest import load_corpus
+    from qa.readers import input_kind
 
     settings = settings or Settings()
     corpus_dir = Path(corpus_dir) if corpus_dir is not None else settings.corpus_dir
@@ -481,6 +484,8 @@ def build_index(
         removed_articles=removed,
         languages=dict(sorted(languages.items())),
         search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],
+        kinds=dict(Counter(input_kind(a.source) for a in articles).most_common()),
+        encodings=dict(Counter(a.encoding or "n/a" for a in articles).most_common()),  # n/a: PDF
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )

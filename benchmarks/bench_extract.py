@@ -1,0 +1,171 @@
+"""Text extraction and boilerplate rules, scored against hand-written article bodies.
+
+Data: the article-extraction benchmark (181 real saved pages, news and articles in several
+languages, with the hand-written `articleBody` of each), found in `data/aeb` or `shared/data/aeb`
+in the current folder or above. Each page is read as `qa index` reads it (its declared encoding,
+trafilatura, the fallback parser, the boilerplate rules) and scored by tokens against the body:
+precision, recall and F1 of the multiset of tokens (words, lower-cased; each CJK character one
+token), averaged over pages. trafilatura's defaults on the same pages, in the same run, are the
+baseline.
+
+Per rule, every line it dropped is counted, and counted as content when it is found in the
+hand-written body (whitespace-normalised). A rule earns its place when >= 90 % of what it drops
+is boilerplate.
+
+Writes results/bench_extract.json (numbers, table, machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sys
+import time
+import unicodedata
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import RESULTS, machine
+from qa import ingest
+from qa.readers.aeb import find_aeb
+
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
+
+
+def tokens(text: str) -> Counter:
+    return Counter(_TOKEN.findall(unicodedata.normalize("NFKC", text).lower()))
+
+
+def prf(predicted: str, truth: str) -> tuple[float, float, float]:
+    got, want = tokens(predicted), tokens(truth)
+    overlap = sum((got & want).values())
+    precision = overlap / sum(got.values()) if got else (1.0 if not want else 0.0)
+    recall = overlap / sum(want.values()) if want else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def squash(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split()).lower()
+
+
+def rule_of(line: str) -> str | None:
+    """The first boilerplate rule that drops `line` (as `ingest.is_boilerplate` applies them)."""
+    line = ingest._normalize_line(line)
+    if not line or not ingest.is_boilerplate(line):
+        return None
+    if not any(char.isalpha() for char in line):
+        return "no letter"
+    for rule in ingest._BOILERPLATE_RULES:
+        if rule(line):
+            return rule.__name__.removeprefix("_is_").replace("_", " ")
+    return None
+
+
+def audit(title: str | None, body: str, truth: str, drops: dict) -> None:
+    """Count each rule's dropped lines, and those of them that are in the hand-written body."""
+    truth_squashed = squash(truth)
+
+    def count(rule: str, line: str) -> None:
+        drops[rule]["dropped"] += 1
+        # A line without a word ("-", "___") carries no text: not content even when found in the body.
+        if tokens(line) and squash(line) in truth_squashed:
+            drops[rule]["content"] += 1
+            if len(drops[rule]["examples"]) < 8:
+                drops[rule]["examples"].append(line[:80])
+
+    for line in body.split("\n"):
+        rule = rule_of(line)
+        if rule:
+            count(rule, ingest._normalize_line(line))
+    paragraphs = _kept_paragraphs(body)
+    kept = ingest.clean_lines(body.split("\n"))
+    for paragraph in paragraphs[len(kept):]:
+        count("trailing heading cut", paragraph)
+    if title and kept and kept[0] == ingest._normalize_line(title):
+        count("repeated title", kept[0])
+
+
+def _kept_paragraphs(body: str) -> list[str]:
+    before = ingest._drop_trailing_headings
+    ingest._drop_trailing_headings = lambda paragraphs, *_: paragraphs  # the paragraphs before the cut
+    try:
+        return ingest.clean_lines(body.split("\n"))
+    finally:
+        ingest._drop_trailing_headings = before
+
+
+def run(limit: int) -> dict:
+    import trafilatura
+
+    aeb = find_aeb()
+    if aeb is None:
+        raise SystemExit("No data/aeb (ground-truth.json and html/) here or in a folder above.")
+    truth = json.loads((aeb / "ground-truth.json").read_text(encoding="utf-8"))
+    scores: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    drops: dict = defaultdict(lambda: {"dropped": 0, "content": 0, "examples": []})
+    per_page = []
+    started = time.perf_counter()
+    for n, (key, item) in enumerate(sorted(truth.items())):
+        if limit and n >= limit:
+            break
+        data = gzip.decompress((aeb / "html" / f"{key}.html.gz").read_bytes())
+        html, _ = ingest._decode(data, markup=True)
+        title, body, *_ = ingest._extract_html(html)
+        try:
+            text = ingest._build_article(title, body.split("\n"), key).text
+        except ingest._Skip:
+            text = ""
+        audit(title, body, item["articleBody"], drops)
+        ours = prf(text, item["articleBody"])
+        scores["qa"].append(ours)
+        baseline = trafilatura.extract(html) or ""
+        scores["trafilatura defaults"].append(prf(baseline, item["articleBody"]))
+        per_page.append({"page": key[:12], "url": item.get("url"), "f1": round(ours[2], 4)})
+    means = {
+        name: {m: round(sum(s[i] for s in rows) / len(rows), 4) for i, m in enumerate(("precision", "recall", "f1"))}
+        for name, rows in scores.items()
+    }
+    rules = {
+        rule: {**row, "boilerplate_share": round(1 - row["content"] / row["dropped"], 3) if row["dropped"] else None}
+        for rule, row in sorted(drops.items(), key=lambda kv: -kv[1]["dropped"])
+    }
+    return {
+        "pages": len(per_page),
+        "means": means,
+        "rules": rules,
+        "worst_pages": sorted(per_page, key=lambda p: p["f1"])[:10],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['pages']} pages", "", "| extractor | precision | recall | F1 |", "|---|---|---|---|"]
+    for name, m in result["means"].items():
+        lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |")
+    lines += ["", "| rule | lines dropped | of them content | boilerplate share |", "|---|---|---|---|"]
+    for rule, row in result["rules"].items():
+        share = f"{row['boilerplate_share']:.0%}" if row["boilerplate_share"] is not None else "-"
+        lines.append(f"| {rule} | {row['dropped']} | {row['content']} | {share} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N pages (0 = all)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_extract.json")
+    args = parser.parse_args()
+    result = run(args.limit)
+    text = table(result)
+    print(text)
+    print(f"in {result['seconds']} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**result, "table": text, "machine": machine()}, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()
