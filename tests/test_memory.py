@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from qa import memory
+from qa.index import memory
 from qa.index.memory import map_in, mapped_file
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread fault counts are Linux's")
