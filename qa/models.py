@@ -84,6 +84,9 @@ class Answer(BaseModel):
     reply: str = Field(description="Plain-text reply with [n] markers.")
     citations: list[Citation] = Field(default_factory=list)
     found: bool = Field(description="False when the corpus does not cover the question.")
+    weak_evidence: bool = Field(
+        False, description="True when the best evidence is weak: the reply says so instead of asserting it."
+    )
     # Generated answers (qa.generate), only when an LLM server is configured.
     mode: Literal["extractive", "generated"] = Field(
         "extractive",

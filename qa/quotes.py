@@ -32,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "BY_PASSAGE",
+    "EVIDENCE_GAP",
     "RANKED",
     "SENTENCE_END",
     "QuoteWeights",
@@ -71,6 +72,11 @@ class QuoteWeights:
     rank: float = 0.0  # measured: no gain on the tune half once the lexical share is in
     answer_type: float = 0.25
     context: float = 0.1
+
+
+# A quote after the first is shown only when its ranking score is within this of the first's
+# (the dense z-score's units). Chosen on the tune half of XQuAD (`qa eval --answers --tune-quotes`).
+EVIDENCE_GAP = 3.0
 
 
 # ---------------------------------------------------------------------- answer types
@@ -238,8 +244,12 @@ def ranked_scores(features: np.ndarray, weights: QuoteWeights) -> np.ndarray:
     )
 
 
-def pick(candidates: list[SentenceCandidate], scores: np.ndarray, k: int) -> list[int]:
-    """The k best candidates by `scores`, each sentence once, headings only when nothing else is left."""
+def pick(candidates: list[SentenceCandidate], scores: np.ndarray, k: int, gap: float | None = None) -> list[int]:
+    """The k best candidates by `scores`, each sentence once, headings only when nothing else is left.
+
+    With `gap`, a sentence is quoted after the first only if it scores within `gap` of it: a
+    reply quotes what scores as evidence, not a filler to make up k (`EVIDENCE_GAP`).
+    """
     usable = np.array([c.finished for c in candidates], bool)
     if not usable.any():
         usable[:] = True
@@ -247,6 +257,8 @@ def pick(candidates: list[SentenceCandidate], scores: np.ndarray, k: int) -> lis
     for i in np.argsort(-np.where(usable, scores, -np.inf), kind="stable").tolist():
         if not usable[i] or candidates[i].key in seen:
             continue
+        if chosen and gap is not None and scores[i] < scores[chosen[0]] - gap:
+            break
         seen.add(candidates[i].key)
         chosen.append(i)
         if len(chosen) == k:
@@ -276,8 +288,10 @@ def select_quotes(
     idf: Callable[[list[str]], np.ndarray] | None = None,
     method: str = RANKED,
     weights: QuoteWeights | None = None,
+    gap: float | None = None,
 ) -> list[int]:
-    """Positions in `candidates` of the (at most) k sentences to quote, best first."""
+    """Positions in `candidates` of the (at most) k sentences to quote, best first: with the
+    ranked selection, only those within `gap` (default `EVIDENCE_GAP`; inf: no cut) of the first."""
     if not candidates:
         return []
     if method == BY_PASSAGE:
@@ -285,4 +299,4 @@ def select_quotes(
     if method != RANKED:
         raise ValueError(f"Unknown quote selection {method!r}: use {RANKED!r} or {BY_PASSAGE!r}.")
     features = sentence_features(question, candidates, idf)
-    return pick(candidates, ranked_scores(features, weights or QuoteWeights()), k)
+    return pick(candidates, ranked_scores(features, weights or QuoteWeights()), k, EVIDENCE_GAP if gap is None else gap)
