@@ -15,8 +15,8 @@ import numpy as np
 from qa.config import Settings
 from qa.errors import InvalidQuestionError
 from qa.i18n import WEAK_EVIDENCE
-from qa.models import Answer, Citation, Passage
-from qa.quotes import RANKED, SENTENCE_END, SentenceCandidate, select_quotes
+from qa.models import Answer, Citation, Passage, Translation
+from qa.quotes import RANKED, SENTENCE_END, SentenceCandidate, select_quotes, translations
 from qa.retrieval import clean_question, get_engine
 
 __all__ = [
@@ -154,12 +154,14 @@ def index_candidates(
         spans = index.sentences[sentences][:, 1:].tolist()
         vectors = np.asarray(index.sentence_vectors[sentences], np.float32)
         cosine = vectors @ query
-        z = stats.standardize(centered, (vectors @ centered[0])[None, :], stats.lang_ids([passage.lang] * len(spans)))[0]
-        for (a, b), c, zz in zip(spans, cosine.tolist(), z.tolist()):
+        lang_ids = stats.lang_ids([passage.lang] * len(spans))
+        z = stats.standardize(centered, (vectors @ centered[0])[None, :], lang_ids)[0]
+        unit = stats.centered(vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12), lang_ids)
+        for (a, b), c, zz, u in zip(spans, cosine.tolist(), z.tolist(), unit):
             out.append(
                 SentenceCandidate(
                     passage=position, key=(passage.doc_id, a), text=text[a:b], lang=passage.lang,
-                    cosine=c, z=zz, finished=text[b - 1 : b] in SENTENCE_END,
+                    cosine=c, z=zz, finished=text[b - 1 : b] in SENTENCE_END, centered=u,
                 )
             )
     return out
@@ -180,11 +182,14 @@ def quote_evidence(
     method: str = RANKED,
 ) -> list[Citation]:
     """The citations of a reply: the sentences of `passages` chosen by `select_quotes`, numbered
-    in the order they are quoted, with their exact offsets (and the article's date)."""
+    in the order they are quoted, with their exact offsets (and the article's date). A sentence
+    that translates one already chosen is shown beside it (`qa.quotes.translations`), not quoted
+    again."""
     candidates = index_candidates(passages, query, lang, index, settings)
-    chosen = select_quotes(question, candidates, CITED_PASSAGES, idf=lexical_idf(index), method=method)
+    # Twice as many as shown: a pair of translations takes one place.
+    chosen = select_quotes(question, candidates, 2 * CITED_PASSAGES, idf=lexical_idf(index), method=method)
     citations = []
-    for n, i in enumerate(chosen, 1):
+    for n, (i, other) in enumerate(translations(candidates, chosen, lang)[:CITED_PASSAGES], 1):
         candidate = candidates[i]
         passage = passages[candidate.passage]
         start = candidate.key[1]
@@ -197,9 +202,20 @@ def quote_evidence(
                 evidence_start=start,
                 evidence_end=start + len(candidate.text),
                 date=index.articles[passage.doc_id].date,
+                evidence_translation=None if other is None else _sentence(candidates[other], passages, index),
             )
         )
     return citations
+
+
+def _sentence(candidate: SentenceCandidate, passages: list[Passage], index) -> Translation:
+    """A candidate sentence as a `Translation` (its text verbatim at start:end of its article)."""
+    passage = passages[candidate.passage]
+    start = candidate.key[1]
+    return Translation(
+        text=candidate.text, lang=candidate.lang, doc_id=passage.doc_id, title=passage.title,
+        source=passage.source, start=start, end=start + len(candidate.text),
+    )  # fmt: skip
 
 
 def _provenance(citation: Citation) -> str:
@@ -256,7 +272,11 @@ def ask(
     weak = strength == "weak"
     lines = [(WEAK_EVIDENCE if weak else LEAD_IN).get(lang, (WEAK_EVIDENCE if weak else LEAD_IN)["en"])]
     open_quote, close_quote = QUOTES.get(lang, ("“", "”"))
-    lines += [f"{open_quote}{' '.join(c.evidence.split())}{close_quote} [{c.n}] {_provenance(c)}" for c in citations]
+    for c in citations:
+        lines.append(f"{open_quote}{' '.join(c.evidence.split())}{close_quote} [{c.n}] {_provenance(c)}")
+        if c.evidence_translation is not None:  # the same sentence in another article's language
+            t = c.evidence_translation
+            lines.append(f"↳ ({t.lang}) {open_quote}{' '.join(t.text.split())}{close_quote} ({' '.join(t.title.split())})")
     answer = Answer(
         question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True, weak_evidence=weak
     )

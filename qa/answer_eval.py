@@ -37,6 +37,7 @@ from qa.quotes import (
     ranked_scores,
     select_quotes,
     sentence_features,
+    translations,
 )
 
 __all__ = [
@@ -74,12 +75,13 @@ class AnswerCase:
     cosine: float = float("nan")  # best cosine among them (the gate before)
 
 
-COMPONENTS = ("lexical", "rank", "answer_type", "context")
+COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors")
 GRID = {
     "lexical": [0, 2, 4, 6, 8],
     "rank": [0, 0.1, 0.25, 0.5, 1],
     "answer_type": [0, 0.25, 0.5, 1],
     "context": [0, 0.1, 0.25],
+    "anchors": [0, 0.5, 1, 2],
 }
 # Pools whose question the pool cannot answer: its paragraph removed in every language (the
 # rest of its article stays), or its whole article removed.
@@ -151,7 +153,7 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
     gold = data.answer_paragraph
     half = np.where(data.article_of[gold] % 2 == 0, "tune", "test")
     by_row = [np.flatnonzero(pool.sentence_owner == row) for row in range(len(pool.texts))]
-    cases = []
+    cases, unit = [], None
     for q_lang in data.langs:
         raw = queries[q_lang]
         scores = pipeline.scores(raw, data.questions[q_lang], q_lang, pool)
@@ -161,6 +163,9 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
             centered, centered @ pool.sentence_vectors.T, pipeline.sentence_lang_ids
         )
         similarity = raw @ pool.vectors.T
+        if unit is None:  # every sentence without its language's mean (translations are found in it)
+            norms = np.linalg.norm(pool.sentence_vectors, axis=1, keepdims=True).clip(1e-12)
+            unit = pipeline.sentence_stats.centered(pool.sentence_vectors / norms, pipeline.sentence_lang_ids)
         evidence = evidence_scores(raw.T, pool.vectors, pipeline.stats.means[pipeline.lang_ids], settings.evidence_centering).T
         article = data.article_of[pool.para]
         plans = [("single", q_lang, None), ("mixed", q_lang, None)]
@@ -187,7 +192,7 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
                         text = pool.texts[row][a:b]
                         candidates.append(
                             SentenceCandidate(position, (row, a), text, lang, float(cosine[qi, s]), float(z[qi, s]),
-                                              text[-1:] in SENTENCE_END)
+                                              text[-1:] in SENTENCE_END, unit[s])
                         )  # fmt: skip
                         correct.append(bool(answer) and pool.para[row] == gold[qi] and answer in text)
                 cases.append(AnswerCase(kind, q_lang, str(half[qi]), data.questions[q_lang][qi],
@@ -196,20 +201,28 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
     return cases
 
 
-def _outcome(case: AnswerCase, chosen: list[int]) -> tuple[bool, bool, bool, int, int]:
-    """(first quote holds the answer, any quote does, not found, quotes shown, quotes holding it)."""
-    hits = [bool(case.correct[i]) for i in chosen]
+def _outcome(case: AnswerCase, chosen: list[int], beside: list[int | None] | None = None) -> tuple:
+    """(first quote holds the answer, any quote does, not found, quotes shown, quotes holding it);
+    a quote holds it when it or the translation shown beside it (`beside`) does."""
+    beside = beside or [None] * len(chosen)
+    hits = [bool(case.correct[i]) or (t is not None and bool(case.correct[t])) for i, t in zip(chosen, beside)]
     return bool(hits and hits[0]), any(hits), not chosen, len(hits), sum(hits)
+
+
+def _quotes(case: AnswerCase, method: str, weights: QuoteWeights | None, idf, gap: float | None) -> tuple:
+    """The quotes as `qa.answer.quote_evidence` chooses them: (chosen, translation beside each)."""
+    if method != RANKED:
+        return select_quotes(case.question, case.candidates, QUOTED, idf=idf, method=method), None
+    chosen = select_quotes(case.question, case.candidates, 2 * QUOTED, idf=idf, method=method, weights=weights, gap=gap)
+    pairs = translations(case.candidates, chosen, case.q_lang)[:QUOTED]
+    return [i for i, _ in pairs], [t for _, t in pairs]
 
 
 def run_variant(
     cases: list[AnswerCase], method: str, weights: QuoteWeights | None, idf, gap: float | None = None
 ) -> np.ndarray:
     """(n_cases, 5) outcomes (`_outcome`) of one selection over every case, through `select_quotes`."""
-    return np.array(
-        [_outcome(c, select_quotes(c.question, c.candidates, QUOTED, idf=idf, method=method, weights=weights, gap=gap))
-         for c in cases]
-    ).reshape(-1, 5)
+    return np.array([_outcome(c, *_quotes(c, method, weights, idf, gap)) for c in cases]).reshape(-1, 5)
 
 
 def _table(cases: list[AnswerCase], outcomes: np.ndarray) -> dict:

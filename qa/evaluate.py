@@ -330,6 +330,7 @@ def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray],
         tune_weights,
         xquad_answer_report,
     )
+    from qa.quotes import EVIDENCE_GAP
 
     cases = answer_cases(data, pool, queries, pipeline, settings)
     idf = pipeline.lexical.idf if pipeline.lexical is not None else None
@@ -341,9 +342,10 @@ def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray],
         print(f"\nQuote weights chosen on the tune half's mixed and needle pools: {weights} (first quote {score:.3f}); "
               f"each cue alone: {alone}")  # fmt: skip
         out["tuned_weights"] = {"weights": weights.__dict__, "tune_first": round(score, 3), "alone": alone}
-    if getattr(args, "tune_quotes", False):
-        out["tuned_gap"] = tune_gap(cases, idf, weights)
-        print(f"Quote gap chosen on the tune half: {out['tuned_gap']['gap']} ({out['tuned_gap']['grid']})")
+    out["tuned_gap"] = tune_gap(cases, idf, weights)
+    print(f"\nQuote gap from the tune half (highest share of quotes holding the answer, any-quote within 0.01 "
+          f"of three quotes): {out['tuned_gap']['gap']} (in use: {EVIDENCE_GAP}); any / share / quotes per gap: "
+          + ", ".join(f"{g} {r['any']:.3f}/{r['precision']:.3f}/{r['quotes']:.2f}" for g, r in out["tuned_gap"]["grid"].items()))
     out["gate_calibration"] = calibrate_gate(cases)
     print(f"\n\"Not found\" thresholds from the tune half: {out['gate_calibration']} (in use: min_evidence "
           f"{settings.min_evidence}, strong_evidence {settings.strong_evidence})")  # fmt: skip

@@ -74,6 +74,12 @@ class Citation(BaseModel):
     evidence_start: int = Field(description="Offset of the evidence in its article's text.")
     evidence_end: int
     date: str | None = Field(None, description="The cited article's date, when it has one.")
+    evidence_translation: Translation | None = Field(
+        None,
+        description="The same sentence in another language, found among the candidates (the asker's "
+        "language when it is one of the two): shown beside the quote instead of as another quote. Its "
+        "text is verbatim at start:end of its own article.",
+    )
 
 
 class Answer(BaseModel):

@@ -6,6 +6,7 @@ import pytest
 
 from qa import ask
 from qa.answer import LEAD_IN, NOT_FOUND, _with_history
+from qa.i18n import WEAK_EVIDENCE
 
 # (language, question, evidence the first citation must quote)
 EMPLOYEES = ["700 des 770", "700 der 770", "770人の従業員のうち700人", "700 sur 770"]
@@ -25,7 +26,8 @@ CASES = [
 def test_reply_is_in_the_askers_language_and_cites_the_evidence(seed_settings, lang, question, evidence):
     answer = ask(question, settings=seed_settings)
     assert answer.found and answer.lang == lang
-    assert answer.reply.startswith(LEAD_IN[lang])
+    # Asserted "according to the sources", or hedged when the best evidence is weak.
+    assert answer.reply.startswith(WEAK_EVIDENCE[lang] if answer.weak_evidence else LEAD_IN[lang])
     first = answer.citations[0]
     assert first.n == 1 and "[1]" in answer.reply
     assert any(e in first.evidence for e in evidence), first.evidence
@@ -81,6 +83,37 @@ def test_question_the_corpus_cannot_answer_gets_not_found(seed_settings, lang, q
     answer = ask(question, settings=seed_settings)
     assert not answer.found and answer.citations == []
     assert answer.reply == NOT_FOUND[lang]
+
+
+@pytest.mark.slow
+def test_off_topic_questions_in_many_languages_are_refused_and_seed_questions_answered(seed_settings, seed_facts):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "off_topic_questions.json"
+    off_topic = [q for questions in json.loads(path.read_text(encoding="utf-8"))["questions"].values() for q in questions]
+    refused = [not ask(q, settings=seed_settings).found for q in off_topic]
+    answered = [ask(q, settings=seed_settings).found for fact in seed_facts for q in fact["questions"].values()]
+    # Measured: 42 of 44 off-topic questions refused (0.955; the cosine gate before: 0.886) and
+    # 45 of 46 seed questions answered (the same as before), with thresholds chosen on XQuAD.
+    assert sum(refused) / len(refused) >= 0.93, sum(refused)
+    assert sum(answered) >= len(answered) - 2, sum(answered)
+
+
+@pytest.mark.slow
+def test_weak_evidence_is_said_in_the_askers_language(seed_settings):
+    # Every score under the "strong" threshold: the same quotes, led by the hedge, not asserted.
+    hedging = seed_settings.model_copy(update={"strong_evidence": 10.0})
+    for lang, question in (("de", "Wie viel Prozent von OpenAI besitzt Microsoft?"),
+                           ("ja", "OpenAIの従業員のうち何人が辞めると脅しましたか？")):  # fmt: skip
+        sure, weak = ask(question, settings=seed_settings), ask(question, settings=hedging)
+        assert weak.found and weak.weak_evidence and weak.reply.startswith(WEAK_EVIDENCE[lang])
+        assert LEAD_IN[lang] not in weak.reply
+        assert [c.evidence for c in weak.citations] == [c.evidence for c in sure.citations]
+
+
+def test_every_reply_language_has_a_hedge():
+    assert set(WEAK_EVIDENCE) == set(LEAD_IN) == set(NOT_FOUND)
 
 
 @pytest.mark.slow
