@@ -29,6 +29,7 @@ from qa.answer import evidence_scores
 from qa.config import Settings
 from qa.quotes import (
     BY_PASSAGE,
+    EVIDENCE_GAP,
     RANKED,
     SENTENCE_END,
     QuoteWeights,
@@ -211,9 +212,13 @@ def _outcome(case: AnswerCase, chosen: list[int], beside: list[int | None] | Non
 
 def _quotes(case: AnswerCase, method: str, weights: QuoteWeights | None, idf, gap: float | None) -> tuple:
     """The quotes as `qa.answer.quote_evidence` chooses them: (chosen, translation beside each)."""
-    if method != RANKED:
+    if method != RANKED or not case.candidates:
         return select_quotes(case.question, case.candidates, QUOTED, idf=idf, method=method), None
-    chosen = select_quotes(case.question, case.candidates, 2 * QUOTED, idf=idf, method=method, weights=weights, gap=gap)
+    if case._features is None:  # computed once per case: the variants differ only in their weights
+        case._features = sentence_features(case.question, case.candidates, idf)
+    # What `select_quotes` does, from the cached features.
+    scores = ranked_scores(case._features, weights or QuoteWeights())
+    chosen = pick(case.candidates, scores, 2 * QUOTED, EVIDENCE_GAP if gap is None else gap)
     pairs = translations(case.candidates, chosen, case.q_lang)[:QUOTED]
     return [i for i, _ in pairs], [t for _, t in pairs]
 

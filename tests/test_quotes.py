@@ -103,3 +103,24 @@ def test_sentences_in_one_language_or_far_apart_are_not_translations():
     # Close, but the German sentence has a closer French match: not each other's best.
     rival = [_t(0, 0, "fr", [1.0, 0.6]), _t(1, 0, "de", [1.0, 0.0]), _t(2, 9, "fr", [1.0, 0.05])]
     assert translations(rival, [0, 1], "de") == [(0, None), (1, None)]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Whom did the board name on Sunday?", {"wd6"}),
+        ("Le conseil a nommé dimanche Emmett Shear.", {"wd6"}),
+        ("OpenAI董事会周日任命谁为首席执行官？", {"wd6"}),
+        ("日曜日に誰を任命しましたか？", {"wd6"}),
+        ("700 der 770 Mitarbeiter", {"#700", "#770"}),
+        ("770人の従業員のうち700人", {"#700", "#770"}),
+        ("１，０００ドル、1.000 Euro, 百分之四十九", {"#1000", "#49"}),
+        ("in November 2023", {"#2023", "m11"}),
+        ("11月20日", {"#11", "#20", "m11"}),
+        ("It may rain.", set()),  # the modal verb is not the month
+    ],
+)
+def test_numbers_weekdays_and_months_match_across_languages_and_scripts(text, expected):
+    from qa.quotes import anchors
+
+    assert anchors(text) == expected
