@@ -59,10 +59,10 @@ def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_fa
                 assert text[c.evidence_start : c.evidence_end] == c.evidence
                 assert c.passage.start <= c.evidence_start < c.evidence_end <= c.passage.end
                 assert f"[{c.n}] ({' '.join(c.passage.title.split())}" in answer.reply
-    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`):
-    # measured 0.61 first and 0.83 any on these 46 questions in 10 languages;
-    # passage by passage (the previous choice) 0.54 and 0.76.
-    assert first / total >= 0.52 and anywhere / total >= 0.74, (first / total, anywhere / total)
+    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`,
+    # weights chosen on XQuAD): measured 0.739 first and 0.804 any on these 46 questions in 10
+    # languages; passage by passage (the previous choice) 0.54 and 0.83.
+    assert first / total >= 0.70 and anywhere / total >= 0.78, (first / total, anywhere / total)
 
 
 @pytest.mark.slow
