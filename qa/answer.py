@@ -14,11 +14,22 @@ import numpy as np
 
 from qa.config import Settings
 from qa.errors import InvalidQuestionError
-from qa.models import Answer, Citation, Passage
-from qa.quotes import RANKED, SENTENCE_END, SentenceCandidate, select_quotes
+from qa.i18n import WEAK_EVIDENCE
+from qa.models import Answer, Citation, Passage, Translation
+from qa.quotes import RANKED, SENTENCE_END, SentenceCandidate, select_quotes, translations
 from qa.retrieval import clean_question, get_engine
 
-__all__ = ["ANSWER_CANDIDATES", "CITED_PASSAGES", "LEAD_IN", "NOT_FOUND", "ask", "index_candidates", "quote_evidence"]
+__all__ = [
+    "ANSWER_CANDIDATES",
+    "CITED_PASSAGES",
+    "LEAD_IN",
+    "NOT_FOUND",
+    "ask",
+    "evidence_scores",
+    "evidence_strength",
+    "index_candidates",
+    "quote_evidence",
+]
 
 # "According to the sources:" in the languages we answer in; English for the rest.
 LEAD_IN = {
@@ -85,6 +96,36 @@ FOLLOW_UP_WORDS = 4  # a question this short, after another one, is read as a fo
 FOLLOW_UP_CHARS = 12  # ...or this short, for scripts written without spaces
 
 
+def evidence_scores(query: np.ndarray, vectors: np.ndarray, lang_means: np.ndarray, centering: float) -> np.ndarray:
+    """How well each passage answers: its cosine with the question minus `centering` x the
+    question's cosine with the mean passage of its language (`lang_means`, one row per passage).
+
+    The raw cosine is higher when question and passage share a language, whatever they say;
+    the question's cosine with a language's mean passage carries that share (and the corpus's
+    general topic), so taking it off compares a French passage and a German question on the
+    same footing as two German texts. Unlike a standardized score it keeps its meaning in a
+    small corpus about one topic, where every passage is close to the mean.
+    """
+    return vectors @ query - centering * (lang_means @ query)
+
+
+def evidence_strength(best: float, settings: Settings) -> str:
+    """"none" (the corpus does not answer), "weak" or "strong", from the best evidence score."""
+    if best < settings.min_evidence:
+        return "none"
+    return "weak" if best < settings.strong_evidence else "strong"
+
+
+def passage_evidence(passages: list[Passage], query: np.ndarray, index, settings: Settings) -> np.ndarray:
+    """`evidence_scores` of `passages` (the rows shown) in `index`."""
+    if not passages:
+        return np.zeros(0)
+    rows = [index.row_of[(p.doc_id, p.start)] for p in passages]
+    vectors = np.asarray(index.passage_vectors[rows], np.float32)
+    means = index.lang_stats.means[index.lang_ids[rows]]
+    return evidence_scores(query, vectors, means, settings.evidence_centering)
+
+
 def _with_history(question: str, history: list[str] | None) -> str:
     """The text to search with: a short follow-up ("and Microsoft?") carries the previous question."""
     words = question.split()
@@ -115,12 +156,14 @@ def index_candidates(
         spans = index.sentences[sentences][:, 1:].tolist()
         vectors = np.asarray(index.sentence_vectors[sentences], np.float32)
         cosine = vectors @ query
-        z = stats.standardize(centered, (vectors @ centered[0])[None, :], stats.lang_ids([passage.lang] * len(spans)))[0]
-        for (a, b), c, zz in zip(spans, cosine.tolist(), z.tolist()):
+        lang_ids = stats.lang_ids([passage.lang] * len(spans))
+        z = stats.standardize(centered, (vectors @ centered[0])[None, :], lang_ids)[0]
+        unit = stats.centered(vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12), lang_ids)
+        for (a, b), c, zz, u in zip(spans, cosine.tolist(), z.tolist(), unit):
             out.append(
                 SentenceCandidate(
                     passage=position, key=(passage.doc_id, a), text=text[a:b], lang=passage.lang,
-                    cosine=c, z=zz, finished=text[b - 1 : b] in SENTENCE_END,
+                    cosine=c, z=zz, finished=text[b - 1 : b] in SENTENCE_END, centered=u,
                 )
             )
     return out
@@ -141,11 +184,14 @@ def quote_evidence(
     method: str = RANKED,
 ) -> list[Citation]:
     """The citations of a reply: the sentences of `passages` chosen by `select_quotes`, numbered
-    in the order they are quoted, with their exact offsets (and the article's date)."""
+    in the order they are quoted, with their exact offsets (and the article's date). A sentence
+    that translates one already chosen is shown beside it (`qa.quotes.translations`), not quoted
+    again."""
     candidates = index_candidates(passages, query, lang, index, settings)
-    chosen = select_quotes(question, candidates, CITED_PASSAGES, idf=lexical_idf(index), method=method)
+    # Twice as many as shown: a pair of translations takes one place.
+    chosen = select_quotes(question, candidates, 2 * CITED_PASSAGES, idf=lexical_idf(index), method=method)
     citations = []
-    for n, i in enumerate(chosen, 1):
+    for n, (i, other) in enumerate(translations(candidates, chosen, lang)[:CITED_PASSAGES], 1):
         candidate = candidates[i]
         passage = passages[candidate.passage]
         start = candidate.key[1]
@@ -158,9 +204,20 @@ def quote_evidence(
                 evidence_start=start,
                 evidence_end=start + len(candidate.text),
                 date=index.articles[passage.doc_id].date,
+                evidence_translation=None if other is None else _sentence(candidates[other], passages, index),
             )
         )
     return citations
+
+
+def _sentence(candidate: SentenceCandidate, passages: list[Passage], index) -> Translation:
+    """A candidate sentence as a `Translation` (its text verbatim at start:end of its article)."""
+    passage = passages[candidate.passage]
+    start = candidate.key[1]
+    return Translation(
+        text=candidate.text, lang=candidate.lang, doc_id=passage.doc_id, title=passage.title,
+        source=passage.source, start=start, end=start + len(candidate.text),
+    )  # fmt: skip
 
 
 def _provenance(citation: Citation) -> str:
@@ -202,19 +259,29 @@ def ask(
     engine = get_engine(settings)
     query = _with_history(text, history)
     passages = engine.search(query, ANSWER_CANDIDATES, lang=lang)
-    relevant = [p for p in passages if p.similarity >= settings.min_similarity]
-    if not relevant:
-        return Answer(question=text, lang=lang, reply=NOT_FOUND.get(lang, NOT_FOUND["en"]), found=False)
-
     query_vector = engine.embedder.encode_query(query)
     # Sentences and article texts come from the version the search read: the live one may have
     # been replaced since (a rebuild that removed a cited article made this a KeyError).
     index = passages.loaded_index
-    citations = quote_evidence(query, lang, relevant, query_vector, index, settings, method=quotes)
-    lines = [LEAD_IN.get(lang, LEAD_IN["en"])]
+    evidence = passage_evidence(passages, query_vector, index, settings)
+    strength = evidence_strength(float(evidence.max()) if len(evidence) else -np.inf, settings)
+    if strength == "none":
+        return Answer(question=text, lang=lang, reply=NOT_FOUND.get(lang, NOT_FOUND["en"]), found=False)
+
+    # Every candidate passage competes: the sentence ranking (and its gap) decides what is
+    # quoted. (Dropping passages under a threshold first cost the seed questions' any-quote rate.)
+    citations = quote_evidence(query, lang, passages, query_vector, index, settings, method=quotes)
+    weak = strength == "weak"
+    lines = [(WEAK_EVIDENCE if weak else LEAD_IN).get(lang, (WEAK_EVIDENCE if weak else LEAD_IN)["en"])]
     open_quote, close_quote = QUOTES.get(lang, ("“", "”"))
-    lines += [f"{open_quote}{' '.join(c.evidence.split())}{close_quote} [{c.n}] {_provenance(c)}" for c in citations]
-    answer = Answer(question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True)
+    for c in citations:
+        lines.append(f"{open_quote}{' '.join(c.evidence.split())}{close_quote} [{c.n}] {_provenance(c)}")
+        if c.evidence_translation is not None:  # the same sentence in another article's language
+            t = c.evidence_translation
+            lines.append(f"↳ ({t.lang}) {open_quote}{' '.join(t.text.split())}{close_quote} ({' '.join(t.title.split())})")
+    answer = Answer(
+        question=text, lang=lang, reply="\n".join(lines), citations=citations, found=True, weak_evidence=weak
+    )
     if settings.llm_url and generate:
         from qa.generate import generate_answer
 

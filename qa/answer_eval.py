@@ -25,9 +25,11 @@ import numpy as np
 
 from qa.answer import ANSWER_CANDIDATES as CANDIDATES  # as `ask()`
 from qa.answer import CITED_PASSAGES as QUOTED
+from qa.answer import evidence_scores
 from qa.config import Settings
 from qa.quotes import (
     BY_PASSAGE,
+    EVIDENCE_GAP,
     RANKED,
     SENTENCE_END,
     QuoteWeights,
@@ -36,14 +38,20 @@ from qa.quotes import (
     ranked_scores,
     select_quotes,
     sentence_features,
+    translations,
 )
 
 __all__ = [
     "AnswerCase",
     "answer_cases",
+    "calibrate_gate",
     "corpus_answer_report",
+    "corpus_gate_report",
+    "gate_report",
     "print_answer_report",
+    "print_gate_report",
     "tune_alone",
+    "tune_gap",
     "tune_weights",
     "variants",
     "xquad_answer_report",
@@ -63,15 +71,25 @@ class AnswerCase:
     candidates: list[SentenceCandidate]
     correct: np.ndarray  # (len(candidates),) bool
     _features: np.ndarray | None = None
+    p_lang: str = ""  # where the answer is: the asker's language (single, mixed), P (needle), "" (unanswerable)
+    evidence: float = float("nan")  # best `qa.answer.evidence_scores` among the ranked passages
+    cosine: float = float("nan")  # best cosine among them (the gate before)
 
 
-COMPONENTS = ("lexical", "rank", "answer_type", "context")
+COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors")
+# 108 combinations (a few minutes with the six languages); the values each cue was found to
+# need, around its chosen weight.
 GRID = {
-    "lexical": [0, 2, 4, 6, 8],
-    "rank": [0, 0.1, 0.25, 0.5, 1],
-    "answer_type": [0, 0.25, 0.5, 1],
-    "context": [0, 0.1, 0.25],
+    "lexical": [0, 2, 8],
+    "rank": [0, 0.25],
+    "answer_type": [0, 0.25, 0.5],
+    "context": [0, 0.1],
+    "anchors": [0, 1, 2],
 }
+# Pools whose question the pool cannot answer: its paragraph removed in every language (the
+# rest of its article stays), or its whole article removed.
+UNANSWERABLE = ("no paragraph", "no article")
+OLD_MIN_SIMILARITY = 0.79  # the gate before: one raw cosine, any language pair
 TUNED_ON = ("mixed", "needle")  # a multilingual corpus is both: the answer in the asker's language, or only in another
 
 
@@ -92,15 +110,42 @@ def variants(
     return out
 
 
-def _ranked_rows(scores: np.ndarray, pipeline, pool, q_lang: str, kind: str, hide: np.ndarray | None) -> np.ndarray:
-    from qa.evaluate import _top, _top_grouped
+def top_visible(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang: str, k: int) -> list[list[int]]:
+    """The k best translation groups of each question, shown as `qa.retrieval` shows them (the
+    member in the asker's language when the group has one), among the passages a pool holds:
+    a passage scored -inf is not in the pool, so it is never the member shown. (Folding by the
+    full groups would show a needle question the answer in its own language, which the needle
+    pool removed.)"""
+    from qa.evaluate import _top
+    from qa.rank import group_members
+
+    members = group_members(groups)
+    out = []
+    for qi, ranked in enumerate(_top(scores, k=min(scores.shape[1], 40 * k)).tolist()):
+        visible = np.isfinite(scores[qi])
+        rows, seen = [], set()
+        for row in ranked:
+            group = int(groups[row])
+            if not visible[row] or group in seen:
+                continue
+            seen.add(group)
+            shown = [m for m in members.get(group, [row]) if langs[m] == lang and visible[m]]
+            rows.append(shown[0] if shown else row)
+            if len(rows) == k:
+                break
+        out.append(rows)
+    return out
+
+
+def _ranked_rows(scores: np.ndarray, pipeline, pool, q_lang: str, kind: str, hide: np.ndarray | None) -> list[list[int]]:
+    from qa.evaluate import _top
 
     if kind == "single":
         cols = np.flatnonzero(pool.langs == q_lang)
-        return cols[_top(scores[:, cols], CANDIDATES)]
+        return cols[_top(scores[:, cols], CANDIDATES)].tolist()
     if hide is not None:
         scores = np.where(hide, -np.inf, scores)
-    return _top_grouped(scores, pipeline.groups, pool.langs, q_lang, CANDIDATES)
+    return top_visible(scores, pipeline.groups, pool.langs, q_lang, CANDIDATES)
 
 
 def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings: Settings) -> list[AnswerCase]:
@@ -111,7 +156,7 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
     gold = data.answer_paragraph
     half = np.where(data.article_of[gold] % 2 == 0, "tune", "test")
     by_row = [np.flatnonzero(pool.sentence_owner == row) for row in range(len(pool.texts))]
-    cases = []
+    cases, unit = [], None
     for q_lang in data.langs:
         raw = queries[q_lang]
         scores = pipeline.scores(raw, data.questions[q_lang], q_lang, pool)
@@ -121,13 +166,26 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
             centered, centered @ pool.sentence_vectors.T, pipeline.sentence_lang_ids
         )
         similarity = raw @ pool.vectors.T
-        plans = [("single", None, None), ("mixed", None, None)]
+        if unit is None:  # every sentence without its language's mean (translations are found in it)
+            norms = np.linalg.norm(pool.sentence_vectors, axis=1, keepdims=True).clip(1e-12)
+            unit = pipeline.sentence_stats.centered(pool.sentence_vectors / norms, pipeline.sentence_lang_ids)
+        evidence = evidence_scores(raw.T, pool.vectors, pipeline.stats.means[pipeline.lang_ids], settings.evidence_centering).T
+        article = data.article_of[pool.para]
+        plans = [("single", q_lang, None), ("mixed", q_lang, None)]
         plans += [("needle", p, (pool.langs[None, :] != p) & (pool.para[None, :] == gold[:, None]))
                   for p in data.langs if p != q_lang]  # fmt: skip
-        for kind, _, hide in plans:
+        plans += [("no paragraph", "", pool.para[None, :] == gold[:, None]),
+                  ("no article", "", article[None, :] == data.article_of[gold][:, None])]  # fmt: skip
+        for kind, p_lang, hide in plans:
             tops = _ranked_rows(scores, pipeline, pool, q_lang, kind, hide)
-            for qi, rows in enumerate(tops.tolist()):
-                rows = [r for r in rows if similarity[qi, r] >= settings.min_similarity]
+            for qi, rows in enumerate(tops):
+                best, top_cosine = float(evidence[qi, rows].max()), float(similarity[qi, rows].max())
+                if kind in UNANSWERABLE:  # only the gate is measured on these
+                    cases.append(AnswerCase(kind, q_lang, str(half[qi]), data.questions[q_lang][qi], [],
+                                            np.zeros(0, bool), p_lang=p_lang, evidence=best, cosine=top_cosine))  # fmt: skip
+                    continue
+                if best < settings.min_evidence:  # as `ask()`: "not found", nothing quoted
+                    rows = []
                 candidates, correct = [], []
                 for position, row in enumerate(rows):
                     lang = str(pool.langs[row])
@@ -137,30 +195,46 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
                         text = pool.texts[row][a:b]
                         candidates.append(
                             SentenceCandidate(position, (row, a), text, lang, float(cosine[qi, s]), float(z[qi, s]),
-                                              text[-1:] in SENTENCE_END)
+                                              text[-1:] in SENTENCE_END, unit[s])
                         )  # fmt: skip
                         correct.append(bool(answer) and pool.para[row] == gold[qi] and answer in text)
                 cases.append(AnswerCase(kind, q_lang, str(half[qi]), data.questions[q_lang][qi],
-                                        candidates, np.array(correct, bool)))  # fmt: skip
+                                        candidates, np.array(correct, bool), p_lang=p_lang, evidence=best,
+                                        cosine=top_cosine))  # fmt: skip
     return cases
 
 
-def _outcome(case: AnswerCase, chosen: list[int]) -> tuple[bool, bool, bool]:
-    """(first quote holds the answer, any quote does, not found)."""
-    hits = [bool(case.correct[i]) for i in chosen]
-    return bool(hits and hits[0]), any(hits), not chosen
+def _outcome(case: AnswerCase, chosen: list[int], beside: list[int | None] | None = None) -> tuple:
+    """(first quote holds the answer, any quote does, not found, quotes shown, quotes holding it);
+    a quote holds it when it or the translation shown beside it (`beside`) does."""
+    beside = beside or [None] * len(chosen)
+    hits = [bool(case.correct[i]) or (t is not None and bool(case.correct[t])) for i, t in zip(chosen, beside)]
+    return bool(hits and hits[0]), any(hits), not chosen, len(hits), sum(hits)
 
 
-def run_variant(cases: list[AnswerCase], method: str, weights: QuoteWeights | None, idf) -> np.ndarray:
-    """(n_cases, 3) outcomes of one selection over every case, through `select_quotes`."""
-    return np.array(
-        [_outcome(c, select_quotes(c.question, c.candidates, QUOTED, idf=idf, method=method, weights=weights))
-         for c in cases]
-    ).reshape(-1, 3)
+def _quotes(case: AnswerCase, method: str, weights: QuoteWeights | None, idf, gap: float | None) -> tuple:
+    """The quotes as `qa.answer.quote_evidence` chooses them: (chosen, translation beside each)."""
+    if method != RANKED or not case.candidates:
+        return select_quotes(case.question, case.candidates, QUOTED, idf=idf, method=method), None
+    if case._features is None:  # computed once per case: the variants differ only in their weights
+        case._features = sentence_features(case.question, case.candidates, idf)
+    # What `select_quotes` does, from the cached features.
+    scores = ranked_scores(case._features, weights or QuoteWeights())
+    chosen = pick(case.candidates, scores, 2 * QUOTED, EVIDENCE_GAP if gap is None else gap)
+    pairs = translations(case.candidates, chosen, case.q_lang)[:QUOTED]
+    return [i for i, _ in pairs], [t for _, t in pairs]
+
+
+def run_variant(
+    cases: list[AnswerCase], method: str, weights: QuoteWeights | None, idf, gap: float | None = None
+) -> np.ndarray:
+    """(n_cases, 5) outcomes (`_outcome`) of one selection over every case, through `select_quotes`."""
+    return np.array([_outcome(c, *_quotes(c, method, weights, idf, gap)) for c in cases]).reshape(-1, 5)
 
 
 def _table(cases: list[AnswerCase], outcomes: np.ndarray) -> dict:
-    """{half: {pool: {lang: {first, any, not_found, n}, "mean": ...}}}: means over languages."""
+    """{half: {pool: {lang: {first, any, precision, not_found, n}, "mean": ...}}}: means over
+    languages; precision is the share of the quotes shown that hold the answer."""
     out: dict = {}
     for half in ("tune", "test"):
         for kind in POOLS:
@@ -168,11 +242,16 @@ def _table(cases: list[AnswerCase], outcomes: np.ndarray) -> dict:
             for lang in sorted({c.q_lang for c in cases}):
                 mask = np.array([c.half == half and c.pool == kind and c.q_lang == lang for c in cases])
                 if mask.any():
-                    first, anywhere, missing = outcomes[mask].mean(axis=0)
+                    first, anywhere, missing, shown, holding = outcomes[mask].mean(axis=0)
                     rows[lang] = {"first": round(float(first), 3), "any": round(float(anywhere), 3),
+                                  "precision": round(float(holding / max(shown, 1e-9)), 3),
+                                  "quotes": round(float(shown), 2),
                                   "not_found": round(float(missing), 3), "n": int(mask.sum())}  # fmt: skip
             if rows:
-                rows["mean"] = {k: round(float(np.mean([r[k] for r in rows.values()])), 3) for k in ("first", "any")}
+                rows["mean"] = {
+                    k: round(float(np.mean([r[k] for r in rows.values()])), 3)
+                    for k in ("first", "any", "precision", "quotes")
+                }
                 out.setdefault(half, {})[kind] = rows
     return out
 
@@ -180,11 +259,16 @@ def _table(cases: list[AnswerCase], outcomes: np.ndarray) -> dict:
 def xquad_answer_report(
     cases: list[AnswerCase], idf, weights: QuoteWeights | None = None, alone: dict[str, float] | None = None
 ) -> dict:
-    """Every variant (`variants`) over every case: {variant: `_table`}."""
-    return {
-        name: _table(cases, run_variant(cases, method, w, idf))
-        for name, (method, w) in variants(weights, alone).items()
-    }
+    """Every variant (`variants`) over every case: {variant: `_table`}. The last, "ranked
+    (now)", quotes only sentences within `EVIDENCE_GAP` of the first; "ranked, 3 quotes" is the
+    same ranking always quoting three (the previous rule)."""
+    cases = [c for c in cases if c.pool in POOLS]
+    out = {}
+    for name, (method, w) in variants(weights, alone).items():
+        if name == "ranked (now)":
+            out["ranked, 3 quotes"] = _table(cases, run_variant(cases, method, w, idf, gap=np.inf))
+        out[name] = _table(cases, run_variant(cases, method, w, idf, gap=None if name == "ranked (now)" else np.inf))
+    return out
 
 
 def tune_weights(cases: list[AnswerCase], idf, grid: dict[str, list[float]] | None = None) -> tuple[QuoteWeights, float]:
@@ -225,6 +309,9 @@ def print_answer_report(report: dict, title: str, out=None) -> None:
         for name in names:
             cells = "".join(f"{m['mean']['first']:>8.3f}/{m['mean']['any']:.3f}" for m in report[name][half].values())
             print("  " + name.ljust(22) + cells, file=out)
+        print("  share of shown quotes holding the answer / quotes per reply: " + "; ".join(
+            f"{name} " + " ".join(f"{m['mean']['precision']:.3f}/{m['mean']['quotes']:.2f}" for m in report[name][half].values())
+            for name in names[-2:]), file=out)  # fmt: skip
         base, now = report[names[0]][half], report[names[-1]][half]
         for kind in base:
             langs = [k for k in base[kind] if k != "mean"]
@@ -232,25 +319,153 @@ def print_answer_report(report: dict, title: str, out=None) -> None:
                 f"{lang} {base[kind][lang]['first']:.2f}->{now[kind][lang]['first']:.2f}" for lang in langs), file=out)
 
 
-def corpus_answer_report(path: Path, settings: Settings) -> dict:
+def corpus_answer_report(path: Path, settings: Settings, off_topic: Path | None = None) -> dict:
     """First-quote / any-quote rates of `ask()` on questions about the indexed corpus, before
-    (quotes by passage) and now; `path` holds {"evidence": [strings], "questions": {lang: q}}."""
+    (quotes by passage) and now; `path` holds [{"evidence": [strings], "questions": {lang: q}}].
+    Also the share of shown quotes holding the evidence, and of replies hedged or "not found"."""
     from qa.answer import ask
 
     facts = json.loads(Path(path).read_text(encoding="utf-8"))
     report = {}
     for name, method in (("by passage (before)", BY_PASSAGE), ("ranked (now)", RANKED)):
-        by_lang: dict[str, list[tuple[bool, bool]]] = {}
+        by_lang: dict[str, list[tuple[bool, bool, int, int, bool, bool]]] = {}
         for fact in facts:
             for lang, question in fact["questions"].items():
-                quotes = [c.evidence for c in ask(question, settings=settings, quotes=method).citations]
-                holds = [any(e in q for e in fact["evidence"]) for q in quotes]
-                by_lang.setdefault(lang, []).append((bool(holds and holds[0]), any(holds)))
-        every = [x for rows in by_lang.values() for x in rows]
+                answer = ask(question, settings=settings, quotes=method)
+                holds = [any(e in c.evidence for e in fact["evidence"]) for c in answer.citations]
+                by_lang.setdefault(lang, []).append(
+                    (bool(holds and holds[0]), any(holds), len(holds), sum(holds), not answer.found, answer.weak_evidence)
+                )
+        every = np.array([x for rows in by_lang.values() for x in rows], float)
         report[name] = {
-            "first": round(float(np.mean([f for f, _ in every])), 3),
-            "any": round(float(np.mean([a for _, a in every])), 3),
+            "first": round(float(every[:, 0].mean()), 3),
+            "any": round(float(every[:, 1].mean()), 3),
+            "precision": round(float(every[:, 3].sum() / max(every[:, 2].sum(), 1)), 3),
+            "quotes": round(float(every[:, 2].mean()), 2),
+            "not_found": round(float(every[:, 4].mean()), 3),
+            "weak": round(float(every[:, 5].mean()), 3),
             "n": len(every),
-            "by_language": {lang: round(float(np.mean([f for f, _ in rows])), 3) for lang, rows in sorted(by_lang.items())},
+            "by_language": {lang: round(float(np.mean([r[0] for r in rows])), 3) for lang, rows in sorted(by_lang.items())},
         }
     return report
+
+
+def corpus_gate_report(path: Path, off_topic: Path, settings: Settings) -> dict:
+    """The "not found" decision on the indexed corpus, per question language: the questions of
+    `path` (answerable) and of `off_topic` ({"questions": {lang: [questions]}}, unanswerable),
+    before (any of the 10 best passages at cosine `OLD_MIN_SIMILARITY` or more) and now."""
+    from qa.answer import ANSWER_CANDIDATES, ask
+    from qa.lang import detect_language
+    from qa.retrieval import get_engine
+
+    engine = get_engine(settings)
+    asked = [(lang, q, True) for fact in json.loads(Path(path).read_text(encoding="utf-8"))
+             for lang, q in fact["questions"].items()]  # fmt: skip
+    unanswerable = json.loads(Path(off_topic).read_text(encoding="utf-8"))["questions"]
+    asked += [(lang, q, False) for lang, questions in unanswerable.items() for q in questions]
+    out: dict = {"answerable": {}, "off-topic": {}}
+    for lang, question, answerable in asked:
+        passages = engine.search(question, ANSWER_CANDIDATES, lang=detect_language(question))
+        before = not any(p.similarity >= OLD_MIN_SIMILARITY for p in passages)
+        answer = ask(question, settings=settings)
+        kind = "answerable" if answerable else "off-topic"
+        out[kind].setdefault(lang, []).append((before, not answer.found, answer.weak_evidence))
+    summary: dict = {}
+    for kind, by_lang in out.items():
+        every = np.array([x for rows in by_lang.values() for x in rows], float)
+        summary[kind] = {
+            "not_found_before": round(float(every[:, 0].mean()), 3),
+            "not_found": round(float(every[:, 1].mean()), 3),
+            "weak": round(float(every[:, 2].mean()), 3),
+            "n": len(every),
+            "by_language": {lang: [round(float(x), 3) for x in np.mean(rows, axis=0)] for lang, rows in sorted(by_lang.items())},
+        }
+    return summary
+
+
+# ---------------------------------------------------------------------- the "not found" decision
+def _pair(case: AnswerCase) -> str:
+    return f"{case.q_lang}>{case.p_lang}"
+
+
+def calibrate_gate(cases: list[AnswerCase], not_found: float = 0.02, weak: float = 0.05) -> dict[str, float]:
+    """`min_evidence` and `strong_evidence` from the tune half: the lowest `not_found` and `weak`
+    quantiles, over language pairs, of the evidence score of answerable questions (mixed pool:
+    the answer in the asker's language; needle: only in P), so that no pair loses more than
+    `not_found` of them to "not found", nor more than `weak` to a hedged reply."""
+    by_pair: dict[str, list[float]] = {}
+    for c in cases:
+        if c.half == "tune" and c.pool in TUNED_ON:
+            by_pair.setdefault(_pair(c), []).append(c.evidence)
+    return {
+        "min_evidence": round(min(float(np.quantile(v, not_found)) for v in by_pair.values()), 3),
+        "strong_evidence": round(min(float(np.quantile(v, weak)) for v in by_pair.values()), 3),
+    }
+
+
+def gate_report(cases: list[AnswerCase], settings: Settings) -> dict:
+    """Per half: answerable questions (mixed and needle pools) per language pair, how many get
+    "not found" before (cosine under `OLD_MIN_SIMILARITY`) and now (`qa.answer.evidence_strength`),
+    and how many now get the hedged reply; unanswerable ones (`UNANSWERABLE`) per question
+    language, how many are refused before and now."""
+    from qa.answer import evidence_strength
+
+    out: dict = {}
+    for half in ("tune", "test"):
+        pairs: dict[str, list[tuple[bool, bool, bool]]] = {}
+        refused: dict[str, dict[str, list[tuple[bool, bool, bool]]]] = {k: {} for k in UNANSWERABLE}
+        for c in cases:
+            if c.half != half or c.pool not in (*TUNED_ON, *UNANSWERABLE):
+                continue
+            now = evidence_strength(c.evidence, settings)
+            row = (c.cosine < OLD_MIN_SIMILARITY, now == "none", now == "weak")
+            (refused[c.pool].setdefault(c.q_lang, []) if c.pool in UNANSWERABLE else pairs.setdefault(_pair(c), [])).append(row)
+        table = {"answerable": {}, **{k: {} for k in UNANSWERABLE}}
+        for pair, rows in sorted(pairs.items()):
+            before, now, weak = np.mean(rows, axis=0)
+            table["answerable"][pair] = {"not_found_before": round(float(before), 3), "not_found": round(float(now), 3),
+                                         "weak": round(float(weak), 3), "n": len(rows)}  # fmt: skip
+        for kind in UNANSWERABLE:
+            for lang, rows in sorted(refused[kind].items()):
+                before, now, weak = np.mean(rows, axis=0)
+                table[kind][lang] = {"refused_before": round(float(before), 3), "refused": round(float(now), 3),
+                                     "weak": round(float(weak), 3), "n": len(rows)}  # fmt: skip
+        out[half] = table
+    return out
+
+
+def print_gate_report(report: dict, settings: Settings, out=None) -> None:
+    """The "not found" decision before and now: worst and mean language pair, then every pair."""
+    out = out or sys.stdout
+    print(f"\nXQuAD \"not found\": before = cosine < {OLD_MIN_SIMILARITY}; now = evidence score < "
+          f"{settings.min_evidence} (hedged reply under {settings.strong_evidence})", file=out)  # fmt: skip
+    for half, table in report.items():
+        pairs = table["answerable"]
+        before = [r["not_found_before"] for r in pairs.values()]
+        now = [r["not_found"] for r in pairs.values()]
+        weak = [r["weak"] for r in pairs.values()]
+        print(f"  {half} half: answerable, false 'not found' worst pair {max(before):.3f} -> {max(now):.3f}, "
+              f"mean {np.mean(before):.4f} -> {np.mean(now):.4f}; hedged {np.mean(weak):.3f}", file=out)  # fmt: skip
+        for kind in UNANSWERABLE:
+            rows = table[kind].values()
+            print(f"    unanswerable ({kind}): refused {np.mean([r['refused_before'] for r in rows]):.3f} -> "
+                  f"{np.mean([r['refused'] for r in rows]):.3f}, hedged {np.mean([r['weak'] for r in rows]):.3f}",
+                  file=out)  # fmt: skip
+        print("    false 'not found' per pair (Q>P, before->now): " + "  ".join(
+            f"{p} {r['not_found_before']:.3f}->{r['not_found']:.3f}" for p, r in pairs.items()), file=out)  # fmt: skip
+
+
+GAPS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, np.inf)
+
+
+def tune_gap(cases: list[AnswerCase], idf, weights: QuoteWeights | None = None, loss: float = 0.01) -> dict:
+    """`EVIDENCE_GAP` from the tune half (mixed and needle pools): the gap with the highest share
+    of shown quotes holding the answer whose any-quote rate is within `loss` of quoting three."""
+    tune = [c for c in cases if c.half == "tune" and c.pool in TUNED_ON]
+    rows = {}
+    for gap in GAPS:
+        o = run_variant(tune, RANKED, weights, idf, gap=gap)
+        rows[gap] = (float(o[:, 1].mean()), float(o[:, 4].sum() / max(o[:, 3].sum(), 1)), float(o[:, 3].mean()))
+    full = rows[np.inf][0]
+    best = max((g for g in GAPS if rows[g][0] >= full - loss), key=lambda g: rows[g][1])
+    return {"gap": best, "grid": {str(g): dict(zip(("any", "precision", "quotes"), r)) for g, r in rows.items()}}

@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--questions", type=Path, default=None, metavar="FILE",
         help="with --answers: also ask the questions of FILE (JSON, with evidence strings) of the index",
     )
+    p.add_argument(
+        "--off-topic", type=Path, default=None, metavar="FILE",
+        help="with --questions: also ask FILE's questions that the index cannot answer (JSON {lang: [questions]})",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="start the chat UI, the REST API and the embed assets on one port")

@@ -348,12 +348,17 @@ def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray],
     """`qa eval --answers`: first-quote / any-quote rates on XQuAD (and on `--questions`)."""
     from qa.answer_eval import (
         answer_cases,
+        calibrate_gate,
         corpus_answer_report,
+        gate_report,
         print_answer_report,
+        print_gate_report,
         tune_alone,
+        tune_gap,
         tune_weights,
         xquad_answer_report,
     )
+    from qa.quotes import EVIDENCE_GAP
 
     cases = answer_cases(data, pool, queries, pipeline, settings)
     idf = pipeline.lexical.idf if pipeline.lexical is not None else None
@@ -365,6 +370,15 @@ def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray],
         print(f"\nQuote weights chosen on the tune half's mixed and needle pools: {weights} (first quote {score:.3f}); "
               f"each cue alone: {alone}")  # fmt: skip
         out["tuned_weights"] = {"weights": weights.__dict__, "tune_first": round(score, 3), "alone": alone}
+    out["tuned_gap"] = tune_gap(cases, idf, weights)
+    print(f"\nQuote gap from the tune half (highest share of quotes holding the answer, any-quote within 0.01 "
+          f"of three quotes): {out['tuned_gap']['gap']} (in use: {EVIDENCE_GAP}); any / share / quotes per gap: "
+          + ", ".join(f"{g} {r['any']:.3f}/{r['precision']:.3f}/{r['quotes']:.2f}" for g, r in out["tuned_gap"]["grid"].items()))
+    out["gate_calibration"] = calibrate_gate(cases)
+    print(f"\n\"Not found\" thresholds from the tune half: {out['gate_calibration']} (in use: min_evidence "
+          f"{settings.min_evidence}, strong_evidence {settings.strong_evidence})")  # fmt: skip
+    out["gate"] = gate_report(cases, settings)
+    print_gate_report(out["gate"], settings)
     out["xquad"] = xquad_answer_report(cases, idf, weights, alone)
     print_answer_report(out["xquad"], "XQuAD answers")
     if getattr(args, "questions", None):
@@ -372,7 +386,16 @@ def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray],
         print(f"\nCorpus questions ({args.questions.name}, index {settings.index_dir}): first quote / any quote")
         for name, row in out["corpus"].items():
             langs = " ".join(f"{k} {v:.2f}" for k, v in row["by_language"].items())
-            print(f"  {name:<22}{row['first']:.3f} / {row['any']:.3f}  (n={row['n']}; first by language: {langs})")
+            print(f"  {name:<22}{row['first']:.3f} / {row['any']:.3f}  (n={row['n']}; first by language: {langs}); "
+                  f"quotes holding the evidence {row['precision']:.3f} of {row['quotes']:.2f} a reply; "
+                  f"hedged {row['weak']:.3f}, not found {row['not_found']:.3f}")  # fmt: skip
+    if getattr(args, "questions", None) and getattr(args, "off_topic", None):
+        from qa.answer_eval import corpus_gate_report
+
+        out["corpus_gate"] = gate = corpus_gate_report(args.questions, args.off_topic, settings)
+        for kind, row in gate.items():
+            print(f"  {kind} ({row['n']}): 'not found' {row['not_found_before']:.3f} -> {row['not_found']:.3f}, "
+                  f"hedged {row['weak']:.3f}; per language (before, now, hedged): {row['by_language']}")  # fmt: skip
     return out
 
 

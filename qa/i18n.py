@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-__all__ = ["EXAMPLES", "LABELS", "LANGUAGE_NAMES", "QUESTION_ERRORS", "UI_LANGS", "label", "pick_lang"]
+__all__ = [
+    "EXAMPLES",
+    "LABELS",
+    "LANGUAGE_NAMES",
+    "QUESTION_ERRORS",
+    "UI_LANGS",
+    "WEAK_EVIDENCE",
+    "label",
+    "pick_lang",
+]
 
 UI_LANGS = ("en", "fr", "de", "es", "ja", "zh")
 
@@ -219,6 +228,30 @@ QUESTION_ERRORS: dict[str, dict[str, str]] = {
         "th": "คำถามเป็นเพียงอักขระตัวเดียวซ้ำกัน ({chars}) โปรดพิมพ์คำถามจริง",
         "ro": "Întrebarea este un singur caracter repetat ({chars}). Scrieți o întrebare reală.",
     },
+}
+
+# The lead-in of a reply whose best evidence is weak (between the "found" and the "not found"
+# bands of `qa.answer.evidence_strength`): it does not assert "according to the sources".
+WEAK_EVIDENCE: dict[str, str] = {
+    "en": "I am not sure the articles answer this; the closest passages say:",
+    "fr": "Je ne suis pas sûr que les articles répondent à cette question ; les passages les plus proches disent :",
+    "de": "Ich bin nicht sicher, dass die Artikel diese Frage beantworten; die nächstliegenden Stellen sagen:",
+    "es": "No estoy seguro de que los artículos respondan a esto; los pasajes más cercanos dicen:",
+    "it": "Non sono sicuro che gli articoli rispondano a questa domanda; i passaggi più vicini dicono:",
+    "pt": "Não tenho certeza de que os artigos respondam a isto; os trechos mais próximos dizem:",
+    "nl": "Ik weet niet zeker of de artikelen dit beantwoorden; de passages die het dichtst in de buurt komen zeggen:",
+    "ja": "記事がこの質問に答えているかは確かではありません。最も近い箇所は次のとおりです：",
+    "zh": "不确定这些文章是否回答了这个问题；最相关的段落是：",
+    "ko": "기사가 이 질문에 답하는지 확실하지 않습니다. 가장 가까운 구절은 다음과 같습니다:",
+    "ru": "Не уверен, что статьи отвечают на этот вопрос; ближайшие фрагменты говорят:",
+    "ar": "لست متأكدًا من أن المقالات تجيب عن هذا السؤال؛ أقرب المقاطع تقول:",
+    "hi": "मुझे यकीन नहीं है कि लेख इसका उत्तर देते हैं; सबसे निकट के अंश कहते हैं:",
+    "tr": "Makalelerin bunu yanıtladığından emin değilim; en yakın bölümler şöyle diyor:",
+    "pl": "Nie jestem pewien, czy artykuły na to odpowiadają; najbliższe fragmenty mówią:",
+    "el": "Δεν είμαι βέβαιος ότι τα άρθρα απαντούν σε αυτό· τα πιο κοντινά αποσπάσματα λένε:",
+    "vi": "Tôi không chắc các bài viết trả lời được câu hỏi này; những đoạn gần nhất cho biết:",
+    "th": "ไม่แน่ใจว่าบทความตอบคำถามนี้หรือไม่ ข้อความที่ใกล้เคียงที่สุดระบุว่า:",
+    "ro": "Nu sunt sigur că articolele răspund la aceasta; pasajele cele mai apropiate spun:",
 }
 
 # One click away in the UI: questions the corpus answers, in several languages.

@@ -97,6 +97,12 @@ class Citation(BaseModel):
     evidence_start: int = Field(description="Offset of the evidence in its article's text.")
     evidence_end: int
     date: str | None = Field(None, description="The cited article's date, when it has one.")
+    evidence_translation: Translation | None = Field(
+        None,
+        description="The same sentence in another language, found among the candidates (the asker's "
+        "language when it is one of the two): shown beside the quote instead of as another quote. Its "
+        "text is verbatim at start:end of its own article.",
+    )
 
 
 class Answer(BaseModel):
@@ -107,6 +113,9 @@ class Answer(BaseModel):
     reply: str = Field(description="Plain-text reply with [n] markers.")
     citations: list[Citation] = Field(default_factory=list)
     found: bool = Field(description="False when the corpus does not cover the question.")
+    weak_evidence: bool = Field(
+        False, description="True when the best evidence is weak: the reply says so instead of asserting it."
+    )
     # Generated answers (qa.generate), only when an LLM server is configured.
     mode: Literal["extractive", "generated"] = Field(
         "extractive",

@@ -25,22 +25,26 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
 __all__ = [
     "BY_PASSAGE",
+    "EVIDENCE_GAP",
     "RANKED",
     "SENTENCE_END",
+    "TRANSLATION_COSINE",
     "QuoteWeights",
     "SentenceCandidate",
+    "anchors",
     "answer_type",
     "pick",
     "ranked_scores",
     "select_quotes",
     "sentence_features",
+    "translations",
 ]
 
 BY_PASSAGE = "by passage"
@@ -60,6 +64,9 @@ class SentenceCandidate:
     cosine: float  # question · sentence
     z: float  # the cosine standardized against the sentences of its language
     finished: bool  # ends like a sentence (a heading does not)
+    # Its vector minus its language's mean sentence, unit length (`LanguageStats.centered`): two
+    # sentences that translate each other are close in it, whatever their languages.
+    centered: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -69,10 +76,32 @@ class QuoteWeights:
     Chosen on one half of the XQuAD articles and checked on the other (`qa eval`).
     """
 
-    lexical: float = 8.0
-    rank: float = 0.0  # measured: no gain on the tune half once the lexical share is in
+    # 0: measured on the tune half's needle pool (the answer only in another language) the
+    # lexical share favours the asker's language: first quote 0.473 without it, 0.310 at 8, while
+    # the mixed pool gains 0.684 -> 0.726. (8 had been chosen on a needle pool that showed the
+    # answer's removed translation in the asker's language.) Scaling it per language did not help.
+    lexical: float = 0.0
+    rank: float = 0.0  # measured: no gain on the tune half
     answer_type: float = 0.25
     context: float = 0.1
+    anchors: float = 1.0  # share of the question's numbers, weekdays and months, across languages
+    # The lexical share divided by the best share among the candidates of the sentence's own
+    # language: as the ranking scales BM25 per language, so that sharing the asker's words does
+    # not bury the sentence in another language that holds the answer.
+    lexical_by_language: float = 0.0
+
+
+# A quote after the first is shown only when its ranking score is within this of the first's
+# (the dense z-score's units). Chosen on the tune half of XQuAD (`qa eval --answers --tune-quotes`).
+EVIDENCE_GAP = 3.0
+
+
+# Two quotes in different languages whose language-centred cosine is at least this, each the
+# other's best match, say the same thing: one is quoted, the other shown beside it. On the demo
+# corpus (German, French and Japanese versions of one article) a sentence's translation scores
+# 0.67 (median, German-French) and its next-best match 0.39; the passages' own translation
+# groups use 0.45.
+TRANSLATION_COSINE = 0.5
 
 
 # ---------------------------------------------------------------------- answer types
@@ -185,6 +214,91 @@ def _names(text: str, first: bool = False) -> set[str]:
     return names
 
 
+# ---------------------------------------------------------------------- cross-language anchors
+# Numbers, weekdays and months are written differently in every language and script ("Sunday",
+# "dimanche", "日曜日", "周日"; "1,000", "1.000", "１０００", "千"), so neither the lexical share
+# (one language's analyzer) nor, often, the dense score sees that a question and a sentence in
+# another language name the same one. Each is mapped to one language-independent token.
+# (word, CJK/Arabic forms): words match whole, the others anywhere (no spaces around them).
+# Left out as ambiguous: English "may" and "march", the Portuguese weekdays "segunda" to
+# "sexta" (also ordinals).
+_WEEKDAYS = [
+    ("monday|montag|lundi|lunes|lunedì|lunedi|maandag|понедельник[а-я]*|pazartesi", "月曜|星期一|周一|週一|월요일|الاثنين"),
+    ("tuesday|dienstag|mardi|martes|martedì|martedi|dinsdag|вторник[а-я]*|salı", "火曜|星期二|周二|週二|화요일|الثلاثاء"),
+    ("wednesday|mittwoch|mercredi|miércoles|miercoles|mercoledì|mercoledi|woensdag|çarşamba", "水曜|星期三|周三|週三|수요일|الأربعاء"),
+    ("thursday|donnerstag|jeudi|jueves|giovedì|giovedi|donderdag|четверг[а-я]*|perşembe", "木曜|星期四|周四|週四|목요일|الخميس"),
+    ("friday|freitag|vendredi|viernes|venerdì|venerdi|vrijdag|пятниц[аыу]|cuma", "金曜|星期五|周五|週五|금요일|الجمعة"),
+    ("saturday|samstag|sonnabend|samedi|sábado|sabado|sabato|zaterdag|суббот[аыу]|cumartesi", "土曜|星期六|周六|週六|토요일|السبت"),
+    ("sunday|sonntag|dimanche|domingo|domenica|zondag|воскресень[ея]|pazar", "日曜|星期日|星期天|周日|週日|일요일|الأحد"),
+]
+_MONTHS = [
+    "january|januar|janvier|enero|gennaio|janeiro|januari|январ[ьяе]|يناير",
+    "february|februar|février|fevrier|febrero|febbraio|fevereiro|februari|феврал[ьяе]|فبراير",
+    "märz|mars|marzo|março|maart|марта?|مارس",
+    "april|avril|abril|aprile|апрел[ьяе]|أبريل",
+    "mai|mayo|maggio|maio|mei|ма[йяе]|مايو",
+    "june|juni|juin|junio|giugno|junho|июн[ьяе]|يونيو",
+    "july|juli|juillet|julio|luglio|julho|июл[ьяе]|يوليو",
+    "august|août|aout|agosto|augustus|августа?|أغسطس",
+    "september|septembre|septiembre|settembre|setembro|сентябр[ьяе]|سبتمبر",
+    "october|oktober|octobre|octubre|ottobre|outubro|октябр[ьяе]|أكتوبر",
+    "november|novembre|noviembre|novembro|ноябр[ьяе]|نوفمبر",
+    "december|dezember|décembre|decembre|diciembre|dicembre|dezembro|декабр[ьяе]|ديسمبر",
+]
+_CJK_MONTH = re.compile(r"(\d{1,2})\s*月")
+_NAMED = re.compile(
+    "|".join(f"(?P<d{i}>\\b(?:{words})\\b|{other})" for i, (words, other) in enumerate(_WEEKDAYS))
+    + "|" + "|".join(f"(?P<m{i + 1}>\\b(?:{p})\\b)" for i, p in enumerate(_MONTHS)),
+    re.IGNORECASE,
+)  # fmt: skip
+_NUMBER = re.compile(r"\d+(?:[.,\u00a0\u202f ]\d{3})*(?:[.,]\d+)?")
+_CJK_DIGITS = dict(zip("〇零一二两三四五六七八九", [0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9]))
+_CJK_UNITS = {"十": 10, "百": 100, "千": 1000}
+_CJK_NUMBER = re.compile(r"[〇零一二两三四五六七八九十百千]+")
+
+
+def _cjk_number(text: str) -> int | None:
+    """"四十九" -> 49, "七百七十" -> 770 (below ten thousand; larger units are left alone)."""
+    total, digit = 0, None
+    for ch in text:
+        if ch in _CJK_DIGITS:
+            digit = _CJK_DIGITS[ch]
+        else:
+            total += (1 if digit is None else digit) * _CJK_UNITS[ch]
+            digit = None
+    total += digit or 0
+    return total or None
+
+
+def anchors(text: str) -> frozenset[str]:
+    """Language-independent tokens of the numbers, weekdays and months in `text`: "#49", "wd6"
+    (Sunday), "m11" (November). Full-width digits and thousands separators are normalized; CJK
+    numerals below ten thousand are read as numbers."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text)
+    out = set()
+    for m in _NUMBER.finditer(text):
+        raw = re.sub(r"[.,\u00a0\u202f ](?=\d{3}\b)", "", m.group())
+        out.add("#" + raw.replace(",", "."))
+    for m in _CJK_NUMBER.finditer(text):
+        if len(m.group()) > 1 or m.group() not in "一两十百千":  # a lone 一 is mostly "one/a"
+            value = _cjk_number(m.group())
+            if value is not None:
+                out.add(f"#{value}")
+    for m in _NAMED.finditer(text):
+        name = m.lastgroup
+        out.add(f"wd{name[1:]}" if name.startswith("d") else name)
+    for m in _CJK_MONTH.finditer(text):
+        out.add(f"m{int(m.group(1))}")
+    return frozenset(out)
+
+
+@lru_cache(maxsize=4096)
+def _anchors(text: str) -> frozenset[str]:
+    return anchors(text)
+
+
 # ---------------------------------------------------------------------- the ranking
 @lru_cache(maxsize=4096)
 def _tokens(text: str) -> frozenset[str]:
@@ -197,8 +311,9 @@ def _tokens(text: str) -> frozenset[str]:
 def sentence_features(
     question: str, candidates: list[SentenceCandidate], idf: Callable[[list[str]], np.ndarray] | None
 ) -> np.ndarray:
-    """(n, 5): dense z-score, lexical share, passage rank, answer-type match and the previous
-    sentence's z-score (0 for a passage's first) of each candidate; a passage's candidates come
+    """(n, 7): dense z-score, lexical share, passage rank, answer-type match, the previous
+    sentence's z-score (0 for a passage's first), the share of the question's `anchors` and the
+    lexical share scaled per language (see `QuoteWeights`) of each candidate; a passage's candidates come
     in text order.
 
     `idf(tokens)` gives the corpus's inverse document frequency of each token (`qa.lexical`);
@@ -206,7 +321,7 @@ def sentence_features(
     """
     from qa.lexical import tokenize
 
-    out = np.zeros((len(candidates), 5), np.float64)
+    out = np.zeros((len(candidates), 7), np.float64)
     if not candidates:
         return out
     out[:, 0] = [c.z for c in candidates]
@@ -226,6 +341,15 @@ def sentence_features(
     kind = answer_type(question)
     if kind is not None:
         out[:, 3] = [_holds(kind, c.text, question) for c in candidates]
+    langs = np.array([c.lang for c in candidates])
+    for lang in set(langs.tolist()):
+        rows = langs == lang
+        best = out[rows, 1].max()
+        if best > 0:
+            out[rows, 6] = out[rows, 1] / best
+    asked_anchors = _anchors(question)
+    if asked_anchors:
+        out[:, 5] = [len(asked_anchors & _anchors(c.text)) / len(asked_anchors) for c in candidates]
     return out
 
 
@@ -237,11 +361,17 @@ def ranked_scores(features: np.ndarray, weights: QuoteWeights) -> np.ndarray:
         - weights.rank * features[:, 2]
         + weights.answer_type * features[:, 3]
         + weights.context * features[:, 4]
+        + weights.anchors * features[:, 5]
+        + weights.lexical_by_language * features[:, 6]
     )
 
 
-def pick(candidates: list[SentenceCandidate], scores: np.ndarray, k: int) -> list[int]:
-    """The k best candidates by `scores`, each sentence once, headings only when nothing else is left."""
+def pick(candidates: list[SentenceCandidate], scores: np.ndarray, k: int, gap: float | None = None) -> list[int]:
+    """The k best candidates by `scores`, each sentence once, headings only when nothing else is left.
+
+    With `gap`, a sentence is quoted after the first only if it scores within `gap` of it: a
+    reply quotes what scores as evidence, not a filler to make up k (`EVIDENCE_GAP`).
+    """
     usable = np.array([c.finished for c in candidates], bool)
     if not usable.any():
         usable[:] = True
@@ -249,11 +379,43 @@ def pick(candidates: list[SentenceCandidate], scores: np.ndarray, k: int) -> lis
     for i in np.argsort(-np.where(usable, scores, -np.inf), kind="stable").tolist():
         if not usable[i] or candidates[i].key in seen:
             continue
+        if chosen and gap is not None and scores[i] < scores[chosen[0]] - gap:
+            break
         seen.add(candidates[i].key)
         chosen.append(i)
         if len(chosen) == k:
             break
     return chosen
+
+
+def translations(candidates: list[SentenceCandidate], chosen: list[int], asker: str | None = None) -> list[tuple[int, int | None]]:
+    """`chosen` with each sentence that translates an earlier one folded into it: (quote, its
+    translation or None). A pair is one quote: the sentence in the asker's language when one
+    of the two is, else the better ranked; the other is its translation."""
+    out: list[tuple[int, int | None]] = []
+    for i in chosen:
+        match = next((n for n, (j, t) in enumerate(out) if t is None and _translate(candidates, i, j)), None)
+        if match is None:
+            out.append((i, None))
+            continue
+        j = out[match][0]
+        out[match] = (i, j) if candidates[i].lang == asker and candidates[j].lang != asker else (j, i)
+    return out
+
+
+def _translate(candidates: list[SentenceCandidate], i: int, j: int) -> bool:
+    """Whether candidates i and j, in two languages, are each other's best match at
+    `TRANSLATION_COSINE` or more."""
+    a, b = candidates[i], candidates[j]
+    if a.lang == b.lang or a.centered is None or b.centered is None:
+        return False
+    if float(a.centered @ b.centered) < TRANSLATION_COSINE:
+        return False
+    best = {}
+    for x, other in ((a, b.lang), (b, a.lang)):
+        rows = [c for c in candidates if c.lang == other and c.centered is not None]
+        best[x.key] = max(rows, key=lambda c: float(c.centered @ x.centered)).key
+    return best[a.key] == b.key and best[b.key] == a.key
 
 
 def _by_passage(candidates: list[SentenceCandidate], k: int) -> list[int]:
@@ -278,8 +440,10 @@ def select_quotes(
     idf: Callable[[list[str]], np.ndarray] | None = None,
     method: str = RANKED,
     weights: QuoteWeights | None = None,
+    gap: float | None = None,
 ) -> list[int]:
-    """Positions in `candidates` of the (at most) k sentences to quote, best first."""
+    """Positions in `candidates` of the (at most) k sentences to quote, best first: with the
+    ranked selection, only those within `gap` (default `EVIDENCE_GAP`; inf: no cut) of the first."""
     if not candidates:
         return []
     if method == BY_PASSAGE:
@@ -287,4 +451,4 @@ def select_quotes(
     if method != RANKED:
         raise ValueError(f"Unknown quote selection {method!r}: use {RANKED!r} or {BY_PASSAGE!r}.")
     features = sentence_features(question, candidates, idf)
-    return pick(candidates, ranked_scores(features, weights or QuoteWeights()), k)
+    return pick(candidates, ranked_scores(features, weights or QuoteWeights()), k, EVIDENCE_GAP if gap is None else gap)

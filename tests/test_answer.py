@@ -6,6 +6,7 @@ import pytest
 
 from qa import ask
 from qa.answer import LEAD_IN, NOT_FOUND, _with_history
+from qa.i18n import WEAK_EVIDENCE
 
 # (language, question, evidence the first citation must quote)
 EMPLOYEES = ["700 des 770", "700 der 770", "770人の従業員のうち700人", "700 sur 770"]
@@ -25,7 +26,8 @@ CASES = [
 def test_reply_is_in_the_askers_language_and_cites_the_evidence(seed_settings, lang, question, evidence):
     answer = ask(question, settings=seed_settings)
     assert answer.found and answer.lang == lang
-    assert answer.reply.startswith(LEAD_IN[lang])
+    # Asserted "according to the sources", or hedged when the best evidence is weak.
+    assert answer.reply.startswith(WEAK_EVIDENCE[lang] if answer.weak_evidence else LEAD_IN[lang])
     first = answer.citations[0]
     assert first.n == 1 and "[1]" in answer.reply
     assert any(e in first.evidence for e in evidence), first.evidence
@@ -57,10 +59,10 @@ def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_fa
                 assert text[c.evidence_start : c.evidence_end] == c.evidence
                 assert c.passage.start <= c.evidence_start < c.evidence_end <= c.passage.end
                 assert f"[{c.n}] ({' '.join(c.passage.title.split())}" in answer.reply
-    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`):
-    # measured 0.61 first and 0.83 any on these 46 questions in 10 languages;
-    # passage by passage (the previous choice) 0.54 and 0.76.
-    assert first / total >= 0.52 and anywhere / total >= 0.74, (first / total, anywhere / total)
+    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`,
+    # weights chosen on XQuAD): measured 0.739 first and 0.804 any on these 46 questions in 10
+    # languages; passage by passage (the previous choice) 0.54 and 0.83.
+    assert first / total >= 0.70 and anywhere / total >= 0.78, (first / total, anywhere / total)
 
 
 @pytest.mark.slow
@@ -81,6 +83,37 @@ def test_question_the_corpus_cannot_answer_gets_not_found(seed_settings, lang, q
     answer = ask(question, settings=seed_settings)
     assert not answer.found and answer.citations == []
     assert answer.reply == NOT_FOUND[lang]
+
+
+@pytest.mark.slow
+def test_off_topic_questions_in_many_languages_are_refused_and_seed_questions_answered(seed_settings, seed_facts):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "off_topic_questions.json"
+    off_topic = [q for questions in json.loads(path.read_text(encoding="utf-8"))["questions"].values() for q in questions]
+    refused = [not ask(q, settings=seed_settings).found for q in off_topic]
+    answered = [ask(q, settings=seed_settings).found for fact in seed_facts for q in fact["questions"].values()]
+    # Measured: 42 of 44 off-topic questions refused (0.955; the cosine gate before: 0.886) and
+    # 45 of 46 seed questions answered (the same as before), with thresholds chosen on XQuAD.
+    assert sum(refused) / len(refused) >= 0.93, sum(refused)
+    assert sum(answered) >= len(answered) - 2, sum(answered)
+
+
+@pytest.mark.slow
+def test_weak_evidence_is_said_in_the_askers_language(seed_settings):
+    # Every score under the "strong" threshold: the same quotes, led by the hedge, not asserted.
+    hedging = seed_settings.model_copy(update={"strong_evidence": 10.0})
+    for lang, question in (("de", "Wie viel Prozent von OpenAI besitzt Microsoft?"),
+                           ("ja", "OpenAIの従業員のうち何人が辞めると脅しましたか？")):  # fmt: skip
+        sure, weak = ask(question, settings=seed_settings), ask(question, settings=hedging)
+        assert weak.found and weak.weak_evidence and weak.reply.startswith(WEAK_EVIDENCE[lang])
+        assert LEAD_IN[lang] not in weak.reply
+        assert [c.evidence for c in weak.citations] == [c.evidence for c in sure.citations]
+
+
+def test_every_reply_language_has_a_hedge():
+    assert set(WEAK_EVIDENCE) == set(LEAD_IN) == set(NOT_FOUND)
 
 
 @pytest.mark.slow

@@ -107,9 +107,10 @@ def test_answer_level_report_counts_first_and_any_quote_per_half_pool_and_langua
     ]
     report = xquad_answer_report(cases, idf=None)
     now, before = report["ranked (now)"], report["by passage (before)"]
-    assert now["test"]["mixed"]["en"] == {"first": 1.0, "any": 1.0, "not_found": 0.0, "n": 1}
+    # Both sentences are within the evidence gap of the first: two quotes, one holding the answer.
+    assert now["test"]["mixed"]["en"] == {"first": 1.0, "any": 1.0, "precision": 0.5, "quotes": 2.0, "not_found": 0.0, "n": 1}
     assert before["test"]["mixed"]["en"]["first"] == 0.0 and before["test"]["mixed"]["en"]["any"] == 1.0
-    assert now["test"]["mixed"]["mean"] == {"first": 0.5, "any": 0.5}
+    assert now["test"]["mixed"]["mean"] == {"first": 0.5, "any": 0.5, "precision": 0.25, "quotes": 2.0}
     assert now["tune"]["single"]["en"]["not_found"] == 1.0
     assert set(report) >= {"dense", "dense+lexical", "dense+rank", "dense+answer_type", "dense+context"}
 
@@ -125,6 +126,66 @@ def test_quote_weights_are_chosen_on_the_tune_half_only():
     assert weights.rank > 0 and score == 1.0
 
 
+def test_a_sentence_far_below_the_first_is_not_quoted_to_make_up_three():
+    from qa.answer_eval import xquad_answer_report
+    from qa.quotes import EVIDENCE_GAP
+
+    cases = [_case("test", "mixed", "en", [True, False, False], [6.0, 5.5, 6.0 - EVIDENCE_GAP - 0.5])]
+    report = xquad_answer_report(cases, idf=None)
+    assert report["ranked (now)"]["test"]["mixed"]["en"]["quotes"] == 2.0
+    assert report["ranked, 3 quotes"]["test"]["mixed"]["en"]["quotes"] == 3.0
+    assert report["ranked (now)"]["test"]["mixed"]["en"]["precision"] == 0.5
+
+
+def _gate_case(half, pool, q_lang, p_lang, evidence, cosine):
+    from qa.answer_eval import AnswerCase
+
+    return AnswerCase(pool, q_lang, half, "q", [], np.zeros(0, bool), p_lang=p_lang, evidence=evidence, cosine=cosine)
+
+
+def test_not_found_is_reported_per_language_pair_before_and_now():
+    from qa.answer_eval import gate_report
+    from qa.config import Settings
+
+    settings = Settings(min_evidence=0.40, strong_evidence=0.45)
+    cases = [
+        # a cross-language answerable question: its cosine is under the old threshold, its evidence score is not
+        _gate_case("test", "needle", "zh", "fr", 0.43, 0.78),
+        _gate_case("test", "mixed", "zh", "zh", 0.50, 0.86),
+        # unanswerable: a same-language off-topic match passed the old cosine, not the evidence score
+        _gate_case("test", "no article", "fr", "", 0.38, 0.81),
+        _gate_case("test", "no paragraph", "fr", "", 0.41, 0.80),
+    ]
+    report = gate_report(cases, settings)["test"]
+    assert report["answerable"]["zh>fr"] == {"not_found_before": 1.0, "not_found": 0.0, "weak": 1.0, "n": 1}
+    assert report["answerable"]["zh>zh"] == {"not_found_before": 0.0, "not_found": 0.0, "weak": 0.0, "n": 1}
+    assert report["no article"]["fr"]["refused_before"] == 0.0 and report["no article"]["fr"]["refused"] == 1.0
+    assert report["no paragraph"]["fr"]["refused"] == 0.0 and report["no paragraph"]["fr"]["weak"] == 1.0
+
+
+def test_not_found_thresholds_are_chosen_on_the_tune_half_and_the_weakest_pair():
+    from qa.answer_eval import calibrate_gate
+
+    tune = [_gate_case("tune", "needle", "en", "zh", 0.30 + i / 1000, 0.8) for i in range(100)]
+    tune += [_gate_case("tune", "mixed", "en", "en", 0.50 + i / 1000, 0.9) for i in range(100)]
+    test = [_gate_case("test", "needle", "en", "zh", 0.0, 0.8) for _ in range(100)]  # must not count
+    gate = calibrate_gate(tune + test, not_found=0.02, weak=0.05)
+    # en>zh, the weaker pair, sets both: its 2nd and 5th percentiles
+    assert gate == {"min_evidence": 0.302, "strong_evidence": 0.305}
+
+
+def test_a_pool_without_the_answers_translation_never_shows_it():
+    from qa.answer_eval import top_visible
+
+    # rows 0 (en) and 1 (fr) are one translation group; the needle pool removed the English copy
+    groups = np.array([0, 0, 1])
+    langs = np.array(["en", "fr", "en"])
+    scores = np.array([[-np.inf, 5.0, 1.0]])
+    assert top_visible(scores, groups, langs, "en", 2) == [[1, 2]]
+    # with both copies in the pool, the asker's language is shown
+    assert top_visible(np.array([[4.0, 5.0, 1.0]]), groups, langs, "en", 2) == [[0, 2]]
+
+
 @pytest.mark.slow
 def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tmp_path):
     import json
@@ -133,7 +194,7 @@ def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tm
     from qa.evaluate import main
 
     args = Namespace(data=find_xquad(), subset=2, langs="en,de", json=tmp_path / "eval.json", answers=True,
-                     tune_quotes=False, questions=None)  # fmt: skip
+                     tune_quotes=False, questions=None, off_topic=None)  # fmt: skip
     main(args, Settings())
     out = capsys.readouterr().out
     assert "XQuAD answers" in out and "by passage (before)" in out and "ranked (now)" in out

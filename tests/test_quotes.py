@@ -72,3 +72,55 @@ def test_the_kind_of_thing_asked_for_wins_a_near_tie():
 def test_unknown_selection_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="ranked"):
         select_quotes("q", [_c(0, 0, "A.", 1.0)], 1, method="best")
+
+
+def _t(passage: int, start: int, lang: str, vector: list[float], z: float = 1.0):
+    unit = np.asarray(vector, np.float32) / np.linalg.norm(vector)
+    return SentenceCandidate(passage, (lang, start), f"Sentence {lang} {start}.", lang, z, z, True, unit)
+
+
+def test_a_sentence_and_its_translation_are_one_quote_shown_in_the_askers_language():
+    from qa.quotes import translations
+
+    candidates = [
+        _t(0, 0, "fr", [1.0, 0.1, 0.0]),  # the French sentence...
+        _t(1, 0, "de", [1.0, 0.0, 0.1]),  # ...and its German translation (another article)
+        _t(1, 50, "de", [0.0, 1.0, 0.0]),  # another German sentence
+    ]
+    # Asked in German: the German sentence is the quote, the French one its translation.
+    assert translations(candidates, [0, 1, 2], "de") == [(1, 0), (2, None)]
+    # Asked in English: the better ranked one is quoted, the other beside it.
+    assert translations(candidates, [0, 1, 2], "en") == [(0, 1), (2, None)]
+
+
+def test_sentences_in_one_language_or_far_apart_are_not_translations():
+    from qa.quotes import translations
+
+    same = [_t(0, 0, "de", [1.0, 0.0]), _t(1, 0, "de", [1.0, 0.01])]
+    assert translations(same, [0, 1], "de") == [(0, None), (1, None)]
+    far = [_t(0, 0, "fr", [1.0, 0.0]), _t(1, 0, "de", [0.3, 1.0])]  # centred cosine 0.29
+    assert translations(far, [0, 1], "de") == [(0, None), (1, None)]
+    # Close, but the German sentence has a closer French match: not each other's best.
+    rival = [_t(0, 0, "fr", [1.0, 0.6]), _t(1, 0, "de", [1.0, 0.0]), _t(2, 9, "fr", [1.0, 0.05])]
+    assert translations(rival, [0, 1], "de") == [(0, None), (1, None)]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Whom did the board name on Sunday?", {"wd6"}),
+        ("Le conseil a nommé dimanche Emmett Shear.", {"wd6"}),
+        ("OpenAI董事会周日任命谁为首席执行官？", {"wd6"}),
+        ("日曜日に誰を任命しましたか？", {"wd6"}),
+        ("700 der 770 Mitarbeiter", {"#700", "#770"}),
+        ("770人の従業員のうち700人", {"#700", "#770"}),
+        ("１，０００ドル、1.000 Euro, 百分之四十九", {"#1000", "#49"}),
+        ("in November 2023", {"#2023", "m11"}),
+        ("11月20日", {"#11", "#20", "m11"}),
+        ("It may rain.", set()),  # the modal verb is not the month
+    ],
+)
+def test_numbers_weekdays_and_months_match_across_languages_and_scripts(text, expected):
+    from qa.quotes import anchors
+
+    assert anchors(text) == expected

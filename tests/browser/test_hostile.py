@@ -68,7 +68,7 @@ def hostile_server(tmp_path_factory):
     (corpus / "tickets.jsonl").write_text(JSONL + "\n", encoding="utf-8")
     # No index yet: the server builds it from the corpus when it starts. Every passage counts as
     # evidence (this tests rendering, not retrieval): the hostile text is always quoted and cited.
-    live = start_server(tmp / "index", tmp, corpus=corpus, env={"QA_MIN_SIMILARITY": "-1"})
+    live = start_server(tmp / "index", tmp, corpus=corpus, env={"QA_MIN_EVIDENCE": "-10"})
     yield live
     live.stop()
 
