@@ -102,7 +102,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from qa.server import serve
+    from qa.serve.app import serve
 
     serve(settings, host=args.host, port=args.port)
 

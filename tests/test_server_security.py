@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 
 from qa.config import Settings
 from qa.errors import ConfigError
-from qa.server import RateLimit, content_security_policy, create_app, read_users
+from qa.serve.app import RateLimit, content_security_policy, create_app, read_users
 
 ALLOWED = "http://intranet.example.com:8080"
 EVIL = "http://evil.example"

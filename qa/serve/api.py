@@ -260,7 +260,7 @@ def search(
 
     lang = asker_language(None, request.headers.get("accept-language"))  # for a question without words
     clean_question(q, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
-    service = _service(request)  # admitted already (qa.server.Admit): no slot to take here
+    service = _service(request)  # admitted already (qa.serve.app.Admit): no slot to take here
     return retrieve(q, k=k, settings=service.settings)
 
 

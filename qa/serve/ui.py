@@ -26,7 +26,7 @@ from qa.models import Answer, Citation, Passage
 if TYPE_CHECKING:
     import gradio as gr
 
-    from qa.api import Admission
+    from qa.serve.api import Admission
 
 __all__ = [
     "API_ARGUMENTS",
@@ -43,7 +43,7 @@ __all__ = [
     "theme",
 ]
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parents[1] / "static"
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +284,14 @@ def build_ui(
 ) -> "gr.Blocks":
     """The chat app. `status()` says whether the index is ready, and if not the i18n key of why
     (`loading`, `building` or `unavailable`), so that questions asked too early get a clear
-    message in the chat. `admission` is the server's one bound on questions (qa.api.Admission),
+    message in the chat. `admission` is the server's one bound on questions (qa.serve.api.Admission),
     shared with the REST API; without one the app gets its own."""
     import gradio as gr
 
-    from qa.api import (
+    from qa.errors import InvalidQuestionError, QAError
+    from qa.question import asker_language
+    from qa.retrieval import clean_question
+    from qa.serve.api import (
         Admission,
         AskRequest,
         BusyError,
@@ -297,10 +300,7 @@ def build_ui(
         parse_arguments,
         public_message,
     )
-    from qa.errors import InvalidQuestionError, QAError
-    from qa.question import asker_language
-    from qa.retrieval import clean_question
-    from qa.server import is_admitted, waited_seconds
+    from qa.serve.app import is_admitted, waited_seconds
 
     i18n = gr.I18n(**LABELS)
     status = status or (lambda: (True, ""))
@@ -311,7 +311,7 @@ def build_ui(
 
     def admitted(request: "gr.Request | None"):
         """A slot for one question, within what is left of its QA_QUEUE_WAIT_SECONDS. An MCP
-        tool call holds one already: the server admitted its request (qa.server.Admit)."""
+        tool call holds one already: the server admitted its request (qa.serve.app.Admit)."""
         if is_admitted(request):
             return contextlib.nullcontext()
         left = settings.queue_wait_seconds - waited_seconds(getattr(request, "headers", None) or {})

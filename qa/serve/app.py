@@ -1,7 +1,7 @@
 """One ASGI app on one port: the chat UI at `/`, the REST API under `/api/v1`, the script that
 embeds the chat in other pages at `/embed/gradio.js`, and `/healthz`.
 
-    from qa.server import create_app
+    from qa.serve.app import create_app
     app = create_app(Settings())          # nothing heavy here: the index loads on startup
 
 The model and the index load in a background thread when the server starts (building the
@@ -74,7 +74,7 @@ class Service:
     questions (REST API, Gradio API and chat alike)."""
 
     def __init__(self, settings: Settings):
-        from qa.api import Admission
+        from qa.serve.api import Admission
 
         self.settings = settings
         self.admission = Admission(
@@ -141,7 +141,7 @@ class Service:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """(status, body) of /healthz: 200 once questions can be answered, else 503 and why."""
-        from qa.api import public_message
+        from qa.serve.api import public_message
 
         body: dict[str, Any] = {
             "status": "ok" if self.state == "ready" else self.state,
@@ -493,7 +493,7 @@ class GradioArguments:
     form) checked for its count before Gradio sees it: Gradio refuses a short list with a
     traceback in the log and `{"error": null}` for the client. Optional trailing arguments
     left out get their defaults (`["Who?"]` is a whole `/ask`); anything else is a 422 that
-    says what is expected. The values themselves are checked by the API functions (qa.ui).
+    says what is expected. The values themselves are checked by the API functions (qa.serve.ui).
 
     The chat's own events (queue/join with the `fn_index` of a function of components) are
     checked the way Gradio will: one value per input, each valid for its component's data
@@ -501,7 +501,7 @@ class GradioArguments:
     `{"error": null}`."""
 
     def __init__(self, app: ASGIApp, blocks: Any):
-        from qa.ui import API_ARGUMENTS
+        from qa.serve.ui import API_ARGUMENTS
 
         self.app = app
         self.arguments = API_ARGUMENTS
@@ -518,7 +518,7 @@ class GradioArguments:
         """None if `data` fits the inputs of function `index`, else what is wrong."""
         from pydantic import ValidationError
 
-        from qa.api import describe_problems
+        from qa.serve.api import describe_problems
 
         inputs = self.inputs[index]
         if not isinstance(data, list) or len(data) != len(inputs):
@@ -630,7 +630,7 @@ def _is_gradio_question(method: str, path: str) -> bool:
 
 
 class Admit:
-    """The admission bound (qa.api.Admission) in front of the routes that do work.
+    """The admission bound (qa.serve.api.Admission) in front of the routes that do work.
 
     REST questions wait for a slot here, on the event loop, before a worker thread is taken, so
     that past QA_QUEUE_MAX_SIZE waiting a question gets a 503 at once, and one that waits longer
@@ -677,7 +677,7 @@ class Admit:
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Run the request holding a slot; a 503 (JSON in the route's own error shape) if none
         comes in time."""
-        from qa.api import BusyError
+        from qa.serve.api import BusyError
 
         try:
             await self.admission.acquire()
@@ -685,7 +685,7 @@ class Admit:
             headers = {"Retry-After": RETRY_AFTER, "Server-Timing": _server_timing(scope)}
             body: dict[str, Any] = {"detail": str(exc)}
             if path.startswith("/v1/"):
-                from qa.openai_api import error_body
+                from qa.serve.openai_api import error_body
 
                 body = error_body(str(exc), "server_error", "busy")
             await _send_json(send, 503, body, headers)
@@ -735,7 +735,7 @@ def waited_seconds(headers: Any) -> float:
 def _share_gradio_queue(blocks: Any, admission: Any) -> None:
     """Make Gradio's queue part of the one bound: its waiting events count as waiting
     questions, and it turns new events away ("queue full", a 503) when the bound is reached."""
-    from qa.api import BusyError
+    from qa.serve.api import BusyError
 
     queue = blocks._queue
     push = queue.push
@@ -864,11 +864,11 @@ def create_app(settings: Settings | None = None) -> Any:
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from qa import __version__
-    from qa.api import install_error_handlers, router
     from qa.i18n import LABELS
-    from qa.openai_api import OpenAIErrorShape
-    from qa.openai_api import router as openai_router
-    from qa.ui import build_ui, css, head_html, theme
+    from qa.serve.api import install_error_handlers, router
+    from qa.serve.openai_api import OpenAIErrorShape
+    from qa.serve.openai_api import router as openai_router
+    from qa.serve.ui import build_ui, css, head_html, theme
 
     settings = settings or Settings()
     users = read_users(settings.users_file) if settings.users_file else None
