@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from qa.config import Settings
-from qa.serve.api import Admission, BusyError, public_message
+from qa.errors import BusyError
+from qa.serve.api import Admission, public_message
 from qa.serve.app import create_app
 from tests.aio import run_async
 from tests.test_server_security import serving, settings_for

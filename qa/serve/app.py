@@ -677,7 +677,7 @@ class Admit:
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Run the request holding a slot; a 503 (JSON in the route's own error shape) if none
         comes in time."""
-        from qa.serve.api import BusyError
+        from qa.errors import BusyError
 
         try:
             await self.admission.acquire()
@@ -735,7 +735,7 @@ def waited_seconds(headers: Any) -> float:
 def _share_gradio_queue(blocks: Any, admission: Any) -> None:
     """Make Gradio's queue part of the one bound: its waiting events count as waiting
     questions, and it turns new events away ("queue full", a 503) when the bound is reached."""
-    from qa.serve.api import BusyError
+    from qa.errors import BusyError
 
     queue = blocks._queue
     push = queue.push

@@ -288,13 +288,12 @@ def build_ui(
     shared with the REST API; without one the app gets its own."""
     import gradio as gr
 
-    from qa.errors import InvalidQuestionError, QAError
+    from qa.errors import BusyError, InvalidQuestionError, QAError
     from qa.question import asker_language
     from qa.retrieval import clean_question
     from qa.serve.api import (
         Admission,
         AskRequest,
-        BusyError,
         SearchRequest,
         check_ask,
         parse_arguments,
