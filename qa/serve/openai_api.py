@@ -14,7 +14,8 @@ error response, never a broken stream.
 
 Errors have OpenAI's shape, `{"error": {"message", "type", "code", "param"}}`, for everything
 under /v1, the server's own refusals (401, 413, 429, 503) included (`OpenAIErrorShape`).
-Admission, the body limit, access control and the rate limit are the server's (qa.serve.app).
+Admission, the body limit, access control and the rate limit are the server's (qa.serve.admission,
+qa.serve.security).
 """
 
 from __future__ import annotations
@@ -140,9 +141,9 @@ class OpenAIErrorShape:
         self.prefix = prefix
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        from qa.serve.app import _route_path
+        from qa.serve.asgi import route_path
 
-        if scope["type"] != "http" or not _route_path(scope).startswith(self.prefix):
+        if scope["type"] != "http" or not route_path(scope).startswith(self.prefix):
             await self.app(scope, receive, send)
             return
         start: dict | None = None
@@ -416,7 +417,7 @@ def models() -> dict[str, Any]:
     },
 )
 async def chat_completions(request: Request) -> Any:
-    """Admitted already (qa.serve.app.Admit): the answer is computed on a worker thread."""
+    """Admitted already (qa.serve.admission.Admit): the answer is computed on a worker thread."""
     import anyio
 
     from qa import ask as qa_ask

@@ -291,6 +291,7 @@ def build_ui(
     from qa.errors import BusyError, InvalidQuestionError, QAError
     from qa.question import asker_language
     from qa.retrieval import clean_question
+    from qa.serve.admission import is_admitted, waited_seconds
     from qa.serve.api import (
         Admission,
         AskRequest,
@@ -299,7 +300,6 @@ def build_ui(
         parse_arguments,
         public_message,
     )
-    from qa.serve.app import is_admitted, waited_seconds
 
     i18n = gr.I18n(**LABELS)
     status = status or (lambda: (True, ""))
@@ -310,7 +310,7 @@ def build_ui(
 
     def admitted(request: "gr.Request | None"):
         """A slot for one question, within what is left of its QA_QUEUE_WAIT_SECONDS. An MCP
-        tool call holds one already: the server admitted its request (qa.serve.app.Admit)."""
+        tool call holds one already: the server admitted its request (qa.serve.admission.Admit)."""
         if is_admitted(request):
             return contextlib.nullcontext()
         left = settings.queue_wait_seconds - waited_seconds(getattr(request, "headers", None) or {})
