@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.config import Settings
+from qa.runtime import configure_gradio, configure_logging
 from qa.serve.admission import Admit, share_gradio_queue
 from qa.serve.security import (
     AccessControl,
@@ -83,12 +84,7 @@ def _swagger_assets() -> Path | None:
 def create_app(settings: Settings | None = None) -> Any:
     """The FastAPI app: UI, REST API, embed script and health check. Cheap: nothing loads here;
     the index loads (or is built) in a background thread at startup."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    # Gradio's queue summarises its last 10,000 events with pandas after every event, for a
-    # monitoring page this app does not serve: under load that held the GIL for tens of ms at a
-    # time, and delayed every other request. Summarised once in a million events instead.
-    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000000")
-    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
+    configure_gradio()  # Gradio's process-wide settings, before it is imported (qa.runtime)
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
@@ -222,10 +218,12 @@ def create_app(settings: Settings | None = None) -> Any:
 
 
 def serve(settings: Settings | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Run the app with uvicorn until Ctrl-C."""
+    """Run the app with uvicorn until Ctrl-C: the edge of `qa serve` and `python app.py`, which
+    says where the app is on stderr and shows the `qa` loggers' messages (QA_LOG_LEVEL)."""
     import uvicorn
 
     settings = settings or Settings()
+    configure_logging(settings)  # idempotent: `qa serve` has done it already, `python app.py` not
     app = create_app(settings)
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
     print(f"Chat UI:  http://{shown}:{port}{settings.root_path}/", file=sys.stderr)

@@ -2,7 +2,6 @@
 thread when the server starts) and the one admission bound on questions."""
 
 import logging
-import sys
 import threading
 from typing import Any
 
@@ -44,15 +43,14 @@ class Service:
         try:
             if current_version(settings.index_dir) is None:
                 self.state = "building"
-                print(
-                    f"No index in {settings.index_dir}: building one from {settings.corpus_dir}.",
-                    file=sys.stderr,
-                )
+                # Warnings: the first start takes minutes, and whoever runs the server should see why.
+                log.warning("No index in %s: building one from %s.", settings.index_dir, settings.corpus_dir)
                 report = build_index(settings.corpus_dir, settings=settings, progress=True)
-                print(
-                    f"Indexed {report.articles} articles into {report.passages} passages "
-                    f"in {report.seconds:.1f} s.",
-                    file=sys.stderr,
+                log.warning(
+                    "Indexed %d articles into %d passages in %.1f s.",
+                    report.articles,
+                    report.passages,
+                    report.seconds,
                 )
             self.state = "loading"
             get_engine(settings).warm_up()
@@ -60,7 +58,7 @@ class Service:
             log.info("Index loaded; ready for questions.")
         except QAError as exc:
             self.state, self.message = "error", str(exc)
-            print(f"Error: {exc}", file=sys.stderr)
+            log.error("Error: %s", exc)
         except Exception as exc:
             self.state = "error"
             self.message = f"Loading the index failed ({type(exc).__name__}); see the server log."
