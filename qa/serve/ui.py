@@ -338,6 +338,13 @@ def build_ui(
 
         return qa_ask(question, history=history, settings=settings)
 
+    def ask_generated(question: str, history: list[str]) -> Iterator[Answer]:
+        """With an LLM server (QA_LLM_URL): the answer so far each time a generated sentence
+        passes its check, last the final answer (the quotes, if the generation fails)."""
+        from qa.generate import ask_stream
+
+        return ask_stream(question, history, settings=settings)
+
     def respond(message: str, chat: list[dict], answers: list[dict], request: gr.Request):
         lang = _request_lang(request)
         text = (message or "").strip()
@@ -376,6 +383,11 @@ def build_ui(
         yield "", chat, gr.skip(), gr.skip()
         try:
             with admitted(request):
+                if settings.llm_url:
+                    # The generated reply grows sentence by sentence, as the LLM writes it and
+                    # each sentence passes its check; the slot is held until the last one.
+                    yield from stream_generated(question, history, chat, list(answers or []), lang)
+                    return
                 answer = ask(question, history)
         except QAError as exc:
             log.info("Chat question not answered: %s", exc)
@@ -397,6 +409,24 @@ def build_ui(
             yield gr.skip(), reply, (sources if first else gr.skip()), (answers if first else gr.skip())
             first = False
             time.sleep(0.02)
+
+    def stream_generated(question: str, history: list[str], chat: list[dict], answers: list[dict], lang: str):
+        """The chat's updates for a generated answer: the reply as it grows, the sources with the
+        first update (the citations are known by then) and again with the final answer."""
+        turn, position, answer = len(answers) + 1, -1, None
+        for position, answer in enumerate(ask_generated(question, history)):
+            reply = chat + [{"role": "assistant", "content": reply_markdown(answer, turn)}]
+            if position == 0:
+                yield gr.skip(), reply, *with_sources(answers, answer, lang)
+            else:
+                yield gr.skip(), reply, gr.skip(), gr.skip()
+        if position > 0:  # the final answer: what the follow-ups and the sources build on
+            yield gr.skip(), gr.skip(), *with_sources(answers, answer, lang)
+
+    def with_sources(answers: list[dict], answer: Answer, lang: str) -> tuple[str, list[dict]]:
+        """The sources panel and the conversation's answers, `answer` the latest."""
+        done = answers + [answer.model_dump(mode="json")]
+        return render_sources([Answer.model_validate(a) for a in done], lang), done
 
     def pick_example(event: gr.SelectData) -> str:
         value = event.value
