@@ -6,7 +6,8 @@ Two halves:
   every piece of text escaped, with our own `[n]` links) and `render_sources` (the sources
   panel as HTML, every piece of corpus text passed through `html.escape`). Corpus text is
   untrusted: nothing from it is ever rendered as markup.
-* `build_ui(settings, status)`: the Blocks app, a thin shell that parses, calls `qa.ask` and
+* `build_ui(settings, status)`: the Blocks app, a thin shell that parses, calls `qa.ask` (or,
+  with QA_LLM_URL, `qa.generate.ask_stream`, the reply growing sentence by sentence) and
   formats with the functions above. `gradio` is imported only there.
 """
 
