@@ -74,8 +74,8 @@ def test_pipeline_is_not_worse_than_the_bare_model(xquad_slice, tmp_path):
 
 @pytest.mark.slow
 def test_eval_command_prints_the_comparison(xquad_slice, capsys, tmp_path):
-    from qa.config import Settings
     from qa.cli import cmd_eval
+    from qa.config import Settings
 
     folder = find_xquad()
     args = Namespace(data=folder, subset=1, langs="en,de", json=tmp_path / "eval.json")
@@ -129,8 +129,8 @@ def test_quote_weights_are_chosen_on_the_tune_half_only():
 def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tmp_path):
     import json
 
-    from qa.config import Settings
     from qa.cli import cmd_eval
+    from qa.config import Settings
 
     args = Namespace(data=find_xquad(), subset=2, langs="en,de", json=tmp_path / "eval.json", answers=True,
                      tune_quotes=False, questions=None)  # fmt: skip
