@@ -331,6 +331,7 @@ class EvalRun:
     reports: dict[str, Report]
     results: dict
     seconds: float
+    questions: str | None = None  # what `--questions` asked, for the report's heading
 
 
 def run(
@@ -359,7 +360,8 @@ def run(
     results: dict = {n: r.summary() for n, r in reports.items()}
     if answers:
         results["answers"] = _answer_level(data, pool, queries, pipeline, settings, tune_quotes, questions)
-    return EvalRun(list(data.langs), embedder.backend, reports, results, time.perf_counter() - started)
+    asked = f"{questions.name}, index {settings.index_dir}" if answers and questions else None
+    return EvalRun(list(data.langs), embedder.backend, reports, results, time.perf_counter() - started, asked)
 
 
 def format_run(run: EvalRun) -> str:
@@ -380,7 +382,7 @@ def format_run(run: EvalRun) -> str:
         print_answer_report(answers["xquad"], "XQuAD answers", out=text)
         parts.append(text.getvalue().rstrip("\n"))
         if "corpus" in answers:
-            parts.append(f"\nCorpus questions ({answers['corpus_file']}): first quote / any quote")
+            parts.append(f"\nCorpus questions ({run.questions}): first quote / any quote")
             for name, row in answers["corpus"].items():
                 langs = " ".join(f"{k} {v:.2f}" for k, v in row["by_language"].items())
                 parts.append(f"  {name:<22}{row['first']:.3f} / {row['any']:.3f}  (n={row['n']}; first by language: {langs})")
@@ -416,7 +418,6 @@ def _answer_level(
     out["xquad"] = xquad_answer_report(cases, idf, weights, alone)
     if questions:
         out["corpus"] = corpus_answer_report(questions, settings)
-        out["corpus_file"] = f"{questions.name}, index {settings.index_dir}"
     return out
 
 
