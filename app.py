@@ -8,7 +8,7 @@ same with options.
 import os
 
 from qa.config import Settings
-from qa.server import serve
+from qa.serve.app import serve
 
 if __name__ == "__main__":
     serve(Settings(), host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "7860")))

@@ -100,13 +100,37 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
-    from qa.evaluate import main as eval_main
+    import json
 
-    eval_main(args, settings)
+    from qa.evaluate import format_run, run
+    from qa.xquad import find_xquad, load_xquad
+
+    folder = args.data or find_xquad()
+    if folder is None:
+        raise SystemExit("No XQuAD data found: pass --data FOLDER (the folder of xquad.<lang>.json files).")
+    langs = [x.strip() for x in args.langs.split(",") if x.strip()] or None
+    data = load_xquad(folder, langs, max_articles=args.subset)
+    print(
+        f"XQuAD: {len(data.langs)} languages, {data.n_paragraphs} paragraphs and {data.n_questions} "
+        f"questions each ({'subset of ' + str(args.subset) + ' articles' if args.subset else 'full'}).",
+        file=sys.stderr,
+    )
+    done = run(
+        data,
+        settings,
+        answers=getattr(args, "answers", False),
+        tune_quotes=getattr(args, "tune_quotes", False),
+        questions=getattr(args, "questions", None),
+        off_topic=getattr(args, "off_topic", None),
+    )
+    print(format_run(done))
+    print(f"\n(embedding backend {done.backend}; {done.seconds:.0f} s)", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(done.results, indent=2), encoding="utf-8")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from qa.server import serve
+    from qa.serve.app import serve
 
     serve(settings, host=args.host, port=args.port)
 

@@ -187,8 +187,8 @@ class Settings(BaseSettings):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {value!r}")
         return value
 
-    # ---------------------------------------------------------------- web server (qa.server)
-    # Added by the UI/API work (qa/server.py, qa/ui.py, qa/api.py); kept as one block on purpose.
+    # ---------------------------------------------------------------- web server (qa.serve.app)
+    # Added by the UI/API work (qa/serve/app.py, qa/serve/ui.py, qa/serve/api.py); kept as one block on purpose.
     embed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins (scheme://host[:port]) allowed to embed the chat and call the API from "

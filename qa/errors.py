@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "IndexCorruptError",
     "IndexMismatchError",
     "IndexNotFoundError",
     "IngestError",
     "InvalidQuestionError",
+    "LLMError",
     "MeaninglessQuestionError",
     "ModelError",
+    "NotReadyError",
     "QAError",
     "unexpected_reason",
 ]
@@ -57,6 +60,18 @@ class IndexCorruptError(QAError):
 
 class IngestError(QAError):
     """A corpus file cannot be read as an article."""
+
+
+class NotReadyError(QAError):
+    """The server's index is still loading or being built."""
+
+
+class BusyError(QAError):
+    """Too many questions are already waiting (the server's admission bound)."""
+
+
+class LLMError(QAError):
+    """The LLM server failed, was too slow or did not answer with a chat completion (one line)."""
 
 
 def unexpected_reason(exc: BaseException) -> str:

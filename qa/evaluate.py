@@ -10,8 +10,8 @@ Pools (a "hit" is the paragraph that answers the question):
 
 from __future__ import annotations
 
+import io
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,20 @@ from qa.rank import (
     lexical_by_language,
     translation_groups,
 )
-from qa.xquad import EmbeddingCache, XQuAD, find_xquad, load_xquad
+from qa.xquad import EmbeddingCache, XQuAD
 
-__all__ = ["BareModel", "Pipeline", "Pool", "Scorer", "evaluate", "main"]
+__all__ = [
+    "BareModel",
+    "EvalRun",
+    "Pipeline",
+    "Pool",
+    "Scorer",
+    "evaluate",
+    "format_comparison",
+    "format_matrix",
+    "format_run",
+    "run",
+]
 
 TOP = 10
 
@@ -263,28 +274,31 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def print_comparison(reports: dict[str, Report], out=None) -> None:
-    out = out or sys.stdout
+def format_comparison(reports: dict[str, Report]) -> str:
+    """The summary table: one row per metric, one column per scorer, and the last minus the first."""
     names = list(reports)
     summaries = {n: r.summary() for n, r in reports.items()}
     keys = list(summaries[names[0]])
     width = max(len(k) for k in keys) + 2
-    print("Summary (means over language pairs)", file=out)
-    print("metric".ljust(width) + "".join(n.rjust(12) for n in names) + "      Δ", file=out)
+    lines = ["Summary (means over language pairs)", "metric".ljust(width) + "".join(n.rjust(12) for n in names) + "      Δ"]
     for key in keys:
         values = [summaries[n][key] for n in names]
         delta = values[-1] - values[0]
-        print(key.ljust(width) + "".join(_fmt(v).rjust(12) for v in values) + f"{delta:+7.3f}", file=out)
+        lines.append(key.ljust(width) + "".join(_fmt(v).rjust(12) for v in values) + f"{delta:+7.3f}")
+    return "\n".join(lines)
 
 
-def print_matrix(report: Report, langs: list[str], title: str, attr: str = "r1", out=None) -> None:
-    out = out or sys.stdout
-    print(f"\n{title}: Recall@1, rows = question language, columns = passage language", file=out)
-    print("Q\\P " + "".join(p.rjust(6) for p in langs) + "  needle", file=out)
+def format_matrix(report: Report, langs: list[str], title: str, attr: str = "r1") -> str:
+    """Recall@1 per question language (rows) and passage language (columns), and the needle's."""
+    lines = [
+        f"{title}: Recall@1, rows = question language, columns = passage language",
+        "Q\\P " + "".join(p.rjust(6) for p in langs) + "  needle",
+    ]
     for q in langs:
         row = "".join(_fmt(getattr(report.single[(q, p)], attr))[1:].rjust(6) for p in langs)
         needles = [report.needle[(q, p)].r1 for p in langs if p != q]
-        print(f"{q:<4}" + row + f"  {np.mean(needles):.3f}", file=out)
+        lines.append(f"{q:<4}" + row + f"  {np.mean(needles):.3f}")
+    return "\n".join(lines)
 
 
 class _CachedQueries:
@@ -308,94 +322,154 @@ def embedding_cache(settings: Settings, embedder) -> EmbeddingCache:
     return EmbeddingCache(settings.cache_dir / "eval" / name, embedder.fingerprint)
 
 
-def main(args, settings: Settings) -> None:
-    """The `qa eval` command."""
+@dataclass
+class EvalRun:
+    """What `qa eval` measured: a report per scorer and the JSON-ready results."""
+
+    langs: list[str]
+    backend: str
+    reports: dict[str, Report]
+    results: dict
+    seconds: float
+    questions: str | None = None  # what `--questions` asked, for the report's heading
+    settings: Settings | None = None  # the settings it ran with (the gate's thresholds)
+
+
+def run(
+    data: XQuAD,
+    settings: Settings,
+    *,
+    answers: bool = False,
+    tune_quotes: bool = False,
+    questions: Path | None = None,
+    off_topic: Path | None = None,
+) -> EvalRun:
+    """Evaluate the bare model and the full pipeline on `data` (and, with `answers`, the replies:
+    `tune_quotes` chooses the quote weights on the tune half; `questions`, a JSON file of
+    questions with evidence strings, is asked of the index too, and with `off_topic`, a JSON file
+    of questions the corpus does not answer, the "not found" decision is measured on both)."""
     from qa.embed import get_embedder
     from qa.index.build import query_means
 
-    folder = args.data or find_xquad()
-    if folder is None:
-        raise SystemExit("No XQuAD data found: pass --data FOLDER (the folder of xquad.<lang>.json files).")
-    langs = [x.strip() for x in args.langs.split(",") if x.strip()] or None
-    data = load_xquad(folder, langs, max_articles=args.subset)
     started = time.perf_counter()
     embedder = get_embedder(settings)
     cache = embedding_cache(settings, embedder)
-    print(
-        f"XQuAD: {len(data.langs)} languages, {data.n_paragraphs} paragraphs and {data.n_questions} "
-        f"questions each ({'subset of ' + str(args.subset) + ' articles' if args.subset else 'full'}); "
-        f"embedding backend {embedder.backend}.",
-        file=sys.stderr,
-    )
     passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
     queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
     pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))
     cached = _CachedQueries(cache, embedder)
     pipeline = Pipeline(settings, query_means(cached, pool.texts, pool.langs.tolist()))
     reports = {s.name: evaluate(data, pool, queries, s) for s in (BareModel(), pipeline)}
-    print_comparison(reports)
-    for name, report in reports.items():
-        print_matrix(report, data.langs, name)
-    results = {n: r.summary() for n, r in reports.items()}
-    if getattr(args, "answers", False):
-        results["answers"] = _answer_level(args, data, pool, queries, pipeline, settings)
-    print(f"\n({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    results: dict = {n: r.summary() for n, r in reports.items()}
+    if answers:
+        results["answers"] = _answer_level(
+            data, pool, queries, pipeline, settings, tune_quotes, questions, off_topic
+        )
+    asked = f"{questions.name}, index {settings.index_dir}" if answers and questions else None
+    return EvalRun(
+        list(data.langs), embedder.backend, reports, results, time.perf_counter() - started, asked, settings
+    )
 
 
-def _answer_level(args, data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], pipeline, settings: Settings) -> dict:
+def format_run(run: EvalRun) -> str:
+    """`qa eval`'s report: the summary table, a matrix per scorer and, when measured, the replies."""
+    from qa.answer_eval import print_answer_report
+
+    parts = [format_comparison(run.reports)]
+    parts += ["\n" + format_matrix(report, run.langs, name) for name, report in run.reports.items()]
+    answers = run.results.get("answers")
+    if answers:
+        tuned = answers.get("tuned_weights")
+        if tuned:
+            parts.append(
+                f"\nQuote weights chosen on the tune half's mixed and needle pools: {tuned['weights']} "
+                f"(first quote {tuned['tune_first']:.3f}); each cue alone: {tuned['alone']}"
+            )
+        parts.append(_format_gap_and_gate(answers, run.settings or Settings()))
+        text = io.StringIO()
+        print_answer_report(answers["xquad"], "XQuAD answers", out=text)
+        parts.append(text.getvalue().rstrip("\n"))
+        if "corpus" in answers:
+            parts.append(f"\nCorpus questions ({run.questions}): first quote / any quote")
+            for name, row in answers["corpus"].items():
+                langs = " ".join(f"{k} {v:.2f}" for k, v in row["by_language"].items())
+                parts.append(
+                    f"  {name:<22}{row['first']:.3f} / {row['any']:.3f}  (n={row['n']}; first by language: {langs}); "
+                    f"quotes holding the evidence {row['precision']:.3f} of {row['quotes']:.2f} a reply; "
+                    f"hedged {row['weak']:.3f}, not found {row['not_found']:.3f}"
+                )
+        for kind, row in answers.get("corpus_gate", {}).items():
+            parts.append(
+                f"  {kind} ({row['n']}): 'not found' {row['not_found_before']:.3f} -> {row['not_found']:.3f}, "
+                f"hedged {row['weak']:.3f}; per language (before, now, hedged): {row['by_language']}"
+            )
+    return "\n".join(parts)
+
+
+def _format_gap_and_gate(answers: dict, settings: Settings) -> str:
+    """The quote gap and the "not found" thresholds chosen on the tune half, and the decision's report."""
+    from qa.answer_eval import print_gate_report
+    from qa.quotes import EVIDENCE_GAP
+
+    gap = answers["tuned_gap"]
+    grid = ", ".join(
+        f"{g} {r['any']:.3f}/{r['precision']:.3f}/{r['quotes']:.2f}" for g, r in gap["grid"].items()
+    )
+    text = io.StringIO()
+    print(
+        f"\nQuote gap from the tune half (highest share of quotes holding the answer, any-quote within 0.01 "
+        f"of three quotes): {gap['gap']} (in use: {EVIDENCE_GAP}); any / share / quotes per gap: {grid}",
+        file=text,
+    )
+    print(
+        f"\n\"Not found\" thresholds from the tune half: {answers['gate_calibration']} (in use: min_evidence "
+        f"{settings.min_evidence}, strong_evidence {settings.strong_evidence})",
+        file=text,
+    )
+    print_gate_report(answers["gate"], settings, out=text)
+    return text.getvalue().rstrip("\n")
+
+
+def _answer_level(
+    data: XQuAD,
+    pool: Pool,
+    queries: dict[str, np.ndarray],
+    pipeline,
+    settings: Settings,
+    tune_quotes: bool,
+    questions: Path | None,
+    off_topic: Path | None = None,
+) -> dict:
     """`qa eval --answers`: first-quote / any-quote rates on XQuAD (and on `--questions`)."""
     from qa.answer_eval import (
         answer_cases,
         calibrate_gate,
         corpus_answer_report,
         gate_report,
-        print_answer_report,
-        print_gate_report,
         tune_alone,
         tune_gap,
         tune_weights,
         xquad_answer_report,
     )
-    from qa.quotes import EVIDENCE_GAP
 
     cases = answer_cases(data, pool, queries, pipeline, settings)
     idf = pipeline.lexical.idf if pipeline.lexical is not None else None
     out: dict = {}
     weights = alone = None
-    if getattr(args, "tune_quotes", False):
+    if tune_quotes:
         weights, score = tune_weights(cases, idf)
         alone = tune_alone(cases, idf)
-        print(f"\nQuote weights chosen on the tune half's mixed and needle pools: {weights} (first quote {score:.3f}); "
-              f"each cue alone: {alone}")  # fmt: skip
         out["tuned_weights"] = {"weights": weights.__dict__, "tune_first": round(score, 3), "alone": alone}
     out["tuned_gap"] = tune_gap(cases, idf, weights)
-    print(f"\nQuote gap from the tune half (highest share of quotes holding the answer, any-quote within 0.01 "
-          f"of three quotes): {out['tuned_gap']['gap']} (in use: {EVIDENCE_GAP}); any / share / quotes per gap: "
-          + ", ".join(f"{g} {r['any']:.3f}/{r['precision']:.3f}/{r['quotes']:.2f}" for g, r in out["tuned_gap"]["grid"].items()))
     out["gate_calibration"] = calibrate_gate(cases)
-    print(f"\n\"Not found\" thresholds from the tune half: {out['gate_calibration']} (in use: min_evidence "
-          f"{settings.min_evidence}, strong_evidence {settings.strong_evidence})")  # fmt: skip
     out["gate"] = gate_report(cases, settings)
-    print_gate_report(out["gate"], settings)
     out["xquad"] = xquad_answer_report(cases, idf, weights, alone)
-    print_answer_report(out["xquad"], "XQuAD answers")
-    if getattr(args, "questions", None):
-        out["corpus"] = corpus_answer_report(args.questions, settings)
-        print(f"\nCorpus questions ({args.questions.name}, index {settings.index_dir}): first quote / any quote")
-        for name, row in out["corpus"].items():
-            langs = " ".join(f"{k} {v:.2f}" for k, v in row["by_language"].items())
-            print(f"  {name:<22}{row['first']:.3f} / {row['any']:.3f}  (n={row['n']}; first by language: {langs}); "
-                  f"quotes holding the evidence {row['precision']:.3f} of {row['quotes']:.2f} a reply; "
-                  f"hedged {row['weak']:.3f}, not found {row['not_found']:.3f}")  # fmt: skip
-    if getattr(args, "questions", None) and getattr(args, "off_topic", None):
+    if questions:
+        out["corpus"] = corpus_answer_report(questions, settings)
+    if questions and off_topic:
         from qa.answer_eval import corpus_gate_report
 
-        out["corpus_gate"] = gate = corpus_gate_report(args.questions, args.off_topic, settings)
-        for kind, row in gate.items():
-            print(f"  {kind} ({row['n']}): 'not found' {row['not_found_before']:.3f} -> {row['not_found']:.3f}, "
-                  f"hedged {row['weak']:.3f}; per language (before, now, hedged): {row['by_language']}")  # fmt: skip
+        out["corpus_gate"] = corpus_gate_report(questions, off_topic, settings)
     return out
 
 

@@ -12,6 +12,11 @@ applied here, once per process, by the first use that needs them:
 - `configure_logging(settings)`: a stderr handler on the `qa` loggers at `QA_LOG_LEVEL`
   (`QA_DEBUG=1` means DEBUG). Called at the edge only (the `qa` command, `qa serve`): a program
   that imports qa as a library configures logging itself.
+- `configure_gradio()`: Gradio's environment variables, before Gradio is imported: no usage
+  analytics sent anywhere, and its queue's event summary (pandas over the last 10,000 events
+  after every event, for a monitoring page this app does not serve) made rare: under load it
+  held the GIL for tens of ms at a time and delayed every other request. Values already in the
+  environment win. Called by `qa.serve.app.create_app`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import threading
 
 from qa.config import Settings
 
-__all__ = ["apply_threads", "configure_logging"]
+__all__ = ["apply_threads", "configure_gradio", "configure_logging"]
 
 _lock = threading.Lock()
 _faiss_done = False
@@ -46,6 +51,13 @@ def apply_threads(settings: Settings, *, faiss: bool = True, torch: bool = False
 
                 torch_lib.set_num_threads(threads)
                 _torch_threads = threads
+
+
+def configure_gradio() -> None:
+    """Set Gradio's process-wide environment variables (see above); call before importing it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000000")  # summarised once in a million events
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
 
 def configure_logging(settings: Settings) -> None:

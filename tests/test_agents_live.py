@@ -138,7 +138,7 @@ def test_citations_carry_the_articles_date_and_outlet(tmp_path):
     from qa import ask, retrieve
     from qa.config import Settings
     from qa.index.build import build_index
-    from qa.openai_api import reply_text
+    from qa.serve.openai_api import reply_text
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -74,12 +74,12 @@ def test_pipeline_is_not_worse_than_the_bare_model(xquad_slice, tmp_path):
 
 @pytest.mark.slow
 def test_eval_command_prints_the_comparison(xquad_slice, capsys, tmp_path):
+    from qa.cli import cmd_eval
     from qa.config import Settings
-    from qa.evaluate import main
 
     folder = find_xquad()
     args = Namespace(data=folder, subset=1, langs="en,de", json=tmp_path / "eval.json")
-    main(args, Settings())
+    cmd_eval(args, Settings())
     out = capsys.readouterr().out
     assert "bare model" in out and "pipeline" in out and "needle R@1" in out
     assert (tmp_path / "eval.json").exists()
@@ -190,12 +190,12 @@ def test_a_pool_without_the_answers_translation_never_shows_it():
 def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tmp_path):
     import json
 
+    from qa.cli import cmd_eval
     from qa.config import Settings
-    from qa.evaluate import main
 
     args = Namespace(data=find_xquad(), subset=2, langs="en,de", json=tmp_path / "eval.json", answers=True,
                      tune_quotes=False, questions=None, off_topic=None)  # fmt: skip
-    main(args, Settings())
+    cmd_eval(args, Settings())
     out = capsys.readouterr().out
     assert "XQuAD answers" in out and "by passage (before)" in out and "ranked (now)" in out
     answers = json.loads((tmp_path / "eval.json").read_text())["answers"]["xquad"]

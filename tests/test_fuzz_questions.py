@@ -93,7 +93,7 @@ def client(seed_settings):
     from starlette.testclient import TestClient
 
     from qa.retrieval import get_engine
-    from qa.server import create_app
+    from qa.serve.app import create_app
 
     get_engine(seed_settings).warm_up()
     app = create_app(seed_settings)
@@ -215,7 +215,7 @@ TRAVERSALS = [
 @pytest.fixture(scope="module")
 def live_app(seed_settings):
     from qa.retrieval import get_engine
-    from qa.server import create_app
+    from qa.serve.app import create_app
     from tests.test_server_security import serving
 
     get_engine(seed_settings).warm_up()
@@ -370,7 +370,7 @@ def test_rest_refuses_a_question_without_words_with_422_in_the_askers_language(t
 
     from qa.config import Settings
     from qa.i18n import QUESTION_ERRORS
-    from qa.server import create_app
+    from qa.serve.app import create_app
 
     app = create_app(Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index"))
     client = TestClient(app, raise_server_exceptions=False)  # no lifespan: nothing loads

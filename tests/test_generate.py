@@ -9,7 +9,8 @@ import json
 import pytest
 
 from qa.config import Settings
-from qa.generate import SYSTEM_PROMPT, LLMError, build_messages, chat_url, complete, stream_completion
+from qa.errors import LLMError
+from qa.generate import SYSTEM_PROMPT, build_messages, chat_url, complete, stream_completion
 from qa.models import Citation, Passage
 from qa.verify import cited_numbers, split_claims, strip_citations
 from tests.fake_llm import FakeLLM

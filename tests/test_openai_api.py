@@ -23,8 +23,8 @@ import openai
 import pytest
 
 from qa.models import Answer, Citation, Passage
-from qa.openai_api import ChatError, ChatRequest, chunks, completion, conversation, pieces, reply_text
-from qa.server import create_app
+from qa.serve.app import create_app
+from qa.serve.openai_api import ChatError, ChatRequest, chunks, completion, conversation, pieces, reply_text
 from tests.aio import run_async
 from tests.test_server_limits import mark_ready
 from tests.test_server_security import serving, settings_for

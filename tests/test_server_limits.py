@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from qa.api import Admission, BusyError, public_message
 from qa.config import Settings
-from qa.server import create_app
+from qa.errors import BusyError
+from qa.serve.api import Admission, public_message
+from qa.serve.app import create_app
 from tests.aio import run_async
 from tests.test_server_security import serving, settings_for
 

@@ -24,7 +24,8 @@ from starlette.testclient import TestClient
 
 from qa.config import Settings
 from qa.errors import ConfigError
-from qa.server import RateLimit, content_security_policy, create_app, read_users
+from qa.serve.app import create_app
+from qa.serve.security import RateLimit, content_security_policy, read_users
 
 ALLOWED = "http://intranet.example.com:8080"
 EVIL = "http://evil.example"

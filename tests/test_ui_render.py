@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from qa.i18n import LABELS, pick_lang
 from qa.models import Answer, Citation, Passage, Translation
-from qa.ui import (
+from qa.serve.ui import (
     empty_sources,
     escape_markdown,
     highlight,

@@ -23,14 +23,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qa.config import Settings
-from qa.errors import IndexCorruptError, IndexNotFoundError, InvalidQuestionError, QAError
+from qa.errors import (
+    BusyError,
+    IndexCorruptError,
+    IndexNotFoundError,
+    InvalidQuestionError,
+    NotReadyError,
+    QAError,
+)
 from qa.models import Answer, Passage
 
 __all__ = [
     "MAX_HISTORY",
     "Admission",
     "AskRequest",
-    "BusyError",
     "ErrorMessage",
     "SearchRequest",
     "ServiceState",
@@ -68,14 +74,6 @@ class AskRequest(BaseModel):
         max_length=MAX_HISTORY,
         description="Earlier questions of the conversation, oldest first.",
     )
-
-
-class NotReadyError(QAError):
-    """The index is still loading or being built."""
-
-
-class BusyError(QAError):
-    """Too many questions are already waiting."""
 
 
 class ServiceState(Protocol):
@@ -260,7 +258,7 @@ def search(
 
     lang = asker_language(None, request.headers.get("accept-language"))  # for a question without words
     clean_question(q, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
-    service = _service(request)  # admitted already (qa.server.Admit): no slot to take here
+    service = _service(request)  # admitted already (qa.serve.app.Admit): no slot to take here
     return retrieve(q, k=k, settings=service.settings)
 
 

@@ -14,7 +14,8 @@ error response, never a broken stream.
 
 Errors have OpenAI's shape, `{"error": {"message", "type", "code", "param"}}`, for everything
 under /v1, the server's own refusals (401, 413, 429, 503) included (`OpenAIErrorShape`).
-Admission, the body limit, access control and the rate limit are the server's (qa.server).
+Admission, the body limit, access control and the rate limit are the server's (qa.serve.admission,
+qa.serve.security).
 """
 
 from __future__ import annotations
@@ -140,9 +141,9 @@ class OpenAIErrorShape:
         self.prefix = prefix
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        from qa.server import _route_path
+        from qa.serve.asgi import route_path
 
-        if scope["type"] != "http" or not _route_path(scope).startswith(self.prefix):
+        if scope["type"] != "http" or not route_path(scope).startswith(self.prefix):
             await self.app(scope, receive, send)
             return
         start: dict | None = None
@@ -208,7 +209,7 @@ def message_text(message: ChatMessage, position: int) -> str:
 
 def conversation(request: ChatRequest) -> tuple[str, list[str]]:
     """(question, history): the last message, a user's, and the user messages before it."""
-    from qa.api import MAX_HISTORY
+    from qa.serve.api import MAX_HISTORY
 
     questions: list[str] = []
     for position, message in enumerate(request.messages):
@@ -240,7 +241,7 @@ def conversation(request: ChatRequest) -> tuple[str, list[str]]:
 
 def parse_request(raw: bytes) -> ChatRequest:
     """The request body as a ChatRequest; ChatError naming what is wrong otherwise."""
-    from qa.api import describe_problems
+    from qa.serve.api import describe_problems
 
     try:
         payload = json.loads(raw)
@@ -416,12 +417,12 @@ def models() -> dict[str, Any]:
     },
 )
 async def chat_completions(request: Request) -> Any:
-    """Admitted already (qa.server.Admit): the answer is computed on a worker thread."""
+    """Admitted already (qa.serve.admission.Admit): the answer is computed on a worker thread."""
     import anyio
 
     from qa import ask as qa_ask
-    from qa.api import AskRequest, check_ask, public_message
     from qa.question import asker_language
+    from qa.serve.api import AskRequest, check_ask, public_message
 
     service = request.app.state.qa
     settings = service.settings

@@ -6,7 +6,8 @@ Two halves:
   every piece of text escaped, with our own `[n]` links) and `render_sources` (the sources
   panel as HTML, every piece of corpus text passed through `html.escape`). Corpus text is
   untrusted: nothing from it is ever rendered as markup.
-* `build_ui(settings, status)`: the Blocks app, a thin shell that parses, calls `qa.ask` and
+* `build_ui(settings, status)`: the Blocks app, a thin shell that parses, calls `qa.ask` (or,
+  with QA_LLM_URL, `qa.generate.ask_stream`, the reply growing sentence by sentence) and
   formats with the functions above. `gradio` is imported only there.
 """
 
@@ -26,7 +27,7 @@ from qa.models import Answer, Citation, Passage
 if TYPE_CHECKING:
     import gradio as gr
 
-    from qa.api import Admission
+    from qa.serve.api import Admission
 
 __all__ = [
     "API_ARGUMENTS",
@@ -43,7 +44,7 @@ __all__ = [
     "theme",
 ]
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parents[1] / "static"
 
 log = logging.getLogger(__name__)
 
@@ -284,23 +285,22 @@ def build_ui(
 ) -> "gr.Blocks":
     """The chat app. `status()` says whether the index is ready, and if not the i18n key of why
     (`loading`, `building` or `unavailable`), so that questions asked too early get a clear
-    message in the chat. `admission` is the server's one bound on questions (qa.api.Admission),
+    message in the chat. `admission` is the server's one bound on questions (qa.serve.api.Admission),
     shared with the REST API; without one the app gets its own."""
     import gradio as gr
 
-    from qa.api import (
+    from qa.errors import BusyError, InvalidQuestionError, QAError
+    from qa.question import asker_language
+    from qa.retrieval import clean_question
+    from qa.serve.admission import is_admitted, waited_seconds
+    from qa.serve.api import (
         Admission,
         AskRequest,
-        BusyError,
         SearchRequest,
         check_ask,
         parse_arguments,
         public_message,
     )
-    from qa.errors import InvalidQuestionError, QAError
-    from qa.question import asker_language
-    from qa.retrieval import clean_question
-    from qa.server import is_admitted, waited_seconds
 
     i18n = gr.I18n(**LABELS)
     status = status or (lambda: (True, ""))
@@ -311,7 +311,7 @@ def build_ui(
 
     def admitted(request: "gr.Request | None"):
         """A slot for one question, within what is left of its QA_QUEUE_WAIT_SECONDS. An MCP
-        tool call holds one already: the server admitted its request (qa.server.Admit)."""
+        tool call holds one already: the server admitted its request (qa.serve.admission.Admit)."""
         if is_admitted(request):
             return contextlib.nullcontext()
         left = settings.queue_wait_seconds - waited_seconds(getattr(request, "headers", None) or {})
@@ -338,6 +338,13 @@ def build_ui(
         from qa import ask as qa_ask
 
         return qa_ask(question, history=history, settings=settings)
+
+    def ask_generated(question: str, history: list[str]) -> Iterator[Answer]:
+        """With an LLM server (QA_LLM_URL): the answer so far each time a generated sentence
+        passes its check, last the final answer (the quotes, if the generation fails)."""
+        from qa.generate import ask_stream
+
+        return ask_stream(question, history, settings=settings)
 
     def respond(message: str, chat: list[dict], answers: list[dict], request: gr.Request):
         lang = _request_lang(request)
@@ -377,6 +384,11 @@ def build_ui(
         yield "", chat, gr.skip(), gr.skip()
         try:
             with admitted(request):
+                if settings.llm_url:
+                    # The generated reply grows sentence by sentence, as the LLM writes it and
+                    # each sentence passes its check; the slot is held until the last one.
+                    yield from stream_generated(question, history, chat, list(answers or []), lang)
+                    return
                 answer = ask(question, history)
         except QAError as exc:
             log.info("Chat question not answered: %s", exc)
@@ -398,6 +410,24 @@ def build_ui(
             yield gr.skip(), reply, (sources if first else gr.skip()), (answers if first else gr.skip())
             first = False
             time.sleep(0.02)
+
+    def stream_generated(question: str, history: list[str], chat: list[dict], answers: list[dict], lang: str):
+        """The chat's updates for a generated answer: the reply as it grows, the sources with the
+        first update (the citations are known by then) and again with the final answer."""
+        turn, position, answer = len(answers) + 1, -1, None
+        for position, answer in enumerate(ask_generated(question, history)):
+            reply = chat + [{"role": "assistant", "content": reply_markdown(answer, turn)}]
+            if position == 0:
+                yield gr.skip(), reply, *with_sources(answers, answer, lang)
+            else:
+                yield gr.skip(), reply, gr.skip(), gr.skip()
+        if position > 0:  # the final answer: what the follow-ups and the sources build on
+            yield gr.skip(), gr.skip(), *with_sources(answers, answer, lang)
+
+    def with_sources(answers: list[dict], answer: Answer, lang: str) -> tuple[str, list[dict]]:
+        """The sources panel and the conversation's answers, `answer` the latest."""
+        done = answers + [answer.model_dump(mode="json")]
+        return render_sources([Answer.model_validate(a) for a in done], lang), done
 
     def pick_example(event: gr.SelectData) -> str:
         value = event.value
