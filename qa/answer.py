@@ -14,7 +14,7 @@ import numpy as np
 
 from qa.config import Settings
 from qa.errors import InvalidQuestionError
-from qa.i18n import WEAK_EVIDENCE
+from qa.i18n import LEAD_IN, NOT_FOUND, QUOTES, WEAK_EVIDENCE
 from qa.models import Answer, Citation, Passage, Translation
 from qa.quotes import RANKED, SENTENCE_END, SentenceCandidate, select_quotes, translations
 from qa.retrieval import clean_question, get_engine
@@ -22,71 +22,12 @@ from qa.retrieval import clean_question, get_engine
 __all__ = [
     "ANSWER_CANDIDATES",
     "CITED_PASSAGES",
-    "LEAD_IN",
-    "NOT_FOUND",
     "ask",
     "evidence_scores",
     "evidence_strength",
     "index_candidates",
     "quote_evidence",
 ]
-
-# "According to the sources:" in the languages we answer in; English for the rest.
-LEAD_IN = {
-    "en": "According to the sources:",
-    "fr": "D'après les sources :",
-    "de": "Laut den Quellen:",
-    "es": "Según las fuentes:",
-    "it": "Secondo le fonti:",
-    "pt": "Segundo as fontes:",
-    "nl": "Volgens de bronnen:",
-    "ja": "資料によると：",
-    "zh": "根据资料：",
-    "ko": "자료에 따르면:",
-    "ru": "Согласно источникам:",
-    "ar": "وفقًا للمصادر:",
-    "hi": "स्रोतों के अनुसार:",
-    "tr": "Kaynaklara göre:",
-    "pl": "Według źródeł:",
-    "el": "Σύμφωνα με τις πηγές:",
-    "vi": "Theo các nguồn:",
-    "th": "ตามแหล่งข้อมูล:",
-    "ro": "Conform surselor:",
-}
-
-NOT_FOUND = {
-    "en": "I could not find an answer to this question in the articles I have.",
-    "fr": "Je n'ai pas trouvé de réponse à cette question dans les articles dont je dispose.",
-    "de": "Ich habe in den vorhandenen Artikeln keine Antwort auf diese Frage gefunden.",
-    "es": "No encontré una respuesta a esta pregunta en los artículos que tengo.",
-    "it": "Non ho trovato una risposta a questa domanda negli articoli che ho.",
-    "pt": "Não encontrei uma resposta para esta pergunta nos artigos que tenho.",
-    "nl": "Ik heb in de artikelen die ik heb geen antwoord op deze vraag gevonden.",
-    "ja": "手元の記事には、この質問への答えが見つかりませんでした。",
-    "zh": "在现有的文章中没有找到这个问题的答案。",
-    "ko": "가지고 있는 기사에서 이 질문에 대한 답을 찾지 못했습니다.",
-    "ru": "В имеющихся статьях я не нашёл ответа на этот вопрос.",
-    "ar": "لم أجد إجابة على هذا السؤال في المقالات المتوفرة لدي.",
-    "hi": "मेरे पास मौजूद लेखों में इस प्रश्न का उत्तर नहीं मिला।",
-    "tr": "Elimdeki makalelerde bu sorunun cevabını bulamadım.",
-    "pl": "W dostępnych artykułach nie znalazłem odpowiedzi na to pytanie.",
-    "el": "Δεν βρήκα απάντηση σε αυτή την ερώτηση στα άρθρα που έχω.",
-    "vi": "Tôi không tìm thấy câu trả lời cho câu hỏi này trong các bài viết hiện có.",
-    "th": "ไม่พบคำตอบสำหรับคำถามนี้ในบทความที่มีอยู่",
-    "ro": "Nu am găsit un răspuns la această întrebare în articolele pe care le am.",
-}
-
-QUOTES = {
-    "fr": ("« ", " »"),
-    "es": ("«", "»"),
-    "it": ("«", "»"),
-    "pt": ("«", "»"),
-    "ru": ("«", "»"),
-    "de": ("„", "“"),
-    "ja": ("「", "」"),
-    "zh": ("「", "」"),
-    "ko": ("“", "”"),
-}
 
 CITED_PASSAGES = 3  # passages quoted at most
 # Passages whose sentences compete for the quotes: on the seed questions a sentence holding the

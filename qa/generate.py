@@ -47,13 +47,6 @@ HISTORY_SENT = 4  # earlier questions sent, at most: enough to resolve "and Micr
 CONNECT_SECONDS = 5.0
 NO_SPACE_LANGS = {"ja", "zh", "th"}  # sentences are joined without a space
 
-LANGUAGE_NAMES = {
-    "en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
-    "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese", "ko": "Korean",
-    "ru": "Russian", "ar": "Arabic", "hi": "Hindi", "tr": "Turkish", "pl": "Polish",
-    "el": "Greek", "vi": "Vietnamese", "th": "Thai", "ro": "Romanian",
-}  # fmt: skip
-
 SYSTEM_PROMPT = """\
 You answer a question using only the numbered passages in the JSON document that the user sends.
 Rules:
@@ -76,6 +69,8 @@ def chat_url(base: str) -> str:
 
 def build_messages(question: str, history: list[str], citations: list[Citation], lang: str) -> list[dict]:
     """The chat messages: fixed instructions, then the question and passages as one JSON document."""
+    from qa.lang import LANGUAGE_NAMES
+
     language = LANGUAGE_NAMES.get(lang, f"the language whose ISO 639-1 code is {lang!r}")
     document = {
         "earlier_questions": history[-HISTORY_SENT:],

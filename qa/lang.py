@@ -378,7 +378,7 @@ _MAX_SAMPLE_CHARS = 10_000  # enough for a reliable guess; keeps long articles f
 _URL_OR_EMAIL = re.compile(r"https?://\S+|www\.\S+|\S+@\S+\.\w+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00C0-\u024F\u1E00-\u1EFF]+")
 
-# The languages we answer in (qa.answer.LEAD_IN): the prior favours them for short questions.
+# The languages we answer in (qa.i18n.LEAD_IN): the prior favours them for short questions.
 QUESTION_LANGUAGES = frozenset(
     {"en", "fr", "de", "es", "it", "pt", "nl", "ja", "zh", "ko", "ru", "ar", "hi", "tr", "pl", "el", "vi", "th", "ro"}
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qa import ask
-from qa.answer import LEAD_IN, NOT_FOUND, _with_history
-from qa.i18n import WEAK_EVIDENCE
+from qa.answer import _with_history
+from qa.i18n import LEAD_IN, NOT_FOUND, WEAK_EVIDENCE
 
 # (language, question, evidence the first citation must quote)
 EMPLOYEES = ["700 des 770", "700 der 770", "770人の従業員のうち700人", "700 sur 770"]

@@ -53,7 +53,7 @@ def test_search_returns_passages(client):
 
 
 def test_ask_answers_in_the_language_of_the_question_citing_a_relevant_passage(client):
-    from qa.answer import LEAD_IN
+    from qa.i18n import LEAD_IN
 
     response = client.post("/api/v1/ask", json={"question": ES})
     assert response.status_code == 200, response.text

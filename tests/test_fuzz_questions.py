@@ -356,8 +356,7 @@ def test_refusal_in_the_askers_language(history, accept_language, expected):
 
 
 def test_refusal_messages_cover_every_reply_language():
-    from qa.answer import LEAD_IN
-    from qa.i18n import QUESTION_ERRORS
+    from qa.i18n import LEAD_IN, QUESTION_ERRORS
 
     for kind, messages in QUESTION_ERRORS.items():
         assert set(messages) == set(LEAD_IN), kind

@@ -334,7 +334,7 @@ def test_the_corpus_languages_are_plausible_too() -> None:
 
 
 def test_the_prior_covers_the_reply_languages() -> None:
-    from qa.answer import LEAD_IN
+    from qa.i18n import LEAD_IN
 
     assert QUESTION_LANGUAGES == set(LEAD_IN)
 
@@ -376,7 +376,7 @@ def test_xquad_questions_cut_to_three_words() -> None:
 def test_ask_replies_in_the_language_of_a_short_question_or_of_the_conversation(seed_settings) -> None:
     """The real model and index: `ask` passes the history and the corpus's languages."""
     from qa import ask
-    from qa.answer import LEAD_IN, NOT_FOUND
+    from qa.i18n import LEAD_IN, NOT_FOUND
 
     def opening(answer) -> str:
         return answer.reply.splitlines()[0]

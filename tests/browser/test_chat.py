@@ -66,7 +66,7 @@ def test_japanese_question_gets_a_streamed_cited_reply_in_japanese(open_page, ap
 
 
 def test_spanish_question_then_a_follow_up(open_page, app_server, artifacts):
-    from qa.answer import LEAD_IN
+    from qa.i18n import LEAD_IN
 
     page = open_page(locale="es-ES")
     ask(page, ES)
