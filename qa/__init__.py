@@ -44,18 +44,20 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def retrieve(question: str, k: int = 5, *, settings: Settings | None = None) -> list[Passage]:
-    """Return the `k` passages that best answer `question`, in any language of the corpus."""
+def retrieve(question: str, k: int = 5, *, settings: Settings | None = None, **filters) -> list[Passage]:
+    """Return the `k` passages that best answer `question`, in any language of the corpus;
+    `filters`: `langs`, `since`, `until`, `sources` (see `qa.retrieval.retrieve`)."""
     from qa.retrieval import retrieve as _retrieve
 
-    return _retrieve(question, k=k, settings=settings)
+    return _retrieve(question, k=k, settings=settings, **filters)
 
 
-def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Answer:
-    """Answer `question` in its own language, quoting and citing the evidence."""
+def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None, **filters) -> Answer:
+    """Answer `question` in its own language, quoting and citing the evidence; `filters`:
+    `langs`, `since`, `until`, `sources` (see `qa.retrieval.retrieve`)."""
     from qa.answer import ask as _ask
 
-    return _ask(question, history=history, settings=settings)
+    return _ask(question, history=history, settings=settings, **filters)
 
 
 def build_index(corpus_dir=None, *, settings: Settings | None = None, progress: bool = False):
