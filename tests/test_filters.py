@@ -156,6 +156,24 @@ def test_filtered_search_returns_the_k_best_passages_let_through_in_every_kind_o
             assert hits[lang] == total[lang]  # few passages let through: scored exactly
 
 
+def test_a_language_filter_searches_the_kept_languages_as_without_a_filter():
+    vectors = _clustered(12_000, seed=9)
+    langs = np.array(["de", "en", "ja"])[np.random.default_rng(10).choice(3, 12_000, p=[0.5, 0.45, 0.05])]
+    rows = {lang: np.flatnonzero(langs == lang) for lang in ("de", "en", "ja")}
+    search = LanguageSearch({
+        "de": (ProbedIVF(fill(train_ivf(vectors[rows["de"]], 64), vectors[rows["de"]]), 8, gap=0.002), rows["de"]),
+        "en": (ProbedIVF(fill(train_ivf(vectors[rows["en"]], 64, seed=1), vectors[rows["en"]]), 8), rows["en"]),
+        "ja": (ByteExact(vectors[rows["ja"]]), rows["ja"]),
+    })
+    for kept in (["de"], ["en", "ja"], ["de", "en", "ja"]):
+        mask = np.isin(langs, kept)
+        for query in _clustered(5, seed=11):
+            found, unfiltered = search.search_filtered(query, 30, mask, vectors), search.search(query, 30)
+            assert list(found) == kept
+            for lang in kept:
+                np.testing.assert_array_equal(found[lang][1], unfiltered[lang][1])
+
+
 def test_filtered_search_skips_languages_with_nothing_let_through():
     vectors = _clustered(600, seed=8)
     rows = np.arange(600)

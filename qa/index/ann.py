@@ -333,7 +333,7 @@ class LanguageSearch:
         """`search` restricted to the passage rows where `mask` is True (a filter: `qa.filters`),
         inside each language's search rather than after it, so that a language with k passages
         let through returns k. A language with none is skipped; one let through whole is
-        searched as without a filter. Otherwise:
+        searched as without a filter (the IVF ones together, as `search` does). Otherwise:
 
         - an exact language (`ByteExact`) scans its codes with a FAISS id selector (a bitmap);
         - an IVF language with at most `EXACT_MATCHES` passages let through scores those exactly
@@ -344,36 +344,47 @@ class LanguageSearch:
         """
         import faiss
 
-        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32)[None, :])
+        local = {lang: mask[rows] for lang, (_, rows) in self.searches.items()}
+        matches = {lang: int(np.count_nonzero(allowed)) for lang, allowed in local.items()}
+        whole = {lang for lang, count in matches.items() if count == len(self.searches[lang][1])}
+        if len(whole) == len(self.order):  # the filter lets everything through
+            return self.search(query, k)
         found = {}
+        stacked = np.array([lang in whole for lang in self.ivf_langs], bool)
+        if stacked.any():  # languages let through whole: searched together, the others' lists skipped
+            found.update(self._search_ivf(np.asarray(query, dtype=np.float32), k, stacked))
+        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32)[None, :])
         for lang in self.order:
             sub, rows = self.searches[lang]
-            local = mask[rows]
-            matches = int(np.count_nonzero(local))
-            if not matches:
+            if not matches[lang] or lang in found:
                 continue
-            want = min(k, matches)
-            if matches == len(rows):
+            want = min(k, matches[lang])
+            if lang in whole:
                 scores, ids = sub.search(query, want)
                 found[lang] = _real(scores[0], ids[0], rows)
                 continue
-            if isinstance(sub, ProbedIVF) and matches <= EXACT_MATCHES:
-                found[lang] = _exact_top(vectors, rows[local], query[0], want)
+            local_lang, count = local[lang], matches[lang]
+            if isinstance(sub, ProbedIVF) and count <= EXACT_MATCHES:
+                found[lang] = _exact_top(vectors, rows[local_lang], query[0], want)
                 continue
-            bits = np.packbits(local, bitorder="little")  # (named: the selector only points to it)
+            bits = np.packbits(local_lang, bitorder="little")  # (named: the selector only points to it)
             selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bits))
             if isinstance(sub, ProbedIVF):
-                probes = min(sub.nlist, int(np.ceil(sub.nprobe * len(rows) / matches)))
+                probes = min(sub.nlist, int(np.ceil(sub.nprobe * len(rows) / count)))
                 params = faiss.SearchParametersIVF(sel=selector, nprobe=probes)
                 scores, ids = sub.index.search(query, want, params=params)
             else:  # an exact search (`ByteExact`)
                 scores, ids = sub.search(query, want, params=faiss.SearchParameters(sel=selector))
             found[lang] = _real(scores[0], ids[0], rows)
             if len(found[lang][1]) < want:  # the lists visited held too few: score them all
-                found[lang] = _exact_top(vectors, rows[local], query[0], want)
-        return found
+                found[lang] = _exact_top(vectors, rows[local_lang], query[0], want)
+        return {lang: found[lang] for lang in self.order if lang in found}
 
-    def _search_ivf(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _search_ivf(
+        self, query: np.ndarray, k: int, keep: np.ndarray | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The IVF languages' searches in one FAISS call; with `keep` (a flag per language of
+        `ivf_langs`), only those flagged: the others' lists are skipped (numbered -1)."""
         n = len(self.ivf_langs)
         repeated = np.ascontiguousarray(np.broadcast_to(query, (n, len(query))), dtype=np.float32)
         centroid_scores, centroids = self.coarse.search_preassigned(repeated, self.cap, self.own_list, self.no_score)
@@ -381,12 +392,18 @@ class LanguageSearch:
         far = centroid_scores < centroid_scores[:, :1] - self.gaps
         far[:, :MIN_PROBES] = False
         lists = np.where(far | self.beyond | (centroids < 0), -1, centroids + self.list_offsets)
+        if keep is not None:
+            lists[~keep] = -1
         per_list = (self.vmins @ query)[:, None] + np.where(self.by_residual[:, None], centroid_scores, 0)
         scores, ids = self.scan.search_preassigned(
             query[None, :] * self.scales, k, lists, per_list.astype(np.float32)
         )
         rows = self.rows[np.maximum(ids, 0) + self.row_offsets]
-        return {lang: _real(scores[i], ids[i], rows[i], mapped=True) for i, lang in enumerate(self.ivf_langs)}
+        return {
+            lang: _real(scores[i], ids[i], rows[i], mapped=True)
+            for i, lang in enumerate(self.ivf_langs)
+            if keep is None or keep[i]
+        }
 
 
 def _exact_top(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
