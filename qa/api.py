@@ -319,6 +319,14 @@ class SearchRequest(BaseModel):
 
     question: str
     k: int = Field(5, ge=1, le=100)
+    langs: list[str] | None = None  # the filters of AskRequest (see qa.filters)
+    since: str | None = None
+    until: str | None = None
+    sources: list[str] | None = None
+
+    def filters(self) -> dict[str, Any]:
+        """The filter fields, as keyword arguments of `qa.retrieve`."""
+        return {"langs": self.langs, "since": self.since, "until": self.until, "sources": self.sources}
 
 
 def describe_problems(errors: Sequence[Any], skip: int = 0) -> str:

@@ -300,3 +300,47 @@ def test_rest_refuses_bad_filters_with_422_naming_the_value(news_server, request
     response = httpx.request(method, news_server.url + path, timeout=60, **kwargs)
     assert response.status_code == 422
     assert named in response.json()["detail"]
+
+
+@pytest.mark.slow
+def test_mcp_tools_take_the_filters(news_server):
+    from tests.aio import run_async
+    from tests.test_openai_api import call_tool, list_tools
+
+    url = news_server.url + "/gradio_api/mcp/"
+    tools = run_async(list_tools(url))
+    for name in ("search", "ask"):
+        properties = tools[name].inputSchema["properties"]
+        assert {"langs", "since", "until", "sources"} <= set(properties)
+        assert "YYYY-MM-DD" in properties["since"]["description"]
+    found = run_async(call_tool(url, "search", {"question": "bread", "k": 10, "langs": ["fr"], "until": "2024-06"}))
+    passages = json.loads(found.content[0].text)
+    assert not found.isError and {p["title"] for p in passages} == {"Un festival de jazz à Lyon", "Les vendanges commencent tôt"}
+    answered = run_async(call_tool(url, "ask", {"question": "Who won a prize?", "sources": ["harbour-times.co.uk"]}))
+    answer = json.loads(answered.content[0].text)
+    assert answer["citations"] and all(c["passage"]["outlet"].endswith("harbour-times.co.uk") for c in answer["citations"])
+    refused = run_async(call_tool(url, "search", {"question": "bread", "since": "soon"}))
+    assert refused.isError and "'soon'" in refused.content[0].text
+
+
+@pytest.mark.slow
+def test_openai_endpoint_takes_the_filters_as_extra_body_fields(news_server):
+    import openai
+
+    client = openai.OpenAI(base_url=news_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    reply = client.chat.completions.create(
+        model="qa",
+        messages=[{"role": "user", "content": "Where did a new train line open?"}],
+        extra_body={"langs": ["es"], "since": "2024-06-01"},
+    )
+    citations = reply.model_dump()["citations"]
+    assert citations and all(c["passage"]["title"] == "Nuevo tren rápido a Galicia" for c in citations)
+    with pytest.raises(openai.BadRequestError, match="'sw'"):
+        client.chat.completions.create(
+            model="qa", messages=[{"role": "user", "content": "bread"}], extra_body={"langs": ["sw"]}
+        )
+    with pytest.raises(openai.BadRequestError, match="since 2024-06-01 is after until 2024-01-01"):
+        client.chat.completions.create(
+            model="qa", messages=[{"role": "user", "content": "bread"}],
+            extra_body={"since": "2024-06-01", "until": "2024-01-01"},
+        )
