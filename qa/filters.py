@@ -151,7 +151,7 @@ def source_matches(wanted: str, outlet: str | None, source: str) -> bool:
         return True
     path = source.rpartition("#")[0] if "#" in source else source  # a .jsonl line: its file
     folder = wanted.rstrip("/")
-    return path.lower() == folder or path.lower().startswith(folder + "/")
+    return bool(folder) and (path.lower() == folder or path.lower().startswith(folder + "/"))
 
 
 class FilterColumns:
@@ -166,8 +166,10 @@ class FilterColumns:
         number = {doc_id: i for i, doc_id in enumerate(doc_ids)}
         articles = [index.articles[doc_id] for doc_id in doc_ids]
         self.doc_day = np.array([article_day(a.date) for a in articles], np.int32)
-        self.outlets = [url_outlet(a.url) for a in articles]
-        self.sources = [a.source for a in articles]
+        # Outlets and source files as codes into their distinct values: a source filter then
+        # matches each distinct value once (tens of outlets, not a million articles).
+        self.outlets, self.doc_outlet = _codes([url_outlet(a.url) or "" for a in articles])
+        self.files, self.doc_file = _codes([a.source.rpartition("#")[0] or a.source for a in articles])
         self.passage_doc = np.fromiter((number[c.doc_id] for c in index.chunks), np.int32, len(index.chunks))
         self.langs = set(index.rows_by_language)
         self.n = len(index.chunks)
@@ -205,14 +207,12 @@ class FilterColumns:
                 self._masks.popitem(last=False)
         return mask
 
-    def _source_docs(self, wanted: list[str]) -> np.ndarray:
+    def _source_docs(self, wanted: tuple[str, ...]) -> np.ndarray:
         docs = np.zeros(len(self.doc_day), bool)
         for value in wanted:
-            hits = np.fromiter(
-                (source_matches(value, outlet, source) for outlet, source in zip(self.outlets, self.sources)),
-                bool,
-                len(self.sources),
-            )
+            outlets = np.array([source_matches(value, outlet or None, "") for outlet in self.outlets], bool)
+            files = np.array([source_matches(value, None, file) for file in self.files], bool)
+            hits = outlets[self.doc_outlet] | files[self.doc_file]
             if not hits.any():
                 known = sorted({outlet for outlet in self.outlets if outlet})[:8]
                 hint = f" Outlets in the index include: {', '.join(known)}." if known else ""
@@ -222,6 +222,12 @@ class FilterColumns:
                 )
             docs |= hits
         return docs
+
+
+def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct values, the position of each value among them)."""
+    distinct, codes = np.unique(np.array(values, dtype=object).astype(str), return_inverse=True)
+    return distinct.tolist(), codes.astype(np.int32)
 
 
 _columns_lock = threading.Lock()

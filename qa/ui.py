@@ -48,9 +48,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
 
 # The Gradio API's positional arguments, with the defaults of the optional ones (None: required).
+# The filters (qa.filters) come last, empty when left out.
+_FILTER_ARGUMENTS = (("langs", []), ("since", ""), ("until", ""), ("sources", []))
 API_ARGUMENTS: dict[str, tuple[tuple[str, Any], ...]] = {
-    "ask": (("question", None), ("history", [])),
-    "search": (("question", None), ("k", 5)),
+    "ask": (("question", None), ("history", []), *_FILTER_ARGUMENTS),
+    "search": (("question", None), ("k", 5), *_FILTER_ARGUMENTS),
 }
 
 # --------------------------------------------------------------------------- the reply
