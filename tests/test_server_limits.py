@@ -149,7 +149,7 @@ BAD_ARGUMENTS = [
     ("search", [], "/search takes `data`: a list of 1 to 6 values"),
     ("search", ["a", 3, [], "", "", [], 7], "not 7 values"),
     ("search", ["a", 3, 4], "langs: Input should be a valid list"),
-    ("search", ["a", 3, ["english"]], "langs: 'english' is not a language code"),
+    ("search", ["a", 3, ["english"]], "english&#x27; is not a language code"),  # (Gradio escapes quotes)
     ("search", ["a", 3, [], "2024-06-01", "2024-01-01"], "since 2024-06-01 is after until 2024-01-01"),
     ("search", "Microsoft?", "not str"),
     ("ask", [3], "question: Input should be a valid string"),
@@ -160,7 +160,7 @@ BAD_ARGUMENTS = [
     ("ask", ["   "], "empty"),
     ("ask", ["y" * 2001], "2001"),
     ("ask", [], "/ask takes `data`: a list of 1 to 6 values [question, history (default []), langs (default [])"),
-    ("ask", ["ok?", [], [], "next week"], "since 'next week' is not a date"),
+    ("ask", ["ok?", [], [], "next week"], "next week&#x27; is not a date"),
 ]
 
 
