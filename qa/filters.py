@@ -165,10 +165,17 @@ class FilterColumns:
         doc_ids = list(index.articles)
         number = {doc_id: i for i, doc_id in enumerate(doc_ids)}
         articles = [index.articles[doc_id] for doc_id in doc_ids]
-        self.doc_day = np.array([article_day(a.date) for a in articles], np.int32)
+        # Parsed once per distinct date and per distinct site (an article's URL up to its path):
+        # articles share both, and parsing each one cost 1.4 s for 100,000 articles.
+        days: dict[str | None, int] = {}
+        self.doc_day = np.array(
+            [days[a.date] if a.date in days else days.setdefault(a.date, article_day(a.date)) for a in articles],
+            np.int32,
+        )
         # Outlets and source files as codes into their distinct values: a source filter then
         # matches each distinct value once (tens of outlets, not a million articles).
-        self.outlets, self.doc_outlet = _codes([url_outlet(a.url) or "" for a in articles])
+        sites: dict[str, str] = {}
+        self.outlets, self.doc_outlet = _codes([_site_outlet(a.url, sites, url_outlet) for a in articles])
         self.files, self.doc_file = _codes([a.source.rpartition("#")[0] or a.source for a in articles])
         self.passage_doc = np.fromiter((number[c.doc_id] for c in index.chunks), np.int32, len(index.chunks))
         self.langs = set(index.rows_by_language)
@@ -222,6 +229,16 @@ class FilterColumns:
                 )
             docs |= hits
         return docs
+
+
+def _site_outlet(url: str | None, sites: dict[str, str], url_outlet) -> str:
+    """`url_outlet(url)` ("" for none), looked up by the URL's `scheme://host` part in `sites`."""
+    if not url:
+        return ""
+    site = "/".join(url.strip().split("/", 3)[:3])
+    if site not in sites:
+        sites[site] = url_outlet(site) or ""
+    return sites[site]
 
 
 def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
