@@ -194,6 +194,9 @@ def test_language_filter_returns_only_that_language_and_k_of_them(news_settings)
     # Asked in English, filtered to French: the three French articles, however unrelated.
     found = retrieve("Where was a new tram line opened?", k=5, settings=news_settings, langs="fr")
     assert sorted(p.title for p in found) == sorted(a[4] for a in ARTICLES if a[1] == "fr")
+    import qa  # the package's own entry point passes them on
+
+    assert {p.lang for p in qa.retrieve("tram", k=2, settings=news_settings, langs=["es"])} == {"es"}
 
 
 @pytest.mark.slow
