@@ -147,7 +147,7 @@ def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out,
     _, search = write_index(
         index_dir, articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
         model={"name": "synthetic", "fingerprint": "synthetic", "dim": int(base.shape[1])},
-        chunking={"synthetic": True}, query_means=means, groups=np.arange(n),  # each passage its own group
+        chunking={"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0}, query_means=means, groups=np.arange(n),  # each passage its own group
         recall_queries=tuning,
     )
     write_s = time.perf_counter() - t0

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from qa import errors as _errors  # plain exceptions: importing them costs nothing
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from qa.config import Settings
     from qa.models import Answer, Passage
 
@@ -44,18 +46,42 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def retrieve(question: str, k: int = 5, *, settings: Settings | None = None) -> list[Passage]:
-    """Return the `k` passages that best answer `question`, in any language of the corpus."""
+def retrieve(
+    question: str,
+    k: int = 5,
+    *,
+    settings: Settings | None = None,
+    langs: list[str] | str | None = None,
+    since: str | date | None = None,
+    until: str | date | None = None,
+    sources: list[str] | str | None = None,
+) -> list[Passage]:
+    """Return the `k` passages that best answer `question`, in any language of the corpus.
+
+    Filters, applied inside the search (k passages when k match): `langs` (ISO 639-1 codes),
+    `since`/`until` (publication days, inclusive, `YYYY-MM-DD`; an article without a date is
+    left out by either), `sources` (outlets such as `bbc.co.uk`, or corpus files and folders).
+    """
     from qa.retrieval import retrieve as _retrieve
 
-    return _retrieve(question, k=k, settings=settings)
+    return _retrieve(question, k=k, settings=settings, langs=langs, since=since, until=until, sources=sources)
 
 
-def ask(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Answer:
-    """Answer `question` in its own language, quoting and citing the evidence."""
+def ask(
+    question: str,
+    history: list[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    langs: list[str] | str | None = None,
+    since: str | date | None = None,
+    until: str | date | None = None,
+    sources: list[str] | str | None = None,
+) -> Answer:
+    """Answer `question` in its own language, quoting and citing the evidence; the filters are
+    those of `retrieve`."""
     from qa.answer import ask as _ask
 
-    return _ask(question, history=history, settings=settings)
+    return _ask(question, history=history, settings=settings, langs=langs, since=since, until=until, sources=sources)
 
 
 def build_index(corpus_dir=None, *, settings: Settings | None = None, progress: bool = False):

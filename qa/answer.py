@@ -8,6 +8,7 @@ here: a person can check every word against the cited article.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import numpy as np
@@ -182,16 +183,23 @@ def ask(
     settings: Settings | None = None,
     quotes: str = RANKED,
     generate: bool = True,
+    langs: list[str] | str | None = None,
+    since: str | dt.date | None = None,
+    until: str | dt.date | None = None,
+    sources: list[str] | str | None = None,
 ) -> Answer:
     """Answer `question` in its own language, quoting and citing the evidence from the corpus.
 
     `quotes` picks how the quoted sentences are chosen (`qa.quotes`; `qa eval` compares them).
     With an LLM server configured (`Settings.llm_url`) and `generate`, the reply is written by it
-    and checked sentence by sentence (`qa.generate`); the quotes stay the fallback.
+    and checked sentence by sentence (`qa.generate`); the quotes stay the fallback. `langs`,
+    `since`, `until`, `sources`: the evidence's filters, as for `qa.retrieval.retrieve`.
     """
+    from qa.filters import make_filters
     from qa.lang import detect_language
 
     settings = settings or Settings()
+    filters = make_filters(langs=langs, since=since, until=until, sources=sources)
     text = clean_question(question, settings.max_question_chars)
     # Earlier questions with nothing left once cleaned (only control characters, say) are skipped:
     # refusing them would tell the user that the question they just typed is empty.
@@ -199,7 +207,7 @@ def ask(
     lang = detect_language(text, history=history, corpus_langs=get_engine(settings).index().rows_by_language)
     engine = get_engine(settings)
     query = _with_history(text, history)
-    passages = engine.search(query, ANSWER_CANDIDATES, lang=lang)
+    passages = engine.search(query, ANSWER_CANDIDATES, lang=lang, filters=filters)
     query_vector = engine.embedder.encode_query(query)
     # Sentences and article texts come from the version the search read: the live one may have
     # been replaced since (a rebuild that removed a cited article made this a KeyError).

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Answer", "Article", "Chunk", "Citation", "Passage", "SkippedFile", "Translation"]
+__all__ = ["Answer", "Article", "Chunk", "Citation", "Filters", "Passage", "SkippedFile", "Translation"]
 
 
 class Article(BaseModel):
@@ -135,3 +136,17 @@ class SkippedFile(BaseModel):
 
     source: str
     reason: str
+
+
+class Filters(BaseModel):
+    """Which passages a question may find (`qa.filters.make_filters` checks and builds it):
+    every given condition holds. An article without a date never passes `since` or `until`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    langs: tuple[str, ...] | None = Field(None, description="ISO 639-1 codes of the passages' languages.")
+    since: dt.date | None = Field(None, description="First publication day, inclusive.")
+    until: dt.date | None = Field(None, description="Last publication day, inclusive.")
+    sources: tuple[str, ...] | None = Field(
+        None, description="Outlets (domain of the article's URL) or corpus files and folders."
+    )

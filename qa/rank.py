@@ -330,12 +330,19 @@ def group_members(groups: np.ndarray) -> dict[int, list[int]]:
 
 
 def fold_groups(
-    ranked: np.ndarray, groups: np.ndarray, members: dict[int, list[int]], langs: np.ndarray, lang: str, k: int
+    ranked: np.ndarray,
+    groups: np.ndarray,
+    members: dict[int, list[int]],
+    langs: np.ndarray,
+    lang: str,
+    k: int,
+    allowed: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """One hit per translation group, best first: (position in `ranked`, row shown).
 
     The row shown is the group's member in `lang` when it has one (the asker reads their own
-    language first), else the best-ranked member.
+    language first), else the best-ranked member; with `allowed` (a filter's passage mask), only
+    a member it lets through.
     """
     hits: list[tuple[int, int]] = []
     seen: set[int] = set()
@@ -344,7 +351,10 @@ def fold_groups(
         if group in seen:
             continue
         seen.add(group)
-        hits.append((position, next((m for m in members.get(group, [row]) if langs[m] == lang), row)))
+        shown = members.get(group, [row])
+        if allowed is not None:
+            shown = [m for m in shown if allowed[m]]
+        hits.append((position, next((m for m in shown if langs[m] == lang), row)))
         if len(hits) == k:
             break
     return hits

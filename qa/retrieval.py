@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ from qa.errors import InvalidQuestionError, QAError
 from qa.index.ann import Int8Rows
 from qa.index.format import current_version, file_stamp, pointer_file
 from qa.index.load import Index, check_model, open_index
-from qa.models import Passage, Translation
+from qa.models import Filters, Passage, Translation
 from qa.question import check_meaning
 from qa.rank import FusionWeights, best_sentence_scores, fold_groups, fuse, lexical_by_language_sparse
 from qa.runtime import apply_threads
@@ -176,8 +177,13 @@ class Engine:
         # of 20 ms.
         self.search("warm up", 1)
 
-    def score(self, question: str, lang: str, index: Index) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, question: str, lang: str, index: Index, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Candidate passages and their final scores (see `qa.rank` for the reasoning).
+
+        With `mask` (a filter: `qa.filters`), only passages it lets through are candidates, dense
+        and lexical alike, so the sentence stage sees only them too.
 
         Candidates are each language's best dense matches plus its best lexical matches; each
         is scored by its standardized dense score plus the lexical score scaled per language.
@@ -189,16 +195,22 @@ class Engine:
         settings = self.settings
         stats = index.lang_stats
         query = stats.center_query(self.embedder.encode_query(question)[None, :], lang, settings.query_centering)
-        candidates = [rows for _, rows in index.search_by_language(query[0], settings.candidates).values()]
+        by_language = index.search_by_language(query[0], settings.candidates, mask)
+        candidates = [rows for _, rows in by_language.values()]
         if settings.lexical_weight:
             # Sparse: only passages sharing a word with the question are touched.
             lex_rows, lex_scores = index.lexical.sparse_scores(question, settings.lexical_posting_budget)
+            if mask is not None:  # (still sorted)
+                keep = mask[lex_rows]
+                lex_rows, lex_scores = lex_rows[keep], lex_scores[keep]
             lex_scaled, lex_candidates = lexical_by_language_sparse(
                 lex_rows, lex_scores, index.lang_ids, settings.candidates
             )
             candidates.append(lex_candidates)
         rows = np.sort(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
         rows = rows[np.r_[True, rows[1:] != rows[:-1]]] if len(rows) else rows  # (np.unique: 10x slower here)
+        if not len(rows):  # a filter that lets no passage through
+            return rows, np.zeros(0)
         raw = row_dots(index.passage_vectors, rows, query[0])[None, :]
         dense = stats.standardize(query, raw, index.lang_ids[rows])
         lexical = None
@@ -233,25 +245,35 @@ class Engine:
         )[0]
 
     def search(
-        self, question: str, k: int, lang: str | None = None, *, index: Index | None = None
+        self,
+        question: str,
+        k: int,
+        lang: str | None = None,
+        *,
+        index: Index | None = None,
+        filters: Filters | None = None,
     ) -> SearchResults:
         """The k best passages for one cleaned question, one per translation group.
 
         Each language's best candidates are scored on a common scale (see `qa.rank`), then
         translations of the same passage are folded into one hit, shown in the asker's language
         (`lang`, detected when not given) when the group has a member in it. Searches `index`,
-        by default the live version; the results carry the version searched.
+        by default the live version; the results carry the version searched. `filters`
+        (`qa.filters.make_filters`) restricts every stage to the passages they let through,
+        translations included; InvalidQuestionError for a language or source the index lacks.
         """
+        from qa.filters import passage_mask
         from qa.lang import detect_language
 
         lang = lang or detect_language(question)
         index = self.index() if index is None else index  # (an index with no passages is falsy)
-        rows, scores = self.score(question, lang, index)
+        mask = passage_mask(index, filters)
+        rows, scores = self.score(question, lang, index, mask)
         query = self.embedder.encode_query(question)
         order = np.argsort(-scores)
-        folded = fold_groups(rows[order], index.groups, index.members, index.langs, lang, k)
+        folded = fold_groups(rows[order], index.groups, index.members, index.langs, lang, k, mask)
         return SearchResults(
-            [grouped_passage(index, lead, float(scores[order[i]]), query) for i, lead in folded], index
+            [grouped_passage(index, lead, float(scores[order[i]]), query, mask) for i, lead in folded], index
         )
 
 
@@ -273,11 +295,16 @@ def _folder_state(index_dir: Path) -> tuple:
     return tuple(sorted(state))
 
 
-def grouped_passage(index: Index, lead: int, score: float, query: np.ndarray) -> Passage:
-    """Passage `lead` with the other members of its translation group as its translations."""
+def grouped_passage(
+    index: Index, lead: int, score: float, query: np.ndarray, mask: np.ndarray | None = None
+) -> Passage:
+    """Passage `lead` with the other members of its translation group (those `mask` lets
+    through, when given) as its translations."""
     passage = to_passage(index, lead, score)
     passage.similarity = float(query @ index.passage_vectors_at([lead])[0])
-    passage.translations = [to_translation(index, m) for m in index.group_members(lead) if m != lead]
+    passage.translations = [
+        to_translation(index, m) for m in index.group_members(lead) if m != lead and (mask is None or mask[m])
+    ]
     return passage
 
 
@@ -361,10 +388,28 @@ def get_engine(settings: Settings | None = None) -> Engine:
         return _engines[key]
 
 
-def retrieve(question: str, k: int = 5, *, settings: Settings | None = None) -> list[Passage]:
-    """Return the `k` passages that best answer `question`, whatever its language."""
+def retrieve(
+    question: str,
+    k: int = 5,
+    *,
+    settings: Settings | None = None,
+    langs: list[str] | str | None = None,
+    since: str | dt.date | None = None,
+    until: str | dt.date | None = None,
+    sources: list[str] | str | None = None,
+) -> list[Passage]:
+    """Return the `k` passages that best answer `question`, whatever its language.
+
+    Filters (see `qa.filters.make_filters`), applied inside the search so that k passages come
+    back when k match: `langs` (ISO 639-1 codes), `since`/`until` (publication days, inclusive;
+    an article without a date is left out by either), `sources` (outlets such as `bbc.co.uk`, or
+    corpus files and folders). A bad value is an InvalidQuestionError naming it.
+    """
+    from qa.filters import make_filters
+
     settings = settings or Settings()
     if not isinstance(k, int) or k < 1 or k > 100:
         raise InvalidQuestionError(f"k must be between 1 and 100, not {k!r}.")
+    filters = make_filters(langs=langs, since=since, until=until, sources=sources)
     text = clean_question(question, settings.max_question_chars)
-    return list(get_engine(settings).search(text, k))
+    return list(get_engine(settings).search(text, k, filters=filters))

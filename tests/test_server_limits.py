@@ -147,8 +147,11 @@ BAD_ARGUMENTS = [
     ("search", ["Microsoft?", 0], "k: Input should be greater than or equal to 1"),
     ("search", ["Microsoft?", 101], "k: Input should be less than or equal to 100"),
     ("search", [None], "question: Input should be a valid string"),
-    ("search", [], "/search takes `data`: a list of 1 to 2 values"),
-    ("search", ["a", 3, 4], "not 3 values"),
+    ("search", [], "/search takes `data`: a list of 1 to 6 values"),
+    ("search", ["a", 3, [], "", "", [], 7], "not 7 values"),
+    ("search", ["a", 3, 4], "langs: Input should be a valid list"),
+    ("search", ["a", 3, ["english"]], "english&#x27; is not a language code"),  # (Gradio escapes quotes)
+    ("search", ["a", 3, [], "2024-06-01", "2024-01-01"], "since 2024-06-01 is after until 2024-01-01"),
     ("search", "Microsoft?", "not str"),
     ("ask", [3], "question: Input should be a valid string"),
     ("ask", ["ok?", ["earlier"] * 51], "history: List should have at most 50 items"),
@@ -157,7 +160,8 @@ BAD_ARGUMENTS = [
     ("ask", ["ok?", "earlier"], "history: Input should be a valid list"),
     ("ask", ["   "], "empty"),
     ("ask", ["y" * 2001], "2001"),
-    ("ask", [], "/ask takes `data`: a list of 1 to 2 values [question, history (default [])]"),
+    ("ask", [], "/ask takes `data`: a list of 1 to 6 values [question, history (default []), langs (default [])"),
+    ("ask", ["ok?", [], [], "next week"], "next week&#x27; is not a date"),
 ]
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "EXACT_MATCHES",
     "AnnReport",
     "ByteExact",
     "Int8Rows",
@@ -66,6 +67,9 @@ MIN_PROBES = 4  # lists a question always visits, however far ahead its best lis
 # product with the question: steps of a tenth over two decades, as the right gap depends on how
 # spread the vectors are (real questions on real passages settle between 0.015 and 0.02, where
 # steps of a quarter overshot by 0.002-0.004 and read 15% more lists than needed).
+# A filtered IVF language with at most this many passages let through scores them exactly
+# (`LanguageSearch.search_filtered`): see benchmarks/bench_filters.py.
+EXACT_MATCHES = 4096
 GAP_STEPS = tuple(round(0.004 * 1.1**i, 4) for i in range(50))  # 0.004 ... 0.43
 
 
@@ -172,12 +176,13 @@ class ByteExact:
     def nbytes(self) -> int:
         return self.index.ntotal * self.index.code_size
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(approximate scores, ids) of the k best vectors for each query, like a FAISS index."""
+    def search(self, queries: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(approximate scores, ids) of the k best vectors for each query, like a FAISS index;
+        `params`: FAISS search parameters (an id selector: `LanguageSearch.search_filtered`)."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         grid = queries * self.step  # q·x = q·mid + (q ⊙ step)·code
         scale = 127 / np.maximum(np.abs(grid).max(axis=1), 1e-30)  # the question's own 8-bit grid
-        scores, ids = self.index.search(np.rint(grid * scale[:, None]), k)
+        scores, ids = self.index.search(np.rint(grid * scale[:, None]), k, params=params)
         return scores / scale[:, None] + (queries @ self.mid)[:, None], ids
 
 
@@ -257,6 +262,7 @@ class LanguageSearch:
         import faiss
 
         self.order = list(searches)
+        self.searches = searches  # each language's own search, for filtered questions
         mergeable = {lang: sub for lang, (sub, _) in searches.items() if _stackable(sub)}
         self.others = {lang: searches[lang] for lang in self.order if lang not in mergeable}
         self.ivf_langs = list(mergeable)
@@ -321,7 +327,64 @@ class LanguageSearch:
             found[lang] = _real(scores[0], ids[0], rows)
         return {lang: found[lang] for lang in self.order}
 
-    def _search_ivf(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def search_filtered(
+        self, query: np.ndarray, k: int, mask: np.ndarray, vectors: np.ndarray
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """`search` restricted to the passage rows where `mask` is True (a filter: `qa.filters`),
+        inside each language's search rather than after it, so that a language with k passages
+        let through returns k. A language with none is skipped; one let through whole is
+        searched as without a filter (the IVF ones together, as `search` does). Otherwise:
+
+        - an exact language (`ByteExact`) scans its codes with a FAISS id selector (a bitmap);
+        - an IVF language with at most `EXACT_MATCHES` passages let through scores those exactly
+          (`vectors`: the float32 passage vectors), cheaper than visiting lists that hold few of
+          them; with more, its lists are scanned with the id selector, visiting 1/share times
+          as many (the filtered nearest neighbours lie farther out), and if that finds fewer
+          than k the passages let through are scored exactly.
+        """
+        import faiss
+
+        local = {lang: mask[rows] for lang, (_, rows) in self.searches.items()}
+        matches = {lang: int(np.count_nonzero(allowed)) for lang, allowed in local.items()}
+        whole = {lang for lang, count in matches.items() if count == len(self.searches[lang][1])}
+        if len(whole) == len(self.order):  # the filter lets everything through
+            return self.search(query, k)
+        found = {}
+        stacked = np.array([lang in whole for lang in self.ivf_langs], bool)
+        if stacked.any():  # languages let through whole: searched together, the others' lists skipped
+            found.update(self._search_ivf(np.asarray(query, dtype=np.float32), k, stacked))
+        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32)[None, :])
+        for lang in self.order:
+            sub, rows = self.searches[lang]
+            if not matches[lang] or lang in found:
+                continue
+            want = min(k, matches[lang])
+            if lang in whole:
+                scores, ids = sub.search(query, want)
+                found[lang] = _real(scores[0], ids[0], rows)
+                continue
+            local_lang, count = local[lang], matches[lang]
+            if isinstance(sub, ProbedIVF) and count <= EXACT_MATCHES:
+                found[lang] = _exact_top(vectors, rows[local_lang], query[0], want)
+                continue
+            bits = np.packbits(local_lang, bitorder="little")  # (named: the selector only points to it)
+            selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bits))
+            if isinstance(sub, ProbedIVF):
+                probes = min(sub.nlist, int(np.ceil(sub.nprobe * len(rows) / count)))
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=probes)
+                scores, ids = sub.index.search(query, want, params=params)
+            else:  # an exact search (`ByteExact`)
+                scores, ids = sub.search(query, want, params=faiss.SearchParameters(sel=selector))
+            found[lang] = _real(scores[0], ids[0], rows)
+            if len(found[lang][1]) < want:  # the lists visited held too few: score them all
+                found[lang] = _exact_top(vectors, rows[local_lang], query[0], want)
+        return {lang: found[lang] for lang in self.order if lang in found}
+
+    def _search_ivf(
+        self, query: np.ndarray, k: int, keep: np.ndarray | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The IVF languages' searches in one FAISS call; with `keep` (a flag per language of
+        `ivf_langs`), only those flagged: the others' lists are skipped (numbered -1)."""
         n = len(self.ivf_langs)
         repeated = np.ascontiguousarray(np.broadcast_to(query, (n, len(query))), dtype=np.float32)
         centroid_scores, centroids = self.coarse.search_preassigned(repeated, self.cap, self.own_list, self.no_score)
@@ -329,12 +392,28 @@ class LanguageSearch:
         far = centroid_scores < centroid_scores[:, :1] - self.gaps
         far[:, :MIN_PROBES] = False
         lists = np.where(far | self.beyond | (centroids < 0), -1, centroids + self.list_offsets)
+        if keep is not None:
+            lists[~keep] = -1
         per_list = (self.vmins @ query)[:, None] + np.where(self.by_residual[:, None], centroid_scores, 0)
         scores, ids = self.scan.search_preassigned(
             query[None, :] * self.scales, k, lists, per_list.astype(np.float32)
         )
         rows = self.rows[np.maximum(ids, 0) + self.row_offsets]
-        return {lang: _real(scores[i], ids[i], rows[i], mapped=True) for i, lang in enumerate(self.ivf_langs)}
+        return {
+            lang: _real(scores[i], ids[i], rows[i], mapped=True)
+            for i, lang in enumerate(self.ivf_langs)
+            if keep is None or keep[i]
+        }
+
+
+def _exact_top(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the k best of passage `rows` by exact inner product, best first."""
+    from qa.kernels import row_dots
+
+    scores = row_dots(vectors, rows, query)
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return scores[top], rows[top]
 
 
 def _stackable(sub: Any) -> bool:

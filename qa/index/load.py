@@ -216,8 +216,12 @@ class Index:
         """Rows of every passage in the translation group of passage `row` (itself included)."""
         return self.members.get(int(self.groups[row]), [int(row)])
 
-    def search_by_language(self, query: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """The k best passages of each language: {lang: (scores, rows)}."""
+    def search_by_language(
+        self, query: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The k best passages of each language: {lang: (scores, rows)}. With `mask` (a filter:
+        `qa.filters.passage_mask`), the k best of the passages it lets through, searched inside
+        each language's search; languages with none are left out."""
         with self._by_lang_lock:
             if self._by_lang is None:
                 # One search per language, so that every language contributes candidates however
@@ -232,6 +236,8 @@ class Index:
         # (Measured at 1M passages and not kept: spreading the languages over two threads, or
         # running this search on a second thread beside the lexical scoring, was no faster: the
         # 8-bit scan is compute-bound (~30 ns a code) and the two cores slow each other down.)
+        if mask is not None:
+            return self._by_lang.search_filtered(query, k, mask, self.passage_vectors)
         return self._by_lang.search(query, k)
 
     def search_language(self, lang: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,17 @@ class AskRequest(BaseModel):
         max_length=MAX_HISTORY,
         description="Earlier questions of the conversation, oldest first.",
     )
+    # Filters on the evidence (see qa.filters); checked by qa.ask, a bad value is a 422.
+    langs: list[str] | None = Field(None, description="Only passages in these languages (ISO 639-1 codes).")
+    since: str | None = Field(None, description="Only articles published on or after this day (YYYY-MM-DD).")
+    until: str | None = Field(None, description="Only articles published on or before this day (YYYY-MM-DD).")
+    sources: list[str] | None = Field(
+        None, description="Only articles from these outlets (domain of the URL) or corpus files and folders."
+    )
+
+    def filters(self) -> dict[str, Any]:
+        """The filter fields, as keyword arguments of `qa.ask` and `qa.retrieve`."""
+        return {"langs": self.langs, "since": self.since, "until": self.until, "sources": self.sources}
 
 
 class ServiceState(Protocol):
@@ -252,14 +263,25 @@ def search(
     request: Request,
     q: Annotated[str, Query(description="The question, in any language.")],
     k: Annotated[int, Query(ge=1, le=100, description="How many passages.")] = 5,
+    lang: Annotated[
+        list[str] | None, Query(description="Only passages in this language (ISO 639-1; repeat for several).")
+    ] = None,
+    since: Annotated[str | None, Query(description="Only articles published on or after this day (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, Query(description="Only articles published on or before this day (YYYY-MM-DD).")] = None,
+    source: Annotated[
+        list[str] | None,
+        Query(description="Only articles from this outlet (domain of the URL) or corpus file or folder; repeatable."),
+    ] = None,
 ) -> list[Passage]:
+    from qa.filters import make_filters
     from qa.question import asker_language
     from qa.retrieval import clean_question, retrieve
 
-    lang = asker_language(None, request.headers.get("accept-language"))  # for a question without words
-    clean_question(q, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
-    service = _service(request)  # admitted already (qa.serve.app.Admit): no slot to take here
-    return retrieve(q, k=k, settings=service.settings)
+    asker = asker_language(None, request.headers.get("accept-language"))  # for a question without words
+    clean_question(q, request.app.state.qa.settings.max_question_chars, asker)  # 422 before 503
+    make_filters(langs=lang, since=since, until=until, sources=source)  # malformed filters: 422 before 503
+    service = _service(request)  # admitted already (qa.serve.admission.Admit): no slot to take here
+    return retrieve(q, k=k, settings=service.settings, langs=lang, since=since, until=until, sources=source)
 
 
 @router.post("/ask", response_model=Answer, summary="A cited answer in the language of the question")
@@ -270,15 +292,17 @@ def ask(request: Request, body: AskRequest) -> Answer:
     lang = asker_language(body.history, request.headers.get("accept-language"))  # for a question without words
     check_ask(body, request.app.state.qa.settings.max_question_chars, lang)  # 422 before 503
     service = _service(request)
-    return qa_ask(body.question, history=body.history, settings=service.settings)
+    return qa_ask(body.question, history=body.history, settings=service.settings, **body.filters())
 
 
 def check_ask(body: AskRequest, limit: int, lang: str = "en") -> None:
     """InvalidQuestionError (in `lang` where it has no words) unless the question and each
     earlier question are usable."""
+    from qa.filters import make_filters
     from qa.retrieval import clean_question
 
     clean_question(body.question, limit, lang)
+    make_filters(**body.filters())
     for number, earlier in enumerate(body.history, 1):
         if len(earlier) > limit:
             raise InvalidQuestionError(
@@ -293,6 +317,14 @@ class SearchRequest(BaseModel):
 
     question: str
     k: int = Field(5, ge=1, le=100)
+    langs: list[str] | None = None  # the filters of AskRequest (see qa.filters)
+    since: str | None = None
+    until: str | None = None
+    sources: list[str] | None = None
+
+    def filters(self) -> dict[str, Any]:
+        """The filter fields, as keyword arguments of `qa.retrieve`."""
+        return {"langs": self.langs, "since": self.since, "until": self.until, "sources": self.sources}
 
 
 def describe_problems(errors: Sequence[Any], skip: int = 0) -> str:

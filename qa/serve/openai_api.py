@@ -79,7 +79,7 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """The chat completion request: the fields this service reads. Other OpenAI parameters
     (temperature, max_tokens, user...) are accepted and have no effect on a quoted answer.
-    Filters (languages, dates, outlets) will come as further optional fields."""
+    Filters on the evidence (`qa.filters`) are optional extra fields (an SDK's `extra_body`)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -87,6 +87,14 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation, oldest first.")
     stream: bool = False
     n: int = Field(1, description="How many replies: only 1.")
+    langs: list[str] | None = Field(None, description="Only quote passages in these languages (ISO 639-1).")
+    since: str | None = Field(None, description="Only quote articles published on or after this day (YYYY-MM-DD).")
+    until: str | None = Field(None, description="Only quote articles published on or before this day (YYYY-MM-DD).")
+    sources: list[str] | None = Field(None, description="Only quote articles from these outlets or corpus files.")
+
+    def filters(self) -> dict[str, Any]:
+        """The filter fields, as keyword arguments of `qa.ask`."""
+        return {"langs": self.langs, "since": self.since, "until": self.until, "sources": self.sources}
 
 
 class ChatError(Exception):
@@ -421,6 +429,7 @@ async def chat_completions(request: Request) -> Any:
     import anyio
 
     from qa import ask as qa_ask
+    from qa.filters import make_filters
     from qa.question import asker_language
     from qa.serve.api import AskRequest, check_ask, public_message
 
@@ -434,10 +443,19 @@ async def chat_completions(request: Request) -> Any:
             check_ask(AskRequest(question=question, history=history), settings.max_question_chars, lang)
         except InvalidQuestionError as exc:
             raise ChatError(400, str(exc), "invalid_question", "messages") from None
+        try:
+            make_filters(**chat.filters())
+        except InvalidQuestionError as exc:
+            raise ChatError(400, str(exc), "invalid_filter") from None
         reason = service.not_ready_reason()
         if reason:
             raise ChatError(503, public_message(reason, settings), "not_ready")
-        answer = await anyio.to_thread.run_sync(lambda: qa_ask(question, history=history, settings=settings))
+        try:
+            answer = await anyio.to_thread.run_sync(
+                lambda: qa_ask(question, history=history, settings=settings, **chat.filters())
+            )
+        except InvalidQuestionError as exc:  # a language or source the index does not hold
+            raise ChatError(400, str(exc), "invalid_filter") from None
     except ChatError as exc:  # its message names no server path (made public where it could)
         log.info("Chat completion refused: %s", exc.message)
         return _error_response(exc)

@@ -49,9 +49,11 @@ STATIC_DIR = Path(__file__).parents[1] / "static"
 log = logging.getLogger(__name__)
 
 # The Gradio API's positional arguments, with the defaults of the optional ones (None: required).
+# The filters (qa.filters) come last, empty when left out.
+_FILTER_ARGUMENTS = (("langs", []), ("since", ""), ("until", ""), ("sources", []))
 API_ARGUMENTS: dict[str, tuple[tuple[str, Any], ...]] = {
-    "ask": (("question", None), ("history", [])),
-    "search": (("question", None), ("k", 5)),
+    "ask": (("question", None), ("history", []), *_FILTER_ARGUMENTS),
+    "search": (("question", None), ("k", 5), *_FILTER_ARGUMENTS),
 }
 
 # --------------------------------------------------------------------------- the reply
@@ -334,10 +336,10 @@ def build_ui(
         if not ready:
             raise gr.Error(label(why or "loading", lang), print_exception=False)
 
-    def ask(question: str, history: list[str]) -> Answer:
+    def ask(question: str, history: list[str], **filters: Any) -> Answer:
         from qa import ask as qa_ask
 
-        return qa_ask(question, history=history, settings=settings)
+        return qa_ask(question, history=history, settings=settings, **filters)
 
     def ask_generated(question: str, history: list[str]) -> Iterator[Answer]:
         """With an LLM server (QA_LLM_URL): the answer so far each time a generated sentence
@@ -444,7 +446,13 @@ def build_ui(
     # Not queued: Gradio's queue still takes the gradio_client calls (/call/, queue/join), and an
     # MCP tool call runs in the request that the server's admission bound admitted.
     def api_ask(
-        question: str, history: list[str] | None = None, request: gr.Request = None
+        question: str,
+        history: list[str] | None = None,
+        langs: list[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        sources: list[str] | None = None,
+        request: gr.Request = None,
     ) -> dict[str, Any]:
         """Answer a question about the news articles, in the question's language, citing them.
 
@@ -456,22 +464,35 @@ def build_ui(
         Args:
             question: The question, in any language (English, French, German, Japanese, ...).
             history: Earlier questions of the same conversation, oldest first, for follow-ups.
+            langs: Only quote articles in these languages (ISO 639-1 codes such as "de"); all if empty.
+            since: Only quote articles published on or after this day (YYYY-MM-DD); undated ones are left out.
+            until: Only quote articles published on or before this day (YYYY-MM-DD); undated ones are left out.
+            sources: Only quote articles from these outlets (a site's domain, such as "bbc.co.uk").
 
         Returns:
             JSON: reply (text with [n] markers), lang, found (false if not covered), citations.
         """
         try:
+            filters = {"langs": langs or None, "since": since or None, "until": until or None, "sources": sources or None}
             body = parse_arguments(
-                AskRequest, {"question": question, "history": [] if history is None else history}
+                AskRequest, {"question": question, "history": [] if history is None else history, **filters}
             )
             check_ask(body, settings.max_question_chars, asker_language(body.history))
             check_ready("en")
             with admitted(request):
-                return ask(body.question, body.history).model_dump(mode="json")
+                return ask(body.question, body.history, **body.filters()).model_dump(mode="json")
         except QAError as exc:
             raise api_error("ask", exc) from None
 
-    def api_search(question: str, k: int = 5, request: gr.Request = None) -> list[dict[str, Any]]:
+    def api_search(
+        question: str,
+        k: int = 5,
+        langs: list[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        sources: list[str] | None = None,
+        request: gr.Request = None,
+    ) -> list[dict[str, Any]]:
         """Find the passages of the news articles that best answer a question, in any language.
 
         Passages in every language are ranked together, best first. Each gives its text, score,
@@ -481,18 +502,25 @@ def build_ui(
         Args:
             question: The question or keywords, in any language.
             k: How many passages to return, 1 to 100.
+            langs: Only passages in these languages (ISO 639-1 codes such as "de"); all if empty.
+            since: Only articles published on or after this day (YYYY-MM-DD); undated ones are left out.
+            until: Only articles published on or before this day (YYYY-MM-DD); undated ones are left out.
+            sources: Only articles from these outlets (a site's domain, such as "bbc.co.uk").
 
         Returns:
             JSON: a list of passages, best first.
         """
+        from qa.filters import make_filters
         from qa.retrieval import retrieve
 
         try:
-            args = parse_arguments(SearchRequest, {"question": question, "k": k})
+            filters = {"langs": langs or None, "since": since or None, "until": until or None, "sources": sources or None}
+            args = parse_arguments(SearchRequest, {"question": question, "k": k, **filters})
             clean_question(args.question, settings.max_question_chars)
+            make_filters(**args.filters())  # a malformed value: refused before waiting for the index
             check_ready("en")
             with admitted(request):
-                passages = retrieve(args.question, k=args.k, settings=settings)
+                passages = retrieve(args.question, k=args.k, settings=settings, **args.filters())
             return [p.model_dump(mode="json") for p in passages]
         except QAError as exc:
             raise api_error("search", exc) from None
