@@ -4,7 +4,10 @@ Measured against the baseline of a process that only loads the same model with p
 sentence-transformers (`SentenceTransformer(path)`), in the same run:
 
 1. `python -c "from qa import ask; ask(...)"` in a fresh process, with an existing index;
-2. `qa serve` on a free loopback port: time until /healthz answers 200, then 5 questions
+2. `qa search` and `qa ask` as a user runs them: process start to the printed answer;
+3. what importing the heavy libraries alone costs (torch, sentence-transformers, and the
+   OpenVINO runtime with `tokenizers`, all a question needs once the model is converted);
+4. `qa serve` on a free loopback port: time until /healthz answers 200, then 5 questions
    through POST /api/v1/ask, then VmRSS / VmHWM from /proc/PID/status.
 
     python benchmarks/bench_cold_start.py              # ~1-2 minutes on 2 cores
@@ -47,6 +50,17 @@ def run_child(code: str, env: dict) -> dict:
         raise RuntimeError(f"child failed ({done.returncode}): {done.stderr[-2000:]}")
     memory = json.loads(done.stdout.strip().splitlines()[-1])
     return {"seconds": round(seconds, 2), "rss_mb": memory["VmRSS"], "peak_rss_mb": memory["VmHWM"]}
+
+
+def run_cli(args: list[str], env: dict) -> dict:
+    """`qa ARGS` from scratch: wall time from spawn to exit (the answer printed)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "qa.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"qa {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return {"seconds": round(seconds, 2)}
 
 
 def free_port() -> int:
@@ -133,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"m.encode_query(['{QUESTIONS[1]}']); {MEMORY}",
         "python -c 'import qa' (lazy)": f"import json, qa; {MEMORY}",
         "from qa import ask; ask(...) (first answer)": f"import json; from qa import ask; ask({QUESTIONS[0]!r}); {MEMORY}",
+        "import torch (alone)": f"import json, torch; {MEMORY}",
+        "import sentence_transformers (alone)": f"import json, sentence_transformers; {MEMORY}",
+        "import openvino, tokenizers (alone)": f"import json, openvino, tokenizers; {MEMORY}",
     }
     measured = {}
     for name, code in children.items():
@@ -143,6 +160,14 @@ def main(argv: list[str] | None = None) -> dict:
     base = measured[next(iter(children))]["median"]
     rows = [[name, m["median"]["seconds"], round(m["median"]["seconds"] / base["seconds"], 2), m["median"]["rss_mb"],
              m["median"]["peak_rss_mb"], round(m["median"]["rss_mb"] / base["rss_mb"], 2)] for name, m in measured.items()]
+    commands = {"qa search QUESTION -k 3 (cold, to the printed answer)": ["search", QUESTIONS[1], "-k", "3"],
+                "qa ask QUESTION (cold, to the printed answer)": ["ask", QUESTIONS[0]]}
+    for name, cli_args in commands.items():
+        runs = sorted((run_cli(cli_args, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+        measured[name] = {"median": runs[len(runs) // 2], "runs": runs}
+        seconds = measured[name]["median"]["seconds"]
+        print(f"  {name}: {seconds} s", flush=True)
+        rows.append([name, seconds, round(seconds / base["seconds"], 2), "-", "-", "-"])
 
     servers = [serve_run(env, args.questions) for _ in range(args.repeat)]
     servers.sort(key=lambda r: r["ready_s"])

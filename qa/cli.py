@@ -19,6 +19,11 @@ __all__ = ["main"]
 
 
 def _print_report(report) -> None:
+    if report.up_to_date:
+        print(f"Index is up to date ({report.articles} articles): nothing changed since it was built.")
+        print(f"Index: {report.index_dir} (version {report.version})")
+        _print_skipped(report)
+        return
     langs = ", ".join(f"{lang} {n}" for lang, n in report.languages.items())
     print(
         f"Indexed {report.articles} articles ({langs}) into {report.passages} passages "
@@ -33,6 +38,10 @@ def _print_report(report) -> None:
         print("  encodings: " + ", ".join(f"{name} {n}" for name, n in report.encodings.items()))
     for line in report.search:  # large languages: their approximate index and its measured recall
         print(f"  {line}")
+    _print_skipped(report)
+
+
+def _print_skipped(report) -> None:
     if report.skipped:
         print(f"Skipped {len(report.skipped)} file(s):")
         for item in report.skipped:
@@ -132,12 +141,20 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from qa.serve.app import serve
 
+    # The server gives uvicorn the level of QA_LOG_LEVEL, read from the environment with "info"
+    # as its default: pass on this command's level (WARNING unless set, DEBUG with -v), so that
+    # its per-request INFO lines do not show by default.
+    os.environ["QA_LOG_LEVEL"] = settings.log_level
     serve(settings, host=args.host, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qa", description="Multilingual question answering over a news corpus.")
     parser.add_argument("--index-dir", type=Path, help="index folder (default: QA_INDEX_DIR or ./index)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show debug messages, and the progress bars and warnings of the libraries underneath",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="build or update the index from a folder of articles")
@@ -195,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `qa` console script."""
     args = build_parser().parse_args(argv)
     try:
-        overrides = {"index_dir": args.index_dir} if args.index_dir else {}
+        overrides: dict[str, object] = {"index_dir": args.index_dir} if args.index_dir else {}
+        if args.verbose:
+            overrides["log_level"] = "DEBUG"
         settings = Settings(**overrides)
         configure_logging(settings)  # the one place a `qa` command configures logging
         args.func(args, settings)

@@ -180,13 +180,19 @@ class RayEmbedder:
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Start a local Ray (address None or "local") or join the cluster at `address`; True if we did."""
+    """Start a new local Ray (address None or "local") or join the cluster at `address`; True if we did.
+
+    A local Ray is always a new one of this process (`address="local"`): a bare `ray.init()` would
+    join whatever cluster the machine has recorded or running (`RAY_ADDRESS`, an old `ray start`,
+    another user's), and a dead one recorded made it retry for 13 minutes before failing. (Ray
+    binds it to the machine's own address, not 127.0.0.1: `ray.init` replaces a loopback address.)
+    """
     if ray.is_initialized():
         return False  # the caller's own session (a notebook, a test): use it, leave it running
     quiet = logging.WARNING  # Ray's INFO lines would bury the progress bar
     try:
         if address in (None, "local"):
-            ray.init(include_dashboard=False, logging_level=quiet)
+            ray.init(address="local", include_dashboard=False, logging_level=quiet)
         else:
             ray.init(address=address, logging_level=quiet)
     except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"

@@ -11,7 +11,9 @@ applied here, once per process, by the first use that needs them:
   Called by `qa.retrieval.get_engine`/`Engine.index` and by the embedder before its model loads.
 - `configure_logging(settings)`: a stderr handler on the `qa` loggers at `QA_LOG_LEVEL`
   (`QA_DEBUG=1` means DEBUG). Called at the edge only (the `qa` command, `qa serve`): a program
-  that imports qa as a library configures logging itself.
+  that imports qa as a library configures logging itself. Below DEBUG it also silences the
+  libraries under us (transformers' "Loading weights" bar and warnings, the hub's bars, Python
+  warnings): a newcomer reads them as something gone wrong; `-v` or `QA_LOG_LEVEL=debug` shows them.
 - `configure_gradio()`: Gradio's environment variables, before Gradio is imported: no usage
   analytics sent anywhere, and its queue's event summary (pandas over the last 10,000 events
   after every event, for a monitoring page this app does not serve) made rare: under load it
@@ -71,6 +73,28 @@ def configure_logging(settings: Settings) -> None:
         logger.addHandler(handler)
     detail = "%(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(detail if level <= logging.DEBUG else "%(message)s"))
+    if level > logging.DEBUG:
+        _quiet_third_party()
+
+
+def _quiet_third_party() -> None:
+    # Environment first: transformers and huggingface_hub read these when first imported, which
+    # at the edge (the `qa` command) is after this call. An explicit setting of the user wins.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "optimum", "openvino"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported (a test, a second call): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if not sys.warnoptions:  # `python -W ...` is an explicit wish: keep it
+        import warnings
+
+        warnings.simplefilter("ignore")
 
 
 class _Stderr(logging.StreamHandler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,86 @@ def test_ray_index_answers_a_seed_question(ray_index, seed_facts):
     passages = retrieve(fact["questions"]["es"], k=3, settings=ray_index)
     texts = [t for p in passages for t in [p.text, *(x.text for x in p.translations)]]
     assert any(e in t for t in texts for e in fact["evidence"]), [p.text[:80] for p in passages]
+
+
+@pytest.fixture
+def stale_head():
+    """A Ray head left running on this machine by an earlier `ray start` (its own temp folder), and
+    its address in RAY_ADDRESS, as a shell that ran it might still have. Stopped after. (Ray puts
+    it on the machine's own address: it replaces 127.0.0.1 given to `ray start` or `ray.init`.)"""
+    pytest.importorskip("ray")
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray-stale-", dir="/tmp")  # short: Ray's socket paths are limited
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}",
+         f"--temp-dir={temp}", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert head.poll() is None and time.monotonic() < deadline, "the stale Ray head did not start"
+            time.sleep(0.5)
+        old = os.environ.get("RAY_ADDRESS")
+        os.environ["RAY_ADDRESS"] = address
+        yield address
+    finally:
+        os.environ.pop("RAY_ADDRESS", None) if old is None else os.environ.__setitem__("RAY_ADDRESS", old)
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _gcs_address(ray) -> str:
+    return ray.get_runtime_context().gcs_address
+
+
+def _port(address: str) -> str:
+    return address.rsplit(":", 1)[1]
+
+
+@pytest.mark.slow
+def test_a_local_ray_is_new_and_ignores_a_cluster_left_on_the_machine(stale_head):
+    import ray
+
+    from qa.distributed import _connect
+
+    assert _connect(ray, None)
+    try:
+        assert _port(_gcs_address(ray)) != _port(stale_head)  # not joined: a Ray of its own
+        # One node, this machine's (Ray puts it on the machine's own address, never loopback).
+        assert [node["NodeManagerAddress"] for node in ray.nodes()] == [_gcs_address(ray).rsplit(":", 1)[0]]
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_an_address_joins_that_cluster(stale_head):
+    import ray
+
+    from qa.distributed import _connect
+
+    assert _connect(ray, stale_head)
+    try:
+        assert _port(_gcs_address(ray)) == _port(stale_head)
+    finally:
+        ray.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import platform
 import shutil
@@ -47,6 +48,7 @@ from qa.index.format import (
     VECTORS,
     Manifest,
     StoredChunk,
+    atomic_write,
     build_lock,
     current_version,
     fsync_dir,
@@ -64,6 +66,7 @@ __all__ = ["BuildReport", "build_index", "corpus_fingerprint", "query_means", "w
 
 log = logging.getLogger(__name__)
 
+BUILD_KEY = "BUILT"  # beside CURRENT: the live version and the key of what it was built from
 RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
@@ -87,6 +90,7 @@ class BuildReport(BaseModel):
     encodings: dict[str, int] = {}  # articles per encoding their file was read in
     skipped: list[SkippedFile]
     seconds: float
+    up_to_date: bool = False  # nothing changed since the live version: nothing was written
 
 
 @contextlib.contextmanager
@@ -354,6 +358,57 @@ def _new_version_name() -> str:
     return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+def build_key(articles: list[Article], settings: Settings, model_fingerprint: str) -> str:
+    """A hash of everything a build's output depends on: every article (text and metadata), the
+    model, the settings a build reads, and the format. Equal keys mean an identical index."""
+    import qa
+
+    digest = hashlib.sha256()
+    for article in sorted(articles, key=lambda a: (a.doc_id, a.source)):
+        digest.update(article.model_dump_json().encode())
+    used = {
+        name: str(getattr(settings, name))
+        for name in (
+            "model", "chunk_tokens", "chunk_overlap", "group_threshold", "index_type", "ann_min_passages",
+            "ann_target_recall", "candidates", "query_centering",
+        )
+    }
+    digest.update(repr((sorted(used.items()), model_fingerprint, FORMAT_VERSION, qa.__version__)).encode())
+    return digest.hexdigest()
+
+
+def _model_fingerprint(embedder) -> str:
+    # Without loading the model: the configured one's fingerprint is a hash of its files.
+    fingerprint = getattr(embedder, "fingerprint", None)
+    return fingerprint if isinstance(fingerprint, str) else embedder.describe()["fingerprint"]
+
+
+def _up_to_date(index_dir: Path, key: str) -> tuple[str, Manifest] | None:
+    """The live version and its manifest when it was built from exactly `key` and its files
+    are all there at their recorded sizes (a damaged index is rebuilt, not kept)."""
+    from qa.index.format import read_manifest
+
+    version = current_version(index_dir)
+    try:
+        recorded = json.loads((index_dir / BUILD_KEY).read_text(encoding="utf-8"))
+        if not version or recorded != {"version": version, "key": key}:
+            return None
+        manifest = read_manifest(index_dir / version)
+        for name, size in manifest.files.items():
+            if (index_dir / version / name).stat().st_size != size:
+                return None
+    except (OSError, ValueError, QAError):
+        return None
+    return version, manifest
+
+
+def _record_build_key(index_dir: Path, version: str, key: str) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps({"version": version, "key": key}), encoding="utf-8")
+
+    atomic_write(index_dir / BUILD_KEY, write)
+
+
 def _remove_stale(index_dir: Path, keep: set[str]) -> None:
     # Leftovers of crashed builds, and versions older than the last KEEP_VERSIONS.
     for path in index_dir.glob(".building-*"):
@@ -397,6 +452,11 @@ def build_index(
                 ".md, .html or .jsonl files; the existing index was left as it was."
             )
         embedder = embedder or get_embedder(settings)
+        # Nothing changed: say so without loading the model or writing a version (a no-op re-run
+        # took 11-21 s and wrote a copy of the live version).
+        key = build_key(articles, settings, _model_fingerprint(embedder))
+        if (live := _up_to_date(index_dir, key)) is not None:
+            return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started)
         model = embedder.describe()
         budget = min(settings.chunk_tokens, embedder.max_tokens)
         chunking = chunking_params(budget, settings.chunk_overlap)
@@ -470,6 +530,9 @@ def build_index(
             recall_queries=tuning_queries(sample, means, settings.query_centering),
         )
 
+        if not failed:  # with articles left out, a re-run must retry them
+            _record_build_key(index_dir, version, key)
+
     removed = len(set(old_rows) - {a.doc_id for a in articles})
     languages = Counter(a.lang for a in articles)
     return BuildReport(
@@ -489,6 +552,24 @@ def build_index(
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def _unchanged_report(
+    index_dir: Path, version: str, manifest: Manifest, skipped: list[SkippedFile], seconds: float
+) -> BuildReport:
+    corpus = manifest.corpus
+    return BuildReport(
+        index_dir=str(index_dir), version=version, articles=corpus.articles, passages=corpus.passages,
+        embedded=0, reused=corpus.passages, sentences=_sentence_count(index_dir / version),
+        sentences_embedded=0, removed_articles=0, languages=dict(sorted(corpus.languages.items())),
+        skipped=skipped, seconds=round(seconds, 2), up_to_date=True,
+    )
+
+
+def _sentence_count(version_dir: Path) -> int:
+    # The sentence table is (article, start, end) int64 rows: its row count without reading it.
+    table = np.load(version_dir / SENTENCES, mmap_mode="r")
+    return int(table.shape[0])
 
 
 def write_index(
