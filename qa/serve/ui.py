@@ -652,7 +652,7 @@ def build_ui(
                         )
                         filter_since = gr.Textbox(
                             label=i18n("filter_since"),
-                            placeholder="2023-11-17",
+                            placeholder="YYYY-MM-DD",
                             max_length=40,
                             scale=2,
                             min_width=130,
@@ -660,7 +660,7 @@ def build_ui(
                         )
                         filter_until = gr.Textbox(
                             label=i18n("filter_until"),
-                            placeholder="2023-11-30",
+                            placeholder="YYYY-MM-DD",
                             max_length=40,
                             scale=2,
                             min_width=130,
