@@ -214,3 +214,11 @@ def test_filter_row_bad_date_is_said_in_the_chat(open_page):
     assert "yesterday" in reply and "is not a date" in reply and "YYYY-MM-DD" in reply, reply
     assert page.locator("#qa-sources .qa-src").count() == 0
     assert page.locator(QUESTION).input_value() == "How many OpenAI employees threatened to quit?"  # kept
+    # A language the index does not hold: said in the chat with the languages it does hold.
+    page.locator("#qa-filter-since textarea, #qa-filter-since input").first.fill("")
+    page.locator("#qa-filter-langs input").click()
+    page.locator("#qa-filter-langs li[aria-label='한국어 (ko)']").click()
+    page.keyboard.press("Escape")
+    page.click("#qa-ask")
+    reply = wait_for_reply(page, count=2)
+    assert "no passage is in" in reply and "ko" in reply and "de" in reply, reply
