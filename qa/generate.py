@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from qa.config import Settings
 from qa.errors import LLMError
@@ -286,14 +287,17 @@ def stream_answer(
     yield _result(answer, verdicts)
 
 
-def ask_stream(question: str, history: list[str] | None = None, *, settings: Settings | None = None) -> Iterator[Answer]:
+def ask_stream(
+    question: str, history: list[str] | None = None, *, settings: Settings | None = None, **filters: Any
+) -> Iterator[Answer]:
     """`qa.ask`, streamed for a chat: yields `Answer`s, the reply growing sentence by sentence,
-    the last one final. Without an LLM server configured it yields the extractive answer once."""
+    the last one final. Without an LLM server configured it yields the extractive answer once.
+    `filters`: `langs`, `since`, `until`, `sources`, as for `qa.ask`."""
     from qa.answer import _has_text, ask
     from qa.retrieval import clean_question
 
     settings = settings or Settings()
-    answer = ask(question, history, settings=settings, generate=False)
+    answer = ask(question, history, settings=settings, generate=False, **filters)
     if not settings.llm_url:
         yield answer
         return

@@ -392,9 +392,10 @@ def chat_event(url: str, data: object, session: str) -> tuple[int, object]:
 @pytest.mark.parametrize(
     "data, message",
     [
-        (["Who?", "not a conversation", None], "data[1] (Chatbot)"),
-        (["Who?", [{"role": "user", "content": 5}], None], "data[1] (Chatbot): 0.content"),
-        (["Who?", []], "`data` must be a list of 3 values, not 2 values"),
+        (["Who?", "not a conversation", None, [], "", "", ""], "data[1] (Chatbot)"),
+        (["Who?", [{"role": "user", "content": 5}], None, [], "", "", ""], "data[1] (Chatbot): 0.content"),
+        # The filter row's four values are part of every chat question.
+        (["Who?", [], None], "`data` must be a list of 7 values, not 3 values"),
     ],
 )
 def test_malformed_chat_events_get_a_message_not_a_traceback(base, capfd, data, message):
@@ -405,11 +406,31 @@ def test_malformed_chat_events_get_a_message_not_a_traceback(base, capfd, data, 
     assert "Traceback" not in err and 'File "' not in err
 
 
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        ([[], "yesterday", "", ""], "since 'yesterday' is not a date"),
+        ([["x y"], "", "", ""], "'x y' is not a language code"),
+        ([5, "", "", ""], "langs must be a list of strings, not int"),
+    ],
+)
+def test_bad_filters_of_a_chat_event_are_said_in_the_chat(base, capfd, filters, message):
+    url, _ = base
+    status, output = chat_event(url, ["Who resigned?", [], None, *filters], "filters")
+    assert status == 200 and output.get("error") is None, output
+    said = output["data"][1][-1]
+    content = said["content"]  # Gradio sends a message's content as a list of parts
+    text = " ".join(part.get("text", "") for part in content) if isinstance(content, list) else content
+    assert said["role"] == "assistant" and message in text.replace("\\", ""), said
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and 'File "' not in err
+
+
 def test_a_conversation_goes_on_turn_after_turn(base):
     url, _ = base
     chat: list = []
     for turn in range(3):  # each turn sends back the conversation as the page holds it
-        status, output = chat_event(url, [f"Question {turn}?", chat, None], "turns")
+        status, output = chat_event(url, [f"Question {turn}?", chat, None, [], "", "", ""], "turns")
         assert status == 200 and output.get("error") is None, output
         chat = output["data"][1]
     assert [m["role"] for m in chat] == ["user", "assistant"] * 3

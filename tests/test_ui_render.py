@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from qa.i18n import LABELS, pick_lang
 from qa.models import Answer, Citation, Passage, Translation
 from qa.serve.ui import (
+    chat_filters,
     empty_sources,
     escape_markdown,
     highlight,
+    language_choices,
     render_citation,
     render_sources,
     reply_markdown,
@@ -282,3 +284,38 @@ def test_every_language_has_every_label():
 )
 def test_pick_lang_follows_accept_language(header, lang):
     assert pick_lang(header) == lang
+
+
+# --------------------------------------------------------------------------- the filter row
+
+
+def test_filter_row_values_become_asks_filters_and_empty_ones_are_left_out():
+    assert chat_filters([], "", "  ", "") == {}
+    assert chat_filters(["de", "fr"], " 2023-11-17 ", "2023-11", "bbc.co.uk, lemonde.fr") == {
+        "langs": ["de", "fr"],
+        "since": "2023-11-17",
+        "until": "2023-11",
+        "sources": "bbc.co.uk, lemonde.fr",
+    }
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (([], "17/11/2023", "", ""), "since '17/11/2023' is not a date"),
+        (([], "", "last week", ""), "until 'last week' is not a date"),
+        (([], "2023-11-30", "2023-11-01", ""), "since 2023-11-30 is after until 2023-11-01"),
+        ((["German"], "", "", ""), "'German' is not a language code"),
+        ((5, "", "", ""), "langs must be a list of strings"),
+    ],
+)
+def test_bad_filter_values_are_named(values, message):
+    from qa.errors import InvalidQuestionError
+
+    with pytest.raises(InvalidQuestionError, match=re.escape(message)):
+        chat_filters(*values)
+
+
+def test_language_choices_name_each_language_natively_with_its_code():
+    assert language_choices(["fr", "de"]) == [("Deutsch (de)", "de"), ("Français (fr)", "fr")]
+    assert ("日本語 (ja)", "ja") in language_choices()  # before the index is known: every language named

@@ -33,10 +33,12 @@ __all__ = [
     "API_ARGUMENTS",
     "STATIC_DIR",
     "build_ui",
+    "chat_filters",
     "css",
     "empty_sources",
     "escape_markdown",
     "head_html",
+    "language_choices",
     "render_citation",
     "render_sources",
     "reply_markdown",
@@ -275,6 +277,32 @@ def css() -> str:
     return (STATIC_DIR / "chat.css").read_text(encoding="utf-8")
 
 
+def language_choices(codes: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The filter row's language choices, `(native name (code), code)`: the index's languages
+    when given, else every language the project names (an index without one says so)."""
+    known = sorted(codes) if codes else sorted(LANGUAGE_NAMES)
+    return [(f"{LANGUAGE_NAMES.get(code, code)} ({code})", code) for code in known]
+
+
+def chat_filters(langs: Any, since: Any, until: Any, sources: Any) -> dict[str, Any]:
+    """The filter row's values as `qa.ask`'s filter keywords (empty ones left out), checked:
+    InvalidQuestionError naming a bad value (`qa.filters.make_filters`)."""
+    from qa.filters import make_filters
+
+
+    def empty(value: Any) -> Any:
+        # Gradio sends "" and [] for untouched fields; anything else (also from a hand-made event
+        # with the wrong types) is left to make_filters to accept or name.
+        if isinstance(value, str):
+            return value.strip() or None
+        return value or None
+
+    # Sources are one comma-separated text: make_filters splits it.
+    filters = {"langs": empty(langs), "since": empty(since), "until": empty(until), "sources": empty(sources)}
+    make_filters(**filters)
+    return {name: value for name, value in filters.items() if value is not None}
+
+
 def _request_lang(request: "gr.Request | None") -> str:
     headers = getattr(request, "headers", None) or {}
     return pick_lang(headers.get("accept-language"))
@@ -341,14 +369,28 @@ def build_ui(
 
         return qa_ask(question, history=history, settings=settings, **filters)
 
-    def ask_generated(question: str, history: list[str]) -> Iterator[Answer]:
+    def ask_generated(question: str, history: list[str], **filters: Any) -> Iterator[Answer]:
         """With an LLM server (QA_LLM_URL): the answer so far each time a generated sentence
         passes its check, last the final answer (the quotes, if the generation fails)."""
         from qa.generate import ask_stream
 
-        return ask_stream(question, history, settings=settings)
+        return ask_stream(question, history, settings=settings, **filters)
 
-    def respond(message: str, chat: list[dict], answers: list[dict], request: gr.Request):
+    def said(chat: list[dict], text: str) -> tuple:
+        """The updates that say `text` in the chat and change nothing else (the question stays
+        in the box to be fixed)."""
+        return gr.skip(), chat + [{"role": "assistant", "content": escape_markdown(text)}], gr.skip(), gr.skip()
+
+    def respond(
+        message: str,
+        chat: list[dict],
+        answers: list[dict],
+        langs: list[str] | None,
+        since: str | None,
+        until: str | None,
+        sources: str | None,
+        request: gr.Request,
+    ):
         lang = _request_lang(request)
         text = (message or "").strip()
         if not text:
@@ -361,14 +403,11 @@ def build_ui(
             headers = getattr(request, "headers", None) or {}
             refuse_in = asker_language(earlier, headers.get("accept-language"))
             question = clean_question(text, settings.max_question_chars, refuse_in)
+            # A malformed filter of the filter row (a date that is not one, since after until).
+            filters = chat_filters(langs, since, until, sources)
         except InvalidQuestionError as exc:
             # Said in the chat; the question stays in the box to be fixed.
-            yield (
-                gr.skip(),
-                chat + [{"role": "assistant", "content": escape_markdown(str(exc))}],
-                gr.skip(),
-                gr.skip(),
-            )
+            yield said(chat, str(exc))
             return
         ready, why = status()
         if not ready:
@@ -389,9 +428,15 @@ def build_ui(
                 if settings.llm_url:
                     # The generated reply grows sentence by sentence, as the LLM writes it and
                     # each sentence passes its check; the slot is held until the last one.
-                    yield from stream_generated(question, history, chat, list(answers or []), lang)
+                    yield from stream_generated(question, history, chat, list(answers or []), lang, filters)
                     return
-                answer = ask(question, history)
+                answer = ask(question, history, **filters)
+        except InvalidQuestionError as exc:
+            # A filter the index cannot meet (a language or an outlet it does not hold): said as
+            # it is, like a refused question.
+            log.info("Chat question refused: %s", exc)
+            yield said(chat, str(exc))
+            return
         except QAError as exc:
             log.info("Chat question not answered: %s", exc)
             message = f"{label('unavailable', lang)}: {public_message(str(exc), settings)}"
@@ -413,11 +458,18 @@ def build_ui(
             first = False
             time.sleep(0.02)
 
-    def stream_generated(question: str, history: list[str], chat: list[dict], answers: list[dict], lang: str):
+    def stream_generated(
+        question: str,
+        history: list[str],
+        chat: list[dict],
+        answers: list[dict],
+        lang: str,
+        filters: dict[str, Any],
+    ):
         """The chat's updates for a generated answer: the reply as it grows, the sources with the
         first update (the citations are known by then) and again with the final answer."""
         turn, position, answer = len(answers) + 1, -1, None
-        for position, answer in enumerate(ask_generated(question, history)):
+        for position, answer in enumerate(ask_generated(question, history, **filters)):
             reply = chat + [{"role": "assistant", "content": reply_markdown(answer, turn)}]
             if position == 0:
                 yield gr.skip(), reply, *with_sources(answers, answer, lang)
@@ -581,6 +633,47 @@ def build_ui(
                         clear_button = gr.Button(
                             i18n("clear"), variant="secondary", scale=1, min_width=88, elem_id="qa-clear"
                         )
+                    # The news filters (qa.filters), folded away: most questions need none.
+                    with (
+                        gr.Accordion(i18n("filters"), open=False, elem_id="qa-filters"),
+                        gr.Row(elem_id="qa-filter-row", equal_height=True),
+                    ):
+                        filter_langs = gr.Dropdown(
+                            choices=language_choices(),
+                            value=[],
+                            multiselect=True,
+                            # A code typed in, or sent by hand, reaches make_filters, which names a
+                            # bad one in the chat (Gradio's own check logs a traceback instead).
+                            allow_custom_value=True,
+                            label=i18n("filter_langs"),
+                            scale=3,
+                            min_width=160,
+                            elem_id="qa-filter-langs",
+                        )
+                        filter_since = gr.Textbox(
+                            label=i18n("filter_since"),
+                            placeholder="YYYY-MM-DD",
+                            max_length=40,
+                            scale=2,
+                            min_width=130,
+                            elem_id="qa-filter-since",
+                        )
+                        filter_until = gr.Textbox(
+                            label=i18n("filter_until"),
+                            placeholder="YYYY-MM-DD",
+                            max_length=40,
+                            scale=2,
+                            min_width=130,
+                            elem_id="qa-filter-until",
+                        )
+                        filter_sources = gr.Textbox(
+                            label=i18n("filter_sources"),
+                            placeholder="bbc.co.uk, lemonde.fr",
+                            max_length=400,
+                            scale=3,
+                            min_width=160,
+                            elem_id="qa-filter-sources",
+                        )
                 with gr.Column(scale=2, min_width=300, elem_id="qa-sources-col"):
                     gr.HTML(f'<h2 class="qa-panel-title">{i18n("sources")}</h2>', js_on_load=None)
                     sources = gr.HTML(
@@ -591,7 +684,7 @@ def build_ui(
                     )
 
         outputs = [question, chatbot, sources, answers]
-        inputs = [question, chatbot, answers]
+        inputs = [question, chatbot, answers, filter_langs, filter_since, filter_until, filter_sources]
         events = {
             "fn": respond,
             "inputs": inputs,

@@ -180,3 +180,45 @@ def test_an_uncovered_question_shows_the_reply_that_says_so(open_page, app_serve
 def test_too_long_question_is_refused_in_the_page(open_page):
     page = open_page()
     assert page.locator(QUESTION).get_attribute("maxlength") == "2000"
+
+
+def open_filters(page) -> None:
+    """Unfold the filter row (folded when the page opens)."""
+    assert not page.locator("#qa-filter-since textarea, #qa-filter-since input").first.is_visible()
+    page.locator("#qa-filters button").first.click()
+    page.locator("#qa-filter-since textarea, #qa-filter-since input").first.wait_for(state="visible")
+
+
+def test_filter_row_only_german_sources(open_page, artifacts):
+    page = open_page()
+    open_filters(page)
+    page.locator("#qa-filter-langs input").click()
+    page.locator("#qa-filter-langs input").fill("Deutsch")
+    page.locator("#qa-filter-langs li[aria-label='Deutsch (de)']").click()
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(artifacts / "chat-filters.png"))
+    ask(page, "How many OpenAI employees threatened to quit?")
+    reply = wait_for_reply(page)
+    assert "[1]" in reply, reply
+    badges = page.locator("#qa-sources .qa-src-meta .qa-lang").all_inner_texts()
+    assert badges and set(badges) == {"DE"}, badges
+    page.screenshot(path=str(artifacts / "chat-filters-answer.png"))
+
+
+def test_filter_row_bad_date_is_said_in_the_chat(open_page):
+    page = open_page()
+    open_filters(page)
+    page.locator("#qa-filter-since textarea, #qa-filter-since input").first.fill("yesterday")
+    ask(page, "How many OpenAI employees threatened to quit?")
+    reply = wait_for_reply(page)
+    assert "yesterday" in reply and "is not a date" in reply and "YYYY-MM-DD" in reply, reply
+    assert page.locator("#qa-sources .qa-src").count() == 0
+    assert page.locator(QUESTION).input_value() == "How many OpenAI employees threatened to quit?"  # kept
+    # A language the index does not hold: said in the chat with the languages it does hold.
+    page.locator("#qa-filter-since textarea, #qa-filter-since input").first.fill("")
+    page.locator("#qa-filter-langs input").click()
+    page.locator("#qa-filter-langs li[aria-label='한국어 (ko)']").click()
+    page.keyboard.press("Escape")
+    page.click("#qa-ask")
+    reply = wait_for_reply(page, count=2)
+    assert "no passage is in" in reply and "ko" in reply and "de" in reply, reply
