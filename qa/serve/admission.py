@@ -18,6 +18,7 @@ from qa.serve.asgi import (
     Receive,
     Scope,
     Send,
+    replaying,
     route_path,
     send_json,
 )
@@ -132,15 +133,7 @@ class Admit:
         (initialize, tools/list, notifications) need none."""
         message = await receive()  # the whole body: BodyLimit has read it already
         body = message.get("body", b"")
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = replaying(body, receive)
         if _is_tool_call(body):
             await self._admitted(scope, replay, send, "")
         else:

@@ -13,6 +13,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "replaying",
     "route_path",
     "send_json",
 ]
@@ -43,3 +44,18 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app `body` (already read by a middleware) as one message, then
+    hands over to the connection's own `receive` (for the disconnect that may follow)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from qa.errors import ConfigError
-from qa.serve.asgi import RECEIVED_KEY, ASGIApp, Message, Receive, Scope, Send, route_path, send_json
+from qa.serve.asgi import (
+    RECEIVED_KEY,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    replaying,
+    route_path,
+    send_json,
+)
 
 __all__ = [
     "BODY_READ_SECONDS",
@@ -342,16 +352,7 @@ class BodyLimit:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
 
 class GradioArguments:
@@ -453,16 +454,7 @@ class GradioArguments:
             body = json.dumps(payload).encode()
             headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
             scope["headers"] = [*headers, (b"content-length", str(len(body)).encode())]
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
 # --------------------------------------------------------------------------- public origin
