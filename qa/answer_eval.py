@@ -16,7 +16,6 @@ On the corpus's own questions (`--questions FILE`, evidence strings) `ask()` its
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -47,9 +46,9 @@ __all__ = [
     "calibrate_gate",
     "corpus_answer_report",
     "corpus_gate_report",
+    "format_answer_report",
+    "format_gate_report",
     "gate_report",
-    "print_answer_report",
-    "print_gate_report",
     "tune_alone",
     "tune_gap",
     "tune_weights",
@@ -296,27 +295,28 @@ def tune_alone(cases: list[AnswerCase], idf) -> dict[str, float]:
     return {cue: tune_weights(cases, idf, {cue: GRID[cue]})[0].__dict__[cue] for cue in COMPONENTS}
 
 
-def print_answer_report(report: dict, title: str, out=None) -> None:
+def format_answer_report(report: dict, title: str) -> str:
     """First-quote / any-quote rates: a summary per pool, then per language for each half."""
-    out = out or sys.stdout
+    lines = []
     names = list(report)
-    print(f"\n{title}: share of questions whose FIRST quote / ANY quote holds the answer", file=out)
+    lines.append(f"\n{title}: share of questions whose FIRST quote / ANY quote holds the answer")
     for half in ("tune", "test"):
         if half not in report[names[0]]:
             continue
-        print(f"\n  {half} half (articles at {'even' if half == 'tune' else 'odd'} positions)", file=out)
-        print("  " + "variant".ljust(22) + "".join(f"{k:>16}" for k in report[names[0]][half]), file=out)
+        lines.append(f"\n  {half} half (articles at {'even' if half == 'tune' else 'odd'} positions)")
+        lines.append("  " + "variant".ljust(22) + "".join(f"{k:>16}" for k in report[names[0]][half]))
         for name in names:
             cells = "".join(f"{m['mean']['first']:>8.3f}/{m['mean']['any']:.3f}" for m in report[name][half].values())
-            print("  " + name.ljust(22) + cells, file=out)
-        print("  share of shown quotes holding the answer / quotes per reply: " + "; ".join(
+            lines.append("  " + name.ljust(22) + cells)
+        lines.append("  share of shown quotes holding the answer / quotes per reply: " + "; ".join(
             f"{name} " + " ".join(f"{m['mean']['precision']:.3f}/{m['mean']['quotes']:.2f}" for m in report[name][half].values())
-            for name in names[-2:]), file=out)  # fmt: skip
+            for name in names[-2:]))  # fmt: skip
         base, now = report[names[0]][half], report[names[-1]][half]
         for kind in base:
             langs = [k for k in base[kind] if k != "mean"]
-            print(f"  {kind:<7} first, per language: " + "  ".join(
-                f"{lang} {base[kind][lang]['first']:.2f}->{now[kind][lang]['first']:.2f}" for lang in langs), file=out)
+            lines.append(f"  {kind:<7} first, per language: " + "  ".join(
+                f"{lang} {base[kind][lang]['first']:.2f}->{now[kind][lang]['first']:.2f}" for lang in langs))
+    return "\n".join(lines)
 
 
 def corpus_answer_report(path: Path, settings: Settings, off_topic: Path | None = None) -> dict:
@@ -434,25 +434,25 @@ def gate_report(cases: list[AnswerCase], settings: Settings) -> dict:
     return out
 
 
-def print_gate_report(report: dict, settings: Settings, out=None) -> None:
+def format_gate_report(report: dict, settings: Settings) -> str:
     """The "not found" decision before and now: worst and mean language pair, then every pair."""
-    out = out or sys.stdout
-    print(f"\nXQuAD \"not found\": before = cosine < {OLD_MIN_SIMILARITY}; now = evidence score < "
-          f"{settings.min_evidence} (hedged reply under {settings.strong_evidence})", file=out)  # fmt: skip
+    lines = []
+    lines.append(f"\nXQuAD \"not found\": before = cosine < {OLD_MIN_SIMILARITY}; now = evidence score < "
+          f"{settings.min_evidence} (hedged reply under {settings.strong_evidence})")  # fmt: skip
     for half, table in report.items():
         pairs = table["answerable"]
         before = [r["not_found_before"] for r in pairs.values()]
         now = [r["not_found"] for r in pairs.values()]
         weak = [r["weak"] for r in pairs.values()]
-        print(f"  {half} half: answerable, false 'not found' worst pair {max(before):.3f} -> {max(now):.3f}, "
-              f"mean {np.mean(before):.4f} -> {np.mean(now):.4f}; hedged {np.mean(weak):.3f}", file=out)  # fmt: skip
+        lines.append(f"  {half} half: answerable, false 'not found' worst pair {max(before):.3f} -> {max(now):.3f}, "
+              f"mean {np.mean(before):.4f} -> {np.mean(now):.4f}; hedged {np.mean(weak):.3f}")  # fmt: skip
         for kind in UNANSWERABLE:
             rows = table[kind].values()
-            print(f"    unanswerable ({kind}): refused {np.mean([r['refused_before'] for r in rows]):.3f} -> "
-                  f"{np.mean([r['refused'] for r in rows]):.3f}, hedged {np.mean([r['weak'] for r in rows]):.3f}",
-                  file=out)  # fmt: skip
-        print("    false 'not found' per pair (Q>P, before->now): " + "  ".join(
-            f"{p} {r['not_found_before']:.3f}->{r['not_found']:.3f}" for p, r in pairs.items()), file=out)  # fmt: skip
+            lines.append(f"    unanswerable ({kind}): refused {np.mean([r['refused_before'] for r in rows]):.3f} -> "
+                  f"{np.mean([r['refused'] for r in rows]):.3f}, hedged {np.mean([r['weak'] for r in rows]):.3f}")  # fmt: skip
+        lines.append("    false 'not found' per pair (Q>P, before->now): " + "  ".join(
+            f"{p} {r['not_found_before']:.3f}->{r['not_found']:.3f}" for p, r in pairs.items()))  # fmt: skip
+    return "\n".join(lines)
 
 
 GAPS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, np.inf)

@@ -141,10 +141,6 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from qa.serve.app import serve
 
-    # The server gives uvicorn the level of QA_LOG_LEVEL, read from the environment with "info"
-    # as its default: pass on this command's level (WARNING unless set, DEBUG with -v), so that
-    # its per-request INFO lines do not show by default.
-    os.environ["QA_LOG_LEVEL"] = settings.log_level
     serve(settings, host=args.host, port=args.port)
 
 

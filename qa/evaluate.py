@@ -373,7 +373,7 @@ def run(
 
 def format_run(run: EvalRun) -> str:
     """`qa eval`'s report: the summary table, a matrix per scorer and, when measured, the replies."""
-    from qa.answer_eval import print_answer_report
+    from qa.answer_eval import format_answer_report
 
     parts = [format_comparison(run.reports)]
     parts += ["\n" + format_matrix(report, run.langs, name) for name, report in run.reports.items()]
@@ -386,9 +386,7 @@ def format_run(run: EvalRun) -> str:
                 f"(first quote {tuned['tune_first']:.3f}); each cue alone: {tuned['alone']}"
             )
         parts.append(_format_gap_and_gate(answers, run.settings or Settings()))
-        text = io.StringIO()
-        print_answer_report(answers["xquad"], "XQuAD answers", out=text)
-        parts.append(text.getvalue().rstrip("\n"))
+        parts.append(format_answer_report(answers["xquad"], "XQuAD answers"))
         if "corpus" in answers:
             parts.append(f"\nCorpus questions ({run.questions}): first quote / any quote")
             for name, row in answers["corpus"].items():
@@ -408,7 +406,7 @@ def format_run(run: EvalRun) -> str:
 
 def _format_gap_and_gate(answers: dict, settings: Settings) -> str:
     """The quote gap and the "not found" thresholds chosen on the tune half, and the decision's report."""
-    from qa.answer_eval import print_gate_report
+    from qa.answer_eval import format_gate_report
     from qa.quotes import EVIDENCE_GAP
 
     gap = answers["tuned_gap"]
@@ -426,8 +424,8 @@ def _format_gap_and_gate(answers: dict, settings: Settings) -> str:
         f"{settings.min_evidence}, strong_evidence {settings.strong_evidence})",
         file=text,
     )
-    print_gate_report(answers["gate"], settings, out=text)
-    return text.getvalue().rstrip("\n")
+    text.write(format_gate_report(answers["gate"], settings))
+    return text.getvalue()
 
 
 def _answer_level(

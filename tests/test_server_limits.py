@@ -22,7 +22,8 @@ import pytest
 
 from qa.config import Settings
 from qa.errors import BusyError
-from qa.serve.api import Admission, public_message
+from qa.serve.admission import Admission
+from qa.serve.api import public_message
 from qa.serve.app import create_app
 from tests.aio import run_async
 from tests.test_server_security import serving, settings_for

@@ -7,13 +7,9 @@ message and never a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -35,7 +31,6 @@ from qa.models import Answer, Passage
 
 __all__ = [
     "MAX_HISTORY",
-    "Admission",
     "AskRequest",
     "ErrorMessage",
     "SearchRequest",
@@ -93,152 +88,6 @@ class ServiceState(Protocol):
     settings: Settings
 
     def not_ready_reason(self) -> str | None: ...
-
-
-class Wait:
-    """One question waiting for a slot; `granted` once a finishing question hands its slot over."""
-
-    __slots__ = ("event", "future", "granted", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None):
-        self.loop = loop
-        self.future: asyncio.Future[None] | None = loop.create_future() if loop else None
-        self.event = None if loop else threading.Event()
-        self.granted = False
-
-    def wake(self) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(_resolve, self.future)
-        else:
-            self.event.set()  # type: ignore[union-attr]
-
-
-def _resolve(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
-
-
-class Admission:
-    """The one bound on questions, shared by the REST API, the Gradio API and the chat.
-
-    At most `concurrency` questions are answered at once; at most `max_waiting` wait for their
-    turn (REST requests waiting here, Gradio events in Gradio's queue and Gradio workers waiting
-    here: `extra_waiting` counts the queue's), and none waits more than `wait_seconds`. Past
-    either bound a question is refused at once with `BusyError` (a 503 with Retry-After).
-
-    REST requests are admitted by an ASGI middleware on the event loop (`acquire`), so that a
-    waiting request holds no worker thread; Gradio workers, already on a thread, use `enter`.
-    Slots are handed over first come, first served.
-    """
-
-    def __init__(
-        self,
-        concurrency: int,
-        max_waiting: int,
-        wait_seconds: float,
-        extra_waiting: Callable[[], int] | None = None,
-    ):
-        self.concurrency = concurrency
-        self.max_waiting = max_waiting
-        self.wait_seconds = wait_seconds
-        self.extra_waiting = extra_waiting or (lambda: 0)
-        self._free = concurrency
-        self._waits: deque[Wait] = deque()
-        self._lock = threading.Lock()
-
-    def waiting(self) -> int:
-        """Questions waiting for their turn now, whichever way they came."""
-        return len(self._waits) + self.extra_waiting()
-
-    def busy_message(self, waiting: int | None = None) -> str:
-        waiting = self.waiting() if waiting is None else waiting
-        return (
-            f"{waiting} questions are already waiting (QA_QUEUE_MAX_SIZE={self.max_waiting}). "
-            "Try again in a moment."
-        )
-
-    def check_room(self) -> None:
-        """Raise BusyError when no other question may start waiting (Gradio's queue asks this)."""
-        waiting = self.waiting()
-        if waiting >= self.max_waiting:
-            raise BusyError(self.busy_message(waiting))
-
-    def _enter(self, loop: asyncio.AbstractEventLoop | None, queued: bool = False) -> Wait | None:
-        with self._lock:
-            if self._free > 0 and not self._waits:
-                self._free -= 1
-                return None
-            waiting = self.waiting()
-            # A question that Gradio's queue accepted (`queued`) was counted there: it is not
-            # turned away now that it moves from that queue to this line.
-            if waiting >= self.max_waiting and not queued:
-                raise BusyError(self.busy_message(waiting))
-            wait = Wait(loop)
-            self._waits.append(wait)
-            return wait
-
-    def _give_up(self, wait: Wait) -> bool:
-        """After a timeout: True if the slot came anyway (keep it), else leave the line."""
-        with self._lock:
-            if wait.granted:
-                return True
-            self._waits.remove(wait)
-            return False
-
-    def too_long(self) -> BusyError:
-        """The error of a question that waited QA_QUEUE_WAIT_SECONDS without its turn coming."""
-        return BusyError(
-            f"The question waited {self.wait_seconds:g} s for its turn (QA_QUEUE_WAIT_SECONDS) and "
-            "was not answered: the server is busy. Try again in a moment."
-        )
-
-    async def acquire(self, timeout: float | None = None) -> None:
-        """Take a slot from the event loop, waiting at most `timeout` (default wait_seconds)."""
-        timeout = self.wait_seconds if timeout is None else timeout
-        wait = self._enter(asyncio.get_running_loop())
-        if wait is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(wait.future), timeout)  # type: ignore[arg-type]
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            if self._give_up(wait):
-                if isinstance(exc, asyncio.CancelledError):
-                    self.release()
-                    raise
-                return
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise self.too_long() from None
-
-    def acquire_blocking(self, timeout: float | None = None, queued: bool = False) -> None:
-        """Take a slot from a worker thread, waiting at most `timeout` (default wait_seconds).
-        `queued`: the question was admitted by Gradio's queue already, so it may wait here even
-        past QA_QUEUE_MAX_SIZE (by at most Gradio's workers), never refused at this point."""
-        timeout = self.wait_seconds if timeout is None else timeout
-        wait = self._enter(None, queued)
-        if wait is None:
-            return
-        if not wait.event.wait(max(timeout, 0)) and not self._give_up(wait):  # type: ignore[union-attr]
-            raise self.too_long()
-
-    def release(self) -> None:
-        """Give the slot back: to the first question waiting, else to the pool."""
-        with self._lock:
-            if self._waits:
-                wait = self._waits.popleft()
-                wait.granted = True
-                wait.wake()
-            else:
-                self._free += 1
-
-    @contextlib.contextmanager
-    def enter(self, timeout: float | None = None, queued: bool = False) -> Iterator[None]:
-        """`with admission.enter():` around an answer computed on a worker thread."""
-        self.acquire_blocking(timeout, queued)
-        try:
-            yield
-        finally:
-            self.release()
 
 
 def _service(request: Request) -> ServiceState:

@@ -16,7 +16,6 @@ admission bound on questions (`qa.serve.admission`). Responses never show the se
 
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -239,6 +238,8 @@ def serve(settings: Settings | None = None, host: str = "127.0.0.1", port: int =
         host=host,
         port=port,
         root_path=settings.root_path,
-        log_level=os.environ.get("QA_LOG_LEVEL", "info").lower(),
+        # The settings' level (WARNING unless set, DEBUG with -v): uvicorn's per-request INFO
+        # lines do not show by default.
+        log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )

@@ -18,7 +18,7 @@ class Service:
     questions (REST API, Gradio API and chat alike)."""
 
     def __init__(self, settings: Settings):
-        from qa.serve.api import Admission
+        from qa.serve.admission import Admission
 
         self.settings = settings
         self.admission = Admission(

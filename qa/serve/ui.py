@@ -27,7 +27,7 @@ from qa.models import Answer, Citation, Passage
 if TYPE_CHECKING:
     import gradio as gr
 
-    from qa.serve.api import Admission
+    from qa.serve.admission import Admission
 
 __all__ = [
     "API_ARGUMENTS",
@@ -315,16 +315,15 @@ def build_ui(
 ) -> "gr.Blocks":
     """The chat app. `status()` says whether the index is ready, and if not the i18n key of why
     (`loading`, `building` or `unavailable`), so that questions asked too early get a clear
-    message in the chat. `admission` is the server's one bound on questions (qa.serve.api.Admission),
+    message in the chat. `admission` is the server's one bound on questions (qa.serve.admission.Admission),
     shared with the REST API; without one the app gets its own."""
     import gradio as gr
 
     from qa.errors import BusyError, InvalidQuestionError, QAError
     from qa.question import asker_language
     from qa.retrieval import clean_question
-    from qa.serve.admission import is_admitted, waited_seconds
+    from qa.serve.admission import Admission, is_admitted, waited_seconds
     from qa.serve.api import (
-        Admission,
         AskRequest,
         SearchRequest,
         check_ask,
