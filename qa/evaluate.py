@@ -89,10 +89,12 @@ class Pool:
         """The pool of every language; `embed_sentences(texts)` adds the sentence vectors."""
         from qa.chunk import split_sentences
 
-        langs = np.concatenate([[lang] * data.n_paragraphs for lang in data.langs])
-        para = np.tile(np.arange(data.n_paragraphs), len(data.langs))
-        texts = [t for lang in data.langs for t in data.paragraphs[lang]]
-        pool = cls(np.concatenate([vectors[lang] for lang in data.langs]), langs, para, texts)
+        # (lang, paragraph) of every paragraph that exists: all of them when the set is parallel
+        where = [(lang, i) for lang in data.langs for i, t in enumerate(data.paragraphs[lang]) if t is not None]
+        langs = np.array([lang for lang, _ in where])
+        para = np.array([i for _, i in where], dtype=np.int64)
+        texts = [data.paragraphs[lang][i] for lang, i in where]
+        pool = cls(np.concatenate([vectors[lang][para[langs == lang]] for lang in data.langs]), langs, para, texts)
         if embed_sentences is not None:
             owner, sentences, spans = [], [], []
             for row, text in enumerate(texts):
@@ -383,6 +385,11 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
+def _short(value: float) -> str:
+    """A rate in 5 characters: ".934", and "1.00" for 1."""
+    return f"{value:.2f}" if value >= 0.9995 else f"{value:.3f}"[1:]
+
+
 def format_comparison(reports: dict[str, Report]) -> str:
     """The summary table: one row per metric, one column per scorer, and the last minus the first."""
     names = list(reports)
@@ -404,9 +411,14 @@ def format_matrix(report: Report, langs: list[str], title: str, attr: str = "r1"
         "Q\\P " + "".join(p.rjust(6) for p in langs) + "  needle",
     ]
     for q in langs:
-        row = "".join(_fmt(getattr(report.single[(q, p)], attr))[1:].rjust(6) for p in langs)
-        needles = [report.needle[(q, p)].r1 for p in langs if p != q]
-        lines.append(f"{q:<4}" + row + f"  {np.mean(needles):.3f}")
+        if q not in report.mixed:  # no question in this language (in this half)
+            continue
+        row = "".join(
+            _short(getattr(report.single[(q, p)], attr)).rjust(6) if (q, p) in report.single else "-".rjust(6)
+            for p in langs
+        )
+        needles = [report.needle[(q, p)].r1 for p in langs if (q, p) in report.needle]
+        lines.append(f"{q:<4}" + row + (f"  {np.mean(needles):.3f}" if needles else "       -"))
     return "\n".join(lines)
 
 
@@ -514,6 +526,10 @@ def run(
     }
     results["per pair"] = {n: _per_pair(r) for n, r in reports.items()}
     if answers:
+        if not data.parallel:
+            from qa.errors import QAError
+
+            raise QAError(f"--answers needs a parallel set (every question in every language); {data_name} is not.")
         results["answers"] = _answer_level(
             data, pool, queries, pipeline, settings, tune_quotes, questions, off_topic
         )
