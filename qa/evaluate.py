@@ -698,8 +698,9 @@ def _has_evidence(texts: list[str], evidence: list[str]) -> bool:
     return any(e in t for t in texts for e in evidence)
 
 
-def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dict[str, dict[str, float]]:
-    """Hit@1/3/5 on questions about the indexed corpus, bare model vs pipeline.
+def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dict[str, dict]:
+    """Hit@1/3/5 on questions about the indexed corpus, bare model vs pipeline, overall and per
+    question language ("by language": hit@1, hit@5 and n of each).
 
     `path` is a JSON list of {"evidence": [strings], "questions": {lang: question}}; a hit is a
     retrieved passage (or one of its translations) that contains one of the evidence strings.
@@ -708,15 +709,22 @@ def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dic
 
     engine = get_engine(settings)
     index = engine.index()
-    counts = {name: np.zeros(3) for name in ("bare model", "pipeline")}
-    total = 0
+    hits: dict[str, dict[str, list]] = {name: {} for name in ("bare model", "pipeline")}
     for fact in json.loads(Path(path).read_text(encoding="utf-8")):
         for lang, question in fact["questions"].items():
-            total += 1
             _, rows = index.search(engine.embedder.encode_query(question)[None, :], k)
             bare = [[to_passage(index, int(r), 0.0).text] for r in rows[0] if r >= 0]
             piped = [[p.text] + [t.text for t in p.translations] for p in engine.search(question, k, lang=lang)]
             for name, ranked in (("bare model", bare), ("pipeline", piped)):
-                hits = [_has_evidence(texts, fact["evidence"]) for texts in ranked]
-                counts[name] += [any(hits[:1]), any(hits[:3]), any(hits[:5])]
-    return {name: dict(zip(("hit@1", "hit@3", "hit@5"), (c / total).round(3).tolist())) | {"n": total} for name, c in counts.items()}
+                found = [_has_evidence(texts, fact["evidence"]) for texts in ranked]
+                hits[name].setdefault(lang, []).append([any(found[:1]), any(found[:3]), any(found[:5])])
+    out = {}
+    for name, by_lang in hits.items():
+        every = np.array([row for rows in by_lang.values() for row in rows], dtype=float)
+        out[name] = dict(zip(("hit@1", "hit@3", "hit@5"), every.mean(axis=0).round(3).tolist())) | {"n": len(every)}
+        out[name]["by language"] = {
+            lang: {"hit@1": round(float(np.mean([r[0] for r in rows])), 3),
+                   "hit@5": round(float(np.mean([r[2] for r in rows])), 3), "n": len(rows)}
+            for lang, rows in sorted(by_lang.items())
+        }  # fmt: skip
+    return out
