@@ -1,4 +1,6 @@
-"""`qa eval`: retrieval quality on XQuAD, the bare model and the full pipeline side by side.
+"""`qa eval`: retrieval quality on XQuAD (or any SQuAD-format set, `qa.xquad.load_squad`), the
+bare model and the full pipeline side by side, held out: the fusion weights are chosen on the
+articles at even positions and every reported figure is the odd ones' (`halves`, `tune_fusion`).
 
 Pools (a "hit" is the paragraph that answers the question):
 - single: questions in Q against the 240 paragraphs of language P, for every Q × P;
