@@ -112,16 +112,21 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
     import json
 
     from qa.evaluate import format_run, run
-    from qa.xquad import find_xquad, load_xquad
+    from qa.xquad import find_xquad, load_squad
 
     folder = args.data or find_xquad()
     if folder is None:
-        raise SystemExit("No XQuAD data found: pass --data FOLDER (the folder of xquad.<lang>.json files).")
+        raise SystemExit("No XQuAD data found: pass --data FOLDER (a folder of SQuAD-format <name>.<lang>.json files).")
     langs = [x.strip() for x in args.langs.split(",") if x.strip()] or None
-    data = load_xquad(folder, langs, max_articles=args.subset)
+    try:
+        data = load_squad(folder, langs, max_articles=args.subset)
+    except (OSError, ValueError) as exc:
+        raise QAError(str(exc)) from None
+    name = "XQuAD" if args.data is None else Path(folder).name
     print(
-        f"XQuAD: {len(data.langs)} languages, {data.n_paragraphs} paragraphs and {data.n_questions} "
-        f"questions each ({'subset of ' + str(args.subset) + ' articles' if args.subset else 'full'}).",
+        f"{name}: {len(data.langs)} languages, {data.n_paragraphs} paragraphs and {data.n_questions} questions "
+        f"({'parallel' if data.parallel else 'not parallel'}; "
+        f"{'subset of ' + str(args.subset) + ' articles' if args.subset else 'full'}).",
         file=sys.stderr,
     )
     done = run(
@@ -131,6 +136,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
         tune_quotes=getattr(args, "tune_quotes", False),
         questions=getattr(args, "questions", None),
         off_topic=getattr(args, "off_topic", None),
+        data_name=name,
     )
     print(format_run(done))
     print(f"\n(embedding backend {done.backend}; {done.seconds:.0f} s)", file=sys.stderr)
@@ -177,8 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("eval", help="measure retrieval on XQuAD: bare model vs the full pipeline")
-    p.add_argument("--data", type=Path, default=None, help="folder of xquad.<lang>.json files")
+    p = sub.add_parser(
+        "eval", help="measure retrieval on XQuAD or any SQuAD-format set: bare model vs the full pipeline, held out"
+    )
+    p.add_argument(
+        "--data", type=Path, default=None,
+        help="folder of SQuAD-format files, one per language: <name>.<lang>.json (default: XQuAD, found by itself)",
+    )
     p.add_argument("--subset", type=int, default=0, help="use only the first N articles of each language (0 = all)")
     p.add_argument("--langs", default="", help="comma-separated languages (default: all in the folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")

@@ -1,4 +1,6 @@
-"""`qa eval`: retrieval quality on XQuAD, the bare model and the full pipeline side by side.
+"""`qa eval`: retrieval quality on XQuAD (or any SQuAD-format set, `qa.xquad.load_squad`), the
+bare model and the full pipeline side by side, held out: the fusion weights are chosen on the
+articles at even positions and every reported figure is the odd ones' (`halves`, `tune_fusion`).
 
 Pools (a "hit" is the paragraph that answers the question):
 - single: questions in Q against the 240 paragraphs of language P, for every Q × P;
@@ -38,11 +40,16 @@ __all__ = [
     "Pipeline",
     "Pool",
     "Scorer",
+    "embed_data",
     "evaluate",
     "format_comparison",
     "format_matrix",
+    "format_pairs",
     "format_run",
+    "halves",
     "run",
+    "score_language",
+    "tune_fusion",
 ]
 
 TOP = 10
@@ -84,10 +91,12 @@ class Pool:
         """The pool of every language; `embed_sentences(texts)` adds the sentence vectors."""
         from qa.chunk import split_sentences
 
-        langs = np.concatenate([[lang] * data.n_paragraphs for lang in data.langs])
-        para = np.tile(np.arange(data.n_paragraphs), len(data.langs))
-        texts = [t for lang in data.langs for t in data.paragraphs[lang]]
-        pool = cls(np.concatenate([vectors[lang] for lang in data.langs]), langs, para, texts)
+        # (lang, paragraph) of every paragraph that exists: all of them when the set is parallel
+        where = [(lang, i) for lang in data.langs for i, t in enumerate(data.paragraphs[lang]) if t is not None]
+        langs = np.array([lang for lang, _ in where])
+        para = np.array([i for _, i in where], dtype=np.int64)
+        texts = [data.paragraphs[lang][i] for lang, i in where]
+        pool = cls(np.concatenate([vectors[lang][para[langs == lang]] for lang in data.langs]), langs, para, texts)
         if embed_sentences is not None:
             owner, sentences, spans = [], [], []
             for row, text in enumerate(texts):
@@ -128,9 +137,11 @@ class Pipeline(Scorer):
 
     name = "pipeline"
 
-    def __init__(self, settings: Settings, query_means: dict[str, np.ndarray]):
+    def __init__(self, settings: Settings, query_means: dict[str, np.ndarray], weights: FusionWeights | None = None):
         self.settings = settings
         self.query_means = query_means
+        self.weights = weights or FusionWeights.from_settings(settings)
+        self.every_signal = False  # True: `prepare` readies the signals a weight of 0 turns off (tuning)
 
     def prepare(self, pool):
         if pool.stats is not None:
@@ -145,9 +156,9 @@ class Pipeline(Scorer):
             centered = self.stats.centered(pool.vectors, self.lang_ids)
             self.groups = translation_groups(centered, pool.langs, self.settings.group_threshold)
         self.lexical = None
-        if self.settings.lexical_weight:
+        if self.weights.lexical or self.every_signal:
             self.lexical = pool.lexical if pool.lexical is not None else LexicalIndex.build(pool.texts)
-        if self.settings.sentence_weight and pool.sentence_vectors is not None:
+        if (self.weights.sentence or self.every_signal) and pool.sentence_vectors is not None:
             sentence_langs = pool.langs[pool.sentence_owner]
             given = pool.sentence_stats
             self.sentence_stats = given if given is not None else LanguageStats.fit(pool.sentence_vectors, sentence_langs)
@@ -155,23 +166,33 @@ class Pipeline(Scorer):
         else:
             self.sentence_stats = None
 
-    def scores(self, queries, texts, lang, pool):
+    def components(self, queries, texts, lang, pool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The three signals `fuse` weighs, for every passage: the standardized dense score, BM25
+        scaled per language (None when off) and each passage's best sentence score (None when off)."""
         queries = self.stats.center_query(queries, lang, self.settings.query_centering)
         dense = self.stats.standardize(queries, queries @ pool.vectors.T, self.lang_ids)
         lexical = None
         if self.lexical is not None:
-            lexical = np.stack([self.lexical.scores(t) for t in texts])
+            lexical = np.stack([self.lexical.scores(t) for t in texts]) if texts else np.zeros((0, len(pool.texts)))
             lexical = lexical_by_language(lexical, self.lang_ids, len(self.stats.langs))
         sentences = None
-        if self.sentence_stats is not None:
-            def sentences(mask):  # every passage's (the mask only saves work to the engine)
-                return best_sentence_scores(
-                    queries, queries @ pool.sentence_vectors.T, pool.sentence_owner, len(pool.vectors),
-                    self.sentence_stats, self.sentence_lang_ids,
-                )
-        # The engine's fusion (`qa.rank.fuse`): only each question's `sentence_candidates` best
-        # passages get their sentence score; the others rank after them, in their first-stage order.
-        return fuse(dense, lexical, sentences, FusionWeights.from_settings(self.settings))[0]
+        if self.sentence_stats is not None:  # every passage's (the engine's mask only saves work)
+            sentences = best_sentence_scores(
+                queries, queries @ pool.sentence_vectors.T, pool.sentence_owner, len(pool.vectors),
+                self.sentence_stats, self.sentence_lang_ids,
+            )
+        return dense, lexical, sentences
+
+    def scores(self, queries, texts, lang, pool):
+        dense, lexical, sentences = self.components(queries, texts, lang, pool)
+        return self.fused(dense, lexical, sentences)
+
+    def fused(self, dense, lexical, sentences, weights: FusionWeights | None = None) -> np.ndarray:
+        """The engine's fusion (`qa.rank.fuse`) of `components`: only each question's
+        `sentence_candidates` best passages get their sentence score; the others rank after them,
+        in their first-stage order. `weights`: these instead of the pipeline's own."""
+        weights = weights or self.weights
+        return fuse(dense, lexical, None if sentences is None else (lambda mask: sentences), weights)[0]
 
 
 @dataclass
@@ -244,34 +265,131 @@ class Report:
         return out
 
 
-def evaluate(data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], scorer: Scorer) -> Report:
-    """Run one scorer over every pool; vectors come precomputed (and cached) from the caller."""
+def evaluate(
+    data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], scorer: Scorer, select: np.ndarray | None = None
+) -> Report:
+    """Run one scorer over every pool; vectors come precomputed (and cached) from the caller.
+
+    `select`: a boolean mask of the questions to score (one half of the articles, see `halves`);
+    the pool is always every paragraph.
+    """
     scorer.prepare(pool)
     report = Report()
-    gold = data.answer_paragraph
     for q_lang in data.langs:
-        scores = scorer.scores(queries[q_lang], data.questions[q_lang], q_lang, pool)
-        for p_lang in data.langs:
-            cols = np.flatnonzero(pool.langs == p_lang)
-            top = _top(scores[:, cols])
-            report.single[(q_lang, p_lang)] = _metrics(pool.para[cols][top], gold)
-        groups = getattr(scorer, "groups", None)
-        top = _top(scores) if groups is None else _top_grouped(scores, groups, pool.langs, q_lang)
-        report.mixed[q_lang] = _metrics(pool.para[top], gold, own=pool.langs[top[:, 0]] == q_lang)
-        report.distinct_top5[q_lang] = float(np.mean([len(set(pool.para[row[:5]])) for row in top]))
-        for p_lang in data.langs:
-            if p_lang == q_lang:
-                continue
-            # Hide the answer's translations in every language but P.
-            masked = scores.copy()
-            hide = (pool.langs[None, :] != p_lang) & (pool.para[None, :] == gold[:, None])
-            masked[hide] = -np.inf
-            report.needle[(q_lang, p_lang)] = _metrics(pool.para[_top(masked)], gold)
+        rows = _asked(data, q_lang, select)
+        if not len(rows):
+            continue
+        texts = [data.questions[q_lang][i] for i in rows]
+        scores = scorer.scores(queries[q_lang][rows], texts, q_lang, pool)
+        score_language(report, data, pool, scores, q_lang, rows, getattr(scorer, "groups", None))
     return report
+
+
+def _asked(data: XQuAD, q_lang: str, select: np.ndarray | None) -> np.ndarray:
+    """Positions of the questions asked in `q_lang` (and selected)."""
+    asked = np.array([q is not None for q in data.questions[q_lang]], dtype=bool)
+    if select is not None:
+        asked &= select
+    return np.flatnonzero(asked)
+
+
+def score_language(
+    report: Report, data: XQuAD, pool: Pool, scores: np.ndarray, q_lang: str, rows: np.ndarray, groups=None
+) -> None:
+    """Add to `report` the single, mixed and needle metrics of the questions `rows` asked in
+    `q_lang`, given their scores against every passage of the pool."""
+    gold = data.answer_paragraph[rows]
+    for p_lang in data.langs:
+        cols = np.flatnonzero(pool.langs == p_lang)
+        has = np.isin(gold, pool.para[cols])  # a set that is not parallel: only where P holds the answer
+        if has.any():
+            top = _top(scores[has][:, cols])
+            report.single[(q_lang, p_lang)] = _metrics(pool.para[cols][top], gold[has])
+    top = _top(scores) if groups is None else _top_grouped(scores, groups, pool.langs, q_lang)
+    report.mixed[q_lang] = _metrics(pool.para[top], gold, own=pool.langs[top[:, 0]] == q_lang)
+    report.distinct_top5[q_lang] = float(np.mean([len(set(pool.para[row[:5]])) for row in top]))
+    for p_lang in data.langs:
+        if p_lang == q_lang:
+            continue
+        has = np.isin(gold, pool.para[pool.langs == p_lang])
+        if not has.any():
+            continue
+        # Hide the answer's translations in every language but P.
+        masked = scores[has]
+        hide = (pool.langs[None, :] != p_lang) & (pool.para[None, :] == gold[has][:, None])
+        masked = np.where(hide, -np.inf, masked)
+        report.needle[(q_lang, p_lang)] = _metrics(pool.para[_top(masked)], gold[has])
+
+
+def halves(data: XQuAD) -> dict[str, np.ndarray]:
+    """Question masks of the two halves, split by article so that no paragraph is in both:
+    "tune" (articles at even positions in the files), where weights are chosen, and "test" (odd),
+    where they are reported. A set of one article is split by paragraph the same way."""
+    unit = data.article_of[data.answer_paragraph]
+    if len(np.unique(unit)) < 2:  # a single article: split its paragraphs instead
+        unit = data.answer_paragraph
+    even = unit % 2 == 0
+    return {"tune": even, "test": ~even}
+
+
+LEXICAL_GRID = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+SENTENCE_GRID = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+TUNE_SLACK = 0.0  # how much same-language R@1 (and own-language top hit) a weight may lose on the tune half
+
+
+def tune_fusion(
+    data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], pipeline: Pipeline, select: np.ndarray
+) -> tuple[FusionWeights, dict[tuple[float, float], dict[str, float]]]:
+    """The lexical and sentence weights of `qa.rank.fuse` chosen on the questions `select` (the
+    tune half), and the summary of every pair of the grid.
+
+    Chosen: the best needle R@1 (the answer only in another language) among the weights that keep
+    same-language R@1 and the top hit in the asker's language within `TUNE_SLACK` of the shipped
+    weights' (the targets say neither may drop); ties go to the pair nearest the shipped one.
+    Each signal is computed once per question language; only the fusion is repeated per pair.
+    """
+    pipeline.every_signal = True
+    pipeline.prepare(pool)
+    signals = {}
+    for q_lang in data.langs:
+        rows = _asked(data, q_lang, select)
+        if not len(rows):
+            continue
+        texts = [data.questions[q_lang][i] for i in rows]
+        signals[q_lang] = (rows, pipeline.components(queries[q_lang][rows], texts, q_lang, pool))
+    shipped = pipeline.weights
+    grid: dict[tuple[float, float], dict[str, float]] = {}
+    for key in sorted({(a, b) for a in LEXICAL_GRID for b in SENTENCE_GRID} | {(shipped.lexical, shipped.sentence)}):
+        weights = FusionWeights(*key, shipped.sentence_candidates)
+        report = Report()
+        for q_lang, (rows, parts) in signals.items():
+            scores = pipeline.fused(*parts, weights=weights)
+            score_language(report, data, pool, scores, q_lang, rows, pipeline.groups)
+        grid[key] = report.summary()
+    base = grid[(shipped.lexical, shipped.sentence)]
+    allowed = [
+        key for key, m in grid.items()
+        if m["same R@1"] >= base["same R@1"] - TUNE_SLACK
+        and m["mixed own-lang top1"] >= base["mixed own-lang top1"] - TUNE_SLACK
+    ]
+
+    def rank(key):
+        m = grid[key]
+        return (round(m.get("needle R@1", 0.0), 4), round(m["cross R@1"], 4),
+                -abs(key[0] - shipped.lexical) - abs(key[1] - shipped.sentence))  # fmt: skip
+
+    return FusionWeights(*max(allowed, key=rank), shipped.sentence_candidates), grid
 
 
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
+
+
+def _short(value: float) -> str:
+    """A rate in 5 characters: ".934", and "1.00" for 1."""
+    return f"{value:.2f}" if value >= 0.9995 else f"{value:.3f}"[1:]
 
 
 def format_comparison(reports: dict[str, Report]) -> str:
@@ -295,9 +413,14 @@ def format_matrix(report: Report, langs: list[str], title: str, attr: str = "r1"
         "Q\\P " + "".join(p.rjust(6) for p in langs) + "  needle",
     ]
     for q in langs:
-        row = "".join(_fmt(getattr(report.single[(q, p)], attr))[1:].rjust(6) for p in langs)
-        needles = [report.needle[(q, p)].r1 for p in langs if p != q]
-        lines.append(f"{q:<4}" + row + f"  {np.mean(needles):.3f}")
+        if q not in report.mixed:  # no question in this language (in this half)
+            continue
+        row = "".join(
+            _short(getattr(report.single[(q, p)], attr)).rjust(6) if (q, p) in report.single else "-".rjust(6)
+            for p in langs
+        )
+        needles = [report.needle[(q, p)].r1 for p in langs if (q, p) in report.needle]
+        lines.append(f"{q:<4}" + row + (f"  {np.mean(needles):.3f}" if needles else "       -"))
     return "\n".join(lines)
 
 
@@ -324,7 +447,11 @@ def embedding_cache(settings: Settings, embedder) -> EmbeddingCache:
 
 @dataclass
 class EvalRun:
-    """What `qa eval` measured: a report per scorer and the JSON-ready results."""
+    """What `qa eval` measured: a report per scorer and the JSON-ready results.
+
+    `reports` are the held-out ("test") half's, with the fusion weights chosen on the other
+    ("tune") half, whose reports are `tune_reports`.
+    """
 
     langs: list[str]
     backend: str
@@ -333,6 +460,27 @@ class EvalRun:
     seconds: float
     questions: str | None = None  # what `--questions` asked, for the report's heading
     settings: Settings | None = None  # the settings it ran with (the gate's thresholds)
+    tune_reports: dict[str, Report] = field(default_factory=dict)
+    weights: FusionWeights | None = None  # chosen on the tune half
+    data_name: str = "XQuAD"
+
+
+def embed_data(data: XQuAD, cache: EmbeddingCache, embedder) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Passage and question vectors of every language (a text missing in a language, in a set
+    that is not parallel: a row of zeros, never scored)."""
+
+    def vectors(kind: str, texts: list[str | None], embed) -> np.ndarray:
+        present = [t for t in texts if t is not None]
+        got = cache.get(kind, present, embed)
+        if len(present) == len(texts):
+            return got
+        out = np.zeros((len(texts), got.shape[1] if got.size else embedder.dim), np.float32)
+        out[[i for i, t in enumerate(texts) if t is not None]] = got
+        return out
+
+    passages = {lang: vectors("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
+    queries = {lang: vectors("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
+    return passages, queries
 
 
 def run(
@@ -343,40 +491,115 @@ def run(
     tune_quotes: bool = False,
     questions: Path | None = None,
     off_topic: Path | None = None,
+    data_name: str = "XQuAD",
 ) -> EvalRun:
-    """Evaluate the bare model and the full pipeline on `data` (and, with `answers`, the replies:
-    `tune_quotes` chooses the quote weights on the tune half; `questions`, a JSON file of
-    questions with evidence strings, is asked of the index too, and with `off_topic`, a JSON file
-    of questions the corpus does not answer, the "not found" decision is measured on both)."""
+    """Evaluate the bare model and the full pipeline on `data`, held out: the fusion weights are
+    chosen on the tune half of the articles (`halves`, `tune_fusion`) and every figure printed
+    is the test half's, for the pipeline with the shipped weights (the settings) and with the
+    chosen ones. With `answers`, the replies: `tune_quotes` chooses the quote weights on the tune
+    half; `questions`, a JSON file of questions with evidence strings, is asked of the index too,
+    and with `off_topic`, a JSON file of questions the corpus does not answer, the "not found"
+    decision is measured on both."""
     from qa.embed import get_embedder
     from qa.index.build import query_means
 
     started = time.perf_counter()
     embedder = get_embedder(settings)
     cache = embedding_cache(settings, embedder)
-    passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
-    queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
+    passages, queries = embed_data(data, cache, embedder)
     pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))
-    cached = _CachedQueries(cache, embedder)
-    pipeline = Pipeline(settings, query_means(cached, pool.texts, pool.langs.tolist()))
-    reports = {s.name: evaluate(data, pool, queries, s) for s in (BareModel(), pipeline)}
+    means = query_means(_CachedQueries(cache, embedder), pool.texts, pool.langs.tolist())
+    pipeline = Pipeline(settings, means)
+    split = halves(data)
+    weights, grid = tune_fusion(data, pool, queries, Pipeline(settings, means), split["tune"])
+    scorers: list[Scorer] = [BareModel(), pipeline]
+    if weights != pipeline.weights:
+        tuned = Pipeline(settings, means, weights)
+        tuned.name = "tuned"
+        scorers.append(tuned)
+    reports = {s.name: evaluate(data, pool, queries, s, split["test"]) for s in scorers}
+    tune_reports = {s.name: evaluate(data, pool, queries, s, split["tune"]) for s in scorers}
     results: dict = {n: r.summary() for n, r in reports.items()}
+    results["tune half"] = {n: r.summary() for n, r in tune_reports.items()}
+    results["fusion weights"] = {
+        "shipped": {"lexical": pipeline.weights.lexical, "sentence": pipeline.weights.sentence},
+        "chosen on the tune half": {"lexical": weights.lexical, "sentence": weights.sentence},
+        "grid (tune half)": {f"{lex} {sent}": {k: round(v, 4) for k, v in m.items()} for (lex, sent), m in grid.items()},
+    }
+    results["per pair"] = {n: _per_pair(r) for n, r in reports.items()}
     if answers:
+        if not data.parallel:
+            from qa.errors import QAError
+
+            raise QAError(f"--answers needs a parallel set (every question in every language); {data_name} is not.")
         results["answers"] = _answer_level(
             data, pool, queries, pipeline, settings, tune_quotes, questions, off_topic
         )
     asked = f"{questions.name}, index {settings.index_dir}" if answers and questions else None
     return EvalRun(
-        list(data.langs), embedder.backend, reports, results, time.perf_counter() - started, asked, settings
+        list(data.langs), embedder.backend, reports, results, time.perf_counter() - started, asked, settings,
+        tune_reports, weights, data_name,
     )
+
+
+def _per_pair(report: Report) -> dict:
+    """The report's metrics per language pair (single, needle) and per question language (mixed)."""
+    return {
+        "single": {f"{q}->{p}": m.as_dict() for (q, p), m in report.single.items()},
+        "needle": {f"{q}->{p}": m.as_dict() for (q, p), m in report.needle.items()},
+        "mixed": {q: m.as_dict() | {"distinct top5": report.distinct_top5[q]} for q, m in report.mixed.items()},
+    }
+
+
+def format_pairs(reports: dict[str, Report], langs: list[str]) -> str:
+    """Per language pair, each scorer side by side: needle R@1 and R@5 (Q -> P), and per question
+    language the mixed pool's R@1, R@5 and top hit in the asker's language."""
+    names = list(reports)
+    head = "".join(f"{n[:16]:>18}" for n in names)
+    lines = ["Needle per language pair (R@1 / R@5)", "Q->P   " + head]
+    for q in langs:
+        for p in langs:
+            if (q, p) in reports[names[0]].needle:
+                cells = "".join(
+                    f"{r.needle[(q, p)].r1:>12.3f}/{r.needle[(q, p)].r5:.3f}" for r in reports.values()
+                )
+                lines.append(f"{q}->{p:<4}" + cells)
+    lines += ["", "Mixed pool per question language (R@1 / R@5 / top hit in the asker's language)", "Q      " + head]
+    for q in langs:
+        if q in reports[names[0]].mixed:
+            cells = "".join(
+                f"{r.mixed[q].r1:>6.3f}/{r.mixed[q].r5:.3f}/{r.mixed[q].own_lang_top1:.3f}" for r in reports.values()
+            )
+            lines.append(f"{q:<7}" + cells)
+    return "\n".join(lines)
 
 
 def format_run(run: EvalRun) -> str:
     """`qa eval`'s report: the summary table, a matrix per scorer and, when measured, the replies."""
     from qa.answer_eval import format_answer_report
 
-    parts = [format_comparison(run.reports)]
+    heading = f"{run.data_name}, test half (articles at odd positions; no weight was chosen on them)"
+    parts = [heading, format_comparison(run.reports)]
     parts += ["\n" + format_matrix(report, run.langs, name) for name, report in run.reports.items()]
+    parts += ["\n" + format_pairs(run.reports, run.langs)]
+    if run.weights is not None:
+        fusion = run.results["fusion weights"]
+        parts.append(
+            f"\nFusion weights (BM25, sentence) chosen on the tune half (even articles): "
+            f"{run.weights.lexical}, {run.weights.sentence}; shipped (QA_LEXICAL_WEIGHT, QA_SENTENCE_WEIGHT): "
+            f"{fusion['shipped']['lexical']}, {fusion['shipped']['sentence']}"
+        )
+        grid = fusion["grid (tune half)"]
+        sentences = sorted({float(k.split()[1]) for k in grid})
+        rows = ["Tune half, needle R@1 / same R@1 per weight: rows BM25, columns sentence",
+                "BM25 " + "".join(f"{w:>12}" for w in sentences)]  # fmt: skip
+        for lexical in sorted({float(k.split()[0]) for k in grid}):
+            cells = [grid.get(f"{lexical} {w}") for w in sentences]
+            rows.append(f"{lexical:<5}" + "".join(
+                f"{c['needle R@1']:>6.3f}/{c['same R@1']:.3f}" if c else " " * 12 for c in cells))
+        parts.append("\n".join(rows))
+    if run.tune_reports:
+        parts += ["\n" + run.data_name + ", tune half (where the weights were chosen)", format_comparison(run.tune_reports)]
     answers = run.results.get("answers")
     if answers:
         tuned = answers.get("tuned_weights")
@@ -475,8 +698,9 @@ def _has_evidence(texts: list[str], evidence: list[str]) -> bool:
     return any(e in t for t in texts for e in evidence)
 
 
-def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dict[str, dict[str, float]]:
-    """Hit@1/3/5 on questions about the indexed corpus, bare model vs pipeline.
+def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dict[str, dict]:
+    """Hit@1/3/5 on questions about the indexed corpus, bare model vs pipeline, overall and per
+    question language ("by language": hit@1, hit@5 and n of each).
 
     `path` is a JSON list of {"evidence": [strings], "questions": {lang: question}}; a hit is a
     retrieved passage (or one of its translations) that contains one of the evidence strings.
@@ -485,15 +709,22 @@ def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dic
 
     engine = get_engine(settings)
     index = engine.index()
-    counts = {name: np.zeros(3) for name in ("bare model", "pipeline")}
-    total = 0
+    hits: dict[str, dict[str, list]] = {name: {} for name in ("bare model", "pipeline")}
     for fact in json.loads(Path(path).read_text(encoding="utf-8")):
         for lang, question in fact["questions"].items():
-            total += 1
             _, rows = index.search(engine.embedder.encode_query(question)[None, :], k)
             bare = [[to_passage(index, int(r), 0.0).text] for r in rows[0] if r >= 0]
             piped = [[p.text] + [t.text for t in p.translations] for p in engine.search(question, k, lang=lang)]
             for name, ranked in (("bare model", bare), ("pipeline", piped)):
-                hits = [_has_evidence(texts, fact["evidence"]) for texts in ranked]
-                counts[name] += [any(hits[:1]), any(hits[:3]), any(hits[:5])]
-    return {name: dict(zip(("hit@1", "hit@3", "hit@5"), (c / total).round(3).tolist())) | {"n": total} for name, c in counts.items()}
+                found = [_has_evidence(texts, fact["evidence"]) for texts in ranked]
+                hits[name].setdefault(lang, []).append([any(found[:1]), any(found[:3]), any(found[:5])])
+    out = {}
+    for name, by_lang in hits.items():
+        every = np.array([row for rows in by_lang.values() for row in rows], dtype=float)
+        out[name] = dict(zip(("hit@1", "hit@3", "hit@5"), every.mean(axis=0).round(3).tolist())) | {"n": len(every)}
+        out[name]["by language"] = {
+            lang: {"hit@1": round(float(np.mean([r[0] for r in rows])), 3),
+                   "hit@5": round(float(np.mean([r[2] for r in rows])), 3), "n": len(rows)}
+            for lang, rows in sorted(by_lang.items())
+        }  # fmt: skip
+    return out

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmbeddingCache", "XQuAD", "find_xquad", "load_xquad"]
+__all__ = ["EmbeddingCache", "XQuAD", "find_xquad", "load_squad", "load_xquad", "squad_files"]
 
 
 @dataclass
@@ -28,6 +29,12 @@ class XQuAD:
     question_ids: list[str]
     answers: dict[str, list[str]] = field(default_factory=dict)  # lang -> gold answer text per question
     article_of: np.ndarray | None = None  # per paragraph: its article's position in the files
+    # Not parallel (`load_squad`): a paragraph or question missing in a language is None there.
+
+    @property
+    def parallel(self) -> bool:
+        """Every paragraph and question exists in every language."""
+        return not any(t is None for texts in (*self.paragraphs.values(), *self.questions.values()) for t in texts)
 
     @property
     def n_paragraphs(self) -> int:
@@ -87,6 +94,90 @@ def load_xquad(folder: Path, langs: list[str] | None = None, max_articles: int =
         paragraphs[lang], questions[lang], answers[lang] = paras, qs, golds
     return XQuAD(
         langs, paragraphs, titles, questions, np.array(answer_paragraph), question_ids, answers, np.array(article_of)
+    )
+
+
+_LANG = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?")
+
+
+def squad_files(folder: Path) -> dict[str, Path]:
+    """The SQuAD-format files of `folder`, by language: `<name>.<lang>.json` or `<lang>.json`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No such folder: {folder}; pass --data a folder of <name>.<lang>.json files.")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.json")):
+        lang = path.name[: -len(".json")].rsplit(".", 1)[-1].lower()
+        if not _LANG.fullmatch(lang):
+            raise ValueError(
+                f"{path.name}: no language code in the name; name each file <name>.<lang>.json (e.g. dev.de.json)."
+            )
+        if lang in files:
+            raise ValueError(f"{files[lang].name} and {path.name} are both '{lang}': keep one file per language.")
+        files[lang] = path
+    if not files:
+        raise FileNotFoundError(f"No <name>.<lang>.json files in {folder}.")
+    return files
+
+
+def _squad_articles(path: Path, max_articles: int) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path.name} is not SQuAD JSON (a 'data' list of articles): {exc}") from None
+    return data[:max_articles] if max_articles else data
+
+
+def load_squad(folder: Path, langs: list[str] | None = None, max_articles: int = 0) -> XQuAD:
+    """Any SQuAD-format set, one file per language (`squad_files`), parallel or not.
+
+    A paragraph is the same across languages when it holds a question id already seen (XQuAD's
+    parallel ids); otherwise it is a paragraph of its language only, and so are its questions.
+    Unanswerable questions (SQuAD 2.0's `is_impossible`) are left out: no paragraph answers them.
+    """
+    files = squad_files(folder)
+    langs = langs or sorted(files)
+    unknown = [lang for lang in langs if lang not in files]
+    if unknown:
+        raise FileNotFoundError(f"No file for {unknown} in {folder}; there are {sorted(files)}.")
+    titles: list[str] = []
+    article_of: list[int] = []
+    articles: dict[tuple, int] = {}
+    texts: dict[str, dict[int, str]] = {lang: {} for lang in langs}
+    asked: dict[str, dict[int, tuple[str, str]]] = {lang: {} for lang in langs}
+    paragraph_of: dict[str, int] = {}  # question id -> paragraph
+    question_ids: list[str] = []
+    position: dict[str, int] = {}
+    for lang in langs:
+        for number, article in enumerate(_squad_articles(files[lang], max_articles)):
+            for paragraph in article.get("paragraphs", []):
+                qas = [q for q in paragraph.get("qas", []) if not q.get("is_impossible") and q.get("answers")]
+                known = next((paragraph_of[q["id"]] for q in qas if q["id"] in paragraph_of), None)
+                if known is None or known in texts[lang]:
+                    key = (lang, number) if known is None else ("again", lang, number)
+                    known = len(titles)
+                    titles.append(str(article.get("title", "")).replace("_", " "))
+                    article_of.append(articles.setdefault(key, len(articles)))
+                texts[lang][known] = paragraph["context"]
+                for q in qas:
+                    if q["id"] not in position:
+                        position[q["id"]] = len(question_ids)
+                        question_ids.append(q["id"])
+                        paragraph_of[q["id"]] = known
+                    if paragraph_of[q["id"]] == known:
+                        asked[lang][position[q["id"]]] = (q["question"], q["answers"][0]["text"])
+    if not question_ids:
+        raise ValueError(f"No answerable questions in {folder}.")
+    n, m = len(titles), len(question_ids)
+    return XQuAD(
+        langs,
+        {lang: [texts[lang].get(i) for i in range(n)] for lang in langs},
+        titles,
+        {lang: [asked[lang][i][0] if i in asked[lang] else None for i in range(m)] for lang in langs},
+        np.array([paragraph_of[q] for q in question_ids]),
+        question_ids,
+        {lang: [asked[lang][i][1] if i in asked[lang] else "" for i in range(m)] for lang in langs},
+        np.array(article_of),
     )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qa.evaluate import BareModel, Pipeline, Pool, _metrics, _top, evaluate
+from qa.evaluate import BareModel, Pipeline, Pool, _metrics, _top, evaluate, halves
 from qa.xquad import EmbeddingCache, find_xquad, load_xquad
 
 
@@ -204,3 +205,54 @@ def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tm
         assert set(now) == {"single", "mixed", "needle"} and set(now["mixed"]) == {"en", "de", "mean"}
         # The ranking over all sentences quotes the answer somewhere at least as often as before.
         assert now["mixed"]["mean"]["any"] >= before["mixed"]["mean"]["any"]
+
+
+MINI = Path(__file__).parent / "data" / "squad_mini"  # news.<lang>.json: en and fr parallel, ja partly
+
+
+def test_a_squad_folder_loads_parallel_where_ids_match_and_apart_where_not():
+    from qa.xquad import load_squad
+
+    data = load_squad(MINI)
+    assert data.langs == ["en", "fr", "ja"] and not data.parallel
+    # 4 paragraphs in en and fr; ja has the first of them (same question ids) and two of its own.
+    assert data.n_paragraphs == 6 and data.n_questions == 12
+    assert [t is not None for t in data.paragraphs["ja"]] == [True, False, False, False, True, True]
+    asked_in_ja = [i for i, q in enumerate(data.questions["ja"]) if q is not None]
+    assert data.answer_paragraph[asked_in_ja].tolist() == [0, 0, 4, 4, 5, 5]
+    assert data.questions["en"][asked_in_ja[-1]] is None
+    # Split by article: the ja-only articles are the third (tune) and the fourth (test).
+    halves_ = halves(data)
+    assert data.article_of.tolist() == [0, 0, 1, 1, 2, 3]
+    assert not (halves_["tune"] & halves_["test"]).any() and (halves_["tune"] | halves_["test"]).all()
+
+
+def test_a_file_without_a_language_in_its_name_is_refused_with_the_fix(tmp_path, capsys):
+    from qa.cli import main
+
+    (tmp_path / "questions.json").write_text('{"data": []}', encoding="utf-8")
+    assert main(["eval", "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "questions.json" in err and "<name>.<lang>.json" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_eval_on_any_squad_folder_reports_the_held_out_half_per_pair(capsys, tmp_path):
+    """`qa eval --data DIR` on a set that is not parallel, real model: weights chosen on the tune
+    half, every pair of the test half reported, the bare model and the pipeline side by side."""
+    import json
+
+    from qa.cli import main
+
+    assert main(["eval", "--data", str(MINI), "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert "squad_mini, test half" in out and "chosen on the tune half" in out and "Needle per language pair" in out
+    results = json.loads((tmp_path / "eval.json").read_text())
+    pairs = results["per pair"]["pipeline"]
+    # ja questions of the test half are answered only by a ja paragraph: no ja -> en pair, no needle.
+    assert "ja->ja" in pairs["single"] and "ja->en" not in pairs["single"] and "en->ja" not in pairs["single"]
+    assert {"en->fr", "fr->en"} == set(pairs["needle"])
+    assert pairs["mixed"]["ja"]["n"] == 2 and pairs["mixed"]["en"]["n"] == 4
+    assert set(results["tune half"]) >= {"bare model", "pipeline"}
+    for name in ("bare model", "pipeline"):
+        assert results[name]["mixed R@5"] == 1.0  # twelve questions about six distinct facts

@@ -209,3 +209,33 @@ def test_shortlist_keeps_the_n_best_in_position_order():
 def test_sparse_lexical_by_language_of_no_match_is_empty():
     scaled, picked = lexical_by_language_sparse(np.zeros(0, np.int64), np.zeros(0, np.float32), np.array([0, 1]), 3)
     assert len(scaled) == len(picked) == 0
+
+
+def test_bm25_finds_the_paragraph_of_real_chinese_questions():
+    """XQuAD's Chinese questions against its Chinese and English paragraphs (two articles): BM25
+    alone ranks the paragraph that answers them first for nearly all (0.97 measured)."""
+    import os
+
+    from qa.xquad import find_xquad, load_xquad
+
+    folder = find_xquad()
+    if folder is None:
+        if os.environ.get("CI"):
+            pytest.fail("XQuAD data not found (a data/xquad or shared/data/xquad folder here or above)")
+        pytest.skip("XQuAD data not found")
+    data = load_xquad(folder, ["zh", "en"], max_articles=2)
+    index = LexicalIndex.build(data.paragraphs["zh"] + data.paragraphs["en"])
+    top = np.array([int(np.argmax(index.scores(q))) for q in data.questions["zh"]])
+    assert (top == data.answer_paragraph).mean() >= 0.9
+
+
+def test_bm25_finds_the_japanese_paragraph_of_japanese_questions():
+    from qa.xquad import load_squad
+
+    data = load_squad(Path(__file__).parent / "data" / "squad_mini")
+    where = [(lang, i) for lang in data.langs for i, t in enumerate(data.paragraphs[lang]) if t is not None]
+    index = LexicalIndex.build([data.paragraphs[lang][i] for lang, i in where])
+    asked = [(q, int(data.answer_paragraph[n])) for n, q in enumerate(data.questions["ja"]) if q is not None]
+    assert len(asked) == 6
+    for question, gold in asked:
+        assert where[int(np.argmax(index.scores(question)))] == ("ja", gold), question
