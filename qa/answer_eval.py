@@ -76,8 +76,8 @@ class AnswerCase:
     cosine: float = float("nan")  # best cosine among them (the gate before)
 
 
-COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors", "specific_type", "new_name")
-# 432 combinations (several minutes with the six languages); the values each cue was found to
+COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors", "specific_type", "new_name", "language_rank")
+# 864 combinations (several minutes with the six languages); the values each cue was found to
 # need, around its chosen weight.
 GRID = {
     "lexical": [0, 2, 8],
@@ -87,6 +87,7 @@ GRID = {
     "anchors": [0, 1, 2],
     "specific_type": [0, 0.5],
     "new_name": [0, 0.25],
+    "language_rank": [0, 0.1],
 }
 # Pools whose question the pool cannot answer: its paragraph removed in every language (the
 # rest of its article stays), or its whole article removed.

@@ -24,7 +24,7 @@ CASES = [
     ("es", "¿Qué porcentaje de OpenAI posee Microsoft?", ["49 pour cent"]),
     ("zh", "微软持有OpenAI百分之多少的股份？", ["49 pour cent"]),
     # ...and this, before a name that one candidate sentence alone holds counted (`new_name`).
-    ("es", "¿Qué empresa de IA crearon antiguos empleados de OpenAI?", ["Anthropic"]),
+    ("en", "Which AI startup did former OpenAI staff create?", ["Anthropic"]),
 ]
 
 @pytest.mark.slow
