@@ -75,8 +75,8 @@ class AnswerCase:
     cosine: float = float("nan")  # best cosine among them (the gate before)
 
 
-COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors")
-# 108 combinations (a few minutes with the six languages); the values each cue was found to
+COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors", "specific_type", "new_name", "language_rank")
+# 864 combinations (several minutes with the six languages); the values each cue was found to
 # need, around its chosen weight.
 GRID = {
     "lexical": [0, 2, 8],
@@ -84,6 +84,9 @@ GRID = {
     "answer_type": [0, 0.25, 0.5],
     "context": [0, 0.1],
     "anchors": [0, 1, 2],
+    "specific_type": [0, 0.5],
+    "new_name": [0, 0.25],
+    "language_rank": [0, 0.1],
 }
 # Pools whose question the pool cannot answer: its paragraph removed in every language (the
 # rest of its article stays), or its whole article removed.
@@ -281,7 +284,7 @@ def tune_weights(cases: list[AnswerCase], idf, grid: dict[str, list[float]] | No
     members = [np.array([(c.pool, c.q_lang) == g for c in tune]) for g in groups]
     best, best_score = QuoteWeights(**dict.fromkeys(COMPONENTS, 0.0)), -1.0
     for values in product(*(grid.get(cue, [0.0]) for cue in COMPONENTS)):
-        w = QuoteWeights(*values)
+        w = QuoteWeights(**dict(zip(COMPONENTS, values)))
         hits = np.array([_outcome(c, pick(c.candidates, ranked_scores(f, w), QUOTED))[0] if c.candidates else False
                          for c, f in zip(tune, features)])  # fmt: skip
         score = float(np.mean([hits[m].mean() for m in members]))

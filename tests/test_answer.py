@@ -19,6 +19,12 @@ CASES = [
     ("pt", "Quantos funcionários da OpenAI ameaçaram se demitir?", EMPLOYEES),
     ("fr", "Quelle entreprise le projet de puces d'IA pourrait-il concurrencer ?", ["Nvidia"]),
     ("ko", "마이크로소프트는 OpenAI에 얼마를 투자했습니까?", ["milliards de dollars"]),
+    # A topical sentence ("Microsoft's offer to OpenAI's staff") led these before a percentage
+    # counted for more than a bare number (`QuoteWeights.specific_type`)...
+    ("es", "¿Qué porcentaje de OpenAI posee Microsoft?", ["49 pour cent"]),
+    ("zh", "微软持有OpenAI百分之多少的股份？", ["49 pour cent"]),
+    # ...and this, before a name that one candidate sentence alone holds counted (`new_name`).
+    ("en", "Which AI startup did former OpenAI staff create?", ["Anthropic"]),
 ]
 
 @pytest.mark.slow
@@ -59,10 +65,11 @@ def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_fa
                 assert text[c.evidence_start : c.evidence_end] == c.evidence
                 assert c.passage.start <= c.evidence_start < c.evidence_end <= c.passage.end
                 assert f"[{c.n}] ({' '.join(c.passage.title.split())}" in answer.reply
-    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`,
-    # weights chosen on XQuAD): measured 0.739 first and 0.804 any on these 46 questions in 10
-    # languages; passage by passage (the previous choice) 0.54 and 0.83.
-    assert first / total >= 0.70 and anywhere / total >= 0.78, (first / total, anywhere / total)
+    # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`):
+    # measured 0.804 first and 0.848 any on these 46 questions in 10 languages (0.739 and 0.804
+    # before a percentage, a sum or a date counted for more, and a name only one candidate holds);
+    # passage by passage (the previous choice) 0.54 and 0.83.
+    assert first / total >= 0.78 and anywhere / total >= 0.82, (first / total, anywhere / total)
 
 
 @pytest.mark.slow

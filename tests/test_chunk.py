@@ -104,6 +104,20 @@ def assert_valid(chunks: list[Chunk], doc: Article, max_tokens: int) -> None:
         ("Visit example.com today. Thanks.", ["Visit example.com today.", "Thanks."]),
         ("1. First point\n2. Second point", ["1. First point", "2. Second point"]),
         ("Timeline\n\nVendredi, tout a changé.", ["Timeline", "Vendredi, tout a changé."]),
+        # Section headings of the demo corpus's articles, one line break or two before the text:
+        # a heading is a sentence of its own, never glued to the one after it.
+        (
+            "Offre de Microsoft aux employés d'OpenAI\nLa grande majorité du personnel d'OpenAI a promis de démissionner.",
+            ["Offre de Microsoft aux employés d'OpenAI", "La grande majorité du personnel d'OpenAI a promis de démissionner."],
+        ),
+        (
+            "Das Chip-Venture\r\nDiese Initiative zielt auf KI-Chips ab. Sie fordert Nvidia heraus.",
+            ["Das Chip-Venture", "Diese Initiative zielt auf KI-Chips ab.", "Sie fordert Nvidia heraus."],
+        ),
+        (
+            "チップ・ベンチャー\n\n高度なAIチップの開発を目標とするこの構想は、エヌビディアへの挑戦だ。",
+            ["チップ・ベンチャー", "高度なAIチップの開発を目標とするこの構想は、エヌビディアへの挑戦だ。"],
+        ),
         ("これはペンです。あれは本です。", ["これはペンです。", "あれは本です。"]),
         (
             '会社の消滅を認めることは、"ミッションに合致する"。これは言葉だ。',

@@ -121,10 +121,11 @@ def test_quote_weights_are_chosen_on_the_tune_half_only():
 
     # On the tune half the answer is always in the first passage's (slightly lower) sentence, on
     # the test half always in the second passage's: a rank weight chosen on the test half would be 0.
+    # (Both passages are in one language: its rank among all passages or among its language's.)
     tune = [_case("tune", "mixed", "en", [True, False], [1.9, 2.0]) for _ in range(3)]
     test = [_case("test", "mixed", "en", [False, True], [1.9, 2.0]) for _ in range(3)]
     weights, score = tune_weights(tune + test, idf=None)
-    assert weights.rank > 0 and score == 1.0
+    assert weights.rank + weights.language_rank > 0 and score == 1.0
 
 
 def test_a_sentence_far_below_the_first_is_not_quoted_to_make_up_three():

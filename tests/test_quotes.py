@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
-from qa.quotes import BY_PASSAGE, RANKED, QuoteWeights, SentenceCandidate, answer_type, select_quotes
+from qa.quotes import (
+    BY_PASSAGE,
+    RANKED,
+    QuoteWeights,
+    SentenceCandidate,
+    answer_type,
+    new_names,
+    select_quotes,
+    sentence_features,
+)
 
 
 def _c(passage: int, start: int, text: str, z: float, cosine: float | None = None, finished: bool = True):
     return SentenceCandidate(passage, ("doc", start), text, "en", z if cosine is None else cosine, z, finished)
 
 
-NO_CUES = QuoteWeights(0.0, 0.0, 0.0, 0.0)
+def _w(**cues: float) -> QuoteWeights:
+    """Weights with every cue off but `cues`."""
+    return QuoteWeights(**{**{f.name: 0.0 for f in fields(QuoteWeights)}, **cues})
+
+
+NO_CUES = _w()
 
 
 def test_the_best_sentence_of_a_lower_passage_is_quoted_first():
@@ -32,7 +48,7 @@ def test_headings_are_quoted_only_when_nothing_else_is_left_and_each_sentence_on
 
 def test_passage_rank_breaks_near_ties():
     candidates = [_c(0, 0, "First passage.", 2.0), _c(3, 50, "Fourth passage.", 2.1)]
-    assert select_quotes("q", candidates, 1, weights=QuoteWeights(0, 0.25, 0, 0)) == [0]
+    assert select_quotes("q", candidates, 1, weights=_w(rank=0.25)) == [0]
     assert select_quotes("q", candidates, 1, weights=NO_CUES) == [1]
 
 
@@ -43,7 +59,7 @@ def test_rare_question_words_pull_their_sentence_up():
     candidates = [_c(0, 0, "Investors wanted him back.", 2.0), _c(1, 30, "Thrive Capital led them.", 1.5)]
     question = "Did Thrive want him back?"
     assert select_quotes(question, candidates, 1, idf=idf, weights=NO_CUES)[0] == 0
-    assert select_quotes(question, candidates, 1, idf=idf, weights=QuoteWeights(2.0, 0, 0, 0))[0] == 1
+    assert select_quotes(question, candidates, 1, idf=idf, weights=_w(lexical=2.0))[0] == 1
 
 
 @pytest.mark.parametrize(
@@ -63,10 +79,52 @@ def test_the_kind_of_thing_asked_for_wins_a_near_tie():
     question = "What percentage of OpenAI does Microsoft own?"
     candidates = [_c(0, 0, "Microsoft is OpenAI's largest backer.", 2.0), _c(1, 50, "It holds 49 pour cent of it.", 1.8)]
     assert select_quotes(question, candidates, 1, weights=NO_CUES) == [0]
-    assert select_quotes(question, candidates, 1, weights=QuoteWeights(0, 0, 0.5, 0)) == [1]
+    assert select_quotes(question, candidates, 1, weights=_w(answer_type=0.5)) == [1]
     who = "Who was named chief executive?"
     named = [_c(0, 0, "The board named a new chief executive.", 2.0), _c(0, 60, "It chose Emmett Shear.", 1.8)]
-    assert select_quotes(who, named, 1, weights=QuoteWeights(0, 0, 0.5, 0)) == [1]
+    assert select_quotes(who, named, 1, weights=_w(answer_type=0.5)) == [1]
+
+
+def test_a_percentage_sum_or_date_counts_for_more_than_a_bare_number_or_name():
+    question = "¿Qué porcentaje de OpenAI posee Microsoft?"
+    topical = _c(0, 0, "Offre de Microsoft aux employés d'OpenAI, 700 sur 770.", 2.2)
+    answer = _c(1, 80, "Avec une participation de 49 pour cent, Microsoft avait espéré.", 1.8)
+    # "700" is a number too: the bare answer-type cue cannot tell them apart...
+    assert select_quotes(question, [topical, answer], 1, weights=_w(answer_type=0.25)) == [0]
+    # ...a percentage can.
+    assert select_quotes(question, [topical, answer], 1, weights=_w(answer_type=0.25, specific_type=0.5)) == [1]
+    # Only for the kinds that need a unit or a date: a "how many" question gains nothing.
+    many = "¿Cuántos empleados amenazaron con renunciar?"
+    assert select_quotes(many, [topical, answer], 1, weights=_w(answer_type=0.25, specific_type=0.5)) == [0]
+
+
+def test_names_only_one_candidate_holds_count_for_who_questions():
+    question = "Whose dominance would the AI chip venture challenge?"
+    texts = ["The chips of Microsoft and OpenAI are new.", "Servers from OpenAI and Microsoft’s cloud run them.",
+             "It challenges the dominance of Nvidia, says Microsoft.", "The chips are fast."]  # fmt: skip
+    # Microsoft is in three sentences (a possessive counts as the name), OpenAI in two, Nvidia in one.
+    assert new_names(question, texts).tolist() == [0.5, 0.5, 1.0, 0.0]
+    # Overlapping passages hold the same sentence: counted once, by its key.
+    assert new_names(question, [texts[2], texts[2]], ["k", "k"]).tolist() == [1.0, 1.0]
+    # A name the question itself states is no answer.
+    assert new_names("Did Nvidia lose?", ["Nvidia lost."]).tolist() == [0.0]
+    candidates = [_c(0, i * 100, t, z) for i, (t, z) in enumerate(zip(texts, [2.0, 1.9, 1.7, 1.0]))]
+    assert select_quotes(question, candidates, 1, weights=NO_CUES) == [0]
+    assert select_quotes(question, candidates, 1, weights=_w(new_name=1.0)) == [2]
+    # Not for other questions: "why" asks for no name.
+    assert select_quotes("Why would the venture matter?", candidates, 1, weights=_w(new_name=1.0)) == [0]
+
+
+def test_a_script_without_capitals_is_not_pushed_down_by_the_name_cue():
+    question = "Who leads the chip venture?"
+    latin = [SentenceCandidate(0, ("de", i), t, "de", 2.0, 2.0, True)
+             for i, t in enumerate(["Satya Nadella leitet es.", "Microsoft baut Chips."])]  # fmt: skip
+    chinese = [SentenceCandidate(1, ("zh", 0), "该项目由微软首席执行官领导。", "zh", 2.1, 2.1, True)]
+    features = sentence_features(question, latin + chinese, None)
+    # Centred per language: the Chinese sentence (no capitals to count) scores 0, and the German
+    # ones only relative to each other.
+    assert features[2, 8] == 0.0 and features[:2, 8].sum() == pytest.approx(0.0)
+    assert select_quotes(question, latin + chinese, 1, weights=_w(new_name=1.0)) == [2]
 
 
 def test_unknown_selection_is_refused_with_the_choices():
