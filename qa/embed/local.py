@@ -119,6 +119,7 @@ class LocalEmbedder:
         self._bundle: QuickBundle | None = None
         self._bundle_checked = False
         self._bundle_lock = threading.Lock()
+        self._preparing: threading.Thread | None = None  # see prepare
         self._quick: QuickQueries | None = None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         # Questions asked at the same time (see encode_query): those waiting for the next batch
@@ -151,6 +152,18 @@ class LocalEmbedder:
                         log.info("the quick question path is unavailable: %s", exc)
                     self._bundle_checked = True
         return self._bundle
+
+    def prepare(self) -> None:
+        """Start loading the question path on a thread, so that it loads while the caller does
+        something else (opens the index): the quick path when its bundle is there (OpenVINO
+        compiles without holding the GIL), else nothing. Returns at once; idempotent."""
+        with self._bundle_lock:
+            if self._preparing is not None or self._quick is not None or self._model is not None:
+                return
+            self._preparing = threading.Thread(target=self._quick_queries, name="qa-embed-load")
+        if self._quick_bundle() is not None:
+            # Not a daemon: a process that ends meanwhile waits for OpenVINO to finish compiling.
+            self._preparing.start()
 
     def _quick_queries(self) -> QuickQueries | None:
         """The quick question path, compiled on first use; None when the full model is already
