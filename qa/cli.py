@@ -149,7 +149,31 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
         args.json.write_text(json.dumps(done.results, indent=2), encoding="utf-8")
 
 
+def _load_engine_early(settings: Settings) -> None:
+    """Load the index and the question model on a thread while the web framework imports (it
+    alone takes ~3 s of CPU): the server's own loader then finds them loaded. Errors are left to
+    that loader, which reports them (and builds a missing index)."""
+    import logging
+    import threading
+
+    from qa.index.format import current_version
+    from qa.retrieval import get_engine
+
+    if current_version(settings.index_dir) is None:
+        return
+    engine = get_engine(settings)
+
+    def load() -> None:
+        try:
+            engine.warm_up()
+        except Exception as exc:  # noqa: BLE001 -- reported by the server's loader (qa.serve.service)
+            logging.getLogger("qa.cli").debug("early load failed: %s", exc)
+
+    threading.Thread(target=load, name="qa-early-load", daemon=True).start()
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    _load_engine_early(settings)
     from qa.serve.app import serve
 
     # The server gives uvicorn the level of QA_LOG_LEVEL, read from the environment with "info"
