@@ -133,8 +133,11 @@ class E5Tokenizer:
         normalized = _SPACES.sub(" ", text.translate(self._table)).replace(" ", "▁")
         if not normalized:
             return [self._bos, self._eos]  # nothing left to split: no "▁" either
-        if not normalized.startswith("▁"):
-            normalized = "▁" + normalized  # Metaspace, prepend_scheme "first"
+        if not normalized.startswith("▁") and self._table.get(ord(text[0]), "") is not None:
+            # Metaspace, prepend_scheme "first": only where the text's first character is still
+            # there (`tokenizers` checks the original offset of what is left: a deleted first
+            # character moves it).
+            normalized = "▁" + normalized
         ids: list[int] = []
         for word in _WORDS.findall(normalized):  # Metaspace split: each "▁" starts a word
             ids.extend(self._viterbi(word))
