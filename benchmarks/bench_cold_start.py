@@ -134,6 +134,14 @@ def serve_run(env: dict, n_questions: int, timeout: float = 300) -> dict:
             proc.wait()
 
 
+def _where(path: Path) -> str:
+    """A path as recorded: relative to the repository when inside it, else with ~ for home."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return shown(path)
+
+
 def median_of(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine()
     load_before = [round(x, 2) for x in os.getloadavg()]
     print(f"Machine: {describe_machine(info)}")
-    print(f"Index: {shown(index_dir)}; load average (1, 5, 15 min) before: {load_before}\n", flush=True)
+    print(f"Index: {_where(index_dir)}; load average (1, 5, 15 min) before: {load_before}\n", flush=True)
 
     cli = [sys.executable, "-m", "qa.cli"]
     commands = {
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         + str([r["ask_latencies_s"] for r in serve["quick"]]),
     ])
     print("\n" + text)
-    payload = {"benchmark": "bench_cold_start", "machine": info, "index_dir": shown(index_dir), "repeat": args.repeat,
+    payload = {"benchmark": "bench_cold_start", "machine": info, "index_dir": _where(index_dir), "repeat": args.repeat,
                "load_average_before": load_before, "load_average_after": load_after, "processes": measured,
                "imports": imports, "table": text}
     print(f"\nWrote {write_json(args.out, payload)}")
