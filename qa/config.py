@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="Questions asked at the same time (by several server threads) embedded together "
         "in one batch, at most; 1 = off (each question embedded on its own).",
     )
+    fast_queries: bool = Field(
+        True,
+        description="Embed questions without loading torch or sentence-transformers, from the query "
+        "bundle the full model leaves in QA_CACHE_DIR (the same vectors; see qa.embed.quick). "
+        "0 = always the full model.",
+    )
 
     chunk_tokens: int = Field(200, ge=32, le=510, description="Token budget of one passage.")
     chunk_overlap: int = Field(1, ge=0, le=5, description="Sentences shared by consecutive passages.")

@@ -137,6 +137,9 @@ class Engine:
         and a question must not pay for it just to fail the same way.
         """
         apply_threads(self.settings)  # FAISS's thread pool, before the first search (see qa.runtime)
+        prepare = getattr(self.embedder, "prepare", None)
+        if prepare is not None:
+            prepare()  # the question model loads on a thread while the index opens
         folder = _folder_state(self.settings.index_dir)
         if self._failed is not None and self._failed[0] == folder:
             raise self._failed[1]

