@@ -117,7 +117,7 @@ class Engine:
         """
         if self._database is not None:
             apply_threads(self.settings)
-            return self._database.index(self.embedder.describe())
+            return self._database.index(self.embedder.describe)
         stamp = file_stamp(self._pointer_file)
         index = self._index
         if index is not None and (stamp is None or stamp == self._pointer) and index.damage() is None:

@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 HNSW_EF_SEARCH = 100  # candidates HNSW keeps while searching (at least k); iterative scans add more
 ARTICLES_KEPT = 4096  # articles (with their text) kept per version: those of recent answers
+VECTORS_KEPT = 8192  # passage and sentence vectors kept per version (~12 MB each at 384 dimensions)
 
 
 class Database:
@@ -104,8 +106,9 @@ class Database:
             )
         return int(rows[0][0])
 
-    def index(self, model: dict[str, Any] | None = None) -> StoredIndex:
-        """The live version, loaded again when a rebuild has switched it since the last question."""
+    def index(self, model: Callable[[], dict[str, Any]] | None = None) -> StoredIndex:
+        """The live version, loaded again when a rebuild has switched it since the last question;
+        `model()` (the embedder's description) is checked against a version when it loads."""
         version = self.live_version()
         loaded = self._loaded
         if loaded is not None and loaded.number == version:
@@ -114,7 +117,7 @@ class Database:
             if self._loaded is None or self._loaded.number != version:
                 fresh = StoredIndex.load(self, version)
                 if model is not None:
-                    check_stored_model(fresh, model, self.url)
+                    check_stored_model(fresh, model(), self.url)
                 self._loaded = fresh
                 log.info("Answering from store version %s (%d passages).", version, len(fresh))
             return self._loaded
@@ -294,6 +297,12 @@ class StoredIndex:
         self.sentence_vectors = _Rows(self, "qa_sentences")
         self._filter_fields = filter_fields
         self._row_of: dict[tuple[str, int], int] | None = None
+        # The vectors of the last candidates: the passages shown and their evidence are read again
+        # right after the ranking read them (one statement instead of one per passage).
+        self._vectors_kept: dict[str, OrderedDict[int, np.ndarray]] = {
+            "qa_passages": OrderedDict(), "qa_sentences": OrderedDict()
+        }
+        self._vectors_lock = threading.Lock()
         self._link_sentences()
 
     @classmethod
@@ -400,11 +409,20 @@ class StoredIndex:
         if not len(rows):
             return np.zeros((0, self.manifest.model.dim), np.float32)
         key = "row" if kind == "qa_passages" else "sentence"
-        found = dict(self.db.run(
-            f"SELECT {key}, embedding FROM {table(kind, self.number)} WHERE {key} = ANY(%s)",
-            (np.unique(rows).astype(np.int32).tolist(),),
-        ))
-        return np.stack([_array(found[int(r)]) for r in rows.tolist()])
+        kept = self._vectors_kept[kind]
+        with self._vectors_lock:
+            found = {r: kept[r] for r in rows.tolist() if r in kept}
+        missing = sorted(set(rows.tolist()) - found.keys())
+        if missing:
+            read = {row: _array(vector) for row, vector in self.db.run(
+                f"SELECT {key}, embedding FROM {table(kind, self.number)} WHERE {key} = ANY(%s)", (missing,)
+            )}
+            found.update(read)
+            with self._vectors_lock:
+                kept.update(read)
+                while len(kept) > VECTORS_KEPT:
+                    kept.popitem(last=False)
+        return np.stack([found[r] for r in rows.tolist()])
 
     def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
         return self.vectors_at("qa_passages", np.asarray(rows, np.int64))
