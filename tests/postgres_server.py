@@ -96,6 +96,12 @@ class PostgresServer:
             self.sql("postgres", f"CREATE DATABASE {DATABASE}")
             self.sql(DATABASE, "CREATE EXTENSION IF NOT EXISTS vector")
 
+    def database(self, name: str) -> str:
+        """A new, empty database `name` with the `vector` extension; its URL."""
+        self.sql("postgres", f"CREATE DATABASE {name}")
+        self.sql(name, "CREATE EXTENSION IF NOT EXISTS vector")
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{name}"
+
     def sql(self, database: str, statement: str) -> None:
         import psycopg
 

@@ -61,24 +61,36 @@ class Database:
             self._local.conn = conn
         return conn
 
-    def run(self, statement, params: Any = None, *, binary: bool = True) -> list[tuple]:
-        """The rows of one statement; DatabaseError (a 503) if the database is lost meanwhile."""
+    def run(
+        self, statement, params: Any = None, *, binary: bool = True, missing: list | None = None
+    ) -> list[tuple]:
+        """The rows of one statement; DatabaseError (a 503) if the database is lost meanwhile.
+        `missing`: the rows to return when a table it reads does not exist (else an error)."""
         import psycopg
 
-        try:
-            with self.connection().cursor(binary=binary) as cursor:
-                cursor.execute(statement, params)
-                return cursor.fetchall() if cursor.description else []
-        except psycopg.OperationalError as exc:
-            self.drop_connection()
-            raise unreachable(self.url, exc) from None
-        except psycopg.errors.UndefinedTable as exc:
-            # A version removed under a question (two rebuilds during it, or the tables dropped):
-            # the next question reads the live version again.
-            raise DatabaseError(
-                f"The index version this question read was removed from {shown_url(self.url)} "
-                f"({' '.join(str(exc).split())[:120]}). Ask again: the next question reads the live one."
-            ) from None
+        for attempt in (1, 2):
+            # A connection that has served before may have been cut since (the database restarted,
+            # a failover): a read is then tried once more, on a new connection.
+            reused = getattr(self._local, "conn", None) is not None
+            try:
+                with self.connection().cursor(binary=binary) as cursor:
+                    cursor.execute(statement, params)
+                    return cursor.fetchall() if cursor.description else []
+            except psycopg.OperationalError as exc:
+                self.drop_connection()
+                if attempt == 1 and reused:
+                    continue
+                raise unreachable(self.url, exc) from None
+            except psycopg.errors.UndefinedTable as exc:
+                if missing is not None:
+                    return missing
+                # A version removed under a question (two rebuilds during it, or the tables
+                # dropped): the next question reads the live version again.
+                raise DatabaseError(
+                    f"The index version this question read was removed from {shown_url(self.url)} "
+                    f"({' '.join(str(exc).split())[:120]}). Ask again: the next question reads the live one."
+                ) from None
+        raise AssertionError("unreachable")  # (the loop returns or raises)
 
     def drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -92,11 +104,7 @@ class Database:
         import psycopg
 
         try:
-            rows = self.run("SELECT version FROM qa_live")
-        except DatabaseError:
-            raise
-        except psycopg.errors.UndefinedTable:
-            rows = []
+            rows = self.run("SELECT version FROM qa_live", missing=[])
         except psycopg.Error as exc:
             raise DatabaseError(f"Reading the live version from {shown_url(self.url)} failed: {exc}") from None
         if not rows:

@@ -1,0 +1,284 @@
+"""The index in PostgreSQL + pgvector (qa.store), against a real server started from the wheel.
+
+No mock of the database anywhere: the `postgres` fixture (conftest.py) runs PostgreSQL 18 with
+pgvector on 127.0.0.1; each test writes into a database of its own. The embedded index of the
+same corpus is the reference: the store must rank exactly as it does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.postgres_server import PostgresServer, postgres_unavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _key(passages) -> list[tuple[str, int]]:
+    return [(p.doc_id, p.start) for p in passages]
+
+
+@pytest.fixture(scope="module")
+def seed_store(postgres, seed_settings):
+    """The seed corpus's embedded index, copied into a database of its own: (settings, url)."""
+    from qa.index.load import open_index
+    from qa.store import write_store
+
+    url = postgres.database("seed")
+    report = write_store(url, open_index(seed_settings.index_dir), seed_settings)
+    assert not report["up_to_date"] and report["passages"] > 50
+    return seed_settings, url
+
+
+@pytest.fixture(scope="module")
+def news_settings(tmp_path_factory):
+    """The dated, multi-source corpus of the filter tests, built as an embedded index."""
+    from qa.config import Settings
+    from qa.index.build import build_index
+    from tests.test_filters import _write_corpus
+
+    root = tmp_path_factory.mktemp("pg-news")
+    _write_corpus(root / "corpus")
+    settings = Settings(corpus_dir=root / "corpus", index_dir=root / "index")
+    build_index(settings=settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def news_store(postgres, news_settings) -> str:
+    """The news corpus copied into a database of its own: its URL."""
+    from qa.index.load import open_index
+    from qa.store import write_store
+
+    url = postgres.database("news")
+    write_store(url, open_index(news_settings.index_dir), news_settings)
+    return url
+
+
+@pytest.mark.slow
+def test_store_round_trip_keeps_every_passage_vector_sentence_and_statistic(seed_store):
+    from qa.index.load import open_index
+    from qa.store import Database, write_store
+
+    settings, url = seed_store
+    local = open_index(settings.index_dir)
+    stored = Database(url).index()
+    assert len(stored) == len(local) and stored.languages == local.languages
+    assert all(spec["search"] == "exact" for spec in stored.searches.values())  # small languages
+    rows = np.arange(len(local))
+    assert [stored.passage(r) for r in rows] == [local.passage(r) for r in rows]
+    np.testing.assert_array_equal(stored.passage_vectors_at(rows), local.passage_vectors_at(rows))
+    np.testing.assert_array_equal(stored.groups, local.groups)
+    np.testing.assert_array_equal(stored.sentences, local.sentences)
+    sentences = np.arange(len(local.sentences))
+    np.testing.assert_array_equal(stored.sentence_vectors[sentences], np.asarray(local.sentence_vectors[sentences]))
+    np.testing.assert_array_equal(stored.sentence_member, local.sentence_member)
+    np.testing.assert_array_equal(stored.lang_stats.means, local.lang_stats.means)
+    np.testing.assert_array_equal(stored.sentence_stats.covariances, local.sentence_stats.covariances)
+    for question in ["Satya Nadella Microsoft", "OpenAIの従業員", "employés démission"]:
+        for got, want in zip(stored.lexical.sparse_scores(question, 100_000), local.lexical.sparse_scores(question, 100_000)):
+            np.testing.assert_array_equal(got, want)
+    tokens = ["openai", "microsoft", "nowhere-word"]
+    np.testing.assert_allclose(stored.lexical.idf(tokens), local.lexical.idf(tokens))
+    # Written again from the same version: nothing new is written.
+    again = write_store(url, local, settings)
+    assert again["up_to_date"] and again["version"] == stored.number
+
+
+@pytest.mark.slow
+def test_parity_the_store_ranks_exactly_as_the_embedded_index(seed_store, seed_facts):
+    """Same corpus, same questions in every language of the seed questions: identical top-10,
+    same scores (every language here is scanned exactly)."""
+    from qa.config import Settings
+    from qa.retrieval import Engine, clean_question
+
+    settings, url = seed_store
+    local = Engine(settings)
+    stored = Engine(Settings(**{**settings.model_dump(include={"corpus_dir", "index_dir"}), "database_url": url}))
+    langs = set()
+    for fact in seed_facts:
+        for lang, question in fact["questions"].items():
+            text = clean_question(question, settings.max_question_chars)
+            want, got = local.search(text, 10), stored.search(text, 10)
+            assert len(want) == 10 and _key(got) == _key(want), (lang, question)
+            np.testing.assert_allclose([p.score for p in got], [p.score for p in want], rtol=1e-6)
+            assert [[t.doc_id for t in p.translations] for p in got] == [[t.doc_id for t in p.translations] for p in want]
+            langs.add(lang)
+    assert len(langs) >= 5
+
+
+@pytest.mark.slow
+def test_ask_from_the_store_gives_the_same_answer(seed_store):
+    from qa.answer import ask
+    from qa.config import Settings
+
+    settings, url = seed_store
+    question = "¿Cuántos empleados de OpenAI amenazaron con dimitir para irse a Microsoft?"
+    want = ask(question, settings=settings)
+    got = ask(question, settings=Settings(index_dir=settings.index_dir, database_url=url))
+    assert got.found and got.citations
+    assert got.model_dump() == want.model_dump()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("question", "filters"),
+    [
+        ("Where was a new tram line opened?", {"langs": ["de"]}),
+        ("Where was a new tram line opened?", {"langs": "fr"}),
+        ("library opening hours", {"since": "2024-03", "until": "2024-06-30"}),
+        ("library opening hours", {"since": "2024-01-01"}),
+        ("bread prize", {"sources": ["harbour-times.co.uk"]}),
+        ("bread prize", {"sources": "wire.jsonl"}),
+        ("bread prize", {"sources": ["feeds"], "langs": ["de"], "until": "2024-05"}),
+    ],
+)
+def test_filters_run_inside_each_languages_search_as_in_the_embedded_index(
+    news_settings, news_store, question, filters
+):
+    from qa.config import Settings
+    from qa.retrieval import retrieve
+
+    stored = Settings(index_dir=news_settings.index_dir, database_url=news_store)
+    want = retrieve(question, k=20, settings=news_settings, **filters)
+    got = retrieve(question, k=20, settings=stored, **filters)
+    assert want and _key(got) == _key(want)
+    assert [p.title for p in got] == [p.title for p in want]
+
+
+@pytest.mark.slow
+def test_a_bad_filter_is_refused_naming_the_value(seed_store):
+    from qa.config import Settings
+    from qa.errors import InvalidQuestionError
+    from qa.retrieval import retrieve
+
+    settings, url = seed_store
+    stored = Settings(index_dir=settings.index_dir, database_url=url)
+    with pytest.raises(InvalidQuestionError, match="no passage is in 'sw'"):
+        retrieve("Satya Nadella", settings=stored, langs=["sw"])
+    with pytest.raises(InvalidQuestionError, match="no article comes from 'nowhere.example'"):
+        retrieve("Satya Nadella", settings=stored, sources=["nowhere.example"])
+
+
+@pytest.mark.slow
+def test_a_rebuild_switches_every_reader_between_two_questions_never_within_one(postgres, seed_settings, news_settings):
+    """A second reader keeps answering while versions are written and switched; each question's
+    passages all come from the one version it read; a version a question holds stays readable
+    until two newer ones are written."""
+    from qa.config import Settings
+    from qa.errors import DatabaseError
+    from qa.index.load import open_index
+    from qa.retrieval import Engine
+    from qa.store import write_store
+
+    url = postgres.database("switch")
+    seed, news = open_index(seed_settings.index_dir), open_index(news_settings.index_dir)
+    seed_docs, news_docs = set(seed.articles), set(news.articles)
+    write_store(url, seed, seed_settings)
+    reader = Engine(Settings(index_dir=seed_settings.index_dir, database_url=url))
+    first = reader.index()
+    assert set(first.doc_ids) == seed_docs
+
+    seen, failures, stop = [], [], threading.Event()
+
+    def keep_asking() -> None:
+        other = Engine(Settings(index_dir=seed_settings.index_dir, database_url=url))
+        while not stop.is_set():
+            try:
+                found = other.search("Who leads the company?", 5)
+            except Exception as exc:  # noqa: BLE001 -- any failure fails the test below
+                failures.append(repr(exc))
+                return
+            docs = {p.doc_id for p in found}
+            seen.append(found.loaded_index.number)
+            if not (docs <= seed_docs or docs <= news_docs) or not docs <= set(found.loaded_index.doc_ids):
+                failures.append(f"mixed versions: {docs}")
+
+    thread = threading.Thread(target=keep_asking)
+    thread.start()
+    try:
+        second = write_store(url, news, news_settings)["version"]
+        third = write_store(url, seed, seed_settings)["version"]
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not failures, failures[:3]
+    assert len(seen) > 3 and seen == sorted(seen)  # one version after the other, never back
+    # The live version now is the seed corpus again; the reader switched between two questions.
+    assert reader.index().number == third and {p.doc_id for p in reader.search("Nadella", 3)} <= seed_docs
+    # The version a reader held two builds ago is gone: a clear error, then the live version.
+    with pytest.raises(DatabaseError, match="was removed"):
+        reader.search("Nadella", 3, index=first)
+    held = Engine(Settings(index_dir=seed_settings.index_dir, database_url=url)).index()
+    assert held.number == third and second == third - 1
+
+
+def test_a_database_down_at_start_is_one_line_naming_the_url_and_the_fix(tmp_path):
+    if postgres_unavailable():
+        pytest.skip(postgres_unavailable())
+    from tests.browser.live import free_port
+
+    url = f"postgresql://qa:secret@127.0.0.1:{free_port()}/qa"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QA_DATABASE_URL": url, "QA_INDEX_DIR": str(tmp_path / "index")}
+    for command in (["search", "Who is Satya Nadella?"], ["index", str(ROOT / "corpus"), "-q"]):
+        done = subprocess.run([sys.executable, "-m", "qa.cli", *command], env=env, capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path, check=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("Error: The database at postgresql://qa:***@127.0.0.1:") and "secret" not in lines[0]
+        assert "Start PostgreSQL there, or set QA_DATABASE_URL" in lines[0]
+    assert not (tmp_path / "index").exists()  # refused before building anything
+
+
+@pytest.mark.slow
+def test_a_database_lost_mid_question_gives_503_with_the_reason_then_recovers(seed_settings, tmp_path):
+    """`qa serve` on the store: the database stops (immediate shutdown: connections cut), REST
+    questions get a 503 naming the database; it comes back and the same server answers."""
+    if postgres_unavailable():
+        pytest.skip(postgres_unavailable())
+    from qa.index.load import open_index
+    from qa.store import write_store
+    from tests.browser.live import start_server
+
+    database = PostgresServer()
+    database.start()
+    live = None
+    try:
+        write_store(database.url, open_index(seed_settings.index_dir), seed_settings)
+        live = start_server(tmp_path / "no-index", tmp_path, env={"QA_DATABASE_URL": database.url})
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            ok = client.get("/api/v1/search", params={"q": "Who is Satya Nadella?", "k": 3})
+            assert ok.status_code == 200 and len(ok.json()) == 3
+            assert client.get("/healthz").json()["index_version"].startswith("db-")
+            database.stop("immediate")
+            lost = client.get("/api/v1/search", params={"q": "Who is Satya Nadella?", "k": 3})
+            assert lost.status_code == 503, lost.text
+            assert "cannot be reached" in lost.json()["detail"] and lost.headers.get("retry-after")
+            assert client.get("/healthz").status_code == 503
+            database.start()
+            back = client.get("/api/v1/search", params={"q": "Who is Satya Nadella?", "k": 3})
+            assert back.status_code == 200 and back.json() == ok.json()
+        assert not (tmp_path / "no-index").exists()  # nothing was built locally
+    finally:
+        if live is not None:
+            live.stop()
+        database.close()
+
+
+@pytest.mark.slow
+def test_the_server_listens_on_loopback_only(postgres):
+    import psycopg
+
+    with psycopg.connect(postgres.url) as conn:
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0] >= "0.8"
+        if os.geteuid() == 0:  # never as root: as the dedicated system user
+            assert conn.execute("SELECT current_user").fetchone()[0] == "qa-postgres"
