@@ -282,3 +282,41 @@ def test_the_server_listens_on_loopback_only(postgres):
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0] >= "0.8"
         if os.geteuid() == 0:  # never as root: as the dedicated system user
             assert conn.execute("SELECT current_user").fetchone()[0] == "qa-postgres"
+
+
+@pytest.mark.slow
+def test_each_languages_search_applies_the_filters_in_its_where_clause(news_settings, news_store):
+    """Without the passage mask, the SQL alone keeps only matching passages, k of each language
+    when k match (the filter is inside the search, not applied to its results)."""
+    from qa.filters import make_filters
+    from qa.store import Database
+
+    index = Database(news_store).index()
+    query = index.lang_stats.means[0] / np.linalg.norm(index.lang_stats.means[0])
+    filters = make_filters(langs=["en", "de"], since="2024-02-01", sources=None)
+    found = index.search_by_language(query, 2, None, filters)
+    assert set(found) == {"en", "de"}
+    for lang, (_, rows) in found.items():
+        assert len(rows) == 2  # en: 2 dated after February (of 3), de: 2 (of 2)
+        for row in rows.tolist():
+            article = index.article(index.passage(row).doc_id)
+            assert article.lang == lang and article.date and article.date[:10] >= "2024-02-01"
+    only = index.search_by_language(query, 5, None, make_filters(sources=["dailyplanet.example"]))
+    assert set(only) == {"en"} and len(only["en"][1]) == 2
+
+
+@pytest.mark.slow
+def test_qa_index_database_writes_the_built_index_and_qa_search_answers_from_it(postgres, seed_settings, tmp_path):
+    url = postgres.database("cli")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QA_INDEX_DIR": str(seed_settings.index_dir)}
+    env.pop("QA_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "qa.cli", "index", str(ROOT / "corpus"), "-q", "--database", url],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"Database: {url} version 1 is live" in done.stdout and "de exact" in done.stdout
+    search = [sys.executable, "-m", "qa.cli", "search", "Who is Satya Nadella?", "-k", "3"]
+    local = subprocess.run(search, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=True)
+    env["QA_INDEX_DIR"] = str(tmp_path / "none")  # nothing local: the answers come from the database
+    stored = subprocess.run(search, env={**env, "QA_DATABASE_URL": url}, capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path, check=True)
+    assert stored.stdout == local.stdout and stored.stdout.startswith("[1]")
