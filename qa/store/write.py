@@ -112,9 +112,7 @@ def _write_version(conn, version: int, index: Any, settings: Settings, source: s
 
     articles = list(index.articles.values())
     languages = {
-        lang: {"passages": len(rows),
-               "search": "hnsw" if choose_kind(len(rows), settings.index_type, settings.ann_min_passages) != "flat"
-               else "exact"}
+        lang: {"passages": len(rows), "search": _search_kind(index, lang, len(rows), settings)}
         for lang, rows in index.rows_by_language.items()
     }
     conn.execute(
@@ -159,6 +157,14 @@ def _write_version(conn, version: int, index: Any, settings: Settings, source: s
             spec["recall_at_10"] = _hnsw_recall(conn, version, lang, index)
     conn.execute("UPDATE qa_versions SET languages = %s WHERE version = %s", (json.dumps(languages), version))
     return languages
+
+
+def _search_kind(index: Any, lang: str, passages: int, settings: Settings) -> str:
+    """'hnsw' where the embedded index searches the language approximately (it is large, and its
+    approximate index met the recall target at build), else 'exact' (a scan of the partition)."""
+    spec = index.manifest.index.languages.get(lang)
+    kind = spec.type if spec is not None else choose_kind(passages, settings.index_type, settings.ann_min_passages)
+    return "exact" if kind == "flat" else "hnsw"
 
 
 def _write_articles(conn, version: int, articles: list, days: list[int]) -> None:
