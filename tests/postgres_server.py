@@ -58,7 +58,9 @@ def _ensure_user() -> None:
 class PostgresServer:
     """One PostgreSQL server: `start()`, `url`, `stop()`, `restart()` (same folder and port)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_buffers: str = "64MB", durable: bool = False) -> None:
+        """`durable`: fsync on (off by default: tests never survive a power cut anyway)."""
+        self.shared_buffers, self.durable = shared_buffers, durable
         self.folder = Path(tempfile.mkdtemp(prefix="qa-pg-"))
         self.data = self.folder / "data"
         self.port = _free_port()
@@ -88,7 +90,7 @@ class PostgresServer:
             )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.data} "
-            "-c fsync=off -c shared_buffers=64MB"
+            f"-c shared_buffers={self.shared_buffers}" + ("" if self.durable else " -c fsync=off")
         )
         self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.data / "server.log"), "-w", "-t", "60", "start")
