@@ -320,3 +320,31 @@ def test_qa_index_database_writes_the_built_index_and_qa_search_answers_from_it(
     stored = subprocess.run(search, env={**env, "QA_DATABASE_URL": url}, capture_output=True, text=True,
                             timeout=300, cwd=tmp_path, check=True)
     assert stored.stdout == local.stdout and stored.stdout.startswith("[1]")
+
+
+@pytest.mark.slow
+def test_a_read_only_role_answers_as_a_server_on_a_replica_would(postgres, seed_settings):
+    """The reader role of docs/deploy.md: SELECT only, every transaction read-only (as on a hot
+    standby). Granted once, before the first build: each new version's tables are readable."""
+    from qa.config import Settings
+    from qa.index.load import open_index
+    from qa.retrieval import Engine
+    from qa.store import write_store
+
+    url = postgres.database("readonly")
+    for statement in (
+        "CREATE ROLE qa_reader LOGIN",
+        "ALTER ROLE qa_reader SET default_transaction_read_only = on",
+        "GRANT USAGE ON SCHEMA public TO qa_reader",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO qa_reader",
+    ):
+        postgres.sql("readonly", statement)
+    write_store(url, open_index(seed_settings.index_dir), seed_settings)
+    reader_url = url.replace("qa-postgres@", "qa_reader@")
+    reader = Engine(Settings(index_dir=seed_settings.index_dir, database_url=reader_url))
+    local = Engine(seed_settings)
+    assert _key(reader.search("Who is Satya Nadella?", 5)) == _key(local.search("Who is Satya Nadella?", 5))
+    import psycopg
+
+    with psycopg.connect(reader_url, autocommit=True) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        conn.execute("DELETE FROM qa_live")
