@@ -239,9 +239,10 @@ def test_a_database_down_at_start_is_one_line_naming_the_url_and_the_fix(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_database_lost_mid_question_gives_503_with_the_reason_then_recovers(seed_settings, tmp_path):
-    """`qa serve` on the store: the database stops (immediate shutdown: connections cut), REST
-    questions get a 503 naming the database; it comes back and the same server answers."""
+def test_two_servers_answer_alike_and_a_lost_database_is_a_503_then_recovers(seed_settings, tmp_path):
+    """Two `qa serve` processes on one database answer identically. The database stops
+    (immediate shutdown: connections cut): REST questions get a 503 naming the database; it
+    comes back and the same server answers again."""
     if postgres_unavailable():
         pytest.skip(postgres_unavailable())
     from qa.index.load import open_index
@@ -250,10 +251,17 @@ def test_a_database_lost_mid_question_gives_503_with_the_reason_then_recovers(se
 
     database = PostgresServer()
     database.start()
-    live = None
+    live = other = None
     try:
         write_store(database.url, open_index(seed_settings.index_dir), seed_settings)
         live = start_server(tmp_path / "no-index", tmp_path, env={"QA_DATABASE_URL": database.url})
+        other = start_server(tmp_path / "no-index", tmp_path, env={"QA_DATABASE_URL": database.url})
+        ask = {"question": "Combien d'employés ont menacé de démissionner ?"}
+        answers = [httpx.post(f"{server.url}/api/v1/ask", json=ask, timeout=60) for server in (live, other)]
+        assert answers[0].status_code == 200 and answers[0].json()["citations"]
+        assert answers[0].json() == answers[1].json()
+        other.stop()
+        other = None
         with httpx.Client(base_url=live.url, timeout=60) as client:
             ok = client.get("/api/v1/search", params={"q": "Who is Satya Nadella?", "k": 3})
             assert ok.status_code == 200 and len(ok.json()) == 3
@@ -268,8 +276,9 @@ def test_a_database_lost_mid_question_gives_503_with_the_reason_then_recovers(se
             assert back.status_code == 200 and back.json() == ok.json()
         assert not (tmp_path / "no-index").exists()  # nothing was built locally
     finally:
-        if live is not None:
-            live.stop()
+        for server in (live, other):
+            if server is not None:
+                server.stop()
         database.close()
 
 
@@ -348,3 +357,21 @@ def test_a_read_only_role_answers_as_a_server_on_a_replica_would(postgres, seed_
 
     with psycopg.connect(reader_url, autocommit=True) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         conn.execute("DELETE FROM qa_live")
+
+
+def test_the_database_url_is_checked_and_its_password_never_shown():
+    from pydantic import ValidationError
+
+    from qa.config import Settings
+    from qa.errors import ConfigError
+    from qa.store.schema import check_url, leaf, shown_url
+
+    assert shown_url("postgresql://qa:s3cret@db.internal:5432/qa") == "postgresql://qa:***@db.internal:5432/qa"
+    assert shown_url("postgresql://qa@127.0.0.1/qa") == "postgresql://qa@127.0.0.1/qa"
+    with pytest.raises(ConfigError, match="'mysql' is not a PostgreSQL URL"):
+        check_url("mysql://qa@127.0.0.1/qa")
+    with pytest.raises(ValidationError, match="database_url must start with postgresql://, not 'http'"):
+        Settings(database_url="http://127.0.0.1:5432")
+    assert Settings(database_url="").database_url is None
+    # Only letters, digits and _ reach a table name, whatever the language code.
+    assert leaf(3, "zh-TW") == "qa_passages_3_zh_tw" and leaf(3, "x'; DROP") == "qa_passages_3_x_drop"
