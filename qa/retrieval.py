@@ -115,8 +115,7 @@ class Engine:
         With QA_DATABASE_URL: the store's live version (`qa.store.Database.index`), checked with
         one read of the live row per question.
         """
-        if self._database is not None:
-            apply_threads(self.settings)
+        if self._database is not None:  # (no FAISS to size: PostgreSQL searches the vectors)
             return self._database.index(self.embedder.describe)
         stamp = file_stamp(self._pointer_file)
         index = self._index
