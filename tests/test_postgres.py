@@ -375,3 +375,57 @@ def test_the_database_url_is_checked_and_its_password_never_shown():
     assert Settings(database_url="").database_url is None
     # Only letters, digits and _ reach a table name, whatever the language code.
     assert leaf(3, "zh-TW") == "qa_passages_3_zh_tw" and leaf(3, "x'; DROP") == "qa_passages_3_x_drop"
+
+
+@pytest.mark.slow
+def test_a_server_started_while_the_database_is_down_says_why_then_comes_up_with_it(seed_settings, tmp_path):
+    """`qa serve` before its database: /healthz is a 503 naming the database (its log says it
+    once per try, in one line), then one saying nothing is built there yet; once the index is
+    written the same server answers, without a restart."""
+    if postgres_unavailable():
+        pytest.skip(postgres_unavailable())
+    import time
+
+    from qa.index.load import open_index
+    from qa.store import write_store
+    from tests.browser.live import LiveServer, free_port
+
+    database = PostgresServer()
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT),
+           "QA_DATABASE_URL": database.url, "QA_INDEX_DIR": str(tmp_path / "no-index")}
+    with log.open("wb") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "qa.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                   cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    live = LiveServer(f"http://127.0.0.1:{port}", process, log)
+    try:
+        health = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{live.url}/healthz", timeout=5)
+                if health.json().get("status") == "error":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert health is not None and health.status_code == 503, live.log_tail()
+        assert "cannot be reached" in health.json()["message"] and f":{database.port}/qa" in health.json()["message"]
+        lines = [line for line in live.log_tail().splitlines() if "cannot be reached" in line]
+        assert lines and "Trying again in 5 s" in lines[0]
+        database.start()  # up, but nothing built in it yet: still a 503, and why
+        deadline = time.monotonic() + 60
+        while "No index in the database" not in httpx.get(f"{live.url}/healthz", timeout=5).text:
+            assert time.monotonic() < deadline, live.log_tail()
+            time.sleep(0.5)
+        write_store(database.url, open_index(seed_settings.index_dir), seed_settings)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{live.url}/healthz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, live.log_tail()
+            time.sleep(0.5)
+        found = httpx.get(f"{live.url}/api/v1/search", params={"q": "Who is Satya Nadella?", "k": 3}, timeout=60)
+        assert found.status_code == 200 and len(found.json()) == 3
+    finally:
+        live.stop()
+        database.close()

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from qa.config import Settings
-from qa.errors import DatabaseError, QAError
+from qa.errors import DatabaseError, IndexNotFoundError, QAError
 
 __all__ = ["Service"]
 
@@ -59,17 +59,17 @@ class Service:
             get_engine(settings).warm_up()
             self.state = "ready"
             log.info("Index loaded; ready for questions.")
-        except DatabaseError as exc:
-            # The shared store is down: say so (one line) and try again, as a server behind a load
-            # balancer must come up by itself once the database does.
-            self.state, self.message = "error", str(exc)
-            log.error("Error: %s Trying again in %d s.", exc, DATABASE_RETRY_SECONDS)
-            timer = threading.Timer(DATABASE_RETRY_SECONDS, self._load)
-            timer.daemon = True
-            timer.start()
         except QAError as exc:
             self.state, self.message = "error", str(exc)
-            log.error("Error: %s", exc)
+            if settings.database_url and isinstance(exc, (DatabaseError, IndexNotFoundError)):
+                # The shared store is down, or not built yet: say so (one line) and try again, as a
+                # server behind a load balancer must come up by itself once the database does.
+                log.error("Error: %s Trying again in %d s.", exc, DATABASE_RETRY_SECONDS)
+                timer = threading.Timer(DATABASE_RETRY_SECONDS, self._load)
+                timer.daemon = True
+                timer.start()
+            else:
+                log.error("Error: %s", exc)
         except Exception as exc:
             self.state = "error"
             self.message = f"Loading the index failed ({type(exc).__name__}); see the server log."
