@@ -475,3 +475,9 @@ def test_a_filtered_hnsw_search_still_returns_k_matching_passages(postgres, tmp_
             exact = members[np.argsort(-(vectors[members] @ query), kind="stable")[:k]]
             recalls.append(len(set(rows.tolist()) & set(exact.tolist())) / k)
     assert np.mean(recalls) >= 0.9, recalls
+    # A server configured with another model refuses this store's vectors, naming both models.
+    from qa.errors import IndexMismatchError
+    from qa.retrieval import Engine
+
+    with pytest.raises(IndexMismatchError, match="built with model 'random'"):
+        Engine(Settings(index_dir=tmp_path / "none", database_url=url)).search("Who won?", 3)
