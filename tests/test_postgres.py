@@ -481,3 +481,33 @@ def test_a_filtered_hnsw_search_still_returns_k_matching_passages(postgres, tmp_
 
     with pytest.raises(IndexMismatchError, match="built with model 'random'"):
         Engine(Settings(index_dir=tmp_path / "none", database_url=url)).search("Who won?", 3)
+
+
+@pytest.mark.slow
+def test_a_new_version_built_with_another_model_leaves_the_loaded_one_answering(postgres, seed_settings, tmp_path):
+    from qa.config import Settings
+    from qa.index.build import write_index
+    from qa.index.load import open_index
+    from qa.models import Article, Chunk
+    from qa.retrieval import Engine
+    from qa.store import write_store
+
+    url = postgres.database("othermodel")
+    seed = open_index(seed_settings.index_dir)
+    write_store(url, seed, seed_settings)
+    engine = Engine(Settings(index_dir=seed_settings.index_dir, database_url=url))
+    before = _key(engine.search("Who is Satya Nadella?", 5))
+    # A version of the same dimension from another model (random vectors), switched live.
+    n, dim = 200, seed.manifest.model.dim
+    vectors = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    articles = [Article(doc_id=f"r{i}", title=f"r{i}", text=f"random {i}", lang="en", source=f"r/{i}") for i in range(n)]
+    chunks = [Chunk(doc_id=a.doc_id, chunk_id=0, text=a.text, start=0, end=len(a.text), n_tokens=4) for a in articles]
+    other = Settings(index_dir=tmp_path / "other")
+    write_index(other.index_dir, articles, chunks, vectors, np.array([(i, 0, 8) for i in range(n)], np.int64), vectors,
+                settings=other, model={"name": "random", "fingerprint": "random", "dim": dim},
+                chunking={"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0},
+                query_means={}, groups=np.arange(n))
+    assert write_store(url, open_index(other.index_dir), other)["version"] == 2
+    assert _key(engine.search("Who is Satya Nadella?", 5)) == before  # still the seed version
+    assert engine.index().number == 1

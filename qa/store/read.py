@@ -50,6 +50,7 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._loaded: StoredIndex | None = None
+        self._failed: int | None = None  # a live version that did not load (see `index`)
 
     def connection(self):
         """This thread's connection, opened (or reopened after a failure) on demand."""
@@ -119,14 +120,24 @@ class Database:
         `model()` (the embedder's description) is checked against a version when it loads."""
         version = self.live_version()
         loaded = self._loaded
-        if loaded is not None and loaded.number == version:
+        if loaded is not None and (loaded.number == version or self._failed == version):
             return loaded
         with self._lock:
             if self._loaded is None or self._loaded.number != version:
-                fresh = StoredIndex.load(self, version)
-                if model is not None:
-                    check_stored_model(fresh, model(), self.url)
-                self._loaded = fresh
+                try:
+                    fresh = StoredIndex.load(self, version)
+                    if model is not None:
+                        check_stored_model(fresh, model(), self.url)
+                except (IndexNotFoundError, IndexMismatchError) as exc:
+                    if self._loaded is None:
+                        raise
+                    # As with a local index: a new version that does not load leaves the loaded
+                    # one answering (tried once; the next switch tries again).
+                    self._failed = version
+                    log.error("Store version %s cannot be used (%s); answering from version %s.",
+                              version, exc, self._loaded.number)
+                    return self._loaded
+                self._loaded, self._failed = fresh, None
                 log.info("Answering from store version %s (%d passages).", version, len(fresh))
             return self._loaded
 
