@@ -66,8 +66,15 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
 def _build(args: argparse.Namespace, settings: Settings) -> None:
     from qa.index.build import build_index
 
+    url = getattr(args, "database", None) or settings.database_url
+    if url:
+        from qa.store.schema import check_url, connect
+
+        check_url(url)
+        connect(url, vectors=False).close()  # unreachable: one line now, not after the embedding
     if args.ray is None:
         _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))
+        _write_store(url, settings)
         return
     from qa.distributed import build_index_on_ray
 
@@ -82,6 +89,29 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
         progress=not args.quiet,
     )
     _print_report(report)
+    _write_store(url, settings)
+
+
+def _write_store(url: str | None, settings: Settings) -> None:
+    """With a database: copy the index just built into it as its new live version."""
+    if not url:
+        return
+    from qa.index.load import open_index
+    from qa.store import write_store
+    from qa.store.schema import shown_url
+
+    report = write_store(url, open_index(settings.index_dir), settings)
+    if report["up_to_date"]:
+        print(f"Database: {shown_url(url)} is up to date (version {report['version']}).")
+        return
+    searches = ", ".join(
+        f"{lang} {spec['search']}" + (f" (recall@10 {spec['recall_at_10']:.3f})" if "recall_at_10" in spec else "")
+        for lang, spec in report["languages"].items()
+    )
+    print(
+        f"Database: {shown_url(url)} version {report['version']} is live ({report['passages']} passages, "
+        f"{report['sentences']} sentences; {searches}) in {report['seconds']:.1f} s."
+    )
 
 
 def _prepare_model(settings: Settings) -> None:
@@ -207,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers (default: cluster CPUs / C)")
     p.add_argument("--ray-cpus-per-worker", type=int, default=1, metavar="C", help="CPUs per Ray worker (1)")
+    p.add_argument(
+        "--database", metavar="URL",
+        help="also write the index into PostgreSQL with pgvector (postgresql://...; default: QA_DATABASE_URL), "
+        "where `qa serve`, `qa ask` and `qa search` with QA_DATABASE_URL answer from it",
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="print the passages that best match a question")

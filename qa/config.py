@@ -38,6 +38,12 @@ class Settings(BaseSettings):
 
     corpus_dir: Path = Field(Path("corpus"), description="Folder of articles to index.")
     index_dir: Path = Field(Path("index"), description="Folder holding the built index.")
+    database_url: str | None = Field(
+        None,
+        description="postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE of a PostgreSQL server with "
+        "pgvector that holds the index (see qa.store): `qa index` writes it there, and questions are "
+        "answered from it, by any number of servers. Unset: the local index folder (the default).",
+    )
     model: str = Field(
         DEFAULT_MODEL,
         description="Sentence-transformers model name or local path. The default is served "
@@ -184,6 +190,16 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
             raise ValueError(f"llm_url must look like http://127.0.0.1:11434, not {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"database_url must start with postgresql://, not {value.split(':', 1)[0][:20]!r}")
         return value
 
     @field_validator("device")

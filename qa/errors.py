@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "BusyError",
     "ConfigError",
+    "DatabaseError",
     "IndexCorruptError",
     "IndexMismatchError",
     "IndexNotFoundError",
@@ -64,6 +65,11 @@ class IngestError(QAError):
 
 class NotReadyError(QAError):
     """The server's index is still loading or being built."""
+
+
+class DatabaseError(NotReadyError):
+    """The database of the shared store (QA_DATABASE_URL) cannot be reached, was lost or is
+    not usable: questions get a 503 with the reason until it answers again."""
 
 
 class BusyError(QAError):

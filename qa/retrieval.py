@@ -95,6 +95,12 @@ class Engine:
         self._lock = threading.Lock()
         self._mapping: threading.Thread | None = None  # reads a new index's mapped vectors in
         self._failed: tuple[tuple, QAError] | None = None  # the last failed load: (folder state, error)
+        # With QA_DATABASE_URL the index is the store's live version (qa.store), not the folder.
+        self._database = None
+        if settings.database_url:
+            from qa.store import Database
+
+            self._database = Database(settings.database_url)
 
     def index(self) -> Index:
         """The live index, reloaded if a build has replaced it since the last question.
@@ -105,7 +111,12 @@ class Engine:
         IndexCorruptError naming the file and the fix; a new load is tried only once the index
         folder's files change (a file put back, a rebuild), not on every question. A new version
         that does not load leaves the loaded one (intact) answering.
+
+        With QA_DATABASE_URL: the store's live version (`qa.store.Database.index`), checked with
+        one read of the live row per question.
         """
+        if self._database is not None:  # (no FAISS to size: PostgreSQL searches the vectors)
+            return self._database.index(self.embedder.describe)
         stamp = file_stamp(self._pointer_file)
         index = self._index
         if index is not None and (stamp is None or stamp == self._pointer) and index.damage() is None:
@@ -181,7 +192,7 @@ class Engine:
         self.search("warm up", 1)
 
     def score(
-        self, question: str, lang: str, index: Index, mask: np.ndarray | None = None
+        self, question: str, lang: str, index: Index, mask: np.ndarray | None = None, filters: Filters | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidate passages and their final scores (see `qa.rank` for the reasoning).
 
@@ -193,12 +204,13 @@ class Engine:
         The best `sentence_candidates` of them then add their best sentence's score; only those
         are returned. The fusion is `qa.rank.fuse`, which `qa eval` runs too.
         """
-        from qa.kernels import row_dots
-
         settings = self.settings
         stats = index.lang_stats
         query = stats.center_query(self.embedder.encode_query(question)[None, :], lang, settings.query_centering)
-        by_language = index.search_by_language(query[0], settings.candidates, mask)
+        if getattr(index, "searches_filters", False):  # the store: the filters are its WHERE clauses
+            by_language = index.search_by_language(query[0], settings.candidates, mask, filters)
+        else:
+            by_language = index.search_by_language(query[0], settings.candidates, mask)
         candidates = [rows for _, rows in by_language.values()]
         if settings.lexical_weight:
             # Sparse: only passages sharing a word with the question are touched.
@@ -214,7 +226,7 @@ class Engine:
         rows = rows[np.r_[True, rows[1:] != rows[:-1]]] if len(rows) else rows  # (np.unique: 10x slower here)
         if not len(rows):  # a filter that lets no passage through
             return rows, np.zeros(0)
-        raw = row_dots(index.passage_vectors, rows, query[0])[None, :]
+        raw = _row_dots(index, rows, query[0])[None, :]
         dense = stats.standardize(query, raw, index.lang_ids[rows])
         lexical = None
         if settings.lexical_weight and len(lex_rows):
@@ -239,7 +251,9 @@ class Engine:
         links, owners = index.sentence_runs(rows)
         members = index.sentence_member[links]
         vectors = index.sentence_vectors
-        if isinstance(vectors, Int8Rows):  # the codes read in place, then scaled (no float copy)
+        if not isinstance(index, Index):  # another backend (qa.store): its rows, read in one go
+            raw = row_dots(index.sentence_vectors_at(members), np.arange(len(members)), query[0])
+        elif isinstance(vectors, Int8Rows):  # the codes read in place, then scaled (no float copy)
             raw = row_dots(vectors.codes, members, query[0]) * vectors.scales[members]
         else:
             raw = row_dots(vectors, members, query[0])
@@ -271,13 +285,23 @@ class Engine:
         lang = lang or detect_language(question)
         index = self.index() if index is None else index  # (an index with no passages is falsy)
         mask = passage_mask(index, filters)
-        rows, scores = self.score(question, lang, index, mask)
+        rows, scores = self.score(question, lang, index, mask, filters)
         query = self.embedder.encode_query(question)
         order = np.argsort(-scores)
         folded = fold_groups(rows[order], index.groups, index.members, index.langs, lang, k, mask)
         return SearchResults(
             [grouped_passage(index, lead, float(scores[order[i]]), query, mask) for i, lead in folded], index
         )
+
+
+def _row_dots(index: Index, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The passage vectors of `rows` times `query` (float32): read in place from an embedded
+    index's vectors, or fetched at once from another backend and summed the same way."""
+    from qa.kernels import row_dots
+
+    if isinstance(index, Index):
+        return row_dots(index.passage_vectors, rows, query)
+    return row_dots(index.passage_vectors_at(rows), np.arange(len(rows)), query)
 
 
 def _folder_state(index_dir: Path) -> tuple:
@@ -376,6 +400,7 @@ def engine_key(settings: Settings) -> tuple:
     share one engine, and load the index once."""
     return (
         os.path.abspath(settings.index_dir),
+        settings.database_url,
         id(get_embedder(settings)),
         tuple(getattr(settings, name) for name in RANKING_SETTINGS),
     )

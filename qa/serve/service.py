@@ -6,11 +6,13 @@ import threading
 from typing import Any
 
 from qa.config import Settings
-from qa.errors import QAError
+from qa.errors import DatabaseError, IndexNotFoundError, QAError
 
 __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY_SECONDS = 5  # between two loads while the database (QA_DATABASE_URL) is down
 
 
 class Service:
@@ -41,7 +43,8 @@ class Service:
 
         settings = self.settings
         try:
-            if current_version(settings.index_dir) is None:
+            # With a database (qa.store) the index is built there by `qa index --database`.
+            if not settings.database_url and current_version(settings.index_dir) is None:
                 self.state = "building"
                 # Warnings: the first start takes minutes, and whoever runs the server should see why.
                 log.warning("No index in %s: building one from %s.", settings.index_dir, settings.corpus_dir)
@@ -58,7 +61,15 @@ class Service:
             log.info("Index loaded; ready for questions.")
         except QAError as exc:
             self.state, self.message = "error", str(exc)
-            log.error("Error: %s", exc)
+            if settings.database_url and isinstance(exc, (DatabaseError, IndexNotFoundError)):
+                # The shared store is down, or not built yet: say so (one line) and try again, as a
+                # server behind a load balancer must come up by itself once the database does.
+                log.error("Error: %s Trying again in %d s.", exc, DATABASE_RETRY_SECONDS)
+                timer = threading.Timer(DATABASE_RETRY_SECONDS, self._load)
+                timer.daemon = True
+                timer.start()
+            else:
+                log.error("Error: %s", exc)
         except Exception as exc:
             self.state = "error"
             self.message = f"Loading the index failed ({type(exc).__name__}); see the server log."

