@@ -1,8 +1,8 @@
-"""PostgreSQL + pgvector (qa.store) against the embedded index, same questions, same run.
+"""PostgreSQL + pgvector (qa.postgres) against the embedded index, same questions, same run.
 
 One synthetic index per size, as in bench_query.py (real vectors mixed and perturbed, real
 texts, real questions in 12 languages), written by the real writer (`write_index`) and loaded as
-`qa serve` loads it; then copied into PostgreSQL by the real store writer (`qa.store.write_store`:
+`qa serve` loads it; then copied into PostgreSQL by the real store writer (`qa.postgres.write_store`:
 an exact scan for small languages, HNSW with iterative scans where the embedded index is
 approximate). Both are searched by `qa.retrieval.Engine.search`, question by question in turn
 (the question embedding cached: the retrieval alone is timed).
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from qa.config import Settings
     from qa.embed import get_embedder
+    from qa.postgres import write_store
     from qa.retrieval import Engine
-    from qa.store import write_store
 
     server = None
     url = args.database

@@ -68,7 +68,7 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
 
     url = getattr(args, "database", None) or settings.database_url
     if url:
-        from qa.store.schema import check_url, connect
+        from qa.postgres.schema import check_url, connect
 
         check_url(url)
         connect(url, vectors=False).close()  # unreachable: one line now, not after the embedding
@@ -97,8 +97,8 @@ def _write_store(url: str | None, settings: Settings) -> None:
     if not url:
         return
     from qa.index.load import open_index
-    from qa.store import write_store
-    from qa.store.schema import shown_url
+    from qa.postgres import write_store
+    from qa.postgres.schema import shown_url
 
     report = write_store(url, open_index(settings.index_dir), settings)
     if report["up_to_date"]:

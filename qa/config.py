@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE of a PostgreSQL server with "
-        "pgvector that holds the index (see qa.store): `qa index` writes it there, and questions are "
+        "pgvector that holds the index (see qa.postgres): `qa index` writes it there, and questions are "
         "answered from it, by any number of servers. Unset: the local index folder (the default).",
     )
     model: str = Field(

@@ -95,10 +95,10 @@ class Engine:
         self._lock = threading.Lock()
         self._mapping: threading.Thread | None = None  # reads a new index's mapped vectors in
         self._failed: tuple[tuple, QAError] | None = None  # the last failed load: (folder state, error)
-        # With QA_DATABASE_URL the index is the store's live version (qa.store), not the folder.
+        # With QA_DATABASE_URL the index is the store's live version (qa.postgres), not the folder.
         self._database = None
         if settings.database_url:
-            from qa.store import Database
+            from qa.postgres import Database
 
             self._database = Database(settings.database_url)
 
@@ -112,7 +112,7 @@ class Engine:
         folder's files change (a file put back, a rebuild), not on every question. A new version
         that does not load leaves the loaded one (intact) answering.
 
-        With QA_DATABASE_URL: the store's live version (`qa.store.Database.index`), checked with
+        With QA_DATABASE_URL: the store's live version (`qa.postgres.Database.index`), checked with
         one read of the live row per question.
         """
         if self._database is not None:  # (no FAISS to size: PostgreSQL searches the vectors)
@@ -251,7 +251,7 @@ class Engine:
         links, owners = index.sentence_runs(rows)
         members = index.sentence_member[links]
         vectors = index.sentence_vectors
-        if not isinstance(index, Index):  # another backend (qa.store): its rows, read in one go
+        if not isinstance(index, Index):  # another backend (qa.postgres): its rows, read in one go
             raw = row_dots(index.sentence_vectors_at(members), np.arange(len(members)), query[0])
         elif isinstance(vectors, Int8Rows):  # the codes read in place, then scaled (no float copy)
             raw = row_dots(vectors.codes, members, query[0]) * vectors.scales[members]

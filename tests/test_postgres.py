@@ -1,4 +1,4 @@
-"""The index in PostgreSQL + pgvector (qa.store), against a real server started from the wheel.
+"""The index in PostgreSQL + pgvector (qa.postgres), against a real server started from the wheel.
 
 No mock of the database anywhere: the `postgres` fixture (conftest.py) runs PostgreSQL 18 with
 pgvector on 127.0.0.1; each test writes into a database of its own. The embedded index of the
@@ -31,7 +31,7 @@ def _key(passages) -> list[tuple[str, int]]:
 def seed_store(postgres, seed_settings):
     """The seed corpus's embedded index, copied into a database of its own: (settings, url)."""
     from qa.index.load import open_index
-    from qa.store import write_store
+    from qa.postgres import write_store
 
     url = postgres.database("seed")
     report = write_store(url, open_index(seed_settings.index_dir), seed_settings)
@@ -57,7 +57,7 @@ def news_settings(tmp_path_factory):
 def news_store(postgres, news_settings) -> str:
     """The news corpus copied into a database of its own: its URL."""
     from qa.index.load import open_index
-    from qa.store import write_store
+    from qa.postgres import write_store
 
     url = postgres.database("news")
     write_store(url, open_index(news_settings.index_dir), news_settings)
@@ -67,7 +67,7 @@ def news_store(postgres, news_settings) -> str:
 @pytest.mark.slow
 def test_store_round_trip_keeps_every_passage_vector_sentence_and_statistic(seed_store):
     from qa.index.load import open_index
-    from qa.store import Database, write_store
+    from qa.postgres import Database, write_store
 
     settings, url = seed_store
     local = open_index(settings.index_dir)
@@ -177,8 +177,8 @@ def test_a_rebuild_switches_every_reader_between_two_questions_never_within_one(
     from qa.config import Settings
     from qa.errors import DatabaseError
     from qa.index.load import open_index
+    from qa.postgres import write_store
     from qa.retrieval import Engine
-    from qa.store import write_store
 
     url = postgres.database("switch")
     seed, news = open_index(seed_settings.index_dir), open_index(news_settings.index_dir)
@@ -255,7 +255,7 @@ def test_two_servers_answer_alike_and_a_lost_database_is_a_503_then_recovers(see
     if postgres_unavailable():
         pytest.skip(postgres_unavailable())
     from qa.index.load import open_index
-    from qa.store import write_store
+    from qa.postgres import write_store
     from tests.browser.live import start_server
 
     database = PostgresServer()
@@ -307,7 +307,7 @@ def test_each_languages_search_applies_the_filters_in_its_where_clause(news_sett
     """Without the passage mask, the SQL alone keeps only matching passages, k of each language
     when k match (the filter is inside the search, not applied to its results)."""
     from qa.filters import make_filters
-    from qa.store import Database
+    from qa.postgres import Database
 
     index = Database(news_store).index()
     query = index.lang_stats.means[0] / np.linalg.norm(index.lang_stats.means[0])
@@ -346,8 +346,8 @@ def test_a_read_only_role_answers_as_a_server_on_a_replica_would(postgres, seed_
     standby). Granted once, before the first build: each new version's tables are readable."""
     from qa.config import Settings
     from qa.index.load import open_index
+    from qa.postgres import write_store
     from qa.retrieval import Engine
-    from qa.store import write_store
 
     url = postgres.database("readonly")
     for statement in (
@@ -373,7 +373,7 @@ def test_the_database_url_is_checked_and_its_password_never_shown():
 
     from qa.config import Settings
     from qa.errors import ConfigError
-    from qa.store.schema import check_url, leaf, shown_url
+    from qa.postgres.schema import check_url, leaf, shown_url
 
     assert shown_url("postgresql://qa:s3cret@db.internal:5432/qa") == "postgresql://qa:***@db.internal:5432/qa"
     assert shown_url("postgresql://qa@127.0.0.1/qa") == "postgresql://qa@127.0.0.1/qa"
@@ -395,7 +395,7 @@ def test_a_server_started_while_the_database_is_down_says_why_then_comes_up_with
         pytest.skip(postgres_unavailable())
 
     from qa.index.load import open_index
-    from qa.store import write_store
+    from qa.postgres import write_store
     from tests.browser.live import LiveServer, free_port
 
     database = PostgresServer()
@@ -448,7 +448,7 @@ def test_a_filtered_hnsw_search_still_returns_k_matching_passages(postgres, tmp_
     from qa.index.build import write_index
     from qa.index.load import open_index
     from qa.models import Article, Chunk
-    from qa.store import Database, write_store
+    from qa.postgres import Database, write_store
 
     rng = np.random.default_rng(7)
     n, dim, k = 2400, 32, 50
@@ -497,8 +497,8 @@ def test_a_new_version_built_with_another_model_leaves_the_loaded_one_answering(
     from qa.index.build import write_index
     from qa.index.load import open_index
     from qa.models import Article, Chunk
+    from qa.postgres import write_store
     from qa.retrieval import Engine
-    from qa.store import write_store
 
     url = postgres.database("othermodel")
     seed = open_index(seed_settings.index_dir)

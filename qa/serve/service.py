@@ -43,7 +43,7 @@ class Service:
 
         settings = self.settings
         try:
-            # With a database (qa.store) the index is built there by `qa index --database`.
+            # With a database (qa.postgres) the index is built there by `qa index --database`.
             if not settings.database_url and current_version(settings.index_dir) is None:
                 self.state = "building"
                 # Warnings: the first start takes minutes, and whoever runs the server should see why.

@@ -3,7 +3,7 @@
 Set QA_DATABASE_URL (or pass `qa index --database URL`): `qa index` builds as usual and writes
 the result into the database as a new version (`write_store`), switched live atomically; `qa ask`,
 `qa search` and `qa serve` then answer from the live version (`Database`, `StoredIndex`), ranked
-by the same code as the embedded index. Tables and names: `qa.store.schema`. Needs the `postgres`
+by the same code as the embedded index. Tables and names: `qa.postgres.schema`. Needs the `postgres`
 extra (psycopg, pgvector).
 """
 
@@ -15,13 +15,13 @@ __all__ = ["Database", "StoredIndex", "write_store"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: importing qa.store must not import psycopg (an optional dependency).
+    # Lazy: importing qa.postgres must not import psycopg (an optional dependency).
     if name in ("Database", "StoredIndex"):
-        from qa.store import read
+        from qa.postgres import read
 
         return getattr(read, name)
     if name == "write_store":
-        from qa.store.write import write_store
+        from qa.postgres.write import write_store
 
         return write_store
     raise AttributeError(name)

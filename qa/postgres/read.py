@@ -30,8 +30,8 @@ import numpy as np
 from qa.errors import DatabaseError, IndexMismatchError, IndexNotFoundError
 from qa.index.format import Manifest
 from qa.models import Article, Chunk, Filters
+from qa.postgres.schema import connect, leaf, shown_url, table, unreachable
 from qa.rank import LanguageStats, group_members
-from qa.store.schema import connect, leaf, shown_url, table, unreachable
 
 __all__ = ["HNSW_EF_SEARCH", "Database", "StoredIndex"]
 

@@ -26,7 +26,7 @@ from qa.config import Settings
 from qa.errors import DatabaseError
 from qa.filters import article_day
 from qa.index.ann import choose_kind
-from qa.store.schema import PARENTS, connect, ensure_schema, leaf, shown_url, table
+from qa.postgres.schema import PARENTS, connect, ensure_schema, leaf, shown_url, table
 
 __all__ = ["KEEP_VERSIONS", "WRITE_LOCK", "StoreReport", "write_store"]
 
@@ -247,7 +247,7 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _write_arrays(conn, version: int, index: Any, articles: list) -> None:
-    """The small per-version arrays a server keeps in memory (see `qa.store.read.StoredIndex`)."""
+    """The small per-version arrays a server keeps in memory (see `qa.postgres.read.StoredIndex`)."""
     number = {a.doc_id: i for i, a in enumerate(articles)}
     chunks = [index.passage(row) for row in range(len(index))]
     passages = np.array(
