@@ -17,11 +17,14 @@ import numpy as np
 
 from qa.lang import NO_SPACE_CHARS
 
-__all__ = ["LexicalIndex", "tokenize"]
+__all__ = ["LEXICAL_ARRAYS", "LexicalIndex", "tokenize"]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NO_SPACE = re.compile("[" + NO_SPACE_CHARS + "]+")  # scripts without spaces: see qa.lang
+# The postings files bm25s saves (`LexicalIndex.save`): what `LexicalIndex.load` can take as
+# arrays memory-mapped by the caller, so that the postings stay on disk.
+LEXICAL_ARRAYS = {"data": "data.csc.index.npy", "indices": "indices.csc.index.npy", "indptr": "indptr.csc.index.npy"}
 
 
 def _bigrams(run: str) -> list[str]:
@@ -157,7 +160,12 @@ class LexicalIndex:
         self._retriever.save(str(folder), show_progress=False)
 
     @classmethod
-    def load(cls, folder: Path) -> LexicalIndex:
+    def load(cls, folder: Path, arrays: dict[str, np.ndarray] | None = None) -> LexicalIndex:
+        """The index saved in `folder`. With `arrays` (the `LEXICAL_ARRAYS` files, by their key
+        there, already memory-mapped), the postings are read in place instead of loaded."""
         import bm25s
 
-        return cls(bm25s.BM25.load(str(folder), show_progress=False, verbosity=0))
+        retriever = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0, mmap=arrays is not None)
+        if arrays is not None:
+            retriever.scores.update({key: arrays[key] for key in ("data", "indices", "indptr")})
+        return cls(retriever)

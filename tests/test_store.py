@@ -140,7 +140,7 @@ def test_damaged_index_fails_naming_the_file(corpus: Path, settings: Settings, d
         path = version_dir / "manifest.json"
         path.write_text("{not json")
     elif damage == "delete_passages":
-        path = version_dir / "passages.jsonl"
+        path = version_dir / "store" / "passages.npy"
         path.unlink()
     else:
         path = settings.index_dir / "CURRENT"

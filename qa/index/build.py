@@ -33,30 +33,27 @@ from qa.errors import IndexNotFoundError, QAError, unexpected_reason
 from qa.index.ann import AnnReport, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
 from qa.index.format import (
     ANN_DIR,
-    ARTICLES,
     FORMAT_VERSION,
     GROUPS,
     KEEP_VERSIONS,
     LANG_STATS,
     LEXICAL,
     MANIFEST,
-    PASSAGES,
     SENTENCE_SCALES,
     SENTENCE_STATS,
     SENTENCE_VECTORS,
     SENTENCES,
     VECTORS,
     Manifest,
-    StoredChunk,
     atomic_write,
     build_lock,
     current_version,
     fsync_dir,
-    jsonl_bytes,
     swap_pointer,
     write_file,
 )
 from qa.index.load import Index, open_index
+from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
 from qa.index.verify import file_checksum
 from qa.lexical import LexicalIndex
 from qa.models import Article, Chunk, SkippedFile
@@ -690,8 +687,14 @@ def _write_version(
     passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
     sentence_langs = np.array([articles[doc].lang for doc in sentences[:, 0].tolist()]) if len(sentences) else np.zeros(0, str)
     with _write_errors(building):
-        write_file(building / ARTICLES, jsonl_bytes(articles))
-        write_file(building / PASSAGES, jsonl_bytes([StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]))
+        # Language codes: positions in the sorted languages of the articles, as the manifest lists them.
+        store = StoreWriter(building, sorted({a.lang for a in articles}))
+        for article in articles:
+            store.add_article(article)
+        store.add_passages(chunks, passage_langs.tolist())
+        columns, lang_codes = store.close()
+        write_sentence_links(building, columns, lang_codes, sentences)
+        del columns, lang_codes
         write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
@@ -708,6 +711,7 @@ def _write_version(
             centered = stats.centered(vectors, stats.lang_ids(passage_langs))
             groups = translation_groups(centered, passage_langs, settings.group_threshold)
         write_file(building / GROUPS, np.asarray(groups, np.int64))
+        write_groups(building, groups)
         LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
         write_file(building / SENTENCES, np.asarray(sentences, np.int64))
         codes, scales = quantize_rows(sentence_vectors)
@@ -745,7 +749,7 @@ def _write_version(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
-        for sub in [building / ANN_DIR, building / LEXICAL]:
+        for sub in [building / ANN_DIR, building / LEXICAL, building / STORE_DIR]:
             if sub.is_dir():
                 fsync_dir(sub)
         fsync_dir(building)
