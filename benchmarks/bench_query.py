@@ -48,7 +48,9 @@ def real_material(settings, embedder, index_dir: Path, max_questions: int):
     vectors = [corpus.passage_vectors]
     questions: list[tuple[str, str]] = []
     qvecs = []
-    cache_path = settings.cache_dir / "eval" / "xquad-embeddings.npz"
+    from qa.evaluate import embedding_cache
+
+    cache_path = embedding_cache(settings, embedder).path  # the cache of this backend (as `qa eval` writes it)
     folder = find_xquad(Path(__file__).resolve().parent)
     if folder is not None and cache_path.exists():
         data = load_xquad(folder)
