@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -653,6 +654,11 @@ def _vector_search(
     return out
 
 
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def _start_version(index_dir: Path) -> Path:
     """A new, empty `.building-<version>` folder (renamed to `<version>` when complete)."""
     building = index_dir / f".building-{_new_version_name()}"
@@ -685,7 +691,8 @@ def _write_version(
     version = building.name.removeprefix(".building-")
     lang_of = {a.doc_id: a.lang for a in articles}
     passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
-    sentence_langs = np.array([articles[doc].lang for doc in sentences[:, 0].tolist()]) if len(sentences) else np.zeros(0, str)
+    article_langs = np.array([a.lang for a in articles]) if articles else np.zeros(0, str)
+    sentence_langs = article_langs[np.asarray(sentences[:, 0], np.int64)] if len(sentences) else np.zeros(0, str)
     with _write_errors(building):
         # Language codes: positions in the sorted languages of the articles, as the manifest lists them.
         store = StoreWriter(building, sorted({a.lang for a in articles}))
@@ -714,10 +721,16 @@ def _write_version(
         write_groups(building, groups)
         LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
         write_file(building / SENTENCES, np.asarray(sentences, np.int64))
-        codes, scales = quantize_rows(sentence_vectors)
-        write_file(building / SENTENCE_VECTORS, codes)
-        write_file(building / SENTENCE_SCALES, scales)
+        # The int8 codes are written straight into their file (page cache, not heap: 1.8 GB
+        # for the 4.7M sentences of a million passages).
+        codes = np.lib.format.open_memmap(
+            building / SENTENCE_VECTORS, mode="w+", dtype=np.int8, shape=sentence_vectors.shape
+        )
+        scales = quantize_rows(sentence_vectors, out=codes)[1]
+        codes.flush()
         del codes
+        _fsync(building / SENTENCE_VECTORS)
+        write_file(building / SENTENCE_SCALES, scales)
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
         languages = Counter(a.lang for a in articles)
