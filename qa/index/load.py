@@ -53,6 +53,7 @@ from qa.index.store import (
     PassageStore,
     RowLookup,
     ranges,
+    store_mismatch,
 )
 from qa.index.verify import OpenFile, check_files, close_files, map_npy
 from qa.lexical import LEXICAL_ARRAYS, LexicalIndex
@@ -356,15 +357,14 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
             if name != ARTICLE_RECORDS:
                 reading = name
                 arrays[name] = map_npy(mapped[name])
+        mismatch = store_mismatch(arrays, n, manifest.corpus.articles)
+        if mismatch is not None:
+            reading = mismatch[0]
+            raise ValueError(mismatch[1])
         reading = ARTICLE_RECORDS
         store = PassageStore(
             arrays, mapped[ARTICLE_RECORDS].fd, version_dir / ARTICLE_RECORDS, sorted(manifest.corpus.languages)
         )
-        if len(store) != n or store.n_articles != manifest.corpus.articles:
-            raise ValueError(
-                f"holds {len(store)} passages of {store.n_articles} articles, the manifest says "
-                f"{n} of {manifest.corpus.articles}"
-            )
         reading = VECTORS
         # Memory-mapped: a question reads only its candidates' rows, so a million passages
         # do not have to fit in memory as float32.
@@ -410,13 +410,7 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
         reading = SENTENCE_STATS
         with np.load(version_dir / SENTENCE_STATS) as stats_arrays:
             sentence_stats = LanguageStats.from_arrays(stats_arrays)
-        reading = LINK_STARTS
-        if arrays[LINK_STARTS].shape != (n + 1,) or len(arrays[SENTENCE_LANGS]) != len(arrays[SENTENCE_MEMBERS]):
-            raise ValueError("does not match the passages and their sentences")
-        reading = GROUP_STARTS
         members = GroupMembers(arrays[GROUP_IDS], arrays[GROUP_STARTS], arrays[GROUP_ROWS])
-        if len(arrays[GROUP_STARTS]) != len(arrays[GROUP_IDS]) + 1:
-            raise ValueError("does not match the groups")
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError) as exc:
         problem = " ".join(str(exc).split())[:200]
         raise IndexCorruptError(

@@ -72,6 +72,7 @@ __all__ = [
     "StoreWriter",
     "doc_key",
     "ranges",
+    "store_mismatch",
     "write_groups",
     "write_sentence_links",
 ]
@@ -223,6 +224,21 @@ class GroupMembers:
         return len(self.ids)
 
 
+def store_mismatch(arrays: dict[str, np.ndarray], passages: int, articles: int) -> tuple[str, str] | None:
+    """(file, problem) of the first store array whose shape disagrees with `passages` and
+    `articles` (the manifest's counts), None when they all agree."""
+    expected = {
+        ARTICLE_OFFSETS: (articles + 1,), ARTICLE_KEYS: (articles,), ARTICLE_ORDER: (articles,),
+        PASSAGE_COLUMNS: (passages, 5), PASSAGE_LANGS: (passages,), PASSAGE_KEYS: (passages,),
+        PASSAGE_ORDER: (passages,), LINK_STARTS: (passages + 1,),
+        SENTENCE_LANGS: (len(arrays[SENTENCE_MEMBERS]),), GROUP_STARTS: (len(arrays[GROUP_IDS]) + 1,),
+    }  # fmt: skip
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            return name, f"holds an array of shape {arrays[name].shape}; the index needs {shape}"
+    return None
+
+
 class PassageStore:
     """The passages and articles of a loaded version, read from its store on demand.
 
@@ -246,15 +262,6 @@ class PassageStore:
         self._path = records_path
         self._cache: OrderedDict[int, Article] = OrderedDict()
         self._lock = threading.Lock()
-        n_articles = len(self.offsets) - 1
-        if (
-            n_articles < 0 or len(self.keys) != n_articles or len(self.order) != n_articles
-            or self.columns.ndim != 2 or self.columns.shape[1] != 5
-            or len(self.lang_codes) != len(self.columns) or len(self.passage_keys) != len(self.columns)
-            or len(self.passage_order) != len(self.columns)
-        ):  # fmt: skip
-            raise ValueError("its arrays do not have matching lengths")
-
     @property
     def n_articles(self) -> int:
         return len(self.offsets) - 1
