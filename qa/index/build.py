@@ -68,6 +68,7 @@ BUILD_KEY = "BUILT"  # beside CURRENT: the live version and the key of what it w
 RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
+SCRATCH = ".scratch"  # in a build's folder: the vectors being embedded, memory-mapped (see `_scratch`)
 
 
 class BuildReport(BaseModel):
@@ -158,36 +159,40 @@ def _embed_with_progress(
     *,
     owners: list[str] | None = None,
     failed: dict[str, str] | None = None,
+    out: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embed `texts` in slices of similar lengths, with a progress bar.
 
     With `owners` (the article of each text), a slice that fails is embedded again article by
     article: an article that still fails is added to `failed` (doc_id -> reason) and its rows
     are left at zero, so that one bad article costs only itself.
+
+    Each slice's vectors go straight into `out` (at `rows[i]` for text i; a new array by
+    default), so that with `out` memory-mapped the vectors of a large corpus never sit in memory
+    whole, let alone twice.
     """
     from tqdm import tqdm
 
+    if out is None:
+        out = np.zeros((len(texts), embedder.dim), np.float32)
+    rows = np.arange(len(texts)) if rows is None else np.asarray(rows, np.int64)
     # Slices of similar lengths: a batch costs its longest text times its size, and sentences in
     # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
     order = np.argsort([len(t) for t in texts], kind="stable")
     texts = [texts[i] for i in order]
-    parts = []
     with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
         step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
         for start in range(0, len(texts), step):
             batch = texts[start : start + step]
             if owners is None:
-                parts.append(embedder.encode_documents(batch))
+                vectors = embedder.encode_documents(batch)
             else:
                 batch_owners = [owners[i] for i in order[start : start + step]]
-                parts.append(_embed_isolated(embedder, batch, batch_owners, failed, what))
+                vectors = _embed_isolated(embedder, batch, batch_owners, failed, what)
+            out[rows[order[start : start + step]]] = vectors  # back in the order of `texts`
             bar.update(len(batch))
-    if not parts:
-        return np.zeros((0, embedder.dim), np.float32)
-    stacked = np.concatenate(parts)
-    vectors = np.empty_like(stacked)
-    vectors[order] = stacked  # back in the order of `texts`
-    return vectors
+    return out
 
 
 def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
@@ -253,10 +258,11 @@ def _drop_sentences(
     return table, vectors[rows], embedded[rows]
 
 
-def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str]):
+def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str], scratch: Path | None = None):
     """Every sentence of every passage, with its vector: reused from `previous` when its
     article is unchanged, embedded otherwise. Returns (table, vectors, a mask of the rows
-    embedded now). An article whose sentences cannot be embedded is added to `failed`."""
+    embedded now). An article whose sentences cannot be embedded is added to `failed`. The
+    vectors are a memory-mapped file in `scratch` when given (see `_scratch`)."""
     from qa.chunk import split_sentences
 
     number = {a.doc_id: i for i, a in enumerate(articles)}
@@ -273,7 +279,7 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
         for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
-    vectors = np.zeros((len(table), dim), np.float32)
+    vectors = _scratch(scratch, "sentence_vectors.npy", (len(table), dim))
     hits = [old.get((articles[doc].doc_id, a, b), -1) for doc, a, b in table.tolist()]
     missing = [row for row, hit in enumerate(hits) if hit < 0]
     found = [row for row, hit in enumerate(hits) if hit >= 0]
@@ -282,12 +288,23 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
     texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
     owners = [articles[doc].doc_id for doc in table[missing, 0].tolist()]
     if missing:
-        vectors[missing] = _embed_with_progress(
-            embedder, texts, progress, "Sentences", owners=owners, failed=failed
+        _embed_with_progress(
+            embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=np.array(missing)
         )
     embedded = np.zeros(len(table), dtype=bool)
     embedded[missing] = True
     return table, vectors, embedded
+
+
+def _scratch(folder: Path | None, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """A zero-filled float32 array: a memory-mapped file in `folder` (a build's scratch folder,
+    removed before the version goes live), in memory without one. At a million passages the
+    sentence vectors alone are 7 GB of float32: on disk they are page cache, written out and
+    dropped by the kernel as needed, not heap."""
+    if folder is None:
+        return np.zeros(shape, np.float32)
+    folder.mkdir(exist_ok=True)
+    return np.lib.format.open_memmap(folder / name, mode="w+", dtype=np.float32, shape=shape)
 
 
 def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
@@ -487,13 +504,12 @@ def build_index(
             reuse_rows.extend([-1] * len(new))
 
         to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
-        fresh = _embed_with_progress(
+        scratch = building / SCRATCH
+        vectors = _scratch(scratch, "vectors.npy", (len(chunks), model["dim"]))
+        _embed_with_progress(
             embedder, [chunks[i].text for i in to_embed], progress,
-            owners=[chunks[i].doc_id for i in to_embed], failed=failed,
+            owners=[chunks[i].doc_id for i in to_embed], failed=failed, out=vectors, rows=np.array(to_embed, np.int64),
         )
-        vectors = np.zeros((len(chunks), model["dim"]), np.float32)
-        if to_embed:
-            vectors[to_embed] = fresh
         reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
         if reused:
             vectors[reused] = previous.passage_vectors[[reuse_rows[i] for i in reused]]
@@ -502,7 +518,7 @@ def build_index(
 
         failed_before = len(failed)
         sentences, sentence_vectors, sentences_new = _sentences(
-            articles, chunks, previous, embedder, progress, failed
+            articles, chunks, previous, embedder, progress, failed, scratch
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
             sentences, sentence_vectors, sentences_new = _drop_sentences(
@@ -734,6 +750,7 @@ def _write_version(
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
         languages = Counter(a.lang for a in articles)
+        shutil.rmtree(building / SCRATCH, ignore_errors=True)  # the build's memory-mapped vectors
         written = {
             path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()
         }
