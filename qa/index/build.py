@@ -68,7 +68,7 @@ BUILD_KEY = "BUILT"  # beside CURRENT: the live version and the key of what it w
 RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
-SCRATCH = ".scratch"  # in a build's folder: the vectors being embedded, memory-mapped (see `_scratch`)
+CHECKPOINT = ".checkpoint-"  # + the build key: the vectors being embedded, memory-mapped (see `_checkpoint`)
 
 
 class BuildReport(BaseModel):
@@ -161,6 +161,7 @@ def _embed_with_progress(
     failed: dict[str, str] | None = None,
     out: np.ndarray | None = None,
     rows: np.ndarray | None = None,
+    done: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embed `texts` in slices of similar lengths, with a progress bar.
 
@@ -170,13 +171,22 @@ def _embed_with_progress(
 
     Each slice's vectors go straight into `out` (at `rows[i]` for text i; a new array by
     default), so that with `out` memory-mapped the vectors of a large corpus never sit in memory
-    whole, let alone twice.
+    whole, let alone twice. `done` (a boolean per row of `out`, memory-mapped beside it): rows
+    already embedded by an earlier, interrupted build are skipped, and each slice's rows are
+    marked once their vectors are written (not those of an article that failed), so that a
+    killed build resumes where it stopped (see `_checkpoint`).
     """
     from tqdm import tqdm
 
     if out is None:
         out = np.zeros((len(texts), embedder.dim), np.float32)
     rows = np.arange(len(texts)) if rows is None else np.asarray(rows, np.int64)
+    if done is not None and len(rows):
+        todo = np.flatnonzero(~done[rows])
+        if len(todo) < len(rows):
+            log.info("%s: %d of %d already embedded by an interrupted build, reused.", what, len(rows) - len(todo), len(rows))
+        texts, rows = [texts[i] for i in todo], rows[todo]
+        owners = None if owners is None else [owners[i] for i in todo]
     # Slices of similar lengths: a batch costs its longest text times its size, and sentences in
     # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
     order = np.argsort([len(t) for t in texts], kind="stable")
@@ -190,7 +200,11 @@ def _embed_with_progress(
             else:
                 batch_owners = [owners[i] for i in order[start : start + step]]
                 vectors = _embed_isolated(embedder, batch, batch_owners, failed, what)
-            out[rows[order[start : start + step]]] = vectors  # back in the order of `texts`
+            at = rows[order[start : start + step]]
+            out[at] = vectors  # back in the order of `texts`
+            if done is not None:
+                ok = at if owners is None else at[[owners[i] not in failed for i in order[start : start + step]]]
+                done[ok] = True
             bar.update(len(batch))
     return out
 
@@ -262,7 +276,7 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
     """Every sentence of every passage, with its vector: reused from `previous` when its
     article is unchanged, embedded otherwise. Returns (table, vectors, a mask of the rows
     embedded now). An article whose sentences cannot be embedded is added to `failed`. The
-    vectors are a memory-mapped file in `scratch` when given (see `_scratch`)."""
+    vectors are a memory-mapped checkpoint in `scratch` when given (see `_checkpoint`)."""
     from qa.chunk import split_sentences
 
     number = {a.doc_id: i for i, a in enumerate(articles)}
@@ -279,7 +293,7 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
         for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
-    vectors = _scratch(scratch, "sentence_vectors.npy", (len(table), dim))
+    vectors, done = _checkpoint(scratch, "sentence_vectors", (len(table), dim))
     hits = [old.get((articles[doc].doc_id, a, b), -1) for doc, a, b in table.tolist()]
     missing = [row for row, hit in enumerate(hits) if hit < 0]
     found = [row for row, hit in enumerate(hits) if hit >= 0]
@@ -289,22 +303,39 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
     owners = [articles[doc].doc_id for doc in table[missing, 0].tolist()]
     if missing:
         _embed_with_progress(
-            embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=np.array(missing)
+            embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=np.array(missing),
+            done=done,
         )
     embedded = np.zeros(len(table), dtype=bool)
     embedded[missing] = True
     return table, vectors, embedded
 
 
-def _scratch(folder: Path | None, name: str, shape: tuple[int, int]) -> np.ndarray:
-    """A zero-filled float32 array: a memory-mapped file in `folder` (a build's scratch folder,
-    removed before the version goes live), in memory without one. At a million passages the
-    sentence vectors alone are 7 GB of float32: on disk they are page cache, written out and
-    dropped by the kernel as needed, not heap."""
+def _checkpoint(folder: Path | None, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vectors, done): a float32 array of `shape` and a boolean per row saying which rows hold
+    their vector already, both memory-mapped files in `folder` (the build's checkpoint folder,
+    removed once the version is live); in memory, with no `done`, without a folder.
+
+    At a million passages the sentence vectors alone are 7 GB of float32: on disk they are page
+    cache, written out and dropped by the kernel as needed, not heap. And a build killed after
+    hours of embedding finds them again: the files are named by their shape, inside a folder
+    named by the build's key (same articles, model and settings: the same passages in the same
+    order), and the rows marked done are not embedded again.
+    """
     if folder is None:
-        return np.zeros(shape, np.float32)
+        return np.zeros(shape, np.float32), None
     folder.mkdir(exist_ok=True)
-    return np.lib.format.open_memmap(folder / name, mode="w+", dtype=np.float32, shape=shape)
+    stem = f"{name}-{shape[0]}x{shape[1]}"
+    vectors_path, done_path = folder / f"{stem}.npy", folder / f"{stem}.done.npy"
+    try:
+        vectors = np.lib.format.open_memmap(vectors_path, mode="r+")
+        done = np.lib.format.open_memmap(done_path, mode="r+")
+        if vectors.shape == shape and vectors.dtype == np.float32 and done.shape == (shape[0],) and done.dtype == bool:
+            return vectors, done
+    except (OSError, ValueError):
+        pass  # none yet, or cut short while being created: start afresh
+    done = np.lib.format.open_memmap(done_path, mode="w+", dtype=bool, shape=(shape[0],))
+    return np.lib.format.open_memmap(vectors_path, mode="w+", dtype=np.float32, shape=shape), done
 
 
 def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
@@ -424,10 +455,13 @@ def _record_build_key(index_dir: Path, version: str, key: str) -> None:
     atomic_write(index_dir / BUILD_KEY, write)
 
 
-def _remove_stale(index_dir: Path, keep: set[str]) -> None:
+def _remove_stale(index_dir: Path, keep: set[str], checkpoints: bool = True) -> None:
     # Leftovers of crashed builds, and versions older than the last KEEP_VERSIONS.
     for path in index_dir.glob(".building-*"):
         shutil.rmtree(path, ignore_errors=True)
+    for path in index_dir.glob(f"{CHECKPOINT}*") if checkpoints else []:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
     versions = sorted(p for p in index_dir.glob("v-*") if p.is_dir())
     for path in versions[:-KEEP_VERSIONS]:
         if path.name not in keep:
@@ -459,7 +493,8 @@ def build_index(
     index_dir.mkdir(parents=True, exist_ok=True)
 
     with build_lock(index_dir):
-        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        # (A checkpoint of an interrupted build is kept until the corpus is read: see below.)
+        _remove_stale(index_dir, keep={current_version(index_dir) or ""}, checkpoints=False)
         articles, skipped = load_corpus(corpus_dir)
         if not articles:
             raise QAError(
@@ -472,6 +507,9 @@ def build_index(
         key = build_key(articles, settings, _model_fingerprint(embedder))
         if (live := _up_to_date(index_dir, key)) is not None:
             return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started)
+        # An interrupted build of exactly these articles left vectors to resume from; any other
+        # checkpoint is of a corpus or settings that are gone.
+        _remove_stale(index_dir, keep={current_version(index_dir) or "", f"{CHECKPOINT}{key[:20]}"})
         model = embedder.describe()
         budget = min(settings.chunk_tokens, embedder.max_tokens)
         chunking = chunking_params(budget, settings.chunk_overlap)
@@ -504,11 +542,12 @@ def build_index(
             reuse_rows.extend([-1] * len(new))
 
         to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
-        scratch = building / SCRATCH
-        vectors = _scratch(scratch, "vectors.npy", (len(chunks), model["dim"]))
+        scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
+        vectors, done = _checkpoint(scratch, "vectors", (len(chunks), model["dim"]))
         _embed_with_progress(
             embedder, [chunks[i].text for i in to_embed], progress,
             owners=[chunks[i].doc_id for i in to_embed], failed=failed, out=vectors, rows=np.array(to_embed, np.int64),
+            done=done,
         )
         reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
         if reused:
@@ -750,7 +789,6 @@ def _write_version(
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
         languages = Counter(a.lang for a in articles)
-        shutil.rmtree(building / SCRATCH, ignore_errors=True)  # the build's memory-mapped vectors
         written = {
             path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()
         }
