@@ -68,7 +68,8 @@ SENTENCES_IN_MEMORY = 256 << 20
 # The files read in place (memory-mapped, or read with pread) rather than loaded: kept open from
 # their verification on, and watched before every question (`Index.damage`).
 MAPPED_FILES = frozenset(
-    {VECTORS, SENTENCE_VECTORS, SENTENCES, GROUPS, *STORE_FILES, *(f"{LEXICAL}/{file}" for file in LEXICAL_ARRAYS.values())}
+    {VECTORS, SENTENCE_VECTORS, SENTENCE_SCALES, SENTENCES, GROUPS, *STORE_FILES}
+    | {f"{LEXICAL}/{file}" for file in LEXICAL_ARRAYS.values()}
 )
 
 
@@ -399,14 +400,14 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
         if codes.dtype != np.int8 or codes.shape != (len(sentences), manifest.model.dim):
             raise ValueError(f"holds {codes.dtype} vectors of shape {codes.shape} for {len(sentences)} sentences")
         reading = SENTENCE_SCALES
-        scales = np.load(version_dir / SENTENCE_SCALES)
+        scales = map_npy(mapped[SENTENCE_SCALES])
         if scales.shape != (len(sentences),):
             raise ValueError(f"holds {scales.shape} scales for {len(sentences)} sentences")
         sentence_vectors = Int8Rows(codes, scales)
         if codes.size * 4 <= SENTENCES_IN_MEMORY:
             sentence_vectors = sentence_vectors[:]
-            del codes  # decoded into memory: the file is not read again, nor watched
-            close_files([mapped.pop(SENTENCE_VECTORS).fd])
+            del codes, scales  # decoded into memory: the files are not read again, nor watched
+            close_files([mapped.pop(SENTENCE_VECTORS).fd, mapped.pop(SENTENCE_SCALES).fd])
         reading = SENTENCE_STATS
         with np.load(version_dir / SENTENCE_STATS) as stats_arrays:
             sentence_stats = LanguageStats.from_arrays(stats_arrays)
