@@ -175,6 +175,10 @@ class LexicalIndex:
             np.array(weights, np.float32),
         )
 
+    def postings(self) -> list[np.ndarray]:
+        """The arrays of the score matrix (`LEXICAL_ARRAYS`), memory-mapped when loaded with them."""
+        return [self._retriever.scores[key] for key in LEXICAL_ARRAYS]
+
     def save(self, folder: Path) -> None:
         self._retriever.save(str(folder), show_progress=False)
 

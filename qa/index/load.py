@@ -205,11 +205,19 @@ class Index:
         return ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
 
     def map_in(self) -> int:
-        """Read the memory-mapped passage and sentence vectors into memory now (`qa.index.memory`), so
-        that no question pays for the first read of their pages; returns the bytes mapped in."""
+        """Read the memory-mapped arrays a question reads into memory now (`qa.index.memory`), so
+        that no question pays for the first read of their pages; returns the bytes mapped in.
+
+        The passage and sentence vectors, and the per-passage columns the ranking reads in place
+        (languages, sentence links, BM25's postings): page cache, shared and reclaimable, not
+        heap. The article records are read with `pread` per question and left to the page cache.
+        """
         sentences = self.sentence_vectors
         codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
-        return map_in(self.passage_vectors) + map_in(codes)
+        arrays = [self.passage_vectors, codes, self.store.lang_codes, self.sentence_member, self.link_start,
+                  self.sentence_langs, self.groups]  # fmt: skip
+        arrays += self.lexical.postings()
+        return sum(map_in(np.asarray(array)) for array in arrays)
 
     def sentences_of(self, row: int) -> np.ndarray:
         """Sentence rows of passage `row`, in text order."""
