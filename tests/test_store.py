@@ -62,9 +62,12 @@ def test_build_then_load_roundtrip(corpus: Path, settings: Settings):
     assert manifest["chunking"]["max_tokens"] == 64
     assert manifest["corpus"]["articles"] == 3
     assert {"faiss", "sentence_transformers", "torch", "qa"} <= manifest["versions"].keys()
-    # The passage vectors are memory-mapped and can be read in ahead of the questions (qa.index.memory);
-    # sentence vectors this few are loaded into memory outright.
-    assert index.map_in() == index.passage_vectors.nbytes > 0
+    # The passage vectors and the columns a question reads in place are memory-mapped and can be
+    # read in ahead of the questions (qa.index.memory); sentence vectors this few are loaded into
+    # memory outright.
+    columns = [index.store.lang_codes, index.sentence_member, index.link_start, index.sentence_langs, index.groups]
+    expected = index.passage_vectors.nbytes + sum(a.nbytes for a in columns + index.lexical.postings())
+    assert index.map_in() == expected > index.passage_vectors.nbytes > 0
 
 
 def test_incremental_build_embeds_only_what_changed(corpus: Path, settings: Settings):
