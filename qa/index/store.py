@@ -44,6 +44,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from qa.errors import IndexCorruptError
+from qa.index.format import write_file
 from qa.models import Article, Chunk
 
 __all__ = [
@@ -141,8 +142,6 @@ class StoreWriter:
     def close(self) -> tuple[np.ndarray, np.ndarray]:
         """Write the arrays and make every file durable; returns the passage columns and
         language codes (for `write_sentence_links`)."""
-        from qa.index.format import write_file
-
         self._records.flush()
         os.fsync(self._records.fileno())
         self._records.close()
@@ -164,7 +163,6 @@ class StoreWriter:
 def write_groups(folder: Path, groups: np.ndarray) -> None:
     """The translation groups of two or more passages, as sorted ids and their rows (a passage
     alone in its group is in none: most are)."""
-    from qa.index.format import write_file
 
     groups = np.asarray(groups, np.int64)
     order = np.argsort(groups, kind="stable")
@@ -183,7 +181,6 @@ def write_sentence_links(folder: Path, columns: np.ndarray, lang_codes: np.ndarr
     starting inside it (two binary searches) that also end inside it. Vectorized: a million
     passages link in seconds, once, at build.
     """
-    from qa.index.format import write_file
 
     doc, start, end = columns[:, 0], columns[:, 2], columns[:, 3]
     sentences = np.asarray(sentences, dtype=np.int64).reshape(-1, 3)
