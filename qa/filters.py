@@ -162,24 +162,26 @@ class FilterColumns:
     def __init__(self, index: Any):
         from qa.retrieval import url_outlet
 
-        doc_ids = list(index.articles)
-        number = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-        articles = [index.articles[doc_id] for doc_id in doc_ids]
+        # One pass over the articles, none kept: an index's store reads them from disk one at a
+        # time (`qa.index.store`), where a list of a million articles would cost gigabytes.
         # Parsed once per distinct date and per distinct site (an article's URL up to its path):
         # articles share both, and parsing each one cost 1.4 s for 100,000 articles.
         days: dict[str | None, int] = {}
-        self.doc_day = np.array(
-            [days[a.date] if a.date in days else days.setdefault(a.date, article_day(a.date)) for a in articles],
-            np.int32,
-        )
+        sites: dict[str, str] = {}
+        doc_day, outlets, files = [], [], []
+        for article in _articles(index):
+            day = days[article.date] if article.date in days else days.setdefault(article.date, article_day(article.date))
+            doc_day.append(day)
+            outlets.append(_site_outlet(article.url, sites, url_outlet))
+            files.append(article.source.rpartition("#")[0] or article.source)
+        self.doc_day = np.array(doc_day, np.int32)
         # Outlets and source files as codes into their distinct values: a source filter then
         # matches each distinct value once (tens of outlets, not a million articles).
-        sites: dict[str, str] = {}
-        self.outlets, self.doc_outlet = _codes([_site_outlet(a.url, sites, url_outlet) for a in articles])
-        self.files, self.doc_file = _codes([a.source.rpartition("#")[0] or a.source for a in articles])
-        self.passage_doc = np.fromiter((number[c.doc_id] for c in index.chunks), np.int32, len(index.chunks))
+        self.outlets, self.doc_outlet = _codes(outlets)
+        self.files, self.doc_file = _codes(files)
+        self.passage_doc = _passage_docs(index)
+        self.n = len(self.passage_doc)
         self.langs = set(index.rows_by_language)
-        self.n = len(index.chunks)
         self._masks: OrderedDict[Filters, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -229,6 +231,23 @@ class FilterColumns:
                 )
             docs |= hits
         return docs
+
+
+def _articles(index: Any) -> Iterable:
+    """Every article of `index`, in article-number order (the order of `_passage_docs`)."""
+    store = getattr(index, "store", None)
+    if store is not None:
+        return (store.article_at(number) for number in range(store.n_articles))
+    return (index.articles[doc_id] for doc_id in index.articles)
+
+
+def _passage_docs(index: Any) -> np.ndarray:
+    """The article number of each passage (position in `_articles`)."""
+    store = getattr(index, "store", None)
+    if store is not None:
+        return np.asarray(store.columns[:, 0], np.int32)
+    number = {doc_id: i for i, doc_id in enumerate(index.articles)}
+    return np.fromiter((number[c.doc_id] for c in index.chunks), np.int32, len(index.chunks))
 
 
 def _site_outlet(url: str | None, sites: dict[str, str], url_outlet) -> str:

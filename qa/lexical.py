@@ -17,11 +17,14 @@ import numpy as np
 
 from qa.lang import NO_SPACE_CHARS
 
-__all__ = ["LexicalIndex", "tokenize"]
+__all__ = ["LEXICAL_ARRAYS", "LexicalIndex", "tokenize"]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NO_SPACE = re.compile("[" + NO_SPACE_CHARS + "]+")  # scripts without spaces: see qa.lang
+# The postings files bm25s saves (`LexicalIndex.save`): what `LexicalIndex.load` can take as
+# arrays memory-mapped by the caller, so that the postings stay on disk.
+LEXICAL_ARRAYS = {"data": "data.csc.index.npy", "indices": "indices.csc.index.npy", "indptr": "indptr.csc.index.npy"}
 
 
 def _bigrams(run: str) -> list[str]:
@@ -68,7 +71,7 @@ class LexicalIndex:
             for doc, text in enumerate(texts[start : start + block], start):
                 # An empty document would get no column entries at all: keep a placeholder token.
                 words = tokenize(text) or ["\u2205"]
-                ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+                ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int32, len(words))
                 unique, tf = np.unique(ids, return_counts=True)
                 part_docs.append(np.full(len(unique), doc, np.int32))
                 part_tokens.append(unique)
@@ -78,17 +81,36 @@ class LexicalIndex:
             tokens.append(np.concatenate(part_tokens))
             counts.append(np.concatenate(part_counts).astype(np.float32))
         docs, tokens, tf = np.concatenate(docs), np.concatenate(tokens), np.concatenate(counts)
+        del counts
         lengths = np.asarray(lengths, np.float32)
         n_docs, n_vocab = len(texts), len(vocab) + 1  # + bm25s's empty token, added below
         df = np.bincount(tokens, minlength=n_vocab)
         idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-        norm = k1 * ((1 - b) + b * lengths[docs] / lengths.mean())
-        scores = (idf[tokens] * tf / (norm + tf)).astype(np.float32)
+        # Postings put in column order first, each temporary freed as soon as it is used: at a
+        # million passages (~100M postings) every array here is 0.4-0.8 GB.
         order = np.argsort(tokens, kind="stable")  # column by column, documents ascending
+        docs = docs[order]
+        tf = tf[order]
+        tokens = tokens[order]
+        del order
+        # In place, in the order of operations of idf * tf / (k1 * ((1 - b) + b * length / mean)
+        # + tf), so that the scores are the same floats as computed in one expression.
+        scores = lengths[docs]
+        scores *= b
+        scores /= lengths.mean()
+        scores += 1 - b
+        scores *= k1
+        scores += tf
+        numerator = idf[tokens]
+        del tokens
+        numerator *= tf
+        del tf
+        np.divide(numerator, scores, out=scores)
+        del numerator
         retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
         retriever.scores = {
-            "data": scores[order],
-            "indices": docs[order],
+            "data": scores,
+            "indices": docs,
             "indptr": np.concatenate([[0], np.cumsum(df)]).astype(np.int64),
             "num_docs": n_docs,
         }
@@ -153,11 +175,20 @@ class LexicalIndex:
             np.array(weights, np.float32),
         )
 
+    def postings(self) -> list[np.ndarray]:
+        """The arrays of the score matrix (`LEXICAL_ARRAYS`), memory-mapped when loaded with them."""
+        return [self._retriever.scores[key] for key in LEXICAL_ARRAYS]
+
     def save(self, folder: Path) -> None:
         self._retriever.save(str(folder), show_progress=False)
 
     @classmethod
-    def load(cls, folder: Path) -> LexicalIndex:
+    def load(cls, folder: Path, arrays: dict[str, np.ndarray] | None = None) -> LexicalIndex:
+        """The index saved in `folder`. With `arrays` (the `LEXICAL_ARRAYS` files, by their key
+        there, already memory-mapped), the postings are read in place instead of loaded."""
         import bm25s
 
-        return cls(bm25s.BM25.load(str(folder), show_progress=False, verbosity=0))
+        retriever = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0, mmap=arrays is not None)
+        if arrays is not None:
+            retriever.scores.update({key: arrays[key] for key in ("data", "indices", "indptr")})
+        return cls(retriever)

@@ -242,7 +242,7 @@ def test_index_and_corpus_files_are_not_served_by_absolute_path(live_app, seed_s
 
     version_dir = (seed_settings.index_dir / current_version(seed_settings.index_dir)).resolve()
     corpus_file = next(seed_settings.corpus_dir.resolve().iterdir())
-    secrets = [version_dir / "manifest.json", version_dir / "articles.jsonl", seed_settings.index_dir.resolve() / "CURRENT", corpus_file]
+    secrets = [version_dir / "manifest.json", version_dir / "store" / "articles.bin", seed_settings.index_dir.resolve() / "CURRENT", corpus_file]
     for target in secrets:
         quoted = urllib.parse.quote(str(target))
         for path in [f"/gradio_api/file={target}", f"/gradio_api/file={quoted}", f"/file={target}",

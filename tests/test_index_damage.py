@@ -145,7 +145,9 @@ def test_each_file_damaged_under_a_loaded_engine_never_misleads_and_recovers(
     else:
         # The memory-mapped files are caught before they are read; the others were read at load,
         # and a pointer to no loadable version leaves the loaded one answering.
-        mapped = {f"{version}/vectors.npy", f"{version}/sentence_vectors.npy"}
+        # (The passages' store, the sentence links and BM25's postings are read in place too.)
+        mapped = {f"{version}/{name}" for name in qa.index.load.MAPPED_FILES}
+        assert f"{version}/store/articles.bin" in mapped and f"{version}/bm25/indices.csc.index.npy" in mapped
         assert {n for n, outcome in outcomes.items() if outcome == "error"} == mapped, outcomes
 
 

@@ -209,8 +209,9 @@ def _manifest_edit(version_dir: Path, change) -> None:
 DAMAGES = {
     "vectors_garbled": ("vectors.npy", lambda v: _garble_start(v / "vectors.npy")),
     "vectors_truncated": ("vectors.npy", lambda v: _truncate(v / "vectors.npy")),
-    "passages_garbled": ("passages.jsonl", lambda v: _garble_start(v / "passages.jsonl")),
-    "passages_truncated": ("passages.jsonl", lambda v: _truncate(v / "passages.jsonl")),
+    "passages_garbled": ("passages.npy", lambda v: _garble_start(v / "store" / "passages.npy")),
+    "passages_truncated": ("passages.npy", lambda v: _truncate(v / "store" / "passages.npy")),
+    "articles_garbled": ("articles.bin", lambda v: _garble_start(v / "store" / "articles.bin")),
     "manifest_truncated": ("manifest.json", lambda v: _truncate(v / "manifest.json")),
     "sentence_vectors_garbled": ("sentence_vectors.npy", lambda v: _garble_start(v / "sentence_vectors.npy")),
     "sentence_vectors_truncated": ("sentence_vectors.npy", lambda v: _truncate(v / "sentence_vectors.npy")),
@@ -304,10 +305,15 @@ def test_each_file_of_a_live_index_damaged_under_the_server(seed_settings, tmp_p
     finally:
         server.stop()
     assert server.process.returncode in (0, -signal.SIGTERM), server.log_tail()
-    # The memory-mapped vectors are the files a live server reads from disk: changed in place,
-    # they are refused (503) before being read; every other file was read whole at load.
+    # The files a live server reads in place (memory-mapped vectors, the passage store, BM25's
+    # postings: `qa.index.load.MAPPED_FILES`; this small index's sentence vectors are decoded into
+    # memory at load): changed in place, they are refused (503) before being read; every other
+    # file was read whole at load.
+    from qa.index.load import MAPPED_FILES
+
+    watched = MAPPED_FILES - {"sentence_vectors.npy", "sentence_scales.npy"}
     refused = sorted(key for key, outcome in outcomes.items() if outcome == "503")
-    assert refused == [f"{version}/vectors.npy truncated", f"{version}/vectors.npy zero-filled"], outcomes
+    assert refused == sorted(f"{version}/{name} {damage}" for name in watched for damage in ("truncated", "zero-filled")), outcomes
     FIGURES["live_damage_cases"] = len(outcomes)
 
 
@@ -359,9 +365,10 @@ def _small_corpus(folder: Path, n: int) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("failing_write", [1, 3, 8])  # articles.jsonl, vectors.npy, manifest.json
+@pytest.mark.parametrize("failing_write", [1, 11, 18])  # store/article_offsets.npy, vectors.npy, manifest.json
 def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_path, monkeypatch, failing_write):
     import qa.index.build
+    import qa.index.store
 
     settings = Settings(index_dir=tmp_path / "index", chunk_tokens=64)
     corpus = _small_corpus(tmp_path / "corpus", 3)
@@ -378,6 +385,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
         real_write(path, data)
 
     monkeypatch.setattr(qa.index.build, "write_file", write_until_full)
+    monkeypatch.setattr(qa.index.store, "write_file", write_until_full)
     with pytest.raises(QAError) as err:
         build_index(corpus, settings=settings, embedder=FakeEmbedder())
     message = str(err.value)
@@ -388,6 +396,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     assert not list(settings.index_dir.glob(".building-*"))  # the half-written version is gone
 
     monkeypatch.setattr(qa.index.build, "write_file", real_write)
+    monkeypatch.setattr(qa.index.store, "write_file", real_write)
     report = build_index(corpus, settings=settings, embedder=FakeEmbedder())
     assert report.articles == 5 and current_version(settings.index_dir) == report.version
     assert not list(settings.index_dir.glob(".building-*"))

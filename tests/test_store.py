@@ -62,9 +62,12 @@ def test_build_then_load_roundtrip(corpus: Path, settings: Settings):
     assert manifest["chunking"]["max_tokens"] == 64
     assert manifest["corpus"]["articles"] == 3
     assert {"faiss", "sentence_transformers", "torch", "qa"} <= manifest["versions"].keys()
-    # The passage vectors are memory-mapped and can be read in ahead of the questions (qa.index.memory);
-    # sentence vectors this few are loaded into memory outright.
-    assert index.map_in() == index.passage_vectors.nbytes > 0
+    # The passage vectors and the columns a question reads in place are memory-mapped and can be
+    # read in ahead of the questions (qa.index.memory); sentence vectors this few are loaded into
+    # memory outright.
+    columns = [index.store.lang_codes, index.sentence_member, index.link_start, index.sentence_langs, index.groups]
+    expected = index.passage_vectors.nbytes + sum(a.nbytes for a in columns + index.lexical.postings())
+    assert index.map_in() == expected > index.passage_vectors.nbytes > 0
 
 
 def test_incremental_build_embeds_only_what_changed(corpus: Path, settings: Settings):
@@ -140,7 +143,7 @@ def test_damaged_index_fails_naming_the_file(corpus: Path, settings: Settings, d
         path = version_dir / "manifest.json"
         path.write_text("{not json")
     elif damage == "delete_passages":
-        path = version_dir / "passages.jsonl"
+        path = version_dir / "store" / "passages.npy"
         path.unlink()
     else:
         path = settings.index_dir / "CURRENT"
@@ -220,3 +223,41 @@ def test_each_passage_knows_its_sentences(corpus: Path, settings: Settings):
     assert sorted(index.sentence_links(rows).tolist()) == expected.tolist()
     links, positions = index.sentence_runs(rows)
     assert (rows[positions] == index.sentence_owner[links]).all()  # each link's passage, by position
+
+
+class Interrupted(FakeEmbedder):
+    """Counts the texts it embeds; Ctrl-C (KeyboardInterrupt) at its call number `stop_at`."""
+
+    def __init__(self, stop_at: int = -1):
+        super().__init__()
+        self.calls, self.texts, self.stop_at = 0, 0, stop_at
+
+    def encode_documents(self, texts, *, progress=False):
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.texts += len(texts)
+        return super().encode_documents(texts)
+
+
+def test_an_interrupted_build_resumes_from_its_checkpoint(corpus: Path, settings: Settings, tmp_path: Path):
+    from qa.index.build import EMBED_SLICE
+
+    for n in range(3, 12):
+        write_article(corpus, n, sentences=40)
+    settings = settings.model_copy(update={"chunk_tokens": 32})
+    first = Interrupted(stop_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(corpus, settings=settings, embedder=first)
+    assert first.texts == 2 * EMBED_SLICE and current_version(settings.index_dir) is None
+    assert list(settings.index_dir.glob(".checkpoint-*"))  # the vectors embedded so far, kept
+
+    resumed = Interrupted()
+    report = build_index(corpus, settings=settings, embedder=resumed)
+    clean = Interrupted()
+    clean_settings = settings.model_copy(update={"index_dir": tmp_path / "clean"})
+    build_index(corpus, settings=clean_settings, embedder=clean)
+    assert resumed.texts == clean.texts - first.texts  # only what the first build had not embedded
+    assert report.passages == len(open_index(clean_settings.index_dir))
+    assert np.array_equal(open_index(settings.index_dir).vectors(), open_index(clean_settings.index_dir).vectors())
+    assert not list(settings.index_dir.glob(".checkpoint-*"))  # removed once the version is live

@@ -567,9 +567,12 @@ class Int8Rows:
         return self[:].astype(dtype or np.float32)
 
 
-def quantize_rows(vectors: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 codes, float32 scales) of `vectors`, a block at a time (millions of rows fit)."""
-    codes = np.empty(vectors.shape, np.int8)
+def quantize_rows(
+    vectors: np.ndarray, block: int = 65536, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes, float32 scales) of `vectors`, a block at a time (millions of rows fit); the
+    codes into `out` when given (e.g. a memory-mapped file)."""
+    codes = np.empty(vectors.shape, np.int8) if out is None else out
     scales = np.empty(len(vectors), np.float32)
     for start in range(0, len(vectors), block):
         part = np.asarray(vectors[start : start + block], np.float32)

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -33,30 +34,27 @@ from qa.errors import IndexNotFoundError, QAError, unexpected_reason
 from qa.index.ann import AnnReport, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
 from qa.index.format import (
     ANN_DIR,
-    ARTICLES,
     FORMAT_VERSION,
     GROUPS,
     KEEP_VERSIONS,
     LANG_STATS,
     LEXICAL,
     MANIFEST,
-    PASSAGES,
     SENTENCE_SCALES,
     SENTENCE_STATS,
     SENTENCE_VECTORS,
     SENTENCES,
     VECTORS,
     Manifest,
-    StoredChunk,
     atomic_write,
     build_lock,
     current_version,
     fsync_dir,
-    jsonl_bytes,
     swap_pointer,
     write_file,
 )
 from qa.index.load import Index, open_index
+from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
 from qa.index.verify import file_checksum
 from qa.lexical import LexicalIndex
 from qa.models import Article, Chunk, SkippedFile
@@ -70,6 +68,7 @@ BUILD_KEY = "BUILT"  # beside CURRENT: the live version and the key of what it w
 RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
+CHECKPOINT = ".checkpoint-"  # + the build key: the vectors being embedded, memory-mapped (see `_checkpoint`)
 
 
 class BuildReport(BaseModel):
@@ -160,36 +159,54 @@ def _embed_with_progress(
     *,
     owners: list[str] | None = None,
     failed: dict[str, str] | None = None,
+    out: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+    done: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embed `texts` in slices of similar lengths, with a progress bar.
 
     With `owners` (the article of each text), a slice that fails is embedded again article by
     article: an article that still fails is added to `failed` (doc_id -> reason) and its rows
     are left at zero, so that one bad article costs only itself.
+
+    Each slice's vectors go straight into `out` (at `rows[i]` for text i; a new array by
+    default), so that with `out` memory-mapped the vectors of a large corpus never sit in memory
+    whole, let alone twice. `done` (a boolean per row of `out`, memory-mapped beside it): rows
+    already embedded by an earlier, interrupted build are skipped, and each slice's rows are
+    marked once their vectors are written (not those of an article that failed), so that a
+    killed build resumes where it stopped (see `_checkpoint`).
     """
     from tqdm import tqdm
 
+    if out is None:
+        out = np.zeros((len(texts), embedder.dim), np.float32)
+    rows = np.arange(len(texts)) if rows is None else np.asarray(rows, np.int64)
+    if done is not None and len(rows):
+        todo = np.flatnonzero(~done[rows])
+        if len(todo) < len(rows):
+            log.info("%s: %d of %d already embedded by an interrupted build, reused.", what, len(rows) - len(todo), len(rows))
+        texts, rows = [texts[i] for i in todo], rows[todo]
+        owners = None if owners is None else [owners[i] for i in todo]
     # Slices of similar lengths: a batch costs its longest text times its size, and sentences in
     # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
     order = np.argsort([len(t) for t in texts], kind="stable")
     texts = [texts[i] for i in order]
-    parts = []
     with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
         step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
         for start in range(0, len(texts), step):
             batch = texts[start : start + step]
             if owners is None:
-                parts.append(embedder.encode_documents(batch))
+                vectors = embedder.encode_documents(batch)
             else:
                 batch_owners = [owners[i] for i in order[start : start + step]]
-                parts.append(_embed_isolated(embedder, batch, batch_owners, failed, what))
+                vectors = _embed_isolated(embedder, batch, batch_owners, failed, what)
+            at = rows[order[start : start + step]]
+            out[at] = vectors  # back in the order of `texts`
+            if done is not None:
+                ok = at if owners is None else at[[owners[i] not in failed for i in order[start : start + step]]]
+                done[ok] = True
             bar.update(len(batch))
-    if not parts:
-        return np.zeros((0, embedder.dim), np.float32)
-    stacked = np.concatenate(parts)
-    vectors = np.empty_like(stacked)
-    vectors[order] = stacked  # back in the order of `texts`
-    return vectors
+    return out
 
 
 def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
@@ -255,10 +272,11 @@ def _drop_sentences(
     return table, vectors[rows], embedded[rows]
 
 
-def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str]):
+def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str], scratch: Path | None = None):
     """Every sentence of every passage, with its vector: reused from `previous` when its
     article is unchanged, embedded otherwise. Returns (table, vectors, a mask of the rows
-    embedded now). An article whose sentences cannot be embedded is added to `failed`."""
+    embedded now). An article whose sentences cannot be embedded is added to `failed`. The
+    vectors are a memory-mapped checkpoint in `scratch` when given (see `_checkpoint`)."""
     from qa.chunk import split_sentences
 
     number = {a.doc_id: i for i, a in enumerate(articles)}
@@ -275,7 +293,7 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
         for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
-    vectors = np.zeros((len(table), dim), np.float32)
+    vectors, done = _checkpoint(scratch, "sentence_vectors", (len(table), dim))
     hits = [old.get((articles[doc].doc_id, a, b), -1) for doc, a, b in table.tolist()]
     missing = [row for row, hit in enumerate(hits) if hit < 0]
     found = [row for row, hit in enumerate(hits) if hit >= 0]
@@ -284,12 +302,40 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
     texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
     owners = [articles[doc].doc_id for doc in table[missing, 0].tolist()]
     if missing:
-        vectors[missing] = _embed_with_progress(
-            embedder, texts, progress, "Sentences", owners=owners, failed=failed
+        _embed_with_progress(
+            embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=np.array(missing),
+            done=done,
         )
     embedded = np.zeros(len(table), dtype=bool)
     embedded[missing] = True
     return table, vectors, embedded
+
+
+def _checkpoint(folder: Path | None, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vectors, done): a float32 array of `shape` and a boolean per row saying which rows hold
+    their vector already, both memory-mapped files in `folder` (the build's checkpoint folder,
+    removed once the version is live); in memory, with no `done`, without a folder.
+
+    At a million passages the sentence vectors alone are 7 GB of float32: on disk they are page
+    cache, written out and dropped by the kernel as needed, not heap. And a build killed after
+    hours of embedding finds them again: the files are named by their shape, inside a folder
+    named by the build's key (same articles, model and settings: the same passages in the same
+    order), and the rows marked done are not embedded again.
+    """
+    if folder is None:
+        return np.zeros(shape, np.float32), None
+    folder.mkdir(exist_ok=True)
+    stem = f"{name}-{shape[0]}x{shape[1]}"
+    vectors_path, done_path = folder / f"{stem}.npy", folder / f"{stem}.done.npy"
+    try:
+        vectors = np.lib.format.open_memmap(vectors_path, mode="r+")
+        done = np.lib.format.open_memmap(done_path, mode="r+")
+        if vectors.shape == shape and vectors.dtype == np.float32 and done.shape == (shape[0],) and done.dtype == bool:
+            return vectors, done
+    except (OSError, ValueError):
+        pass  # none yet, or cut short while being created: start afresh
+    done = np.lib.format.open_memmap(done_path, mode="w+", dtype=bool, shape=(shape[0],))
+    return np.lib.format.open_memmap(vectors_path, mode="w+", dtype=np.float32, shape=shape), done
 
 
 def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
@@ -409,10 +455,13 @@ def _record_build_key(index_dir: Path, version: str, key: str) -> None:
     atomic_write(index_dir / BUILD_KEY, write)
 
 
-def _remove_stale(index_dir: Path, keep: set[str]) -> None:
+def _remove_stale(index_dir: Path, keep: set[str], checkpoints: bool = True) -> None:
     # Leftovers of crashed builds, and versions older than the last KEEP_VERSIONS.
     for path in index_dir.glob(".building-*"):
         shutil.rmtree(path, ignore_errors=True)
+    for path in index_dir.glob(f"{CHECKPOINT}*") if checkpoints else []:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
     versions = sorted(p for p in index_dir.glob("v-*") if p.is_dir())
     for path in versions[:-KEEP_VERSIONS]:
         if path.name not in keep:
@@ -444,7 +493,8 @@ def build_index(
     index_dir.mkdir(parents=True, exist_ok=True)
 
     with build_lock(index_dir):
-        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        # (A checkpoint of an interrupted build is kept until the corpus is read: see below.)
+        _remove_stale(index_dir, keep={current_version(index_dir) or ""}, checkpoints=False)
         articles, skipped = load_corpus(corpus_dir)
         if not articles:
             raise QAError(
@@ -457,6 +507,9 @@ def build_index(
         key = build_key(articles, settings, _model_fingerprint(embedder))
         if (live := _up_to_date(index_dir, key)) is not None:
             return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started)
+        # An interrupted build of exactly these articles left vectors to resume from; any other
+        # checkpoint is of a corpus or settings that are gone.
+        _remove_stale(index_dir, keep={current_version(index_dir) or "", f"{CHECKPOINT}{key[:20]}"})
         model = embedder.describe()
         budget = min(settings.chunk_tokens, embedder.max_tokens)
         chunking = chunking_params(budget, settings.chunk_overlap)
@@ -489,13 +542,13 @@ def build_index(
             reuse_rows.extend([-1] * len(new))
 
         to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
-        fresh = _embed_with_progress(
+        scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
+        vectors, done = _checkpoint(scratch, "vectors", (len(chunks), model["dim"]))
+        _embed_with_progress(
             embedder, [chunks[i].text for i in to_embed], progress,
-            owners=[chunks[i].doc_id for i in to_embed], failed=failed,
+            owners=[chunks[i].doc_id for i in to_embed], failed=failed, out=vectors, rows=np.array(to_embed, np.int64),
+            done=done,
         )
-        vectors = np.zeros((len(chunks), model["dim"]), np.float32)
-        if to_embed:
-            vectors[to_embed] = fresh
         reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
         if reused:
             vectors[reused] = previous.passage_vectors[[reuse_rows[i] for i in reused]]
@@ -504,7 +557,7 @@ def build_index(
 
         failed_before = len(failed)
         sentences, sentence_vectors, sentences_new = _sentences(
-            articles, chunks, previous, embedder, progress, failed
+            articles, chunks, previous, embedder, progress, failed, scratch
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
             sentences, sentence_vectors, sentences_new = _drop_sentences(
@@ -656,6 +709,11 @@ def _vector_search(
     return out
 
 
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def _start_version(index_dir: Path) -> Path:
     """A new, empty `.building-<version>` folder (renamed to `<version>` when complete)."""
     building = index_dir / f".building-{_new_version_name()}"
@@ -688,10 +746,17 @@ def _write_version(
     version = building.name.removeprefix(".building-")
     lang_of = {a.doc_id: a.lang for a in articles}
     passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
-    sentence_langs = np.array([articles[doc].lang for doc in sentences[:, 0].tolist()]) if len(sentences) else np.zeros(0, str)
+    article_langs = np.array([a.lang for a in articles]) if articles else np.zeros(0, str)
+    sentence_langs = article_langs[np.asarray(sentences[:, 0], np.int64)] if len(sentences) else np.zeros(0, str)
     with _write_errors(building):
-        write_file(building / ARTICLES, jsonl_bytes(articles))
-        write_file(building / PASSAGES, jsonl_bytes([StoredChunk(**c.model_dump(exclude={"text"})) for c in chunks]))
+        # Language codes: positions in the sorted languages of the articles, as the manifest lists them.
+        store = StoreWriter(building, sorted({a.lang for a in articles}))
+        for article in articles:
+            store.add_article(article)
+        store.add_passages(chunks, passage_langs.tolist())
+        columns, lang_codes = store.close()
+        write_sentence_links(building, columns, lang_codes, sentences)
+        del columns, lang_codes
         write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
@@ -708,12 +773,19 @@ def _write_version(
             centered = stats.centered(vectors, stats.lang_ids(passage_langs))
             groups = translation_groups(centered, passage_langs, settings.group_threshold)
         write_file(building / GROUPS, np.asarray(groups, np.int64))
+        write_groups(building, groups)
         LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
         write_file(building / SENTENCES, np.asarray(sentences, np.int64))
-        codes, scales = quantize_rows(sentence_vectors)
-        write_file(building / SENTENCE_VECTORS, codes)
-        write_file(building / SENTENCE_SCALES, scales)
+        # The int8 codes are written straight into their file (page cache, not heap: 1.8 GB
+        # for the 4.7M sentences of a million passages).
+        codes = np.lib.format.open_memmap(
+            building / SENTENCE_VECTORS, mode="w+", dtype=np.int8, shape=sentence_vectors.shape
+        )
+        scales = quantize_rows(sentence_vectors, out=codes)[1]
+        codes.flush()
         del codes
+        _fsync(building / SENTENCE_VECTORS)
+        write_file(building / SENTENCE_SCALES, scales)
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
         languages = Counter(a.lang for a in articles)
@@ -745,7 +817,7 @@ def _write_version(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
-        for sub in [building / ANN_DIR, building / LEXICAL]:
+        for sub in [building / ANN_DIR, building / LEXICAL, building / STORE_DIR]:
             if sub.is_dir():
                 fsync_dir(sub)
         fsync_dir(building)

@@ -8,8 +8,8 @@ Layout of the index directory::
       v-20261122T101500-3f2a/
         manifest.json      model, dimension, chunking, corpus fingerprint, versions, file sizes
                            and a CRC-32 of each file's content (checked at every load)
-        articles.jsonl     one Article per line (passage offsets point into their text)
-        passages.jsonl     one Chunk (without text) per line, in vector order
+        store/             the articles (text and metadata) and the passages' columns, read
+                           only for the rows a question returns (see qa.index.store)
         vectors.npy        the L2-normalized passage vectors, float32 (memory-mapped when loaded)
         ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
@@ -84,7 +84,7 @@ __all__ = [
     "write_file",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: passages and articles in store/ (qa.index.store), not JSON lines
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
 MANIFEST = "manifest.json"

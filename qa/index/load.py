@@ -21,11 +21,9 @@ import numpy as np
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from qa.index.ann import ByteExact, Int8Rows, LanguageSearch, ProbedIVF
 from qa.index.format import (
-    ARTICLES,
     GROUPS,
     LANG_STATS,
     LEXICAL,
-    PASSAGES,
     POINTER,
     SENTENCE_SCALES,
     SENTENCE_STATS,
@@ -34,22 +32,45 @@ from qa.index.format import (
     VECTORS,
     VERSION_NAME,
     Manifest,
-    StoredChunk,
     current_version,
-    read_jsonl,
     read_manifest,
 )
 from qa.index.memory import map_in
+from qa.index.store import (
+    ARTICLE_RECORDS,
+    GROUP_IDS,
+    GROUP_ROWS,
+    GROUP_STARTS,
+    LINK_STARTS,
+    SENTENCE_LANGS,
+    SENTENCE_MEMBERS,
+    STORE_DIR,
+    STORE_FILES,
+    ArticleView,
+    ChunkView,
+    GroupMembers,
+    LangColumn,
+    PassageStore,
+    RowLookup,
+    ranges,
+    store_mismatch,
+)
 from qa.index.verify import OpenFile, check_files, close_files, map_npy
-from qa.lexical import LexicalIndex
+from qa.lexical import LEXICAL_ARRAYS, LexicalIndex
 from qa.models import Article, Chunk
-from qa.rank import LanguageStats, group_members
+from qa.rank import LanguageStats
 
-__all__ = ["Index", "IndexBackend", "check_model", "open_index"]
+__all__ = ["MAPPED_FILES", "Index", "IndexBackend", "check_model", "open_index"]
 
 # Sentence vectors up to this size (as float32) are decoded into memory at load: per question
 # they are then read for free. Larger ones stay memory-mapped int8 codes, decoded per question.
 SENTENCES_IN_MEMORY = 256 << 20
+# The files read in place (memory-mapped, or read with pread) rather than loaded: kept open from
+# their verification on, and watched before every question (`Index.damage`).
+MAPPED_FILES = frozenset(
+    {VECTORS, SENTENCE_VECTORS, SENTENCE_SCALES, SENTENCES, GROUPS, *STORE_FILES}
+    | {f"{LEXICAL}/{file}" for file in LEXICAL_ARRAYS.values()}
+)
 
 
 class IndexBackend(Protocol):
@@ -91,12 +112,17 @@ class Index:
     vectorized scoring of `qa.retrieval.Engine` (`lang_ids`, `sentence_runs`, `sentence_member`,
     `sentence_vectors`, `sentence_lang_ids`, `lexical`) and for `qa.answer`'s evidence (`row_of`,
     `sentences`, `sentence_vectors`, `articles`), until those are written against the verbs.
+
+    Nothing here is per passage on the heap: the passages and articles are read from the
+    version's store (`qa.index.store`) for the rows asked for, and the per-passage arrays
+    (languages as one-byte codes, groups, sentence links, BM25 postings) are memory-mapped.
+    `articles`, `chunks`, `row_of`, `langs` and `members` read like the dicts, lists and
+    arrays they replace.
     """
 
     path: Path
     manifest: Manifest
-    articles: dict[str, Article]
-    chunks: list[Chunk]
+    store: PassageStore
     passage_vectors: np.ndarray  # (n, d) float32, usually memory-mapped
     ann: dict[str, Any]  # language -> approximate FAISS index over its passages (large languages)
     lang_stats: LanguageStats
@@ -105,21 +131,33 @@ class Index:
     sentences: np.ndarray  # (m, 3) article number, start, end of each sentence
     sentence_vectors: np.ndarray | Int8Rows  # (m, d); indexing gives float32 rows
     sentence_stats: LanguageStats
+    members: GroupMembers  # translation group -> its rows, for groups of two or more
+    sentence_member: np.ndarray  # sentence row of each link (see `sentence_runs`)
+    link_start: np.ndarray  # (n + 1,) passage p's links are [link_start[p], link_start[p + 1])
+    sentence_langs: np.ndarray  # (links,) language code of each link's passage
     # The memory-mapped files (by manifest name), kept open as verified at load: see `damage`.
     mapped: dict[str, OpenFile] = field(default_factory=dict)
-    langs: np.ndarray = field(init=False)  # (n,) language of each passage
     _by_lang: LanguageSearch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.langs = np.array([self.articles[c.doc_id].lang for c in self.chunks])
-        self.lang_ids = self.lang_stats.lang_ids(self.langs)
+        store = self.store
+        self.articles = ArticleView(store)
+        self.chunks = ChunkView(store)
+        self.row_of = RowLookup(store)
+        self.langs = LangColumn(store.lang_codes, store.langs)
+        self.lang_ids = _recode(store.lang_codes, store.langs, self.lang_stats)
+        self.sentence_lang_ids = _recode(self.sentence_langs, store.langs, self.sentence_stats)
+        codes = np.asarray(store.lang_codes)
         self.rows_by_language = {
-            lang: np.flatnonzero(self.langs == lang) for lang in sorted(set(self.langs.tolist()))
+            lang: np.flatnonzero(codes == code) for code, lang in enumerate(store.langs) if (codes == code).any()
         }
-        self.members = group_members(self.groups)
         self._by_lang_lock = threading.Lock()
-        self._link_sentences()
         weakref.finalize(self, close_files, [opened.fd for opened in self.mapped.values()])
+
+    @property
+    def sentence_owner(self) -> np.ndarray:
+        """The passage row of each link, ascending (computed when asked: evaluation, tests)."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.link_start))
 
     def damage(self) -> str | None:
         """None while every memory-mapped file is still the file verified at load, else what changed.
@@ -151,37 +189,6 @@ class Index:
                 )
         return None
 
-    def _link_sentences(self) -> None:
-        """Which sentences each passage holds (passages overlap, so a sentence may be in two).
-
-        Sentences are sorted by (article, start); a passage's sentences are those of its article
-        starting inside it (two binary searches) that also end inside it. Vectorized: a million
-        passages link in seconds.
-        """
-        doc_number = {doc_id: i for i, doc_id in enumerate(self.articles)}
-        doc = np.array([doc_number[c.doc_id] for c in self.chunks], dtype=np.int64)
-        start = np.array([c.start for c in self.chunks], dtype=np.int64)
-        end = np.array([c.end for c in self.chunks], dtype=np.int64)
-        sentences = np.asarray(self.sentences, dtype=np.int64).reshape(-1, 3)
-        keys = (sentences[:, 0] << 32) + sentences[:, 1]
-        order = np.argsort(keys, kind="stable")  # already sorted when written by build_index
-        lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
-        hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
-        lengths = np.maximum(hi - lo, 0)
-        owners = np.repeat(np.arange(len(self.chunks), dtype=np.int64), lengths)
-        members = order[_ranges(lo, lengths)]
-        inside = sentences[members, 2] <= end[owners]
-        self.sentence_owner = owners[inside]  # passage row of each link, ascending
-        self.sentence_member = members[inside]  # sentence row of each link
-        # Passage p's links are [link_start[p], link_start[p + 1]): two lookups per passage,
-        # where binary searches in the (millions long) owner array cost 0.2 ms a question.
-        self.link_start = np.concatenate(
-            [[0], np.cumsum(np.bincount(self.sentence_owner, minlength=len(self.chunks)))]
-        ).astype(np.int64)
-        self.sentence_lang_ids = self.sentence_stats.lang_ids(self.langs[self.sentence_owner])
-        self.row_of = {(c.doc_id, c.start): row for row, c in enumerate(self.chunks)}
-        self._doc_ids = list(self.articles)
-
     def sentence_links(self, rows: np.ndarray) -> np.ndarray:
         """Positions (into sentence_owner / sentence_member) of the sentences of passages `rows`."""
         return self.sentence_runs(rows)[0]
@@ -195,14 +202,22 @@ class Index:
         rows = np.asarray(rows, dtype=np.int64)
         starts = self.link_start[rows]
         lengths = self.link_start[rows + 1] - starts
-        return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
+        return ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
 
     def map_in(self) -> int:
-        """Read the memory-mapped passage and sentence vectors into memory now (`qa.index.memory`), so
-        that no question pays for the first read of their pages; returns the bytes mapped in."""
+        """Read the memory-mapped arrays a question reads into memory now (`qa.index.memory`), so
+        that no question pays for the first read of their pages; returns the bytes mapped in.
+
+        The passage and sentence vectors, and the per-passage columns the ranking reads in place
+        (languages, sentence links, BM25's postings): page cache, shared and reclaimable, not
+        heap. The article records are read with `pread` per question and left to the page cache.
+        """
         sentences = self.sentence_vectors
         codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
-        return map_in(self.passage_vectors) + map_in(codes)
+        arrays = [self.passage_vectors, codes, self.store.lang_codes, self.sentence_member, self.link_start,
+                  self.sentence_langs, self.groups]  # fmt: skip
+        arrays += self.lexical.postings()
+        return sum(map_in(np.asarray(array)) for array in arrays)
 
     def sentences_of(self, row: int) -> np.ndarray:
         """Sentence rows of passage `row`, in text order."""
@@ -251,7 +266,7 @@ class Index:
 
     def passage(self, row: int) -> Chunk:
         """Passage `row` (its text and its offsets in its article)."""
-        return self.chunks[row]
+        return self.store.passage(int(row))
 
     def article(self, doc_id: str) -> Article:
         """The article `doc_id` (the passages' offsets point into its text)."""
@@ -264,10 +279,10 @@ class Index:
     def sentence_span(self, sentence: int) -> tuple[str, int, int]:
         """(doc_id, start, end) of sentence row `sentence` in its article."""
         doc, start, end = self.sentences[sentence].tolist()
-        return self._doc_ids[doc], start, end
+        return self.store.article_at(doc).doc_id, start, end
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.store)
 
     def vectors(self) -> np.ndarray:
         """All passage vectors, in passage order (an in-memory copy)."""
@@ -276,17 +291,21 @@ class Index:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product search over every passage, whatever its language (the bare
         model's ranking, for comparisons); returns (scores, passage rows), best first."""
-        k = min(k, len(self.chunks))
+        k = min(k, len(self))
         scores = np.atleast_2d(np.asarray(queries, np.float32)) @ np.asarray(self.passage_vectors).T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, top, axis=1), top
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The integers of the ranges [start, start + length), concatenated, without a Python loop."""
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
-
+def _recode(codes: np.ndarray, langs: list[str], stats: LanguageStats) -> np.ndarray:
+    """Language codes of the store (positions in `langs`) as positions in `stats.langs`: the
+    same array, not a copy, when the two orders agree (they do for an index written by qa)."""
+    if list(stats.langs[: len(langs)]) == list(langs):
+        return codes
+    # A language of the manifest without statistics has no passage (an article without
+    # passages), so its code never occurs: any position will do.
+    table = stats.lang_ids([lang if lang in stats.langs else stats.langs[0] for lang in langs])
+    return table[np.asarray(codes, np.int64)] if len(table) else np.zeros(len(codes), np.int8)
 
 
 def check_model(manifest: Manifest, model: dict[str, Any], index_dir: Path) -> None:
@@ -323,7 +342,7 @@ def open_index(index_dir: Path, version: str | None = None) -> Index:
             "Rebuild the index with `qa index`."
         )
     manifest = read_manifest(version_dir)
-    mapped = check_files(version_dir, manifest, keep_open=frozenset({VECTORS, SENTENCE_VECTORS}))
+    mapped = check_files(version_dir, manifest, keep_open=MAPPED_FILES)
     try:
         index = _load_version(version_dir, manifest, mapped)
     except BaseException:
@@ -339,17 +358,30 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
     """The body of `open_index`, once the files are verified; `mapped`: the open files to map."""
     import faiss
 
-    articles = {a.doc_id: a for a in read_jsonl(version_dir / ARTICLES, Article)}
-    chunks = read_jsonl(version_dir / PASSAGES, StoredChunk)
-    reading = VECTORS  # the file being read, named in the error
+    n = manifest.corpus.passages
+    reading = STORE_DIR + "/"  # the file being read, named in the error
     try:
+        arrays = {}
+        for name in STORE_FILES:
+            if name != ARTICLE_RECORDS:
+                reading = name
+                arrays[name] = map_npy(mapped[name])
+        mismatch = store_mismatch(arrays, n, manifest.corpus.articles)
+        if mismatch is not None:
+            reading = mismatch[0]
+            raise ValueError(mismatch[1])
+        reading = ARTICLE_RECORDS
+        store = PassageStore(
+            arrays, mapped[ARTICLE_RECORDS].fd, version_dir / ARTICLE_RECORDS, sorted(manifest.corpus.languages)
+        )
+        reading = VECTORS
         # Memory-mapped: a question reads only its candidates' rows, so a million passages
         # do not have to fit in memory as float32.
         vectors = map_npy(mapped[VECTORS])
-        if vectors.dtype != np.float32 or vectors.shape != (len(chunks), manifest.model.dim):
+        if vectors.dtype != np.float32 or vectors.shape != (n, manifest.model.dim):
             raise ValueError(
-                f"holds {vectors.dtype} vectors of shape {vectors.shape}, but {PASSAGES} lists "
-                f"{len(chunks)} passages and the manifest says dimension {manifest.model.dim}"
+                f"holds {vectors.dtype} vectors of shape {vectors.shape}, but the store lists "
+                f"{n} passages and the manifest says dimension {manifest.model.dim}"
             )
         ann = {}
         for lang, spec in manifest.index.languages.items():
@@ -359,51 +391,44 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
                 if ann[lang].ntotal != spec.passages:
                     raise ValueError(f"holds {ann[lang].ntotal} vectors, the manifest says {spec.passages}")
         reading = LANG_STATS
-        with np.load(version_dir / LANG_STATS) as arrays:
-            lang_stats = LanguageStats.from_arrays(arrays)
+        with np.load(version_dir / LANG_STATS) as stats_arrays:
+            lang_stats = LanguageStats.from_arrays(stats_arrays)
         reading = GROUPS
-        groups = np.load(version_dir / GROUPS)
+        groups = map_npy(mapped[GROUPS])
+        if groups.shape != (n,):
+            raise ValueError(f"has {len(groups)} entries for {n} passages")
         reading = LEXICAL + "/"
-        lexical = LexicalIndex.load(version_dir / LEXICAL)
+        lexical = LexicalIndex.load(
+            version_dir / LEXICAL, arrays={key: map_npy(mapped[f"{LEXICAL}/{file}"]) for key, file in LEXICAL_ARRAYS.items()}
+        )
         reading = SENTENCES
-        sentences = np.load(version_dir / SENTENCES)
+        sentences = map_npy(mapped[SENTENCES])
         reading = SENTENCE_VECTORS
         codes = map_npy(mapped[SENTENCE_VECTORS])
         if codes.dtype != np.int8 or codes.shape != (len(sentences), manifest.model.dim):
             raise ValueError(f"holds {codes.dtype} vectors of shape {codes.shape} for {len(sentences)} sentences")
         reading = SENTENCE_SCALES
-        scales = np.load(version_dir / SENTENCE_SCALES)
+        scales = map_npy(mapped[SENTENCE_SCALES])
         if scales.shape != (len(sentences),):
             raise ValueError(f"holds {scales.shape} scales for {len(sentences)} sentences")
         sentence_vectors = Int8Rows(codes, scales)
         if codes.size * 4 <= SENTENCES_IN_MEMORY:
             sentence_vectors = sentence_vectors[:]
-            del codes  # decoded into memory: the file is not read again, nor watched
-            close_files([mapped.pop(SENTENCE_VECTORS).fd])
+            del codes, scales  # decoded into memory: the files are not read again, nor watched
+            close_files([mapped.pop(SENTENCE_VECTORS).fd, mapped.pop(SENTENCE_SCALES).fd])
         reading = SENTENCE_STATS
-        with np.load(version_dir / SENTENCE_STATS) as arrays:
-            sentence_stats = LanguageStats.from_arrays(arrays)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        with np.load(version_dir / SENTENCE_STATS) as stats_arrays:
+            sentence_stats = LanguageStats.from_arrays(stats_arrays)
+        members = GroupMembers(arrays[GROUP_IDS], arrays[GROUP_STARTS], arrays[GROUP_ROWS])
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError) as exc:
         problem = " ".join(str(exc).split())[:200]
         raise IndexCorruptError(
             f"{version_dir / reading} cannot be read ({problem}). Rebuild the index with `qa index`."
         ) from None
-    if len(groups) != len(chunks):
-        raise IndexCorruptError(
-            f"{version_dir / GROUPS} has {len(groups)} entries for {len(chunks)} passages. "
-            "Rebuild the index with `qa index`."
-        )
-    missing = {c.doc_id for c in chunks} - articles.keys()
-    if missing:
-        raise IndexCorruptError(
-            f"{version_dir / PASSAGES} refers to {len(missing)} article(s) missing from "
-            f"{ARTICLES}. Rebuild the index with `qa index`."
-        )
     return Index(
         path=version_dir,
         manifest=manifest,
-        articles=articles,
-        chunks=[c.to_chunk(articles[c.doc_id]) for c in chunks],
+        store=store,
         passage_vectors=vectors,
         ann=ann,
         lang_stats=lang_stats,
@@ -412,6 +437,9 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
         sentences=sentences,
         sentence_vectors=sentence_vectors,
         sentence_stats=sentence_stats,
+        members=members,
+        sentence_member=arrays[SENTENCE_MEMBERS],
+        link_start=arrays[LINK_STARTS],
+        sentence_langs=arrays[SENTENCE_LANGS],
         mapped=mapped,
     )
-

@@ -360,7 +360,7 @@ class StoredIndex:
     def _link_sentences(self) -> None:
         """Which sentences each passage holds: as `qa.index.load.Index._link_sentences`, from the
         offsets arrays (sentences sorted by article and start, inside the passage's span)."""
-        from qa.index.load import _ranges
+        from qa.index.store import ranges as _ranges
 
         doc, start, end = (self.offsets[:, i] for i in (0, 2, 3))
         sentences = np.asarray(self.sentences, np.int64).reshape(-1, 3)
@@ -382,7 +382,7 @@ class StoredIndex:
     def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As `qa.index.load.Index.sentence_runs`: the link positions of passages `rows`' sentences
         and, for each, the position in `rows` of its passage."""
-        from qa.index.load import _ranges
+        from qa.index.store import ranges as _ranges
 
         rows = np.asarray(rows, dtype=np.int64)
         starts = self.link_start[rows]

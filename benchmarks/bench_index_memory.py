@@ -1,0 +1,278 @@
+"""What a loaded index costs: memory beyond the model, time to ready, retrieve latency, disk.
+
+For each size, a synthetic index is written by the real writer (`qa.index.build.write_index`),
+from bench_query.py's material: real passage texts and vectors of the corpus index and the
+cached XQuAD paragraphs, mixed and perturbed (`bench_query.synthetic_vectors`); its passage and
+sentence vectors are handed to the writer memory-mapped from a scratch file, so that the
+writer's own peak memory is what is measured. Then a fresh process loads it as `qa serve`
+would, after loading the model:
+
+- anonymous memory (RssAnon: heap, not the page cache) added by `open_index` and the search
+  structures `Engine` builds before its first question, and after the questions;
+- time to ready: `open_index` (every file's checksum included) plus those structures;
+- `Engine.search` p50/p95 with the question's embedding cached (what retrieve adds on top of
+  the embedding), real questions, 2 runs each;
+- recall@10 of the approximate search against exact search per language (bench_query.ann_recall);
+- disk bytes per passage by kind of file.
+
+Baseline: the same script with another qa on PYTHONPATH (the code before this change), same
+sizes, in the same session; the table is made from both JSON files with `--compare`.
+
+    python benchmarks/bench_index_memory.py --sizes 100000 --label after
+    PYTHONPATH=/path/to/previous/qa python benchmarks/bench_index_memory.py --sizes 100000 --label before
+    python benchmarks/bench_index_memory.py --compare results/bench_index_memory_before.json results/bench_index_memory_after.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table, write_json
+
+QUESTIONS = 40
+
+
+def status_mb(*keys: str) -> dict[str, float]:
+    """Fields of /proc/self/status in MB (RssAnon, RssFile, VmHWM...)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def reset_peak() -> None:
+    """Start VmHWM (peak resident memory) afresh from the current resident memory (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def scratch_array(folder: Path, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A writable .npy memory map in `folder` (page cache, not heap)."""
+    return np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape)
+
+
+def write_synthetic(n: int, material, rng, index_dir: Path, scratch: Path, settings) -> dict:
+    """Write an index of n synthetic passages (see the module docstring); returns write time,
+    the writer's peak resident memory and the search layout."""
+    from bench_query import synthetic_vectors
+
+    from qa.chunk import split_sentences
+    from qa.index.build import write_index
+    from qa.models import Article, Chunk
+
+    texts, langs, base, _questions, qvecs, qlangs, held_out, _ = material
+    vectors, src = synthetic_vectors(base, langs, n, rng)
+    mapped = scratch_array(scratch, "vectors.npy", vectors.shape, np.float32)
+    mapped[:] = vectors
+    del vectors
+    spans = [split_sentences(t) for t in texts]
+    counts = np.array([len(spans[j]) for j in src.tolist()], np.int64)
+    sentences = np.empty((int(counts.sum()), 3), np.int64)
+    at = 0
+    for i, j in enumerate(src.tolist()):
+        for a, b in spans[j]:
+            sentences[at] = (i, a, b)
+            at += 1
+    std = base.std(axis=0)
+    sentence_vectors = scratch_array(scratch, "sentence_vectors.npy", (len(sentences), base.shape[1]), np.float16)
+    owner = sentences[:, 0]
+    for s in range(0, len(sentences), 65536):
+        e = min(len(sentences), s + 65536)
+        v = mapped[owner[s:e]] + 1.0 * std * rng.standard_normal((e - s, base.shape[1]), dtype=np.float32)
+        sentence_vectors[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    articles = [
+        Article(doc_id=f"s{i}", title=f"passage {j}", text=texts[j], lang=str(langs[j]), source=f"synthetic/{j}")
+        for i, j in enumerate(src.tolist())
+    ]
+    chunks = [
+        Chunk(doc_id=f"s{i}", chunk_id=0, text=texts[j], start=0, end=len(texts[j]), n_tokens=200)
+        for i, j in enumerate(src.tolist())
+    ]
+    ql = np.array(qlangs)
+    means = {lang: qvecs[ql == lang].mean(axis=0) for lang in np.unique(langs[src]) if (ql == lang).any()}
+    pool = np.flatnonzero(held_out & np.isin(ql, list(means)))
+    picks = np.sort(np.random.default_rng(1).choice(pool, min(200, len(pool)), replace=False))
+    tuning = np.stack([qvecs[i] - settings.query_centering * means[ql[i]] for i in picks]).astype(np.float32)
+    gc.collect()
+    before = status_mb("VmRSS", "RssAnon")
+    reset_peak()
+    t0 = time.perf_counter()
+    _, search = write_index(
+        index_dir, articles, chunks, mapped, sentences, sentence_vectors, settings=settings,
+        model={"name": "synthetic", "fingerprint": "synthetic", "dim": int(base.shape[1])},
+        chunking={"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0},
+        query_means=means, groups=np.arange(n), recall_queries=tuning,
+    )  # fmt: skip
+    write_s = time.perf_counter() - t0
+    peak = status_mb("VmHWM")["VmHWM"]
+    del articles, chunks, sentence_vectors, mapped
+    gc.collect()
+    layout = {}
+    for report in search.values():
+        layout[report.type] = layout.get(report.type, 0) + 1
+    return {
+        "write_s": round(write_s, 1), "write_peak_rss_mb": peak, "rss_before_write_mb": before,
+        "sentences": len(sentences), "layout": layout,
+    }
+
+
+def child(index_dir: Path, questions_file: Path, out: Path) -> None:
+    """Load `index_dir` in this fresh process as `qa serve` would, and measure (see the module docstring)."""
+    from bench_query import ann_recall
+
+    from qa.config import Settings
+    from qa.embed import get_embedder
+    from qa.index.load import open_index
+    from qa.retrieval import Engine
+
+    questions = json.loads(questions_file.read_text())
+    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-empty-")))
+    embedder = get_embedder(settings)
+    vectors = np.stack([embedder.encode_query(q) for q, _ in questions])  # the model loaded, and the cache warm
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as qa.retrieval.Engine does
+    gc.collect()
+    before = status_mb("RssAnon", "RssFile", "VmRSS")
+    t0 = time.perf_counter()
+    index = open_index(index_dir)
+    opened_s = time.perf_counter() - t0
+    index.search_by_language(np.zeros(index.passage_vectors.shape[1], np.float32), 1)  # as Engine._load
+    ready_s = time.perf_counter() - t0
+    gc.collect()
+    ready = status_mb("RssAnon", "RssFile", "VmRSS")
+    t0 = time.perf_counter()
+    index.map_in()  # as Engine does, on a thread, after it is ready
+    map_in_s = time.perf_counter() - t0
+    engine = Engine(settings)
+    engine._index = index  # its manifest names the synthetic model: skip the model check
+    engine.search(questions[0][0], 5)  # the compiled loops and the language identifier
+    times = []
+    for _ in range(2):
+        for q, _lang in questions:
+            t = time.perf_counter()
+            engine.search(q, 5)
+            times.append(time.perf_counter() - t)
+    after = status_mb("RssAnon", "RssFile", "VmRSS", "VmHWM")
+    centered = np.concatenate([
+        index.lang_stats.center_query(v[None, :], lang, settings.query_centering)
+        for v, (_, lang) in zip(vectors, questions)
+    ])  # fmt: skip
+    recall, recall_own = ann_recall(index, centered, settings.candidates)
+    files = index.manifest.files
+    n = len(index)
+
+    def per_passage(*prefixes: str) -> float:
+        return round(sum(size for name, size in files.items() if name.startswith(prefixes)) / n, 1)
+
+    disk = {
+        "total": per_passage(""), "vectors.npy": per_passage("vectors.npy"),
+        "sentence vectors": per_passage("sentence_vectors.npy", "sentence_scales.npy"),
+        "bm25": per_passage("bm25/"), "ann": per_passage("ann/"),
+        "passages+articles": per_passage("store/", "articles.jsonl", "passages.jsonl"),
+    }  # fmt: skip
+    disk["other"] = round(disk["total"] - sum(v for k, v in disk.items() if k != "total"), 1)
+    out.write_text(json.dumps({
+        "passages": n, "open_s": round(opened_s, 2), "ready_s": round(ready_s, 2), "map_in_s": round(map_in_s, 2),
+        "rss_before_mb": before, "rss_ready_mb": ready, "rss_after_questions_mb": after,
+        "anon_ready_mb": round(ready["RssAnon"] - before["RssAnon"], 1),
+        "anon_after_questions_mb": round(after["RssAnon"] - before["RssAnon"], 1),
+        "retrieve": percentiles(times), "recall_at_10": recall, "recall_at_10_own": recall_own,
+        "disk_bytes_per_passage": disk, "format_version": index.manifest.format_version,
+    }))
+
+
+def compare(paths: list[Path]) -> str:
+    rows = []
+    for path in paths:
+        payload = json.loads(path.read_text())
+        for entry in payload["results"]:
+            d = entry["disk_bytes_per_passage"]
+            rows.append([
+                payload["label"], f"{entry['passages']:,}", entry["format_version"], entry["anon_ready_mb"],
+                entry["anon_after_questions_mb"], entry["ready_s"], entry["retrieve"]["p50_ms"],
+                entry["retrieve"]["p95_ms"], entry["recall_at_10"], round(d["total"]), round(d["passages+articles"]),
+                round(d["bm25"]), entry["write_s"], round(entry["write_peak_rss_mb"]),
+            ])  # fmt: skip
+    return table(
+        ["code", "passages", "format", "anon MB at ready", "anon MB after questions", "ready s", "retrieve p50 ms",
+         "p95 ms", "recall@10", "disk B/p", "text+meta B/p", "bm25 B/p", "write s", "write peak RSS MB"],
+        rows, title="Loaded index: anonymous memory beyond the model, time to ready, retrieve (cached embedding), disk",
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100000])
+    parser.add_argument("--label", default="after", help="names the results file and the table's rows")
+    parser.add_argument("--material-index", type=Path, default=ROOT / "index",
+                        help="an index of corpus/ (written by the qa being measured): the real passages")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--compare", type=Path, nargs="+", help="print the table of these results files")
+    parser.add_argument("--child", nargs=3, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return None
+    if args.compare:
+        print(compare(args.compare))
+        return None
+
+    from bench_query import real_material
+
+    from qa.config import Settings
+    from qa.embed import get_embedder
+
+    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-empty-")))
+    embedder = get_embedder(settings)
+    material = real_material(settings, embedder, args.material_index, QUESTIONS)
+    del embedder
+    info = machine()
+    print(f"Machine: {describe_machine(info)}\nMaterial: {material[-1]}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="qa-bench-memory-"))
+    questions = work / "questions.json"
+    questions.write_text(json.dumps([list(q) for q in material[3]]))
+    rng = np.random.default_rng(42)
+    results = []
+    try:
+        for n in args.sizes:
+            index_dir, scratch = work / f"index-{n}", work / f"scratch-{n}"
+            scratch.mkdir()
+            entry = write_synthetic(n, material, rng, index_dir, scratch, Settings(index_dir=index_dir))
+            shutil.rmtree(scratch)
+            print(f"  {n:,}: written in {entry['write_s']} s (peak RSS {entry['write_peak_rss_mb']:.0f} MB)", flush=True)
+            measured = work / f"child-{n}.json"
+            subprocess.run(
+                [sys.executable, __file__, "--child", str(index_dir), str(questions), str(measured)], check=True
+            )
+            entry.update(json.loads(measured.read_text()))
+            results.append(entry)
+            print(f"  {n:,}: ready in {entry['ready_s']} s, +{entry['anon_ready_mb']} MB anonymous, retrieve p50 "
+                  f"{entry['retrieve']['p50_ms']} ms, recall@10 {entry['recall_at_10']}", flush=True)
+            shutil.rmtree(index_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = args.out or RESULTS / f"bench_index_memory_{args.label}.json"
+    payload = {"benchmark": "bench_index_memory", "label": args.label, "machine": info, "results": results}
+    write_json(out, payload)
+    print(compare([out]))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,432 @@
+"""The passages and their articles on disk, read only for the rows a question returns.
+
+A loaded index used to hold every article and passage as Python objects (+8.3 GB of heap at a
+million passages, most of the 35 s load). Here they stay in files of the version folder, under
+`store/`, and a question reads the few rows it returns:
+
+    store/articles.bin         each Article as one JSON record (text and metadata), one after another
+    store/article_offsets.npy  int64 (articles + 1): where each record starts; the last is the end
+    store/article_keys.npy     uint64 (articles,): a 64-bit hash of each doc_id, sorted
+    store/article_order.npy    int64 (articles,): the article number of each sorted key
+    store/passages.npy         int64 (passages, 5): article number, chunk id, start, end, tokens
+    store/passage_langs.npy    int8 (passages,): the language of each passage, a position in
+                               the sorted languages of the manifest (`CorpusSpec.languages`)
+    store/passage_keys.npy     int64 (passages,): (article number << 32) + start, sorted
+    store/passage_order.npy    int64 (passages,): the passage row of each sorted key
+    store/group_ids.npy, group_starts.npy, group_rows.npy   the translation groups of two or
+                               more passages: sorted ids, where each one's rows start, the rows
+    store/sentence_members.npy, link_starts.npy   the sentences of each passage: passage p's
+                               are sentence_members[link_starts[p]:link_starts[p + 1]]
+    store/sentence_langs.npy   int8: the language code of each of those links (its passage's)
+
+Chosen over SQLite by measurement (benchmarks/bench_store.py, a million passages): reading
+the rows of a question costs the same order of time either way, but the columns are plain
+arrays that the ranking reads in place (languages, article numbers) with no copy and no load
+step, the files are verified and watched like the other files of a version (`Index.damage`),
+and there is no second storage engine to keep consistent with the vectors.
+
+The arrays are memory-mapped from descriptors kept open since their verification; the records
+are read with `os.pread` on such a descriptor (a truncated file then gives a short read, an
+IndexCorruptError, instead of the SIGBUS that reading a truncated mapping would raise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from qa.errors import IndexCorruptError
+from qa.index.format import write_file
+from qa.models import Article, Chunk
+
+__all__ = [
+    "ARTICLE_KEYS",
+    "ARTICLE_OFFSETS",
+    "ARTICLE_ORDER",
+    "ARTICLE_RECORDS",
+    "GROUP_IDS",
+    "GROUP_ROWS",
+    "GROUP_STARTS",
+    "LINK_STARTS",
+    "PASSAGE_COLUMNS",
+    "PASSAGE_KEYS",
+    "PASSAGE_LANGS",
+    "PASSAGE_ORDER",
+    "SENTENCE_LANGS",
+    "SENTENCE_MEMBERS",
+    "STORE_DIR",
+    "STORE_FILES",
+    "ArticleView",
+    "ChunkView",
+    "GroupMembers",
+    "LangColumn",
+    "PassageStore",
+    "RowLookup",
+    "StoreWriter",
+    "doc_key",
+    "ranges",
+    "store_mismatch",
+    "write_groups",
+    "write_sentence_links",
+]
+
+STORE_DIR = "store"
+ARTICLE_RECORDS = f"{STORE_DIR}/articles.bin"
+ARTICLE_OFFSETS = f"{STORE_DIR}/article_offsets.npy"
+ARTICLE_KEYS = f"{STORE_DIR}/article_keys.npy"
+ARTICLE_ORDER = f"{STORE_DIR}/article_order.npy"
+PASSAGE_COLUMNS = f"{STORE_DIR}/passages.npy"
+PASSAGE_LANGS = f"{STORE_DIR}/passage_langs.npy"
+PASSAGE_KEYS = f"{STORE_DIR}/passage_keys.npy"
+PASSAGE_ORDER = f"{STORE_DIR}/passage_order.npy"
+GROUP_IDS = f"{STORE_DIR}/group_ids.npy"
+GROUP_STARTS = f"{STORE_DIR}/group_starts.npy"
+GROUP_ROWS = f"{STORE_DIR}/group_rows.npy"
+SENTENCE_MEMBERS = f"{STORE_DIR}/sentence_members.npy"
+LINK_STARTS = f"{STORE_DIR}/link_starts.npy"
+SENTENCE_LANGS = f"{STORE_DIR}/sentence_langs.npy"
+STORE_FILES = (
+    ARTICLE_RECORDS, ARTICLE_OFFSETS, ARTICLE_KEYS, ARTICLE_ORDER,
+    PASSAGE_COLUMNS, PASSAGE_LANGS, PASSAGE_KEYS, PASSAGE_ORDER,
+    GROUP_IDS, GROUP_STARTS, GROUP_ROWS, SENTENCE_MEMBERS, LINK_STARTS, SENTENCE_LANGS,
+)  # fmt: skip
+ARTICLES_CACHED = 1024  # parsed articles kept: a question's passages and their translations
+
+
+def doc_key(doc_id: str) -> int:
+    """The 64-bit key an article is looked up by (a hash of its doc_id; collisions are resolved
+    by comparing the doc_ids of the records that share a key)."""
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
+
+
+class StoreWriter:
+    """Writes the store of a new version, article by article (bounded memory: the records go
+    to disk as they come; only a few integers per passage are kept until `close`)."""
+
+    def __init__(self, folder: Path, langs: list[str]):
+        self.folder = Path(folder)
+        (self.folder / STORE_DIR).mkdir(parents=True, exist_ok=True)
+        self._records = (self.folder / ARTICLE_RECORDS).open("wb")
+        self._offsets = [0]
+        self._keys: list[int] = []
+        self._number: dict[str, int] = {}
+        self._lang_code = {lang: i for i, lang in enumerate(langs)}
+        self._columns: list[np.ndarray] = []
+        self._langs: list[np.ndarray] = []
+
+    def add_article(self, article: Article) -> int:
+        """Append one article; returns its article number."""
+        record = article.model_dump_json().encode()
+        self._records.write(record)
+        self._offsets.append(self._offsets[-1] + len(record))
+        self._keys.append(doc_key(article.doc_id))
+        self._number[article.doc_id] = len(self._keys) - 1
+        return len(self._keys) - 1
+
+    def add_passages(self, chunks: Sequence[Chunk], langs: Sequence[str]) -> None:
+        """Append passages (in vector order) of articles already added."""
+        columns = np.array(
+            [(self._number[c.doc_id], c.chunk_id, c.start, c.end, c.n_tokens) for c in chunks], np.int64
+        ).reshape(-1, 5)
+        self._columns.append(columns)
+        self._langs.append(np.array([self._lang_code[lang] for lang in langs], np.int8))
+
+    def close(self) -> tuple[np.ndarray, np.ndarray]:
+        """Write the arrays and make every file durable; returns the passage columns and
+        language codes (for `write_sentence_links`)."""
+        self._records.flush()
+        os.fsync(self._records.fileno())
+        self._records.close()
+        keys = np.array(self._keys, np.uint64)
+        order = np.argsort(keys, kind="stable")
+        write_file(self.folder / ARTICLE_OFFSETS, np.array(self._offsets, np.int64))
+        write_file(self.folder / ARTICLE_KEYS, keys[order])
+        write_file(self.folder / ARTICLE_ORDER, order.astype(np.int64))
+        columns = np.concatenate(self._columns) if self._columns else np.zeros((0, 5), np.int64)
+        write_file(self.folder / PASSAGE_COLUMNS, columns)
+        write_file(self.folder / PASSAGE_LANGS, np.concatenate(self._langs) if self._langs else np.zeros(0, np.int8))
+        passage_keys = (columns[:, 0] << 32) + columns[:, 2]
+        order = np.argsort(passage_keys, kind="stable")
+        write_file(self.folder / PASSAGE_KEYS, passage_keys[order])
+        write_file(self.folder / PASSAGE_ORDER, order.astype(np.int64))
+        return columns, np.concatenate(self._langs) if self._langs else np.zeros(0, np.int8)
+
+
+def write_groups(folder: Path, groups: np.ndarray) -> None:
+    """The translation groups of two or more passages, as sorted ids and their rows (a passage
+    alone in its group is in none: most are)."""
+
+    groups = np.asarray(groups, np.int64)
+    order = np.argsort(groups, kind="stable")
+    ids, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
+    shared = counts > 1
+    rows = np.concatenate([order[s : s + c] for s, c in zip(starts[shared], counts[shared])]) if shared.any() else []
+    write_file(folder / GROUP_IDS, ids[shared].astype(np.int64))
+    write_file(folder / GROUP_STARTS, np.concatenate([[0], np.cumsum(counts[shared])]).astype(np.int64))
+    write_file(folder / GROUP_ROWS, np.asarray(rows, np.int64))
+
+
+def write_sentence_links(folder: Path, columns: np.ndarray, lang_codes: np.ndarray, sentences: np.ndarray) -> None:
+    """Which sentences each passage holds (passages overlap, so a sentence may be in two).
+
+    Sentences are sorted by (article, start); a passage's sentences are those of its article
+    starting inside it (two binary searches) that also end inside it. Vectorized: a million
+    passages link in seconds, once, at build.
+    """
+
+    doc, start, end = columns[:, 0], columns[:, 2], columns[:, 3]
+    sentences = np.asarray(sentences, dtype=np.int64).reshape(-1, 3)
+    keys = (sentences[:, 0] << 32) + sentences[:, 1]
+    order = np.argsort(keys, kind="stable")  # already sorted when written by build_index
+    lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
+    hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
+    lengths = np.maximum(hi - lo, 0)
+    owners = np.repeat(np.arange(len(columns), dtype=np.int64), lengths)
+    members = order[ranges(lo, lengths)]
+    inside = sentences[members, 2] <= end[owners]
+    owners, members = owners[inside], members[inside]
+    write_file(folder / SENTENCE_MEMBERS, members.astype(np.int64))
+    write_file(folder / LINK_STARTS, np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=len(columns)))]).astype(np.int64))
+    write_file(folder / SENTENCE_LANGS, np.asarray(lang_codes, np.int8)[owners])
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The integers of the ranges [start, start + length), concatenated, without a Python loop."""
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+class GroupMembers:
+    """`index.members`: translation group id -> rows of its passages, for groups of two or more
+    (`get(group, default)`, as the dict it replaces)."""
+
+    def __init__(self, ids: np.ndarray, starts: np.ndarray, rows: np.ndarray):
+        self.ids, self.starts, self.rows = ids, starts, rows
+
+    def get(self, group: int, default: list[int] | None = None) -> list[int] | None:
+        at = int(np.searchsorted(self.ids, group))
+        if at < len(self.ids) and int(self.ids[at]) == group:
+            return self.rows[int(self.starts[at]) : int(self.starts[at + 1])].tolist()
+        return default
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def store_mismatch(arrays: dict[str, np.ndarray], passages: int, articles: int) -> tuple[str, str] | None:
+    """(file, problem) of the first store array whose shape disagrees with `passages` and
+    `articles` (the manifest's counts), None when they all agree."""
+    expected = {
+        ARTICLE_OFFSETS: (articles + 1,), ARTICLE_KEYS: (articles,), ARTICLE_ORDER: (articles,),
+        PASSAGE_COLUMNS: (passages, 5), PASSAGE_LANGS: (passages,), PASSAGE_KEYS: (passages,),
+        PASSAGE_ORDER: (passages,), LINK_STARTS: (passages + 1,),
+        SENTENCE_LANGS: (len(arrays[SENTENCE_MEMBERS]),), GROUP_STARTS: (len(arrays[GROUP_IDS]) + 1,),
+    }  # fmt: skip
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            return name, f"holds an array of shape {arrays[name].shape}; the index needs {shape}"
+    return None
+
+
+class PassageStore:
+    """The passages and articles of a loaded version, read from its store on demand.
+
+    `arrays`: the store's .npy files by manifest name (memory-mapped); `records`: the open,
+    verified descriptor of `articles.bin` and its path (named in errors).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], records_fd: int, records_path: Path, langs: list[str]):
+        self.offsets = arrays[ARTICLE_OFFSETS]
+        self.keys = arrays[ARTICLE_KEYS]
+        self.order = arrays[ARTICLE_ORDER]
+        self.columns = arrays[PASSAGE_COLUMNS]
+        self.lang_codes = arrays[PASSAGE_LANGS]
+        self.passage_keys = arrays[PASSAGE_KEYS]
+        self.passage_order = arrays[PASSAGE_ORDER]
+        self.langs = list(langs)  # the language of each code
+        # Its own descriptor (the same open file): the views below may outlive the `Index`
+        # whose kept descriptors are closed when it goes (`open_index(...).articles`).
+        self._fd = os.dup(records_fd)
+        weakref.finalize(self, os.close, self._fd)
+        self._path = records_path
+        self._cache: OrderedDict[int, Article] = OrderedDict()
+        self._lock = threading.Lock()
+    @property
+    def n_articles(self) -> int:
+        return len(self.offsets) - 1
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def article_at(self, number: int) -> Article:
+        """Article number `number` (its record read and parsed; the last ones kept)."""
+        with self._lock:
+            cached = self._cache.get(number)
+            if cached is not None:
+                self._cache.move_to_end(number)
+                return cached
+        start, end = int(self.offsets[number]), int(self.offsets[number + 1])
+        data = os.pread(self._fd, end - start, start) if end > start else b""
+        try:
+            if len(data) != end - start:
+                raise ValueError("short read")
+            article = Article.model_validate_json(data)
+        except (ValueError, ValidationError):
+            raise IndexCorruptError(
+                f"{self._path} is damaged (article record {number} cannot be read). "
+                "Rebuild the index with `qa index`."
+            ) from None
+        with self._lock:
+            self._cache[number] = article
+            while len(self._cache) > ARTICLES_CACHED:
+                self._cache.popitem(last=False)
+        return article
+
+    def article_number(self, doc_id: str) -> int | None:
+        """The number of article `doc_id`, None when the store has no such article."""
+        key = np.uint64(doc_key(doc_id))
+        at = int(np.searchsorted(self.keys, key, "left"))
+        while at < len(self.keys) and self.keys[at] == key:
+            number = int(self.order[at])
+            if self.article_at(number).doc_id == doc_id:
+                return number
+            at += 1
+        return None
+
+    def passage(self, row: int) -> Chunk:
+        """Passage `row`, its text cut from its article's."""
+        doc, chunk_id, start, end, tokens = self.columns[row].tolist()
+        article = self.article_at(doc)
+        return Chunk(
+            doc_id=article.doc_id, chunk_id=chunk_id, text=article.text[start:end], start=start, end=end, n_tokens=tokens
+        )
+
+    def row_of(self, doc_id: str, start: int) -> int | None:
+        """The row of the passage of `doc_id` starting at `start`, None when there is none."""
+        number = self.article_number(doc_id)
+        if number is None:
+            return None
+        key = (number << 32) + int(start)
+        at = int(np.searchsorted(self.passage_keys, key, "left"))
+        if at < len(self.passage_keys) and int(self.passage_keys[at]) == key:
+            return int(self.passage_order[at])
+        return None
+
+    def doc_ids(self) -> Iterator[str]:
+        """Every article's doc_id, in article order (reads every record: for small indexes,
+        tests and rebuilds, not for questions)."""
+        for number in range(self.n_articles):
+            yield self.article_at(number).doc_id
+
+
+class ArticleView(Mapping):
+    """`index.articles`: doc_id -> Article, read from the store on demand."""
+
+    def __init__(self, store: PassageStore):
+        self._store = store
+
+    def __getitem__(self, doc_id: str) -> Article:
+        number = self._store.article_number(doc_id) if isinstance(doc_id, str) else None
+        if number is None:
+            raise KeyError(doc_id)
+        return self._store.article_at(number)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and self._store.article_number(doc_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._store.doc_ids()
+
+    def __len__(self) -> int:
+        return self._store.n_articles
+
+
+class ChunkView(Sequence):
+    """`index.chunks`: the passages in row order, each read from the store when asked for."""
+
+    def __init__(self, store: PassageStore):
+        self._store = store
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self._store.passage(r) for r in range(*row.indices(len(self)))]
+        row = int(row)
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return self._store.passage(row)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+class RowLookup:
+    """`index.row_of`: (doc_id, start) -> passage row, looked up in the store's sorted keys."""
+
+    def __init__(self, store: PassageStore):
+        self._store = store
+
+    def get(self, key: tuple[str, int], default: int | None = None) -> int | None:
+        row = self._store.row_of(*key)
+        return default if row is None else row
+
+    def __getitem__(self, key: tuple[str, int]) -> int:
+        row = self._store.row_of(*key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and self._store.row_of(*key) is not None
+
+
+class LangColumn:
+    """`index.langs`: the language of each passage as small integer codes (one byte a passage)
+    that read like the array of language strings they stand for: `langs[row]` is a str,
+    `langs[rows]` an array of str, `langs == "en"` a boolean mask."""
+
+    def __init__(self, codes: np.ndarray, names: list[str]):
+        self.codes = codes
+        self.names = np.array(names, dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows):
+        if isinstance(rows, (int, np.integer)):
+            return str(self.names[self.codes[rows]])
+        return self.names[self.codes[rows]]
+
+    def code(self, lang: str) -> int:
+        """The code of `lang`, -1 when no passage is in it."""
+        hits = np.flatnonzero(self.names == lang)
+        return int(hits[0]) if len(hits) else -1
+
+    def __eq__(self, lang):  # type: ignore[override]
+        if isinstance(lang, str):
+            return self.codes == self.code(lang)
+        return NotImplemented
+
+    def __ne__(self, lang):  # type: ignore[override]
+        if isinstance(lang, str):
+            return self.codes != self.code(lang)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.names[self.codes]
+        return out if dtype is None else out.astype(dtype)
+
+    def tolist(self) -> list[str]:
+        return self.names[self.codes].tolist()
+
