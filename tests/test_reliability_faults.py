@@ -321,9 +321,12 @@ def test_each_file_of_a_live_index_damaged_under_the_server(seed_settings, tmp_p
 
 
 def _encode(cache_dir: Path):
+    """A question embedded by the full model, which reads the converted folder (the quick path,
+    `qa.embed.quick`, reads its own bundle and the OpenVINO copy, not this folder's weights)."""
     from qa.embed import LocalEmbedder
 
-    return LocalEmbedder(Settings(cache_dir=cache_dir)).encode_query("Quién dirige Microsoft?")
+    settings = Settings(cache_dir=cache_dir, fast_queries=False)
+    return LocalEmbedder(settings).encode_query("Quién dirige Microsoft?")
 
 
 @pytest.mark.slow
