@@ -10,7 +10,8 @@ Layout of the index directory::
                            and a CRC-32 of each file's content (checked at every load)
         store/             the articles (text and metadata) and the passages' columns, read
                            only for the rows a question returns (see qa.index.store)
-        vectors.npy        the L2-normalized passage vectors, float32 (memory-mapped when loaded)
+        vectors.npy        the L2-normalized passage vectors, float16 (memory-mapped when loaded;
+                           read as float32: see qa.index.load.HalfRows)
         ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
@@ -84,7 +85,8 @@ __all__ = [
     "write_file",
 ]
 
-FORMAT_VERSION = 3  # 3: passages and articles in store/ (qa.index.store), not JSON lines
+# 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16
+FORMAT_VERSION = 4
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
 MANIFEST = "manifest.json"
