@@ -64,7 +64,7 @@ from qa.index.format import (
 )
 from qa.index.load import Index, open_index
 from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
-from qa.index.verify import file_checksum
+from qa.index.verify import file_checksum, write_stamps
 from qa.lexical import LexicalIndex
 from qa.models import Article, Chunk, SkippedFile
 from qa.rank import LanguageStats, translation_groups
@@ -833,6 +833,7 @@ def _write_version(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        write_stamps(building, list(written))  # hashed just now: a load needs not hash them again
         for sub in [building / ANN_DIR, building / LEXICAL, building / STORE_DIR]:
             if sub.is_dir():
                 fsync_dir(sub)

@@ -20,6 +20,8 @@ Layout of the index directory::
         sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
                            per sentence (see qa.index.ann.Int8Rows)
         sentence_stats.npz per-language statistics of the sentence vectors
+        verified.json      inode, size and times of each file when its checksum last matched
+                           (not in the manifest: see qa.index.verify.check_files)
       .building-*/         a build in progress; left behind only by a crash, removed next time
 
 A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
@@ -62,6 +64,7 @@ __all__ = [
     "SENTENCE_SCALES",
     "SENTENCE_STATS",
     "SENTENCE_VECTORS",
+    "STAMPS",
     "VECTORS",
     "VERSION_NAME",
     "ChunkingSpec",
@@ -101,6 +104,7 @@ SENTENCES = "sentences.npy"
 SENTENCE_VECTORS = "sentence_vectors.npy"
 SENTENCE_SCALES = "sentence_scales.npy"
 SENTENCE_STATS = "sentence_stats.npz"
+STAMPS = "verified.json"
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
 CHECKSUM = "crc32"  # of every file, in the manifest: see `file_checksum` for the choice
 READ_BLOCK = 8 << 20  # bytes read (and hashed) at a time when verifying a file
