@@ -300,7 +300,7 @@ def _row_dots(index: Index, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     from qa.kernels import row_dots
 
     if isinstance(index, Index):
-        return row_dots(index.passage_vectors, rows, query)
+        return index.passage_vectors.dots(rows, query)
     return row_dots(index.passage_vectors_at(rows), np.arange(len(rows)), query)
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 import qa.index.load
+import qa.index.verify
 import qa.retrieval
 from qa.config import Settings
 from qa.errors import IndexCorruptError, IndexNotFoundError, QAError
 from qa.index.build import build_index
-from qa.index.format import current_version
+from qa.index.format import STAMPS, current_version
 from qa.index.load import open_index
 from qa.index.verify import file_checksum
 from tests.fakes import FakeEmbedder
@@ -51,7 +52,11 @@ def pristine(tmp_path_factory) -> Path:
 def index_files(index_dir: Path) -> list[str]:
     """Every file of the index folder, relative to it: the pointer and the live version's files."""
     version = index_dir / current_version(index_dir)
-    names = sorted(p.relative_to(index_dir).as_posix() for p in version.rglob("*") if p.is_file())
+    # (Not the stamps of the files last found intact: damaged, they cost a load its time, never
+    # an answer: test_a_load_hashes_only_the_files_changed_since_their_checksum_last_matched.)
+    names = sorted(
+        p.relative_to(index_dir).as_posix() for p in version.rglob("*") if p.is_file() and p.name != STAMPS
+    )
     assert any("/ann/" in name for name in names) and any("/bm25/" in name for name in names)
     return ["CURRENT", *names]
 
@@ -165,6 +170,42 @@ def test_checksums_are_written_for_every_file_and_catch_a_flipped_byte(pristine,
     path.write_bytes(bytes(data))
     with pytest.raises(IndexCorruptError, match=r"vectors\.npy is damaged: its content checksum.*qa index"):
         open_index(index_dir)
+
+
+def test_a_load_hashes_only_the_files_changed_since_their_checksum_last_matched(pristine, tmp_path, monkeypatch):
+    index_dir = shutil.copytree(pristine, tmp_path / "index", ignore=shutil.ignore_patterns(".lock"))
+    version = index_dir / current_version(index_dir)
+    hashed = []
+    real = qa.index.verify._checksum_fd
+    monkeypatch.setattr(qa.index.verify, "_checksum_fd", lambda fd: hashed.append(fd) or real(fd))
+    files = json.loads((version / "manifest.json").read_text())["files"]
+
+    def load() -> int:
+        hashed.clear()
+        open_index(index_dir)
+        return len(hashed)
+
+    open_index(pristine)
+    assert hashed == []  # as built: the build stamped the files it had just hashed
+    assert load() == len(files)  # a copy: new inodes, every file hashed, then stamped
+    assert load() == 0 and set(json.loads((version / STAMPS).read_text())) == set(files)
+    # One byte flipped, the modification time put back: the change time still tells.
+    path = version / "vectors.npy"
+    info = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    with pytest.raises(IndexCorruptError, match=r"vectors\.npy is damaged: its content checksum.*qa index"):
+        open_index(index_dir)
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert load() == 1  # only the file that changed
+    # Damaged or missing stamps: every file hashed again, the index loads.
+    (version / STAMPS).write_bytes(b"\0" * 10)
+    assert load() == len(files)
+    (version / STAMPS).unlink()
+    assert load() == len(files) and load() == 0
 
 
 def test_an_index_written_without_checksums_loads_with_size_checks_and_a_warning(pristine, tmp_path, caplog):

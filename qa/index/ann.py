@@ -42,6 +42,7 @@ __all__ = [
     "EXACT_MATCHES",
     "AnnReport",
     "ByteExact",
+    "HalfRows",
     "Int8Rows",
     "LanguageSearch",
     "ProbedIVF",
@@ -49,6 +50,7 @@ __all__ = [
     "exact_index",
     "exact_neighbours",
     "fill",
+    "half_rows",
     "n_lists",
     "nprobe_steps",
     "quantize_rows",
@@ -410,7 +412,7 @@ def _exact_top(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int)
     """(scores, rows) of the k best of passage `rows` by exact inner product, best first."""
     from qa.kernels import row_dots
 
-    scores = row_dots(vectors, rows, query)
+    scores = vectors.dots(rows, query) if isinstance(vectors, HalfRows) else row_dots(vectors, rows, query)
     top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
     top = top[np.argsort(-scores[top], kind="stable")]
     return scores[top], rows[top]
@@ -565,6 +567,48 @@ class Int8Rows:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:].astype(dtype or np.float32)
+
+
+class HalfRows:
+    """Vectors stored in half precision (float16), read as float32: the passage vectors.
+
+    Half of float32's disk and page cache; a cosine moves by ~1e-4 at most, which only changes
+    the order of passages whose scores tie within that (benchmarks/README.md, section 16).
+    Indexing and `np.asarray` give float32 rows; `dots` scores rows in place, without copying
+    them out (`qa.kernels.half_row_dots`).
+    """
+
+    def __init__(self, codes: np.ndarray):
+        self.codes = codes  # (n, d) float16, usually memory-mapped
+        self.shape = codes.shape
+        self.dtype = np.dtype(np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored (not those of the float32 rows it reads as)."""
+        return self.codes.nbytes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.codes[rows].astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.codes.astype(dtype or np.float32)
+
+    def dots(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """`self[rows] @ query` (float32), reading each row in place."""
+        from qa.kernels import HALF_TO_FLOAT, half_row_dots
+
+        bits = self.codes.view(np.uint16)
+        return half_row_dots(bits, np.asarray(rows, np.int64), np.asarray(query, np.float32), HALF_TO_FLOAT)
+
+
+def half_rows(vectors: np.ndarray, out: np.ndarray, block: int = 65536) -> None:
+    """Write `vectors` into `out` (float16, e.g. a memory-mapped file) a block at a time."""
+    for start in range(0, len(vectors), block):
+        out[start : start + block] = np.asarray(vectors[start : start + block], np.float32)
 
 
 def quantize_rows(

@@ -31,7 +31,16 @@ from pydantic import BaseModel
 
 from qa.config import Settings
 from qa.errors import IndexNotFoundError, QAError, unexpected_reason
-from qa.index.ann import AnnReport, choose_kind, fill, n_lists, quantize_rows, train_ivf, tune_probes
+from qa.index.ann import (
+    AnnReport,
+    choose_kind,
+    fill,
+    half_rows,
+    n_lists,
+    quantize_rows,
+    train_ivf,
+    tune_probes,
+)
 from qa.index.format import (
     ANN_DIR,
     FORMAT_VERSION,
@@ -55,7 +64,7 @@ from qa.index.format import (
 )
 from qa.index.load import Index, open_index
 from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
-from qa.index.verify import file_checksum
+from qa.index.verify import file_checksum, write_stamps
 from qa.lexical import LexicalIndex
 from qa.models import Article, Chunk, SkippedFile
 from qa.rank import LanguageStats, translation_groups
@@ -757,7 +766,14 @@ def _write_version(
         columns, lang_codes = store.close()
         write_sentence_links(building, columns, lang_codes, sentences)
         del columns, lang_codes
-        write_file(building / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
+        # Half precision, written a block at a time into the file: only re-scoring and the exact
+        # search of small languages read them, and float16 moves a cosine by ~1e-4 (section 16 of
+        # benchmarks/README.md). The search structures below are built from the float32 vectors.
+        stored = np.lib.format.open_memmap(building / VECTORS, mode="w+", dtype=np.float16, shape=vectors.shape)
+        half_rows(vectors, out=stored)
+        stored.flush()
+        del stored
+        _fsync(building / VECTORS)
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
@@ -817,6 +833,7 @@ def _write_version(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        write_stamps(building, list(written))  # hashed just now: a load needs not hash them again
         for sub in [building / ANN_DIR, building / LEXICAL, building / STORE_DIR]:
             if sub.is_dir():
                 fsync_dir(sub)

@@ -10,7 +10,8 @@ Layout of the index directory::
                            and a CRC-32 of each file's content (checked at every load)
         store/             the articles (text and metadata) and the passages' columns, read
                            only for the rows a question returns (see qa.index.store)
-        vectors.npy        the L2-normalized passage vectors, float32 (memory-mapped when loaded)
+        vectors.npy        the L2-normalized passage vectors, float16 (memory-mapped when loaded;
+                           read as float32: see qa.index.load.HalfRows)
         ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
@@ -19,6 +20,8 @@ Layout of the index directory::
         sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
                            per sentence (see qa.index.ann.Int8Rows)
         sentence_stats.npz per-language statistics of the sentence vectors
+        verified.json      inode, size and times of each file when its checksum last matched
+                           (not in the manifest: see qa.index.verify.check_files)
       .building-*/         a build in progress; left behind only by a crash, removed next time
 
 A build writes a complete new version beside the live one and then swaps `CURRENT`, so a crash
@@ -61,6 +64,7 @@ __all__ = [
     "SENTENCE_SCALES",
     "SENTENCE_STATS",
     "SENTENCE_VECTORS",
+    "STAMPS",
     "VECTORS",
     "VERSION_NAME",
     "ChunkingSpec",
@@ -84,7 +88,8 @@ __all__ = [
     "write_file",
 ]
 
-FORMAT_VERSION = 3  # 3: passages and articles in store/ (qa.index.store), not JSON lines
+# 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16
+FORMAT_VERSION = 4
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
 MANIFEST = "manifest.json"
@@ -99,6 +104,7 @@ SENTENCES = "sentences.npy"
 SENTENCE_VECTORS = "sentence_vectors.npy"
 SENTENCE_SCALES = "sentence_scales.npy"
 SENTENCE_STATS = "sentence_stats.npz"
+STAMPS = "verified.json"
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
 CHECKSUM = "crc32"  # of every file, in the manifest: see `file_checksum` for the choice
 READ_BLOCK = 8 << 20  # bytes read (and hashed) at a time when verifying a file

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from qa.index.ann import ByteExact, Int8Rows, LanguageSearch, ProbedIVF
+from qa.index.ann import ByteExact, HalfRows, Int8Rows, LanguageSearch, ProbedIVF
 from qa.index.format import (
     GROUPS,
     LANG_STATS,
@@ -123,7 +123,7 @@ class Index:
     path: Path
     manifest: Manifest
     store: PassageStore
-    passage_vectors: np.ndarray  # (n, d) float32, usually memory-mapped
+    passage_vectors: HalfRows  # (n, d) float16, usually memory-mapped; indexing gives float32 rows
     ann: dict[str, Any]  # language -> approximate FAISS index over its passages (large languages)
     lang_stats: LanguageStats
     groups: np.ndarray  # (n,) translation group id of each passage
@@ -214,7 +214,7 @@ class Index:
         """
         sentences = self.sentence_vectors
         codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
-        arrays = [self.passage_vectors, codes, self.store.lang_codes, self.sentence_member, self.link_start,
+        arrays = [self.passage_vectors.codes, codes, self.store.lang_codes, self.sentence_member, self.link_start,
                   self.sentence_langs, self.groups]  # fmt: skip
         arrays += self.lexical.postings()
         return sum(map_in(np.asarray(array)) for array in arrays)
@@ -273,8 +273,8 @@ class Index:
         return self.articles[doc_id]
 
     def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
-        """The float32 vectors of passages `rows`."""
-        return np.asarray(self.passage_vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+        """The vectors of passages `rows`, as float32 (stored in float16)."""
+        return self.passage_vectors[np.asarray(rows, dtype=np.int64)]
 
     def sentence_span(self, sentence: int) -> tuple[str, int, int]:
         """(doc_id, start, end) of sentence row `sentence` in its article."""
@@ -285,14 +285,14 @@ class Index:
         return len(self.store)
 
     def vectors(self) -> np.ndarray:
-        """All passage vectors, in passage order (an in-memory copy)."""
-        return np.array(self.passage_vectors, dtype=np.float32)
+        """All passage vectors, in passage order (an in-memory float32 copy)."""
+        return np.asarray(self.passage_vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product search over every passage, whatever its language (the bare
         model's ranking, for comparisons); returns (scores, passage rows), best first."""
         k = min(k, len(self))
-        scores = np.atleast_2d(np.asarray(queries, np.float32)) @ np.asarray(self.passage_vectors).T
+        scores = np.atleast_2d(np.asarray(queries, np.float32)) @ self.vectors().T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, top, axis=1), top
 
@@ -378,11 +378,12 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
         # Memory-mapped: a question reads only its candidates' rows, so a million passages
         # do not have to fit in memory as float32.
         vectors = map_npy(mapped[VECTORS])
-        if vectors.dtype != np.float32 or vectors.shape != (n, manifest.model.dim):
+        if vectors.dtype != np.float16 or vectors.shape != (n, manifest.model.dim):
             raise ValueError(
                 f"holds {vectors.dtype} vectors of shape {vectors.shape}, but the store lists "
                 f"{n} passages and the manifest says dimension {manifest.model.dim}"
             )
+        vectors = HalfRows(vectors)
         ann = {}
         for lang, spec in manifest.index.languages.items():
             if spec.file:

@@ -5,6 +5,7 @@ when one changes underneath a running server."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import mmap
 import os
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from qa.errors import IndexCorruptError
-from qa.index.format import CHECKSUM, MANIFEST, READ_BLOCK, Manifest
+from qa.index.format import CHECKSUM, MANIFEST, READ_BLOCK, STAMPS, Manifest, atomic_write
 
-__all__ = ["OpenFile", "check_files", "close_files", "file_checksum", "map_npy"]
+__all__ = ["OpenFile", "check_files", "close_files", "file_checksum", "map_npy", "write_stamps"]
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,21 @@ def check_files(
 ) -> dict[str, OpenFile]:
     """Check every file the manifest lists: present, of its recorded size and content checksum.
 
-    Blocking, at every load: at a million passages the index is 5.7 GB and verifying it took
-    4.4 s with the files in the page cache and 9.4 s from a cold one, on busy cores (12% and
-    27% on top of a 35 s load), and it leaves them in the page cache, where the mapped ones are
-    read next anyway (`map_in`). Verifying in the background instead would serve questions from files
-    not yet checked. The files named in `keep_open` (those to be memory-mapped) are returned
-    open, so that what is mapped is the very file that was verified.
+    A file's checksum is computed once, not at every load: when it matches, the file's stamp
+    (inode, size, modification and change times) is recorded in `verified.json` (the build
+    records them as it writes the checksums), and a later load that finds the open file with
+    the same stamp skips hashing it. Hashing every file at every load was 2.6 of the 2.75 s to
+    ready at a million passages and would be ~25 s at ten million (benchmarks/README.md,
+    section 16). Any write to a file, a copy (a new inode), a `touch`, even restoring the old
+    modification time (the change time cannot be set) changes its stamp, so every change that
+    goes through the file system is hashed again before a question reads the file. What the stamp
+    cannot see is damage below the file system (a disk returning other bytes for the same blocks):
+    deleting `verified.json` has every file hashed again at the next load. Without it (a copy
+    that could not record it, being read-only), every file is hashed at every load, as before.
+
+    Blocking: questions are never served from files not yet checked (verifying in the background
+    would). The files named in `keep_open` (those to be memory-mapped) are returned open, so that
+    what is mapped is the very file that was verified.
 
     An index written before checksums existed (same format otherwise) loads with the size
     checks only, and a warning: refusing it would make `qa index` re-embed everything (an
@@ -98,15 +108,51 @@ def check_files(
             f"{version_dir / MANIFEST} lists checksums for other files than it lists sizes for. "
             "Rebuild the index with `qa index`."
         )
+    stamps = read_stamps(version_dir)
     verified: dict[str, OpenFile] = {}
+    hashed = 0
     try:
         for name, size in manifest.files.items():
-            verified[name] = _verify_file(version_dir / name, size, manifest.checksums.get(name))
+            checksum = manifest.checksums.get(name)
+            verified[name], was_hashed = _verify_file(version_dir / name, size, checksum, stamps.get(name))
+            hashed += was_hashed
     except BaseException:
         close_files([kept.fd for kept in verified.values()])
         raise
+    if hashed and manifest.checksums:
+        _record_stamps(version_dir, {name: _stamp(os.fstat(kept.fd)) for name, kept in verified.items()})
     close_files([kept.fd for name, kept in verified.items() if name not in keep_open])
     return {name: kept for name, kept in verified.items() if name in keep_open}
+
+
+def _stamp(info: os.stat_result) -> list[int]:
+    """What changes when a file is written, replaced or copied: inode, size, modification and
+    change times (the change time moves on any write or metadata change and cannot be set back)."""
+    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def read_stamps(version_dir: Path) -> dict[str, list[int]]:
+    """The stamps of `verified.json` by file name; empty when it is missing or unreadable (then
+    every file is hashed: a damaged stamp file costs time, never a wrong answer)."""
+    try:
+        stamps = json.loads((version_dir / STAMPS).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def write_stamps(version_dir: Path, names: list[str]) -> None:
+    """Record the stamps of `names` (files of `version_dir` whose checksums were just computed
+    from their content: the build, as it writes the manifest)."""
+    _record_stamps(version_dir, {name: _stamp(os.stat(version_dir / name)) for name in names})
+
+
+def _record_stamps(version_dir: Path, stamps: dict[str, list[int]]) -> None:
+    # Best effort: a read-only index (or a full disk) is hashed again at the next load instead.
+    try:
+        atomic_write(version_dir / STAMPS, lambda tmp: tmp.write_text(json.dumps(stamps)), durable=False)
+    except OSError as exc:
+        log.debug("could not record %s in %s: %s", STAMPS, version_dir, exc)
 
 
 def _check_size(path: Path, size: int) -> None:
@@ -123,8 +169,9 @@ def _check_size(path: Path, size: int) -> None:
         )
 
 
-def _verify_file(path: Path, size: int, checksum: str | None) -> OpenFile:
-    """Open `path`, check its size and (when given) its checksum; returns it open."""
+def _verify_file(path: Path, size: int, checksum: str | None, stamp: list[int] | None) -> tuple[OpenFile, bool]:
+    """Open `path`, check its size and (when given) its checksum, unless the open file still has
+    the `stamp` recorded when its checksum last matched; returns it open, and whether it was hashed."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -133,7 +180,8 @@ def _verify_file(path: Path, size: int, checksum: str | None) -> OpenFile:
         before = os.fstat(fd)
         if before.st_size != size:
             _check_size(path, size)  # raises, naming the sizes (the file changed since the first pass)
-        if checksum is not None:
+        hashed = checksum is not None and _stamp(before) != stamp
+        if hashed:
             actual = _checksum_fd(fd)
             after = os.fstat(fd)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
@@ -146,7 +194,7 @@ def _verify_file(path: Path, size: int, checksum: str | None) -> OpenFile:
                     f"{path} is damaged: its content checksum is {actual}, the manifest says "
                     f"{checksum}. Rebuild the index with `qa index`."
                 )
-        return OpenFile(path, fd, before.st_size, before.st_mtime_ns)
+        return OpenFile(path, fd, before.st_size, before.st_mtime_ns), hashed
     except BaseException:
         os.close(fd)
         raise
