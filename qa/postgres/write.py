@@ -4,7 +4,13 @@ The store is written from an index the ordinary build made (`qa.index.build.buil
 `qa index --ray`): the same passages, vectors, sentences, language statistics, translation
 groups and BM25 weights, so that PostgreSQL ranks exactly as the embedded index does. The local
 index folder stays the build's working copy: an incremental build embeds only new or changed
-articles there, and each database write copies the result as a complete new version.
+articles there. The database write is incremental too: each article's rows carry a digest of
+everything written for it (its record, its passages' offsets and vectors, its sentences' offsets
+and int8 codes); an article whose digest the live version already holds has its rows copied
+inside the database (`INSERT ... SELECT`, renumbered, with its passages' new translation groups),
+and only new or changed articles' rows are sent. A deleted article is simply not in the new
+version. BM25's postings and the per-version arrays are written whole (every passage's BM25
+weight depends on the corpus's document frequencies and mean length).
 
 A write takes a session-level advisory lock (one writer at a time), writes every table of the
 new version in one transaction (a crash leaves nothing half-written behind), then in a second
@@ -14,6 +20,7 @@ questions; the previous version is kept so that a question already under way fin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -25,7 +32,8 @@ import numpy as np
 from qa.config import Settings
 from qa.errors import DatabaseError
 from qa.filters import article_day
-from qa.index.ann import choose_kind
+from qa.index.ann import Int8Rows, choose_kind
+from qa.index.format import SENTENCE_SCALES, SENTENCE_VECTORS
 from qa.postgres.schema import PARENTS, connect, ensure_schema, leaf, shown_url, table
 
 __all__ = ["KEEP_VERSIONS", "WRITE_LOCK", "StoreReport", "write_store"]
@@ -40,7 +48,9 @@ RECALL_SAMPLE = 32  # questions on which each HNSW language's recall@10 against 
 
 
 class StoreReport(dict):
-    """What a write did: version, source, passages, sentences, languages, seconds, up_to_date."""
+    """What a write did: version, source, passages, sentences, languages, seconds, up_to_date, and
+    `sent` / `copied`: the rows of each table sent over the connection or copied from the
+    previous version inside the database (articles, passages, sentences)."""
 
 
 def write_store(url: str, index: Any, settings: Settings) -> StoreReport:
@@ -67,7 +77,8 @@ def write_store(url: str, index: Any, settings: Settings) -> StoreReport:
         _remove_unused(conn)
         version = conn.execute("SELECT nextval('qa_version_numbers')").fetchone()[0]
         with conn.transaction():
-            languages = _write_version(conn, version, index, settings, source)
+            previous = _previous(conn, index) if live is not None else None
+            languages, sent, copied = _write_version(conn, version, index, settings, source, previous)
         with conn.transaction():
             conn.execute("UPDATE qa_versions SET state = 'ready' WHERE version = %s", (version,))
             conn.execute(
@@ -78,7 +89,7 @@ def write_store(url: str, index: Any, settings: Settings) -> StoreReport:
         _remove_unused(conn)
         return StoreReport(
             version=version, source=source, up_to_date=False, passages=len(index),
-            sentences=len(index.sentences), languages=languages,
+            sentences=len(index.sentences), languages=languages, sent=sent, copied=copied,
             seconds=round(time.perf_counter() - started, 2),
         )
     except psycopg.OperationalError as exc:
@@ -106,8 +117,11 @@ def _remove_unused(conn) -> None:
         log.info("Removed store version %s.", version)
 
 
-def _write_version(conn, version: int, index: Any, settings: Settings, source: str) -> dict[str, dict]:
-    """Every table of one version (inside the caller's transaction); how each language is searched."""
+def _write_version(
+    conn, version: int, index: Any, settings: Settings, source: str, previous: dict | None
+) -> tuple[dict[str, dict], dict[str, int], dict[str, int]]:
+    """Every table of one version (inside the caller's transaction): how each language is searched,
+    and the rows of each table sent and copied from `previous` (see `_previous`)."""
     from psycopg.sql import SQL, Identifier, Literal
 
     articles = list(index.articles.values())
@@ -133,11 +147,20 @@ def _write_version(conn, version: int, index: Any, settings: Settings, source: s
             Identifier(leaf(version, lang)), Identifier(table("qa_passages", version)), Literal(lang)
         ))
     days = [article_day(a.date) for a in articles]
-    _write_articles(conn, version, articles, days)
-    _write_passages(conn, version, index, articles, days)
-    _write_sentences(conn, version, index)
+    chunks = [index.passage(row) for row in range(len(index))]
+    number = {a.doc_id: i for i, a in enumerate(articles)}
+    doc_of_row = np.array([number[c.doc_id] for c in chunks], np.int64)
+    codes, scales = _sentence_codes(index)
+    digests = _digests(index, articles, chunks, doc_of_row, codes, scales)
+    plan = _reuse_plan(previous, articles, digests, chunks, doc_of_row, index.sentences)
+    sent = {
+        "articles": _write_articles(conn, version, articles, days, plan),
+        "passages": _write_passages(conn, version, index, articles, days, chunks, doc_of_row, plan),
+        "sentences": _write_sentences(conn, version, index, codes, scales, plan),
+    }
+    copied = _copy_reused(conn, version, previous, plan, index.groups)
     _write_terms(conn, version, index.lexical)
-    _write_arrays(conn, version, index, articles)
+    _write_arrays(conn, version, index, articles, chunks, doc_of_row, digests)
     for name in ("qa_passages", "qa_sentences"):
         key = "row" if name == "qa_passages" else "sentence"
         conn.execute(SQL("CREATE INDEX ON {} ({})").format(Identifier(table(name, version)), Identifier(key)))
@@ -156,7 +179,145 @@ def _write_version(conn, version: int, index: Any, settings: Settings, source: s
         if spec["search"] == "hnsw":
             spec["recall_at_10"] = _hnsw_recall(conn, version, lang, index)
     conn.execute("UPDATE qa_versions SET languages = %s WHERE version = %s", (json.dumps(languages), version))
-    return languages
+    return languages, sent, copied
+
+
+def _sentence_codes(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 codes and float32 scales of the index's sentence vectors, as its files hold them
+    (a small index decodes them into memory at load: they are then read from the files again)."""
+    vectors = index.sentence_vectors
+    if isinstance(vectors, Int8Rows):
+        return vectors.codes, vectors.scales
+    return (np.load(index.path / SENTENCE_VECTORS, mmap_mode="r", allow_pickle=False),
+            np.load(index.path / SENTENCE_SCALES, mmap_mode="r", allow_pickle=False))
+
+
+def _digests(
+    index: Any, articles: list, chunks: list, doc_of_row: np.ndarray, codes: np.ndarray, scales: np.ndarray
+) -> np.ndarray:
+    """(articles, 16) bytes: a digest of everything the store holds of each article (its record,
+    its passages' offsets and vectors, its sentences' offsets, codes and scales). Two versions'
+    rows of an article with the same digest are the same rows but for their numbers and groups."""
+    hashes = [hashlib.blake2b(a.model_dump_json().encode(), digest_size=16) for a in articles]
+    for first in range(0, len(index), BLOCK):
+        rows = np.arange(first, min(first + BLOCK, len(index)))
+        vectors = np.ascontiguousarray(index.passage_vectors_at(rows), np.float32)
+        for row, vector in zip(rows.tolist(), vectors):
+            chunk = chunks[row]
+            hashes[doc_of_row[row]].update(
+                np.array([chunk.chunk_id, chunk.start, chunk.end, chunk.n_tokens], "<i8").tobytes() + vector.tobytes()
+            )
+    sentences = np.asarray(index.sentences, np.int64).reshape(-1, 3)
+    for first in range(0, len(sentences), BLOCK):
+        last = min(first + BLOCK, len(sentences))
+        block_codes, block_scales = np.asarray(codes[first:last]), np.asarray(scales[first:last], "<f4")
+        for i in range(last - first):
+            doc, start, end = sentences[first + i].tolist()
+            hashes[doc].update(np.array([start, end], "<i8").tobytes() + block_codes[i].tobytes()
+                               + block_scales[i].tobytes())
+    return np.frombuffer(b"".join(h.digest() for h in hashes), np.uint8).reshape(len(articles), 16)
+
+
+def _previous(conn, index: Any) -> dict | None:
+    """What of the live version can be copied into a new one: its number and its articles', passages'
+    and sentences' numbering, when it holds digests and came from the same model; else None."""
+    row = conn.execute(
+        "SELECT v.version, v.manifest FROM qa_live l JOIN qa_versions v USING (version)"
+    ).fetchone()
+    number, manifest = row
+    manifest = manifest if isinstance(manifest, dict) else json.loads(manifest)
+    if manifest["model"]["fingerprint"] != index.manifest.model.fingerprint:
+        return None
+    arrays = dict(conn.execute(
+        "SELECT name, data FROM qa_arrays WHERE version = %s AND name = ANY(%s)",
+        (number, ["passages", "sentences", "articles", "digests"]),
+    ).fetchall())
+    if "digests" not in arrays:  # written before digests were kept: nothing can be matched
+        return None
+    load = lambda name: np.load(io.BytesIO(bytes(arrays[name])), allow_pickle=False)
+    return {
+        "version": number,
+        "doc_ids": [f[0] for f in json.loads(bytes(arrays["articles"]))],
+        "digests": load("digests"),
+        "passages": load("passages"),
+        "sentences": load("sentences"),
+    }
+
+
+def _reuse_plan(
+    previous: dict | None, articles: list, digests: np.ndarray, chunks: list, doc_of_row: np.ndarray,
+    sentences: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """For each table, the previous version's number of each new article, passage and sentence
+    whose rows can be copied (-1: send it)."""
+    sentences = np.asarray(sentences, np.int64).reshape(-1, 3)
+    plan = {
+        "articles": np.full(len(articles), -1, np.int64),
+        "passages": np.full(len(chunks), -1, np.int64),
+        "sentences": np.full(len(sentences), -1, np.int64),
+    }
+    if previous is None:
+        return plan
+    old_doc = {doc_id: i for i, doc_id in enumerate(previous["doc_ids"])}
+    old_digests = previous["digests"]
+    for doc, article in enumerate(articles):
+        j = old_doc.get(article.doc_id, -1)
+        if j >= 0 and bytes(old_digests[j]) == bytes(digests[doc]):
+            plan["articles"][doc] = j
+    docs = plan["articles"]
+    # The same digest means the same passages and sentences: found by (old article, start, end).
+    old_rows = {(d, a, b): r for r, (d, _, a, b, _) in enumerate(previous["passages"].tolist())}
+    for row, chunk in enumerate(chunks):
+        if docs[doc_of_row[row]] >= 0:
+            plan["passages"][row] = old_rows[(int(docs[doc_of_row[row]]), chunk.start, chunk.end)]
+    old_sentences = {(d, a, b): s for s, (d, a, b) in enumerate(previous["sentences"].tolist())}
+    for i, (doc, start, end) in enumerate(sentences.tolist()):
+        if docs[doc] >= 0:
+            plan["sentences"][i] = old_sentences[(int(docs[doc]), start, end)]
+    return plan
+
+
+def _copy_reused(conn, version: int, previous: dict | None, plan: dict, groups: np.ndarray) -> dict[str, int]:
+    """Copy the planned rows from the previous version's tables inside the database, renumbered
+    (and with the passages' translation groups of the new version); the rows of each table copied."""
+    copied = {name: int((numbers >= 0).sum()) for name, numbers in plan.items()}
+    if previous is None or not any(copied.values()):
+        return copied
+    old = previous["version"]
+    conn.execute("CREATE TEMP TABLE qa_reuse (kind text, old integer, new integer, doc integer, grp bigint) "
+                 "ON COMMIT DROP")
+    docs = plan["articles"]
+    new_doc = {int(j): i for i, j in enumerate(docs.tolist()) if j >= 0}
+    with conn.cursor().copy("COPY qa_reuse (kind, old, new, doc, grp) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "int4", "int4", "int4", "int8"])
+        for doc in np.flatnonzero(docs >= 0).tolist():
+            copy.write_row(("a", int(docs[doc]), doc, doc, 0))
+        prev_passages = previous["passages"]
+        for row in np.flatnonzero(plan["passages"] >= 0).tolist():
+            j = int(plan["passages"][row])
+            copy.write_row(("p", j, row, new_doc[int(prev_passages[j, 0])], int(groups[row])))
+        prev_sentences = previous["sentences"]
+        for i in np.flatnonzero(plan["sentences"] >= 0).tolist():
+            j = int(plan["sentences"][i])
+            copy.write_row(("s", j, i, new_doc[int(prev_sentences[j, 0])], 0))
+    conn.execute("CREATE INDEX ON qa_reuse (kind, old)")
+    conn.execute("ANALYZE qa_reuse")
+    conn.execute(
+        f"INSERT INTO {table('qa_articles', version)} (version, doc, doc_id, lang, day, outlet, source, article) "
+        f"SELECT {int(version)}, m.new, o.doc_id, o.lang, o.day, o.outlet, o.source, o.article "
+        f"FROM {table('qa_articles', old)} o JOIN qa_reuse m ON m.kind = 'a' AND m.old = o.doc"
+    )
+    conn.execute(
+        f"INSERT INTO {table('qa_passages', version)} (version, row, lang, doc, start, \"end\", grp, day, embedding) "
+        f"SELECT {int(version)}, m.new, o.lang, m.doc, o.start, o.\"end\", m.grp, o.day, o.embedding "
+        f"FROM {table('qa_passages', old)} o JOIN qa_reuse m ON m.kind = 'p' AND m.old = o.row"
+    )
+    conn.execute(
+        f"INSERT INTO {table('qa_sentences', version)} (version, sentence, doc, start, \"end\", codes, scale, "
+        f"embedding) SELECT {int(version)}, m.new, m.doc, o.start, o.\"end\", o.codes, o.scale, o.embedding "
+        f"FROM {table('qa_sentences', old)} o JOIN qa_reuse m ON m.kind = 's' AND m.old = o.sentence"
+    )
+    return copied
 
 
 def _search_kind(index: Any, lang: str, passages: int, settings: Settings) -> str:
@@ -167,50 +328,63 @@ def _search_kind(index: Any, lang: str, passages: int, settings: Settings) -> st
     return "exact" if kind == "flat" else "hnsw"
 
 
-def _write_articles(conn, version: int, articles: list, days: list[int]) -> None:
+def _write_articles(conn, version: int, articles: list, days: list[int], plan: dict) -> int:
     from qa.retrieval import url_outlet
 
+    sent = 0
     with conn.cursor().copy(
         f"COPY {table('qa_articles', version)} (version, doc, doc_id, lang, day, outlet, source, article) "
         "FROM STDIN"
     ) as copy:
         for doc, article in enumerate(articles):
+            if plan["articles"][doc] >= 0:
+                continue  # copied from the previous version
             outlet = article.outlet or url_outlet(article.url) or ""
             copy.write_row((version, doc, article.doc_id, article.lang, days[doc], outlet, article.source,
                             article.model_dump_json()))
+            sent += 1
+    return sent
 
 
-def _write_passages(conn, version: int, index: Any, articles: list, days: list[int]) -> None:
-    number = {a.doc_id: i for i, a in enumerate(articles)}
+def _write_passages(
+    conn, version: int, index: Any, articles: list, days: list[int], chunks: list, doc_of_row: np.ndarray,
+    plan: dict,
+) -> int:
+    todo = np.flatnonzero(plan["passages"] < 0)
     with conn.cursor().copy(
         f"COPY {table('qa_passages', version)} (version, row, lang, doc, start, \"end\", grp, day, embedding) "
         "FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["int4", "int4", "text", "int4", "int4", "int4", "int8", "int4", "vector"])
-        for first in range(0, len(index), BLOCK):
-            rows = np.arange(first, min(first + BLOCK, len(index)))
+        for first in range(0, len(todo), BLOCK):
+            rows = todo[first:first + BLOCK]
             vectors = index.passage_vectors_at(rows)
             for row, vector in zip(rows.tolist(), vectors):
-                chunk = index.passage(row)
-                doc = number[chunk.doc_id]
+                chunk = chunks[row]
+                doc = int(doc_of_row[row])
                 copy.write_row((version, row, articles[doc].lang, doc, chunk.start, chunk.end,
                                 int(index.groups[row]), days[doc], vector))
+    return len(todo)
 
 
-def _write_sentences(conn, version: int, index: Any) -> None:
+def _write_sentences(conn, version: int, index: Any, codes: np.ndarray, scales: np.ndarray, plan: dict) -> int:
+    """The sentences as the embedded index keeps them: int8 codes and one float32 scale each
+    (a quarter of float32's bytes; decoded alike, they score alike)."""
     sentences = np.asarray(index.sentences, np.int64).reshape(-1, 3)
+    todo = np.flatnonzero(plan["sentences"] < 0)
     with conn.cursor().copy(
-        f"COPY {table('qa_sentences', version)} (version, sentence, doc, start, \"end\", embedding) "
+        f"COPY {table('qa_sentences', version)} (version, sentence, doc, start, \"end\", codes, scale) "
         "FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int4", "int4", "int4", "int4", "int4", "vector"])
-        for first in range(0, len(sentences), BLOCK):
-            last = min(first + BLOCK, len(sentences))
-            # The float32 rows a question scores (int8 codes times their scale, as in memory).
-            vectors = np.asarray(index.sentence_vectors[first:last], np.float32)
-            for i, vector in zip(range(first, last), vectors):
+        copy.set_types(["int4", "int4", "int4", "int4", "int4", "bytea", "float4"])
+        for first in range(0, len(todo), BLOCK):
+            block = todo[first:first + BLOCK]
+            block_codes = np.asarray(codes[block], np.int8)
+            block_scales = np.asarray(scales[block], np.float32)
+            for i, code, scale in zip(block.tolist(), block_codes, block_scales.tolist()):
                 doc, start, end = sentences[i].tolist()
-                copy.write_row((version, i, doc, start, end, vector))
+                copy.write_row((version, i, doc, start, end, code.tobytes(), scale))
+    return len(todo)
 
 
 def lexical_postings(lexical: Any) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, int]:
@@ -246,12 +420,13 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return out.getvalue()
 
 
-def _write_arrays(conn, version: int, index: Any, articles: list) -> None:
-    """The small per-version arrays a server keeps in memory (see `qa.postgres.read.StoredIndex`)."""
-    number = {a.doc_id: i for i, a in enumerate(articles)}
-    chunks = [index.passage(row) for row in range(len(index))]
+def _write_arrays(
+    conn, version: int, index: Any, articles: list, chunks: list, doc_of_row: np.ndarray, digests: np.ndarray
+) -> None:
+    """The small per-version arrays a server keeps in memory (see `qa.postgres.read.StoredIndex`),
+    and the articles' digests the next write compares (`_digests`)."""
     passages = np.array(
-        [(number[c.doc_id], c.chunk_id, c.start, c.end, c.n_tokens) for c in chunks], np.int64
+        [(doc, c.chunk_id, c.start, c.end, c.n_tokens) for doc, c in zip(doc_of_row.tolist(), chunks)], np.int64
     ).reshape(-1, 5)
     # What a filter reads of each article (qa.filters.FilterColumns), in article order.
     filter_fields = [[a.doc_id, a.lang, a.date, a.url, a.source] for a in articles]
@@ -263,6 +438,7 @@ def _write_arrays(conn, version: int, index: Any, articles: list) -> None:
         "sentence_stats": _npz(index.sentence_stats.to_arrays()),
         "articles": json.dumps(filter_fields).encode(),
         "lexical": json.dumps({"passages": lexical_postings(index.lexical)[4]}).encode(),
+        "digests": _npy(digests),
     }
     with conn.cursor().copy("COPY qa_arrays (version, name, data) FROM STDIN WITH (FORMAT BINARY)") as copy:
         copy.set_types(["int4", "text", "bytea"])
