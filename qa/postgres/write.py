@@ -53,10 +53,11 @@ class StoreReport(dict):
     previous version inside the database (articles, passages, sentences)."""
 
 
-def write_store(url: str, index: Any, settings: Settings) -> StoreReport:
+def write_store(url: str, index: Any, settings: Settings, *, reuse: bool = True) -> StoreReport:
     """Copy the loaded index version `index` (`qa.index.load.Index`) into the database at `url`
     as a new version and make it live; nothing is written when the live version already is a
-    copy of it. Returns a `StoreReport`."""
+    copy of it. `reuse`: copy the rows of articles the live version holds unchanged inside the
+    database (False: send every row, as a first write does). Returns a `StoreReport`."""
     import psycopg
 
     started = time.perf_counter()
@@ -77,7 +78,7 @@ def write_store(url: str, index: Any, settings: Settings) -> StoreReport:
         _remove_unused(conn)
         version = conn.execute("SELECT nextval('qa_version_numbers')").fetchone()[0]
         with conn.transaction():
-            previous = _previous(conn, index) if live is not None else None
+            previous = _previous(conn, index) if reuse and live is not None else None
             languages, sent, copied = _write_version(conn, version, index, settings, source, previous)
         with conn.transaction():
             conn.execute("UPDATE qa_versions SET state = 'ready' WHERE version = %s", (version,))
