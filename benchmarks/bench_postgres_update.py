@@ -4,8 +4,9 @@ The same new index version is written twice, same run, into two databases that b
 previous version live: once sending every row (`write_store(..., reuse=False)`, what every write
 did before incremental writes), once incrementally (the default: the rows of unchanged articles
 are copied inside the database, only new and changed articles' rows are sent). Measured: seconds,
-rows sent and copied, bytes this process sent (its `wchar` in /proc/self/io: the connection is
-all it writes meanwhile), WAL bytes PostgreSQL wrote, and the database size.
+rows sent and copied, bytes sent over the connection (COPY data and statement parameters, counted
+where psycopg takes them), WAL bytes PostgreSQL wrote (after a CHECKPOINT, as when versions are
+written hours apart), and the database size.
 
 Two corpora: the demo corpus (corpus/, real model, real incremental `build_index`: one article
 added, one deleted, one changed) and synthetic ones of --sizes passages (real texts, random
@@ -35,11 +36,31 @@ ROOT = Path(__file__).resolve().parent.parent
 CHANGED = 5
 
 
+SENT = {"bytes": 0}
+
+
+def count_sent_bytes() -> None:
+    """Count what the writer hands to the connection: the COPY data (psycopg's writer) and the
+    parameters of its statements (as their text form: the numbering arrays of an incremental
+    write). A socket's own counters are not visible per process."""
+    import psycopg
+    from psycopg.copy import LibpqWriter
+
+    write, execute = LibpqWriter.write, psycopg.Connection.execute
+
+    def counted_write(self, data):
+        SENT["bytes"] += len(data)
+        return write(self, data)
+
+    def counted_execute(self, query, params=None, **kwargs):
+        SENT["bytes"] += len(str(query)) + (len(str(params)) if params is not None else 0)
+        return execute(self, query, params, **kwargs)
+
+    LibpqWriter.write, psycopg.Connection.execute = counted_write, counted_execute
+
+
 def written_bytes() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    return 0
+    return SENT["bytes"]
 
 
 def measure(url: str, index, settings, reuse: bool) -> dict:
@@ -154,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     from qa.index.load import open_index
     from tests.postgres_server import PostgresServer
 
+    count_sent_bytes()
     info = machine()
     print(f"Machine: {describe_machine(info)}")
     material = open_index(ensure_index())
