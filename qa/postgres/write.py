@@ -90,6 +90,7 @@ def write_store(url: str, index: Any, settings: Settings, *, reuse: bool = True)
                 (version,),
             )
         _remove_unused(conn)
+        _vacuum(conn, version)
         return StoreReport(
             version=version, source=source, up_to_date=False, passages=len(index),
             sentences=len(index.sentences), languages=languages, sent=sent, copied=copied,
@@ -102,6 +103,17 @@ def write_store(url: str, index: Any, settings: Settings, *, reuse: bool = True)
         ) from None
     finally:
         conn.close()
+
+
+def _vacuum(conn, version: int) -> None:
+    """VACUUM the new version's tables now, while their pages are still the ones just written.
+
+    Its rows' hint bits are otherwise set by the first statement that reads them after the next
+    checkpoint, and with data checksums (PostgreSQL 18's default) each page changed that way is
+    written whole to the WAL: the next incremental write, which reads every unchanged row, then
+    wrote the previous version's size again to the WAL (measured: 1.7x the WAL of a full write)."""
+    for parent in PARENTS:
+        conn.execute(f"VACUUM (ANALYZE) {table(parent, version)}")
 
 
 def _remove_unused(conn) -> None:
