@@ -72,15 +72,26 @@ def measure(url: str, index, settings, reuse: bool) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
         wal0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        fpi0, checkpoints0 = wal_counters(conn)
     sent0, t0 = written_bytes(), time.perf_counter()
     report = write_store(url, index, settings, reuse=reuse)
     seconds, sent_bytes = time.perf_counter() - t0, written_bytes() - sent0
     with psycopg.connect(url, autocommit=True) as conn:
         wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (wal0,)).fetchone()[0]
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        fpi, checkpoints = wal_counters(conn)
     return {"reuse": reuse, "seconds": round(seconds, 2), "sent_rows": report["sent"], "copied_rows": report["copied"],
             "sent_mb": round(sent_bytes / 2**20, 2), "wal_mb": round(int(wal) / 2**20, 2),
-            "database_mb": round(size / 2**20, 1)}
+            "database_mb": round(size / 2**20, 1), "wal_full_page_images": fpi - fpi0,
+            "checkpoints_during": checkpoints - checkpoints0}
+
+
+def wal_counters(conn) -> tuple[int, int]:
+    """(full-page images written to the WAL, checkpoints started) so far, server-wide."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    fpi = conn.execute("SELECT wal_fpi FROM pg_stat_wal").fetchone()[0]
+    checkpoints = conn.execute("SELECT num_timed + num_requested FROM pg_stat_checkpointer").fetchone()[0]
+    return int(fpi), int(checkpoints)
 
 
 def demo(server) -> tuple[str, int, list[dict]]:
@@ -170,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[20_000])
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_postgres_update.json")
+    parser.add_argument("--no-demo", action="store_true", help="only the synthetic sizes")
     args = parser.parse_args(argv)
 
     from qa.index.load import open_index
@@ -184,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     server = PostgresServer(shared_buffers="512MB", durable=True)  # as a production server writes
     server.start()
     try:
-        runs = [demo(server)]
+        runs = [] if args.no_demo else [demo(server)]
         rng = np.random.default_rng(42)
         for n in args.sizes:
             runs.append(synthetic(server, n, texts, langs, rng))
