@@ -112,6 +112,9 @@ def _write_store(url: str | None, settings: Settings) -> None:
         f"Database: {shown_url(url)} version {report['version']} is live ({report['passages']} passages, "
         f"{report['sentences']} sentences; {searches}) in {report['seconds']:.1f} s."
     )
+    if report["copied"]["passages"]:
+        print(f"  {report['sent']['passages']} passages of new or changed articles sent, "
+              f"{report['copied']['passages']} of unchanged ones copied from the previous version.")
 
 
 def _prepare_model(settings: Settings) -> None:

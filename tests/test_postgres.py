@@ -519,3 +519,81 @@ def test_a_new_version_built_with_another_model_leaves_the_loaded_one_answering(
     assert write_store(url, open_index(other.index_dir), other)["version"] == 2
     assert _key(engine.search("Who is Satya Nadella?", 5)) == before  # still the seed version
     assert engine.index().number == 1
+
+
+@pytest.mark.slow
+def test_an_incremental_write_sends_only_new_and_changed_articles_and_ranks_as_the_embedded_index(
+    postgres, tmp_path
+):
+    """Add one article, delete one, change one: the new version holds exactly the new corpus and
+    ranks as an embedded index of it; the unchanged articles' rows were copied inside the database,
+    not sent again; the previous version stays readable until it is removed."""
+    import shutil
+
+    from qa.config import Settings
+    from qa.index.build import build_index
+    from qa.index.load import open_index
+    from qa.postgres import Database, StoredIndex, write_store
+    from qa.retrieval import Engine
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(ROOT / "corpus", corpus)
+    settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index")
+    build_index(settings=settings)
+    url = postgres.database("incremental")
+    before = open_index(settings.index_dir)
+    first = write_store(url, before, settings)
+    assert first["copied"] == {"articles": 0, "passages": 0, "sentences": 0}
+    assert first["sent"] == {"articles": len(before.articles), "passages": len(before),
+                             "sentences": len(before.sentences)}
+
+    (corpus / "ja-nadella-kingmaker.txt").unlink()
+    changed = corpus / "fr-nadella-faiseur-de-rois.txt"
+    changed.write_text(changed.read_text(encoding="utf-8") + "\n\nLe conseil d'administration s'est réuni "
+                       "une dernière fois à Lisbonne, au bord du Tage, avant l'annonce.\n", encoding="utf-8")
+    (corpus / "en-harbour-tram.txt").write_text(
+        "Harbour tram line opens\n\nThe new tram line between the harbour and the old town opened on "
+        "Monday. Trams run every eight minutes, and the city expects twelve thousand riders a day.\n",
+        encoding="utf-8",
+    )
+    build_index(settings=settings)
+    after = open_index(settings.index_dir)
+    report = write_store(url, after, settings)
+
+    old_docs, new_docs = set(before.articles), set(after.articles)
+    kept = old_docs & new_docs
+    assert len(old_docs - new_docs) == 2 and len(new_docs - old_docs) == 2  # deleted + changed, added + changed
+    kept_rows = [r for r in range(len(after)) if after.passage(r).doc_id in kept]
+    kept_sentences = [i for i, (doc, _, _) in enumerate(after.sentences.tolist())
+                      if list(after.articles)[doc] in kept]
+    assert report["copied"] == {"articles": len(kept), "passages": len(kept_rows),
+                                "sentences": len(kept_sentences)}
+    assert report["sent"] == {"articles": 2, "passages": len(after) - len(kept_rows),
+                              "sentences": len(after.sentences) - len(kept_sentences)}
+    assert 0 < report["sent"]["passages"] < report["copied"]["passages"]
+
+    # The new version is the new corpus, row for row, vector for vector, group for group.
+    db = Database(url)
+    stored = db.index()
+    assert stored.number == report["version"] and set(stored.doc_ids) == new_docs
+    rows = np.arange(len(after))
+    assert [stored.passage(r) for r in rows] == [after.passage(r) for r in rows]
+    np.testing.assert_array_equal(stored.passage_vectors_at(rows), after.passage_vectors_at(rows))
+    np.testing.assert_array_equal(stored.groups, after.groups)
+    sentences = np.arange(len(after.sentences))
+    np.testing.assert_array_equal(stored.sentence_vectors[sentences], np.asarray(after.sentence_vectors[sentences]))
+    local = Engine(settings)
+    remote = Engine(Settings(corpus_dir=corpus, index_dir=settings.index_dir, database_url=url))
+    for question in ["Where did the new tram line open?", "Qui a réuni le conseil à Lisbonne ?",
+                     "Satya Nadella kingmaker", "OpenAI employees threatened to quit"]:
+        want, got = local.search(question, 10), remote.search(question, 10)
+        assert _key(got) == _key(want), question
+        np.testing.assert_allclose([p.score for p in got], [p.score for p in want], rtol=1e-6)
+    assert local.search("tram harbour", 1)[0].doc_id in new_docs - old_docs
+    # The previous version is still whole until the next write removes it.
+    previous = StoredIndex.load(db, first["version"])
+    assert set(previous.doc_ids) == old_docs
+    np.testing.assert_array_equal(previous.passage_vectors_at(np.arange(len(before))),
+                                  before.passage_vectors_at(np.arange(len(before))))
+    # Nothing changed since: nothing is written.
+    assert write_store(url, open_index(settings.index_dir), settings)["up_to_date"]

@@ -158,6 +158,17 @@ def _array(vector: Any) -> np.ndarray:
     return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, np.float32)
 
 
+def _decode(*values: Any) -> np.ndarray:
+    """A row's vector as float32: a passage's `embedding`, or a sentence's int8 codes times its
+    scale (as `qa.index.ann.Int8Rows` decodes them: the same codes give the same floats)."""
+    if len(values) == 1:
+        return _array(values[0])
+    codes, scale, embedding = values
+    if codes is None:  # a version written before the codes
+        return _array(embedding)
+    return np.frombuffer(codes, np.int8).astype(np.float32) * np.float32(scale)
+
+
 def _load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
@@ -433,8 +444,9 @@ class StoredIndex:
             found = {r: kept[r] for r in rows.tolist() if r in kept}
         missing = sorted(set(rows.tolist()) - found.keys())
         if missing:
-            read = {row: _array(vector) for row, vector in self.db.run(
-                f"SELECT {key}, embedding FROM {table(kind, self.number)} WHERE {key} = ANY(%s)", (missing,)
+            columns = "embedding" if kind == "qa_passages" else "codes, scale, embedding"
+            read = {row: _decode(*values) for row, *values in self.db.run(
+                f"SELECT {key}, {columns} FROM {table(kind, self.number)} WHERE {key} = ANY(%s)", (missing,)
             )}
             found.update(read)
             with self._vectors_lock:

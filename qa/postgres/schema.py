@@ -11,7 +11,9 @@ a rebuild writes a complete version beside the live one and a server reads one v
     qa_articles_<v>        the articles (their text, metadata, day number and outlet)
     qa_passages_<v>        the passages: article, offsets, group, day, embedding vector(d);
       qa_passages_<v>_<lang>   one LIST partition per language (exact scan, or HNSW when large)
-    qa_sentences_<v>       every sentence of the passages with its embedding
+    qa_sentences_<v>       every sentence of the passages with its embedding as the embedded index
+                           keeps it: int8 codes and one float32 scale (versions written before
+                           the codes hold a float32 `embedding` instead)
     qa_terms_<v>           BM25 postings: token -> document frequency, passage rows, scores
 
 BM25 is computed once, at build time, by the same code as the embedded index (`qa.lexical`):
@@ -76,8 +78,12 @@ CREATE TABLE IF NOT EXISTS qa_passages (
 ) PARTITION BY LIST (version);
 CREATE TABLE IF NOT EXISTS qa_sentences (
     version integer NOT NULL, sentence integer NOT NULL, doc integer NOT NULL,
-    start integer NOT NULL, "end" integer NOT NULL, embedding vector({dim}) NOT NULL
+    start integer NOT NULL, "end" integer NOT NULL, embedding vector({dim}),
+    codes bytea, scale real
 ) PARTITION BY LIST (version);
+-- A database written before the sentences' int8 codes: its old versions stay readable.
+ALTER TABLE qa_sentences ADD COLUMN IF NOT EXISTS codes bytea, ADD COLUMN IF NOT EXISTS scale real,
+    ALTER COLUMN embedding DROP NOT NULL;
 CREATE TABLE IF NOT EXISTS qa_terms (
     version integer NOT NULL, token text NOT NULL, df integer NOT NULL,
     rows bytea NOT NULL, scores bytea NOT NULL
