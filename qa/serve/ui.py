@@ -284,6 +284,12 @@ def language_choices(codes: Sequence[str] | None = None) -> list[tuple[str, str]
     return [(f"{LANGUAGE_NAMES.get(code, code)} ({code})", code) for code in known]
 
 
+def _api_filters(langs: Any, since: Any, until: Any, sources: Any) -> dict[str, Any]:
+    """The API endpoints' filter arguments as request fields: an empty one (Gradio's "" or []) is
+    None, so that the request model sees it as not given."""
+    return {"langs": langs or None, "since": since or None, "until": until or None, "sources": sources or None}
+
+
 def chat_filters(langs: Any, since: Any, until: Any, sources: Any) -> dict[str, Any]:
     """The filter row's values as `qa.ask`'s filter keywords (empty ones left out), checked:
     InvalidQuestionError naming a bad value (`qa.filters.make_filters`)."""
@@ -524,7 +530,7 @@ def build_ui(
             JSON: reply (text with [n] markers), lang, found (false if not covered), citations.
         """
         try:
-            filters = {"langs": langs or None, "since": since or None, "until": until or None, "sources": sources or None}
+            filters = _api_filters(langs, since, until, sources)
             body = parse_arguments(
                 AskRequest, {"question": question, "history": [] if history is None else history, **filters}
             )
@@ -565,7 +571,7 @@ def build_ui(
         from qa.retrieval import retrieve
 
         try:
-            filters = {"langs": langs or None, "since": since or None, "until": until or None, "sources": sources or None}
+            filters = _api_filters(langs, since, until, sources)
             args = parse_arguments(SearchRequest, {"question": question, "k": k, **filters})
             clean_question(args.question, settings.max_question_chars)
             make_filters(**args.filters())  # a malformed value: refused before waiting for the index
