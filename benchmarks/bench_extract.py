@@ -30,8 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import RESULTS, machine
-from qa import ingest
+from qa.ingest import clean
+from qa.ingest.articles import build_article
+from qa.ingest.files import decode
 from qa.readers.aeb import find_aeb
+from qa.readers.base import Skip
+from qa.readers.html import extract_html
 
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
 
@@ -54,13 +58,13 @@ def squash(text: str) -> str:
 
 
 def rule_of(line: str) -> str | None:
-    """The first boilerplate rule that drops `line` (as `ingest.is_boilerplate` applies them)."""
-    line = ingest._normalize_line(line)
-    if not line or not ingest.is_boilerplate(line):
+    """The first boilerplate rule that drops `line` (as `is_boilerplate` applies them)."""
+    line = clean.normalize_line(line)
+    if not line or not clean.is_boilerplate(line):
         return None
     if not any(char.isalpha() for char in line):
         return "no letter"
-    for rule in ingest._BOILERPLATE_RULES:
+    for rule in clean._BOILERPLATE_RULES:
         if rule(line):
             return rule.__name__.removeprefix("_is_").replace("_", " ")
     return None
@@ -81,22 +85,22 @@ def audit(title: str | None, body: str, truth: str, drops: dict) -> None:
     for line in body.split("\n"):
         rule = rule_of(line)
         if rule:
-            count(rule, ingest._normalize_line(line))
+            count(rule, clean.normalize_line(line))
     paragraphs = _kept_paragraphs(body)
-    kept = ingest.clean_lines(body.split("\n"))
+    kept = clean.clean_lines(body.split("\n"))
     for paragraph in paragraphs[len(kept):]:
         count("trailing heading cut", paragraph)
-    if title and kept and kept[0] == ingest._normalize_line(title):
+    if title and kept and kept[0] == clean.normalize_line(title):
         count("repeated title", kept[0])
 
 
 def _kept_paragraphs(body: str) -> list[str]:
-    before = ingest._drop_trailing_headings
-    ingest._drop_trailing_headings = lambda paragraphs, *_: paragraphs  # the paragraphs before the cut
+    before = clean._drop_trailing_headings
+    clean._drop_trailing_headings = lambda paragraphs, *_: paragraphs  # the paragraphs before the cut
     try:
-        return ingest.clean_lines(body.split("\n"))
+        return clean.clean_lines(body.split("\n"))
     finally:
-        ingest._drop_trailing_headings = before
+        clean._drop_trailing_headings = before
 
 
 def run(limit: int) -> dict:
@@ -114,11 +118,11 @@ def run(limit: int) -> dict:
         if limit and n >= limit:
             break
         data = gzip.decompress((aeb / "html" / f"{key}.html.gz").read_bytes())
-        html, _ = ingest._decode(data, markup=True)
-        title, body, *_ = ingest._extract_html(html)
+        html, _ = decode(data, markup=True)
+        title, body, *_ = extract_html(html)
         try:
-            text = ingest._build_article(title, body.split("\n"), key).text
-        except ingest._Skip:
+            text = build_article(title, body.split("\n"), key).text
+        except Skip:
             text = ""
         audit(title, body, item["articleBody"], drops)
         ours = prf(text, item["articleBody"])

@@ -33,11 +33,11 @@ from qa.readers.aeb import find_aeb
 _MEASURE = """
 import json, resource, sys, time
 from pathlib import Path
-from qa import ingest
+from qa.ingest import DEFAULT_MAX_BYTES, formats
 from qa.readers.warc import read_warc
 path, workers = Path(sys.argv[1]), int(sys.argv[2])
 started = time.perf_counter()
-articles, skipped = read_warc(path, path.name, ingest._warc_article, max_bytes=ingest.DEFAULT_MAX_BYTES,
+articles, skipped = read_warc(path, path.name, formats._warc_article, max_bytes=DEFAULT_MAX_BYTES,
                               workers=workers)
 seconds = time.perf_counter() - started
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -16,6 +16,7 @@ import pytest
 
 import qa.chunk
 import qa.ingest
+import qa.ingest.formats
 from qa import ask, retrieve
 from qa.cli import main
 from qa.config import Settings
@@ -208,7 +209,7 @@ def test_a_reader_bug_on_one_file_or_line_skips_only_it(corpus: Path, monkeypatc
         encoding="utf-8",
     )
     (corpus / "page.md").write_text("# Page\n\nA page about the harbour.\n", encoding="utf-8")
-    real = qa.ingest._jsonl_article
+    real = qa.ingest.formats._jsonl_article
 
     def jsonl_article(line, source):
         if "Odd" in line:
@@ -218,8 +219,8 @@ def test_a_reader_bug_on_one_file_or_line_skips_only_it(corpus: Path, monkeypatc
     def read_markdown(text, source):
         raise AttributeError("reader bug")
 
-    monkeypatch.setattr(qa.ingest, "_jsonl_article", jsonl_article)
-    monkeypatch.setitem(qa.ingest._READERS, ".md", read_markdown)
+    monkeypatch.setattr(qa.ingest.formats, "_jsonl_article", jsonl_article)
+    monkeypatch.setitem(qa.ingest.formats.TEXT_READERS, ".md", read_markdown)
     articles, skipped = qa.ingest.load_corpus(corpus)
     reasons = {s.source: s.reason for s in skipped}
     assert "AttributeError: reader bug" in reasons["page.md"] and "qa index" in reasons["page.md"]

@@ -109,7 +109,7 @@ def test_read_file_names_the_archive(tmp_path: Path) -> None:
 
 
 def test_worker_processes_give_the_same_articles_in_the_same_order(tmp_path: Path, monkeypatch) -> None:
-    from qa import ingest
+    from qa.ingest import formats
     from qa.readers import warc
 
     records = [
@@ -117,8 +117,8 @@ def test_worker_processes_give_the_same_articles_in_the_same_order(tmp_path: Pat
         for n in range(40)
     ]
     path = write_warc(tmp_path / "crawl.warc.gz", [*records, *archive_records()])
-    serial = warc.read_warc(path, "crawl.warc.gz", ingest._warc_article, max_bytes=10**7, workers=1)
+    serial = warc.read_warc(path, "crawl.warc.gz", formats._warc_article, max_bytes=10**7, workers=1)
     monkeypatch.setattr(warc, "_PARALLEL_MIN_BYTES", 0)  # parallel even for a small archive
-    parallel = warc.read_warc(path, "crawl.warc.gz", ingest._warc_article, max_bytes=10**7, workers=2)
+    parallel = warc.read_warc(path, "crawl.warc.gz", formats._warc_article, max_bytes=10**7, workers=2)
     assert [a.model_dump() for a in parallel[0]] == [a.model_dump() for a in serial[0]]
     assert parallel[1] == serial[1] and len(serial[0]) == 43

@@ -1,6 +1,7 @@
-"""Readers of the input kinds beyond plain files: encodings, web archives, feeds, PDFs, HTML metadata.
+"""Readers of the input kinds beyond plain text: encodings, Markdown, HTML, web archives, feeds, PDFs.
 
-`qa.ingest` dispatches to them; each raises `Skip` with a reason for input it cannot use.
+`qa.ingest.formats` builds articles from what they read; each raises `Skip` with a reason for
+input it cannot use.
 """
 
 from __future__ import annotations
