@@ -94,6 +94,15 @@ def table(headers: list[str], rows: list[list], title: str = "") -> str:
     return "\n".join(out)
 
 
+def markdown_table(headers: list[str], rows: list[list]) -> list[str]:
+    """The lines of a Markdown table (header, `|---|` rule, rows); cells are formatted by the caller."""
+    return [_markdown_row(headers), "|" + "---|" * len(headers), *(_markdown_row(row) for row in rows)]
+
+
+def _markdown_row(cells: list) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, ROOT, machine
+from benchmarks._common import RESULTS, ROOT, machine, markdown_table, write_json
 from qa.readers.aeb import find_aeb
 from qa.readers.encoding import display_name, guess
 from qa.xquad import find_xquad
@@ -148,16 +148,27 @@ def _decodes_to(data: bytes, codec: str, text: str) -> bool:
 
 
 def table(result: dict) -> str:
-    lines = ["| text, encoding | samples | right | lowest confidence when right | guesses |", "|---|---|---|---|---|"]
-    for key, row in result["per_encoding"].items():
-        guesses = ", ".join(f"{name} {n}" for name, n in sorted(row["guesses"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"| {key} | {row['n']} | {row['right']} | {row['min_right_conf']:.2f} | {guesses} |")
-    lines += ["", "| threshold | right guesses accepted | wrong guesses refused | random or mixed bytes refused |",
-              "|---|---|---|---|"]
-    for threshold, row in result["thresholds"].items():
-        lines.append(f"| {threshold} | {row['right_accepted']:.1%} | {row['wrong_refused']:.1%} "
-                     f"| {row['negatives_refused']:.1%} |")
-    return "\n".join(lines)
+    encodings = [
+        [key, row["n"], row["right"], f"{row['min_right_conf']:.2f}", _guesses(row["guesses"])]
+        for key, row in result["per_encoding"].items()
+    ]
+    thresholds = [
+        [threshold, *(f"{row[key]:.1%}" for key in ("right_accepted", "wrong_refused", "negatives_refused"))]
+        for threshold, row in result["thresholds"].items()
+    ]
+    return "\n".join([
+        *markdown_table(["text, encoding", "samples", "right", "lowest confidence when right", "guesses"],
+                        encodings),
+        "",
+        *markdown_table(
+            ["threshold", "right guesses accepted", "wrong guesses refused", "random or mixed bytes refused"],
+            thresholds,
+        ),
+    ])
+
+
+def _guesses(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> None:
@@ -169,8 +180,7 @@ def main() -> None:
     text = table(result)
     print(text)
     print(f"{result['right']} right, {result['wrong']} wrong guesses in {result['seconds']} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**result, "table": text, "machine": machine()}, ensure_ascii=False, indent=1))
+    write_json(args.out, {**result, "table": text, "machine": machine()})
 
 
 if __name__ == "__main__":

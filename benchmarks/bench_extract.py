@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, machine
+from benchmarks._common import RESULTS, machine, markdown_table, write_json
 from qa.ingest import clean
 from qa.ingest.articles import build_article
 from qa.ingest.files import decode
@@ -148,14 +148,25 @@ def run(limit: int) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"{result['pages']} pages", "", "| extractor | precision | recall | F1 |", "|---|---|---|---|"]
-    for name, m in result["means"].items():
-        lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |")
-    lines += ["", "| rule | lines dropped | of them content | boilerplate share |", "|---|---|---|---|"]
-    for rule, row in result["rules"].items():
-        share = f"{row['boilerplate_share']:.0%}" if row["boilerplate_share"] is not None else "-"
-        lines.append(f"| {rule} | {row['dropped']} | {row['content']} | {share} |")
-    return "\n".join(lines)
+    means = [
+        [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}"]
+        for name, m in result["means"].items()
+    ]
+    rules = [
+        [rule, row["dropped"], row["content"], _percent(row["boilerplate_share"])]
+        for rule, row in result["rules"].items()
+    ]
+    return "\n".join([
+        f"{result['pages']} pages",
+        "",
+        *markdown_table(["extractor", "precision", "recall", "F1"], means),
+        "",
+        *markdown_table(["rule", "lines dropped", "of them content", "boilerplate share"], rules),
+    ])
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 def main() -> None:
@@ -167,8 +178,7 @@ def main() -> None:
     text = table(result)
     print(text)
     print(f"in {result['seconds']} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**result, "table": text, "machine": machine()}, ensure_ascii=False, indent=1))
+    write_json(args.out, {**result, "table": text, "machine": machine()})
 
 
 if __name__ == "__main__":
