@@ -82,7 +82,7 @@ def test_model_and_index_load_once(seed_settings):
 
 
 def test_warm_up_loads_everything_and_reads_the_mapped_vectors_in_unless_turned_off(seed_settings):
-    from qa.lang import _identifier
+    from qa.lang.model import identifier as _identifier
     from qa.retrieval import Engine
 
     _identifier.cache_clear()

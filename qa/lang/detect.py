@@ -24,296 +24,16 @@ and on short questions with names.
 
 from __future__ import annotations
 
-import bisect
-import functools
 import math
 import re
 import unicodedata
 from collections.abc import Collection, Sequence
-from typing import Any
 
-__all__ = [
-    "ALWAYS_SENTENCE_ENDS",
-    "CJK_RANGES",
-    "FUNCTION_WORDS",
-    "LANGUAGE_NAMES",
-    "LATIN_SENTENCE_ENDS",
-    "NO_SPACE_CHARS",
-    "QUESTION_LANGUAGES",
-    "SENTENCE_CLOSERS",
-    "UNDETERMINED",
-    "detect_language",
-    "normalize_lang_code",
-]
+from qa.lang.codes import UNDETERMINED
+from qa.lang.model import identifier
+from qa.lang.scripts import script_counts
 
-UNDETERMINED = "und"  # ISO 639-2 code for "undetermined": the text has no letters.
-
-# ---- What the scripts look like, for every module that cuts text (one owner: this module).
-# Sentence terminators. Latin-style ones end a sentence only before whitespace; the CJK, Arabic
-# and Indic ones end it wherever they are (qa.chunk's sentence splitter).
-LATIN_SENTENCE_ENDS = ".!?…‼⁇⁈⁉"
-ALWAYS_SENTENCE_ENDS = "。！？．｡؟۔।॥"
-SENTENCE_CLOSERS = "\"'”’»)]}」』）】〕〉》›"  # quotes and brackets that may follow a terminator
-# Ideographic, kana, Hangul and full-width text: `!?` next to it end a sentence with no space.
-CJK_RANGES = (
-    (0x3000, 0x303F),
-    (0x3040, 0x30FF),
-    (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF),
-    (0xAC00, 0xD7AF),
-    (0xF900, 0xFAFF),
-    (0xFF00, 0xFFEF),
-    (0x20000, 0x3134F),
-)
-# Scripts written without spaces between words, as the body of a regex character class: the
-# lexical index (qa.lexical) cuts their runs into character bigrams.
-NO_SPACE_CHARS = (
-    "\u0e00-\u0e7f"  # Thai
-    "\u0e80-\u0eff"  # Lao
-    "\u1000-\u109f"  # Myanmar
-    "\u1780-\u17ff"  # Khmer
-    "\u3040-\u30ff"  # Hiragana, Katakana
-    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
-)
-
-# ISO 639-1, code -> English name (for display, and to validate declared languages).
-LANGUAGE_NAMES: dict[str, str] = {
-    "aa": "Afar",
-    "ab": "Abkhazian",
-    "ae": "Avestan",
-    "af": "Afrikaans",
-    "ak": "Akan",
-    "am": "Amharic",
-    "an": "Aragonese",
-    "ar": "Arabic",
-    "as": "Assamese",
-    "av": "Avaric",
-    "ay": "Aymara",
-    "az": "Azerbaijani",
-    "ba": "Bashkir",
-    "be": "Belarusian",
-    "bg": "Bulgarian",
-    "bi": "Bislama",
-    "bm": "Bambara",
-    "bn": "Bengali",
-    "bo": "Tibetan",
-    "br": "Breton",
-    "bs": "Bosnian",
-    "ca": "Catalan",
-    "ce": "Chechen",
-    "ch": "Chamorro",
-    "co": "Corsican",
-    "cr": "Cree",
-    "cs": "Czech",
-    "cu": "Church Slavonic",
-    "cv": "Chuvash",
-    "cy": "Welsh",
-    "da": "Danish",
-    "de": "German",
-    "dv": "Divehi",
-    "dz": "Dzongkha",
-    "ee": "Ewe",
-    "el": "Greek",
-    "en": "English",
-    "eo": "Esperanto",
-    "es": "Spanish",
-    "et": "Estonian",
-    "eu": "Basque",
-    "fa": "Persian",
-    "ff": "Fulah",
-    "fi": "Finnish",
-    "fj": "Fijian",
-    "fo": "Faroese",
-    "fr": "French",
-    "fy": "Western Frisian",
-    "ga": "Irish",
-    "gd": "Scottish Gaelic",
-    "gl": "Galician",
-    "gn": "Guarani",
-    "gu": "Gujarati",
-    "gv": "Manx",
-    "ha": "Hausa",
-    "he": "Hebrew",
-    "hi": "Hindi",
-    "ho": "Hiri Motu",
-    "hr": "Croatian",
-    "ht": "Haitian Creole",
-    "hu": "Hungarian",
-    "hy": "Armenian",
-    "hz": "Herero",
-    "ia": "Interlingua",
-    "id": "Indonesian",
-    "ie": "Interlingue",
-    "ig": "Igbo",
-    "ii": "Sichuan Yi",
-    "ik": "Inupiaq",
-    "io": "Ido",
-    "is": "Icelandic",
-    "it": "Italian",
-    "iu": "Inuktitut",
-    "ja": "Japanese",
-    "jv": "Javanese",
-    "ka": "Georgian",
-    "kg": "Kongo",
-    "ki": "Kikuyu",
-    "kj": "Kuanyama",
-    "kk": "Kazakh",
-    "kl": "Kalaallisut",
-    "km": "Khmer",
-    "kn": "Kannada",
-    "ko": "Korean",
-    "kr": "Kanuri",
-    "ks": "Kashmiri",
-    "ku": "Kurdish",
-    "kv": "Komi",
-    "kw": "Cornish",
-    "ky": "Kyrgyz",
-    "la": "Latin",
-    "lb": "Luxembourgish",
-    "lg": "Ganda",
-    "li": "Limburgish",
-    "ln": "Lingala",
-    "lo": "Lao",
-    "lt": "Lithuanian",
-    "lu": "Luba-Katanga",
-    "lv": "Latvian",
-    "mg": "Malagasy",
-    "mh": "Marshallese",
-    "mi": "Maori",
-    "mk": "Macedonian",
-    "ml": "Malayalam",
-    "mn": "Mongolian",
-    "mr": "Marathi",
-    "ms": "Malay",
-    "mt": "Maltese",
-    "my": "Burmese",
-    "na": "Nauru",
-    "nb": "Norwegian Bokmål",
-    "nd": "North Ndebele",
-    "ne": "Nepali",
-    "ng": "Ndonga",
-    "nl": "Dutch",
-    "nn": "Norwegian Nynorsk",
-    "no": "Norwegian",
-    "nr": "South Ndebele",
-    "nv": "Navajo",
-    "ny": "Chichewa",
-    "oc": "Occitan",
-    "oj": "Ojibwe",
-    "om": "Oromo",
-    "or": "Odia",
-    "os": "Ossetian",
-    "pa": "Punjabi",
-    "pi": "Pali",
-    "pl": "Polish",
-    "ps": "Pashto",
-    "pt": "Portuguese",
-    "qu": "Quechua",
-    "rm": "Romansh",
-    "rn": "Kirundi",
-    "ro": "Romanian",
-    "ru": "Russian",
-    "rw": "Kinyarwanda",
-    "sa": "Sanskrit",
-    "sc": "Sardinian",
-    "sd": "Sindhi",
-    "se": "Northern Sami",
-    "sg": "Sango",
-    "si": "Sinhala",
-    "sk": "Slovak",
-    "sl": "Slovenian",
-    "sm": "Samoan",
-    "sn": "Shona",
-    "so": "Somali",
-    "sq": "Albanian",
-    "sr": "Serbian",
-    "ss": "Swati",
-    "st": "Southern Sotho",
-    "su": "Sundanese",
-    "sv": "Swedish",
-    "sw": "Swahili",
-    "ta": "Tamil",
-    "te": "Telugu",
-    "tg": "Tajik",
-    "th": "Thai",
-    "ti": "Tigrinya",
-    "tk": "Turkmen",
-    "tl": "Tagalog",
-    "tn": "Tswana",
-    "to": "Tongan",
-    "tr": "Turkish",
-    "ts": "Tsonga",
-    "tt": "Tatar",
-    "tw": "Twi",
-    "ty": "Tahitian",
-    "ug": "Uyghur",
-    "uk": "Ukrainian",
-    "ur": "Urdu",
-    "uz": "Uzbek",
-    "ve": "Venda",
-    "vi": "Vietnamese",
-    "vo": "Volapük",
-    "wa": "Walloon",
-    "wo": "Wolof",
-    "xh": "Xhosa",
-    "yi": "Yiddish",
-    "yo": "Yoruba",
-    "za": "Zhuang",
-    "zh": "Chinese",
-    "zu": "Zulu",
-}
-
-# Unicode blocks -> script, sorted by start; letters outside them count as "Other".
-_SCRIPT_RANGES: tuple[tuple[int, int, str], ...] = (
-    (0x0041, 0x024F, "Latin"),
-    (0x0370, 0x03FF, "Greek"),
-    (0x0400, 0x052F, "Cyrillic"),
-    (0x0530, 0x058F, "Armenian"),
-    (0x0590, 0x05FF, "Hebrew"),
-    (0x0600, 0x06FF, "Arabic"),
-    (0x0750, 0x077F, "Arabic"),
-    (0x0780, 0x07BF, "Thaana"),
-    (0x0900, 0x097F, "Devanagari"),
-    (0x0980, 0x09FF, "Bengali"),
-    (0x0A00, 0x0A7F, "Gurmukhi"),
-    (0x0A80, 0x0AFF, "Gujarati"),
-    (0x0B00, 0x0B7F, "Oriya"),
-    (0x0B80, 0x0BFF, "Tamil"),
-    (0x0C00, 0x0C7F, "Telugu"),
-    (0x0C80, 0x0CFF, "Kannada"),
-    (0x0D00, 0x0D7F, "Malayalam"),
-    (0x0D80, 0x0DFF, "Sinhala"),
-    (0x0E00, 0x0E7F, "Thai"),
-    (0x0E80, 0x0EFF, "Lao"),
-    (0x0F00, 0x0FFF, "Tibetan"),
-    (0x1000, 0x109F, "Myanmar"),
-    (0x10A0, 0x10FF, "Georgian"),
-    (0x1100, 0x11FF, "Hangul"),
-    (0x1200, 0x139F, "Ethiopic"),
-    (0x1780, 0x17FF, "Khmer"),
-    (0x1800, 0x18AF, "Mongolian"),
-    (0x1C80, 0x1C8F, "Cyrillic"),
-    (0x1E00, 0x1EFF, "Latin"),
-    (0x1F00, 0x1FFF, "Greek"),
-    (0x2C00, 0x2C5F, "Other"),
-    (0x2DE0, 0x2DFF, "Cyrillic"),
-    (0x3040, 0x30FF, "Kana"),
-    (0x3130, 0x318F, "Hangul"),
-    (0x31F0, 0x31FF, "Kana"),
-    (0x3400, 0x4DBF, "Han"),
-    (0x4E00, 0x9FFF, "Han"),
-    (0xA640, 0xA69F, "Cyrillic"),
-    (0xA720, 0xA7FF, "Latin"),
-    (0xAC00, 0xD7AF, "Hangul"),
-    (0xF900, 0xFAFF, "Han"),
-    (0xFB50, 0xFDFF, "Arabic"),
-    (0xFE70, 0xFEFF, "Arabic"),
-    (0xFF21, 0xFF5A, "Latin"),
-    (0xFF66, 0xFF9F, "Kana"),
-    (0xFFA0, 0xFFDC, "Hangul"),
-    (0x20000, 0x3134F, "Han"),
-)
-_RANGE_STARTS = [start for start, _, _ in _SCRIPT_RANGES]
+__all__ = ["FUNCTION_WORDS", "QUESTION_LANGUAGES", "detect_language"]
 
 # Scripts written by (practically) one language: no classifier needed.
 _SINGLE_LANGUAGE_SCRIPTS = {
@@ -482,7 +202,7 @@ def detect_language(
     script rules and the classifier alone, as before they were added (for comparisons).
     """
     sample = _URL_OR_EMAIL.sub(" ", text[:_MAX_SAMPLE_CHARS])
-    counts = _script_counts(sample)
+    counts = script_counts(sample)
     if not counts:
         return UNDETERMINED
     script = _dominant_script(counts)
@@ -541,7 +261,7 @@ def _weigh(
         for lang in langs:
             votes[lang] = votes.get(lang, 0.0) + 1.0 / len(langs)
     scores: dict[str, float] = {}
-    for label, score in _identifier().rank(text):
+    for label, score in identifier().rank(text):
         code = _LABEL_ALIASES.get(label, label)
         if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed) or code in scores:
             continue
@@ -551,32 +271,6 @@ def _weigh(
         scores[code] = score
     return scores
 
-
-def normalize_lang_code(code: str) -> str | None:
-    """Return the ISO 639-1 code for a declared language ("fr", "FR", "fr-FR", "fr_CA"), else None."""
-    primary = re.split(r"[-_]", code.strip(), maxsplit=1)[0].lower()
-    return primary if primary in LANGUAGE_NAMES else None
-
-
-def _script_of(char: str) -> str:
-    point = ord(char)
-    index = bisect.bisect_right(_RANGE_STARTS, point) - 1
-    if index >= 0 and point <= _SCRIPT_RANGES[index][1]:
-        return _SCRIPT_RANGES[index][2]
-    return "Other"
-
-
-def _script_counts(text: str) -> dict[str, int]:
-    """Count the letters of each script in `text`."""
-    if text.isascii():
-        latin = sum(char.isalpha() for char in text)
-        return {"Latin": latin} if latin else {}
-    counts: dict[str, int] = {}
-    for char in text:
-        if char.isalpha():
-            script = _script_of(char)
-            counts[script] = counts.get(script, 0) + 1
-    return counts
 
 
 def _dominant_script(counts: dict[str, int]) -> str:
@@ -599,64 +293,9 @@ def _dominant_script(counts: dict[str, int]) -> str:
 
 def _classify(text: str, allowed: frozenset[str] | None, excluded: frozenset[str]) -> str:
     """Best-scoring ISO 639-1 language of py3langid's ranking, within `allowed`, not in `excluded`."""
-    for label, _score in _identifier().rank(text):
+    for label, _score in identifier().rank(text):
         code = _LABEL_ALIASES.get(label, label)
         if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed):
             continue
         return code
     return UNDETERMINED
-
-
-@functools.cache
-def _identifier() -> Any:
-    # Loaded on first use (about 100 MB), then shared: rank() only reads the model.
-    from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
-
-    try:
-        ptc, pc, classes, nextmove, row, output = _unpacked_model(MODEL_DIR / MODEL_FILE)
-        return LanguageIdentifier(ptc, pc, classes, nextmove, output, norm_probs=False, tk_row=row)
-    except Exception:  # noqa: BLE001 -- no cache folder, another py3langid: its own (slower) loader
-        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
-
-
-def _unpacked_model(packed: Any) -> tuple:
-    """py3langid's model as its `modelio.load_model` returns it, read from a decompressed copy.
-
-    The shipped model is LZMA-compressed: decompressing it took 0.4 s of CPU on every first
-    question of a process (most of a `qa ask`). The copy (about 40 MB) is made once, in the
-    cache folder (QA_CACHE_DIR), named after the packed file's size and time.
-    """
-    import os
-    from pathlib import Path
-
-    import numpy as np
-    from py3langid.modelio import _to_array
-
-    from qa.config import _default_cache_dir
-
-    packed = Path(packed)
-    info = packed.stat()
-    folder = Path(os.environ.get("QA_CACHE_DIR") or _default_cache_dir()) / "langid"
-    plain = folder / f"{packed.name.split('.')[0]}-{info.st_size}-{info.st_mtime_ns}.npz"
-    if not plain.exists():
-        import lzma
-        import shutil
-        import uuid
-
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{plain.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with lzma.open(packed) as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, length=1 << 20)
-            os.replace(tmp, plain)  # whole or absent, whoever writes it at the same time
-        finally:
-            tmp.unlink(missing_ok=True)
-    with np.load(plain, allow_pickle=False) as data:
-        return (
-            data["ptc"],
-            data["pc"],
-            data["classes"].tolist(),
-            _to_array(data["nextmove"]),
-            _to_array(data["nextmove_row"]),
-            data["out_feat"].tolist(),
-        )
