@@ -30,7 +30,7 @@ def unexpected_failure(source: str, exc: Exception) -> str:
 
 
 def check_regular_file(path: Path) -> None:
-    """Raise Skip unless `path` is a regular file that can be looked at (readers that stream it check first)."""
+    """Raise Skip unless `path` is a regular file that can be looked at (for readers that stream it)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             raise Skip("not a regular file")
