@@ -139,6 +139,16 @@ def _jsonable(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def aeb_ground_truth() -> tuple[Path, dict]:
+    """The article-extraction benchmark's folder and its hand-written bodies; exits when it is not here."""
+    from qa.readers.aeb import find_aeb
+
+    aeb = find_aeb()
+    if aeb is None:
+        raise SystemExit("No data/aeb (ground-truth.json and html/) here or in a folder above.")
+    return aeb, json.loads((aeb / "ground-truth.json").read_text(encoding="utf-8"))
+
+
 def bench_index_dir() -> Path:
     """An index of corpus/ kept for the benchmarks (built once, outside the repository)."""
     from qa.config import Settings

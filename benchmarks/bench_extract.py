@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import re
 import sys
 import time
@@ -29,11 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, machine, markdown_table, write_json
+from benchmarks._common import RESULTS, aeb_ground_truth, machine, markdown_table, write_json
 from qa.ingest import clean
 from qa.ingest.articles import build_article
 from qa.ingest.files import decode
-from qa.readers.aeb import find_aeb
 from qa.readers.base import Skip
 from qa.readers.html import extract_html
 
@@ -106,10 +104,7 @@ def _kept_paragraphs(body: str) -> list[str]:
 def run(limit: int) -> dict:
     import trafilatura
 
-    aeb = find_aeb()
-    if aeb is None:
-        raise SystemExit("No data/aeb (ground-truth.json and html/) here or in a folder above.")
-    truth = json.loads((aeb / "ground-truth.json").read_text(encoding="utf-8"))
+    aeb, truth = aeb_ground_truth()
     scores: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     drops: dict = defaultdict(lambda: {"dropped": 0, "content": 0, "examples": []})
     per_page = []

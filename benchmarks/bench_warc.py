@@ -27,8 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, ROOT, machine
-from qa.readers.aeb import find_aeb
+from benchmarks._common import RESULTS, ROOT, aeb_ground_truth, machine
 
 _MEASURE = """
 import json, resource, sys, time
@@ -53,10 +52,7 @@ def write_archive(path: Path, n_pages: int) -> dict:
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    aeb = find_aeb()
-    if aeb is None:
-        raise SystemExit("No data/aeb (ground-truth.json and html/) here or in a folder above.")
-    truth = json.loads((aeb / "ground-truth.json").read_text(encoding="utf-8"))
+    aeb, truth = aeb_ground_truth()
     pages = [(item.get("url") or f"https://example.org/{key}", gzip.decompress((aeb / "html" / f"{key}.html.gz").read_bytes()))
              for key, item in sorted(truth.items())]
     with path.open("wb") as stream:
