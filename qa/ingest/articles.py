@@ -12,7 +12,14 @@ from qa.lang import detect_language
 from qa.models import Article
 from qa.readers.base import Skip
 
-__all__ = ["build_article", "looks_like_title", "make_doc_id", "split_title", "title_from_text"]
+__all__ = [
+    "article_of_paragraphs",
+    "build_article",
+    "looks_like_title",
+    "make_doc_id",
+    "split_title",
+    "title_from_text",
+]
 
 _DOC_ID_CHARS = 20
 
@@ -38,6 +45,16 @@ def build_article(
     title = normalize_line(title) if title else None
     if title and paragraphs and paragraphs[0] == title:
         paragraphs = paragraphs[1:]  # HTML extractors repeat the <h1> at the top of the text
+    return article_of_paragraphs(title, paragraphs, source, lang=lang, url=url, date=date, **meta)
+
+
+def article_of_paragraphs(
+    title: str | None, paragraphs: list[str], source: str, *, lang: str | None = None, **fields: object
+) -> Article:
+    """An article of kept paragraphs, joined by a blank line; without a title, its first sentence is one.
+
+    Raises Skip when no paragraph is left. `fields`: further Article fields (url, date, author, ...).
+    """
     if not paragraphs:
         raise Skip("empty: no text left after removing boilerplate")
     text = "\n\n".join(paragraphs)
@@ -48,9 +65,7 @@ def build_article(
         text=text,
         lang=lang or detect_language(text),
         source=source,
-        url=url,
-        date=date,
-        **meta,
+        **fields,
     )
 
 

@@ -17,7 +17,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "check_regular_file", "decode", "read_bytes", "u
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20_000_000
-_BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
 
 
 def unexpected_failure(source: str, exc: Exception) -> str:
@@ -59,7 +58,7 @@ def decode(data: bytes, *, markup: bool = False, transport: str | None = None) -
     """Bytes -> (text, encoding name): see qa.readers.encoding; binary and empty files are refused."""
     text, encoding = _encoding.decode(data, markup=markup, transport=transport)
     share = _control_share(text)
-    if share > _BINARY_CONTROL_SHARE:
+    if share > _encoding.BINARY_CONTROL_SHARE:
         raise Skip(f"binary file ({share:.0%} control characters)")
     if not text.strip():
         raise Skip("empty file")

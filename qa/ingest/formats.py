@@ -9,10 +9,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from qa.ingest.articles import build_article, looks_like_title, make_doc_id, split_title, title_from_text
+from qa.ingest.articles import article_of_paragraphs, build_article, looks_like_title, split_title
 from qa.ingest.clean import clean_lines, normalize_line
 from qa.ingest.files import check_regular_file, decode, read_bytes, unexpected_failure
-from qa.lang import detect_language, normalize_lang_code
+from qa.lang import normalize_lang_code
 from qa.models import Article, SkippedFile
 from qa.readers.base import Skip
 from qa.readers.dates import iso_date
@@ -177,14 +177,7 @@ def _read_pdf(path: Path, source: str, max_bytes: int) -> tuple[list[Article], l
         for paragraph in page:
             paragraphs.append(paragraph)
             offset += len(paragraph) + 2  # the blank line that joins paragraphs
-    if not paragraphs:
-        raise Skip("empty: no text left after removing boilerplate")
-    text = "\n\n".join(paragraphs)
-    title = title or title_from_text(text)
-    article = Article(
-        doc_id=make_doc_id(title, text), title=title, text=text, lang=detect_language(text), source=source,
-        date=pdf.date, author=pdf.author, page_starts=starts,
-    )
+    article = article_of_paragraphs(title, paragraphs, source, date=pdf.date, author=pdf.author, page_starts=starts)
     return [article], []
 
 

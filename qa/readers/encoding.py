@@ -16,13 +16,20 @@ import re
 
 from qa.readers.base import Skip
 
-__all__ = ["MIN_DETECT_CONFIDENCE", "browser_codec", "declared_charset", "decode", "display_name"]
+__all__ = [
+    "BINARY_CONTROL_SHARE",
+    "MIN_DETECT_CONFIDENCE",
+    "browser_codec",
+    "declared_charset",
+    "decode",
+    "display_name",
+]
 
 # benchmarks/bench_encoding.py: every correct guess on real text of 300+ bytes scored >= 0.90,
 # while guesses on random bytes and wrong guesses scored lower; see benchmarks/README.md.
 MIN_DETECT_CONFIDENCE = 0.9
 
-_BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
+BINARY_CONTROL_SHARE = 0.05  # text files have tabs and newlines, hardly any other control character
 # Only C0 controls: bytes 0x80-0x9f are lead and trail bytes of Shift_JIS, GBK and Big5, and curly
 # quotes in windows-1252.
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
@@ -115,7 +122,7 @@ def decode(data: bytes, *, markup: bool = False, transport: str | None = None) -
         except UnicodeDecodeError as error:
             mislabel = f"declares {label} but byte 0x{data[error.start]:02x} at offset {error.start} is not {label}"
             return _detect(data, mislabel)
-    if _control_share(data[:65536]) > _BINARY_CONTROL_SHARE:
+    if _control_share(data[:65536]) > BINARY_CONTROL_SHARE:
         raise Skip("binary file")
     unknown = f"declares an unknown encoding {label!r}" if label else "not UTF-8 and declares no encoding"
     return _detect(data, unknown)
