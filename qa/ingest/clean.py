@@ -148,22 +148,13 @@ def clean_lines(lines: Iterable[str]) -> list[str]:
     if pending is not None:
         paragraphs.append(pending)
     unique_before = _unique_before(paragraphs)
-    return _drop_trailing_headings(_unique(paragraphs), {unique_before[at] for at in furniture_at})
+    unique = list(dict.fromkeys(paragraphs))  # a repeated paragraph is kept where it first stands
+    return _drop_trailing_headings(unique, {unique_before[at] for at in furniture_at})
 
 
 def _continues(previous: str, line: str) -> bool:
     """Whether `line` is the rest of a hard-wrapped sentence begun on the previous line."""
     return previous[-1] not in _SENTENCE_END and line[0].islower()
-
-
-def _unique(paragraphs: list[str]) -> list[str]:
-    seen: set[str] = set()
-    kept = []
-    for paragraph in paragraphs:
-        if paragraph not in seen:
-            seen.add(paragraph)
-            kept.append(paragraph)
-    return kept
 
 
 def _unique_before(paragraphs: list[str]) -> list[int]:

@@ -74,7 +74,6 @@ def read_file(path: Path, corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTE
     return articles
 
 
-
 def _walk(root: Path, folder: Path) -> Iterator[tuple[Path, str | None]]:
     """(path, problem or None) for each non-hidden file under `folder`, symlinks checked, not followed."""
     try:
@@ -122,7 +121,6 @@ def _read_source(path: Path, source: str, max_bytes: int) -> tuple[list[Article]
     text, encoding = decode(read_bytes(path, max_bytes), markup=extension in (".html", ".htm"))
     articles, skipped = reader(text, source)
     return [article.model_copy(update={"encoding": encoding}) for article in articles], skipped
-
 
 
 def _source_name(path: Path, root: Path) -> str:

@@ -37,7 +37,6 @@ def _read_text(text: str, source: str) -> tuple[list[Article], list[SkippedFile]
     return [build_article(title, body, source)], []
 
 
-
 def _read_markdown(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
     fields, text = front_matter(text)
     heading, lines = markdown_lines(text)
@@ -48,7 +47,6 @@ def _read_markdown(text: str, source: str) -> tuple[list[Article], list[SkippedF
     return [
         build_article(title, lines, source, lang=lang, url=fields.get("url"), date=fields.get("date"))
     ], []
-
 
 
 def _read_html(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:
@@ -69,7 +67,6 @@ def _warc_article(page: WarcPage, source: str) -> Article:
 def _read_warc(path: Path, source: str, max_bytes: int) -> tuple[list[Article], list[SkippedFile]]:
     check_regular_file(path)
     return read_warc(path, source, _warc_article, max_bytes=max_bytes, workers=_WARC_WORKERS)
-
 
 
 def _read_jsonl(text: str, source: str) -> tuple[list[Article], list[SkippedFile]]:

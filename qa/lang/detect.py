@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from qa.lang.codes import UNDETERMINED
 from qa.lang.model import identifier
@@ -261,16 +261,12 @@ def _weigh(
         for lang in langs:
             votes[lang] = votes.get(lang, 0.0) + 1.0 / len(langs)
     scores: dict[str, float] = {}
-    for label, score in identifier().rank(text):
-        code = _LABEL_ALIASES.get(label, label)
-        if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed) or code in scores:
-            continue
+    for code, score in _ranking(text, allowed, excluded):
         score = score / _TEMPERATURE + _FUNCTION_WORD_NATS * votes.get(code, 0.0)
         score -= 0.0 if code in plausible or code == previous else _IMPLAUSIBLE_NATS
         score += _HISTORY_NATS if code == previous else 0.0
         scores[code] = score
     return scores
-
 
 
 def _dominant_script(counts: dict[str, int]) -> str:
@@ -293,9 +289,18 @@ def _dominant_script(counts: dict[str, int]) -> str:
 
 def _classify(text: str, allowed: frozenset[str] | None, excluded: frozenset[str]) -> str:
     """Best-scoring ISO 639-1 language of py3langid's ranking, within `allowed`, not in `excluded`."""
-    for label, _score in identifier().rank(text):
+    return next((code for code, _score in _ranking(text, allowed, excluded)), UNDETERMINED)
+
+
+def _ranking(
+    text: str, allowed: frozenset[str] | None, excluded: frozenset[str]
+) -> Iterator[tuple[str, float]]:
+    """py3langid's (ISO 639-1 code, log-likelihood) for `text`, best first: labels read as their
+    macrolanguage, each code once, only codes within `allowed` and not in `excluded`."""
+    seen: set[str] = set()
+    for label, score in identifier().rank(text):
         code = _LABEL_ALIASES.get(label, label)
-        if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed):
+        if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed) or code in seen:
             continue
-        return code
-    return UNDETERMINED
+        seen.add(code)
+        yield code, score

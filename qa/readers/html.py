@@ -104,7 +104,6 @@ class FallbackHTMLText(HTMLParser):
         return "".join(self.parts)
 
 
-
 def page_host(url: str | None) -> str | None:
     """The host of a URL without 'www.': the outlet of a page that does not name its site."""
     from urllib.parse import urlsplit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from dataclasses import dataclass
 
 from qa.readers.base import Skip
 from qa.readers.dates import iso_date
@@ -16,14 +17,14 @@ log = logging.getLogger(__name__)
 _PDF_DATE = re.compile(r"D:(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?([Zz+-])?(\d{2})?'?(\d{2})?")
 
 
+@dataclass(frozen=True)
 class PdfText:
     """The pages' text (page 1 first) and the document's metadata."""
 
-    def __init__(self, pages: list[str], title: str | None, author: str | None, date: str | None) -> None:
-        self.pages = pages
-        self.title = title
-        self.author = author
-        self.date = date
+    pages: list[str]
+    title: str | None
+    author: str | None
+    date: str | None
 
 
 def read_pdf_pages(data: bytes) -> PdfText:
