@@ -346,12 +346,17 @@ def subword_counter():
 
 @pytest.mark.parametrize("max_tokens", [48, 128, 256])
 def test_corpus_with_subword_tokenizer(subword_counter, max_tokens: int) -> None:
+    assert_corpus_chunks(subword_counter, max_tokens)
+
+
+def assert_corpus_chunks(count, max_tokens: int) -> None:
+    """Every article of the seed corpus cut with token counter `count`: valid passages, exact counts."""
     articles, _ = load_corpus(CORPUS)
     for doc in articles:
-        counter = CallCounter(subword_counter)
+        counter = CallCounter(count)
         chunks = chunk_article(doc, counter, max_tokens=max_tokens, overlap=1)
         assert_valid(chunks, doc, max_tokens)
-        assert [chunk.n_tokens for chunk in chunks] == subword_counter([chunk.text for chunk in chunks])
+        assert [chunk.n_tokens for chunk in chunks] == count([chunk.text for chunk in chunks])
         # Linear, not quadratic: each sentence once, a few dozen texts per passage cut from a long sentence.
         assert counter.texts <= 2 * len(split_sentences(doc.text)) + 20 * len(chunks)
 
@@ -387,13 +392,7 @@ def test_corpus_with_the_real_model_tokenizer(max_tokens: int) -> None:
     def count(texts: list[str]) -> list[int]:
         return [len(encoding.ids) for encoding in tokenizer.encode_batch([f"passage: {t}" for t in texts])]
 
-    articles, _ = load_corpus(CORPUS)
-    for doc in articles:
-        counter = CallCounter(count)
-        chunks = chunk_article(doc, counter, max_tokens=max_tokens, overlap=1)
-        assert_valid(chunks, doc, max_tokens)
-        assert [chunk.n_tokens for chunk in chunks] == count([chunk.text for chunk in chunks])
-        assert counter.texts <= 2 * len(split_sentences(doc.text)) + 20 * len(chunks)
+    assert_corpus_chunks(count, max_tokens)
 
 
 def strict(counter):
