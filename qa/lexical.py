@@ -62,10 +62,10 @@ def tokenize(text: str, analyzer: int = ANALYZER) -> list[str]:
     """Lower-cased word tokens; character bigrams for scripts written without spaces; Cyrillic
     words in Latin letters (from `analyzer` 2 on, see `ANALYZER`)."""
     text = unicodedata.normalize("NFKC", text).lower()
+    if analyzer >= 2 and _HAS_CYRILLIC.search(text):  # (one scan: most texts have no Cyrillic)
+        text = text.translate(_CYRILLIC)
     tokens: list[str] = []
     for word in _WORD.findall(text):
-        if analyzer >= 2:
-            word = transliterate(word)
         pos = 0
         for match in _NO_SPACE.finditer(word):
             if match.start() > pos:
