@@ -260,3 +260,17 @@ def test_bm25_finds_the_japanese_paragraph_of_japanese_questions():
     assert len(asked) == 6
     for question, gold in asked:
         assert where[int(np.argmax(index.scores(question)))] == ("ja", gold), question
+
+
+@pytest.mark.slow
+def test_an_index_records_and_is_asked_with_its_analyzer(seed_settings):
+    import json
+
+    from qa.index.format import current_version
+    from qa.lexical import ANALYZER
+    from qa.retrieval import get_engine
+
+    version = current_version(seed_settings.index_dir)
+    manifest = json.loads((seed_settings.index_dir / version / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["versions"]["lexical_analyzer"] == str(ANALYZER)
+    assert get_engine(seed_settings).index().lexical.analyzer == ANALYZER
