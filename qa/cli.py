@@ -158,6 +158,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
     from qa.evaluate import format_run, run
     from qa.xquad import find_xquad, load_squad
 
+    if args.hits is not None:
+        return _eval_hits(args.hits, settings)
     folder = args.data or find_xquad()
     if folder is None:
         raise SystemExit("No XQuAD data found: pass --data FOLDER (a folder of SQuAD-format <name>.<lang>.json files).")
@@ -186,6 +188,20 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
     print(f"\n(embedding backend {done.backend}; {done.seconds:.0f} s)", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(done.results, indent=2), encoding="utf-8")
+
+
+def _eval_hits(files: list[Path], settings: Settings) -> None:
+    """`qa eval --hits`: the corpus questions of `files` (default: the seed and the held-out demo
+    questions) asked of the index, hit@1 / hit@5 per question language; XQuAD is not loaded."""
+    from qa.evaluate import evaluate_corpus_questions, format_corpus_hits
+
+    files = files or [Path("tests/data/seed_questions.json"), Path("tests/data/heldout_questions.json")]
+    for path in files:
+        if not path.is_file():
+            raise QAError(f"No question file {path}: pass JSON files of questions with evidence strings to --hits.")
+    _prepare_model(settings)
+    for path in files:
+        print(format_corpus_hits(path, evaluate_corpus_questions(path, settings)))
 
 
 def _load_engine_early(settings: Settings) -> None:
@@ -278,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--off-topic", type=Path, default=None, metavar="FILE",
         help="with --questions: also ask FILE's questions that the index cannot answer (JSON {lang: [questions]})",
+    )
+    p.add_argument(
+        "--hits", type=Path, nargs="*", default=None, metavar="FILE",
+        help="only ask the questions of FILE(s) (JSON, with evidence strings) of the index: hit@1 / hit@5 per "
+        "language, bare model vs pipeline (default: tests/data/seed_questions.json and heldout_questions.json)",
     )
     p.set_defaults(func=cmd_eval)
 

@@ -42,7 +42,9 @@ __all__ = [
     "Scorer",
     "embed_data",
     "evaluate",
+    "evaluate_corpus_questions",
     "format_comparison",
+    "format_corpus_hits",
     "format_matrix",
     "format_pairs",
     "format_run",
@@ -728,3 +730,24 @@ def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dic
             for lang, rows in sorted(by_lang.items())
         }  # fmt: skip
     return out
+
+
+# What `qa eval --hits` calls the question files it knows; others go by their file name.
+CORPUS_QUESTION_SETS = {
+    "seed_questions.json": "seed questions",
+    "heldout_questions.json": "held-out demo questions (no weight was chosen on them)",
+}
+
+
+def format_corpus_hits(path: Path, result: dict[str, dict]) -> str:
+    """`evaluate_corpus_questions`'s result as text: hit@1 / hit@5 overall and per question
+    language, bare model and pipeline."""
+    name = CORPUS_QUESTION_SETS.get(Path(path).name, Path(path).name)
+    first = next(iter(result.values()))
+    lines = [f"{name} ({Path(path).name}, {first['n']} questions): hit@1 / hit@5"]
+    for scorer, row in result.items():
+        langs = " ".join(
+            f"{lang} {m['hit@1']:.2f}/{m['hit@5']:.2f} ({m['n']})" for lang, m in row["by language"].items()
+        )
+        lines.append(f"  {scorer:<11} {row['hit@1']:.3f} / {row['hit@5']:.3f}   by language: {langs}")
+    return "\n".join(lines)

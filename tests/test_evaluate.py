@@ -257,3 +257,46 @@ def test_eval_on_any_squad_folder_reports_the_held_out_half_per_pair(capsys, tmp
     assert set(results["tune half"]) >= {"bare model", "pipeline"}
     for name in ("bare model", "pipeline"):
         assert results[name]["mixed R@5"] == 1.0  # twelve questions about six distinct facts
+
+
+HELDOUT = Path(__file__).parent / "data" / "heldout_questions.json"
+
+
+def test_held_out_demo_questions_hold_evidence_the_corpus_has_and_new_languages():
+    """The held-out questions are answerable (each evidence string is in an article) and asked
+    mostly in languages the seed questions use little or not at all, in another language than
+    the answer's."""
+    import json
+
+    corpus = [p.read_text(encoding="utf-8") for p in (Path(__file__).parents[1] / "corpus").iterdir()]
+    facts = json.loads(HELDOUT.read_text(encoding="utf-8"))
+    seeds = json.loads((Path(__file__).parent / "data" / "seed_questions.json").read_text(encoding="utf-8"))
+    assert len({f["id"] for f in facts}) == len(facts) and not {f["id"] for f in facts} & {f["id"] for f in seeds}
+    for fact in facts:
+        assert all(any(e in text for text in corpus) for e in fact["evidence"]), fact["id"]
+        assert "fr" not in fact["questions"], fact["id"]  # every answer is in French (some also de, ja)
+    langs = [lang for f in facts for lang in f["questions"]]
+    assert len(langs) >= 40 and sum(lang in {"it", "pt", "nl", "ko", "ru", "pl"} for lang in langs) >= 30
+
+
+@pytest.mark.slow
+def test_eval_hits_reports_seed_and_held_out_questions_per_language(seed_settings, capsys):
+    from qa.cli import main
+
+    seeds = Path(__file__).parent / "data" / "seed_questions.json"
+    assert main(["--index-dir", str(seed_settings.index_dir), "eval", "--hits", str(seeds), str(HELDOUT)]) == 0
+    out = capsys.readouterr().out
+    assert "seed questions (seed_questions.json, 46 questions)" in out
+    assert "held-out demo questions" in out and "(heldout_questions.json, 44 questions)" in out
+    pipeline = [line for line in out.splitlines() if line.strip().startswith("pipeline")]
+    assert len(pipeline) == 2 and all(" nl " in line or " ja " in line for line in pipeline)
+    hit5 = [float(line.split("/")[1].split()[0]) for line in pipeline]
+    assert min(hit5) >= 0.85  # the right passage in the top 5 for most questions of both sets
+
+
+def test_eval_hits_names_a_missing_question_file(tmp_path, capsys):
+    from qa.cli import main
+
+    assert main(["eval", "--hits", str(tmp_path / "nope.json")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.json" in err and "--hits" in err and "Traceback" not in err

@@ -126,6 +126,27 @@ def test_tokenize_splits_scripts_without_spaces_into_bigrams():
     assert tokenize("微软") == ["微软"] and tokenize("軟") == ["軟"]
 
 
+def test_tokenize_writes_cyrillic_words_in_latin_letters():
+    assert tokenize("Илья Суцкевер и Тесла") == ["ilya", "sutskever", "i", "tesla"]
+    assert tokenize("Щукин, Юлия, Жуков") == ["shchukin", "yuliya", "zhukov"]
+    # Latin, CJK and digits are untouched; the analyzer of an older index keeps Cyrillic as is
+    assert tokenize("Ilya Sutskever OpenAIの従業員 2023") == ["ilya", "sutskever", "openai", "の従", "従業", "業員", "2023"]
+    assert tokenize("Илья Суцкевер", analyzer=1) == ["илья", "суцкевер"]
+
+
+def test_bm25_matches_a_russian_question_to_a_name_in_latin_letters():
+    index = LexicalIndex.build(["Emmett Shear devient PDG.", "Ilya Sutskever regrette.", "Rien à voir."])
+    assert int(np.argmax(index.scores("О чём сожалеет Илья Суцкевер?"))) == 1
+
+
+def test_questions_are_tokenized_with_their_indexs_analyzer():
+    # An index built before transliteration holds Cyrillic postings: its questions must keep them.
+    old = LexicalIndex.build(["Другое.", "Илья Суцкевер сожалеет."], analyzer=1)
+    assert old.analyzer == 1 and int(np.argmax(old.scores("Илья Суцкевер"))) == 1
+    row, _ = old.sparse_scores("Илья Суцкевер", 1000)
+    assert row.tolist() == [1]
+
+
 def test_bm25_finds_names_and_japanese_words():
     index = LexicalIndex.build(["Emmett Shear devient PDG.", "マイクロソフトの株式は49%。", "", "Rien à voir."])
     assert int(np.argmax(index.scores("Who is Emmett Shear?"))) == 0
@@ -239,3 +260,17 @@ def test_bm25_finds_the_japanese_paragraph_of_japanese_questions():
     assert len(asked) == 6
     for question, gold in asked:
         assert where[int(np.argmax(index.scores(question)))] == ("ja", gold), question
+
+
+@pytest.mark.slow
+def test_an_index_records_and_is_asked_with_its_analyzer(seed_settings):
+    import json
+
+    from qa.index.format import current_version
+    from qa.lexical import ANALYZER
+    from qa.retrieval import get_engine
+
+    version = current_version(seed_settings.index_dir)
+    manifest = json.loads((seed_settings.index_dir / version / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["versions"]["lexical_analyzer"] == str(ANALYZER)
+    assert get_engine(seed_settings).index().lexical.analyzer == ANALYZER

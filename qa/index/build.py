@@ -65,7 +65,7 @@ from qa.index.format import (
 from qa.index.load import Index, open_index
 from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
 from qa.index.verify import file_checksum, write_stamps
-from qa.lexical import LexicalIndex
+from qa.lexical import ANALYZER, LexicalIndex
 from qa.models import Article, Chunk, SkippedFile
 from qa.rank import LanguageStats, translation_groups
 
@@ -131,6 +131,7 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "lexical_analyzer": str(ANALYZER),  # how the BM25 postings were tokenized (qa.lexical)
     }
 
 
@@ -428,7 +429,8 @@ def build_key(articles: list[Article], settings: Settings, model_fingerprint: st
             "ann_target_recall", "candidates", "query_centering",
         )
     }
-    digest.update(repr((sorted(used.items()), model_fingerprint, FORMAT_VERSION, qa.__version__)).encode())
+    # (ANALYZER: a change of BM25's tokenization rebuilds an otherwise unchanged index)
+    digest.update(repr((sorted(used.items()), model_fingerprint, FORMAT_VERSION, qa.__version__, ANALYZER)).encode())
     return digest.hexdigest()
 
 

@@ -400,7 +400,9 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
             raise ValueError(f"has {len(groups)} entries for {n} passages")
         reading = LEXICAL + "/"
         lexical = LexicalIndex.load(
-            version_dir / LEXICAL, arrays={key: map_npy(mapped[f"{LEXICAL}/{file}"]) for key, file in LEXICAL_ARRAYS.items()}
+            version_dir / LEXICAL, arrays={key: map_npy(mapped[f"{LEXICAL}/{file}"]) for key, file in LEXICAL_ARRAYS.items()},
+            # questions are tokenized as its passages were (indexes from before the entry: 1)
+            analyzer=int(manifest.versions.get("lexical_analyzer", 1)),
         )
         reading = SENTENCES
         sentences = map_npy(mapped[SENTENCES])
