@@ -131,7 +131,7 @@ class QuoteWeights:
     # The passage's ranking score (`SentenceCandidate.passage_score`) minus the best of its
     # language's candidate passages. Measured and left off: the tune half's first quote gains
     # (mixed 0.694 -> 0.700, needle 0.485 -> 0.488 at 0.25) but the seed questions lose two
-    # (first 0.804 -> 0.783, any 0.848 -> 0.870 with the heading cue 0.891 -> 0.870).
+    # (first 0.804 -> 0.783, any 0.891 -> 0.870; at 0.1 one any quote).
     passage_score: float = 0.0
 
 
