@@ -93,7 +93,10 @@ def index_candidates(
         text = index.articles[passage.doc_id].text
         if not len(sentences):  # not split at index time: the passage is quoted whole
             key = (passage.doc_id, passage.start)
-            out.append(SentenceCandidate(position, key, passage.text, passage.lang, passage.similarity, 0.0, True))
+            out.append(
+                SentenceCandidate(position, key, passage.text, passage.lang, passage.similarity, 0.0, True,
+                                  passage_score=passage.score)
+            )  # fmt: skip
             continue
         spans = index.sentences[sentences][:, 1:].tolist()
         vectors = np.asarray(index.sentence_vectors[sentences], np.float32)
@@ -105,7 +108,7 @@ def index_candidates(
             out.append(
                 SentenceCandidate(
                     passage=position, key=(passage.doc_id, a), text=text[a:b], lang=passage.lang,
-                    cosine=c, z=zz, finished=text[b - 1 : b] in SENTENCE_END, centered=u,
+                    cosine=c, z=zz, finished=text[b - 1 : b] in SENTENCE_END, centered=u, passage_score=passage.score,
                 )
             )
     return out

@@ -75,9 +75,13 @@ class AnswerCase:
     cosine: float = float("nan")  # best cosine among them (the gate before)
 
 
-COMPONENTS = ("lexical", "rank", "answer_type", "context", "anchors", "specific_type", "new_name", "language_rank")
-# 864 combinations (several minutes with the six languages); the values each cue was found to
-# need, around its chosen weight.
+COMPONENTS = (
+    "lexical", "rank", "answer_type", "context", "anchors", "specific_type", "new_name", "language_rank", "heading",
+    "passage_score",
+)  # fmt: skip
+# 1728 combinations (several minutes with the six languages); the values each cue was found to
+# need, around its chosen weight. XQuAD's paragraphs have no headings: "heading" stays at its
+# weight (`QuoteWeights.heading`), shown, not chosen.
 GRID = {
     "lexical": [0, 2, 8],
     "rank": [0, 0.25],
@@ -87,6 +91,8 @@ GRID = {
     "specific_type": [0, 0.5],
     "new_name": [0, 0.25],
     "language_rank": [0, 0.1],
+    "heading": [0.1],
+    "passage_score": [0, 0.25],
 }
 # Pools whose question the pool cannot answer: its paragraph removed in every language (the
 # rest of its article stays), or its whole article removed.
@@ -197,7 +203,7 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
                         text = pool.texts[row][a:b]
                         candidates.append(
                             SentenceCandidate(position, (row, a), text, lang, float(cosine[qi, s]), float(z[qi, s]),
-                                              text[-1:] in SENTENCE_END, unit[s])
+                                              text[-1:] in SENTENCE_END, unit[s], float(scores[qi, row]))
                         )  # fmt: skip
                         correct.append(bool(answer) and pool.para[row] == gold[qi] and answer in text)
                 cases.append(AnswerCase(kind, q_lang, str(half[qi]), data.questions[q_lang][qi],

@@ -45,6 +45,24 @@ def test_reply_is_in_the_askers_language_and_cites_the_evidence(seed_settings, l
     assert first.passage.start <= first.evidence_start < first.evidence_end <= first.passage.end
 
 
+# The answer sits in the second sentence under the German heading "Das Chip-Venture" (and its
+# French and Japanese translations), which repeats none of the question's words; it was in none
+# of the three quotes before the heading counted as its sentences' context (`QuoteWeights.heading`).
+CHIP_VENTURE = [
+    ("en", "Whose dominance would the AI chip venture challenge?"),
+    ("es", "¿El dominio de qué empresa desafiaría la empresa de chips de IA?"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang,question", CHIP_VENTURE)
+def test_a_sentence_under_a_matching_heading_is_quoted(seed_settings, lang, question):
+    answer = ask(question, settings=seed_settings)
+    assert answer.found and answer.lang == lang
+    quotes = [c.evidence for c in answer.citations]
+    assert any("Nvidia" in q or "エヌビディア" in q for q in quotes), quotes
+
+
 @pytest.mark.slow
 def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_facts):
     from qa.retrieval import get_engine
@@ -66,10 +84,11 @@ def test_quotes_hold_the_evidence_for_most_seed_questions(seed_settings, seed_fa
                 assert c.passage.start <= c.evidence_start < c.evidence_end <= c.passage.end
                 assert f"[{c.n}] ({' '.join(c.passage.title.split())}" in answer.reply
     # Quotes chosen by one ranking over every sentence of the 10 best passages (`qa.quotes`):
-    # measured 0.804 first and 0.848 any on these 46 questions in 10 languages (0.739 and 0.804
-    # before a percentage, a sum or a date counted for more, and a name only one candidate holds);
+    # measured 0.804 first and 0.891 any on these 46 questions in 10 languages (0.848 any before
+    # a section's heading counted as its sentences' context; 0.739 and 0.804 before a
+    # percentage, a sum or a date counted for more, and a name only one candidate holds);
     # passage by passage (the previous choice) 0.54 and 0.83.
-    assert first / total >= 0.78 and anywhere / total >= 0.82, (first / total, anywhere / total)
+    assert first / total >= 0.78 and anywhere / total >= 0.87, (first / total, anywhere / total)
 
 
 @pytest.mark.slow

@@ -127,6 +127,31 @@ def test_a_script_without_capitals_is_not_pushed_down_by_the_name_cue():
     assert select_quotes(question, latin + chinese, 1, weights=_w(new_name=1.0)) == [2]
 
 
+def test_a_section_heading_that_matches_the_question_lifts_the_sentences_under_it():
+    question = "Whose dominance would the chip venture challenge?"
+    heading = _c(0, 0, "The chip venture", 3.0, finished=False)
+    first = _c(0, 20, "Microsoft may work with Altman on chips.", 1.2)
+    answer = _c(0, 70, "The initiative challenges the dominance of Nvidia.", 1.5)
+    elsewhere = _c(1, 0, "Microsoft's strategy is bold.", 1.7)
+    candidates = [heading, first, answer, elsewhere]
+    features = sentence_features(question, candidates, None)
+    # Every sentence under the heading gets its z-score, not only the one right after it; the
+    # heading itself has none above it, and a new passage starts without one.
+    assert features[:, 10].tolist() == [0.0, 3.0, 3.0, 0.0]
+    assert select_quotes(question, candidates, 1, weights=NO_CUES) == [3]
+    assert select_quotes(question, candidates, 1, weights=_w(heading=0.1)) == [2]
+    # The heading is quoted only when nothing else is left.
+    assert 0 not in select_quotes(question, candidates, 3, weights=_w(heading=0.1))
+
+
+def test_the_passage_score_cue_compares_passages_of_one_language():
+    candidates = [SentenceCandidate(0, ("a", 0), "One.", "en", 0.8, 1.0, True, passage_score=5.0),
+                  SentenceCandidate(1, ("b", 0), "Two.", "en", 0.8, 1.0, True, passage_score=3.5),
+                  SentenceCandidate(2, ("c", 0), "Drei.", "de", 0.8, 1.0, True, passage_score=2.0)]  # fmt: skip
+    # Relative to the best passage of the sentence's own language: the only German one is its best.
+    assert sentence_features("q", candidates, None)[:, 11].tolist() == [0.0, -1.5, 0.0]
+
+
 def test_unknown_selection_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="ranked"):
         select_quotes("q", [_c(0, 0, "A.", 1.0)], 1, method="best")
