@@ -55,7 +55,8 @@ def start(index: Path, log: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+            health = httpx.get(url + "/healthz", timeout=5)
+            if health.status_code == 200 and health.json().get("chat", "ready") == "ready":  # MCP is the chat's
                 return process, url
         except httpx.HTTPError:
             pass

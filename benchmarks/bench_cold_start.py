@@ -8,8 +8,14 @@ run, so that both see the same machine:
 1. `qa search QUESTION -k 3` and `qa ask QUESTION`: wall time from spawn to exit (the answer
    printed), and the CPU time the process used (user + system: on a busy machine the wall time
    stretches with the other processes' load, the CPU time much less);
-2. `qa serve` on a free loopback port: wall time until /healthz answers 200, the CPU time and
-   resident memory at that moment, then `--questions` questions through POST /api/v1/ask;
+2. `qa serve` on a free loopback port: wall time until the REST API is ready (/healthz answers
+   200), the CPU time and resident memory at that moment, then one real question through POST
+   /api/v1/ask (its answer must cite a passage), then the wall time until the chat is mounted
+   (/healthz says `"chat": "ready"` and / is the chat page), then `--questions` more questions.
+   Three servers, alternating: today's `qa serve` (the chat made on a thread once the index has
+   loaded, `qa.serve.chat`); the previous start-up, "chat first" (the chat made before the port
+   opens: `create_app(defer_chat=False)` after the same early loading `qa serve` does, run by
+   uvicorn as `qa serve` runs it); and `qa serve` on the full model (`QA_FAST_QUERIES=0`);
 3. what importing the heavy libraries alone costs (torch, sentence-transformers, OpenVINO with
    `tokenizers`, Gradio).
 
@@ -99,43 +105,88 @@ def proc_stats(pid: int) -> dict:
             "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2)}
 
 
-def serve_run(env: dict, n_questions: int, timeout: float = 300) -> dict:
-    """`qa serve` from scratch: seconds until /healthz says 200, CPU and memory then, then questions."""
+# The start-up before the chat was made on a thread: what `qa serve` ran then (the index and the
+# model loading early on a thread, the chat made, then uvicorn), with today's code otherwise.
+CHAT_FIRST = """
+import sys
+import uvicorn
+from qa.cli import _load_engine_early
+from qa.config import Settings
+from qa.runtime import configure_logging
+from qa.serve.app import create_app
+settings = Settings()
+configure_logging(settings)
+_load_engine_early(settings)
+app = create_app(settings, defer_chat=False)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", timeout_graceful_shutdown=5)
+"""
+SERVERS = {  # name: (how it starts, its environment beside the base one)
+    "qa serve (chat on a thread)": ("serve", {}),
+    "chat first (previous start-up)": ("chat-first", {}),
+    "qa serve, full model": ("serve", PATHS["full"]),
+}
+
+
+def _health(base: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as reply:
+            return json.load(reply) if reply.status == 200 else None
+    except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+        return None
+
+
+def _ask(base: str, question: str) -> dict:
+    body = json.dumps({"question": question}).encode()
+    request = urllib.request.Request(f"{base}/api/v1/ask", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as reply:
+        return json.load(reply)
+
+
+def serve_run(env: dict, n_questions: int, how: str = "serve", timeout: float = 300) -> dict:
+    """A server from scratch: seconds until the API is ready (/healthz 200), CPU and memory then,
+    a first question, seconds until the chat is mounted, then questions."""
     port = free_port()
-    command = [sys.executable, "-m", "qa.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if how == "serve":
+        command = [sys.executable, "-m", "qa.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = [sys.executable, "-c", CHAT_FIRST, str(port)]
     start = time.perf_counter()
     # (`nice` replaces itself with the command: the pid is the server's.)
     proc = subprocess.Popen(_prefix + command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        ready = None
+
+    def wait_for(ready) -> float:
         while time.perf_counter() - start < timeout:
             if proc.poll() is not None:
-                raise RuntimeError(f"qa serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as reply:
-                    if reply.status == 200:
-                        ready = time.perf_counter() - start
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.05)
-        if ready is None:
-            raise RuntimeError(f"qa serve not ready after {timeout} s")
+                raise RuntimeError(f"the server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            health = _health(base)
+            if health is not None and ready(health):
+                return round(time.perf_counter() - start, 2)
+            time.sleep(0.02)
+        raise RuntimeError(f"the server was not ready after {timeout} s")
+
+    try:
+        api_ready = wait_for(lambda health: True)
         at_ready = proc_stats(proc.pid)
+        t = time.perf_counter()
+        first = _ask(base, QUESTIONS[0])
+        first_s = round(time.perf_counter() - t, 3)
+        if not first.get("citations"):  # an answer, not just a 200
+            raise RuntimeError(f"the first question was not answered: {first.get('reply')!r}")
+        chat_ready = wait_for(lambda health: health.get("chat", "ready") == "ready")
+        with urllib.request.urlopen(f"{base}/", timeout=30) as reply:
+            if reply.status != 200 or b"gradio" not in reply.read().lower():
+                raise RuntimeError("/ is not the chat page once the chat is ready")
         latencies = []
         for i in range(n_questions):
-            body = json.dumps({"question": QUESTIONS[i % len(QUESTIONS)]}).encode()
-            request = urllib.request.Request(f"{base}/api/v1/ask", data=body, headers={"Content-Type": "application/json"})
             t = time.perf_counter()
-            with urllib.request.urlopen(request, timeout=120) as reply:
-                reply.read()
+            _ask(base, QUESTIONS[i % len(QUESTIONS)])
             latencies.append(round(time.perf_counter() - t, 3))
         after = proc_stats(proc.pid)
-        return {"seconds": round(ready, 2), "cpu_s": at_ready["cpu_s"], "ready_rss_mb": at_ready["rss_mb"],
-                "rss_after_questions_mb": after["rss_mb"], "peak_rss_mb": after["peak_rss_mb"],
-                "ask_latencies_s": latencies}
+        return {"seconds": api_ready, "chat_s": chat_ready, "first_ask_s": first_s, "cpu_s": at_ready["cpu_s"],
+                "ready_rss_mb": at_ready["rss_mb"], "rss_after_questions_mb": after["rss_mb"],
+                "peak_rss_mb": after["peak_rss_mb"], "ask_latencies_s": latencies}
     finally:
         proc.terminate()
         try:
@@ -164,6 +215,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--index", type=Path, default=None, help="index folder (default: the benchmark index of corpus/)")
     parser.add_argument("--priority", type=int, default=0, metavar="N",
                         help="run the measured processes at nice -N (root only; approximates a quiet machine)")
+    parser.add_argument("--only", choices=["all", "cli", "serve"], default="all",
+                        help="measure only the CLI commands (and imports), or only the servers")
+    parser.add_argument("--no-full-server", action="store_true",
+                        help="leave out the server on the full model (its 1.6 GB evict the others' files from the page cache)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_cold_start.json")
     args = parser.parse_args(argv)
     if args.priority:
@@ -189,14 +244,21 @@ def main(argv: list[str] | None = None) -> dict:
         run_process(commands["qa search QUESTION -k 3"], {**base_env, **PATHS[path]})
 
     measured: dict[str, dict[str, list[dict]]] = {}
-    for name, command in [*commands.items(), ("qa serve: start to /healthz 200", None)]:
+    for name, command in commands.items() if args.only != "serve" else []:
         runs: dict[str, list[dict]] = {path: [] for path in PATHS}
         for _ in range(args.repeat):
             for path, extra in PATHS.items():  # alternating, so that both see the same load
-                env = {**base_env, **extra}
-                runs[path].append(serve_run(env, args.questions) if command is None else run_process(command, env))
+                runs[path].append(run_process(command, {**base_env, **extra}))
         measured[name] = runs
         print(f"  {name}: quick {median_of(runs['quick'], 'seconds')} s, full {median_of(runs['full'], 'seconds')} s",
+              flush=True)
+    servers = {name: spec for name, spec in SERVERS.items() if not (args.no_full_server and spec[1])}
+    serve: dict[str, list[dict]] = {name: [] for name in servers}
+    for _ in range(args.repeat if args.only != "cli" else 0):
+        for name, (how, extra) in servers.items():  # alternating, as above
+            serve[name].append(serve_run({**base_env, **extra}, args.questions, how))
+    for name, runs in serve.items() if args.only != "cli" else []:
+        print(f"  {name}: API ready {median_of(runs, 'seconds')} s, chat ready {median_of(runs, 'chat_s')} s",
               flush=True)
 
     rows = []
@@ -204,14 +266,15 @@ def main(argv: list[str] | None = None) -> dict:
         quick_s, full_s = median_of(runs["quick"], "seconds"), median_of(runs["full"], "seconds")
         rows.append([name, quick_s, full_s, round(full_s / quick_s, 2), median_of(runs["quick"], "cpu_s"),
                      median_of(runs["full"], "cpu_s")])
-    serve = measured["qa serve: start to /healthz 200"]
-    memory = [["qa serve: RSS MB at ready", median_of(serve["quick"], "ready_rss_mb"),
-               median_of(serve["full"], "ready_rss_mb")],
-              [f"qa serve: RSS MB after {args.questions} questions", median_of(serve["quick"], "rss_after_questions_mb"),
-               median_of(serve["full"], "rss_after_questions_mb")]]
+    serve_rows = []
+    for name, runs in serve.items() if args.only != "cli" else []:
+        now = median_of(serve[next(iter(SERVERS))], "seconds")
+        serve_rows.append([name, median_of(runs, "seconds"), round(median_of(runs, "seconds") / now, 2),
+                           median_of(runs, "first_ask_s"), median_of(runs, "chat_s"), median_of(runs, "cpu_s"),
+                           median_of(runs, "ready_rss_mb"), median_of(runs, "rss_after_questions_mb")])
 
     imports = {}
-    for name, code in IMPORTS.items():
+    for name, code in IMPORTS.items() if args.only != "serve" else []:
         runs = [run_process([sys.executable, "-c", code], base_env) for _ in range(args.repeat)]
         imports[name] = runs
     load_after = [round(x, 2) for x in os.getloadavg()]
@@ -221,15 +284,19 @@ def main(argv: list[str] | None = None) -> dict:
               title=f"Cold start, median of {args.repeat} fresh processes per path (alternating"
                     f"{f', at nice -{args.priority}' if args.priority else ''}); "
                     f"load average before {load_before}, after {load_after}"),
-        table(["memory", "quick", "full"], memory),
+        table(["qa serve, start to", "API ready s", "/ today", "1st ask s", "chat ready s", "CPU s at API ready",
+               "RSS MB at API ready", f"RSS MB after {args.questions + 1} questions"], serve_rows,
+              title=f"Server start-up, median of {args.repeat} fresh servers each (alternating): API ready = "
+                    "/healthz 200; 1st ask = a question then; chat ready = /healthz chat ready"),
         table(["import alone", "s", "CPU s"],
               [[name, median_of(runs, "seconds"), median_of(runs, "cpu_s")] for name, runs in imports.items()]),
-        "server /api/v1/ask latencies (s), quick path: "
-        + str([r["ask_latencies_s"] for r in serve["quick"]]),
+        "server /api/v1/ask latencies (s), qa serve: "
+        + str([r["ask_latencies_s"] for r in serve[next(iter(SERVERS))]]),
     ])
     print("\n" + text)
     payload = {"benchmark": "bench_cold_start", "machine": info, "index_dir": _where(index_dir), "repeat": args.repeat,
                "priority": args.priority, "load_average_before": load_before, "load_average_after": load_after, "processes": measured,
+               "servers": serve,
                "imports": imports, "table": text}
     print(f"\nWrote {write_json(args.out, payload)}")
     return payload

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from array import array
@@ -227,3 +228,127 @@ def test_a_question_process_imports_no_torch_and_answers_as_the_full_path(args, 
     assert quick.stdout == full.stdout and quick.stdout.strip()
     # Nothing printed but the import times: no warning, no progress bar.
     assert [line for line in quick.stderr.splitlines() if not line.startswith("import time:")] == []
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def _flip_a_byte(path: Path, at: int) -> None:
+    """Garble one byte of `path` in place, its size and modification time kept."""
+    info = path.stat()
+    with path.open("r+b") as handle:
+        handle.seek(at)
+        byte = handle.read(1)
+        handle.seek(at)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_verify_files_hashes_a_changed_file_only_and_names_the_damaged_one(tmp_path):
+    """The bundle's checksum records (no model needed): an unchanged stamp is not hashed, a
+    changed file with the same content is hashed and its new stamp recorded, a garbled or a
+    truncated file is named."""
+    from qa.embed.quick import (
+        _ARRAYS,
+        _VOCAB,
+        DamagedBundleError,
+        _read_verified,
+        _record_checksums,
+        _verify_files,
+    )
+
+    openvino = tmp_path / "openvino-x"
+    openvino.mkdir()
+    (openvino / "model.xml").write_text("<net/>")
+    (openvino / "model.bin").write_bytes(bytes(range(256)) * 64)
+    bundle = tmp_path / "quick-x"
+    bundle.mkdir()
+    (bundle / _VOCAB).write_bytes(b"abc" * 100)
+    for name in _ARRAYS:
+        np.save(bundle / f"{name}.npy", np.arange(10, dtype=np.uint32))
+    meta = {"openvino_model": str(openvino / "model.xml")}
+    _record_checksums(bundle, meta)
+    assert set(meta["checksums"]) == {_VOCAB, *(f"{a}.npy" for a in _ARRAYS), "openvino/model.xml", "openvino/model.bin"}
+    _verify_files(bundle, meta)  # stamps as recorded: nothing hashed, nothing written
+    before = _read_verified(bundle)["stamps"]["openvino/model.bin"]
+    (openvino / "model.bin").write_bytes((openvino / "model.bin").read_bytes())  # same bytes, new ctime
+    _verify_files(bundle, meta)
+    assert _read_verified(bundle)["stamps"]["openvino/model.bin"] != before
+    _flip_a_byte(openvino / "model.bin", 5000)
+    with pytest.raises(DamagedBundleError, match=r"model\.bin is damaged") as damaged:
+        _verify_files(bundle, meta)
+    assert damaged.value.path == openvino / "model.bin"
+    _flip_a_byte(openvino / "model.bin", 5000)  # back as it was
+    _verify_files(bundle, meta)
+    with (bundle / _VOCAB).open("r+b") as handle:
+        handle.truncate(150)
+    with pytest.raises(DamagedBundleError, match=r"vocab\.bin is damaged"):
+        _verify_files(bundle, meta)
+    (bundle / _VOCAB).unlink()
+    with pytest.raises(DamagedBundleError, match=r"vocab\.bin is missing"):
+        _verify_files(bundle, meta)
+
+
+@pytest.fixture()
+def own_cache(tmp_path) -> Path:
+    """A cache whose OpenVINO copy is this test's own (copied, without its compiled models): the
+    test damages it. The converted model is linked from the usual cache, as in `quick_cache`."""
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    shared = Settings().cache_dir / "models"
+    for entry in shared.iterdir() if shared.is_dir() else []:
+        if entry.is_dir() and entry.name.startswith("openvino-"):
+            (cache / "models" / entry.name).mkdir()
+            for name in ("model.xml", "model.bin"):
+                if (entry / name).is_file():
+                    shutil.copy2(entry / name, cache / "models" / entry.name / name)
+        elif entry.is_dir() and not entry.name.startswith((".", "quick-")):
+            (cache / "models" / entry.name).symlink_to(entry, target_is_directory=True)
+    return cache
+
+
+@pytest.mark.slow
+def test_damaged_quick_files_mean_one_warning_and_the_full_paths_vectors(own_cache, caplog):
+    """A garbled byte in the OpenVINO copy's weights: the quick path notices before embedding,
+    warns once and the full path answers (converting again and writing a new bundle, which the
+    next process uses). A garbled compiled model: compiled again, same vectors."""
+    import logging
+
+    from qa.embed import LocalEmbedder
+
+    settings = Settings(cache_dir=own_cache)
+    if quick_backend(settings) is None:
+        pytest.skip("the quick path needs OpenVINO on a CPU")
+    expected = LocalEmbedder(settings).encode_queries(QUESTIONS)  # the full path; leaves the bundle
+    bundle = find_quick(settings)
+    assert bundle is not None
+    weights = Path(bundle.meta["openvino_model"]).with_name("model.bin")
+    assert own_cache in weights.parents and not weights.is_symlink()
+    quick = LocalEmbedder(settings)
+    assert np.abs(quick.encode_queries(QUESTIONS) - expected).max() <= 1e-5 and quick._quick is not None
+
+    _flip_a_byte(weights, weights.stat().st_size // 2)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qa"):
+        damaged = LocalEmbedder(settings)
+        got = damaged.encode_queries(QUESTIONS)
+    assert damaged._quick is None and damaged._model is not None  # the full path answered
+    assert np.abs(got - expected).max() <= 1e-5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("qa")]
+    assert len(warnings) == 1 and "model.bin is damaged" in warnings[0], warnings
+
+    again = LocalEmbedder(settings)  # converted and written again by the full path above
+    assert np.abs(again.encode_queries(QUESTIONS) - expected).max() <= 1e-5
+    assert again._quick is not None and again._model is None
+
+    blobs = sorted((again._quick.folder / "compiled").iterdir())
+    assert blobs, "the quick path's compiled model is cached in its bundle"
+    blobs[0].chmod(0o600)
+    _flip_a_byte(blobs[0], blobs[0].stat().st_size // 2)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qa"):
+        recompiled = LocalEmbedder(settings)
+        got = recompiled.encode_queries(QUESTIONS)
+    assert recompiled._quick is not None and np.abs(got - expected).max() <= 1e-5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("qa")]
+    assert len(warnings) == 1 and "compiled model" in warnings[0] and "damaged" in warnings[0], warnings

@@ -23,9 +23,19 @@ process then embeds questions with
 
 Its vectors are those of the full path (same token ids, same compiled model; tests compare
 both on questions in several languages). The bundle is keyed by the model file's path, size
-and modification time, so nothing is hashed at start-up: its manifest carries the model's
+and modification time, so nothing is hashed to find it: its manifest carries the model's
 fingerprint. Anything missing or different (another model, another OpenVINO version, a GPU
 that torch could use, `QA_FAST_QUERIES=0`) means the full path, which writes the bundle again.
+
+Damage is caught before a question is embedded, never answered with wrong vectors: the manifest
+records a checksum of itself and of every file the path reads (the tokenizer's arrays and the
+OpenVINO copy's `model.xml` and `model.bin`), and the compiled models OpenVINO caches for the
+path (in the bundle's `compiled/`) are recorded once written. As for an index
+(`qa.index.verify`), a file is hashed again only when its stamp (inode, size, modification and
+change times, in `verified.json`) changed: a load costs a few `stat` calls. A damaged file means
+one warning and the full path; the damaged bundle (and OpenVINO copy) is removed first, so that
+the full path converts and writes them again. A compiled model that does not match is deleted
+and compiled again; one nobody recorded (a process killed while writing it) is not used.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import re
 import shutil
 import threading
 import uuid
+import zlib
 from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUICK_FORMAT",
+    "DamagedBundleError",
     "E5Tokenizer",
     "QuickBundle",
     "QuickQueries",
@@ -67,10 +79,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when the bundle's files or their meaning change: an older bundle is then not used.
-QUICK_FORMAT = 1
+QUICK_FORMAT = 2  # 2: checksums of the files the path reads
 _META = "quick.json"  # written last: the bundle is complete once it is there
 _VOCAB = "vocab.bin"  # the sorted pieces' UTF-8 bytes, concatenated
 _ARRAYS = ("offsets", "ids", "scores")  # .npy files beside it
+_STAMPS = "verified.json"  # the stamps of the files whose checksums last matched; compiled models' checksums
+_COMPILED = "compiled"  # OpenVINO's model cache of the quick path, inside the bundle
+_OPENVINO_FILES = ("model.xml", "model.bin")  # of the OpenVINO copy, recorded as "openvino/<name>"
 _UNK_PENALTY = 10.0  # tokenizers' Unigram: an unknown character scores the lowest piece - 10
 _SPACES = re.compile(" {2,}")
 _WORDS = re.compile("▁[^▁]*|[^▁]+")
@@ -299,13 +314,172 @@ def write_quick(
         (tmp / _VOCAB).write_bytes(blob)
         for name, values in zip(_ARRAYS, (offsets, ids, scores)):
             np.save(tmp / f"{name}.npy", values)
-        (tmp / _META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        _record_checksums(tmp, meta)
+        (tmp / _META).write_text(json.dumps(_sealed(meta), ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, dest)  # a concurrent writer that won leaves its (identical) bundle
     except OSError as exc:
         log.info("cannot write the quick question bundle into %s: %s", dest, exc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest if (dest / _META).exists() else None
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+class DamagedBundleError(Exception):
+    """A file the quick path reads (`path`) does not match its recorded checksum, or is missing."""
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+def _stamp(path: Path) -> list[int]:
+    """What changes when a file is written, replaced or copied (as `verified.json` of an index)."""
+    info = path.stat()
+    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _depends_on(folder: Path, meta: dict) -> dict[str, Path]:
+    """The files the quick path reads, by the name the manifest records their checksums under."""
+    files = {name: folder / name for name in (_VOCAB, *(f"{a}.npy" for a in _ARRAYS))}
+    xml = Path(meta["openvino_model"])
+    files.update({f"openvino/{name}": xml.with_name(name) for name in _OPENVINO_FILES})
+    return files
+
+
+def _meta_checksum(meta: dict) -> str:
+    body = {key: value for key, value in meta.items() if key != "meta_checksum"}
+    return f"crc32:{zlib.crc32(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()):08x}"
+
+
+def _sealed(meta: dict) -> dict:
+    """`meta` with the checksum of its own content, checked by `find_quick`."""
+    return {**meta, "meta_checksum": _meta_checksum(meta)}
+
+
+def _record_checksums(folder: Path, meta: dict) -> None:
+    """Put the checksums of the files the path reads into `meta`, their stamps into `folder`."""
+    from qa.index.verify import file_checksum
+
+    files = _depends_on(folder, meta)
+    meta["checksums"] = {key: file_checksum(path) for key, path in files.items()}
+    stamps = {key: _stamp(path) for key, path in files.items()}
+    (folder / _STAMPS).write_text(json.dumps({"stamps": stamps, "compiled": {}}), encoding="utf-8")
+
+
+def _read_verified(folder: Path) -> dict:
+    """`verified.json`: {"stamps": {name: stamp}, "compiled": {file: checksum}}; empty when it is
+    missing or unreadable (then every file is hashed, and no compiled model is trusted)."""
+    try:
+        verified = json.loads((folder / _STAMPS).read_bytes())
+        if isinstance(verified.get("stamps"), dict) and isinstance(verified.get("compiled"), dict):
+            return verified
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {"stamps": {}, "compiled": {}}
+
+
+def _write_verified(folder: Path, verified: dict) -> None:
+    # Best effort: a read-only cache is hashed again at the next load instead.
+    tmp = folder / f".{_STAMPS}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_text(json.dumps(verified), encoding="utf-8")
+        os.replace(tmp, folder / _STAMPS)
+    except OSError as exc:
+        log.debug("could not record %s in %s: %s", _STAMPS, folder, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def _hashed_if_changed(path: Path, expected: str, stamp: list[int] | None) -> list[int] | None:
+    """None when `path` still has `stamp`; else its new stamp once its content checksum is
+    `expected`. DamagedBundleError when it is missing or its content differs."""
+    from qa.index.verify import file_checksum
+
+    try:
+        before = _stamp(path)
+        if before == stamp:
+            return None
+        actual = file_checksum(path)
+    except OSError:
+        raise DamagedBundleError(f"{path} is missing", path) from None
+    if actual != expected:
+        raise DamagedBundleError(f"{path} is damaged (checksum {actual}, recorded {expected})", path)
+    return before
+
+
+def _verify_files(folder: Path, meta: dict) -> None:
+    """Check every file the quick path reads against the manifest's checksums, hashing only
+    those whose stamp changed; DamagedBundleError naming the first that does not match."""
+    verified = _read_verified(folder)
+    checksums = meta.get("checksums")
+    if not isinstance(checksums, dict):
+        raise DamagedBundleError(f"{folder / _META} records no checksums")
+    changed = {}
+    for key, path in _depends_on(folder, meta).items():
+        if key not in checksums:
+            raise DamagedBundleError(f"{folder / _META} records no checksum for {key}")
+        stamp = _hashed_if_changed(path, checksums[key], verified["stamps"].get(key))
+        if stamp is not None:
+            changed[key] = stamp
+    if changed:
+        verified["stamps"].update(changed)
+        _write_verified(folder, verified)
+
+
+def _discard(*folders: Path) -> None:
+    """Move damaged folders out of the way, then delete them: the full path writes new ones."""
+    for folder in folders:
+        aside = folder.with_name(f".{folder.name}.damaged-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(folder, aside)
+        except OSError as exc:
+            log.debug("could not move %s aside: %s", folder, exc)
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _trusted_compiled(folder: Path) -> dict:
+    """Delete the compiled models of the bundle's OpenVINO cache that are not recorded or do
+    not match their record, before OpenVINO reads one; returns `verified.json`."""
+    verified = _read_verified(folder)
+    compiled = folder / _COMPILED
+    records = verified["compiled"]
+    for blob in sorted(compiled.iterdir()) if compiled.is_dir() else []:
+        record = records.get(blob.name)
+        try:
+            if record is None:
+                raise DamagedBundleError(f"{blob} was never recorded")
+            stamp = _hashed_if_changed(blob, record[0], record[1])
+            if stamp is not None:
+                record[1] = stamp
+        except DamagedBundleError as exc:
+            if record is not None:
+                log.warning("The quick question path's compiled model %s; compiling it again.", exc)
+            records.pop(blob.name, None)
+            blob.unlink(missing_ok=True)
+    return verified
+
+
+def _record_compiled(folder: Path, verified: dict) -> None:
+    """Record the checksum and stamp of each compiled model OpenVINO wrote since `_trusted_compiled`
+    (hashed once, right after it was written: a few tenths of a second for a 0.5 GB model)."""
+    from qa.index.verify import file_checksum
+
+    compiled = folder / _COMPILED
+    records, new = verified["compiled"], False
+    for blob in sorted(compiled.iterdir()) if compiled.is_dir() else []:
+        if blob.name in records or not blob.is_file():
+            continue
+        try:
+            stamp = _stamp(blob)
+            records[blob.name] = [file_checksum(blob), stamp]
+            new = True
+        except OSError:
+            continue  # removed meanwhile by another process: it is compiled again later
+    if new:
+        _write_verified(folder, verified)
 
 
 # Texts the bundle's tokenizer must tokenize as the model does before the bundle is written:
@@ -444,6 +618,13 @@ class QuickBundle:
         from qa.embed.backend import _import_openvino, openvino_config
 
         meta, folder = self.meta, self.folder
+        try:
+            _verify_files(folder, meta)
+        except DamagedBundleError as exc:
+            copy = Path(meta["openvino_model"]).parent
+            # The OpenVINO copy too when one of its files is damaged: the full path converts again.
+            _discard(folder, *([copy] if exc.path is not None and exc.path.parent == copy else []))
+            raise DamagedBundleError(f"{exc}; removed, the full model writes it again") from None
         arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
         tokenizer = E5Tokenizer(
             (folder / _VOCAB).read_bytes(),
@@ -458,13 +639,16 @@ class QuickBundle:
         )
         xml = Path(meta["openvino_model"])
         core = _import_openvino().Core()
-        # OpenVINO's model cache: the compiled model is written beside the model once and read
-        # back by later processes (measured 0.4 s instead of 0.7 s to compile on 2 cores).
-        core.set_property({"CACHE_DIR": str(xml.parent / "compiled")})
+        # OpenVINO's model cache: the compiled model is written in the bundle once and read
+        # back by later processes (measured 0.4 s instead of 0.7 s to compile on 2 cores), only
+        # once recorded and while it matches its record.
+        verified = _trusted_compiled(folder)
+        core.set_property({"CACHE_DIR": str(folder / _COMPILED)})
         threads = settings.threads or os.cpu_count() or 1
         compiled = core.compile_model(
             str(xml), "CPU", openvino_config(self.backend.removeprefix("openvino-"), threads)
         )
+        _record_compiled(folder, verified)
         quick = QuickQueries(folder, meta, tokenizer, compiled, meta["model_path"])
         # See qa.embed.backend.openvino_transformer: a first call before any concurrent ones.
         quick.encode(["a"], 1)
@@ -486,11 +670,24 @@ def find_quick(settings: Settings) -> QuickBundle | None:
         meta = json.loads((folder / _META).read_text(encoding="utf-8"))
         if meta.get("format") != QUICK_FORMAT or meta.get("openvino") != ov_version:
             return None
-        if not Path(meta["openvino_model"]).is_file() or not (Path(meta["model_path"]) / "tokenizer.json").is_file():
+        if meta.get("meta_checksum") != _meta_checksum(meta):
+            raise DamagedBundleError(f"{folder / _META} is damaged (its checksum does not match)")
+        if not (Path(meta["model_path"]) / "tokenizer.json").is_file() or not all(
+            path.is_file() for path in _depends_on(folder, meta).values()
+        ):
+            # A cache cleaned in part: the bundle goes too, so that the full path writes it again
+            # for the model it converts (a warning is for damage, not for this).
+            log.debug("the quick question bundle %s misses files: removed", folder)
+            _discard(folder)
             return None
-        if not all((folder / name).is_file() for name in (_VOCAB, *(f"{a}.npy" for a in _ARRAYS))):
-            return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except FileNotFoundError as exc:
         log.debug("no quick question path (%s): the full model will load", exc)
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, DamagedBundleError) as exc:
+        if not (folder / _META).is_file():
+            return None
+        # There, but unreadable or changed: the full path writes it again once it is gone.
+        log.warning("The quick question path's %s is damaged (%s); removed, loading the full model.", _META, exc)
+        _discard(folder)
         return None
     return QuickBundle(folder, meta, backend)

@@ -7,22 +7,26 @@ embeds the chat in other pages at `/embed/gradio.js`, and `/healthz`.
 
 The model and the index load in a background thread when the server starts (building the
 index from the corpus first if there is none; `qa.serve.service`), so the port opens at once;
-until they are ready `/healthz` says so and questions get a 503 with a message.
+until they are ready `/healthz` says so and questions get a 503 with a message. The chat is
+Gradio's app in a slot at `/` behind every route (`qa.serve.chat`): `qa serve` makes it on a
+thread while the REST API already answers (`create_app(defer_chat=True)`); until it is mounted
+its pages answer a 503 with Retry-After, and `/healthz` says `"chat": "starting"`.
 
 Every request passes the security middleware (`qa.serve.security`: headers, CORS, access
 control, rate limit, closed routes, body limit, Gradio argument checks, public root) and the one
 admission bound on questions (`qa.serve.admission`). Responses never show the server's paths.
 """
 
+import asyncio
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from qa.config import Settings
-from qa.runtime import configure_gradio, configure_logging
-from qa.serve.admission import Admit, share_gradio_queue
+from qa.runtime import configure_logging
+from qa.serve.admission import Admit
+from qa.serve.chat import ChatSlot, web_component_script
 from qa.serve.security import (
     AccessControl,
     BodyLimit,
@@ -32,7 +36,6 @@ from qa.serve.security import (
     RateLimit,
     SecurityHeaders,
     content_security_policy,
-    install_public_root,
     read_users,
 )
 from qa.serve.service import Service
@@ -40,35 +43,7 @@ from qa.serve.service import Service
 __all__ = ["create_app", "serve"]
 
 
-def _mcp_results_as_json(blocks: Any) -> None:
-    """Gradio's MCP server gives a tool's result as `str(value)`, a Python repr for a dict or a
-    list; the `ask` and `search` tools give JSON instead, which an agent (or a program) reads."""
-    server = getattr(blocks, "mcp_server_obj", None)
-    if server is None:
-        return
-    from mcp import types
-
-    original = server.postprocess_output_data
-
-    def postprocess(data: Any, root_url: str) -> list[Any]:
-        if all(isinstance(value, dict | list) for value in data):
-            return [types.TextContent(type="text", text=json.dumps(value, ensure_ascii=False)) for value in data]
-        return original(data, root_url)
-
-    server.postprocess_output_data = postprocess
-
-
 # --------------------------------------------------------------------------- the app
-
-
-def _web_component_script() -> str:
-    """Gradio's own web-component loader, pointing at the bundle this server already serves."""
-    import gradio
-
-    loader = Path(gradio.__file__).parent / "templates" / "frontend" / "gradio.js"
-    # The loader imports "./assets/index-<hash>.js" relative to itself; we serve it from
-    # /embed/, and Gradio serves the bundle at /assets/.
-    return loader.read_text(encoding="utf-8").replace('"./assets/', '"../assets/')
 
 
 def _swagger_assets() -> Path | None:
@@ -80,30 +55,41 @@ def _swagger_assets() -> Path | None:
     return Path(fastapi_offline.__file__).parent / "static"
 
 
-def create_app(settings: Settings | None = None) -> Any:
-    """The FastAPI app: UI, REST API, embed script and health check. Cheap: nothing loads here;
-    the index loads (or is built) in a background thread at startup."""
-    configure_gradio()  # Gradio's process-wide settings, before it is imported (qa.runtime)
-    import gradio as gr
+def create_app(settings: Settings | None = None, *, defer_chat: bool = False) -> Any:
+    """The FastAPI app: UI, REST API, embed script and health check. The index loads (or is
+    built) in a background thread at startup.
+
+    The chat (Gradio) is made here, and started with the app, unless `defer_chat`: then it is
+    made on a thread when the app starts (about 3 s of CPU, `qa serve`'s choice), and until it
+    is mounted its pages answer a 503 with Retry-After while the API already answers."""
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from qa import __version__
-    from qa.i18n import LABELS
     from qa.serve.api import install_error_handlers, router
     from qa.serve.openai_api import OpenAIErrorShape
     from qa.serve.openai_api import router as openai_router
-    from qa.serve.ui import build_ui, css, head_html, theme
 
     settings = settings or Settings()
     users = read_users(settings.users_file) if settings.users_file else None
     service = Service(settings)
+    chat = ChatSlot(settings, service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         service.start()
-        yield
+        task = asyncio.create_task(chat.run(app), name="qa-chat")
+        if not defer_chat:
+            await chat.settled()  # the chat answers from the first request, as it always has
+        try:
+            yield
+        finally:
+            chat.stop()
+            if chat.state == "starting":
+                task.cancel()  # still being made: the thread is left to finish on its own
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     title = "News Q&A"
     app = FastAPI(
@@ -131,12 +117,13 @@ def create_app(settings: Settings | None = None) -> Any:
         if not health_threads:
             health_threads.append(anyio.CapacityLimiter(2))
         status, body = await anyio.to_thread.run_sync(service.health, limiter=health_threads[0])
+        body["chat"] = chat.state  # the status is the API's (load balancers); the chat may follow
         return JSONResponse(body, status_code=status)
 
     @app.get("/embed/gradio.js", include_in_schema=False)
     def embed_script() -> Response:
         return Response(
-            _web_component_script(),
+            web_component_script(),
             media_type="text/javascript",
             headers={"Cache-Control": "no-cache"},
         )
@@ -165,35 +152,16 @@ def create_app(settings: Settings | None = None) -> Any:
             swagger_favicon_url="docs-assets/favicon.png",
         )
 
-    blocks = build_ui(settings, service.ui_status, service.admission)
-    gr.mount_gradio_app(
-        app,
-        blocks,
-        path="/",
-        root_path=settings.root_path or None,
-        ssr_mode=False,
-        run_history=False,
-        footer_links=["api"],
-        show_error=False,  # gr.Error messages still show; other exceptions stay in the log
-        theme=theme(),
-        css=css(),
-        head=head_html(),
-        i18n=gr.I18n(**LABELS),
-        mcp_server=True,  # the tools `ask` and `search` at /gradio_api/mcp (see MCP_PATHS)
-        pwa=False,
-        enable_monitoring=False,
-    )
-
-    share_gradio_queue(blocks, service.admission)
-    _mcp_results_as_json(blocks)
-    install_public_root()
+    if not defer_chat:
+        chat.mount(chat.build(app))  # serving at once, as Gradio's own mount does; started with the app
+    app.mount("/", chat)  # after every route: the chat gets what they do not take
 
     # Outermost first: security headers on everything (401 and 429 included), then CORS (so
     # preflights and errors carry it), the public root, the shape of /v1 errors, the closed
     # routes, access control, the rate limit, the body limit (the body is read before a slot is
     # taken) and admission.
     app.add_middleware(Admit, admission=service.admission)
-    app.add_middleware(GradioArguments, blocks=blocks)
+    app.add_middleware(GradioArguments, chat=chat)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.rate_limit_per_minute:
         app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
@@ -223,7 +191,7 @@ def serve(settings: Settings | None = None, host: str = "127.0.0.1", port: int =
 
     settings = settings or Settings()
     configure_logging(settings)  # idempotent: `qa serve` has done it already, `python app.py` not
-    app = create_app(settings)
+    app = create_app(settings, defer_chat=True)
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
     print(f"Chat UI:  http://{shown}:{port}{settings.root_path}/", file=sys.stderr)
     print(f"REST API: http://{shown}:{port}{settings.root_path}/docs", file=sys.stderr)

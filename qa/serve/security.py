@@ -365,21 +365,37 @@ class GradioArguments:
     The chat's own events (queue/join with the `fn_index` of a function of components) are
     checked the way Gradio will: one value per input, each valid for its component's data
     model; a malformed one is a 422 naming the value, instead of a traceback and
-    `{"error": null}`."""
+    `{"error": null}`.
 
-    def __init__(self, app: ASGIApp, blocks: Any):
+    `chat` is the chat's slot (qa.serve.chat.ChatSlot): its Blocks are read once built; until then
+    the slot itself answers these routes (a 503, the chat is starting)."""
+
+    def __init__(self, app: ASGIApp, chat: Any):
         from qa.serve.ui import API_ARGUMENTS
 
         self.app = app
+        self.chat = chat
         self.arguments = API_ARGUMENTS
-        self.by_index = {
-            index: fn.api_name for index, fn in blocks.fns.items() if fn.api_name in API_ARGUMENTS
-        }
-        self.inputs = {
-            index: list(fn.inputs)
-            for index, fn in blocks.fns.items()
-            if fn.api_name not in API_ARGUMENTS and fn.inputs
-        }
+        self.by_index: dict[int, str] = {}
+        self.inputs: dict[int, list[Any]] = {}
+        self._read: Any = None  # the Blocks whose functions by_index and inputs describe
+
+    def _read_blocks(self) -> bool:
+        """True once the chat's Blocks are built (and their functions read)."""
+        blocks = self.chat.blocks
+        if blocks is None:
+            return False
+        if blocks is not self._read:
+            self.by_index = {
+                index: fn.api_name for index, fn in blocks.fns.items() if fn.api_name in self.arguments
+            }
+            self.inputs = {
+                index: list(fn.inputs)
+                for index, fn in blocks.fns.items()
+                if fn.api_name not in self.arguments and fn.inputs
+            }
+            self._read = blocks
+        return True
 
     def _check_components(self, index: int, data: Any) -> str | None:
         """None if `data` fits the inputs of function `index`, else what is wrong."""
@@ -427,7 +443,7 @@ class GradioArguments:
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        if not path.startswith(("/gradio_api/call/", "/gradio_api/queue/join")):
+        if not path.startswith(("/gradio_api/call/", "/gradio_api/queue/join")) or not self._read_blocks():
             await self.app(scope, receive, send)
             return
         message = await receive()  # the whole body: BodyLimit has read it already

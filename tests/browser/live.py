@@ -93,8 +93,10 @@ def start_server(
     port: int | None = None,
     timeout: float = 240,
     headers: dict[str, str] | None = None,
+    chat: bool = True,
 ) -> LiveServer:
-    """Start `qa serve` and wait until /healthz says the index is loaded (200)."""
+    """Start `qa serve` and wait until /healthz says the index is loaded (200) and, with `chat`,
+    that the chat is mounted too (it comes a few seconds after the API: qa.serve.chat)."""
     port = port or free_port()
     log = workdir / f"server-{port}.log"
     extra = {"QA_INDEX_DIR": str(index_dir), "QA_CORPUS_DIR": str(corpus), **(env or {})}
@@ -113,8 +115,11 @@ def start_server(
             raise AssertionError(f"qa serve exited with {process.returncode}:\n{server.log_tail()}")
         try:
             response = httpx.get(f"{server.url}/healthz", headers=headers, timeout=5)
-            if response.status_code == 200:
+            if response.status_code == 200 and (not chat or response.json().get("chat") == "ready"):
                 return server
+            if response.json().get("chat") == "error":
+                server.stop()
+                raise AssertionError(f"qa serve could not start its chat:\n{server.log_tail()}")
             if response.json().get("status") == "error":
                 server.stop()
                 raise AssertionError(
