@@ -95,6 +95,44 @@ def test_store_round_trip_keeps_every_passage_vector_sentence_and_statistic(seed
 
 
 @pytest.mark.slow
+def test_both_stores_read_the_same_postings_within_any_budget_and_satisfy_the_backend_protocol(seed_store):
+    """BM25 is one computation for both stores (`qa.lexical.postings_to_read`, `bm25_idf`): the
+    same rows and scores at budgets that cut a question's tokens after the first, second... And
+    both stores have everything `IndexBackend` lists, the arrays the engine reads included."""
+    from qa.index.load import IndexBackend, open_index
+    from qa.lexical import LexicalIndex, postings_to_read, tokenize
+    from qa.postgres import Database
+
+    settings, url = seed_store
+    local = open_index(settings.index_dir)
+    stored = Database(url).index()
+    vocab = local.lexical._retriever.vocab_dict
+    indptr = local.lexical._retriever.scores["indptr"]
+    cut = 0
+    for question in ["Who did OpenAI name interim CEO on Sunday?", "Satya Nadella Microsoft OpenAI employés",
+                     "OpenAIの従業員は何人ですか", "¿Cuántos empleados firmaron la carta?"]:
+        words = [w for w in tokenize(question) if w in vocab]
+        df = {w: int(indptr[vocab[w] + 1] - indptr[vocab[w]]) for w in words}
+        for budget in sorted({1, *df.values(), sum(df.values()), 10**9}):
+            read, _ = postings_to_read(words, df, budget)
+            cut += 0 < len(read) < len(df)
+            for got, want in zip(stored.lexical.sparse_scores(question, budget),
+                                 local.lexical.sparse_scores(question, budget)):
+                np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(stored.lexical.idf(words), local.lexical.idf(words))
+    assert cut >= 4  # the budget did leave tokens out, on several questions
+    assert isinstance(local.lexical, LexicalIndex)
+    np.testing.assert_array_equal(stored.link_start, local.link_start)
+    names = [n for n in dir(IndexBackend) if not n.startswith("_")] + list(IndexBackend.__annotations__)
+    assert "sentence_vectors_at" in names and "searches_filters" in names
+    for index in (local, stored):
+        assert [n for n in names if not hasattr(index, n)] == [], type(index).__name__
+    rows = np.arange(len(local.sentences))
+    np.testing.assert_array_equal(stored.sentence_vectors_at(rows), local.sentence_vectors_at(rows))
+    assert stored.searches_filters and not local.searches_filters
+
+
+@pytest.mark.slow
 def test_parity_the_store_ranks_exactly_as_the_embedded_index(seed_store, seed_facts):
     """Same corpus, same questions in every language of the seed questions: identical top-10,
     same scores (every language here is scanned exactly)."""
