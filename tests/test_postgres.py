@@ -635,3 +635,54 @@ def test_an_incremental_write_sends_only_new_and_changed_articles_and_ranks_as_t
                                   before.passage_vectors_at(np.arange(len(before))))
     # Nothing changed since: nothing is written.
     assert write_store(url, open_index(settings.index_dir), settings)["up_to_date"]
+
+
+@pytest.mark.slow
+def test_qa_index_ray_sends_the_rows_from_its_workers_and_switches_the_version_once(
+    postgres, seed_settings, seed_facts, tmp_path
+):
+    """`qa index --ray --database`: Ray tasks (not the driver) COPY the new version's rows, part by
+    part, into its tables; the driver switches it live once all are in. A local Ray (one node:
+    this machine, at its own address), the seed corpus, a real database."""
+    ray = pytest.importorskip("ray")
+    import logging
+    import shutil
+
+    import psutil
+    import psycopg
+
+    from qa.config import Settings
+    from qa.distributed import build_index_on_ray
+    from qa.errors import DatabaseError
+    from qa.postgres.write import copy_part
+    from qa.retrieval import Engine, clean_question
+
+    url = postgres.database("ray")
+    # The seed index as the previous build left it: the workers start, nothing is re-embedded.
+    shutil.copytree(seed_settings.index_dir, tmp_path / "index")
+    settings = Settings(corpus_dir=ROOT / "corpus", index_dir=tmp_path / "index")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        nodes = [node["NodeManagerAddress"] for node in ray.nodes()]
+        own = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+        assert len(nodes) == 1 and nodes[0] in own  # one node, on this machine
+        report = build_index_on_ray(ROOT / "corpus", settings=settings, workers=2, database_url=url)
+        store = report.store
+        writers = store["writers"]
+        assert ray.is_initialized()  # (ours: left running by the build)
+    finally:
+        ray.shutdown()
+    assert not store["up_to_date"] and store["sent"]["passages"] == store["passages"] > 50
+    assert len(writers) == 2 and all(node == nodes[0] and pid != os.getpid() for node, pid in writers)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM qa_live").fetchone()[0] == store["version"]
+        assert conn.execute("SELECT state, count(*) FROM qa_versions GROUP BY state").fetchall() == [("ready", 1)]
+    # A part for a version that is not being written (here: live already) is refused, not mixed in.
+    with pytest.raises(DatabaseError, match="no longer being written"):
+        copy_part(url, store["version"], {"articles": [], "passages": {}, "sentences": {}})
+    local = Engine(settings)
+    stored = Engine(Settings(index_dir=tmp_path / "none", database_url=url))
+    for fact in seed_facts[:6]:
+        for question in fact["questions"].values():
+            text = clean_question(question, settings.max_question_chars)
+            assert _key(stored.search(text, 10)) == _key(local.search(text, 10)), question
