@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import shutil
 import sys
 import tempfile
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "disk_mb": {"embedded": round(folder_bytes(folder) / 2**20, 1), "postgres": round(db_bytes / 2**20, 1)},
             }
             results.append(result)
+            print(json.dumps(result), flush=True)  # each size as soon as it is measured
             lat = result["latency"]
             rows.append([f"{n:,}", "embedded", lat["embedded"]["p50_ms"], lat["embedded"]["p95_ms"],
                          recall["embedded_ivf"] if recall["embedded_ivf"] is not None else "-", 1.0,
