@@ -686,3 +686,51 @@ def test_qa_index_ray_sends_the_rows_from_its_workers_and_switches_the_version_o
         for question in fact["questions"].values():
             text = clean_question(question, settings.max_question_chars)
             assert _key(stored.search(text, 10)) == _key(local.search(text, 10)), question
+
+
+@pytest.mark.slow
+def test_a_failed_part_leaves_no_version_behind_and_parts_from_other_connections_make_the_same_store(
+    postgres, seed_settings
+):
+    """The staged write `qa index --ray` uses, without Ray: parts sent by `copy_part` on
+    connections of their own. A part that fails drops the building version and leaves the live
+    one as it was; parts that all arrive make a store equal to the one-connection write's."""
+    import psycopg
+
+    from qa.index.load import open_index
+    from qa.postgres import Database, write_store
+    from qa.postgres.write import copy_part
+
+    url = postgres.database("parts")
+    local = open_index(seed_settings.index_dir)
+
+    def failing(url, version, parts):
+        for number, part in enumerate(parts):
+            if number == 1:
+                raise RuntimeError("worker lost")
+            copy_part(url, version, part)
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        write_store(url, local, seed_settings, copy_parts=failing, parts=3)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM qa_versions").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM qa_live").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'qa_passages_%'").fetchone()[0] == 0
+
+    sent_by = []
+
+    def in_parts(url, version, parts):
+        counts = [copy_part(url, version, part) for part in parts]
+        sent_by.extend(counts)
+        return {name: sum(c[name] for c in counts) for name in ("articles", "passages", "sentences")}
+
+    report = write_store(url, local, seed_settings, copy_parts=in_parts, parts=3)
+    assert len(sent_by) == 3 and report["sent"]["passages"] == len(local)
+    stored = Database(url).index()
+    rows = np.arange(len(local))
+    assert [stored.passage(r) for r in rows] == [local.passage(r) for r in rows]
+    np.testing.assert_array_equal(stored.passage_vectors_at(rows), local.passage_vectors_at(rows))
+    sentences = np.arange(len(local.sentences))
+    np.testing.assert_array_equal(stored.sentence_vectors_at(sentences), local.sentence_vectors_at(sentences))
+    assert sorted(stored.articles.many(list(local.articles)).values(), key=lambda a: a.doc_id) == sorted(
+        local.articles.values(), key=lambda a: a.doc_id)
