@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import shutil
 import sys
 import tempfile
@@ -62,6 +63,15 @@ def postgres_memory_mb(url: str) -> dict:
         except psutil.Error:  # a backend that has just exited
             continue
     return {"private_mb": round(private / 2**20, 1), "shared_buffers_mb": round(shared / 2**20, 1)}
+
+
+def array_mb(stored) -> float:
+    """MB of the per-passage and per-sentence arrays a server keeps of a store version (what the
+    RSS growth measures when the heap has no freed pages to reuse)."""
+    values = list(vars(stored).values())
+    values += [v for d in values if isinstance(d, dict) for v in d.values()]  # rows_by_language
+    arrays = [value for value in values if isinstance(value, np.ndarray)]
+    return round(sum(a.nbytes for a in arrays) / 2**20, 1)
 
 
 def dense_recall(index, stored, centered: np.ndarray, k: int = 10) -> dict:
@@ -176,10 +186,12 @@ def main(argv: list[str] | None = None) -> dict:
                             "hnsw": round(sum(spec.get("hnsw_seconds", 0) for spec in hnsw.values()), 1)},
                 "load_s": {"embedded": round(load_s + map_s, 2), "store": round(store_load_s, 2)},
                 "memory_mb": {"embedded_rss_delta": round(rss_embedded - rss0, 1),
-                              "store_rss_delta": round(rss_store - rss_before_store, 1), "postgres": memory},
+                              "store_rss_delta": round(rss_store - rss_before_store, 1),
+                              "store_arrays": array_mb(stored), "postgres": memory},
                 "disk_mb": {"embedded": round(folder_bytes(folder) / 2**20, 1), "postgres": round(db_bytes / 2**20, 1)},
             }
             results.append(result)
+            print(json.dumps(result), flush=True)  # each size as soon as it is measured
             lat = result["latency"]
             rows.append([f"{n:,}", "embedded", lat["embedded"]["p50_ms"], lat["embedded"]["p95_ms"],
                          recall["embedded_ivf"] if recall["embedded_ivf"] is not None else "-", 1.0,

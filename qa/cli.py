@@ -87,20 +87,22 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
         workers=args.ray_workers,
         cpus_per_worker=args.ray_cpus_per_worker,
         progress=not args.quiet,
+        database_url=url,  # the Ray workers send the rows
     )
     _print_report(report)
-    _write_store(url, settings)
+    _write_store(url, settings, report.store)
 
 
-def _write_store(url: str | None, settings: Settings) -> None:
-    """With a database: copy the index just built into it as its new live version."""
+def _write_store(url: str | None, settings: Settings, written: dict | None = None) -> None:
+    """With a database: copy the index just built into it as its new live version (unless
+    `written`: the report of that copy, already made by the Ray workers)."""
     if not url:
         return
     from qa.index.load import open_index
     from qa.postgres import write_store
     from qa.postgres.schema import shown_url
 
-    report = write_store(url, open_index(settings.index_dir), settings)
+    report = written or write_store(url, open_index(settings.index_dir), settings)
     if report["up_to_date"]:
         print(f"Database: {shown_url(url)} is up to date (version {report['version']}).")
         return
@@ -112,6 +114,9 @@ def _write_store(url: str | None, settings: Settings) -> None:
         f"Database: {shown_url(url)} version {report['version']} is live ({report['passages']} passages, "
         f"{report['sentences']} sentences; {searches}) in {report['seconds']:.1f} s."
     )
+    if report.get("writers"):
+        nodes = sorted({node for node, _ in report["writers"]})
+        print(f"  Rows sent by {len(report['writers'])} Ray task(s) on {', '.join(nodes)}.")
     if report["copied"]["passages"]:
         print(f"  {report['sent']['passages']} passages of new or changed articles sent, "
               f"{report['copied']['passages']} of unchanged ones copied from the previous version.")

@@ -5,6 +5,11 @@ the normal `qa.index.build.build_index`; only the embedding, nearly all of a bui
 Ray actors, each holding its own copy of the model. Texts go out, vectors come back, so the index
 is the same one a local build writes and `qa.index.load.open_index` serves it as usual.
 
+With a database (`--database`, QA_DATABASE_URL) the rows of the new store version are sent by Ray
+tasks, each COPYing a part of the articles' rows over its own connection into the version's
+tables (`qa.postgres.write.copy_part`); the driver then builds the version's indexes and switches
+it live in one statement once every part is in, so servers still see one version or the other.
+
 Needs the optional extra `qa[distributed]` (Ray), and `qa` with the same model on every node.
 """
 
@@ -20,10 +25,11 @@ import numpy as np
 from qa.config import Settings
 from qa.errors import ModelError, QAError
 
-__all__ = ["RayEmbedder", "build_index_on_ray", "shard"]
+__all__ = ["RayEmbedder", "RayRowCopier", "build_index_on_ray", "shard"]
 
 INSTALL_HINT = "pip install 'qa[distributed]'"
 PIECE_BATCHES = 4  # batches of QA_BATCH_SIZE texts per task: big enough that a task's overhead is noise
+COPIES_IN_FLIGHT = 2  # parts of rows queued per worker (each ~0.2 GB in Ray's object store)
 READY_TIMEOUT = 600  # seconds for every worker to load its model (a first use converts it, ~1 min)
 # What a worker takes from the driver's settings, when set there; the rest is the node's own
 # (its default cache folder, its environment). Chunking and retrieval settings stay on the driver.
@@ -108,24 +114,7 @@ class RayEmbedder:
                 )
 
     def _gather(self, refs: list, timeout: float | None = None) -> list:
-        ray = self._ray
-        try:
-            return ray.get(refs, timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise QAError(
-                f"{len(self.actors)} Ray worker(s) were not all ready after {timeout} s: the cluster "
-                "may lack free CPUs or memory (about 2 GB each). Ask for fewer with --ray-workers."
-            ) from None
-        except ray.exceptions.RayError as exc:
-            if isinstance(getattr(exc, "cause", None), QAError):
-                raise exc.cause from None  # the worker's own one-line error
-            text = str(exc).strip()
-            if isinstance(exc, ray.exceptions.OutOfMemoryError) or "out of memory" in text.lower():
-                # Ray's memory monitor kills workers when the node is nearly full: say that, not its essay.
-                what = "was killed by Ray for lack of memory on its node (about 2 GB each); run fewer workers"
-            else:  # the last line of a remote traceback is the exception itself
-                what = "failed: " + (text.splitlines()[-1][:300].rstrip(".") if text else type(exc).__name__)
-            raise QAError(f"A Ray worker {what}. The previous index is unchanged.") from None
+        return _gather(self._ray, refs, timeout, len(self.actors))
 
     @property
     def dim(self) -> int:
@@ -179,6 +168,61 @@ class RayEmbedder:
         self.close()
 
 
+def _gather(ray, refs: list, timeout: float | None = None, workers: int = 0) -> list:
+    """`ray.get(refs)`, a worker's failure as one line (its own QAError as itself)."""
+    try:
+        return ray.get(refs, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise QAError(
+            f"{workers} Ray worker(s) were not all ready after {timeout} s: the cluster "
+            "may lack free CPUs or memory (about 2 GB each). Ask for fewer with --ray-workers."
+        ) from None
+    except ray.exceptions.RayError as exc:
+        if isinstance(getattr(exc, "cause", None), QAError):
+            raise exc.cause from None  # the worker's own one-line error
+        text = str(exc).strip()
+        if isinstance(exc, ray.exceptions.OutOfMemoryError) or "out of memory" in text.lower():
+            # Ray's memory monitor kills workers when the node is nearly full: say that, not its essay.
+            what = "was killed by Ray for lack of memory on its node (about 2 GB each); run fewer workers"
+        else:  # the last line of a remote traceback is the exception itself
+            what = "failed: " + (text.splitlines()[-1][:300].rstrip(".") if text else type(exc).__name__)
+        raise QAError(f"A Ray worker {what}. The previous index is unchanged.") from None
+
+
+def _copy_part(url: str, version: int, part: dict) -> dict:
+    """A Ray task: one part of a store version's rows COPYed from this worker (`copy_part`)."""
+    import os
+
+    import ray
+
+    from qa.postgres.write import copy_part
+
+    return {**copy_part(url, version, part), "node": ray.util.get_node_ip_address(), "pid": os.getpid()}
+
+
+class RayRowCopier:
+    """`copy_parts` for `qa.postgres.write.write_store`: each part of the new version's rows is
+    sent to the database by a Ray task (one CPU each), at most `COPIES_IN_FLIGHT` per worker
+    queued at a time. `writers` then holds (node, pid) of the processes that wrote each part."""
+
+    def __init__(self, ray, workers: int):
+        self._ray, self.workers = ray, workers
+        self.writers: list[tuple[str, int]] = []
+
+    def __call__(self, url: str, version: int, parts) -> dict[str, int]:
+        ray = self._ray
+        task = ray.remote(num_cpus=1)(_copy_part)
+        pending, done = [], []
+        for part in parts:
+            if len(pending) >= COPIES_IN_FLIGHT * self.workers:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done += _gather(ray, ready, workers=self.workers)
+            pending.append(task.remote(url, version, part))
+        done += _gather(ray, pending, workers=self.workers)
+        self.writers = [(d["node"], d["pid"]) for d in done]
+        return {name: sum(d[name] for d in done) for name in ("articles", "passages", "sentences")}
+
+
 def _connect(ray, address: str | None) -> bool:
     """Start a new local Ray (address None or "local") or join the cluster at `address`; True if we did.
 
@@ -213,6 +257,7 @@ def build_index_on_ray(
     workers: int | None = None,
     cpus_per_worker: int = 1,
     progress: bool = False,
+    database_url: str | None = None,
 ):
     """`qa.index.build.build_index` with the embedding spread over Ray workers; returns its BuildReport,
     whose `seconds` include starting Ray and the workers.
@@ -220,6 +265,10 @@ def build_index_on_ray(
     `address` None or "local" starts a local Ray (or uses one this process already joined);
     otherwise it is given to `ray.init` (`auto`, `HOST:6379`, `ray://HOST:10001`). `workers`
     defaults to as many as the cluster's CPUs allow at `cpus_per_worker` each.
+
+    `database_url`: the index is then also written into that database as its new live version,
+    its rows sent by the Ray workers (`RayRowCopier`); the store's report is the BuildReport's
+    `store` attribute.
     """
     from qa.index.build import build_index
 
@@ -239,7 +288,20 @@ def build_index_on_ray(
         with RayEmbedder(settings, workers, cpus_per_worker) as embedder:
             report = build_index(corpus_dir, settings=settings, progress=progress, embedder=embedder)
         report.seconds = round(time.perf_counter() - began, 2)  # Ray's start-up is part of the cost
+        if database_url:  # (the embedding actors are gone: their CPUs now run the copies)
+            report.store = _write_store_on_ray(ray, database_url, settings, cpus)
         return report
     finally:
         if started:
             ray.shutdown()
+
+
+def _write_store_on_ray(ray, url: str, settings: Settings, workers: int):
+    """The index just built, written into the database at `url` with its rows sent by Ray tasks."""
+    from qa.index.load import open_index
+    from qa.postgres.write import write_store
+
+    copier = RayRowCopier(ray, max(1, workers))
+    report = write_store(url, open_index(settings.index_dir), settings, copy_parts=copier, parts=copier.workers)
+    report["writers"] = copier.writers
+    return report

@@ -24,7 +24,7 @@ import numpy as np
 
 from qa.lang import NO_SPACE_CHARS
 
-__all__ = ["ANALYZER", "LEXICAL_ARRAYS", "LexicalIndex", "tokenize", "transliterate"]
+__all__ = ["ANALYZER", "LEXICAL_ARRAYS", "LexicalIndex", "bm25_idf", "postings_to_read", "tokenize", "transliterate"]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -116,7 +116,7 @@ class LexicalIndex:
         lengths = np.asarray(lengths, np.float32)
         n_docs, n_vocab = len(texts), len(vocab) + 1  # + bm25s's empty token, added below
         df = np.bincount(tokens, minlength=n_vocab)
-        idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+        idf = bm25_idf(df, n_docs).astype(np.float32)
         # Postings put in column order first, each temporary freed as soon as it is used: at a
         # million passages (~100M postings) every array here is 0.4-0.8 GB.
         order = np.argsort(tokens, kind="stable")  # column by column, documents ascending
@@ -168,7 +168,7 @@ class LexicalIndex:
         indptr = np.asarray(matrix["indptr"])
         n = matrix["num_docs"]
         df = np.array([indptr[vocab[t] + 1] - indptr[vocab[t]] if t in vocab else 0 for t in tokens], np.float64)
-        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+        return bm25_idf(df, n)
 
     def sparse_scores(self, query: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """(passage rows, BM25 scores) of the passages sharing a token with `query`, rows sorted.
@@ -184,17 +184,10 @@ class LexicalIndex:
         matrix = self._retriever.scores
         vocab = self._retriever.vocab_dict
         indptr = matrix["indptr"]
-        # A token repeated in the question counts each time, as in bm25s's own scoring.
-        counts = Counter(vocab[t] for t in tokenize(query, self.analyzer) if t in vocab)
-        starts, ends, weights, read = [], [], [], 0
-        for token in sorted(counts, key=lambda t: indptr[t + 1] - indptr[t]):
-            start, end = indptr[token], indptr[token + 1]
-            if starts and read + (end - start) > budget:
-                break
-            starts.append(start)
-            ends.append(end)
-            weights.append(counts[token])
-            read += end - start
+        ids = [vocab[t] for t in tokenize(query, self.analyzer) if t in vocab]
+        read, weights = postings_to_read(ids, {i: int(indptr[i + 1] - indptr[i]) for i in ids}, budget)
+        starts = [indptr[i] for i in read]
+        ends = [indptr[i + 1] for i in read]
         # Each token's postings are sorted by passage: merging them sums each passage's scores
         # in one pass (numpy's stable sort and running sum of the concatenated postings took
         # 0.75 ms for the ~30,000 postings of a question at 1M passages; the merge 0.31 ms).
@@ -203,7 +196,7 @@ class LexicalIndex:
             np.asarray(matrix["data"]),
             np.array(starts, np.int64),
             np.array(ends, np.int64),
-            np.array(weights, np.float32),
+            weights,
         )
 
     def postings(self) -> list[np.ndarray]:
@@ -224,3 +217,35 @@ class LexicalIndex:
         if arrays is not None:
             retriever.scores.update({key: arrays[key] for key in ("data", "indices", "indptr")})
         return cls(retriever, analyzer)
+
+
+# The BM25 arithmetic every store shares (the embedded index above, `qa.postgres` over the same
+# postings in the database): plain values in, plain values out, so two stores cannot drift apart.
+
+
+def bm25_idf(df: np.ndarray, passages: int) -> np.ndarray:
+    """BM25's inverse document frequency (bm25s's Lucene variant) of tokens found in `df` of
+    `passages` passages, float64 (a token seen nowhere, df 0, gets the largest idf)."""
+    df = np.asarray(df, np.float64)
+    return np.log(1 + (passages - df + 0.5) / (df + 0.5))
+
+
+def postings_to_read(tokens: list, df: dict, budget: int) -> tuple[list, np.ndarray]:
+    """Which tokens' postings a question reads, rarest first, and each one's weight (float32).
+
+    `tokens`: the question's tokens in question order (any hashable key: a vocabulary id, the
+    token itself), `df`: the postings count of each known token (tokens not in it are skipped).
+    A token repeated in the question counts each time, as in bm25s's own scoring. Tokens are
+    added rarest first until the next one would take the postings read past `budget` (the first
+    is always read): what is left out occurs in a large share of the passages and weighs almost
+    nothing (idf near 0). Ties keep question order.
+    """
+    counts = Counter(t for t in tokens if t in df)
+    chosen, weights, read = [], [], 0
+    for token in sorted(counts, key=lambda t: df[t]):
+        if chosen and read + df[token] > budget:
+            break
+        chosen.append(token)
+        weights.append(counts[token])
+        read += df[token]
+    return chosen, np.array(weights, np.float32)

@@ -95,6 +95,44 @@ def test_store_round_trip_keeps_every_passage_vector_sentence_and_statistic(seed
 
 
 @pytest.mark.slow
+def test_both_stores_read_the_same_postings_within_any_budget_and_satisfy_the_backend_protocol(seed_store):
+    """BM25 is one computation for both stores (`qa.lexical.postings_to_read`, `bm25_idf`): the
+    same rows and scores at budgets that cut a question's tokens after the first, second... And
+    both stores have everything `IndexBackend` lists, the arrays the engine reads included."""
+    from qa.index.load import IndexBackend, open_index
+    from qa.lexical import LexicalIndex, postings_to_read, tokenize
+    from qa.postgres import Database
+
+    settings, url = seed_store
+    local = open_index(settings.index_dir)
+    stored = Database(url).index()
+    vocab = local.lexical._retriever.vocab_dict
+    indptr = local.lexical._retriever.scores["indptr"]
+    cut = 0
+    for question in ["Who did OpenAI name interim CEO on Sunday?", "Satya Nadella Microsoft OpenAI employés",
+                     "OpenAIの従業員は何人ですか", "¿Cuántos empleados firmaron la carta?"]:
+        words = [w for w in tokenize(question) if w in vocab]
+        df = {w: int(indptr[vocab[w] + 1] - indptr[vocab[w]]) for w in words}
+        for budget in sorted({1, *df.values(), sum(df.values()), 10**9}):
+            read, _ = postings_to_read(words, df, budget)
+            cut += 0 < len(read) < len(df)
+            for got, want in zip(stored.lexical.sparse_scores(question, budget),
+                                 local.lexical.sparse_scores(question, budget)):
+                np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(stored.lexical.idf(words), local.lexical.idf(words))
+    assert cut >= 4  # the budget did leave tokens out, on several questions
+    assert isinstance(local.lexical, LexicalIndex)
+    np.testing.assert_array_equal(stored.link_start, local.link_start)
+    names = [n for n in dir(IndexBackend) if not n.startswith("_")] + list(IndexBackend.__annotations__)
+    assert "sentence_vectors_at" in names and "searches_filters" in names
+    for index in (local, stored):
+        assert [n for n in names if not hasattr(index, n)] == [], type(index).__name__
+    rows = np.arange(len(local.sentences))
+    np.testing.assert_array_equal(stored.sentence_vectors_at(rows), local.sentence_vectors_at(rows))
+    assert stored.searches_filters and not local.searches_filters
+
+
+@pytest.mark.slow
 def test_parity_the_store_ranks_exactly_as_the_embedded_index(seed_store, seed_facts):
     """Same corpus, same questions in every language of the seed questions: identical top-10,
     same scores (every language here is scanned exactly)."""
@@ -597,3 +635,102 @@ def test_an_incremental_write_sends_only_new_and_changed_articles_and_ranks_as_t
                                   before.passage_vectors_at(np.arange(len(before))))
     # Nothing changed since: nothing is written.
     assert write_store(url, open_index(settings.index_dir), settings)["up_to_date"]
+
+
+@pytest.mark.slow
+def test_qa_index_ray_sends_the_rows_from_its_workers_and_switches_the_version_once(
+    postgres, seed_settings, seed_facts, tmp_path
+):
+    """`qa index --ray --database`: Ray tasks (not the driver) COPY the new version's rows, part by
+    part, into its tables; the driver switches it live once all are in. A local Ray (one node:
+    this machine, at its own address), the seed corpus, a real database."""
+    ray = pytest.importorskip("ray")
+    import logging
+    import shutil
+
+    import psutil
+    import psycopg
+
+    from qa.config import Settings
+    from qa.distributed import build_index_on_ray
+    from qa.errors import DatabaseError
+    from qa.postgres.write import copy_part
+    from qa.retrieval import Engine, clean_question
+
+    url = postgres.database("ray")
+    # The seed index as the previous build left it: the workers start, nothing is re-embedded.
+    shutil.copytree(seed_settings.index_dir, tmp_path / "index")
+    settings = Settings(corpus_dir=ROOT / "corpus", index_dir=tmp_path / "index")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        nodes = [node["NodeManagerAddress"] for node in ray.nodes()]
+        own = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+        assert len(nodes) == 1 and nodes[0] in own  # one node, on this machine
+        report = build_index_on_ray(ROOT / "corpus", settings=settings, workers=2, database_url=url)
+        store = report.store
+        writers = store["writers"]
+        assert ray.is_initialized()  # (ours: left running by the build)
+    finally:
+        ray.shutdown()
+    assert not store["up_to_date"] and store["sent"]["passages"] == store["passages"] > 50
+    assert len(writers) == 2 and all(node == nodes[0] and pid != os.getpid() for node, pid in writers)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM qa_live").fetchone()[0] == store["version"]
+        assert conn.execute("SELECT state, count(*) FROM qa_versions GROUP BY state").fetchall() == [("ready", 1)]
+    # A part for a version that is not being written (here: live already) is refused, not mixed in.
+    with pytest.raises(DatabaseError, match="no longer being written"):
+        copy_part(url, store["version"], {"articles": [], "passages": {}, "sentences": {}})
+    local = Engine(settings)
+    stored = Engine(Settings(index_dir=tmp_path / "none", database_url=url))
+    for fact in seed_facts[:6]:
+        for question in fact["questions"].values():
+            text = clean_question(question, settings.max_question_chars)
+            assert _key(stored.search(text, 10)) == _key(local.search(text, 10)), question
+
+
+@pytest.mark.slow
+def test_a_failed_part_leaves_no_version_behind_and_parts_from_other_connections_make_the_same_store(
+    postgres, seed_settings
+):
+    """The staged write `qa index --ray` uses, without Ray: parts sent by `copy_part` on
+    connections of their own. A part that fails drops the building version and leaves the live
+    one as it was; parts that all arrive make a store equal to the one-connection write's."""
+    import psycopg
+
+    from qa.index.load import open_index
+    from qa.postgres import Database, write_store
+    from qa.postgres.write import copy_part
+
+    url = postgres.database("parts")
+    local = open_index(seed_settings.index_dir)
+
+    def failing(url, version, parts):
+        for number, part in enumerate(parts):
+            if number == 1:
+                raise RuntimeError("worker lost")
+            copy_part(url, version, part)
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        write_store(url, local, seed_settings, copy_parts=failing, parts=3)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM qa_versions").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM qa_live").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'qa_passages_%'").fetchone()[0] == 0
+
+    sent_by = []
+
+    def in_parts(url, version, parts):
+        counts = [copy_part(url, version, part) for part in parts]
+        sent_by.extend(counts)
+        return {name: sum(c[name] for c in counts) for name in ("articles", "passages", "sentences")}
+
+    report = write_store(url, local, seed_settings, copy_parts=in_parts, parts=3)
+    assert len(sent_by) == 3 and report["sent"]["passages"] == len(local)
+    stored = Database(url).index()
+    rows = np.arange(len(local))
+    assert [stored.passage(r) for r in rows] == [local.passage(r) for r in rows]
+    np.testing.assert_array_equal(stored.passage_vectors_at(rows), local.passage_vectors_at(rows))
+    sentences = np.arange(len(local.sentences))
+    np.testing.assert_array_equal(stored.sentence_vectors_at(sentences), local.sentence_vectors_at(sentences))
+    assert sorted(stored.articles.many(list(local.articles)).values(), key=lambda a: a.doc_id) == sorted(
+        local.articles.values(), key=lambda a: a.doc_id)

@@ -99,6 +99,7 @@ class BuildReport(BaseModel):
     skipped: list[SkippedFile]
     seconds: float
     up_to_date: bool = False  # nothing changed since the live version: nothing was written
+    store: dict | None = None  # `qa index --ray --database`: the store write (qa.postgres.write.StoreReport)
 
 
 @contextlib.contextmanager

@@ -83,11 +83,30 @@ class IndexBackend(Protocol):
 
     lang_stats: LanguageStats  # per-language statistics of the passage vectors
     sentence_stats: LanguageStats  # and of the sentence vectors
+    # The arrays the engine's vectorized scoring reads (`qa.retrieval.Engine.score`, `search`):
+    lang_ids: np.ndarray  # (n,) each passage's language, as an index into lang_stats
+    langs: Any  # (n,) each passage's language code (an array, or reads like one)
+    groups: np.ndarray  # (n,) translation group of each passage
+    members: Any  # translation group -> its rows, for groups of two or more (`.get(group, default)`)
+    sentence_member: np.ndarray  # sentence row of each link (see `sentence_runs`)
+    sentence_lang_ids: np.ndarray  # each link's passage language, as an index into sentence_stats
+    lexical: Any  # BM25: `sparse_scores(question, budget)` -> (rows sorted, scores); `idf(tokens)`
+    # True: `search_by_language` applies `filters` itself (a database's WHERE clauses); False:
+    # the engine passes only `mask` (the same filters as a passage mask, `qa.filters.passage_mask`).
+    searches_filters: bool
 
     @property
     def languages(self) -> list[str]: ...
 
+    def search_by_language(
+        self, query: np.ndarray, k: int, mask: np.ndarray | None = None, filters: Any = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
+
     def search_language(self, lang: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sentence_vectors_at(self, rows: np.ndarray) -> np.ndarray: ...
 
     def passage(self, row: int) -> Chunk: ...
 
@@ -138,6 +157,7 @@ class Index:
     # The memory-mapped files (by manifest name), kept open as verified at load: see `damage`.
     mapped: dict[str, OpenFile] = field(default_factory=dict)
     _by_lang: LanguageSearch | None = field(init=False, default=None)
+    searches_filters = False  # (IndexBackend) filters reach `search_by_language` as a mask only
 
     def __post_init__(self) -> None:
         store = self.store
@@ -275,6 +295,10 @@ class Index:
     def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of passages `rows`, as float32 (stored in float16)."""
         return self.passage_vectors[np.asarray(rows, dtype=np.int64)]
+
+    def sentence_vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of sentences `rows`, as float32 (stored as int8 codes and scales, or float)."""
+        return np.asarray(self.sentence_vectors[np.asarray(rows, dtype=np.int64)], np.float32)
 
     def sentence_span(self, sentence: int) -> tuple[str, int, int]:
         """(doc_id, start, end) of sentence row `sentence` in its article."""

@@ -72,6 +72,8 @@ __all__ = [
     "RowLookup",
     "StoreWriter",
     "doc_key",
+    "link_sentences",
+    "link_starts",
     "ranges",
     "store_mismatch",
     "write_groups",
@@ -175,13 +177,24 @@ def write_groups(folder: Path, groups: np.ndarray) -> None:
 
 
 def write_sentence_links(folder: Path, columns: np.ndarray, lang_codes: np.ndarray, sentences: np.ndarray) -> None:
-    """Which sentences each passage holds (passages overlap, so a sentence may be in two).
+    """Which sentences each passage holds (passages overlap, so a sentence may be in two):
+    `link_sentences`, vectorized (a million passages link in seconds, once, at build)."""
+
+    owners, members = link_sentences(columns, sentences)
+    write_file(folder / SENTENCE_MEMBERS, members.astype(np.int64))
+    write_file(folder / LINK_STARTS, link_starts(owners, len(columns)))
+    write_file(folder / SENTENCE_LANGS, np.asarray(lang_codes, np.int8)[owners])
+
+
+def link_sentences(columns: np.ndarray, sentences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owners, members): each link's passage row (ascending) and sentence row, from the
+    passages' columns (article, chunk id, start, end, ...) and the sentences' (article, start,
+    end). Every store links with this one function (`qa.postgres` at load), so that all agree.
 
     Sentences are sorted by (article, start); a passage's sentences are those of its article
-    starting inside it (two binary searches) that also end inside it. Vectorized: a million
-    passages link in seconds, once, at build.
+    starting inside it (two binary searches) that also end inside it.
     """
-
+    columns = np.asarray(columns, dtype=np.int64)
     doc, start, end = columns[:, 0], columns[:, 2], columns[:, 3]
     sentences = np.asarray(sentences, dtype=np.int64).reshape(-1, 3)
     keys = (sentences[:, 0] << 32) + sentences[:, 1]
@@ -192,10 +205,12 @@ def write_sentence_links(folder: Path, columns: np.ndarray, lang_codes: np.ndarr
     owners = np.repeat(np.arange(len(columns), dtype=np.int64), lengths)
     members = order[ranges(lo, lengths)]
     inside = sentences[members, 2] <= end[owners]
-    owners, members = owners[inside], members[inside]
-    write_file(folder / SENTENCE_MEMBERS, members.astype(np.int64))
-    write_file(folder / LINK_STARTS, np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=len(columns)))]).astype(np.int64))
-    write_file(folder / SENTENCE_LANGS, np.asarray(lang_codes, np.int8)[owners])
+    return owners[inside], members[inside]
+
+
+def link_starts(owners: np.ndarray, passages: int) -> np.ndarray:
+    """(passages + 1,) int64: passage p's links are [starts[p], starts[p + 1]) (`owners` ascending)."""
+    return np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=passages))]).astype(np.int64)
 
 
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 
 from qa.errors import DatabaseError, IndexMismatchError, IndexNotFoundError
 from qa.index.format import Manifest
+from qa.index.load import Index
 from qa.models import Article, Chunk, Filters
 from qa.postgres.schema import connect, leaf, shown_url, table, unreachable
 from qa.rank import LanguageStats, group_members
@@ -254,39 +255,29 @@ class StoredLexical:
         return {token: (df, bytes(r), bytes(s)) for token, df, r, s in rows}
 
     def sparse_scores(self, query: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
-        """As `qa.lexical.LexicalIndex.sparse_scores`: (passage rows sorted, BM25 scores) of the
-        passages sharing a token with `query`, rarest token first until `budget` postings."""
+        """As `qa.lexical.LexicalIndex.sparse_scores`, with the same choice of postings
+        (`qa.lexical.postings_to_read`) and the same merge: (passage rows sorted, BM25 scores)."""
         from qa.kernels import merge_postings
-        from qa.lexical import tokenize
+        from qa.lexical import postings_to_read, tokenize
 
         words = tokenize(query)
         postings = self._postings(words)
-        counts = Counter(t for t in words if t in postings)  # in question order, as there
-        rows, scores, starts, ends, weights, read = [], [], [], [], [], 0
-        for token in sorted(counts, key=lambda t: postings[t][0]):
-            df = postings[token][0]
-            if starts and read + df > budget:
-                break
-            starts.append(read)
-            ends.append(read + df)
-            weights.append(counts[token])
-            rows.append(np.frombuffer(postings[token][1], "<i4"))
-            scores.append(np.frombuffer(postings[token][2], "<f4"))
-            read += df
-        if not rows:
-            return merge_postings(np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                                  np.zeros(0, np.int64), np.zeros(0, np.float32))
+        read, weights = postings_to_read(words, {t: df for t, (df, _, _) in postings.items()}, budget)
+        lengths = np.array([postings[t][0] for t in read], np.int64)
+        ends = np.cumsum(lengths)
         return merge_postings(
-            np.concatenate(rows).astype(np.int32), np.concatenate(scores).astype(np.float32),
-            np.array(starts, np.int64), np.array(ends, np.int64), np.array(weights, np.float32),
+            np.frombuffer(b"".join(postings[t][1] for t in read), "<i4").astype(np.int32),
+            np.frombuffer(b"".join(postings[t][2] for t in read), "<f4").astype(np.float32),
+            ends - lengths, ends, weights,
         )
 
     def idf(self, tokens: list[str]) -> np.ndarray:
-        """BM25's inverse document frequency of each token (as `qa.lexical.LexicalIndex.idf`)."""
+        """BM25's inverse document frequency of each token (`qa.lexical.bm25_idf`, as the
+        embedded index computes it)."""
+        from qa.lexical import bm25_idf
+
         postings = self._postings(tokens)
-        df = np.array([postings[t][0] if t in postings else 0 for t in tokens], np.float64)
-        n = self.passages
-        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+        return bm25_idf([postings[t][0] if t in postings else 0 for t in tokens], self.passages)
 
 
 class StoredIndex:
@@ -369,50 +360,24 @@ class StoredIndex:
         return 0
 
     def _link_sentences(self) -> None:
-        """Which sentences each passage holds: as `qa.index.load.Index._link_sentences`, from the
-        offsets arrays (sentences sorted by article and start, inside the passage's span)."""
-        from qa.index.store import ranges as _ranges
+        """Which sentences each passage holds: the embedded build's own function
+        (`qa.index.store.link_sentences`) over the same offsets arrays."""
+        from qa.index.store import link_sentences, link_starts
 
-        doc, start, end = (self.offsets[:, i] for i in (0, 2, 3))
-        sentences = np.asarray(self.sentences, np.int64).reshape(-1, 3)
-        keys = (sentences[:, 0] << 32) + sentences[:, 1]
-        order = np.argsort(keys, kind="stable")
-        lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
-        hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
-        lengths = np.maximum(hi - lo, 0)
-        owners = np.repeat(np.arange(len(self), dtype=np.int64), lengths)
-        members = order[_ranges(lo, lengths)]
-        inside = sentences[members, 2] <= end[owners]
-        self.sentence_owner = owners[inside]
-        self.sentence_member = members[inside]
-        self.link_start = np.concatenate(
-            [[0], np.cumsum(np.bincount(self.sentence_owner, minlength=len(self)))]
-        ).astype(np.int64)
+        self.sentence_owner, self.sentence_member = link_sentences(self.offsets, self.sentences)
+        self.link_start = link_starts(self.sentence_owner, len(self))
         self.sentence_lang_ids = self.sentence_stats.lang_ids(self.langs[self.sentence_owner])
 
-    def sentence_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """As `qa.index.load.Index.sentence_runs`: the link positions of passages `rows`' sentences
-        and, for each, the position in `rows` of its passage."""
-        from qa.index.store import ranges as _ranges
-
-        rows = np.asarray(rows, dtype=np.int64)
-        starts = self.link_start[rows]
-        lengths = self.link_start[rows + 1] - starts
-        return _ranges(starts, lengths), np.repeat(np.arange(len(rows)), lengths)
-
-    def sentence_links(self, rows: np.ndarray) -> np.ndarray:
-        return self.sentence_runs(rows)[0]
-
-    def sentences_of(self, row: int) -> np.ndarray:
-        """Sentence rows of passage `row`, in text order."""
-        return self.sentence_member[self.sentence_links(np.array([row]))]
+    # Walking the links and the translation groups: the embedded index's own methods over the
+    # same arrays (`link_start`, `sentence_member`, `groups`, `members`), one code for both stores.
+    sentence_runs = Index.sentence_runs
+    sentence_links = Index.sentence_links
+    sentences_of = Index.sentences_of
+    group_members = Index.group_members
 
     def sentence_span(self, sentence: int) -> tuple[str, int, int]:
         doc, start, end = self.sentences[sentence].tolist()
         return self.doc_ids[doc], start, end
-
-    def group_members(self, row: int) -> list[int]:
-        return self.members.get(int(self.groups[row]), [int(row)])
 
     @property
     def row_of(self) -> dict[tuple[str, int], int]:

@@ -20,13 +20,14 @@ questions; the previous version is kept so that a question already under way fin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -38,15 +39,24 @@ from qa.index.ann import Int8Rows, choose_kind
 from qa.index.format import SENTENCE_SCALES, SENTENCE_VECTORS
 from qa.postgres.schema import PARENTS, connect, ensure_schema, leaf, shown_url, table
 
-__all__ = ["KEEP_VERSIONS", "WRITE_LOCK", "StoreReport", "write_store"]
+__all__ = ["KEEP_VERSIONS", "WRITE_LOCK", "CopyParts", "StoreReport", "copy_part", "write_store"]
 
 log = logging.getLogger(__name__)
 
 KEEP_VERSIONS = 2  # the live one and the one before: a question under way never loses its tables
 WRITE_LOCK = 0x7161_7374  # pg_advisory_lock key of the writer ("qast")
-BLOCK = 8192  # rows per COPY batch
+BLOCK = 8192  # rows per digest batch
+PART_PASSAGES = 50_000  # passages (with their articles and sentences) per part of rows sent: ~0.2 GB
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+# Memory an HNSW build may use (the writer's session only): pgvector builds the graph in memory
+# and, once it no longer fits, goes on inserting on disk pages many times slower. 1 GB holds the
+# graph of ~500,000 384-d vectors; the server's default (64 MB) only ~35,000.
+HNSW_BUILD_MEMORY = "1GB"
 RECALL_SAMPLE = 32  # questions on which each HNSW language's recall@10 against exact is measured
+
+
+# Sends a version's parts of rows (`_parts`): (url, version, parts) -> the rows of each table sent.
+CopyParts = Callable[[str, int, Iterator[dict]], dict[str, int]]
 
 
 class StoreReport(dict):
@@ -55,11 +65,21 @@ class StoreReport(dict):
     previous version inside the database (articles, passages, sentences)."""
 
 
-def write_store(url: str, index: Any, settings: Settings, *, reuse: bool = True) -> StoreReport:
+def write_store(
+    url: str, index: Any, settings: Settings, *, reuse: bool = True, copy_parts: CopyParts | None = None,
+    parts: int = 1,
+) -> StoreReport:
     """Copy the loaded index version `index` (`qa.index.load.Index`) into the database at `url`
     as a new version and make it live; nothing is written when the live version already is a
     copy of it. `reuse`: copy the rows of articles the live version holds unchanged inside the
-    database (False: send every row, as a first write does). Returns a `StoreReport`."""
+    database (False: send every row, as a first write does). Returns a `StoreReport`.
+
+    `copy_parts(url, version, parts)`: who sends the rows of new and changed articles, part by
+    part (at least `parts` of them, each a few articles' rows: `copy_part` writes one), e.g. Ray
+    workers (`qa.distributed`). The new version's empty tables are then committed first so that
+    other connections can fill them (a staging step nobody reads: the version is 'building'), and
+    this writer finishes it and switches it live once every part is in, still in one statement.
+    Without it this connection sends every row, the whole version in one transaction."""
     import psycopg
 
     started = time.perf_counter()
@@ -79,9 +99,25 @@ def write_store(url: str, index: Any, settings: Settings, *, reuse: bool = True)
                                seconds=round(time.perf_counter() - started, 2))
         _remove_unused(conn)
         version = conn.execute("SELECT nextval('qa_version_numbers')").fetchone()[0]
-        with conn.transaction():
-            previous = _previous(conn, index) if reuse and live is not None else None
-            languages, sent, copied = _write_version(conn, version, index, settings, source, previous)
+        if copy_parts is None:
+            with conn.transaction():
+                previous = _previous(conn, index) if reuse and live is not None else None
+                work = _create_version(conn, version, index, settings, source, previous)
+                sent = _sum(_copy_rows(conn, version, part) for part in _parts(index, work, parts))
+                copied = _finish_version(conn, version, index, work, previous)
+        else:
+            with conn.transaction():  # committed: the workers' connections must see the tables
+                previous = _previous(conn, index) if reuse and live is not None else None
+                work = _create_version(conn, version, index, settings, source, previous)
+            try:
+                sent = copy_parts(url, version, _parts(index, work, parts))
+                with conn.transaction():
+                    copied = _finish_version(conn, version, index, work, previous)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the next write drops it anyway (_remove_unused)
+                    _drop_version(conn, version)
+                raise
+        languages = work["languages"]
         with conn.transaction():
             conn.execute("UPDATE qa_versions SET state = 'ready' WHERE version = %s", (version,))
             conn.execute(
@@ -125,18 +161,22 @@ def _remove_unused(conn) -> None:
     for (version,) in conn.execute(
         "SELECT version FROM qa_versions WHERE NOT (version = ANY(%s))", (kept,)
     ).fetchall():
-        with conn.transaction():
-            for parent in PARENTS:
-                conn.execute(f"DROP TABLE IF EXISTS {table(parent, version)} CASCADE")
-            conn.execute("DELETE FROM qa_versions WHERE version = %s", (version,))
+        _drop_version(conn, version)
         log.info("Removed store version %s.", version)
 
 
-def _write_version(
+def _drop_version(conn, version: int) -> None:
+    with conn.transaction():
+        for parent in PARENTS:
+            conn.execute(f"DROP TABLE IF EXISTS {table(parent, version)} CASCADE")
+        conn.execute("DELETE FROM qa_versions WHERE version = %s", (version,))
+
+
+def _create_version(
     conn, version: int, index: Any, settings: Settings, source: str, previous: dict | None
-) -> tuple[dict[str, dict], dict[str, int], dict[str, int]]:
-    """Every table of one version (inside the caller's transaction): how each language is searched,
-    and the rows of each table sent and copied from `previous` (see `_previous`)."""
+) -> dict[str, Any]:
+    """The version's row ('building') and its empty tables, and what its rows are made of: how
+    each language is searched, the articles, and which rows are copied from `previous` (the plan)."""
     from psycopg.sql import SQL, Identifier, Literal
 
     articles = list(index.articles.values())
@@ -161,26 +201,34 @@ def _write_version(
         conn.execute(SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES IN ({})").format(
             Identifier(leaf(version, lang)), Identifier(table("qa_passages", version)), Literal(lang)
         ))
-    days = [article_day(a.date) for a in articles]
     chunks = [index.passage(row) for row in range(len(index))]
     number = {a.doc_id: i for i, a in enumerate(articles)}
     doc_of_row = np.array([number[c.doc_id] for c in chunks], np.int64)
     codes, scales = _sentence_codes(index)
     digests = _digests(index, articles, chunks, doc_of_row, codes, scales)
-    plan = _reuse_plan(previous, articles, digests, chunks, doc_of_row, index.sentences)
-    sent = {
-        "articles": _write_articles(conn, version, articles, days, plan),
-        "passages": _write_passages(conn, version, index, articles, days, chunks, doc_of_row, plan),
-        "sentences": _write_sentences(conn, version, index, codes, scales, plan),
+    return {
+        "languages": languages, "articles": articles, "days": [article_day(a.date) for a in articles],
+        "chunks": chunks, "doc_of_row": doc_of_row, "codes": codes, "scales": scales, "digests": digests,
+        "plan": _reuse_plan(previous, articles, digests, chunks, doc_of_row, index.sentences),
     }
-    copied = _copy_reused(conn, version, previous, plan, index.groups, doc_of_row, index.sentences)
+
+
+def _finish_version(conn, version: int, index: Any, work: dict, previous: dict | None) -> dict[str, int]:
+    """Once the sent rows are in: the rows copied from `previous`, BM25's postings, the arrays,
+    the indexes (HNSW included) and statistics; the rows of each table copied."""
+    from psycopg.sql import SQL, Identifier, Literal
+
+    languages = work["languages"]
+    copied = _copy_reused(conn, version, previous, work["plan"], index.groups, work["doc_of_row"], index.sentences)
     _write_terms(conn, version, index.lexical)
-    _write_arrays(conn, version, index, articles, chunks, doc_of_row, digests)
+    _write_arrays(conn, version, index, work["articles"], work["chunks"], work["doc_of_row"], work["digests"])
     for name in ("qa_passages", "qa_sentences"):
         key = "row" if name == "qa_passages" else "sentence"
         conn.execute(SQL("CREATE INDEX ON {} ({})").format(Identifier(table(name, version)), Identifier(key)))
     conn.execute(SQL("CREATE INDEX ON {} (doc)").format(Identifier(table("qa_articles", version))))
     conn.execute(SQL("CREATE INDEX ON {} (token)").format(Identifier(table("qa_terms", version))))
+    if any(spec["search"] == "hnsw" for spec in languages.values()):
+        conn.execute(SQL("SET LOCAL maintenance_work_mem = {}").format(Literal(HNSW_BUILD_MEMORY)))
     for lang, spec in languages.items():
         if spec["search"] == "hnsw":
             started = time.perf_counter()
@@ -194,7 +242,109 @@ def _write_version(
         if spec["search"] == "hnsw":
             spec["recall_at_10"] = _hnsw_recall(conn, version, lang, index)
     conn.execute("UPDATE qa_versions SET languages = %s WHERE version = %s", (json.dumps(languages), version))
-    return languages, sent, copied
+    return copied
+
+
+def _parts(index: Any, work: dict, parts: int = 1) -> Iterator[dict]:
+    """The rows to send (of new and changed articles), in parts of whole articles: at least `parts`
+    of them when there are enough articles, none over PART_PASSAGES passages. Each part holds plain
+    values only (it may travel to another process): see `copy_part`."""
+    from qa.retrieval import url_outlet
+
+    plan, articles, days, chunks = work["plan"], work["articles"], work["days"], work["chunks"]
+    sentences = np.asarray(index.sentences, np.int64).reshape(-1, 3)
+    docs = np.flatnonzero(plan["articles"] < 0)
+    rows = np.flatnonzero(plan["passages"] < 0)
+    rows = rows[np.argsort(work["doc_of_row"][rows], kind="stable")]
+    row_docs = work["doc_of_row"][rows]
+    kept = np.flatnonzero(plan["sentences"] < 0)
+    kept = kept[np.argsort(sentences[kept, 0], kind="stable")]
+    sentence_docs = sentences[kept, 0]
+    # Articles are cut where the passages sent so far pass a multiple of the part's size.
+    size = max(1, min(PART_PASSAGES, -(-len(rows) // max(parts, 1))))
+    edges = sorted({0, *row_docs[size::size].tolist(), len(articles)})
+    for lo, hi in itertools.pairwise(edges):
+        part_docs = docs[np.searchsorted(docs, lo):np.searchsorted(docs, hi)].tolist()
+        part_rows = rows[np.searchsorted(row_docs, lo):np.searchsorted(row_docs, hi)]
+        part_sentences = kept[np.searchsorted(sentence_docs, lo):np.searchsorted(sentence_docs, hi)]
+        if not (part_docs or len(part_rows) or len(part_sentences)):
+            continue
+        part_chunks = [chunks[r] for r in part_rows.tolist()]
+        doc_of = work["doc_of_row"][part_rows]
+        yield {
+            "articles": [
+                (d, articles[d].doc_id, articles[d].lang, days[d], articles[d].outlet or url_outlet(articles[d].url) or "",
+                 articles[d].source, articles[d].model_dump_json()) for d in part_docs
+            ],
+            "passages": {
+                "row": part_rows.tolist(), "lang": [articles[d].lang for d in doc_of.tolist()], "doc": doc_of.tolist(),
+                "start": [c.start for c in part_chunks], "end": [c.end for c in part_chunks],
+                "grp": np.asarray(index.groups, np.int64)[part_rows].tolist(),
+                "day": [days[d] for d in doc_of.tolist()],
+                "vectors": np.asarray(index.passage_vectors_at(part_rows), np.float32),
+            },
+            "sentences": {
+                "sentence": part_sentences.tolist(), "doc": sentences[part_sentences, 0].tolist(),
+                "start": sentences[part_sentences, 1].tolist(), "end": sentences[part_sentences, 2].tolist(),
+                "codes": np.asarray(work["codes"][part_sentences], np.int8),
+                "scales": np.asarray(work["scales"][part_sentences], np.float32).tolist(),
+            },
+        }
+
+
+def copy_part(url: str, version: int, part: dict) -> dict[str, int]:
+    """Send one part of a version's rows (`_parts`) over a connection of its own, in one
+    transaction; the rows of each table sent. What each `qa index --ray` worker runs."""
+    conn = connect(url, vectors=False)
+    try:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        with conn.transaction():
+            state = conn.execute("SELECT state FROM qa_versions WHERE version = %s", (version,)).fetchone()
+            if state is None or state[0] != "building":  # its writer gave up and dropped it
+                raise DatabaseError(f"Store version {version} is no longer being written; nothing was sent.")
+            return _copy_rows(conn, version, part)
+    finally:
+        conn.close()
+
+
+def _copy_rows(conn, version: int, part: dict) -> dict[str, int]:
+    """COPY one part's articles, passages and sentences into the version's tables."""
+    with conn.cursor().copy(
+        f"COPY {table('qa_articles', version)} (version, doc, doc_id, lang, day, outlet, source, article) "
+        "FROM STDIN"
+    ) as copy:
+        for row in part["articles"]:
+            copy.write_row((version, *row))
+    passages = part["passages"]
+    with conn.cursor().copy(
+        f"COPY {table('qa_passages', version)} (version, row, lang, doc, start, \"end\", grp, day, embedding) "
+        "FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int4", "int4", "text", "int4", "int4", "int4", "int8", "int4", "vector"])
+        columns = [passages[key] for key in ("row", "lang", "doc", "start", "end", "grp", "day")]
+        for values, vector in zip(zip(*columns), passages["vectors"]):
+            copy.write_row((version, *values, vector))
+    sentences = part["sentences"]
+    with conn.cursor().copy(
+        f"COPY {table('qa_sentences', version)} (version, sentence, doc, start, \"end\", codes, scale) "
+        "FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int4", "int4", "int4", "int4", "int4", "bytea", "float4"])
+        columns = [sentences[key] for key in ("sentence", "doc", "start", "end")]
+        for values, code, scale in zip(zip(*columns), sentences["codes"], sentences["scales"]):
+            copy.write_row((version, *values, code.tobytes(), scale))
+    return {"articles": len(part["articles"]), "passages": len(passages["row"]),
+            "sentences": len(sentences["sentence"])}
+
+
+def _sum(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total = {"articles": 0, "passages": 0, "sentences": 0}
+    for count in counts:
+        for name in total:
+            total[name] += count[name]
+    return total
 
 
 def _sentence_codes(index: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -348,65 +498,6 @@ def _search_kind(index: Any, lang: str, passages: int, settings: Settings) -> st
     spec = index.manifest.index.languages.get(lang)
     kind = spec.type if spec is not None else choose_kind(passages, settings.index_type, settings.ann_min_passages)
     return "exact" if kind == "flat" else "hnsw"
-
-
-def _write_articles(conn, version: int, articles: list, days: list[int], plan: dict) -> int:
-    from qa.retrieval import url_outlet
-
-    sent = 0
-    with conn.cursor().copy(
-        f"COPY {table('qa_articles', version)} (version, doc, doc_id, lang, day, outlet, source, article) "
-        "FROM STDIN"
-    ) as copy:
-        for doc, article in enumerate(articles):
-            if plan["articles"][doc] >= 0:
-                continue  # copied from the previous version
-            outlet = article.outlet or url_outlet(article.url) or ""
-            copy.write_row((version, doc, article.doc_id, article.lang, days[doc], outlet, article.source,
-                            article.model_dump_json()))
-            sent += 1
-    return sent
-
-
-def _write_passages(
-    conn, version: int, index: Any, articles: list, days: list[int], chunks: list, doc_of_row: np.ndarray,
-    plan: dict,
-) -> int:
-    todo = np.flatnonzero(plan["passages"] < 0)
-    with conn.cursor().copy(
-        f"COPY {table('qa_passages', version)} (version, row, lang, doc, start, \"end\", grp, day, embedding) "
-        "FROM STDIN WITH (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(["int4", "int4", "text", "int4", "int4", "int4", "int8", "int4", "vector"])
-        for first in range(0, len(todo), BLOCK):
-            rows = todo[first:first + BLOCK]
-            vectors = index.passage_vectors_at(rows)
-            for row, vector in zip(rows.tolist(), vectors):
-                chunk = chunks[row]
-                doc = int(doc_of_row[row])
-                copy.write_row((version, row, articles[doc].lang, doc, chunk.start, chunk.end,
-                                int(index.groups[row]), days[doc], vector))
-    return len(todo)
-
-
-def _write_sentences(conn, version: int, index: Any, codes: np.ndarray, scales: np.ndarray, plan: dict) -> int:
-    """The sentences as the embedded index keeps them: int8 codes and one float32 scale each
-    (a quarter of float32's bytes; decoded alike, they score alike)."""
-    sentences = np.asarray(index.sentences, np.int64).reshape(-1, 3)
-    todo = np.flatnonzero(plan["sentences"] < 0)
-    with conn.cursor().copy(
-        f"COPY {table('qa_sentences', version)} (version, sentence, doc, start, \"end\", codes, scale) "
-        "FROM STDIN WITH (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(["int4", "int4", "int4", "int4", "int4", "bytea", "float4"])
-        for first in range(0, len(todo), BLOCK):
-            block = todo[first:first + BLOCK]
-            block_codes = np.asarray(codes[block], np.int8)
-            block_scales = np.asarray(scales[block], np.float32)
-            for i, code, scale in zip(block.tolist(), block_codes, block_scales.tolist()):
-                doc, start, end = sentences[i].tolist()
-                copy.write_row((version, i, doc, start, end, code.tobytes(), scale))
-    return len(todo)
 
 
 def lexical_postings(lexical: Any) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, int]:
