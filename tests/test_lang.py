@@ -385,3 +385,17 @@ def test_ask_replies_in_the_language_of_a_short_question_or_of_the_conversation(
     assert answer.lang == "en" and opening(answer) in (LEAD_IN["en"], NOT_FOUND["en"])
     answer = ask("Satya Nadella?", history=["Quel est le rôle de Microsoft ?"], settings=seed_settings)
     assert answer.lang == "fr" and opening(answer) in (LEAD_IN["fr"], NOT_FOUND["fr"])
+
+
+def test_the_classifier_model_is_kept_in_the_settings_cache_folder(tmp_path, monkeypatch) -> None:
+    """The cache folder comes from the settings passed down, not from the environment."""
+    from qa.config import Settings
+    from qa.lang import model as lang_model
+
+    monkeypatch.setenv("QA_CACHE_DIR", str(tmp_path / "from-the-environment"))
+    settings = Settings(cache_dir=tmp_path / "from-the-settings")
+    monkeypatch.setattr(lang_model, "_classifier", None)  # restored afterwards: loaded once per process
+    assert detect_language("Quel est le rôle de Microsoft dans cette affaire ?", cache_dir=settings.cache_dir) == "fr"
+    assert [p.suffix for p in (settings.cache_dir / "langid").iterdir()] == [".npz"]
+    assert not (tmp_path / "from-the-environment").exists()
+    assert lang_model.identifier() is lang_model.identifier(tmp_path / "elsewhere")  # one per process

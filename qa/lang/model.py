@@ -2,42 +2,60 @@
 
 from __future__ import annotations
 
-import functools
+import threading
+from pathlib import Path
 from typing import Any
 
 __all__ = ["identifier"]
 
+_classifier: Any = None  # loaded once per process, then only read
+_lock = threading.Lock()
 
-@functools.cache
-def identifier() -> Any:
-    """py3langid's classifier, loaded on first use (about 100 MB), then shared: rank() only reads it."""
+
+def identifier(cache_dir: Path | None = None) -> Any:
+    """py3langid's classifier, loaded on first use (about 100 MB), then shared: rank() only reads it.
+
+    `cache_dir` is `Settings.cache_dir`, where the decompressed copy of its model lives (see
+    `_unpacked_model`); callers that hold the settings pass it (the engine does, before its first
+    question). A first call without it reads the settings from the environment.
+    """
+    global _classifier
+    if _classifier is None:
+        with _lock:
+            if _classifier is None:
+                _classifier = _load(cache_dir)
+    return _classifier
+
+
+def _load(cache_dir: Path | None) -> Any:
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
+    if cache_dir is None:
+        from qa.config import Settings
+
+        cache_dir = Settings().cache_dir
     try:
-        ptc, pc, classes, nextmove, row, output = _unpacked_model(MODEL_DIR / MODEL_FILE)
+        ptc, pc, classes, nextmove, row, output = _unpacked_model(MODEL_DIR / MODEL_FILE, Path(cache_dir))
         return LanguageIdentifier(ptc, pc, classes, nextmove, output, norm_probs=False, tk_row=row)
     except Exception:  # noqa: BLE001 -- no cache folder, another py3langid: its own (slower) loader
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
 
 
-def _unpacked_model(packed: Any) -> tuple:
+def _unpacked_model(packed: Any, cache_dir: Path) -> tuple:
     """py3langid's model as its `modelio.load_model` returns it, read from a decompressed copy.
 
     The shipped model is LZMA-compressed: decompressing it took 0.4 s of CPU on every first
     question of a process (most of a `qa ask`). The copy (about 40 MB) is made once, in the
-    cache folder (QA_CACHE_DIR), named after the packed file's size and time.
+    cache folder (`cache_dir`, QA_CACHE_DIR), named after the packed file's size and time.
     """
     import os
-    from pathlib import Path
 
     import numpy as np
     from py3langid.modelio import _to_array
 
-    from qa.config import _default_cache_dir
-
     packed = Path(packed)
     info = packed.stat()
-    folder = Path(os.environ.get("QA_CACHE_DIR") or _default_cache_dir()) / "langid"
+    folder = cache_dir / "langid"
     plain = folder / f"{packed.name.split('.')[0]}-{info.st_size}-{info.st_mtime_ns}.npz"
     if not plain.exists():
         import lzma
