@@ -218,6 +218,16 @@ def test_after_a_load_only_the_current_bundle_remains_and_answers_are_equal(stal
     # The linked compiled model is trusted and read back.
     assert np.abs(_quick_vectors(stale_cache, stale_cache.parent / "again.npy") - expected).max() <= 1e-5
 
+    # A bundle whose compiled model is a copy of its own (compiled before the full path's, or by
+    # an earlier version): the next full load makes it a link, and the quick path still trusts it.
+    copied = blobs[0].with_name("copy")
+    shutil.copy2(blobs[0], copied)
+    os.replace(copied, blobs[0])
+    assert blobs[0].stat().st_ino != (full_compiled / blobs[0].name).stat().st_ino
+    LocalEmbedder(settings.model_copy(update={"fast_queries": False})).encode_queries(QUESTIONS[:1])  # full path
+    assert blobs[0].stat().st_ino == (full_compiled / blobs[0].name).stat().st_ino
+    assert np.abs(_quick_vectors(stale_cache, stale_cache.parent / "linked.npy") - expected).max() <= 1e-5
+
 
 _QUICK = """
 import sys, numpy as np

@@ -233,7 +233,7 @@ class LocalEmbedder:
         if info.name != DEFAULT_MODEL or info.path == info.name:
             return
         from qa.embed import backend as embed_backend
-        from qa.embed.quick import prune_cache, write_quick
+        from qa.embed.quick import prune_cache, share_compiled, write_quick
 
         cache_dir = self.settings.cache_dir / "models"
         try:
@@ -246,6 +246,10 @@ class LocalEmbedder:
         # there is nothing to remove), never what this process uses.
         try:
             prune_cache(cache_dir, [folder, Path(info.path), *([bundle] if bundle is not None else [])])
+            if bundle is not None:
+                threads = self.settings.threads or os.cpu_count() or 1
+                config = embed_backend.openvino_config(self._backend.removeprefix("openvino-"), threads)
+                share_compiled(bundle, embed_backend.compiled_folder(folder, config))
         except Exception as exc:  # noqa: BLE001 -- a cache left as it was still works
             log.info("cannot clean the model cache: %s", exc)
 

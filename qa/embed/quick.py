@@ -74,6 +74,7 @@ __all__ = [
     "prune_cache",
     "quick_backend",
     "quick_folder",
+    "share_compiled",
     "write_quick",
 ]
 
@@ -487,6 +488,30 @@ def _record_compiled(folder: Path, verified: dict, shared: Path | None = None) -
         except OSError:
             continue  # removed meanwhile by another process: it is compiled again later
     if new:
+        _write_verified(folder, verified)
+
+
+def share_compiled(folder: Path, shared: Path) -> None:
+    """Make the compiled models recorded in the bundle `folder` hard links to the full path's
+    identical ones in `shared`, where they are not yet (a bundle compiled before the full path
+    compiled into `shared`, or written by an earlier version). The full path calls it: a few
+    `stat` calls once linked; the link's stamp is recorded, so the next load hashes nothing."""
+    from qa.embed.cache import share_identical
+
+    verified = _read_verified(folder)
+    changed = False
+    for name, record in verified["compiled"].items():
+        blob, theirs = folder / _COMPILED / name, shared / name
+        try:
+            if not theirs.is_file() or blob.stat().st_ino == theirs.stat().st_ino:
+                continue
+            # Against the recorded checksum: a damaged copy in the bundle is replaced by the good one.
+            if share_identical(blob, theirs, checksum=record[0]):
+                record[1] = _stamp(blob)
+                changed = True
+        except OSError:
+            continue
+    if changed:
         _write_verified(folder, verified)
 
 
