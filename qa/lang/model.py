@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 __all__ = ["identifier"]
+
+log = logging.getLogger(__name__)
 
 _classifier: Any = None  # loaded once per process, then only read
 _lock = threading.Lock()
@@ -48,6 +51,7 @@ def _unpacked_model(packed: Any, cache_dir: Path) -> tuple:
     question of a process (most of a `qa ask`). The copy (about 40 MB) is made once, in the
     cache folder (`cache_dir`, QA_CACHE_DIR), named after the packed file's size and time.
     """
+    import hashlib
     import os
 
     import numpy as np
@@ -56,7 +60,11 @@ def _unpacked_model(packed: Any, cache_dir: Path) -> tuple:
     packed = Path(packed)
     info = packed.stat()
     folder = cache_dir / "langid"
-    plain = folder / f"{packed.name.split('.')[0]}-{info.st_size}-{info.st_mtime_ns}.npz"
+    # Named after the packed file's place (a short hash: several installations may share the
+    # cache), then its size and time: a reinstall writes a new copy and removes its own old ones.
+    place = hashlib.sha256(str(packed.resolve()).encode()).hexdigest()[:8]
+    stem = packed.name.split(".")[0]
+    plain = folder / f"{stem}-{place}-{info.st_size}-{info.st_mtime_ns}.npz"
     if not plain.exists():
         import lzma
         import shutil
@@ -70,6 +78,7 @@ def _unpacked_model(packed: Any, cache_dir: Path) -> tuple:
             os.replace(tmp, plain)  # whole or absent, whoever writes it at the same time
         finally:
             tmp.unlink(missing_ok=True)
+        _remove_superseded(folder, stem, place, plain)
     with np.load(plain, allow_pickle=False) as data:
         return (
             data["ptc"],
@@ -79,3 +88,30 @@ def _unpacked_model(packed: Any, cache_dir: Path) -> tuple:
             _to_array(data["nextmove_row"]),
             data["out_feat"].tolist(),
         )
+
+
+def _remove_superseded(folder: Path, stem: str, place: str, current: Path) -> None:
+    """Delete the copies this installation can never read again: its own of an earlier packed
+    file (same place, another size or time) and those named as before the place was part of the
+    name; never one written in the last 15 minutes (see qa.embed.cache). One info line."""
+    import re
+    import time
+
+    from qa.embed.cache import GRACE_S
+
+    ours = re.compile(rf"{re.escape(stem)}-{place}-\d+-\d+\.npz")
+    earlier = re.compile(rf"{re.escape(stem)}-\d+-\d+\.npz")  # size-time only: an earlier version
+    freed, removed = 0, 0
+    for copy in folder.glob(f"{stem}-*.npz"):
+        if copy == current or not (ours.fullmatch(copy.name) or earlier.fullmatch(copy.name)):
+            continue
+        try:
+            info = copy.lstat()
+            if time.time() - info.st_mtime < GRACE_S:
+                continue
+            copy.unlink()  # a process reading it keeps its data: np.load read it whole
+        except OSError:
+            continue
+        freed, removed = freed + info.st_size, removed + 1
+    if removed:
+        log.info("language model cache: removed %d superseded copies from %s, %.1f MB freed", removed, folder, freed / 1e6)
