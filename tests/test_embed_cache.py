@@ -78,6 +78,7 @@ def test_prune_models_removes_only_what_can_never_be_read_again(tmp_path, caplog
     stale = [
         _bundle(models, "quick-format", {"format": QUICK_FORMAT - 1, "openvino_model": str(old_copy / "model.xml")}),
         _bundle(models, "quick-gone", {**current, "bin": f"{tmp_path / 'gone.bin'}|5|1"}),
+        _bundle(models, "quick-changed", {**current, "bin": f"{ours.resolve()}|5|1"}),
         _bundle(models, "quick-ov", {**current, "openvino": "1", "openvino_model": str(shared_copy / "model.xml")}),
         _bundle(models, "quick-unreadable", {}),
     ]
@@ -89,6 +90,8 @@ def test_prune_models_removes_only_what_can_never_be_read_again(tmp_path, caplog
         _bundle(models, "quick-theirs", {**current, "bin": _stamp(theirs), "openvino": "1"}),
         shared_copy,
         _model_copy(models, "openvino-unknown"),  # no bundle says whose it is: kept
+        # Its model file's folder is not here: another machine's view of the cache, perhaps.
+        _bundle(models, "quick-elsewhere", {**current, "bin": "/nowhere/e5.bin|5|1"}),
     ]
     outside = _bundle(tmp_path, "elsewhere", {"format": 0})
     (models / "quick-link").symlink_to(outside, target_is_directory=True)
@@ -101,15 +104,18 @@ def test_prune_models_removes_only_what_can_never_be_read_again(tmp_path, caplog
 
     left = sorted(p.name for p in models.iterdir())
     assert left == sorted(["quick-current", "quick-theirs", "openvino-shared", "openvino-unknown", "quick-fresh",
-                           "quick-link"])
+                           "quick-link", "quick-elsewhere"])
     assert (outside / "quick.json").is_file() and fresh.is_dir()
-    assert freed >= 4 * 4096 + 8192
+    assert freed >= 5 * 4096 + 8192
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("qa")]
-    assert len(lines) == 1 and "removed 6 stale model folders" in lines[0] and "MB freed" in lines[0], lines
+    assert len(lines) == 1 and "removed 7 stale model folders" in lines[0] and "MB freed" in lines[0], lines
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="qa"):
         assert prune_models(models, keep=[], bin_stamp=_stamp(ours), ov_version="2") == 0
     assert [r for r in caplog.records if r.name.startswith("qa")] == []  # nothing removed: quiet
+    _age(models / "quick-elsewhere", 31 * DAY)  # unused for a month: forgotten
+    assert prune_models(models, keep=[], bin_stamp=_stamp(ours), ov_version="2") > 0
+    assert not (models / "quick-elsewhere").exists()
 
 
 def test_prune_compiled_removes_loose_compiled_models_only(tmp_path):
@@ -162,7 +168,7 @@ def stale_cache(tmp_path) -> Path:
             (models / entry.name).symlink_to(entry, target_is_directory=True)
     old_copy = _model_copy(models, "openvino-0000000000000000")
     _bundle(models, "quick-0000000000000001", {"format": 1, "openvino_model": str(old_copy / "model.xml")})
-    _bundle(models, "quick-0000000000000002", {"format": QUICK_FORMAT, "bin": "/nowhere/e5.bin|1|1"})
+    _bundle(models, "quick-0000000000000002", {"format": QUICK_FORMAT, "bin": f"{cache / 'gone.bin'}|1|1"})
     for path in [*copies, old_copy, *models.glob("quick-*")]:
         _age(path)
     return cache

