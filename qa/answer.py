@@ -207,7 +207,12 @@ def ask(
     # Earlier questions with nothing left once cleaned (only control characters, say) are skipped:
     # refusing them would tell the user that the question they just typed is empty.
     history = [clean_question(h, settings.max_question_chars) for h in (history or []) if _has_text(h)]
-    lang = detect_language(text, history=history, corpus_langs=get_engine(settings).index().rows_by_language)
+    lang = detect_language(
+        text,
+        history=history,
+        corpus_langs=get_engine(settings).index().rows_by_language,
+        cache_dir=settings.cache_dir,
+    )
     engine = get_engine(settings)
     query = _with_history(text, history)
     passages = engine.search(query, ANSWER_CANDIDATES, lang=lang, filters=filters)

@@ -374,7 +374,7 @@ def corpus_gate_report(path: Path, off_topic: Path, settings: Settings) -> dict:
     asked += [(lang, q, False) for lang, questions in unanswerable.items() for q in questions]
     out: dict = {"answerable": {}, "off-topic": {}}
     for lang, question, answerable in asked:
-        passages = engine.search(question, ANSWER_CANDIDATES, lang=detect_language(question))
+        passages = engine.search(question, ANSWER_CANDIDATES, lang=detect_language(question, cache_dir=settings.cache_dir))
         before = not any(p.similarity >= OLD_MIN_SIMILARITY for p in passages)
         answer = ask(question, settings=settings)
         kind = "answerable" if answerable else "off-topic"

@@ -21,6 +21,17 @@ DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 SUPPORT_THRESHOLD = 2.72
 
 
+def _checked_url(value: str | None, pattern: str, name: str, example: str) -> str | None:
+    """A URL setting: None when empty, else stripped of spaces and of a trailing slash; ValueError
+    naming the setting, an `example` and the bad value when it does not match `pattern`."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip().rstrip("/")
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{name} must look like {example}, not {value!r}")
+    return value
+
+
 def _default_cache_dir() -> Path:
     # XDG convention, so that the converted model survives between runs and checkouts.
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -185,12 +196,7 @@ class Settings(BaseSettings):
     @field_validator("llm_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-            raise ValueError(f"llm_url must look like http://127.0.0.1:11434, not {value!r}")
-        return value
+        return _checked_url(value, r"https?://[^\s/]+(/\S*)?", "llm_url", "http://127.0.0.1:11434")
 
     @field_validator("database_url")
     @classmethod
@@ -277,12 +283,8 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _valid_public_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        if not re.fullmatch(r"https?://[^/\s'\";,?#]+(/[^\s'\";?#]*)?", value):
-            raise ValueError(f"public_url must look like https://intranet.example.com/qa, not {value!r}")
-        return value
+        pattern = r"https?://[^/\s'\";,?#]+(/[^\s'\";?#]*)?"
+        return _checked_url(value, pattern, "public_url", "https://intranet.example.com/qa")
 
     @field_validator("root_path")
     @classmethod

@@ -282,7 +282,7 @@ class Engine:
         from qa.filters import passage_mask
         from qa.lang import detect_language
 
-        lang = lang or detect_language(question)
+        lang = lang or detect_language(question, cache_dir=self.settings.cache_dir)
         index = self.index() if index is None else index  # (an index with no passages is falsy)
         mask = passage_mask(index, filters)
         rows, scores = self.score(question, lang, index, mask, filters)

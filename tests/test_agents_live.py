@@ -24,13 +24,6 @@ STAFF = ("700", "770")
 
 
 @pytest.fixture(scope="module")
-def server(seed_settings, tmp_path_factory):
-    live = start_server(seed_settings.index_dir, tmp_path_factory.mktemp("agents"))
-    yield live
-    live.stop()
-
-
-@pytest.fixture(scope="module")
 def chat(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 

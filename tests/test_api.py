@@ -21,13 +21,6 @@ STAFF_WORDS = ("770", "700", "employés", "Mitarbeiter", "従業員", "empleados
 
 
 @pytest.fixture(scope="module")
-def server(seed_settings, tmp_path_factory):
-    live = start_server(seed_settings.index_dir, tmp_path_factory.mktemp("api"))
-    yield live
-    live.stop()
-
-
-@pytest.fixture(scope="module")
 def client(server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c

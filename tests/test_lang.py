@@ -385,3 +385,36 @@ def test_ask_replies_in_the_language_of_a_short_question_or_of_the_conversation(
     assert answer.lang == "en" and opening(answer) in (LEAD_IN["en"], NOT_FOUND["en"])
     answer = ask("Satya Nadella?", history=["Quel est le rôle de Microsoft ?"], settings=seed_settings)
     assert answer.lang == "fr" and opening(answer) in (LEAD_IN["fr"], NOT_FOUND["fr"])
+
+
+def test_the_classifier_model_is_kept_in_the_settings_cache_folder(tmp_path, monkeypatch) -> None:
+    """The cache folder comes from the settings passed down, not from the environment."""
+    from qa.config import Settings
+    from qa.lang import model as lang_model
+
+    monkeypatch.setenv("QA_CACHE_DIR", str(tmp_path / "from-the-environment"))
+    settings = Settings(cache_dir=tmp_path / "from-the-settings")
+    monkeypatch.setattr(lang_model, "_classifier", None)  # restored afterwards: loaded once per process
+    # Copies an upgraded machine leaves: this installation's of an earlier packed file and one
+    # named as by an earlier version (both go), another installation's and a fresh one (kept).
+    import hashlib
+    import os
+
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+
+    packed = Path(MODEL_DIR / MODEL_FILE)
+    place = hashlib.sha256(str(packed.resolve()).encode()).hexdigest()[:8]
+    folder = settings.cache_dir / "langid"
+    folder.mkdir(parents=True)
+    names = {"ours": f"model-{place}-1-2.npz", "earlier": "model-1-2.npz", "theirs": "model-abcdef12-1-2.npz",
+             "fresh": "model-3-4.npz"}
+    for name in names.values():
+        (folder / name).write_bytes(b"x" * 1000)
+        if name != names["fresh"]:
+            os.utime(folder / name, (time.time() - 3600, time.time() - 3600))
+    assert detect_language("Quel est le rôle de Microsoft dans cette affaire ?", cache_dir=settings.cache_dir) == "fr"
+    info = packed.stat()
+    current = f"model-{place}-{info.st_size}-{info.st_mtime_ns}.npz"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([current, names["theirs"], names["fresh"]])
+    assert not (tmp_path / "from-the-environment").exists()
+    assert lang_model.identifier() is lang_model.identifier(tmp_path / "elsewhere")  # one per process

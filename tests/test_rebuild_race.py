@@ -18,21 +18,10 @@ from qa.index.build import build_index
 from qa.index.format import current_version
 from qa.index.load import open_index
 from qa.retrieval import Engine, SearchResults, get_engine
+from tests.small_corpus import LIBRARY, WIND
 
 pytestmark = pytest.mark.slow
 
-WIND = (
-    "Harbour wind farm opens\n\n"
-    "The harbour wind farm started producing power on Tuesday, the city said. "
-    "Its twelve turbines can supply forty thousand homes. "
-    "The operator plans a second phase with eight more turbines next year.\n"
-)
-LIBRARY = (
-    "New library for the old town\n\n"
-    "The old town's new public library opened its doors on Saturday. "
-    "It holds sixty thousand books and a children's reading room. "
-    "The mayor said the building cost nine million euros.\n"
-)
 QUESTION = "How many homes can the turbines supply?"
 
 

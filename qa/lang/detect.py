@@ -28,6 +28,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 
 from qa.lang.codes import UNDETERMINED
 from qa.lang.model import identifier
@@ -191,6 +192,7 @@ def detect_language(
     history: Sequence[str] | None = None,
     corpus_langs: Collection[str] = (),
     cues: bool = True,
+    cache_dir: Path | None = None,
 ) -> str:
     """Return the ISO 639-1 code of the language of `text`, or "und" if it has no letters.
 
@@ -200,6 +202,7 @@ def detect_language(
     `corpus_langs` (the languages of the corpus) weigh in, and when no language is clearly
     ahead the answer is the latest earlier question's language or English. `cues=False`: the
     script rules and the classifier alone, as before they were added (for comparisons).
+    `cache_dir` (`Settings.cache_dir`) is where the classifier's model is kept (qa.lang.model).
     """
     sample = _URL_OR_EMAIL.sub(" ", text[:_MAX_SAMPLE_CHARS])
     counts = script_counts(sample)
@@ -217,10 +220,10 @@ def detect_language(
     else:
         allowed, excluded = None, _NON_LATIN
     if not cues or script == "Other" or len(sample.split()) > _SHORT_WORDS:
-        return _classify(sample, allowed=allowed, excluded=excluded)
-    previous = _previous_language(history)
+        return _classify(sample, allowed=allowed, excluded=excluded, cache_dir=cache_dir)
+    previous = _previous_language(history, cache_dir)
     plausible = QUESTION_LANGUAGES.union(corpus_langs)
-    scores = _weigh(sample, allowed, excluded, plausible, previous)
+    scores = _weigh(sample, allowed, excluded, plausible, previous, cache_dir)
     if not scores:
         return UNDETERMINED
     best = max(scores, key=scores.get)
@@ -235,11 +238,11 @@ def detect_language(
     return "en" if script == "Latin" else best
 
 
-def _previous_language(history: Sequence[str] | None) -> str | None:
+def _previous_language(history: Sequence[str] | None, cache_dir: Path | None) -> str | None:
     """The language of the latest earlier question that has letters, if any."""
     for earlier in reversed(list(history or [])[-5:]):
         if isinstance(earlier, str):
-            lang = detect_language(earlier)
+            lang = detect_language(earlier, cache_dir=cache_dir)
             if lang != UNDETERMINED:
                 return lang
     return None
@@ -251,6 +254,7 @@ def _weigh(
     excluded: frozenset[str],
     plausible: frozenset[str],
     previous: str | None,
+    cache_dir: Path | None = None,
 ) -> dict[str, float]:
     """Log-posterior (up to a constant) of each candidate language of a short text: the
     classifier's log-likelihood, plus function-word evidence, plus the prior."""
@@ -261,7 +265,7 @@ def _weigh(
         for lang in langs:
             votes[lang] = votes.get(lang, 0.0) + 1.0 / len(langs)
     scores: dict[str, float] = {}
-    for code, score in _ranking(text, allowed, excluded):
+    for code, score in _ranking(text, allowed, excluded, cache_dir):
         score = score / _TEMPERATURE + _FUNCTION_WORD_NATS * votes.get(code, 0.0)
         score -= 0.0 if code in plausible or code == previous else _IMPLAUSIBLE_NATS
         score += _HISTORY_NATS if code == previous else 0.0
@@ -287,18 +291,20 @@ def _dominant_script(counts: dict[str, int]) -> str:
     return max(weighted, key=weighted.get)
 
 
-def _classify(text: str, allowed: frozenset[str] | None, excluded: frozenset[str]) -> str:
+def _classify(
+    text: str, allowed: frozenset[str] | None, excluded: frozenset[str], cache_dir: Path | None = None
+) -> str:
     """Best-scoring ISO 639-1 language of py3langid's ranking, within `allowed`, not in `excluded`."""
-    return next((code for code, _score in _ranking(text, allowed, excluded)), UNDETERMINED)
+    return next((code for code, _score in _ranking(text, allowed, excluded, cache_dir)), UNDETERMINED)
 
 
 def _ranking(
-    text: str, allowed: frozenset[str] | None, excluded: frozenset[str]
+    text: str, allowed: frozenset[str] | None, excluded: frozenset[str], cache_dir: Path | None = None
 ) -> Iterator[tuple[str, float]]:
     """py3langid's (ISO 639-1 code, log-likelihood) for `text`, best first: labels read as their
     macrolanguage, each code once, only codes within `allowed` and not in `excluded`."""
     seen: set[str] = set()
-    for label, score in identifier().rank(text):
+    for label, score in identifier(cache_dir).rank(text):
         code = _LABEL_ALIASES.get(label, label)
         if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed) or code in seen:
             continue

@@ -309,6 +309,18 @@ def chat_filters(langs: Any, since: Any, until: Any, sources: Any) -> dict[str, 
     return {name: value for name, value in filters.items() if value is not None}
 
 
+def _filter_box(gr: Any, i18n: Any, name: str, placeholder: str, max_length: int, scale: int, min_width: int):
+    """One of the chat's typed filters (`since`, `until`, `sources`): a labelled text box."""
+    return gr.Textbox(
+        label=i18n(f"filter_{name}"),
+        placeholder=placeholder,
+        max_length=max_length,
+        scale=scale,
+        min_width=min_width,
+        elem_id=f"qa-filter-{name}",
+    )
+
+
 def _request_lang(request: "gr.Request | None") -> str:
     headers = getattr(request, "headers", None) or {}
     return pick_lang(headers.get("accept-language"))
@@ -655,30 +667,9 @@ def build_ui(
                             min_width=160,
                             elem_id="qa-filter-langs",
                         )
-                        filter_since = gr.Textbox(
-                            label=i18n("filter_since"),
-                            placeholder="YYYY-MM-DD",
-                            max_length=40,
-                            scale=2,
-                            min_width=130,
-                            elem_id="qa-filter-since",
-                        )
-                        filter_until = gr.Textbox(
-                            label=i18n("filter_until"),
-                            placeholder="YYYY-MM-DD",
-                            max_length=40,
-                            scale=2,
-                            min_width=130,
-                            elem_id="qa-filter-until",
-                        )
-                        filter_sources = gr.Textbox(
-                            label=i18n("filter_sources"),
-                            placeholder="bbc.co.uk, lemonde.fr",
-                            max_length=400,
-                            scale=3,
-                            min_width=160,
-                            elem_id="qa-filter-sources",
-                        )
+                        filter_since = _filter_box(gr, i18n, "since", "YYYY-MM-DD", 40, 2, 130)
+                        filter_until = _filter_box(gr, i18n, "until", "YYYY-MM-DD", 40, 2, 130)
+                        filter_sources = _filter_box(gr, i18n, "sources", "bbc.co.uk, lemonde.fr", 400, 3, 160)
                 with gr.Column(scale=2, min_width=300, elem_id="qa-sources-col"):
                     gr.HTML(f'<h2 class="qa-panel-title">{i18n("sources")}</h2>', js_on_load=None)
                     sources = gr.HTML(

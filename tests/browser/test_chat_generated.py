@@ -12,20 +12,11 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.chat import QUESTION, ask, wait_for_reply
 from tests.browser.live import start_server
-from tests.fake_llm import FakeLLM
+from tests.fake_llm import EMPLOYEES, INVENTED, SUPPORTED
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-EMPLOYEES = "¿Cuántos empleados de OpenAI amenazaron con renunciar?"
-FIRST = "700 de los 770 empleados de OpenAI amenazaron con renunciar [{n}]."
-INVENTED = "La luna está hecha de queso [{n}]."
 SECOND = "La gran mayoría del personal de OpenAI prometió dimitir y unirse a Altman en Microsoft [{n}]."
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with FakeLLM() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,7 @@ def test_the_generated_reply_grows_sentence_by_sentence(browser, llm_server, llm
     llm.reply = "Nada."
     cited = httpx.post(f"{llm_server.url}/api/v1/ask", json={"question": EMPLOYEES}, timeout=120).json()
     n = next(c["n"] for c in cited["citations"] if "700 sur 770" in c["evidence"])
-    first, second, invented = FIRST.format(n=n), SECOND.format(n=n), INVENTED.format(n=n)
+    first, second, invented = SUPPORTED.format(n=n), SECOND.format(n=n), INVENTED.format(n=n)
     llm.reply, llm.piece_delay = f"{first} {invented} {second}", 0.1  # ~3 s of words
 
     context = browser.new_context(locale="es-ES")
