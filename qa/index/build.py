@@ -116,6 +116,11 @@ def _write_errors(building: Path) -> Iterator[None]:
             "Free some disk space (or fix the folder's permissions) and run `qa index` again; "
             "the previous index is unchanged."
         ) from None
+    except BaseException:
+        # Anything else (articles read from a generator that fails, Ctrl-C): the half-written
+        # version goes too, and the live one stays.
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 
