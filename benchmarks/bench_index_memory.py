@@ -153,14 +153,28 @@ def write_synthetic(n: int, material, rng, index_dir: Path, scratch: Path, setti
     peak = status_mb("VmHWM")["VmHWM"]
     del given, sentence_vectors, mapped
     gc.collect()
+    text_bytes = sum(len(texts[j].encode()) for j in src.tolist())
+    files = file_sizes(index_dir, n)
     layout = {}
     for report in search.values():
         layout[report.type] = layout.get(report.type, 0) + 1
     return {
         "write_s": round(write_s, 1), "write_peak_rss_mb": peak, "rss_before_write_mb": before,
         "write_peak_anon_mb": anon.peak_mb, "write_anon_added_mb": round(anon.peak_mb - before["RssAnon"], 1),
-        "sentences": len(sentences), "layout": layout,
+        "sentences": len(sentences), "layout": layout, "files_bytes_per_passage": files,
+        "text_bytes_per_passage": round(text_bytes / n, 1),
     }
+
+
+def file_sizes(index_dir: Path, n: int) -> dict[str, float]:
+    """Bytes per passage of each file of the live version (the IVF files together), largest first."""
+    from qa.index.format import current_version, read_manifest
+
+    sizes: dict[str, float] = {}
+    for name, size in read_manifest(index_dir / current_version(index_dir)).files.items():
+        key = "ann/*.faiss" if name.startswith("ann/") else name
+        sizes[key] = sizes.get(key, 0) + size / n
+    return {name: round(size, 1) for name, size in sorted(sizes.items(), key=lambda item: -item[1])}
 
 
 def child(index_dir: Path, questions_file: Path, out: Path) -> None:

@@ -200,7 +200,7 @@ class LexicalIndex:
 
 K1, B = 1.5, 0.75  # bm25s's default Lucene variant, as `LexicalIndex.build`
 EMPTY_TOKEN = "\u2205"  # the placeholder token of an empty document (see `LexicalIndex.build`)
-RUN_POSTINGS = 8_000_000  # postings held before a run is spilled to disk: ~100 MB of arrays
+RUN_POSTINGS = 4_000_000  # postings held before a run is spilled to disk: ~50 MB, ~150 MB while merged
 
 
 class LexicalWriter:

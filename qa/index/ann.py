@@ -475,7 +475,7 @@ def fill(index: Any, vectors: np.ndarray, block: int = 65536) -> Any:
     return index
 
 
-def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int = RECALL_K, block: int = 262144) -> np.ndarray:
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int = RECALL_K, block: int = 65536) -> np.ndarray:
     """Row numbers of the exact top-k of each query (inner product over `vectors`).
 
     A block of rows at a time, the best k kept across blocks: a flat index of all the rows
