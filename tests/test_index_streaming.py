@@ -5,6 +5,7 @@ leaves the live index as it was."""
 from __future__ import annotations
 
 import filecmp
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,33 @@ def test_passages_of_an_unknown_article_are_refused(tmp_path: Path):
             chunking={"name": "x", "version": 1, "max_tokens": 200, "overlap": 0}, query_means=means,
         )  # fmt: skip
     assert not list(tmp_path.glob(".building-*")) and current_version(tmp_path) is None
+
+
+def test_sentence_links_written_by_blocks_are_those_of_one_pass(tmp_path: Path):
+    from qa.index.store import LINK_STARTS, SENTENCE_LANGS, SENTENCE_MEMBERS, write_sentence_links
+
+    articles, chunks, *_ = _corpus(400)
+    # Finer sentences than the passages' halves, some crossing a passage's end (in no passage).
+    rows = []
+    for doc, article in enumerate(articles):
+        cuts = sorted({0, len(article.text), *range(0, len(article.text), 7)})
+        rows += [(doc, a, b) for a, b in itertools.pairwise(cuts)]
+    table = np.array(sorted(rows), np.int64)
+    columns = np.array([(i // 2, c.chunk_id, c.start, c.end, 5) for i, c in enumerate(chunks)], np.int64)
+    codes = np.arange(len(chunks), dtype=np.int8) % 6
+    write_sentence_links(*_made(tmp_path / "one", columns, codes, table))
+    shuffled = table[np.random.default_rng(2).permutation(len(table))]
+    write_sentence_links(*_made(tmp_path / "blocks", columns, codes, shuffled), block=7)
+    for name in (SENTENCE_MEMBERS, LINK_STARTS, SENTENCE_LANGS):
+        one, blocks = np.load(tmp_path / "one" / name), np.load(tmp_path / "blocks" / name)
+        if name == SENTENCE_MEMBERS:  # the same sentences, numbered as in each table
+            one, blocks = table[one], shuffled[blocks]
+        assert np.array_equal(one, blocks), name
+    members, starts = np.load(tmp_path / "one" / SENTENCE_MEMBERS), np.load(tmp_path / "one" / LINK_STARTS)
+    doc, a, b = table[members[starts[3] : starts[4]]].T  # passage 3: article 1's second half
+    assert (doc == 1).all() and (a >= chunks[3].start).all() and (b <= chunks[3].end).all() and len(doc) > 1
+
+
+def _made(folder: Path, *arrays):
+    (folder / "store").mkdir(parents=True)
+    return (folder, *arrays)
