@@ -171,10 +171,15 @@ class StoreWriter:
             self._lookup = (sorted_keys, order, clashes)
         sorted_keys, order, clashes = self._lookup
         keys = np.array([doc_key(doc_id) for doc_id in doc_ids], np.uint64)
-        at = np.minimum(np.searchsorted(sorted_keys, keys), max(len(sorted_keys) - 1, 0))
-        numbers = order[at] if len(sorted_keys) else np.zeros(len(keys), np.int64)
-        for i in np.flatnonzero((sorted_keys[at] != keys) if len(sorted_keys) else np.ones(len(keys), bool)).tolist():
-            raise KeyError(doc_ids[i])
+        if not len(sorted_keys):
+            if doc_ids:
+                raise KeyError(doc_ids[0])
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        numbers = order[at]
+        missing = np.flatnonzero(sorted_keys[at] != keys)
+        if len(missing):
+            raise KeyError(doc_ids[int(missing[0])])
         for i, doc_id in enumerate(doc_ids):
             if doc_id in clashes:
                 numbers[i] = clashes[doc_id]
