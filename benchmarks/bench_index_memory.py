@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,12 +62,37 @@ def reset_peak() -> None:
         pass
 
 
+class PeakAnon:
+    """The peak of RssAnon (heap: what the writer itself holds, not the page cache of the files
+    it writes or maps) while the block runs, sampled every `every` seconds on a thread; Linux
+    keeps no peak of it (VmHWM counts mapped file pages too)."""
+
+    def __init__(self, every: float = 0.02):
+        self.every, self.peak_mb = every, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, status_mb("RssAnon")["RssAnon"])
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakAnon:  # noqa: PYI034
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, status_mb("RssAnon")["RssAnon"])
+
+
 def scratch_array(folder: Path, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A writable .npy memory map in `folder` (page cache, not heap)."""
     return np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape)
 
 
-def write_synthetic(n: int, material, rng, index_dir: Path, scratch: Path, settings) -> dict:
+def write_synthetic(n: int, material, rng, index_dir: Path, scratch: Path, settings, lists: bool = False) -> dict:
     """Write an index of n synthetic passages (see the module docstring); returns write time,
     the writer's peak resident memory and the search layout."""
     from bench_query import synthetic_vectors
@@ -95,14 +121,18 @@ def write_synthetic(n: int, material, rng, index_dir: Path, scratch: Path, setti
         e = min(len(sentences), s + 65536)
         v = mapped[owner[s:e]] + 1.0 * std * rng.standard_normal((e - s, base.shape[1]), dtype=np.float32)
         sentence_vectors[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
-    articles = [
-        Article(doc_id=f"s{i}", title=f"passage {j}", text=texts[j], lang=str(langs[j]), source=f"synthetic/{j}")
-        for i, j in enumerate(src.tolist())
-    ]
-    chunks = [
-        Chunk(doc_id=f"s{i}", chunk_id=0, text=texts[j], start=0, end=len(texts[j]), n_tokens=200)
-        for i, j in enumerate(src.tolist())
-    ]
+
+    def articles():
+        for i, j in enumerate(src.tolist()):
+            yield Article(doc_id=f"s{i}", title=f"passage {j}", text=texts[j], lang=str(langs[j]), source=f"synthetic/{j}")
+
+    def chunks():
+        for i, j in enumerate(src.tolist()):
+            yield Chunk(doc_id=f"s{i}", chunk_id=0, text=texts[j], start=0, end=len(texts[j]), n_tokens=200)
+
+    # The writer reads the articles and passages as they are made (as from files), unless
+    # `lists`: a writer that needs them all in memory (the code before the streaming writer).
+    given = (list(articles()), list(chunks())) if lists else (articles(), chunks())
     ql = np.array(qlangs)
     means = {lang: qvecs[ql == lang].mean(axis=0) for lang in np.unique(langs[src]) if (ql == lang).any()}
     pool = np.flatnonzero(held_out & np.isin(ql, list(means)))
@@ -112,23 +142,39 @@ def write_synthetic(n: int, material, rng, index_dir: Path, scratch: Path, setti
     before = status_mb("VmRSS", "RssAnon")
     reset_peak()
     t0 = time.perf_counter()
-    _, search = write_index(
-        index_dir, articles, chunks, mapped, sentences, sentence_vectors, settings=settings,
-        model={"name": "synthetic", "fingerprint": "synthetic", "dim": int(base.shape[1])},
-        chunking={"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0},
-        query_means=means, groups=np.arange(n), recall_queries=tuning,
-    )  # fmt: skip
+    with PeakAnon() as anon:
+        _, search = write_index(
+            index_dir, *given, mapped, sentences, sentence_vectors, settings=settings,
+            model={"name": "synthetic", "fingerprint": "synthetic", "dim": int(base.shape[1])},
+            chunking={"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0},
+            query_means=means, groups=np.arange(n), recall_queries=tuning,
+        )  # fmt: skip
     write_s = time.perf_counter() - t0
     peak = status_mb("VmHWM")["VmHWM"]
-    del articles, chunks, sentence_vectors, mapped
+    del given, sentence_vectors, mapped
     gc.collect()
+    text_bytes = sum(len(texts[j].encode()) for j in src.tolist())
+    files = file_sizes(index_dir, n)
     layout = {}
     for report in search.values():
         layout[report.type] = layout.get(report.type, 0) + 1
     return {
         "write_s": round(write_s, 1), "write_peak_rss_mb": peak, "rss_before_write_mb": before,
-        "sentences": len(sentences), "layout": layout,
+        "write_peak_anon_mb": anon.peak_mb, "write_anon_added_mb": round(anon.peak_mb - before["RssAnon"], 1),
+        "sentences": len(sentences), "layout": layout, "files_bytes_per_passage": files,
+        "text_bytes_per_passage": round(text_bytes / n, 1),
     }
+
+
+def file_sizes(index_dir: Path, n: int) -> dict[str, float]:
+    """Bytes per passage of each file of the live version (the IVF files together), largest first."""
+    from qa.index.format import current_version, read_manifest
+
+    sizes: dict[str, float] = {}
+    for name, size in read_manifest(index_dir / current_version(index_dir)).files.items():
+        key = "ann/*.faiss" if name.startswith("ann/") else name
+        sizes[key] = sizes.get(key, 0) + size / n
+    return {name: round(size, 1) for name, size in sorted(sizes.items(), key=lambda item: -item[1])}
 
 
 def child(index_dir: Path, questions_file: Path, out: Path) -> None:
@@ -223,6 +269,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--material-index", type=Path, default=ROOT / "index",
                         help="an index of corpus/ (written by the qa being measured): the real passages")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--lists", action="store_true",
+                        help="hand the writer lists of articles and passages (a writer that cannot stream them)")
+    parser.add_argument("--write-only", action="store_true", help="measure the write only, not the loaded index")
     parser.add_argument("--compare", type=Path, nargs="+", help="print the table of these results files")
     parser.add_argument("--child", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -253,9 +302,15 @@ def main(argv: list[str] | None = None) -> dict | None:
         for n in args.sizes:
             index_dir, scratch = work / f"index-{n}", work / f"scratch-{n}"
             scratch.mkdir()
-            entry = write_synthetic(n, material, rng, index_dir, scratch, Settings(index_dir=index_dir))
+            entry = write_synthetic(n, material, rng, index_dir, scratch, Settings(index_dir=index_dir), args.lists)
             shutil.rmtree(scratch)
-            print(f"  {n:,}: written in {entry['write_s']} s (peak RSS {entry['write_peak_rss_mb']:.0f} MB)", flush=True)
+            print(f"  {n:,}: written in {entry['write_s']} s (peak RSS {entry['write_peak_rss_mb']:.0f} MB, anonymous "
+                  f"+{entry['write_anon_added_mb']:.0f} MB over the {entry['rss_before_write_mb']['RssAnon']:.0f} MB "
+                  "held before)", flush=True)
+            if args.write_only:
+                results.append(entry)
+                shutil.rmtree(index_dir)
+                continue
             measured = work / f"child-{n}.json"
             subprocess.run(
                 [sys.executable, __file__, "--child", str(index_dir), str(questions), str(measured)], check=True
@@ -270,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     out = args.out or RESULTS / f"bench_index_memory_{args.label}.json"
     payload = {"benchmark": "bench_index_memory", "label": args.label, "machine": info, "results": results}
     write_json(out, payload)
-    print(compare([out]))
+    if not args.write_only:
+        print(compare([out]))
     return payload
 
 

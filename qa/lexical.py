@@ -15,16 +15,29 @@ with its index's (`LexicalIndex.analyzer`), so an index built before a change ke
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import unicodedata
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from qa.lang import NO_SPACE_CHARS
 
-__all__ = ["ANALYZER", "LEXICAL_ARRAYS", "LexicalIndex", "bm25_idf", "postings_to_read", "tokenize", "transliterate"]
+__all__ = [
+    "ANALYZER",
+    "LEXICAL_ARRAYS",
+    "LexicalIndex",
+    "LexicalWriter",
+    "bm25_idf",
+    "postings_to_read",
+    "tokenize",
+    "transliterate",
+]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -249,3 +262,135 @@ def postings_to_read(tokens: list, df: dict, budget: int) -> tuple[list, np.ndar
         weights.append(counts[token])
         read += df[token]
     return chosen, np.array(weights, np.float32)
+
+
+K1, B = 1.5, 0.75  # bm25s's default Lucene variant, as `LexicalIndex.build`
+EMPTY_TOKEN = "\u2205"  # the placeholder token of an empty document (see `LexicalIndex.build`)
+RUN_POSTINGS = 4_000_000  # postings held before a run is spilled to disk: ~50 MB, ~150 MB while merged
+
+
+class LexicalWriter:
+    """Writes the BM25 index of `LexicalIndex.build` with bounded memory: passages are added one
+    at a time, their (token, passage, count) postings spilled to disk in runs of at most
+    `run_postings`, and `close` merges the runs into the final memory-mapped files.
+
+    `LexicalIndex.build` holds every posting three times over (ids, passages, counts, then the
+    sort order and the scores): ~4 GB at a million passages. Here memory holds the vocabulary,
+    one float per passage (its length: BM25 needs the mean length before any score) and one
+    run. The merge is a counting sort: once every run is written, each token's document
+    frequency, hence where its postings start in the final file (`indptr`), is known, and each
+    run, read back in passage order, writes its postings of each token at that token's cursor.
+    The files are byte for byte those of `LexicalIndex.build(texts).save(folder)`: the same
+    postings in the same order (token, then passage), scored by the same float32 operations.
+    """
+
+    def __init__(self, scratch: Path, run_postings: int = RUN_POSTINGS):
+        self.scratch = Path(scratch)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.run_postings = run_postings
+        self.vocab: dict[str, int] = {}
+        self.lengths = array("f")  # float32, one a passage
+        self.df = np.zeros(0, np.int64)
+        self.runs: list[tuple[Path, int]] = []  # (file stem, postings)
+        self._docs: list[np.ndarray] = []
+        self._tokens: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, text: str) -> None:
+        """Index the next passage (passages are numbered in the order they are added)."""
+        vocab = self.vocab
+        words = tokenize(text) or [EMPTY_TOKEN]
+        ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int32, len(words))
+        unique, tf = np.unique(ids, return_counts=True)
+        self._docs.append(np.full(len(unique), len(self.lengths), np.int32))
+        self._tokens.append(unique)
+        self._counts.append(tf.astype(np.float32))
+        self.lengths.append(len(words))
+        self._held += len(unique)
+        if self._held >= self.run_postings:
+            self._spill()
+
+    def add_all(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            self.add(text)
+
+    def _spill(self) -> None:
+        if not self._held:
+            return
+        tokens = np.concatenate(self._tokens)
+        self.df = _grown(self.df, len(self.vocab) + 1)
+        self.df += np.bincount(tokens, minlength=len(self.df))
+        stem = self.scratch / f"run-{len(self.runs):05d}"
+        np.save(f"{stem}.tokens.npy", tokens)
+        np.save(f"{stem}.docs.npy", np.concatenate(self._docs))
+        np.save(f"{stem}.counts.npy", np.concatenate(self._counts))
+        self.runs.append((stem, len(tokens)))
+        self._docs, self._tokens, self._counts, self._held = [], [], [], 0
+
+    def close(self, folder: Path) -> None:
+        """Merge the runs and write the index into `folder` (as `LexicalIndex.save`); the
+        scratch folder is removed."""
+        import bm25s
+        from bm25s.utils import json_functions
+
+        self._spill()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        n_docs, n_vocab = len(self.lengths), len(self.vocab) + 1  # + bm25s's empty token
+        df = _grown(self.df, n_vocab)
+        idf = bm25_idf(df, n_docs).astype(np.float32)
+        indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
+        lengths = np.frombuffer(self.lengths, np.float32)
+        mean = lengths.mean()
+        nnz = int(indptr[-1])
+        data = np.lib.format.open_memmap(folder / LEXICAL_ARRAYS["data"], mode="w+", dtype=np.float32, shape=(nnz,))
+        indices = np.lib.format.open_memmap(folder / LEXICAL_ARRAYS["indices"], mode="w+", dtype=np.int32, shape=(nnz,))
+        cursor = indptr[:-1].copy()
+        for stem, _ in self.runs:
+            tokens = np.load(f"{stem}.tokens.npy")
+            order = np.argsort(tokens, kind="stable")  # by token, passages ascending within each
+            tokens = tokens[order]
+            docs = np.load(f"{stem}.docs.npy")[order]
+            tf = np.load(f"{stem}.counts.npy")[order]
+            del order
+            # Where each posting goes: its token's cursor plus its rank among the run's postings
+            # of that token.
+            counts = np.bincount(tokens, minlength=n_vocab)
+            first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            at = cursor[tokens] + (np.arange(len(tokens)) - first[tokens])
+            cursor += counts
+            del counts, first
+            # The operations of `LexicalIndex.build`, in its order: the same float32 scores.
+            scores = lengths[docs]
+            scores *= B
+            scores /= mean
+            scores += 1 - B
+            scores *= K1
+            scores += tf
+            numerator = idf[tokens]
+            numerator *= tf
+            np.divide(numerator, scores, out=scores)
+            data[at] = scores
+            indices[at] = docs
+            del tokens, docs, tf, scores, numerator, at
+        data.flush()
+        indices.flush()
+        del data, indices
+        np.save(folder / LEXICAL_ARRAYS["indptr"], indptr)
+        self.vocab[""] = len(self.vocab)
+        params = bm25s.BM25(k1=K1, b=B, method="lucene")
+        with open(folder / "vocab.index.json", "wt", encoding="utf-8") as handle:
+            handle.write(json_functions.dumps(self.vocab, ensure_ascii=False))
+        with open(folder / "params.index.json", "w") as handle:
+            json.dump({
+                "k1": params.k1, "b": params.b, "delta": params.delta, "method": params.method,
+                "idf_method": params.idf_method, "dtype": params.dtype, "int_dtype": params.int_dtype,
+                "num_docs": n_docs, "version": bm25s.__version__, "backend": params.backend,
+            }, handle, indent=4)  # the keys and layout of bm25s's `BM25.save`
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _grown(counts: np.ndarray, size: int) -> np.ndarray:
+    """`counts` padded with zeros to `size`."""
+    return counts if len(counts) >= size else np.concatenate([counts, np.zeros(size - len(counts), counts.dtype)])

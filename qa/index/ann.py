@@ -46,6 +46,7 @@ __all__ = [
     "Int8Rows",
     "LanguageSearch",
     "ProbedIVF",
+    "RowsView",
     "choose_kind",
     "exact_index",
     "exact_neighbours",
@@ -474,13 +475,45 @@ def fill(index: Any, vectors: np.ndarray, block: int = 65536) -> Any:
     return index
 
 
-def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int = RECALL_K) -> np.ndarray:
-    """Row numbers of the exact top-k of each query (inner product over `vectors`)."""
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int = RECALL_K, block: int = 65536) -> np.ndarray:
+    """Row numbers of the exact top-k of each query (inner product over `vectors`).
+
+    A block of rows at a time, the best k kept across blocks: a flat index of all the rows
+    would copy them (a large language's float32 vectors, ~1 GB at a million passages).
+    """
     import faiss
 
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    fill(exact, vectors)
-    return exact.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))[1]
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, len(vectors))
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(vectors), block):
+        exact = faiss.IndexFlatIP(vectors.shape[1])
+        fill(exact, vectors[start : start + block])
+        scores, rows = exact.search(queries, min(k, exact.ntotal))
+        best_scores = np.concatenate([best_scores, scores], axis=1)
+        best_rows = np.concatenate([best_rows, rows + start], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(best_scores, keep, axis=1)
+        best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    return best_rows
+
+
+class RowsView:
+    """Rows `rows` of `vectors`, gathered only when indexed (`view[a:b]`, `view[ids]`): one
+    language's vectors for training, filling and tuning its index, a block at a time, where
+    `vectors[rows]` would copy them all."""
+
+    def __init__(self, vectors: np.ndarray, rows: np.ndarray):
+        self.vectors, self.rows = vectors, np.asarray(rows, np.int64)
+        self.shape = (len(self.rows), *vectors.shape[1:])
+        self.dtype = vectors.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, which) -> np.ndarray:
+        return np.asarray(self.vectors[self.rows[which]])
 
 
 def recall_at(index: Any, truth: np.ndarray, queries: np.ndarray, candidates: int | None = None) -> float:

@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from qa.config import Settings
 from qa.errors import IndexNotFoundError, QAError, unexpected_reason
 from qa.index.ann import (
     AnnReport,
+    RowsView,
     choose_kind,
     fill,
     half_rows,
@@ -65,7 +66,7 @@ from qa.index.format import (
 from qa.index.load import Index, open_index
 from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
 from qa.index.verify import file_checksum, write_stamps
-from qa.lexical import ANALYZER, LexicalIndex
+from qa.lexical import ANALYZER, LexicalWriter
 from qa.models import Article, Chunk, SkippedFile
 from qa.rank import LanguageStats, translation_groups
 
@@ -77,6 +78,7 @@ BUILD_KEY = "BUILT"  # beside CURRENT: the live version and the key of what it w
 RECALL_QUERIES = 200  # sample questions on which a build tunes and measures each approximate index's recall
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
+PASSAGE_BATCH = 4096  # passages looked up in the store and indexed together
 CHECKPOINT = ".checkpoint-"  # + the build key: the vectors being embedded, memory-mapped (see `_checkpoint`)
 
 
@@ -115,6 +117,11 @@ def _write_errors(building: Path) -> Iterator[None]:
             "Free some disk space (or fix the folder's permissions) and run `qa index` again; "
             "the previous index is unchanged."
         ) from None
+    except BaseException:
+        # Anything else (articles read from a generator that fails, Ctrl-C): the half-written
+        # version goes too, and the live one stays.
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 
@@ -142,6 +149,40 @@ def corpus_fingerprint(articles: list[Article]) -> str:
     for doc_id in sorted(a.doc_id for a in articles):
         digest.update(doc_id.encode())
     return digest.hexdigest()[:20]
+
+
+class _DocIds:
+    """The doc_ids of the articles written, as compact byte strings (not Python objects), for
+    `corpus_fingerprint` without holding the articles."""
+
+    def __init__(self, block: int = 65536):
+        self._blocks: list[np.ndarray] = []
+        self._pending: list[bytes] = []
+        self._block = block
+
+    def add(self, doc_id: str) -> None:
+        self._pending.append(doc_id.encode())
+        if len(self._pending) >= self._block:
+            self._blocks.append(np.array(self._pending, dtype=bytes))
+            self._pending = []
+
+    def fingerprint(self) -> str:
+        """`corpus_fingerprint` of the articles added: UTF-8 bytes sort in code point order, as
+        the doc_ids themselves (doc_ids hold no NUL, which fixed-width byte strings would drop)."""
+        blocks = self._blocks + ([np.array(self._pending, dtype=bytes)] if self._pending else [])
+        ids = np.sort(np.concatenate(blocks)) if blocks else []
+        return hashlib.sha256(b"".join(ids)).hexdigest()[:20]
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """`items` in lists of at most `size`."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    yield batch
 
 
 def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> Index | None:
@@ -639,8 +680,8 @@ def _sentence_count(version_dir: Path) -> int:
 
 def write_index(
     index_dir: Path,
-    articles: list[Article],
-    chunks: list[Chunk],
+    articles: Iterable[Article],
+    chunks: Iterable[Chunk],
     vectors: np.ndarray,
     sentences: np.ndarray,
     sentence_vectors: np.ndarray,
@@ -656,7 +697,13 @@ def write_index(
     elsewhere: a benchmark's synthetic corpus, another embedding pipeline). `groups` defaults
     to the translation groups found from the vectors; `recall_queries` (question vectors,
     centred as the engine centres them) to a sample of the sentence vectors. Returns the version
-    and how each language is searched."""
+    and how each language is searched.
+
+    `articles` and `chunks` may be any iterables, e.g. generators reading them from disk: they
+    are read once, in that order (every article before the first passage), and written as they
+    come, so the writer's memory does not grow with the corpus (a few numbers a passage, the
+    BM25 vocabulary, and one language's IVF index at a time). `chunks` are in the order of
+    `vectors`' rows; `vectors` and `sentence_vectors` are best memory-mapped."""
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(index_dir):
@@ -669,21 +716,31 @@ def write_index(
 
 
 def _vector_search(
-    vectors: np.ndarray, passage_langs: np.ndarray, queries: np.ndarray,
-    settings: Settings, previous: Index | None,
+    vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str], queries: np.ndarray,
+    settings: Settings, previous: Index | None, folder: Path | None = None,
 ) -> dict[str, tuple[AnnReport, Any]]:
     """Per language: how it is searched and, for large languages, its filled IVF index.
+
+    `lang_codes`: each passage's language, a position in `langs` (sorted). With `folder`,
+    each IVF index is written there as soon as it is built and dropped (None in the result):
+    one language's index in memory at a time. A language's vectors are read a block of rows at
+    a time (`RowsView`), never copied out whole.
 
     An incremental build reuses the previous IVF lists of a language (emptied and refilled:
     only the assignment of vectors to lists is redone) unless the language has more than
     doubled or halved since they were trained, in which case they are retrained and the build
     says so. nprobe and the probe gap (see `qa.index.ann.ProbedIVF`) are re-tuned every build.
     """
+    import faiss
+
     # `queries` are of every language: a question in one language searches every language's
     # index (the cross-language case is the hard one).
     out: dict[str, tuple[AnnReport, Any]] = {}
-    for position, lang in enumerate(sorted(set(passage_langs.tolist()))):
-        rows = np.flatnonzero(passage_langs == lang)
+    counts = np.bincount(lang_codes, minlength=len(langs))
+    for position, lang in enumerate(langs):
+        if not counts[position]:
+            continue
+        rows = RowsView(vectors, np.flatnonzero(lang_codes == position))
         kind = choose_kind(len(rows), settings.index_type, settings.ann_min_passages)
         if kind == "flat" or not len(queries):
             out[lang] = (AnnReport("flat", len(rows)), None)
@@ -692,8 +749,6 @@ def _vector_search(
         old_index = previous.ann[lang].index if previous and lang in previous.ann else None
         trained_on = old_spec.trained_on if old_spec else 0
         if old_index is not None and 0.5 <= len(rows) / max(trained_on, 1) <= 2:
-            import faiss
-
             index = faiss.clone_index(old_index)
             index.reset()
         else:
@@ -703,9 +758,9 @@ def _vector_search(
                     lang, f"{len(rows):,}", f"{trained_on:,}",
                 )
             trained_on = len(rows)
-            index = train_ivf(vectors[rows], n_lists(len(rows)))
-        fill(index, vectors[rows])
-        nprobe, gap, recall = tune_probes(index, vectors[rows], queries, settings.ann_target_recall, settings.candidates)
+            index = train_ivf(rows, n_lists(len(rows)))
+        fill(index, rows)
+        nprobe, gap, recall = tune_probes(index, rows, queries, settings.ann_target_recall, settings.candidates)
         if recall < settings.ann_target_recall and settings.index_type == "auto":
             # Even a quarter of the lists misses the target (small or structureless languages):
             # exact search, about as fast there, is the better index.
@@ -717,8 +772,30 @@ def _vector_search(
             recall_at_10=round(recall, 4), recall_queries=len(queries), target_recall=settings.ann_target_recall,
             file=f"{ANN_DIR}/{position:03d}.faiss", probe_gap=gap,
         )
+        if folder is not None:
+            (folder / ANN_DIR).mkdir(exist_ok=True)
+            write_file(folder / report.file, faiss.serialize_index(index).tobytes())
+            index = None
         out[lang] = (report, index)
     return out
+
+
+def _fit_stats(vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str]) -> LanguageStats:
+    """`LanguageStats.fit(vectors, langs[lang_codes])`, the same numbers, without copying any
+    language's vectors: its moments are summed over blocks of its rows (`RowsView`) in the
+    order and blocks `fit` sums them, so the floats are identical. For millions of sentence
+    vectors, `fit`'s copy of the largest language alone was gigabytes."""
+    from qa.rank import MIN_PASSAGES_FOR_STATS, _moments
+
+    present = np.flatnonzero(np.bincount(lang_codes, minlength=len(langs)))
+    pooled_mean, pooled_cov = _moments(vectors)
+    means, covs = [], []
+    for code in present.tolist():
+        rows = RowsView(vectors, np.flatnonzero(lang_codes == code))
+        mean, cov = _moments(rows) if len(rows) >= MIN_PASSAGES_FOR_STATS else (pooled_mean, pooled_cov)
+        means.append(mean)
+        covs.append(cov)
+    return LanguageStats([langs[c] for c in present.tolist()], np.asarray(means, np.float32), np.asarray(covs, np.float32))
 
 
 def _fsync(path: Path) -> None:
@@ -735,8 +812,8 @@ def _start_version(index_dir: Path) -> Path:
 
 def _write_version(
     building: Path,
-    articles: list[Article],
-    chunks: list[Chunk],
+    articles: Iterable[Article],
+    chunks: Iterable[Chunk],
     vectors: np.ndarray,
     sentences: np.ndarray,
     sentence_vectors: np.ndarray,
@@ -752,23 +829,32 @@ def _write_version(
     """Write a complete new version into `building`, then make it live (the caller holds the
     build lock). An approximate index's recall is tuned on `recall_queries` (see
     `tuning_queries`), else on a sample of the sentence vectors."""
-    import faiss
-
     index_dir = building.parent
     version = building.name.removeprefix(".building-")
-    lang_of = {a.doc_id: a.lang for a in articles}
-    passage_langs = np.array([lang_of[c.doc_id] for c in chunks])
-    article_langs = np.array([a.lang for a in articles]) if articles else np.zeros(0, str)
-    sentence_langs = article_langs[np.asarray(sentences[:, 0], np.int64)] if len(sentences) else np.zeros(0, str)
     with _write_errors(building):
-        # Language codes: positions in the sorted languages of the articles, as the manifest lists them.
-        store = StoreWriter(building, sorted({a.lang for a in articles}))
+        # Articles and passages go to disk as they come (the store's records, BM25's runs):
+        # what stays in memory is a few numbers per passage and the vocabulary.
+        store = StoreWriter(building)
+        doc_ids = _DocIds()
         for article in articles:
             store.add_article(article)
-        store.add_passages(chunks, passage_langs.tolist())
-        columns, lang_codes = store.close()
-        write_sentence_links(building, columns, lang_codes, sentences)
-        del columns, lang_codes
+            doc_ids.add(article.doc_id)
+        lexical = LexicalWriter(building / ".bm25-runs")
+        n_passages = 0
+        for batch in _batches(chunks, PASSAGE_BATCH):
+            store.add_passages(batch)
+            for chunk in batch:
+                lexical.add(chunk.text)
+            n_passages += len(batch)
+        del batch
+        if n_passages != len(vectors):
+            raise ValueError(f"{n_passages} passages but {len(vectors)} vectors")
+        langs, languages, n_articles = store.languages(), store.lang_counts(), store.n_articles
+        article_codes = store.article_lang_codes()
+        columns, passage_codes = store.close()
+        write_sentence_links(building, columns, passage_codes, sentences)
+        del columns
+        sentence_codes = article_codes[np.asarray(sentences[:, 0], np.int64)] if len(sentences) else np.zeros(0, np.int8)
         # Half precision, written a block at a time into the file: only re-scoring and the exact
         # search of small languages read them, and float16 moves a cosine by ~1e-4 (section 16 of
         # benchmarks/README.md). The search structures below are built from the float32 vectors.
@@ -779,21 +865,19 @@ def _write_version(
         _fsync(building / VECTORS)
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
-        search = _vector_search(vectors, passage_langs, recall_queries, settings, previous)
-        for report, index in search.values():
-            if index is not None:
-                (building / ANN_DIR).mkdir(exist_ok=True)
-                write_file(building / report.file, faiss.serialize_index(index).tobytes())
-        stats = LanguageStats.fit(vectors, passage_langs)
+        search = _vector_search(vectors, passage_codes, langs, recall_queries, settings, previous, folder=building)
+        stats = _fit_stats(vectors, passage_codes, langs)
         stats.query_means = query_means
         with (building / LANG_STATS).open("wb") as handle:
             np.savez(handle, **stats.to_arrays())
         if groups is None:
+            passage_langs = np.array(langs)[passage_codes]
             centered = stats.centered(vectors, stats.lang_ids(passage_langs))
             groups = translation_groups(centered, passage_langs, settings.group_threshold)
+            del centered, passage_langs
         write_file(building / GROUPS, np.asarray(groups, np.int64))
         write_groups(building, groups)
-        LexicalIndex.build([c.text for c in chunks]).save(building / LEXICAL)
+        lexical.close(building / LEXICAL)
         write_file(building / SENTENCES, np.asarray(sentences, np.int64))
         # The int8 codes are written straight into their file (page cache, not heap: 1.8 GB
         # for the 4.7M sentences of a million passages).
@@ -806,8 +890,7 @@ def _write_version(
         _fsync(building / SENTENCE_VECTORS)
         write_file(building / SENTENCE_SCALES, scales)
         with (building / SENTENCE_STATS).open("wb") as handle:
-            np.savez(handle, **LanguageStats.fit(sentence_vectors, sentence_langs).to_arrays())
-        languages = Counter(a.lang for a in articles)
+            np.savez(handle, **_fit_stats(sentence_vectors, sentence_codes, langs).to_arrays())
         written = {
             path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()
         }
@@ -816,17 +899,17 @@ def _write_version(
             model=model,
             chunking=chunking,
             corpus={
-                "fingerprint": corpus_fingerprint(articles),
-                "articles": len(articles),
-                "passages": len(chunks),
-                "languages": dict(sorted(languages.items())),
+                "fingerprint": doc_ids.fingerprint(),
+                "articles": n_articles,
+                "passages": n_passages,
+                "languages": languages,
             },
             index={
                 "type": "per_language",
                 "metric": "inner_product",
                 "index_type": settings.index_type,
                 "ann_min_passages": settings.ann_min_passages,
-                "ntotal": len(chunks),
+                "ntotal": n_passages,
                 "languages": {lang: asdict(report) for lang, (report, _) in search.items()},
             },
             files={name: path.stat().st_size for name, path in written.items()},

@@ -36,6 +36,7 @@ import hashlib
 import os
 import threading
 import weakref
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -110,36 +111,104 @@ def doc_key(doc_id: str) -> int:
 
 
 class StoreWriter:
-    """Writes the store of a new version, article by article (bounded memory: the records go
-    to disk as they come; only a few integers per passage are kept until `close`)."""
+    """Writes the store of a new version, article by article, then passage by passage, with
+    bounded memory: the records go to disk as they come, and only a few integers per article
+    and per passage are kept (in arrays, not Python objects) until `close`.
 
-    def __init__(self, folder: Path, langs: list[str]):
+    `langs`: the languages' codes, when known in advance; otherwise codes are given as
+    languages are met and renumbered in sorted order by `close` (the manifest's order).
+    """
+
+    def __init__(self, folder: Path, langs: list[str] | None = None):
         self.folder = Path(folder)
         (self.folder / STORE_DIR).mkdir(parents=True, exist_ok=True)
         self._records = (self.folder / ARTICLE_RECORDS).open("wb")
-        self._offsets = [0]
-        self._keys: list[int] = []
-        self._number: dict[str, int] = {}
-        self._lang_code = {lang: i for i, lang in enumerate(langs)}
+        self._offsets = array("q", [0])
+        self._keys = array("Q")
+        self._article_langs = array("b")  # the language code of each article
+        self._lang_code = {lang: i for i, lang in enumerate(langs or [])}
         self._columns: list[np.ndarray] = []
         self._langs: list[np.ndarray] = []
+        self._lookup: tuple[np.ndarray, np.ndarray, dict[str, int]] | None = None
+
+    @property
+    def n_articles(self) -> int:
+        return len(self._keys)
+
+    def languages(self) -> list[str]:
+        """The languages met so far, sorted (the codes `close` gives them)."""
+        return sorted(self._lang_code)
+
+    def lang_counts(self) -> dict[str, int]:
+        """Articles per language, sorted by language."""
+        counts = np.bincount(np.frombuffer(self._article_langs, np.int8), minlength=len(self._lang_code))
+        return {lang: int(counts[code]) for lang, code in sorted(self._lang_code.items()) if counts[code]}
 
     def add_article(self, article: Article) -> int:
         """Append one article; returns its article number."""
+        if self._lookup is not None:
+            raise ValueError("articles must all be added before their passages")
         record = article.model_dump_json().encode()
         self._records.write(record)
         self._offsets.append(self._offsets[-1] + len(record))
         self._keys.append(doc_key(article.doc_id))
-        self._number[article.doc_id] = len(self._keys) - 1
+        self._article_langs.append(self._lang_code.setdefault(article.lang, len(self._lang_code)))
         return len(self._keys) - 1
 
-    def add_passages(self, chunks: Sequence[Chunk], langs: Sequence[str]) -> None:
-        """Append passages (in vector order) of articles already added."""
-        columns = np.array(
-            [(self._number[c.doc_id], c.chunk_id, c.start, c.end, c.n_tokens) for c in chunks], np.int64
-        ).reshape(-1, 5)
+    def _numbers(self, doc_ids: list[str]) -> np.ndarray:
+        """The article number of each doc_id (KeyError for one not added), by its key; keys that
+        two articles share (a 64-bit collision) are resolved by reading those articles' records."""
+        if self._lookup is None:
+            self._records.flush()
+            keys = np.frombuffer(self._keys, np.uint64)
+            order = np.argsort(keys, kind="stable")
+            sorted_keys = keys[order]
+            shared = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+            clashes = {}
+            for number in np.unique(order[np.concatenate([shared, shared + 1])]).tolist():
+                start, end = self._offsets[number], self._offsets[number + 1]
+                with (self.folder / ARTICLE_RECORDS).open("rb") as handle:
+                    handle.seek(start)
+                    clashes[Article.model_validate_json(handle.read(end - start)).doc_id] = number
+            self._lookup = (sorted_keys, order, clashes)
+        sorted_keys, order, clashes = self._lookup
+        keys = np.array([doc_key(doc_id) for doc_id in doc_ids], np.uint64)
+        if not len(sorted_keys):
+            if doc_ids:
+                raise KeyError(doc_ids[0])
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        numbers = order[at]
+        missing = np.flatnonzero(sorted_keys[at] != keys)
+        if len(missing):
+            raise KeyError(doc_ids[int(missing[0])])
+        for i, doc_id in enumerate(doc_ids):
+            if doc_id in clashes:
+                numbers[i] = clashes[doc_id]
+        return numbers.astype(np.int64)
+
+    def add_passages(self, chunks: Sequence[Chunk], langs: Sequence[str] | None = None) -> None:
+        """Append passages (in vector order) of articles already added. `langs`: each passage's
+        language; its article's by default."""
+        numbers = self._numbers([c.doc_id for c in chunks])
+        columns = np.array([(0, c.chunk_id, c.start, c.end, c.n_tokens) for c in chunks], np.int64).reshape(-1, 5)
+        columns[:, 0] = numbers
         self._columns.append(columns)
-        self._langs.append(np.array([self._lang_code[lang] for lang in langs], np.int8))
+        if langs is None:
+            self._langs.append(np.frombuffer(self._article_langs, np.int8)[numbers])
+        else:
+            self._langs.append(np.array([self._lang_code.setdefault(lang, len(self._lang_code)) for lang in langs], np.int8))
+
+    def _recode(self) -> np.ndarray:
+        """Old code -> code in sorted language order."""
+        recode = np.zeros(max(len(self._lang_code), 1), np.int8)
+        for new, lang in enumerate(sorted(self._lang_code)):
+            recode[self._lang_code[lang]] = new
+        return recode
+
+    def article_lang_codes(self) -> np.ndarray:
+        """Each article's language code, in sorted language order (as after `close`)."""
+        return self._recode()[np.frombuffer(self._article_langs, np.int8)]
 
     def close(self) -> tuple[np.ndarray, np.ndarray]:
         """Write the arrays and make every file durable; returns the passage columns and
@@ -147,19 +216,22 @@ class StoreWriter:
         self._records.flush()
         os.fsync(self._records.fileno())
         self._records.close()
-        keys = np.array(self._keys, np.uint64)
+        keys = np.frombuffer(self._keys, np.uint64)
         order = np.argsort(keys, kind="stable")
-        write_file(self.folder / ARTICLE_OFFSETS, np.array(self._offsets, np.int64))
+        write_file(self.folder / ARTICLE_OFFSETS, np.frombuffer(self._offsets, np.int64))
         write_file(self.folder / ARTICLE_KEYS, keys[order])
         write_file(self.folder / ARTICLE_ORDER, order.astype(np.int64))
         columns = np.concatenate(self._columns) if self._columns else np.zeros((0, 5), np.int64)
+        self._columns = []
         write_file(self.folder / PASSAGE_COLUMNS, columns)
-        write_file(self.folder / PASSAGE_LANGS, np.concatenate(self._langs) if self._langs else np.zeros(0, np.int8))
+        codes = self._recode()[np.concatenate(self._langs)] if self._langs else np.zeros(0, np.int8)
+        self._langs = []
+        write_file(self.folder / PASSAGE_LANGS, codes)
         passage_keys = (columns[:, 0] << 32) + columns[:, 2]
         order = np.argsort(passage_keys, kind="stable")
         write_file(self.folder / PASSAGE_KEYS, passage_keys[order])
         write_file(self.folder / PASSAGE_ORDER, order.astype(np.int64))
-        return columns, np.concatenate(self._langs) if self._langs else np.zeros(0, np.int8)
+        return columns, codes
 
 
 def write_groups(folder: Path, groups: np.ndarray) -> None:
@@ -176,36 +248,73 @@ def write_groups(folder: Path, groups: np.ndarray) -> None:
     write_file(folder / GROUP_ROWS, np.asarray(rows, np.int64))
 
 
-def write_sentence_links(folder: Path, columns: np.ndarray, lang_codes: np.ndarray, sentences: np.ndarray) -> None:
-    """Which sentences each passage holds (passages overlap, so a sentence may be in two):
-    `link_sentences`, vectorized (a million passages link in seconds, once, at build)."""
+def write_sentence_links(
+    folder: Path, columns: np.ndarray, lang_codes: np.ndarray, sentences: np.ndarray, block: int = 65536
+) -> None:
+    """Which sentences each passage holds (passages overlap, so a sentence may be in two).
 
-    owners, members = link_sentences(columns, sentences)
-    write_file(folder / SENTENCE_MEMBERS, members.astype(np.int64))
-    write_file(folder / LINK_STARTS, link_starts(owners, len(columns)))
-    write_file(folder / SENTENCE_LANGS, np.asarray(lang_codes, np.int8)[owners])
+    Sentences are sorted by (article, start); a passage's sentences are those of its article
+    starting inside it (two binary searches) that also end inside it. Vectorized, a block of
+    passages at a time, twice (the links of each block counted, then written into files of the
+    total size): the temporaries are a block's, not ~80 B a sentence for the whole corpus.
+    """
+
+    sentences = np.asarray(sentences).reshape(-1, 3)
+    keys = (sentences[:, 0].astype(np.int64) << 32) + sentences[:, 1]
+    # Already sorted when written by build_index: no order array then.
+    order = None if np.all(keys[1:] >= keys[:-1]) else np.argsort(keys, kind="stable")
+    sorted_keys = keys if order is None else keys[order]
+    del keys
+    counts = np.zeros(len(columns), np.int64)
+    for start in range(0, len(columns), block):
+        owners, _ = _links(columns, sentences, sorted_keys, order, start, min(len(columns), start + block))
+        counts[start : start + block] = np.bincount(owners - start, minlength=min(block, len(columns) - start))
+    total = int(counts.sum())
+    members_out = np.lib.format.open_memmap(folder / SENTENCE_MEMBERS, mode="w+", dtype=np.int64, shape=(total,))
+    langs_out = np.lib.format.open_memmap(folder / SENTENCE_LANGS, mode="w+", dtype=np.int8, shape=(total,))
+    at = 0
+    codes = np.asarray(lang_codes, np.int8)
+    for start in range(0, len(columns), block):
+        owners, members = _links(columns, sentences, sorted_keys, order, start, min(len(columns), start + block))
+        members_out[at : at + len(members)] = members
+        langs_out[at : at + len(members)] = codes[owners]
+        at += len(members)
+    for out, name in ((members_out, SENTENCE_MEMBERS), (langs_out, SENTENCE_LANGS)):
+        out.flush()
+        with (folder / name).open("rb+") as handle:
+            os.fsync(handle.fileno())
+    del members_out, langs_out
+    write_file(folder / LINK_STARTS, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def _links(
+    columns: np.ndarray, sentences: np.ndarray, sorted_keys: np.ndarray, order: np.ndarray | None, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(passage, sentence) of each link of passages start..end-1, by passage then sentence."""
+    part = columns[start:end]
+    doc, first, last = part[:, 0], part[:, 2], part[:, 3]
+    lo = np.searchsorted(sorted_keys, (doc << 32) + first, "left")
+    hi = np.searchsorted(sorted_keys, (doc << 32) + last, "left")
+    lengths = np.maximum(hi - lo, 0)
+    owners = np.repeat(np.arange(start, end, dtype=np.int64), lengths)
+    members = ranges(lo, lengths)
+    if order is not None:
+        members = order[members]
+    inside = sentences[members, 2] <= last[owners - start]
+    return owners[inside], members[inside]
 
 
 def link_sentences(columns: np.ndarray, sentences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(owners, members): each link's passage row (ascending) and sentence row, from the
     passages' columns (article, chunk id, start, end, ...) and the sentences' (article, start,
-    end). Every store links with this one function (`qa.postgres` at load), so that all agree.
-
-    Sentences are sorted by (article, start); a passage's sentences are those of its article
-    starting inside it (two binary searches) that also end inside it.
-    """
+    end), all at once. Every store links with `_links` (the embedded build a block at a time,
+    `qa.postgres` with this at load), so that all agree."""
     columns = np.asarray(columns, dtype=np.int64)
-    doc, start, end = columns[:, 0], columns[:, 2], columns[:, 3]
     sentences = np.asarray(sentences, dtype=np.int64).reshape(-1, 3)
     keys = (sentences[:, 0] << 32) + sentences[:, 1]
-    order = np.argsort(keys, kind="stable")  # already sorted when written by build_index
-    lo = np.searchsorted(keys[order], (doc << 32) + start, "left")
-    hi = np.searchsorted(keys[order], (doc << 32) + end, "left")
-    lengths = np.maximum(hi - lo, 0)
-    owners = np.repeat(np.arange(len(columns), dtype=np.int64), lengths)
-    members = order[ranges(lo, lengths)]
-    inside = sentences[members, 2] <= end[owners]
-    return owners[inside], members[inside]
+    order = None if np.all(keys[1:] >= keys[:-1]) else np.argsort(keys, kind="stable")
+    sorted_keys = keys if order is None else keys[order]
+    return _links(columns, sentences, sorted_keys, order, 0, len(columns))
 
 
 def link_starts(owners: np.ndarray, passages: int) -> np.ndarray:
