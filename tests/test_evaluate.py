@@ -79,7 +79,7 @@ def test_eval_command_prints_the_comparison(xquad_slice, capsys, tmp_path):
     from qa.config import Settings
 
     folder = find_xquad()
-    args = Namespace(data=folder, subset=1, langs="en,de", json=tmp_path / "eval.json")
+    args = Namespace(data=folder, subset=1, langs="en,de", json=tmp_path / "eval.json", hits=None)
     cmd_eval(args, Settings())
     out = capsys.readouterr().out
     assert "bare model" in out and "pipeline" in out and "needle R@1" in out
@@ -196,7 +196,7 @@ def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tm
     from qa.config import Settings
 
     args = Namespace(data=find_xquad(), subset=2, langs="en,de", json=tmp_path / "eval.json", answers=True,
-                     tune_quotes=False, questions=None, off_topic=None)  # fmt: skip
+                     tune_quotes=False, questions=None, off_topic=None, hits=None)  # fmt: skip
     cmd_eval(args, Settings())
     out = capsys.readouterr().out
     assert "XQuAD answers" in out and "by passage (before)" in out and "ranked (now)" in out
