@@ -8,8 +8,8 @@ tables, so a question never mixes versions, whatever a rebuild switches meanwhil
 What a server keeps in memory per version (read once when it switches, a few blobs): the
 language statistics, each passage's article, offsets and translation group, each sentence's
 offsets, and what filters read of each article. Per question it reads from PostgreSQL each
-language's best passages (`ORDER BY embedding <#> q LIMIT k`: an exact scan, or the HNSW index of
-a large language with iterative scans), the BM25 postings of the question's words, the vectors
+language's best passages (`ORDER BY embedding <#> q LIMIT k`: an exact scan, or the IVFFlat or HNSW
+index of a large language, with its recorded setting and iterative scans), the BM25 postings of the question's words, the vectors
 of the candidates and of their sentences, and the articles of the passages shown.
 """
 
