@@ -750,3 +750,16 @@ def test_a_failed_part_leaves_no_version_behind_and_parts_from_other_connections
     np.testing.assert_array_equal(stored.sentence_vectors_at(sentences), local.sentence_vectors_at(sentences))
     assert sorted(stored.articles.many(list(local.articles)).values(), key=lambda a: a.doc_id) == sorted(
         local.articles.values(), key=lambda a: a.doc_id)
+
+
+def test_a_version_s_search_settings_are_the_largest_tuned_value_of_each_index():
+    """One statement searches every language: a connection takes the largest tuned setting of each
+    approximate index kind (a language tuned lower only gains recall); older versions' HNSW
+    languages, written before the setting was recorded, get the former fixed ef_search."""
+    from qa.postgres.read import HNSW_EF_SEARCH, search_settings
+
+    searches = {"en": {"search": "ivfflat", "lists": 256, "probes": 6}, "de": {"search": "ivfflat", "probes": 32},
+                "es": {"search": "hnsw", "ef_search": 200}, "fr": {"search": "exact"}}
+    assert search_settings(searches) == {"ivfflat.probes": 32, "hnsw.ef_search": 200}
+    assert search_settings({"en": {"search": "hnsw"}}) == {"hnsw.ef_search": HNSW_EF_SEARCH}
+    assert search_settings({"fr": {"search": "exact"}}) == {}
