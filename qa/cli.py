@@ -107,7 +107,8 @@ def _write_store(url: str | None, settings: Settings, written: dict | None = Non
         print(f"Database: {shown_url(url)} is up to date (version {report['version']}).")
         return
     searches = ", ".join(
-        f"{lang} {spec['search']}" + (f" (recall@10 {spec['recall_at_10']:.3f})" if "recall_at_10" in spec else "")
+        f"{lang} {spec['search']}" + "".join(f" {key} {spec[key]}" for key in ("probes", "ef_search") if key in spec)
+        + (f" (recall@10 {spec['recall_at_10']:.3f})" if "recall_at_10" in spec else "")
         for lang, spec in report["languages"].items()
     )
     print(

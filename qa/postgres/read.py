@@ -8,8 +8,8 @@ tables, so a question never mixes versions, whatever a rebuild switches meanwhil
 What a server keeps in memory per version (read once when it switches, a few blobs): the
 language statistics, each passage's article, offsets and translation group, each sentence's
 offsets, and what filters read of each article. Per question it reads from PostgreSQL each
-language's best passages (`ORDER BY embedding <#> q LIMIT k`: an exact scan, or the HNSW index of
-a large language with iterative scans), the BM25 postings of the question's words, the vectors
+language's best passages (`ORDER BY embedding <#> q LIMIT k`: an exact scan, or the IVFFlat or HNSW
+index of a large language, with its recorded setting and iterative scans), the BM25 postings of the question's words, the vectors
 of the candidates and of their sentences, and the articles of the passages shown.
 """
 
@@ -34,11 +34,17 @@ from qa.models import Article, Chunk, Filters
 from qa.postgres.schema import connect, leaf, shown_url, table, unreachable
 from qa.rank import LanguageStats, group_members
 
-__all__ = ["HNSW_EF_SEARCH", "Database", "StoredIndex"]
+__all__ = ["HNSW_EF_SEARCH", "SEARCH_SETTINGS", "Database", "StoredIndex", "search_settings"]
 
 log = logging.getLogger(__name__)
 
 HNSW_EF_SEARCH = 100  # candidates HNSW keeps while searching (at least k); iterative scans add more
+# The search settings of a version's approximate languages, as its writer tuned them and recorded
+# them in `qa_versions.languages` (so that every server searches alike): per language
+# {"search": "ivfflat", "probes": n} or {"search": "hnsw", "ef_search": n}. A question searches
+# every language in one statement, so a connection takes the largest of each (a language tuned
+# lower only gains recall). Versions written before the settings were recorded: HNSW_EF_SEARCH.
+SEARCH_SETTINGS = {"ivfflat": ("ivfflat.probes", "probes", 1), "hnsw": ("hnsw.ef_search", "ef_search", HNSW_EF_SEARCH)}
 ARTICLES_KEPT = 4096  # articles (with their text) kept per version: those of recent answers
 VECTORS_KEPT = 8192  # passage and sentence vectors kept per version (~12 MB each at 384 dimensions)
 
@@ -60,14 +66,30 @@ class Database:
             conn = connect(self.url)
             conn.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
+            # A filtered search must still find k rows: both indexes scan on past a filter.
+            conn.execute("SET ivfflat.iterative_scan = relaxed_order")
             self._local.conn = conn
+            self._local.applied = {}
         return conn
 
+    def apply(self, conn, settings: dict[str, int] | None) -> None:
+        """SET the search settings `settings` ({"ivfflat.probes": 8, ...}) on `conn` (this thread's
+        connection) unless it has them already."""
+        if not settings:
+            return
+        applied = self._local.applied
+        for name, value in settings.items():
+            if applied.get(name) != int(value):
+                conn.execute(f"SET {name} = {int(value)}")  # names from SEARCH_SETTINGS only
+                applied[name] = int(value)
+
     def run(
-        self, statement, params: Any = None, *, binary: bool = True, missing: list | None = None
+        self, statement, params: Any = None, *, binary: bool = True, missing: list | None = None,
+        settings: dict[str, int] | None = None,
     ) -> list[tuple]:
         """The rows of one statement; DatabaseError (a 503) if the database is lost meanwhile.
-        `missing`: the rows to return when a table it reads does not exist (else an error)."""
+        `missing`: the rows to return when a table it reads does not exist (else an error);
+        `settings`: search settings the statement needs (see `apply`), on a new connection too."""
         import psycopg
 
         for attempt in (1, 2):
@@ -75,7 +97,9 @@ class Database:
             # a failover): a read is then tried once more, on a new connection.
             reused = getattr(self._local, "conn", None) is not None
             try:
-                with self.connection().cursor(binary=binary) as cursor:
+                conn = self.connection()
+                self.apply(conn, settings)
+                with conn.cursor(binary=binary) as cursor:
                     cursor.execute(statement, params)
                     return cursor.fetchall() if cursor.description else []
             except psycopg.OperationalError as exc:
@@ -141,6 +165,17 @@ class Database:
                 self._loaded, self._failed = fresh, None
                 log.info("Answering from store version %s (%d passages).", version, len(fresh))
             return self._loaded
+
+
+def search_settings(searches: dict[str, dict]) -> dict[str, int]:
+    """The settings a search of every language of a version takes: the largest tuned value of each
+    approximate index's setting over its languages (see SEARCH_SETTINGS)."""
+    out: dict[str, int] = {}
+    for spec in searches.values():
+        if spec.get("search") in SEARCH_SETTINGS:
+            name, key, default = SEARCH_SETTINGS[spec["search"]]
+            out[name] = max(out.get(name, 0), int(spec.get(key, default)))
+    return out
 
 
 def check_stored_model(index: StoredIndex, model: dict[str, Any], url: str) -> None:
@@ -297,6 +332,7 @@ class StoredIndex:
         self.source = source
         self.manifest = Manifest.model_validate(manifest if isinstance(manifest, dict) else json.loads(manifest))
         self.searches = languages if isinstance(languages, dict) else json.loads(languages)
+        self.search_settings = search_settings(self.searches)
         self.lang_stats = _load_stats(arrays["lang_stats"])
         self.sentence_stats = _load_stats(arrays["sentence_stats"])
         self.offsets = _load_npy(arrays["passages"])  # (n, 5): article, chunk_id, start, end, tokens
@@ -449,7 +485,8 @@ class StoredIndex:
         if not parts:
             return {}
         found = self.db.run(Composed(parts).join(" UNION ALL "),
-                            {"q": np.asarray(query, np.float32), "k": int(k), **params})
+                            {"q": np.asarray(query, np.float32), "k": int(k), **params},
+                            settings=self.search_settings)
         out: dict[str, list[tuple[float, int]]] = {}
         for lang, row, distance in found:
             if mask is None or mask[row]:

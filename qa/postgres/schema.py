@@ -10,7 +10,7 @@ a rebuild writes a complete version beside the live one and a server reads one v
                            keeps in memory (language statistics, translation groups, offsets)
     qa_articles_<v>        the articles (their text, metadata, day number and outlet)
     qa_passages_<v>        the passages: article, offsets, group, day, embedding vector(d);
-      qa_passages_<v>_<lang>   one LIST partition per language (exact scan, or HNSW when large)
+      qa_passages_<v>_<lang>   one LIST partition per language (exact scan, or IVFFlat / HNSW when large)
     qa_sentences_<v>       every sentence of the passages with its embedding as the embedded index
                            keeps it: int8 codes and one float32 scale (versions written before
                            the codes hold a float32 `embedding` instead)
