@@ -491,6 +491,32 @@ def _record_compiled(folder: Path, verified: dict, shared: Path | None = None) -
         _write_verified(folder, verified)
 
 
+def _adopt_shared(folder: Path, verified: dict, shared: Path) -> None:
+    """Link the full path's compiled models (same OpenVINO copy, same configuration, so the
+    same cache key and file name) into the bundle's cache before OpenVINO looks there, and
+    record them: OpenVINO then imports the one copy instead of compiling a second. Linking
+    after compiling is not enough: two compiles of one model differ by a few bytes."""
+    from qa.index.verify import file_checksum
+
+    compiled, records, new = folder / _COMPILED, verified["compiled"], False
+    for theirs in sorted(shared.glob("*.blob")) if shared.is_dir() else []:
+        mine = compiled / theirs.name
+        if theirs.name in records or mine.exists():
+            continue
+        tmp = compiled / f".{theirs.name}.tmp-{os.getpid()}"
+        try:
+            compiled.mkdir(parents=True, exist_ok=True)
+            os.link(theirs, tmp)
+            os.replace(tmp, mine)
+            records[mine.name] = [file_checksum(mine), _stamp(mine)]  # hashed once, as a new compile
+            new = True
+        except OSError as exc:  # no hard links here, or removed meanwhile: OpenVINO compiles
+            tmp.unlink(missing_ok=True)
+            log.debug("could not link %s into %s: %s", theirs, compiled, exc)
+    if new:
+        _write_verified(folder, verified)
+
+
 def share_compiled(folder: Path, shared: Path) -> None:
     """Make the compiled models recorded in the bundle `folder` hard links to the full path's
     identical ones in `shared`, where they are not yet (a bundle compiled before the full path
@@ -692,8 +718,10 @@ class QuickBundle:
         core.set_property({"CACHE_DIR": str(folder / _COMPILED)})
         threads = settings.threads or os.cpu_count() or 1
         config = openvino_config(self.backend.removeprefix("openvino-"), threads)
+        shared = compiled_folder(xml.parent, config)
+        _adopt_shared(folder, verified, shared)
         compiled = core.compile_model(str(xml), "CPU", config)
-        _record_compiled(folder, verified, shared=compiled_folder(xml.parent, config))
+        _record_compiled(folder, verified, shared=shared)
         quick = QuickQueries(folder, meta, tokenizer, compiled, meta["model_path"])
         # See qa.embed.backend.openvino_transformer: a first call before any concurrent ones.
         quick.encode(["a"], 1)
