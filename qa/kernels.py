@@ -13,8 +13,9 @@ Each loop keeps the result of the numpy code it replaces (`tests/test_kernels.py
 
 The price: compiled on first use and cached next to this file (or in numba's user cache when
 that is not writable), so a fresh install's first question pays a few seconds once; a later
-process pays ~0.5 s to import numba and load them (`qa serve` was ready in 1.38x the bare
-model's load time instead of 1.20x; its resident memory grew by 8 MB). Imported when a question
+process pays ~0.3 s of CPU to import numba and load them (~0.5 s while numba imported
+scipy.linalg with them: see `_load_target_without_blas`). When they came, `qa serve` was ready
+in 1.38x the bare model's load time instead of 1.20x; its resident memory grew by 8 MB. Imported when a question
 needs it, never with `qa` (`Engine.warm_up` loads them before a server says ready).
 """
 
