@@ -235,6 +235,10 @@ class LexicalIndex:
         return [self._retriever.scores[key] for key in LEXICAL_ARRAYS]
 
     def save(self, folder: Path) -> None:
+        """Write the index into `folder` in bm25s's format (an index made by `build`; a loaded one
+        is already in its folder)."""
+        if isinstance(self._retriever, _Postings):
+            raise TypeError("a loaded lexical index is saved already: copy its folder instead")
         self._retriever.save(str(folder), show_progress=False)
 
     @classmethod
