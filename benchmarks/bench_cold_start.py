@@ -19,6 +19,10 @@ run, so that both see the same machine:
 3. what importing the heavy libraries alone costs (torch, sentence-transformers, OpenVINO with
    `tokenizers`, Gradio).
 
+`--against DIR` adds a third path to the CLI commands: the quick path of another checkout of qa
+(DIR: the folder holding its `qa/`, e.g. `mkdir before && git archive HEAD~2 qa | tar -x -C before`),
+run from that folder, alternating with the others: a same-run "before" for a change to the question path.
+
 `--priority N` runs the measured processes at nice level -N (root only): on a shared machine
 they then get a core whenever they want one, which approximates a quiet machine (the other
 processes still share the caches and the memory bandwidth).
@@ -74,11 +78,11 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_process(command: list[str], env: dict) -> dict:
-    """Run `command` from scratch: wall seconds from spawn to exit, and its CPU seconds."""
+def run_process(command: list[str], env: dict, cwd: Path = ROOT) -> dict:
+    """Run `command` from scratch (in `cwd`): wall seconds from spawn to exit, and its CPU seconds."""
     cpu = _children_cpu()
     start = time.perf_counter()
-    done = subprocess.run(_prefix + command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(_prefix + command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
                           check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
@@ -219,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="measure only the CLI commands (and imports), or only the servers")
     parser.add_argument("--no-full-server", action="store_true",
                         help="leave out the server on the full model (its 1.6 GB evict the others' files from the page cache)")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="also run the CLI commands' quick path from this other checkout of qa (a same-run before)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_cold_start.json")
     args = parser.parse_args(argv)
     if args.priority:
@@ -239,16 +245,23 @@ def main(argv: list[str] | None = None) -> dict:
         "qa search QUESTION -k 3": cli + ["search", QUESTIONS[1], "-k", "3"],
         "qa ask QUESTION": cli + ["ask", QUESTIONS[0]],
     }
-    # Unmeasured: the full path leaves the query bundle, the quick path OpenVINO's compiled model.
-    for path in ("full", "quick"):
-        run_process(commands["qa search QUESTION -k 3"], {**base_env, **PATHS[path]})
+    # Each path: its environment and folder (`python -m` puts the folder first on the path).
+    paths = {path: ({**base_env, **extra}, ROOT) for path, extra in PATHS.items()}
+    if args.against:
+        before = args.against.resolve()
+        paths["before"] = ({**base_env, "PYTHONPATH": str(before)}, before)
+    # Unmeasured: the full path leaves the query bundle, the quick path OpenVINO's compiled model
+    # (and a checkout's first run compiles its loops, `qa.kernels`).
+    for path in ("full", "quick", "before"):
+        if path in paths:
+            run_process(commands["qa search QUESTION -k 3"], *paths[path])
 
     measured: dict[str, dict[str, list[dict]]] = {}
     for name, command in commands.items() if args.only != "serve" else []:
-        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
+        runs: dict[str, list[dict]] = {path: [] for path in paths}
         for _ in range(args.repeat):
-            for path, extra in PATHS.items():  # alternating, so that both see the same load
-                runs[path].append(run_process(command, {**base_env, **extra}))
+            for path, (env, cwd) in paths.items():  # alternating, so that all see the same load
+                runs[path].append(run_process(command, env, cwd))
         measured[name] = runs
         print(f"  {name}: quick {median_of(runs['quick'], 'seconds')} s, full {median_of(runs['full'], 'seconds')} s",
               flush=True)
@@ -266,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
         quick_s, full_s = median_of(runs["quick"], "seconds"), median_of(runs["full"], "seconds")
         rows.append([name, quick_s, full_s, round(full_s / quick_s, 2), median_of(runs["quick"], "cpu_s"),
                      median_of(runs["full"], "cpu_s")])
+        if "before" in runs:
+            rows[-1] += [median_of(runs["before"], "seconds"), median_of(runs["before"], "cpu_s")]
     serve_rows = []
     for name, runs in serve.items() if args.only != "cli" else []:
         now = median_of(serve[next(iter(SERVERS))], "seconds")
@@ -280,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     load_after = [round(x, 2) for x in os.getloadavg()]
 
     text = "\n\n".join([
-        table(["process start to answer", "quick s", "full s", "full / quick", "quick CPU s", "full CPU s"], rows,
+        table(["process start to answer", "quick s", "full s", "full / quick", "quick CPU s", "full CPU s"]
+              + (["before: quick s", "before: quick CPU s"] if args.against else []), rows,
               title=f"Cold start, median of {args.repeat} fresh processes per path (alternating"
                     f"{f', at nice -{args.priority}' if args.priority else ''}); "
                     f"load average before {load_before}, after {load_after}"),
@@ -295,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     ])
     print("\n" + text)
     payload = {"benchmark": "bench_cold_start", "machine": info, "index_dir": _where(index_dir), "repeat": args.repeat,
+               "against": bool(args.against),
                "priority": args.priority, "load_average_before": load_before, "load_average_after": load_after, "processes": measured,
                "servers": serve,
                "imports": imports, "table": text}

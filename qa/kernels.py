@@ -13,17 +13,59 @@ Each loop keeps the result of the numpy code it replaces (`tests/test_kernels.py
 
 The price: compiled on first use and cached next to this file (or in numba's user cache when
 that is not writable), so a fresh install's first question pays a few seconds once; a later
-process pays ~0.5 s to import numba and load them (`qa serve` was ready in 1.38x the bare
-model's load time instead of 1.20x; its resident memory grew by 8 MB). Imported when a question
+process pays ~0.3 s of CPU to import numba and load them (~0.5 s while numba imported
+scipy.linalg with them: see `_load_target_without_blas`). When they came, `qa serve` was ready
+in 1.38x the bare model's load time instead of 1.20x; its resident memory grew by 8 MB. Imported when a question
 needs it, never with `qa` (`Engine.warm_up` loads them before a server says ready).
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 from numba import njit
 
 __all__ = ["HALF_TO_FLOAT", "half_row_dots", "merge_postings", "row_dots", "top_by_language"]
+
+
+def _load_target_without_blas() -> None:
+    """Load numba's CPU target (its implementations, loaded before any compiled function first
+    runs) without importing scipy.linalg.
+
+    numba imports scipy.linalg then only to note whether BLAS is there (`_HAVE_BLAS`, which
+    np.convolve and np.correlate read); none of these loops use BLAS, and the import cost ~0.2 s
+    of CPU (scipy's array layer imports numpy.f2py), an eighth of a cold `qa ask`. So the check
+    fails while the target loads, and the flag is set after to what it would have found:
+    whatever needs BLAS (np.dot...) imports scipy.linalg itself when compiled (`ensure_blas`).
+    Only numba's own name is swapped, not the import: other threads import scipy as usual.
+    """
+    import sys
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return  # loaded already, or scipy.linalg paid for: nothing to save
+    try:
+        from numba.core.registry import cpu_target
+        from numba.np import linalg
+    except ImportError:  # another numba layout: load as numba does
+        return
+    ensure_blas = linalg.ensure_blas
+
+    def no_blas_yet() -> None:
+        raise ImportError("scipy.linalg is imported when a function needs BLAS")
+
+    linalg.ensure_blas = no_blas_yet
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        linalg.ensure_blas = ensure_blas
+        arraymath = sys.modules.get("numba.np.arraymath")
+        if arraymath is not None and getattr(arraymath, "ensure_blas", None) is no_blas_yet:
+            arraymath.ensure_blas = ensure_blas
+            arraymath._HAVE_BLAS = importlib.util.find_spec("scipy.linalg") is not None
+
+
+_load_target_without_blas()
 
 
 # Merging list by list reads the running result again for each list: with 16 lists of equal

@@ -90,11 +90,21 @@ def tokenize(text: str, analyzer: int = ANALYZER) -> list[str]:
     return tokens
 
 
+class _Postings:
+    """A saved index as a question reads it: the two attributes of bm25s's `BM25` that
+    `LexicalIndex` uses (`vocab_dict`, and `scores`: the score matrix's arrays and `num_docs`),
+    read from bm25s's files without importing bm25s (see `LexicalIndex.load`)."""
+
+    def __init__(self, vocab_dict: dict[str, int], scores: dict):
+        self.vocab_dict = vocab_dict
+        self.scores = scores
+
+
 class LexicalIndex:
-    """A BM25 index (bm25s) over passage texts, in passage order."""
+    """A BM25 index (bm25s's format and scores) over passage texts, in passage order."""
 
     def __init__(self, retriever, analyzer: int = ANALYZER):
-        self._retriever = retriever
+        self._retriever = retriever  # a bm25s `BM25` (built) or `_Postings` (loaded)
         self.analyzer = analyzer  # the `tokenize` of its passages, and so of its questions
 
     @classmethod
@@ -165,13 +175,21 @@ class LexicalIndex:
         return cls(retriever, analyzer)
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every passage for `query` (zeros when no token is known)."""
+        """BM25 score of every passage for `query` (zeros when no token is known).
+
+        bm25s's own scoring (`BM25.get_scores`, numpy backend), float for float: each known
+        token's precomputed scores added in question order (a repeated token each time) into
+        float32 zeros.
+        """
         vocab = self._retriever.vocab_dict
-        tokens = [t for t in tokenize(query, self.analyzer) if t in vocab]
-        n = self._retriever.scores["num_docs"]
-        if not tokens:
-            return np.zeros(n, np.float32)
-        return self._retriever.get_scores(tokens).astype(np.float32)
+        matrix = self._retriever.scores
+        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
+        out = np.zeros(matrix["num_docs"], np.float32)
+        for token in tokenize(query, self.analyzer):
+            if token in vocab:
+                start, end = indptr[vocab[token]], indptr[vocab[token] + 1]
+                np.add.at(out, indices[start:end], data[start:end])
+        return out
 
     def idf(self, tokens: list[str]) -> np.ndarray:
         """BM25's inverse document frequency of each token over the indexed passages (that of a
@@ -217,19 +235,41 @@ class LexicalIndex:
         return [self._retriever.scores[key] for key in LEXICAL_ARRAYS]
 
     def save(self, folder: Path) -> None:
+        """Write the index into `folder` in bm25s's format (an index made by `build`; a loaded one
+        is already in its folder)."""
+        if isinstance(self._retriever, _Postings):
+            raise TypeError("a loaded lexical index is saved already: copy its folder instead")
         self._retriever.save(str(folder), show_progress=False)
 
     @classmethod
     def load(cls, folder: Path, arrays: dict[str, np.ndarray] | None = None, analyzer: int = ANALYZER) -> LexicalIndex:
         """The index saved in `folder`. With `arrays` (the `LEXICAL_ARRAYS` files, by their key
         there, already memory-mapped), the postings are read in place instead of loaded;
-        `analyzer`: the `tokenize` it was built with (its manifest's "lexical_analyzer")."""
-        import bm25s
+        `analyzer`: the `tokenize` it was built with (its manifest's "lexical_analyzer").
 
-        retriever = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0, mmap=arrays is not None)
-        if arrays is not None:
-            retriever.scores.update({key: arrays[key] for key in ("data", "indices", "indptr")})
-        return cls(retriever, analyzer)
+        Reads bm25s's files itself (its vocabulary, parameters and three arrays): importing
+        bm25s imports numba and scipy.sparse, ~0.4 s of CPU that a question does not need.
+        """
+        folder = Path(folder)
+        params = json.loads((folder / "params.index.json").read_text(encoding="utf-8"))
+        if params.get("method", "lucene") != "lucene":  # the only variant `build` writes
+            raise ValueError(f"is a BM25 index of method {params['method']!r}; rebuild the index with `qa index`")
+        vocab = _json_loads((folder / "vocab.index.json").read_bytes())
+        if arrays is None:
+            arrays = {key: np.load(folder / name) for key, name in LEXICAL_ARRAYS.items()}
+        scores = {key: arrays[key] for key in LEXICAL_ARRAYS}
+        scores["num_docs"] = params["num_docs"]
+        return cls(_Postings(vocab, scores), analyzer)
+
+
+def _json_loads(text: bytes):
+    """`json.loads`, through orjson when installed (a million passages' vocabulary: ~3x faster;
+    bm25s reads it the same way)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(text)
+    return orjson.loads(text)
 
 
 # The BM25 arithmetic every store shares (the embedded index above, `qa.postgres` over the same

@@ -106,3 +106,30 @@ def test_row_dots_equal_the_matrix_product_of_the_rows(dtype, stored):
     assert dots.dtype == np.float32
     np.testing.assert_allclose(dots, vectors[rows].astype(np.float64) @ query, rtol=1e-5, atol=1e-3)
     assert len(row_dots(vectors, np.zeros(0, np.int64), query)) == 0
+
+
+def test_the_loops_run_without_scipy_linalg_and_numba_keeps_its_blas():
+    """Loading the loops leaves scipy.linalg unimported (numba's check for BLAS is deferred), and
+    numba's functions that use BLAS still compile and agree with numpy in that process."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from qa.kernels import merge_postings, row_dots
+rows, scores = merge_postings(np.array([1, 3, 3, 5], np.int32), np.ones(4, np.float32),
+                              np.array([0, 2], np.int64), np.array([2, 4], np.int64), np.ones(2, np.float32))
+assert rows.tolist() == [1, 3, 5] and scores.tolist() == [1, 2, 1]
+assert row_dots(np.eye(3, dtype=np.float32), np.array([2], np.int64), np.ones(3, np.float32)).tolist() == [1]
+print("scipy.linalg" in sys.modules)
+from numba import njit
+import numba.np.arraymath
+a, b = np.arange(6.0).reshape(2, 3), np.arange(3.0)
+assert np.array_equal(njit(lambda x, y: np.dot(x, y))(a, b), a @ b)
+assert np.array_equal(njit(lambda x, y: np.convolve(x, y))(b, b), np.convolve(b, b))
+print(numba.np.arraymath._HAVE_BLAS, "scipy.linalg" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "True", "True"]
