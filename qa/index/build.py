@@ -357,8 +357,9 @@ class _Passages:
         self._file.close()
 
 
-def _row_blocks(rows: np.ndarray, size: int = EMBED_BLOCK) -> Iterator[np.ndarray]:
-    """`rows` in consecutive slices of at most `size`."""
+def _row_blocks(rows: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
+    """`rows` in consecutive slices of at most `size` (default EMBED_BLOCK)."""
+    size = size or EMBED_BLOCK
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
@@ -369,8 +370,8 @@ def _take_rows(vectors: np.ndarray, rows: np.ndarray, path: Path | None) -> np.n
     if path is None:
         return vectors[rows]
     out = np.lib.format.open_memmap(path, mode="w+", dtype=vectors.dtype, shape=(len(rows), vectors.shape[1]))
-    for start in range(0, len(rows), EMBED_BLOCK):
-        out[start : start + EMBED_BLOCK] = vectors[rows[start : start + EMBED_BLOCK]]
+    for block in _row_blocks(np.arange(len(rows))):
+        out[block] = vectors[rows[block]]
     return out
 
 
