@@ -364,6 +364,12 @@ def _row_blocks(rows: np.ndarray, size: int | None = None) -> Iterator[np.ndarra
         yield rows[start : start + size]
 
 
+def _each(rows: np.ndarray) -> Iterator[int]:
+    """The numbers of `rows` as ints, converted a block at a time (not a list of them all)."""
+    for block in _row_blocks(rows):
+        yield from block.tolist()
+
+
 def _take_rows(vectors: np.ndarray, rows: np.ndarray, path: Path | None) -> np.ndarray:
     """`vectors[rows]`, written a block at a time into a memory-mapped file at `path` (in memory
     without one): the vectors of a large corpus are never copied into the heap."""
@@ -401,7 +407,7 @@ def _sentence_table(passages: _Passages, rows: np.ndarray, number: np.ndarray) -
             flat.extend((doc, a, b))
 
     doc, spans = -1, set()
-    for row in rows.tolist():
+    for row in _each(rows):
         owner = int(number[owners[row]])
         if owner != doc:
             if spans:
@@ -429,7 +435,9 @@ def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passa
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
     vectors, done = _checkpoint(scratch, "sentence_vectors", (len(table), dim))
-    hits = np.array([old.get((doc_ids[doc], a, b), -1) for doc, a, b in table.tolist()], np.int64)
+    hits = np.full(len(table), -1, np.int64)
+    if old:
+        hits[:] = [old.get((doc_ids[doc], a, b), -1) for doc, a, b in table.tolist()]
     missing = np.flatnonzero(hits < 0)
     for block in _row_blocks(np.flatnonzero(hits >= 0)):
         vectors[block] = previous.sentence_vectors[hits[block].tolist()]
@@ -439,7 +447,7 @@ def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passa
     at = 0
     stream = iter(articles)
     article, doc = None, -1
-    for row in missing.tolist():
+    for row in _each(missing):
         want = int(table[row, 0])
         while doc < want:
             article, doc = next(stream), doc + 1
@@ -706,9 +714,10 @@ def build_index(
         spools.callback(passages.close)
         doc_ids, langs, kinds, encodings = scan.doc_ids, [], [], []
         for position, article in enumerate(scan):
-            langs.append(article.lang)
-            kinds.append(input_kind(article.source))
-            encodings.append(article.encoding or "n/a")  # n/a: PDF
+            # (interned: a few distinct strings, not one object an article)
+            langs.append(sys.intern(article.lang))
+            kinds.append(sys.intern(input_kind(article.source)))
+            encodings.append(sys.intern(article.encoding or "n/a"))  # n/a: PDF
             rows = old_rows.get(article.doc_id)
             if rows:
                 for row in rows:
@@ -765,10 +774,10 @@ def build_index(
         if failed:
             skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
             vectors = _take_rows(vectors, rows, scratch / "kept_vectors.npy")
-        sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in rows.tolist()))
+        sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in _each(rows)))
         means = sample_means(sample)
         version, search = _write_version(
-            building, (a for a in scan if a.doc_id not in failed), (passages[row] for row in rows.tolist()),
+            building, (a for a in scan if a.doc_id not in failed), (passages[row] for row in _each(rows)),
             vectors, sentences, sentence_vectors,
             settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
             recall_queries=tuning_queries(sample, means, settings.query_centering),
