@@ -256,9 +256,9 @@ def translation_groups(
     components of those links. Passages with no translation are groups of one.
 
     `rows_of(rows)`: the vectors compared for those row numbers (default `vectors[rows]`), read
-    `block` rows at a time, e.g. centred on the fly from a memory-mapped array: then at most two
-    languages' vectors are held (in FAISS), never a copy of all of them. The groups do not
-    depend on the block size.
+    `block` rows at a time, e.g. centred on the fly from a memory-mapped array: then a block of
+    each of two languages is held, never a copy of the vectors. The groups do not depend on the
+    block size.
     """
     import faiss
 
@@ -277,31 +277,30 @@ def translation_groups(
     rows = {name: np.flatnonzero(langs == name) for name in names}
     parts = {name: _blocks(len(rows[name]), block) for name in names}
 
-    # Nearest neighbours through FAISS (blocked BLAS): memory stays linear in the corpus, where
-    # a full similarity matrix per pair of languages would be quadratic.
-    def exact(name: str):
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        for a, b in parts[name]:
-            index.add(np.ascontiguousarray(rows_of(rows[name][a:b]), dtype=np.float32))
-        return index
+    # Nearest neighbours through FAISS (blocked BLAS), a block of each language against a block
+    # of the other, the best kept as FAISS keeps it (the first of equal scores): memory is a few
+    # blocks, where a full similarity matrix per pair of languages would be quadratic.
+    def block_of(name: str, a: int, b: int) -> np.ndarray:
+        return np.ascontiguousarray(rows_of(rows[name][a:b]), dtype=np.float32)
 
-    def nearest(index, name: str) -> tuple[np.ndarray, np.ndarray]:
-        found = [index.search(np.ascontiguousarray(rows_of(rows[name][a:b]), dtype=np.float32), 1)
-                 for a, b in parts[name]]
-        if not found:
-            return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.int64)
-        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+    def nearest(base: str, queries: str) -> tuple[np.ndarray, np.ndarray]:
+        best = np.full(len(rows[queries]), -np.inf, np.float32)
+        best_at = np.full(len(rows[queries]), -1, np.int64)
+        for qa, qb in parts[queries]:
+            xq = block_of(queries, qa, qb)
+            for ba, bb in parts[base]:
+                sims, at = faiss.knn(xq, block_of(base, ba, bb), 1, metric=faiss.METRIC_INNER_PRODUCT)
+                better = sims[:, 0] > best[qa:qb]
+                best[qa:qb][better] = sims[better, 0]
+                best_at[qa:qb][better] = at[better, 0] + ba
+        return best, best_at
 
     for a_i, a in enumerate(names):
-        exact_a = exact(a) if a_i + 1 < len(names) else None
         for b in names[a_i + 1 :]:
             ra, rb = rows[a], rows[b]
-            exact_b = exact(b)
-            sims, best_b = nearest(exact_b, a)
-            _, best_a = nearest(exact_a, b)
-            del exact_b
-            sims, best_b = sims[:, 0], best_b[:, 0]
-            mutual = (best_a[best_b, 0] == np.arange(len(ra))) & (sims >= threshold)
+            sims, best_b = nearest(b, a)
+            _, best_a = nearest(a, b)
+            mutual = (best_a[best_b] == np.arange(len(ra))) & (sims >= threshold)
             for i in np.flatnonzero(mutual).tolist():
                 parent[find(int(ra[i]))] = find(int(rb[best_b[i]]))
     roots = np.array([find(i) for i in range(n)])
