@@ -21,6 +21,14 @@ sizes, in the same session; the table is made from both JSON files with `--compa
     python benchmarks/bench_index_memory.py --sizes 100000 --label after
     PYTHONPATH=/path/to/previous/qa python benchmarks/bench_index_memory.py --sizes 100000 --label before
     python benchmarks/bench_index_memory.py --compare results/bench_index_memory_before.json results/bench_index_memory_after.json
+
+`--corpus N ...`: instead, the peak anonymous memory of `qa index` itself (`build_index`) over a
+corpus folder of N small article files (sentences of corpus/ reshuffled, one file each), in a
+fresh process per size and per code: this qa, and the qa at `--baseline-qa` in the same run.
+Embedding is a hash of the text (`HashEmbedder`), so that what is measured is the path from the
+folder to the index, not the model (whose cost does not grow with the corpus):
+
+    python benchmarks/bench_index_memory.py --corpus 20000 100000 --baseline-qa /path/to/previous
 """
 
 from __future__ import annotations
@@ -243,6 +251,121 @@ def child(index_dir: Path, questions_file: Path, out: Path) -> None:
     }))
 
 
+class HashEmbedder:
+    """Vectors seeded from a hash of the text: the build's bookkeeping without the model."""
+
+    max_tokens = 512
+
+    def __init__(self, dim: int = 384):
+        self.dim, self.fingerprint = dim, f"hash:{dim}"
+
+    def describe(self) -> dict:
+        return {"name": "hash", "fingerprint": self.fingerprint, "dim": self.dim}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t) // 4 + 4 for t in texts]
+
+    def encode_documents(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(text.encode()[-8:].ljust(8, b"x"), "little") ^ len(text)
+            v = np.random.default_rng(seed).standard_normal(self.dim, dtype=np.float32)
+            out[i] = v / np.linalg.norm(v)
+        return out
+
+    encode_queries = encode_documents
+
+
+def write_corpus(folder: Path, n: int) -> int:
+    """n small article files (about 1 KB) in `folder`, in subfolders of 1,000: sentences of the
+    corpus/ articles of one language each, reshuffled and numbered so that every article differs."""
+    from qa.chunk import split_sentences
+
+    by_lang: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "corpus").glob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        by_lang.setdefault(path.name[:2], []).extend(
+            text[a:b].replace("\n", " ") for a, b in split_sentences(text) if b - a >= 30
+        )
+    langs = sorted(by_lang)
+    rng = np.random.default_rng(7)
+    size = 0
+    for i in range(n):
+        lang = langs[i % len(langs)]
+        pool = by_lang[lang]
+        picks = rng.choice(len(pool), min(8, len(pool)), replace=False)
+        body = " ".join(pool[j] for j in picks)
+        text = f"Article {i}: {pool[picks[0]][:60]}\n\n{body} ({i})\n"
+        sub = folder / f"{i // 1000:05d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{lang}-{i:07d}.txt").write_text(text, encoding="utf-8")
+        size += len(text.encode())
+    return size
+
+
+def corpus_child(corpus: Path, out: Path) -> None:
+    """`build_index` of `corpus` with `HashEmbedder` in this process: peak anonymous memory."""
+    from qa.config import Settings
+    from qa.index.build import build_index
+
+    index_dir = out.with_suffix(".index")
+    settings = Settings(index_dir=index_dir)
+    embedder = HashEmbedder()
+    from qa.index.build import _versions
+    from qa.lang import detect_language
+
+    # What any build loads once, whatever the corpus (torch, FAISS, the language detector's
+    # models): loaded before the measurement, which is of what grows with the corpus.
+    _versions()
+    detect_language("Ein kurzer Satz, um die Sprache zu erkennen.")
+    gc.collect()
+    before = status_mb("RssAnon")["RssAnon"]
+    t0 = time.perf_counter()
+    with PeakAnon() as anon:
+        report = build_index(corpus, settings=settings, embedder=embedder)
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(index_dir, ignore_errors=True)
+    out.write_text(json.dumps({
+        "articles": report.articles, "passages": report.passages, "sentences": report.sentences,
+        "build_s": round(seconds, 1), "anon_before_mb": before, "peak_anon_mb": anon.peak_mb,
+        "anon_added_mb": round(anon.peak_mb - before, 1),
+    }))
+
+
+def corpus_runs(sizes: list[int], baseline: Path | None, label: str, out: Path | None) -> dict:
+    """`--corpus`: each size's folder written once, built by this qa and by the baseline's."""
+    import os
+
+    codes = [("this", str(ROOT))] + ([("baseline", str(baseline))] if baseline else [])
+    work = Path(tempfile.mkdtemp(prefix="qa-bench-corpus-"))
+    results = []
+    try:
+        for n in sizes:
+            folder = work / f"corpus-{n}"
+            size = write_corpus(folder, n)
+            for name, path in codes:
+                measured = work / f"{name}-{n}.json"
+                env = {**os.environ, "PYTHONPATH": path}
+                subprocess.run([sys.executable, __file__, "--corpus-child", str(folder), str(measured)],
+                               check=True, env=env)
+                entry = {"code": name, "files": n, "corpus_mb": round(size / 1e6, 1), **json.loads(measured.read_text())}
+                results.append(entry)
+                print(f"  {name} {n:,} files: peak anonymous {entry['peak_anon_mb']:.0f} MB "
+                      f"(+{entry['anon_added_mb']:.0f} MB), {entry['build_s']} s", flush=True)
+            shutil.rmtree(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    payload = {"benchmark": "bench_index_memory --corpus", "label": label, "machine": machine(), "results": results}
+    write_json(out or RESULTS / f"bench_index_memory_corpus_{label}.json", payload)
+    print(table(
+        ["code", "files", "corpus MB", "passages", "sentences", "build s", "anon MB before", "peak anon MB", "added MB"],
+        [[r["code"], f"{r['files']:,}", r["corpus_mb"], f"{r['passages']:,}", f"{r['sentences']:,}", r["build_s"],
+          r["anon_before_mb"], r["peak_anon_mb"], r["anon_added_mb"]] for r in results],
+        title="qa index (build_index) over a folder of small files: peak anonymous memory (hash embedder)",
+    ))  # fmt: skip
+    return payload
+
+
 def compare(paths: list[Path]) -> str:
     rows = []
     for path in paths:
@@ -274,7 +397,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--write-only", action="store_true", help="measure the write only, not the loaded index")
     parser.add_argument("--compare", type=Path, nargs="+", help="print the table of these results files")
     parser.add_argument("--child", nargs=3, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=int, nargs="+", help="measure qa index over folders of this many files")
+    parser.add_argument("--baseline-qa", type=Path, help="with --corpus: the folder holding the previous qa package")
+    parser.add_argument("--corpus-child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.corpus_child:
+        corpus_child(*args.corpus_child)
+        return None
+    if args.corpus:
+        return corpus_runs(args.corpus, args.baseline_qa, args.label, args.out)
     if args.child:
         child(*args.child)
         return None

@@ -241,18 +241,31 @@ def _moments(vectors: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.nd
     return mean, (1 - SHRINKAGE) * cov + SHRINKAGE * scale * np.eye(d)
 
 
-def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, threshold: float) -> np.ndarray:
+def translation_groups(
+    vectors: np.ndarray,
+    langs: list[str] | np.ndarray,
+    threshold: float,
+    *,
+    rows_of: Callable[[np.ndarray], np.ndarray] | None = None,
+    block: int = 65536,
+) -> np.ndarray:
     """Group passages that are translations of each other; returns a group id per passage.
 
     Two passages in different languages are linked when each is the other's nearest neighbour
     in its language and their cosine is at least `threshold`; groups are the connected
     components of those links. Passages with no translation are groups of one.
+
+    `rows_of(rows)`: the vectors compared for those row numbers (default `vectors[rows]`), read
+    `block` rows at a time, e.g. centred on the fly from a memory-mapped array: then a block of
+    each of two languages is held, never a copy of the vectors. The groups do not depend on the
+    block size.
     """
     import faiss
 
     langs = np.asarray(langs)
     n = len(vectors)
     parent = np.arange(n)
+    rows_of = rows_of or (lambda rows: vectors[rows])
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -262,24 +275,49 @@ def translation_groups(vectors: np.ndarray, langs: list[str] | np.ndarray, thres
 
     names = sorted(set(langs.tolist()))
     rows = {name: np.flatnonzero(langs == name) for name in names}
-    # Nearest neighbours through FAISS (blocked BLAS): memory stays linear in the corpus, where
-    # a full similarity matrix per pair of languages would be quadratic.
-    exact = {}
-    for name in names:
-        exact[name] = faiss.IndexFlatIP(vectors.shape[1])
-        exact[name].add(np.ascontiguousarray(vectors[rows[name]], dtype=np.float32))
+    parts = {name: _blocks(len(rows[name]), block) for name in names}
+
+    # Nearest neighbours through FAISS (blocked BLAS), a block of each language against a block
+    # of the other, the best kept as FAISS keeps it (the first of equal scores): memory is a few
+    # blocks, where a full similarity matrix per pair of languages would be quadratic.
+    def block_of(name: str, a: int, b: int) -> np.ndarray:
+        return np.ascontiguousarray(rows_of(rows[name][a:b]), dtype=np.float32)
+
+    def nearest(base: str, queries: str) -> tuple[np.ndarray, np.ndarray]:
+        best = np.full(len(rows[queries]), -np.inf, np.float32)
+        best_at = np.full(len(rows[queries]), -1, np.int64)
+        for qa, qb in parts[queries]:
+            xq = block_of(queries, qa, qb)
+            for ba, bb in parts[base]:
+                sims, at = faiss.knn(xq, block_of(base, ba, bb), 1, metric=faiss.METRIC_INNER_PRODUCT)
+                better = sims[:, 0] > best[qa:qb]
+                best[qa:qb][better] = sims[better, 0]
+                best_at[qa:qb][better] = at[better, 0] + ba
+        return best, best_at
+
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
             ra, rb = rows[a], rows[b]
-            sims, best_b = exact[b].search(np.ascontiguousarray(vectors[ra], dtype=np.float32), 1)
-            _, best_a = exact[a].search(np.ascontiguousarray(vectors[rb], dtype=np.float32), 1)
-            sims, best_b = sims[:, 0], best_b[:, 0]
-            mutual = (best_a[best_b, 0] == np.arange(len(ra))) & (sims >= threshold)
+            sims, best_b = nearest(b, a)
+            _, best_a = nearest(a, b)
+            mutual = (best_a[best_b] == np.arange(len(ra))) & (sims >= threshold)
             for i in np.flatnonzero(mutual).tolist():
                 parent[find(int(ra[i]))] = find(int(rb[best_b[i]]))
     roots = np.array([find(i) for i in range(n)])
     _, group_ids = np.unique(roots, return_inverse=True)
     return group_ids.astype(np.int64)
+
+
+def _blocks(n: int, block: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of at most `block` rows covering n rows (block rounded up to FAISS's
+    query block of 4096), a short last one merged into the one before: FAISS computes a search
+    of fewer than 20 queries without BLAS, with other rounding, so no block is searched with
+    fewer than the whole search would have been."""
+    block = max(4096, -(-block // 4096) * 4096)
+    starts = list(range(0, n, block))
+    if len(starts) > 1 and n - starts[-1] < 20:
+        starts.pop()
+    return [(start, ends) for start, ends in zip(starts, starts[1:] + [n])]
 
 
 def shortlist(scores: np.ndarray, n: int) -> np.ndarray:

@@ -17,10 +17,12 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 import uuid
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +81,7 @@ RECALL_QUERIES = 200  # sample questions on which a build tunes and measures eac
 QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageStats.query_means)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
 PASSAGE_BATCH = 4096  # passages looked up in the store and indexed together
+EMBED_BLOCK = 65536  # texts handed to the embedder together (sorted by length within them), read from disk
 CHECKPOINT = ".checkpoint-"  # + the build key: the vectors being embedded, memory-mapped (see `_checkpoint`)
 
 
@@ -214,6 +217,7 @@ def _embed_with_progress(
     out: np.ndarray | None = None,
     rows: np.ndarray | None = None,
     done: np.ndarray | None = None,
+    bar=None,
 ) -> np.ndarray:
     """Embed `texts` in slices of similar lengths, with a progress bar.
 
@@ -226,9 +230,9 @@ def _embed_with_progress(
     whole, let alone twice. `done` (a boolean per row of `out`, memory-mapped beside it): rows
     already embedded by an earlier, interrupted build are skipped, and each slice's rows are
     marked once their vectors are written (not those of an article that failed), so that a
-    killed build resumes where it stopped (see `_checkpoint`).
+    killed build resumes where it stopped (see `_checkpoint`). `bar`: a progress bar (`_progress`)
+    shared by several calls, each a block of a large corpus's texts; by default, one of its own.
     """
-    from tqdm import tqdm
 
     if out is None:
         out = np.zeros((len(texts), embedder.dim), np.float32)
@@ -243,7 +247,8 @@ def _embed_with_progress(
     # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
     order = np.argsort([len(t) for t in texts], kind="stable")
     texts = [texts[i] for i in order]
-    with tqdm(total=len(texts), desc=f"Embedding {what.lower()}", unit="text", disable=not progress, file=sys.stderr) as bar:
+    shown = _progress(progress, len(texts), what.lower()) if bar is None else contextlib.nullcontext(bar)
+    with shown as bar:  # noqa: PLR1704 -- the bar given, or one of its own
         step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
         for start in range(0, len(texts), step):
             batch = texts[start : start + step]
@@ -259,6 +264,13 @@ def _embed_with_progress(
                 done[ok] = True
             bar.update(len(batch))
     return out
+
+
+def _progress(progress: bool, total: int, what: str):
+    """The progress bar of embedding `total` texts (`what`: "passages", "sentences")."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"Embedding {what}", unit="text", disable=not progress, file=sys.stderr)
 
 
 def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
@@ -300,23 +312,81 @@ def _skipped_article(article: Article, reason: str) -> SkippedFile:
     )
 
 
-def _leave_out(
-    failed: dict[str, str], articles: list[Article], chunks: list[Chunk], vectors: np.ndarray, reuse_rows: list[int]
-) -> tuple[list[Article], list[Chunk], np.ndarray, list[int]]:
-    """The articles, passages, vectors and reuse rows without those of the `failed` articles."""
-    if not any(article.doc_id in failed for article in articles):
-        return articles, chunks, vectors, reuse_rows
-    keep = [row for row, chunk in enumerate(chunks) if chunk.doc_id not in failed]
-    kept_articles = [article for article in articles if article.doc_id not in failed]
-    return kept_articles, [chunks[row] for row in keep], vectors[keep], [reuse_rows[row] for row in keep]
+class _Passages:
+    """A build's passages, spooled to an unnamed file beside the index as they are made: their
+    text stays on disk, and what is held is three numbers a passage (where it is in the spool,
+    its article's number in corpus order, its row in the previous version or -1 to embed)."""
+
+    def __init__(self, folder: Path):
+        # unnamed: gone with the process, whatever happens (closed by `close`)
+        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
+        self._ends = array("q")
+        self._owner = array("q")
+        self._reuse = array("q")
+
+    def add(self, chunk: Chunk, owner: int, reuse_row: int) -> None:
+        data = chunk.model_dump_json().encode()
+        self._file.write(data)
+        self._ends.append((self._ends[-1] if self._ends else 0) + len(data))
+        self._owner.append(owner)
+        self._reuse.append(reuse_row)
+
+    def finish(self) -> None:
+        """Done adding: the spool is readable."""
+        self._file.flush()
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, row: int) -> Chunk:
+        start = self._ends[row - 1] if row else 0
+        return Chunk.model_validate_json(os.pread(self._file.fileno(), self._ends[row] - start, start))
+
+    @property
+    def owner(self) -> np.ndarray:
+        """Each passage's article number (corpus order)."""
+        return np.frombuffer(self._owner, np.int64)
+
+    @property
+    def reuse(self) -> np.ndarray:
+        """Each passage's row in the previous version, or -1: embedded now."""
+        return np.frombuffer(self._reuse, np.int64)
+
+    def close(self) -> None:
+        """Drop the spool."""
+        self._file.close()
+
+
+def _row_blocks(rows: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
+    """`rows` in consecutive slices of at most `size` (default EMBED_BLOCK)."""
+    size = size or EMBED_BLOCK
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _each(rows: np.ndarray) -> Iterator[int]:
+    """The numbers of `rows` as ints, converted a block at a time (not a list of them all)."""
+    for block in _row_blocks(rows):
+        yield from block.tolist()
+
+
+def _take_rows(vectors: np.ndarray, rows: np.ndarray, path: Path | None) -> np.ndarray:
+    """`vectors[rows]`, written a block at a time into a memory-mapped file at `path` (in memory
+    without one): the vectors of a large corpus are never copied into the heap."""
+    if path is None:
+        return vectors[rows]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=vectors.dtype, shape=(len(rows), vectors.shape[1]))
+    for block in _row_blocks(np.arange(len(rows))):
+        out[block] = vectors[rows[block]]
+    return out
 
 
 def _drop_sentences(
-    failed: dict[str, str], articles: list[Article], table: np.ndarray, vectors: np.ndarray, embedded: np.ndarray
+    failed: dict[str, str], doc_ids: list[str], table: np.ndarray, vectors: np.ndarray, embedded: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sentence table (article number, start, end), vectors and `embedded` mask without the
-    sentences of the `failed` articles, articles renumbered as in `articles` without them."""
-    kept = np.array([article.doc_id not in failed for article in articles], dtype=bool)
+    sentences of the `failed` articles, articles renumbered as in `doc_ids` without them."""
+    kept = np.array([doc_id not in failed for doc_id in doc_ids], dtype=bool)
     renumber = np.cumsum(kept) - 1
     rows = kept[table[:, 0]]
     table = table[rows]
@@ -324,21 +394,40 @@ def _drop_sentences(
     return table, vectors[rows], embedded[rows]
 
 
-def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str, str], scratch: Path | None = None):
-    """Every sentence of every passage, with its vector: reused from `previous` when its
-    article is unchanged, embedded otherwise. Returns (table, vectors, a mask of the rows
-    embedded now). An article whose sentences cannot be embedded is added to `failed`. The
-    vectors are a memory-mapped checkpoint in `scratch` when given (see `_checkpoint`)."""
+def _sentence_table(passages: _Passages, rows: np.ndarray, number: np.ndarray) -> np.ndarray:
+    """(article, start, end) of every sentence of the passages `rows` (grouped by article, in
+    corpus order), each once, sorted; `number[owner]`: the article's number among those kept."""
     from qa.chunk import split_sentences
 
-    number = {a.doc_id: i for i, a in enumerate(articles)}
-    spans: dict[int, set[tuple[int, int]]] = {}
-    for chunk in chunks:
-        found = spans.setdefault(number[chunk.doc_id], set())
-        found.update((chunk.start + a, chunk.start + b) for a, b in split_sentences(chunk.text))
-    table = np.array(
-        [(doc, a, b) for doc in sorted(spans) for a, b in sorted(spans[doc])], dtype=np.int64
-    ).reshape(-1, 3)
+    flat = array("q")
+    owners = passages.owner
+
+    def flush(doc: int, spans: set[tuple[int, int]]) -> None:
+        for a, b in sorted(spans):
+            flat.extend((doc, a, b))
+
+    doc, spans = -1, set()
+    for row in _each(rows):
+        owner = int(number[owners[row]])
+        if owner != doc:
+            if spans:
+                flush(doc, spans)
+            doc, spans = owner, set()
+        chunk = passages[row]
+        spans.update((chunk.start + a, chunk.start + b) for a, b in split_sentences(chunk.text))
+    if spans:
+        flush(doc, spans)
+    return np.frombuffer(flat, np.int64).reshape(-1, 3).copy()
+
+
+def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passages, rows: np.ndarray,
+               number: np.ndarray, previous, embedder, progress, failed: dict[str, str], scratch: Path | None = None):
+    """Every sentence of the passages `rows`, with its vector: reused from `previous` when its
+    article is unchanged, embedded otherwise, a block of texts at a time (read from `articles`,
+    the kept articles in order, `doc_ids` theirs). Returns (table, vectors, a mask of the rows
+    embedded now). An article whose sentences cannot be embedded is added to `failed`. The
+    vectors are a memory-mapped checkpoint in `scratch` when given (see `_checkpoint`)."""
+    table = _sentence_table(passages, rows, number)
     old: dict[tuple[str, int, int], int] = {}
     if previous is not None:
         old_ids = list(previous.articles)
@@ -346,21 +435,39 @@ def _sentences(articles, chunks, previous, embedder, progress, failed: dict[str,
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
     vectors, done = _checkpoint(scratch, "sentence_vectors", (len(table), dim))
-    hits = [old.get((articles[doc].doc_id, a, b), -1) for doc, a, b in table.tolist()]
-    missing = [row for row, hit in enumerate(hits) if hit < 0]
-    found = [row for row, hit in enumerate(hits) if hit >= 0]
-    if found:
-        vectors[found] = previous.sentence_vectors[[hits[row] for row in found]]
-    texts = [articles[doc].text[a:b] for doc, a, b in table[missing].tolist()]
-    owners = [articles[doc].doc_id for doc in table[missing, 0].tolist()]
-    if missing:
-        _embed_with_progress(
-            embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=np.array(missing),
-            done=done,
-        )
+    hits = np.full(len(table), -1, np.int64)
+    if old:
+        hits[:] = [old.get((doc_ids[doc], a, b), -1) for doc, a, b in table.tolist()]
+    missing = np.flatnonzero(hits < 0)
+    for block in _row_blocks(np.flatnonzero(hits >= 0)):
+        vectors[block] = previous.sentence_vectors[hits[block].tolist()]
+    # The texts to embed, a block at a time, cut from the articles as they stream by (the
+    # missing rows are in article order, as the articles).
+    texts: list[str] = []
+    at = 0
+    stream = iter(articles)
+    article, doc = None, -1
+    for row in _each(missing):
+        want = int(table[row, 0])
+        while doc < want:
+            article, doc = next(stream), doc + 1
+        texts.append(article.text[table[row, 1] : table[row, 2]])
+        if len(texts) == EMBED_BLOCK:
+            _embed_sentence_block(embedder, texts, table, missing[at : at + len(texts)], doc_ids, progress, failed,
+                                  vectors, done)
+            at, texts = at + len(texts), []
+    if texts:
+        _embed_sentence_block(embedder, texts, table, missing[at:], doc_ids, progress, failed, vectors, done)
     embedded = np.zeros(len(table), dtype=bool)
     embedded[missing] = True
     return table, vectors, embedded
+
+
+def _embed_sentence_block(embedder, texts, table, rows, doc_ids, progress, failed, vectors, done) -> None:
+    owners = [doc_ids[doc] for doc in table[rows, 0].tolist()]
+    _embed_with_progress(
+        embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=rows, done=done,
+    )
 
 
 def _checkpoint(folder: Path | None, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -393,19 +500,34 @@ def _checkpoint(folder: Path | None, name: str, shape: tuple[int, int]) -> tuple
 def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
     """Per language, a sample of its passages' sentences embedded as questions (the corpus's
     own stand-in for the questions it will be asked; no real questions are needed)."""
+    return _question_sample(embedder, lambda: zip(texts, langs))
+
+
+def _question_sample(embedder, passages: Callable[[], Iterable[tuple[str, str]]]) -> dict[str, np.ndarray]:
+    """`question_sample` of the (text, language) pairs that `passages()` gives, read twice (the
+    sentences are counted, then the sample's picked), so that they need not be held."""
     from qa.chunk import split_sentences
 
-    by_lang: dict[str, list[str]] = {}
-    for text, lang in zip(texts, langs):
-        by_lang.setdefault(lang, []).extend(text[a:b] for a, b in split_sentences(text) if b - a >= 20)
-    sample = {}
-    for lang, sentences in sorted(by_lang.items()):
-        if len(sentences) < 8:
-            continue  # too few to estimate a direction; questions in this language stay as they are
-        # Evenly spaced, so the sample is deterministic and spans the whole corpus.
-        picks = np.linspace(0, len(sentences) - 1, min(QUERY_SAMPLE, len(sentences))).astype(int)
-        sample[lang] = _encode_sample(embedder, [sentences[i] for i in picks])
-    return sample
+    def sentences() -> Iterator[tuple[str, str]]:
+        for text, lang in passages():
+            for a, b in split_sentences(text):
+                if b - a >= 20:
+                    yield lang, text[a:b]
+
+    counts = Counter(lang for lang, _ in sentences())
+    # Evenly spaced, so the sample is deterministic and spans the whole corpus.
+    picks = {
+        lang: np.linspace(0, count - 1, min(QUERY_SAMPLE, count)).astype(int).tolist()
+        for lang, count in counts.items() if count >= 8  # fewer: too few to estimate a direction
+    }
+    wanted = {lang: set(p) for lang, p in picks.items()}
+    seen: Counter[str] = Counter()
+    found: dict[str, dict[int, str]] = {lang: {} for lang in picks}
+    for lang, text in sentences():
+        if lang in wanted and seen[lang] in wanted[lang]:
+            found[lang][seen[lang]] = text
+        seen[lang] += 1
+    return {lang: _encode_sample(embedder, [found[lang][i] for i in picks[lang]]) for lang in sorted(picks)}
 
 
 def _encode_sample(embedder, texts: list[str]) -> np.ndarray:
@@ -459,11 +581,17 @@ def _new_version_name() -> str:
 def build_key(articles: list[Article], settings: Settings, model_fingerprint: str) -> str:
     """A hash of everything a build's output depends on: every article (text and metadata), the
     model, the settings a build reads, and the format. Equal keys mean an identical index."""
+    ordered = sorted(articles, key=lambda a: (a.doc_id, a.source))
+    return _build_key((article.model_dump_json().encode() for article in ordered), settings, model_fingerprint)
+
+
+def _build_key(article_json: Iterable[bytes], settings: Settings, model_fingerprint: str) -> str:
+    """`build_key` of the articles' JSON, given sorted by (doc_id, source) (`CorpusScan.json_by_id`)."""
     import qa
 
     digest = hashlib.sha256()
-    for article in sorted(articles, key=lambda a: (a.doc_id, a.source)):
-        digest.update(article.model_dump_json().encode())
+    for data in article_json:
+        digest.update(data)
     used = {
         name: str(getattr(settings, name))
         for name in (
@@ -534,7 +662,7 @@ def build_index(
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
-    from qa.ingest import load_corpus
+    from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
     settings = settings or Settings()
@@ -545,11 +673,15 @@ def build_index(
         raise QAError(f"Corpus folder {corpus_dir} does not exist. Pass the folder of your articles.")
     index_dir.mkdir(parents=True, exist_ok=True)
 
-    with build_lock(index_dir):
+    with build_lock(index_dir), contextlib.ExitStack() as spools:
         # (A checkpoint of an interrupted build is kept until the corpus is read: see below.)
         _remove_stale(index_dir, keep={current_version(index_dir) or ""}, checkpoints=False)
-        articles, skipped = load_corpus(corpus_dir)
-        if not articles:
+        # The corpus is read (and each file parsed) once, into a spool beside the index; from
+        # here on articles and passages come one at a time from disk, and what is held is a few
+        # numbers per article and per passage, never their text.
+        scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir))
+        skipped = scan.skipped
+        if not len(scan):
             raise QAError(
                 f"No readable articles in {corpus_dir} ({len(skipped)} file(s) skipped). Add .txt, "
                 ".md, .html or .jsonl files; the existing index was left as it was."
@@ -557,7 +689,7 @@ def build_index(
         embedder = embedder or get_embedder(settings)
         # Nothing changed: say so without loading the model or writing a version (a no-op re-run
         # took 11-21 s and wrote a copy of the live version).
-        key = build_key(articles, settings, _model_fingerprint(embedder))
+        key = _build_key(scan.json_by_id(), settings, _model_fingerprint(embedder))
         if (live := _up_to_date(index_dir, key)) is not None:
             return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started)
         # An interrupted build of exactly these articles left vectors to resume from; any other
@@ -578,60 +710,75 @@ def build_index(
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
         # and named in the summary with the reason; the others are indexed. doc_id -> reason.
         failed: dict[str, str] = {}
-        chunks: list[Chunk] = []
-        reuse_rows: list[int] = []  # per new chunk: row in the old index, or -1 to embed
-        for article in articles:
+        passages = _Passages(index_dir)
+        spools.callback(passages.close)
+        doc_ids, langs, kinds, encodings = scan.doc_ids, [], [], []
+        for position, article in enumerate(scan):
+            # (interned: a few distinct strings, not one object an article)
+            langs.append(sys.intern(article.lang))
+            kinds.append(sys.intern(input_kind(article.source)))
+            encodings.append(sys.intern(article.encoding or "n/a"))  # n/a: PDF
             rows = old_rows.get(article.doc_id)
             if rows:
-                chunks.extend(previous.chunks[r] for r in rows)
-                reuse_rows.extend(rows)
+                for row in rows:
+                    passages.add(previous.chunks[row], position, row)
                 continue
             try:
                 new = chunk_article(article, embedder.count_tokens, budget, settings.chunk_overlap)
             except Exception as exc:  # noqa: BLE001 -- reported in the summary, see `failed`
                 failed[article.doc_id] = _failure("splitting it into passages", article.source, exc)
                 continue
-            chunks.extend(new)
-            reuse_rows.extend([-1] * len(new))
+            for chunk in new:
+                passages.add(chunk, position, -1)
+        passages.finish()
+        reuse, owner = passages.reuse, passages.owner
 
-        to_embed = [i for i, row in enumerate(reuse_rows) if row < 0]
         scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
-        vectors, done = _checkpoint(scratch, "vectors", (len(chunks), model["dim"]))
-        _embed_with_progress(
-            embedder, [chunks[i].text for i in to_embed], progress,
-            owners=[chunks[i].doc_id for i in to_embed], failed=failed, out=vectors, rows=np.array(to_embed, np.int64),
-            done=done,
-        )
-        reused = [i for i, row in enumerate(reuse_rows) if row >= 0]
-        if reused:
-            vectors[reused] = previous.passage_vectors[[reuse_rows[i] for i in reused]]
-        all_articles = articles
-        articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
+        vectors, done = _checkpoint(scratch, "vectors", (len(passages), model["dim"]))
+        bar = _progress(progress, int((reuse < 0).sum()), "passages")
+        for block in _row_blocks(np.flatnonzero(reuse < 0)):
+            _embed_with_progress(
+                embedder, [passages[row].text for row in block.tolist()], progress,
+                owners=[doc_ids[o] for o in owner[block].tolist()], failed=failed, out=vectors, rows=block,
+                done=done, bar=bar,
+            )
+        bar.close()
+        for block in _row_blocks(np.flatnonzero(reuse >= 0)):
+            vectors[block] = previous.passage_vectors[reuse[block].tolist()]
 
-        failed_before = len(failed)
+        def kept() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            # (articles kept, their new number by old number, passages kept), without `failed`
+            keep = np.array([doc_id not in failed for doc_id in doc_ids], dtype=bool)
+            return keep, np.cumsum(keep) - 1, np.flatnonzero(keep[owner])
+
+        keep, number, rows = kept()
+        kept_ids = [doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k]
+        failed_before, left_out = len(failed), set(failed)
         sentences, sentence_vectors, sentences_new = _sentences(
-            articles, chunks, previous, embedder, progress, failed, scratch
+            (a for a in scan if a.doc_id not in left_out), kept_ids, passages, rows, number, previous, embedder,
+            progress, failed, scratch,
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
             sentences, sentence_vectors, sentences_new = _drop_sentences(
-                failed, articles, sentences, sentence_vectors, sentences_new
+                failed, kept_ids, sentences, sentence_vectors, sentences_new
             )
-            articles, chunks, vectors, reuse_rows = _leave_out(failed, articles, chunks, vectors, reuse_rows)
-        if not articles:
+            keep, number, rows = kept()
+        if not keep.any():
             shutil.rmtree(building, ignore_errors=True)
-            first = next(a for a in all_articles if a.doc_id in failed)
+            first = next(a for a in scan if a.doc_id in failed)
             raise QAError(
                 f"Every article of {corpus_dir} failed ({len(failed)}); the first, {first.source} "
                 f"({first.title[:80]!r}): {failed[first.doc_id]}. Fix the articles (QA_DEBUG=1 shows the "
                 "details) and run `qa index` again; the existing index was left as it was."
             )
-        skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in all_articles if a.doc_id in failed]
-        lang_of = {a.doc_id: a.lang for a in articles}
-        passage_langs = [lang_of[c.doc_id] for c in chunks]
-        sample = question_sample(embedder, [c.text for c in chunks], passage_langs)
+        if failed:
+            skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
+            vectors = _take_rows(vectors, rows, scratch / "kept_vectors.npy")
+        sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in _each(rows)))
         means = sample_means(sample)
         version, search = _write_version(
-            building, articles, chunks, vectors, sentences, sentence_vectors,
+            building, (a for a in scan if a.doc_id not in failed), (passages[row] for row in _each(rows)),
+            vectors, sentences, sentence_vectors,
             settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
             recall_queries=tuning_queries(sample, means, settings.query_centering),
         )
@@ -639,22 +786,22 @@ def build_index(
         if not failed:  # with articles left out, a re-run must retry them
             _record_build_key(index_dir, version, key)
 
-    removed = len(set(old_rows) - {a.doc_id for a in articles})
-    languages = Counter(a.lang for a in articles)
+    removed = len(set(old_rows) - {doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k})
+    kept_list = keep.tolist()
     return BuildReport(
         index_dir=str(index_dir),
         version=version,
-        articles=len(articles),
-        passages=len(chunks),
-        embedded=sum(row < 0 for row in reuse_rows),
-        reused=sum(row >= 0 for row in reuse_rows),
+        articles=int(keep.sum()),
+        passages=len(rows),
+        embedded=int((reuse[rows] < 0).sum()),
+        reused=int((reuse[rows] >= 0).sum()),
         sentences=len(sentences),
         sentences_embedded=int(sentences_new.sum()),
         removed_articles=removed,
-        languages=dict(sorted(languages.items())),
+        languages=dict(sorted(Counter(x for x, k in zip(langs, kept_list) if k).items())),
         search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],
-        kinds=dict(Counter(input_kind(a.source) for a in articles).most_common()),
-        encodings=dict(Counter(a.encoding or "n/a" for a in articles).most_common()),  # n/a: PDF
+        kinds=dict(Counter(x for x, k in zip(kinds, kept_list) if k).most_common()),
+        encodings=dict(Counter(x for x, k in zip(encodings, kept_list) if k).most_common()),
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )
@@ -871,10 +1018,15 @@ def _write_version(
         with (building / LANG_STATS).open("wb") as handle:
             np.savez(handle, **stats.to_arrays())
         if groups is None:
+            # Centred a block of rows at a time, as they are compared (not a centred copy of
+            # every vector): the same floats, row by row, as `stats.centered` of all of them.
             passage_langs = np.array(langs)[passage_codes]
-            centered = stats.centered(vectors, stats.lang_ids(passage_langs))
-            groups = translation_groups(centered, passage_langs, settings.group_threshold)
-            del centered, passage_langs
+            ids = stats.lang_ids(passage_langs)
+            groups = translation_groups(
+                vectors, passage_langs, settings.group_threshold,
+                rows_of=lambda rows: stats.centered(vectors[rows], ids[rows]),
+            )
+            del passage_langs, ids
         write_file(building / GROUPS, np.asarray(groups, np.int64))
         write_groups(building, groups)
         lexical.close(building / LEXICAL)
