@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "MIN_PASSAGES_FOR_STATS",
     "FusionWeights",
     "LanguageStats",
     "best_sentence_scores",
