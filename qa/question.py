@@ -39,7 +39,7 @@ def check_meaning(text: str, lang: str | None = None) -> None:
     distinct = set(kept)
     if len(distinct) == 1:
         char = next(iter(distinct))
-        run = NOISE_DIGIT_RUN if unicodedata.category(char)[0] == "N" else NOISE_LETTER_RUN
+        run = NOISE_DIGIT_RUN if unicodedata.category(char[0])[0] == "N" else NOISE_LETTER_RUN
         if len(kept) >= run:
             raise _refusal("noise", text, lang)
 
