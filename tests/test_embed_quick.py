@@ -17,14 +17,14 @@ import re
 import shutil
 import subprocess
 import sys
-from array import array
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qa.config import Settings
-from qa.embed.quick import E5Tokenizer, _tokenizer_arrays, find_quick, quick_backend
+from qa.embed.quick import E5Tokenizer, find_quick, quick_backend
+from qa.embed.quick.tokenizer import _tokenizer_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,12 +44,8 @@ QUESTIONS = [
 
 
 def _tokenizer(pieces: list[str], scores: list[float], norm_map: dict[int, str], **ids) -> E5Tokenizer:
-    blob, offsets, order, sorted_scores = _tokenizer_arrays(pieces, scores)
-    return E5Tokenizer(
-        blob,
-        array("I", offsets.tobytes()),
-        array("I", order.tobytes()),
-        array("d", sorted_scores.tobytes()),
+    return E5Tokenizer.from_arrays(
+        *_tokenizer_arrays(pieces, scores),
         norm_map,
         specials=("<s>", "</s>", "<pad>", "<unk>", "<mask>"),
         **ids,
@@ -248,14 +244,9 @@ def test_verify_files_hashes_a_changed_file_only_and_names_the_damaged_one(tmp_p
     """The bundle's checksum records (no model needed): an unchanged stamp is not hashed, a
     changed file with the same content is hashed and its new stamp recorded, a garbled or a
     truncated file is named."""
-    from qa.embed.quick import (
-        _ARRAYS,
-        _VOCAB,
-        DamagedBundleError,
-        _read_verified,
-        _record_checksums,
-        _verify_files,
-    )
+    from qa.embed.quick import DamagedBundleError
+    from qa.embed.quick.checksums import _read_verified, _record_checksums, _verify_files
+    from qa.embed.quick.format import _ARRAYS, _VOCAB
 
     openvino = tmp_path / "openvino-x"
     openvino.mkdir()

@@ -106,7 +106,7 @@ def _read_bundle(folder: Path) -> dict | None:
 def _bundle_is_stale(meta: dict | None, *, bin_stamp: str | None, ov_version: str | None, unused_s: float) -> bool:
     """Whether no installation of this qa can read the bundle with manifest `meta` again
     (`unused_s`: seconds since anything in it was modified)."""
-    from qa.embed.quick import QUICK_FORMAT, _bin_stamp
+    from qa.embed.quick.format import QUICK_FORMAT, _bin_stamp
 
     if meta is None or meta.get("format") != QUICK_FORMAT:
         return True  # unreadable, or another format: this version never reads it
