@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,20 @@ def seed_settings(tmp_path_factory):
 def seed_facts() -> list[dict]:
     """Questions about the seed corpus in many languages, with the evidence that answers each."""
     return json.loads(SEED_QUESTIONS.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def xquad_dir() -> Path:
+    """The public XQuAD data (`qa.xquad.find_xquad`): a test that needs it is skipped where it is
+    missing, and fails in CI, where it must be there."""
+    from qa.xquad import find_xquad
+
+    folder = find_xquad()
+    if folder is None:
+        if os.environ.get("CI"):
+            pytest.fail("XQuAD data not found (a data/xquad or shared/data/xquad folder here or above)")
+        pytest.skip("XQuAD data not found")
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from argparse import Namespace
 from pathlib import Path
 
@@ -40,13 +39,8 @@ def test_embedding_cache_embeds_only_what_is_missing(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def xquad_slice():
-    folder = find_xquad()
-    if folder is None:
-        if os.environ.get("CI"):
-            pytest.fail("XQuAD data not found (a data/xquad or shared/data/xquad folder here or above)")
-        pytest.skip("XQuAD data not found")
-    return load_xquad(folder, ["en", "de", "zh", "ar"], max_articles=2)
+def xquad_slice(xquad_dir):
+    return load_xquad(xquad_dir, ["en", "de", "zh", "ar"], max_articles=2)
 
 
 @pytest.mark.slow
