@@ -44,7 +44,7 @@ QUESTIONS = [
 
 
 def _tokenizer(pieces: list[str], scores: list[float], norm_map: dict[int, str], **ids) -> E5Tokenizer:
-    return E5Tokenizer.from_arrays(
+    return E5Tokenizer(
         *_tokenizer_arrays(pieces, scores),
         norm_map,
         specials=("<s>", "</s>", "<pad>", "<unk>", "<mask>"),

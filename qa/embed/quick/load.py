@@ -164,7 +164,7 @@ class QuickBundle:
             _discard(folder, *([copy] if exc.path is not None and exc.path.parent == copy else []))
             raise DamagedBundleError(f"{exc}; removed, the full model writes it again") from None
         arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
-        tokenizer = E5Tokenizer.from_arrays(
+        tokenizer = E5Tokenizer(
             (folder / _VOCAB).read_bytes(),
             arrays["offsets"],
             arrays["ids"],

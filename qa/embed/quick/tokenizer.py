@@ -43,27 +43,6 @@ class E5Tokenizer:
     def __init__(
         self,
         blob: bytes,
-        offsets: array,
-        ids: array,
-        scores: array,
-        norm_map: dict[int, str],
-        *,
-        bos: int,
-        eos: int,
-        unk: int,
-        specials: tuple[str, ...],
-    ):
-        self._pieces = _Sorted(blob, offsets)
-        self._ids, self._scores = ids, scores
-        self._table = {cp: (out or None) for cp, out in norm_map.items()}  # for str.translate
-        self._bos, self._eos, self._unk = bos, eos, unk
-        self._unk_score = min(scores) - _UNK_PENALTY
-        self.specials = specials
-
-    @classmethod
-    def from_arrays(
-        cls,
-        blob: bytes,
         offsets: np.ndarray,
         ids: np.ndarray,
         scores: np.ndarray,
@@ -73,20 +52,16 @@ class E5Tokenizer:
         eos: int,
         unk: int,
         specials: tuple[str, ...],
-    ) -> E5Tokenizer:
-        """From the sorted vocabulary as numpy arrays (`_tokenizer_arrays`, or a bundle's `.npy`
-        files): copied into flat `array`s, whose items read faster one at a time."""
-        return cls(
-            blob,
-            array("I", offsets.astype(np.uint32).tobytes()),
-            array("I", ids.astype(np.uint32).tobytes()),
-            array("d", scores.astype(np.float64).tobytes()),
-            norm_map,
-            bos=bos,
-            eos=eos,
-            unk=unk,
-            specials=specials,
-        )
+    ):
+        # The arrays (`_tokenizer_arrays`, or a bundle's `.npy` files) are copied into flat
+        # `array`s: a question reads a few hundred single items, faster there than in numpy.
+        self._pieces = _Sorted(blob, array("I", offsets.astype(np.uint32).tobytes()))
+        self._ids = array("I", ids.astype(np.uint32).tobytes())
+        self._scores = array("d", scores.astype(np.float64).tobytes())
+        self._table = {cp: (out or None) for cp, out in norm_map.items()}  # for str.translate
+        self._bos, self._eos, self._unk = bos, eos, unk
+        self._unk_score = min(self._scores) - _UNK_PENALTY
+        self.specials = specials
 
     def handles(self, text: str) -> bool:
         """False for text holding a special token literally (`tokenizers` splits those out first)

@@ -60,7 +60,7 @@ def write_quick(
     header = _read_bin(bin_path)
     blob, offsets, ids, scores = _tokenizer_arrays(header.pieces, header.scores)
     specials = tuple(t for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>") if t in header.pieces)
-    tokenizer = E5Tokenizer.from_arrays(
+    tokenizer = E5Tokenizer(
         blob,
         offsets,
         ids,
