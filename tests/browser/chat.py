@@ -36,15 +36,16 @@ def wait_for_reply(page: Page | Frame, prefix: str = "", count: int = 1, timeout
     raise AssertionError(f"no complete reply {count} after {timeout} s; last text: {last!r}")
 
 
-def record_stream(page: Page) -> None:
-    """Record the length of the latest reply each time it changes (to see it stream)."""
+def record_replies(page: Page) -> None:
+    """Record the text of the latest reply each time it changes (in `window.__replies`: to see
+    it stream, or which sentences were shown on the way)."""
     page.evaluate(
         """() => {
-        window.__replyLengths = [];
+        window.__replies = [];
         const chat = document.querySelector('#qa-chatbot');
         new MutationObserver(() => {
             const bots = chat.querySelectorAll("[data-testid='bot']");
-            if (bots.length) window.__replyLengths.push(bots[bots.length - 1].innerText.length);
+            if (bots.length) window.__replies.push(bots[bots.length - 1].innerText);
         }).observe(chat, {subtree: true, childList: true, characterData: true});
     }"""
     )

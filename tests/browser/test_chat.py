@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from qa.i18n import LABELS
-from tests.browser.chat import QUESTION, ask, bot_messages, record_stream, wait_for_reply
+from tests.browser.chat import QUESTION, ask, bot_messages, record_replies, wait_for_reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,12 +52,12 @@ def only_own_origin(page, server_url: str) -> None:
 
 def test_japanese_question_gets_a_streamed_cited_reply_in_japanese(open_page, app_server, artifacts):
     page = open_page(locale="ja-JP")
-    record_stream(page)
+    record_replies(page)
     ask(page, JA)
     reply = wait_for_reply(page)
     assert KANA.search(reply), reply
     assert "[1]" in reply
-    lengths = [n for n in page.evaluate("window.__replyLengths") if n]
+    lengths = [len(text) for text in page.evaluate("window.__replies") if text]
     assert len(set(lengths)) >= 3 and lengths == sorted(lengths), f"not streamed: {lengths}"
     assert page.locator("#qa-chatbot a[href='#src-1-1']").count() == 1
     assert page.locator("#src-1-1").count() == 1

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser.chat import QUESTION, ask, wait_for_reply
+from tests.browser.chat import QUESTION, ask, record_replies, wait_for_reply
 from tests.browser.live import start_server
 from tests.fake_llm import EMPLOYEES, INVENTED, SUPPORTED
 
@@ -28,20 +28,6 @@ def llm_server(seed_settings, tmp_path_factory, llm):
     )
     yield live
     live.stop()
-
-
-def record_replies(page) -> None:
-    """Record the text of the latest reply each time it changes."""
-    page.evaluate(
-        """() => {
-        window.__replies = [];
-        const chat = document.querySelector('#qa-chatbot');
-        new MutationObserver(() => {
-            const bots = chat.querySelectorAll("[data-testid='bot']");
-            if (bots.length) window.__replies.push(bots[bots.length - 1].innerText);
-        }).observe(chat, {subtree: true, childList: true, characterData: true});
-    }"""
-    )
 
 
 def test_the_generated_reply_grows_sentence_by_sentence(browser, llm_server, llm):
