@@ -26,7 +26,7 @@ from qa.errors import ModelError, QAError
 from qa.index.build import build_index
 from qa.index.format import current_version
 from qa.index.load import open_index
-from tests.browser.live import ARTIFACTS, CORPUS, ROOT, start_server
+from tests.browser.live import CORPUS, ROOT, save_figures, start_server
 from tests.fakes import FakeEmbedder
 
 FIGURES: dict[str, float] = {}
@@ -35,9 +35,7 @@ FIGURES: dict[str, float] = {}
 @pytest.fixture(scope="module", autouse=True)
 def record_figures():
     yield
-    if FIGURES:
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "faults.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
+    save_figures("faults.json", FIGURES)
 
 
 def copy_index(seed_settings: Settings, target: Path) -> Path:

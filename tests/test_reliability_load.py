@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.live import ARTIFACTS, start_server
+from tests.browser.live import save_figures, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -56,9 +56,7 @@ def percentile(values: list[float], p: float) -> float:
 @pytest.fixture(scope="module", autouse=True)
 def record_figures():
     yield
-    if FIGURES:
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "load.json").write_text(json.dumps(FIGURES, indent=2, ensure_ascii=False) + "\n")
+    save_figures("load.json", FIGURES)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ converted once per machine, not per run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -31,6 +32,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def save_figures(name: str, figures: dict) -> None:
+    """Write what a test module measured to `artifacts/<name>` (JSON), when it measured anything."""
+    if figures:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / name).write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
 
 
 def free_port() -> int:
