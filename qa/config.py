@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         return value
 
     # ---------------------------------------------------------------- web server (qa.serve.app)
-    # Added by the UI/API work (qa/serve/app.py, qa/serve/ui.py, qa/serve/api.py); kept as one block on purpose.
+    # The web server's settings (qa/serve/app.py, qa/serve/ui/, qa/serve/api.py), kept as one block.
     embed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins (scheme://host[:port]) allowed to embed the chat and call the API from "
