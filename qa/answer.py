@@ -95,8 +95,8 @@ def sentence_evidence(query: np.ndarray, langs: list[str], rows: list[int], inde
         sentences = index.sentences_of(row)
         if len(sentences):
             vectors = index.sentence_vectors_at(sentences)
-            mean = stats.means[stats.lang_ids([lang])[0]]
-            out[i] = float((vectors @ query).max() - centering * float(mean @ query))
+            means = stats.means[stats.lang_ids([lang] * len(sentences))]
+            out[i] = float(evidence_scores(query, vectors, means, centering).max())
     return out
 
 

@@ -187,7 +187,7 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
             norms = np.linalg.norm(pool.sentence_vectors, axis=1, keepdims=True).clip(1e-12)
             unit = pipeline.sentence_stats.centered(pool.sentence_vectors / norms, pipeline.sentence_lang_ids)
         evidence = evidence_scores(raw.T, pool.vectors, pipeline.stats.means[pipeline.lang_ids], settings.evidence_centering).T
-        sentence_evidence = _best_sentence_evidence(raw, cosine, pool, pipeline, settings.evidence_centering)
+        sentence_evidence = _best_sentence_evidence(raw, pool, pipeline, settings.evidence_centering)
         article = data.article_of[pool.para]
         plans = [("single", q_lang, None), ("mixed", q_lang, None)]
         plans += [("needle", p, (pool.langs[None, :] != p) & (pool.para[None, :] == gold[:, None]))
@@ -224,13 +224,13 @@ def answer_cases(data, pool, queries: dict[str, np.ndarray], pipeline, settings:
     return cases
 
 
-def _best_sentence_evidence(raw: np.ndarray, cosine: np.ndarray, pool, pipeline, centering: float) -> np.ndarray:
+def _best_sentence_evidence(raw: np.ndarray, pool, pipeline, centering: float) -> np.ndarray:
     """(n questions, n passages): the best sentence `evidence_scores` of each passage, as
     `qa.answer.sentence_evidence` computes it for the passages shown (NaN without sentences)."""
     if pipeline.sentence_stats is None:  # sentences not scored: the passage's score stands alone
         return np.full((len(raw), len(pool.texts)), np.nan)
-    means = raw @ pipeline.sentence_stats.means.T  # each question against each language's mean sentence
-    scores = cosine - centering * means[:, pipeline.sentence_lang_ids]
+    means = pipeline.sentence_stats.means[pipeline.sentence_lang_ids]
+    scores = evidence_scores(raw.T, pool.sentence_vectors, means, centering).T
     out = np.full((len(raw), len(pool.texts)), -np.inf, np.float32)
     np.maximum.at(out.T, pool.sentence_owner, scores.T)
     return np.where(np.isfinite(out), out, np.nan)
