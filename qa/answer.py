@@ -90,13 +90,13 @@ def sentence_evidence(query: np.ndarray, langs: list[str], rows: list[int], inde
     """The best `evidence_scores` among the sentences of each passage `rows` (in `langs`), with
     the sentence statistics' language means; NaN for a passage stored without sentences."""
     stats = index.sentence_stats
+    position = {name: i for i, name in enumerate(stats.langs)}
     out = np.full(len(rows), np.nan)
     for i, (row, lang) in enumerate(zip(rows, langs)):
         sentences = index.sentences_of(row)
         if len(sentences):
-            vectors = index.sentence_vectors_at(sentences)
-            means = stats.means[stats.lang_ids([lang] * len(sentences))]
-            out[i] = float(evidence_scores(query, vectors, means, centering).max())
+            mean = stats.means[position[lang]][None, :]  # the same for every sentence of the passage
+            out[i] = float(evidence_scores(query, index.sentence_vectors_at(sentences), mean, centering).max())
     return out
 
 
