@@ -24,6 +24,7 @@ __all__ = [
     "ANSWER_CANDIDATES",
     "CITED_PASSAGES",
     "ask",
+    "combined_evidence",
     "evidence_scores",
     "evidence_strength",
     "index_candidates",
@@ -51,6 +52,19 @@ def evidence_scores(query: np.ndarray, vectors: np.ndarray, lang_means: np.ndarr
     return vectors @ query - centering * (lang_means @ query)
 
 
+def combined_evidence(passage: np.ndarray, sentence: np.ndarray, weight: float) -> np.ndarray:
+    """The "not found" decision's score of each passage: its `evidence_scores` and its best
+    sentence's (the same score over the passage's sentences), weighted 1 : `weight`.
+
+    A passage that answers holds one sentence that says it, and that sentence matches the
+    question more closely than the passage around it; an off-topic match is loose at both
+    levels. The sentence share lifts answerable questions in every language pair (XQuAD) more
+    than the off-topic ones. A passage without sentences (NaN) counts its own score twice.
+    """
+    sentence = np.where(np.isnan(sentence), passage, sentence)
+    return (passage + weight * sentence) / (1.0 + weight)
+
+
 def evidence_strength(best: float, settings: Settings) -> str:
     """"none" (the corpus does not answer), "weak" or "strong", from the best evidence score."""
     if best < settings.min_evidence:
@@ -59,13 +73,31 @@ def evidence_strength(best: float, settings: Settings) -> str:
 
 
 def passage_evidence(passages: list[Passage], query: np.ndarray, index, settings: Settings) -> np.ndarray:
-    """`evidence_scores` of `passages` (the rows shown) in `index`."""
+    """`combined_evidence` of `passages` (the rows shown) in `index`."""
     if not passages:
         return np.zeros(0)
     rows = [index.row_of[(p.doc_id, p.start)] for p in passages]
     vectors = np.asarray(index.passage_vectors[rows], np.float32)
     means = index.lang_stats.means[index.lang_ids[rows]]
-    return evidence_scores(query, vectors, means, settings.evidence_centering)
+    scores = evidence_scores(query, vectors, means, settings.evidence_centering)
+    if not settings.evidence_sentence_weight:
+        return scores
+    best = sentence_evidence(query, [p.lang for p in passages], rows, index, settings.evidence_centering)
+    return combined_evidence(scores, best, settings.evidence_sentence_weight)
+
+
+def sentence_evidence(query: np.ndarray, langs: list[str], rows: list[int], index, centering: float) -> np.ndarray:
+    """The best `evidence_scores` among the sentences of each passage `rows` (in `langs`), with
+    the sentence statistics' language means; NaN for a passage stored without sentences."""
+    stats = index.sentence_stats
+    position = {name: i for i, name in enumerate(stats.langs)}
+    out = np.full(len(rows), np.nan)
+    for i, (row, lang) in enumerate(zip(rows, langs)):
+        sentences = index.sentences_of(row)
+        if len(sentences):
+            mean = stats.means[position[lang]][None, :]  # the same for every sentence of the passage
+            out[i] = float(evidence_scores(query, index.sentence_vectors_at(sentences), mean, centering).max())
+    return out
 
 
 def _with_history(question: str, history: list[str] | None) -> str:

@@ -623,8 +623,10 @@ def format_run(run: EvalRun) -> str:
                 )
         for kind, row in answers.get("corpus_gate", {}).items():
             parts.append(
-                f"  {kind} ({row['n']}): 'not found' {row['not_found_before']:.3f} -> {row['not_found']:.3f}, "
-                f"hedged {row['weak']:.3f}; per language (before, now, hedged): {row['by_language']}"
+                f"  {kind} ({row['n']}): 'not found' {row['not_found_before']:.3f} -> previous "
+                f"{row.get('not_found_previous', float('nan')):.3f} -> now {row['not_found']:.3f}, hedged "
+                f"{row.get('weak_previous', float('nan')):.3f} -> {row['weak']:.3f}; per language (before, now, "
+                f"hedged): {row['by_language']}; changed from previous: {row.get('changed', [])}"
             )
     return "\n".join(parts)
 
@@ -649,6 +651,16 @@ def _format_gap_and_gate(answers: dict, settings: Settings) -> str:
         f"{settings.min_evidence}, strong_evidence {settings.strong_evidence})",
         file=text,
     )
+    if "tuned_gate" in answers:
+        gate = answers["tuned_gate"]
+        grid = "; ".join(f"{w}: {r['min_evidence']}/{r['strong_evidence']} refused {r['refused']:.4f}"
+                         for w, r in gate["grid"].items())  # fmt: skip
+        print(
+            f"Sentence weight of the evidence score from the tune half (most unanswerable tune questions refused "
+            f"at thresholds losing at most 1 % of any pair's answerable ones): {gate['evidence_sentence_weight']} "
+            f"(in use: {settings.evidence_sentence_weight}); weight: min/strong thresholds, refused: {grid}",
+            file=text,
+        )
     text.write(format_gate_report(answers["gate"], settings))
     return text.getvalue()
 
@@ -671,6 +683,7 @@ def _answer_level(
         gate_report,
         tune_alone,
         tune_gap,
+        tune_gate,
         tune_weights,
         xquad_answer_report,
     )
@@ -685,6 +698,7 @@ def _answer_level(
         out["tuned_weights"] = {"weights": weights.__dict__, "tune_first": round(score, 3), "alone": alone}
     out["tuned_gap"] = tune_gap(cases, idf, weights)
     out["gate_calibration"] = calibrate_gate(cases)
+    out["tuned_gate"] = tune_gate(cases)
     out["gate"] = gate_report(cases, settings)
     out["xquad"] = xquad_answer_report(cases, idf, weights, alone)
     if questions:

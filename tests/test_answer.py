@@ -121,9 +121,41 @@ def test_off_topic_questions_in_many_languages_are_refused_and_seed_questions_an
     refused = [not ask(q, settings=seed_settings).found for q in off_topic]
     answered = [ask(q, settings=seed_settings).found for fact in seed_facts for q in fact["questions"].values()]
     # Measured: 42 of 44 off-topic questions refused (0.955; the cosine gate before: 0.886) and
-    # 45 of 46 seed questions answered (the same as before), with thresholds chosen on XQuAD.
+    # 46 of 46 seed questions answered (45 with the passage's evidence score alone), with the
+    # thresholds and the sentence share chosen on XQuAD.
     assert sum(refused) / len(refused) >= 0.93, sum(refused)
-    assert sum(answered) >= len(answered) - 2, sum(answered)
+    assert sum(answered) >= len(answered) - 1, sum(answered)
+
+
+# Answerable questions whose answer is written only in another language (French), refused by
+# the passage's evidence score alone (0.414 and 0.418 against 0.42) and answered once the best
+# sentence's score counts (`qa.answer.combined_evidence`): (language, question, evidence)
+CROSS_LANGUAGE = [
+    ("zh", "旧董事会对允许公司被摧毁说了什么？", ["cohérent avec la mission", "mit dem Auftrag vereinbar"]),
+    ("ru", "Сколько человек подписали петицию по словам Лилиан Венг?", ["entre 650 et 770"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang,question,evidence", CROSS_LANGUAGE)
+def test_a_cross_language_question_the_passage_score_refused_is_answered(seed_settings, lang, question, evidence):
+    previous = seed_settings.model_copy(update={"evidence_sentence_weight": 0.0, "min_evidence": 0.42})
+    assert not ask(question, settings=previous).found  # what the gate did before
+    answer = ask(question, settings=seed_settings)
+    assert answer.found and answer.lang == lang
+    assert any(e in c.evidence for c in answer.citations for e in evidence), [c.evidence for c in answer.citations]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "lang,question",
+    [("en", "Will it rain in London tomorrow?"), ("fr", "Comment préparer une pâte à crêpes ?")],
+)  # fmt: skip
+def test_an_off_topic_question_that_gets_past_the_gate_is_hedged_not_asserted(seed_settings, lang, question):
+    # The two off-topic questions (of 44) whose evidence score is over "not found": their reply
+    # says the evidence is weak, in the asker's language, instead of "according to the sources".
+    answer = ask(question, settings=seed_settings)
+    assert not answer.found or (answer.weak_evidence and answer.reply.startswith(WEAK_EVIDENCE[lang]))
 
 
 @pytest.mark.slow

@@ -153,8 +153,11 @@ def test_not_found_is_reported_per_language_pair_before_and_now():
         _gate_case("test", "no paragraph", "fr", "", 0.41, 0.80),
     ]
     report = gate_report(cases, settings)["test"]
-    assert report["answerable"]["zh>fr"] == {"not_found_before": 1.0, "not_found": 0.0, "weak": 1.0, "n": 1}
-    assert report["answerable"]["zh>zh"] == {"not_found_before": 0.0, "not_found": 0.0, "weak": 0.0, "n": 1}
+    # "previous": the passage's evidence score alone (here the same score) against 0.42 / 0.423
+    assert report["answerable"]["zh>fr"] == {"not_found_before": 1.0, "not_found": 0.0, "weak": 1.0,
+                                             "not_found_previous": 0.0, "weak_previous": 0.0, "n": 1}  # fmt: skip
+    assert report["answerable"]["zh>zh"] == {"not_found_before": 0.0, "not_found": 0.0, "weak": 0.0,
+                                             "not_found_previous": 0.0, "weak_previous": 0.0, "n": 1}  # fmt: skip
     assert report["no article"]["fr"]["refused_before"] == 0.0 and report["no article"]["fr"]["refused"] == 1.0
     assert report["no paragraph"]["fr"]["refused"] == 0.0 and report["no paragraph"]["fr"]["weak"] == 1.0
 
@@ -168,6 +171,36 @@ def test_not_found_thresholds_are_chosen_on_the_tune_half_and_the_weakest_pair()
     gate = calibrate_gate(tune + test, not_found=0.02, weak=0.05)
     # en>zh, the weaker pair, sets both: its 2nd and 5th percentiles
     assert gate == {"min_evidence": 0.302, "strong_evidence": 0.305}
+
+
+def _rows_case(half, pool, q_lang, p_lang, passage, sentence):
+    from qa.answer_eval import AnswerCase
+
+    rows = np.array([[passage, sentence]], float)
+    return AnswerCase(pool, q_lang, half, "q", [], np.zeros(0, bool), p_lang=p_lang, evidence=passage,
+                      cosine=0.8, evidence_rows=rows, previous=passage)  # fmt: skip
+
+
+def test_the_sentence_share_is_the_weight_that_refuses_most_unanswerable_tune_questions():
+    from qa.answer_eval import tune_gate
+
+    # Passage scores alone do not separate (answerable and unanswerable both 0.40-0.50); the
+    # best sentence does: 0.60 and up when the passage answers, 0.30 when it does not.
+    cases = [_rows_case("tune", "needle", "en", "zh", 0.40 + i / 1000, 0.60 + i / 1000) for i in range(100)]
+    cases += [_rows_case("tune", "no article", "en", "", 0.40 + i / 1000, 0.30) for i in range(100)]
+    cases += [_rows_case("test", "no article", "en", "", 0.0, 0.0) for _ in range(100)]  # must not count
+    gate = tune_gate(cases, weights=(0.0, 1.0))
+    assert gate["evidence_sentence_weight"] == 1.0
+    assert gate["grid"]["0.0"]["refused"] == 0.01 and gate["grid"]["1.0"]["refused"] == 1.0
+    assert gate["min_evidence"] == 0.501  # (0.401 + 0.601) / 2: the needle pair loses 1 % at most
+
+
+def test_a_passage_without_sentences_is_scored_by_itself():
+    from qa.answer import combined_evidence
+
+    scores = combined_evidence(np.array([0.40, 0.50]), np.array([0.55, np.nan]), 0.5)
+    np.testing.assert_allclose(scores, [(0.40 + 0.5 * 0.55) / 1.5, 0.50])
+    np.testing.assert_allclose(combined_evidence(np.array([0.4]), np.array([0.9]), 0.0), [0.4])
 
 
 def test_a_pool_without_the_answers_translation_never_shows_it():
@@ -200,6 +233,11 @@ def test_eval_answers_reports_the_replies_before_and_now(xquad_slice, capsys, tm
         assert set(now) == {"single", "mixed", "needle"} and set(now["mixed"]) == {"en", "de", "mean"}
         # The ranking over all sentences quotes the answer somewhere at least as often as before.
         assert now["mixed"]["mean"]["any"] >= before["mixed"]["mean"]["any"]
+    # The "not found" decision: previous and now per pair, the sentence share chosen on the tune half.
+    gate = json.loads((tmp_path / "eval.json").read_text())["answers"]
+    assert gate["tuned_gate"]["evidence_sentence_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    assert set(gate["gate"]["test"]["answerable"]["en>de"]) >= {"not_found_previous", "not_found", "weak"}
+    assert "Sentence weight of the evidence score from the tune half" in out and "previous" in out
 
 
 MINI = Path(__file__).parent / "data" / "squad_mini"  # news.<lang>.json: en and fr parallel, ja partly
