@@ -28,7 +28,9 @@ __all__ = [
     "evidence_scores",
     "evidence_strength",
     "index_candidates",
+    "passage_evidence",
     "quote_evidence",
+    "sentence_evidence",
 ]
 
 CITED_PASSAGES = 3  # passages quoted at most
