@@ -488,8 +488,7 @@ def test_a_filtered_approximate_search_still_returns_k_matching_passages(postgre
     from qa.index.build import write_index
     from qa.index.load import open_index
     from qa.models import Article, Chunk
-    from qa.postgres import Database, write_store
-    from qa.postgres import write as store_write
+    from qa.postgres import Database, approximate, write_store
 
     rng = np.random.default_rng(7)
     n, dim, k = 2400, 32, 50
@@ -508,7 +507,7 @@ def test_a_filtered_approximate_search_still_returns_k_matching_passages(postgre
                 query_means={}, groups=np.arange(n))
     index = open_index(settings.index_dir)
     url = postgres.database(kind)
-    monkeypatch.setattr(store_write, "APPROXIMATE_ORDER", (kind,))
+    monkeypatch.setattr(approximate, "APPROXIMATE_ORDER", (kind,))
     report = write_store(url, index, settings)
     assert {spec["search"] for spec in report["languages"].values()} == {kind}
     # The tuned setting is recorded with the version, and every server's connection takes it.
