@@ -148,14 +148,16 @@ class LanguageStats:
         mean, std = self.moments(queries, present)
         return (scores - mean[:, column[lang_ids]]) / std[:, column[lang_ids]]
 
-    def center_query(self, queries: np.ndarray, lang: str, strength: float) -> np.ndarray:
+    def center_query(
+        self, queries: np.ndarray, lang: str, strength: float, absent_share: float = ABSENT_LANGUAGE_CENTERING
+    ) -> np.ndarray:
         """Questions in `lang` with `strength` × their language's question mean removed.
 
         A language the corpus has no question mean for (no passages in it: a Dutch question to
         a French corpus) gets the mean of the corpus languages' question means, with
-        `ABSENT_LANGUAGE_CENTERING` × `strength`: every question shares a direction with other
-        questions whatever their language, and left in, it favours passages that read like
-        questions over the one that answers.
+        `absent_share` × `strength`: questions share a direction whatever their language, and
+        removing it helps there as the language's own mean does where there is one (measured
+        with the asker's own mean withheld: `qa.evaluate.absent_language_centering`).
         """
         if not strength:
             return queries
@@ -164,7 +166,7 @@ class LanguageStats:
             mean = self._shared_query_mean()
             if mean is None:
                 return queries
-            strength *= ABSENT_LANGUAGE_CENTERING
+            strength *= absent_share
         return queries - strength * mean
 
     def _shared_query_mean(self) -> np.ndarray | None:
