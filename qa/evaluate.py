@@ -46,6 +46,7 @@ __all__ = [
     "embed_data",
     "evaluate",
     "evaluate_corpus_questions",
+    "explain_corpus_misses",
     "format_comparison",
     "format_corpus_hits",
     "format_matrix",
@@ -805,6 +806,44 @@ def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dic
             for lang, rows in sorted(by_lang.items())
         }  # fmt: skip
     return out
+
+
+def explain_corpus_misses(path: Path, settings: Settings, k: int = 5, ahead: int = 5) -> str:
+    """Why the pipeline misses: for each question of `path` (as `evaluate_corpus_questions`) whose
+    evidence is not in its top `k`, the evidence passage's rank and the signals `qa.rank.fuse`
+    weighs (standardized dense score, BM25 scaled per language with its raw score, best sentence
+    score) for it and for the first `ahead` hits. Ranked as `Pipeline` ranks the index's pool,
+    which is the engine's ranking (tests/test_parity.py)."""
+    from qa.retrieval import get_engine
+
+    engine = get_engine(settings)
+    index = engine.index()
+    pool = Pool.from_index(index)
+    pipeline = Pipeline(settings, {})
+    pipeline.prepare(pool)
+    members = group_members(pipeline.groups)
+    lines = [f"{Path(path).name}: questions whose evidence is not in the top {k}"]
+    for fact in json.loads(Path(path).read_text(encoding="utf-8")):
+        holds = np.array([_has_evidence([t], fact["evidence"]) for t in pool.texts])
+        for lang, question in fact["questions"].items():
+            query = engine.embedder.encode_query(question)[None, :]
+            dense, lexical, sentences = pipeline.components(query, [question], lang, pool)
+            scores = pipeline.fused(dense, lexical, sentences)[0]
+            hits = fold_groups(np.argsort(-scores), pipeline.groups, members, pool.langs, lang, len(scores))
+            found = [n for n, (_, row) in enumerate(hits)
+                     if holds[members.get(int(pipeline.groups[row]), [row])].any()]  # fmt: skip
+            if found and found[0] < k:
+                continue
+            raw = None if lexical is None else pipeline.lexical.scores(question)
+            lines.append(f"  {lang} {question!r} (evidence {fact['evidence'][0]!r}): "
+                         f"{'rank ' + str(found[0] + 1) if found else 'not found'}")  # fmt: skip
+            for n in list(range(min(ahead, len(hits)))) + found[:1]:
+                row = hits[n][1]
+                lex = "" if lexical is None else f"  bm25 {lexical[0, row]:.2f} (raw {raw[row]:.2f})"
+                sent = "" if sentences is None else f"  sentence {sentences[0, row]:.2f}"
+                lines.append(f"    {'*' if n in found else ' '}{n + 1:>3} {pool.langs[row]} total {scores[row]:.2f}  "
+                             f"dense {dense[0, row]:.2f}{lex}{sent}  {pool.texts[row][:60]!r}")  # fmt: skip
+    return "\n".join(lines)
 
 
 # What `qa eval --hits` calls the question files it knows; others go by their file name.

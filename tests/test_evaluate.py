@@ -294,6 +294,23 @@ def test_eval_hits_reports_seed_and_held_out_questions_per_language(seed_setting
     assert min(hit5) >= 0.85  # the right passage in the top 5 for most questions of both sets
 
 
+@pytest.mark.slow
+def test_eval_hits_explain_lists_each_question_the_top_5_misses_with_its_signals(seed_settings, capsys):
+    from qa.cli import main
+
+    seeds = Path(__file__).parent / "data" / "seed_questions.json"
+    assert main(["--index-dir", str(seed_settings.index_dir), "eval", "--hits", str(seeds), "--explain"]) == 0
+    out = capsys.readouterr().out
+    pipeline = next(line for line in out.splitlines() if line.strip().startswith("pipeline"))
+    hit5 = float(pipeline.split("/")[1].split()[0])
+    explained = out.split("questions whose evidence is not in the top 5")[1].splitlines()[1:]
+    misses = [line for line in explained if line.startswith("  ") and not line.startswith("    ")]
+    assert len(misses) == round(46 * (1 - hit5))  # exactly the questions hit@5 counts as missed
+    evidence = [line for line in explained if line.startswith("    *")]
+    assert len(evidence) == len(misses)  # each with its evidence passage, ranked after the top 5
+    assert all(int(line.split()[1]) > 5 and "dense" in line and "sentence" in line for line in evidence)
+
+
 def test_eval_hits_names_a_missing_question_file(tmp_path, capsys):
     from qa.cli import main
 
