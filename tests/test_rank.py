@@ -111,7 +111,8 @@ def test_a_question_in_a_language_without_a_mean_is_centred_on_the_shared_questi
     assert np.allclose(stats.center_query(q, "nl", 0.5), [[1 - share / 2, 1 - share / 2, 1, 1]])
     assert np.allclose(stats.center_query(q, "nl", 0.5, absent_share=1.0), [[0.75, 0.75, 1, 1]])
     assert np.allclose(stats.center_query(q, "nl", 0), 1.0)
-    stats.query_means = {"de": np.array([0, 0, 2, 0], np.float32)}  # replaced: the shared mean follows
+    # Replaced by as many languages' (the old dict freed: a new one may take its id): it follows.
+    stats.query_means = {"de": np.array([0, 0, 2, 0], np.float32), "fr": np.array([0, 0, 2, 0], np.float32)}
     assert np.allclose(stats.center_query(q, "nl", 0.5), [[1, 1, 1 - 2 * share, 1]])
 
 
