@@ -165,7 +165,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
     from qa.xquad import find_xquad, load_squad
 
     if args.hits is not None:
-        return _eval_hits(args.hits, settings)
+        return _eval_hits(args.hits, settings, getattr(args, "explain", False))
     folder = args.data or find_xquad()
     if folder is None:
         raise SystemExit("No XQuAD data found: pass --data FOLDER (a folder of SQuAD-format <name>.<lang>.json files).")
@@ -196,10 +196,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> None:
         args.json.write_text(json.dumps(done.results, indent=2), encoding="utf-8")
 
 
-def _eval_hits(files: list[Path], settings: Settings) -> None:
+def _eval_hits(files: list[Path], settings: Settings, explain: bool = False) -> None:
     """`qa eval --hits`: the corpus questions of `files` (default: the seed and the held-out demo
-    questions) asked of the index, hit@1 / hit@5 per question language; XQuAD is not loaded."""
-    from qa.evaluate import evaluate_corpus_questions, format_corpus_hits
+    questions) asked of the index, hit@1 / hit@5 per question language; XQuAD is not loaded.
+    `explain`: also the signals of each question the top 5 misses."""
+    from qa.evaluate import evaluate_corpus_questions, explain_corpus_misses, format_corpus_hits
 
     files = files or [Path("tests/data/seed_questions.json"), Path("tests/data/heldout_questions.json")]
     for path in files:
@@ -208,6 +209,8 @@ def _eval_hits(files: list[Path], settings: Settings) -> None:
     _prepare_model(settings)
     for path in files:
         print(format_corpus_hits(path, evaluate_corpus_questions(path, settings)))
+        if explain:
+            print(explain_corpus_misses(path, settings))
 
 
 def _load_engine_early(settings: Settings) -> None:
@@ -305,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--hits", type=Path, nargs="*", default=None, metavar="FILE",
         help="only ask the questions of FILE(s) (JSON, with evidence strings) of the index: hit@1 / hit@5 per "
         "language, bare model vs pipeline (default: tests/data/seed_questions.json and heldout_questions.json)",
+    )
+    p.add_argument(
+        "--explain", action="store_true",
+        help="with --hits: for each question whose evidence misses the top 5, its rank and the ranking's signals",
     )
     p.set_defaults(func=cmd_eval)
 

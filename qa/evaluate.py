@@ -23,6 +23,7 @@ import numpy as np
 from qa.config import Settings
 from qa.lexical import LexicalIndex
 from qa.rank import (
+    ABSENT_LANGUAGE_CENTERING,
     FusionWeights,
     LanguageStats,
     best_sentence_scores,
@@ -35,14 +36,17 @@ from qa.rank import (
 from qa.xquad import EmbeddingCache, XQuAD
 
 __all__ = [
+    "ABSENT_GRID",
     "BareModel",
     "EvalRun",
     "Pipeline",
     "Pool",
     "Scorer",
+    "absent_language_centering",
     "embed_data",
     "evaluate",
     "evaluate_corpus_questions",
+    "explain_corpus_misses",
     "format_comparison",
     "format_corpus_hits",
     "format_matrix",
@@ -385,6 +389,74 @@ def tune_fusion(
     return FusionWeights(*max(allowed, key=rank), shipped.sentence_candidates), grid
 
 
+# Shares of the centring strength tried for a question language the corpus lacks
+# (`qa.rank.ABSENT_LANGUAGE_CENTERING`).
+ABSENT_GRID = (0.0, 0.5, 1.0, 1.5)
+
+
+def absent_language_centering(
+    data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], pipeline: Pipeline, split: dict[str, np.ndarray]
+) -> dict:
+    """Questions asked in a language the corpus lacks, as `LanguageStats.center_query` centres them.
+
+    Each question language's own question mean is withheld (the others' kept), so its questions
+    are centred on the mean of the others' with each share of `ABSENT_GRID`, and scored in the
+    one-language pools of the other languages ("cross R@1") and in the mixed pool without their
+    language ("mixed R@1"). Returns, per share and half, those means, the test half's cross R@1
+    per language pair, and the share chosen on the tune half (best cross R@1; ties: the smaller).
+    """
+    stats = pipeline.stats
+    every = stats.query_means
+    grid: dict[float, dict] = {}
+    try:
+        for share in ABSENT_GRID:
+            cross: dict[str, dict] = {"tune": {}, "test": {}}
+            mixed: dict[str, list] = {"tune": [], "test": []}
+            for q_lang in data.langs:
+                rows = _asked(data, q_lang, None)
+                stats.query_means = {k: m for k, m in every.items() if k != q_lang}
+                centered = stats.center_query(queries[q_lang][rows], q_lang, pipeline.settings.query_centering, share)
+                stats.query_means = {}  # centred above: `components` must leave it as it is
+                texts = [data.questions[q_lang][i] for i in rows]
+                scores = pipeline.fused(*pipeline.components(centered, texts, q_lang, pool))
+                gold = data.answer_paragraph[rows]
+                for half, select in split.items():
+                    mine = select[rows]
+                    for p_lang in data.langs:
+                        cols = np.flatnonzero(pool.langs == p_lang)
+                        if p_lang != q_lang and mine.any():
+                            top = _top(scores[mine][:, cols])
+                            cross[half][f"{q_lang}->{p_lang}"] = _metrics(pool.para[cols][top], gold[mine]).r1
+                    masked = np.where(pool.langs[None, :] == q_lang, -np.inf, scores[mine])
+                    top = _top_grouped(masked, pipeline.groups, pool.langs, q_lang)
+                    mixed[half].append(_metrics(pool.para[top], gold[mine]).r1)
+            grid[share] = {
+                half: {"cross R@1": float(np.mean(list(cross[half].values()))), "mixed R@1": float(np.mean(mixed[half]))}
+                for half in cross
+            } | {"test per pair": cross["test"]}
+    finally:
+        stats.query_means = every
+    chosen = max(ABSENT_GRID, key=lambda share: (round(grid[share]["tune"]["cross R@1"], 4), -share))
+    return {"grid": grid, "chosen on the tune half": chosen, "shipped": ABSENT_LANGUAGE_CENTERING}
+
+
+def _format_absent(absent: dict) -> str:
+    """`absent_language_centering`'s result as text."""
+    lines = [
+        (
+            "\nQuestions in a language the corpus lacks (own question mean withheld), centred on the others' "
+            f"mean x share: chosen on the tune half {absent['chosen on the tune half']}, shipped "
+            f"(qa.rank.ABSENT_LANGUAGE_CENTERING) {absent['shipped']}"
+        ),
+        "share   tune cross/mixed R@1   test cross/mixed R@1",
+    ]
+    for share, row in absent["grid"].items():
+        tune, test = row["tune"], row["test"]
+        lines.append(f"{share:<6}  {tune['cross R@1']:.4f} / {tune['mixed R@1']:.4f}        "
+                     f"{test['cross R@1']:.4f} / {test['mixed R@1']:.4f}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
@@ -529,6 +601,8 @@ def run(
         "grid (tune half)": {f"{lex} {sent}": {k: round(v, 4) for k, v in m.items()} for (lex, sent), m in grid.items()},
     }
     results["per pair"] = {n: _per_pair(r) for n, r in reports.items()}
+    if len(data.langs) > 1:
+        results["absent language"] = absent_language_centering(data, pool, queries, pipeline, split)
     if answers:
         if not data.parallel:
             from qa.errors import QAError
@@ -600,6 +674,8 @@ def format_run(run: EvalRun) -> str:
             rows.append(f"{lexical:<5}" + "".join(
                 f"{c['needle R@1']:>6.3f}/{c['same R@1']:.3f}" if c else " " * 12 for c in cells))
         parts.append("\n".join(rows))
+    if "absent language" in run.results:
+        parts.append(_format_absent(run.results["absent language"]))
     if run.tune_reports:
         parts += ["\n" + run.data_name + ", tune half (where the weights were chosen)", format_comparison(run.tune_reports)]
     answers = run.results.get("answers")
@@ -744,6 +820,44 @@ def evaluate_corpus_questions(path: Path, settings: Settings, k: int = 5) -> dic
             for lang, rows in sorted(by_lang.items())
         }  # fmt: skip
     return out
+
+
+def explain_corpus_misses(path: Path, settings: Settings, k: int = 5, ahead: int = 5) -> str:
+    """Why the pipeline misses: for each question of `path` (as `evaluate_corpus_questions`) whose
+    evidence is not in its top `k`, the evidence passage's rank and the signals `qa.rank.fuse`
+    weighs (standardized dense score, BM25 scaled per language with its raw score, best sentence
+    score) for it and for the first `ahead` hits. Ranked as `Pipeline` ranks the index's pool,
+    which is the engine's ranking (tests/test_parity.py)."""
+    from qa.retrieval import get_engine
+
+    engine = get_engine(settings)
+    index = engine.index()
+    pool = Pool.from_index(index)
+    pipeline = Pipeline(settings, {})
+    pipeline.prepare(pool)
+    members = group_members(pipeline.groups)
+    lines = [f"{Path(path).name}: questions whose evidence is not in the top {k}"]
+    for fact in json.loads(Path(path).read_text(encoding="utf-8")):
+        holds = np.array([_has_evidence([t], fact["evidence"]) for t in pool.texts])
+        for lang, question in fact["questions"].items():
+            query = engine.embedder.encode_query(question)[None, :]
+            dense, lexical, sentences = pipeline.components(query, [question], lang, pool)
+            scores = pipeline.fused(dense, lexical, sentences)[0]
+            hits = fold_groups(np.argsort(-scores), pipeline.groups, members, pool.langs, lang, len(scores))
+            found = [n for n, (_, row) in enumerate(hits)
+                     if holds[members.get(int(pipeline.groups[row]), [row])].any()]  # fmt: skip
+            if found and found[0] < k:
+                continue
+            raw = None if lexical is None else pipeline.lexical.scores(question)
+            lines.append(f"  {lang} {question!r} (evidence {fact['evidence'][0]!r}): "
+                         f"{'rank ' + str(found[0] + 1) if found else 'not found'}")  # fmt: skip
+            for n in list(range(min(ahead, len(hits)))) + found[:1]:
+                row = hits[n][1]
+                lex = "" if lexical is None else f"  bm25 {lexical[0, row]:.2f} (raw {raw[row]:.2f})"
+                sent = "" if sentences is None else f"  sentence {sentences[0, row]:.2f}"
+                lines.append(f"    {'*' if n in found else ' '}{n + 1:>3} {pool.langs[row]} total {scores[row]:.2f}  "
+                             f"dense {dense[0, row]:.2f}{lex}{sent}  {pool.texts[row][:60]!r}")  # fmt: skip
+    return "\n".join(lines)
 
 
 # What `qa eval --hits` calls the question files it knows; others go by their file name.

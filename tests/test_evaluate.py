@@ -326,9 +326,55 @@ def test_eval_hits_reports_seed_and_held_out_questions_per_language(seed_setting
     assert min(hit5) >= 0.85  # the right passage in the top 5 for most questions of both sets
 
 
+@pytest.mark.slow
+def test_eval_hits_explain_lists_each_question_the_top_5_misses_with_its_signals(seed_settings, capsys):
+    from qa.cli import main
+
+    seeds = Path(__file__).parent / "data" / "seed_questions.json"
+    assert main(["--index-dir", str(seed_settings.index_dir), "eval", "--hits", str(seeds), "--explain"]) == 0
+    out = capsys.readouterr().out
+    pipeline = next(line for line in out.splitlines() if line.strip().startswith("pipeline"))
+    hit5 = float(pipeline.split("/")[1].split()[0])
+    explained = out.split("questions whose evidence is not in the top 5")[1].splitlines()[1:]
+    misses = [line for line in explained if line.startswith("  ") and not line.startswith("    ")]
+    assert len(misses) == round(46 * (1 - hit5))  # exactly the questions hit@5 counts as missed
+    evidence = [line for line in explained if line.startswith("    *")]
+    assert len(evidence) == len(misses)  # each with its evidence passage, ranked after the top 5
+    assert all(int(line.split()[1]) > 5 and "dense" in line and "sentence" in line for line in evidence)
+
+
 def test_eval_hits_names_a_missing_question_file(tmp_path, capsys):
     from qa.cli import main
 
     assert main(["eval", "--hits", str(tmp_path / "nope.json")]) == 1
     err = capsys.readouterr().err
     assert "nope.json" in err and "--hits" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_absent_language_centering_withholds_each_askers_mean_and_restores_them(xquad_slice):
+    from qa.config import Settings
+    from qa.embed import get_embedder
+    from qa.evaluate import ABSENT_GRID, _CachedQueries, absent_language_centering, embedding_cache
+    from qa.index.build import query_means
+
+    data = xquad_slice
+    settings = Settings()
+    embedder = get_embedder(settings)
+    cache = embedding_cache(settings, embedder)
+    passages = {lang: cache.get("passage", data.paragraphs[lang], embedder.encode_documents) for lang in data.langs}
+    queries = {lang: cache.get("query", data.questions[lang], embedder.encode_queries) for lang in data.langs}
+    pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))
+    means = query_means(_CachedQueries(cache, embedder), pool.texts, pool.langs.tolist())
+    pipeline = Pipeline(settings, means)
+    pipeline.prepare(pool)
+    split = halves(data)
+    result = absent_language_centering(data, pool, queries, pipeline, split)
+    assert pipeline.stats.query_means is means  # put back for the rest of the run
+    assert set(result["grid"]) == set(ABSENT_GRID) and result["chosen on the tune half"] in ABSENT_GRID
+    # Share 0: the questions as asked, not centred at all, as a pipeline without centring ranks them
+    # in the one-language pools of the other languages.
+    uncentred = evaluate(data, pool, queries, Pipeline(Settings(query_centering=0), means), split["test"])
+    cross = np.mean([m.r1 for (q, p), m in uncentred.single.items() if q != p])
+    assert result["grid"][0.0]["test"]["cross R@1"] == pytest.approx(cross)
+    assert result["grid"][0.5]["test"]["cross R@1"] != pytest.approx(cross)  # the centring changes the ranking

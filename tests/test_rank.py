@@ -96,7 +96,24 @@ def test_stats_survive_a_save_and_load_roundtrip():
     again = LanguageStats.from_arrays(stats.to_arrays())
     assert again.langs == ["en", "fr"] and np.allclose(again.covariances, stats.covariances)
     assert np.allclose(again.center_query(np.ones((1, 4)), "en", 0.5), 0.5)
-    assert np.allclose(again.center_query(np.ones((1, 4)), "fr", 0.5), 1.0)  # no mean: unchanged
+    assert np.allclose(again.center_query(np.ones((1, 4)), "en", 0), 1.0)
+
+
+def test_a_question_in_a_language_without_a_mean_is_centred_on_the_shared_question_mean():
+    from qa.rank import ABSENT_LANGUAGE_CENTERING
+
+    stats = LanguageStats(["de", "fr"], np.zeros((2, 4), np.float32), np.stack([np.eye(4, dtype=np.float32)] * 2))
+    q = np.ones((1, 4))
+    assert np.allclose(stats.center_query(q, "nl", 0.5), 1.0)  # no question means at all: unchanged
+    stats.query_means = {"de": np.array([1, 0, 0, 0], np.float32), "fr": np.array([0, 1, 0, 0], np.float32)}
+    assert np.allclose(stats.center_query(q, "de", 0.5), [[0.5, 1, 1, 1]])  # its own mean
+    share = 0.5 * ABSENT_LANGUAGE_CENTERING
+    assert np.allclose(stats.center_query(q, "nl", 0.5), [[1 - share / 2, 1 - share / 2, 1, 1]])
+    assert np.allclose(stats.center_query(q, "nl", 0.5, absent_share=1.0), [[0.75, 0.75, 1, 1]])
+    assert np.allclose(stats.center_query(q, "nl", 0), 1.0)
+    # Replaced by as many languages' (the old dict freed: a new one may take its id): it follows.
+    stats.query_means = {"de": np.array([0, 0, 2, 0], np.float32), "fr": np.array([0, 0, 2, 0], np.float32)}
+    assert np.allclose(stats.center_query(q, "nl", 0.5), [[1, 1, 1 - 2 * share, 1]])
 
 
 def test_translation_groups_link_mutual_neighbours_across_languages_only():
