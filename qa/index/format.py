@@ -88,8 +88,9 @@ __all__ = [
     "write_file",
 ]
 
-# 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16
-FORMAT_VERSION = 4
+# 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16;
+# 5: BM25 stores term counts and passage lengths, not scores (qa.lexical)
+FORMAT_VERSION = 5
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
 MANIFEST = "manifest.json"
