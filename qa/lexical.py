@@ -35,6 +35,7 @@ __all__ = [
     "LexicalIndex",
     "LexicalWriter",
     "bm25_idf",
+    "bm25_norms",
     "bm25_weights",
     "mean_length",
     "postings_to_read",
@@ -148,24 +149,35 @@ PARAMS = "params.json"
 VOCABULARY = "vocab.json"
 
 
-def bm25_weights(tf: np.ndarray, lengths: np.ndarray, idf, avgdl, k1: float = K1, b: float = B) -> np.ndarray:
-    """BM25 weight (float32) of postings with term counts `tf` in passages of `lengths` tokens, for
-    tokens of inverse document frequency `idf` (a scalar or one a posting, float32), in passages
-    of mean length `avgdl`: idf * tf / (k1 * ((1 - b) + b * length / avgdl) + tf).
+def bm25_norms(lengths: np.ndarray, avgdl, k1: float = K1, b: float = B) -> np.ndarray:
+    """BM25's length normalization k1 * ((1 - b) + b * length / avgdl), float32, of passages of
+    `lengths` tokens in passages of mean length `avgdl`: the part of a score that depends on the
+    passage, not the token. Float32 operations in the order of bm25s's precomputed scores.
 
-    The one score function of BM25 here: the question-time scoring of the embedded index, and the
-    weights the PostgreSQL store copies (`LexicalIndex.weights`). Float32 operations in the order
-    of bm25s's precomputed scores, so that a ranking is the one bm25s gives (tested to float32
+    It depends on the length alone, so a question looks it up in a table of every length
+    (`LexicalIndex.norms`) instead of computing it per posting: the same floats.
+    """
+    norms = np.asarray(lengths).astype(np.float32)  # a copy: the operations below are in place
+    norms *= b
+    norms /= np.float32(avgdl)
+    norms += 1 - b
+    norms *= k1
+    return norms
+
+
+def bm25_weights(tf: np.ndarray, norms: np.ndarray, idf) -> np.ndarray:
+    """BM25 weight (float32) of postings with term counts `tf` in passages of length
+    normalization `norms` (`bm25_norms`), for tokens of inverse document frequency `idf` (a
+    scalar or one a posting, float32): idf * tf / (norm + tf).
+
+    With `bm25_norms`, the one score function of BM25 here: the question-time scoring of the
+    embedded index and the weights the PostgreSQL store copies (`LexicalIndex.weights`). The
+    scores are bit for bit those bm25s precomputed from the same mean length (tested to float32
     tolerance against bm25s indexing the same tokens).
     """
     tf = np.asarray(tf).astype(np.float32)
-    scores = np.asarray(lengths).astype(np.float32)  # a copy: the operations below are in place
-    scores *= b
-    scores /= np.float32(avgdl)
-    scores += 1 - b
-    scores *= k1
-    scores += tf
-    numerator = np.asarray(idf, np.float32) * tf
+    scores = np.add(norms, tf, dtype=np.float32)
+    numerator = np.multiply(idf, tf, dtype=np.float32)
     np.divide(numerator, scores, out=scores)
     return scores
 
@@ -199,6 +211,9 @@ class LexicalIndex:
         b: float = B,
     ):
         self.vocab = vocab  # token -> its number (a row of `indptr`)
+        # Plain arrays over the same memory (memory-mapped ones stay mapped): numpy's memmap
+        # class costs microseconds per indexing, and a question indexes `indptr` per token.
+        arrays = {key: np.asarray(array) for key, array in arrays.items()}
         self.counts = arrays["counts"]  # term count of each posting, token-major
         self.indices = arrays["indices"]  # passage of each posting (int32), ascending per token
         self.indptr = arrays["indptr"]  # token t's postings: [indptr[t], indptr[t + 1])
@@ -207,6 +222,7 @@ class LexicalIndex:
         self.total_length = int(total_length)  # sum of `lengths`: BM25's mean length, exactly
         self.avgdl = mean_length(self.total_length, self.passages)
         self.k1, self.b = k1, b
+        self._norms: np.ndarray | None = None
         self.analyzer = analyzer  # the `tokenize` of its passages, and so of its questions
 
     @classmethod
@@ -247,11 +263,20 @@ class LexicalIndex:
         return self._weights(self.counts, self.indices, self._idf32(np.arange(len(self.vocab)))[tokens])
 
     def _idf32(self, token_ids) -> np.ndarray:
-        df = np.diff(np.asarray(self.indptr))[np.asarray(token_ids, np.int64)]
-        return bm25_idf(df, self.passages).astype(np.float32)
+        ids = np.asarray(token_ids, np.int64)
+        return bm25_idf(self.indptr[ids + 1] - self.indptr[ids], self.passages).astype(np.float32)
+
+    @property
+    def norms(self) -> np.ndarray:
+        """`bm25_norms` of every length 0..the longest passage's (a few hundred floats): computed
+        once, so that a question's postings cost a table look-up, not the arithmetic."""
+        if self._norms is None:
+            longest = int(np.max(self.lengths, initial=0))
+            self._norms = bm25_norms(np.arange(longest + 1), self.avgdl, self.k1, self.b)
+        return self._norms
 
     def _weights(self, counts: np.ndarray, rows: np.ndarray, idf) -> np.ndarray:
-        return bm25_weights(counts, self.lengths[rows], idf, self.avgdl, self.k1, self.b)
+        return bm25_weights(counts, self.norms[self.lengths[rows]], idf)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every passage for `query` (zeros when no token is known).

@@ -16,6 +16,7 @@ from qa.lexical import (
     LexicalIndex,
     LexicalWriter,
     bm25_idf,
+    bm25_norms,
     bm25_weights,
     mean_length,
     tokenize,
@@ -122,7 +123,7 @@ def test_statistics_summed_over_two_indexes_give_the_scores_of_one(seed_facts):
                     u = part.vocab[token]
                     start, end = part.indptr[u], part.indptr[u + 1]
                     rows = part.indices[start:end]
-                    got = bm25_weights(part.counts[start:end], part.lengths[rows], idf, avgdl)
+                    got = bm25_weights(part.counts[start:end], bm25_norms(part.lengths[rows], avgdl), idf)
                     assert got.tolist() == [want[r + offset] for r in rows.tolist()], token
 
 
