@@ -11,8 +11,8 @@ the previous writer stored). Real XQuAD questions (2,000 sampled over every lang
 paths alternately (`sparse_scores` at the default posting budget, then the previous path:
 the same postings merged from the stored scores), 3 rounds; the results are checked equal.
 
-    python benchmarks/bench_lexical.py --sizes 300000          # ~2 minutes
-    python benchmarks/bench_lexical.py --sizes 1000000         # ~8 minutes, ~2 GB
+    python benchmarks/bench_lexical.py --sizes 300000          # ~5 minutes on 2 busy cores
+    python benchmarks/bench_lexical.py --sizes 1000000         # ~7 minutes, ~3 GB at its peak
 """
 
 from __future__ import annotations
