@@ -332,6 +332,13 @@ def corpus_child(corpus: Path, out: Path) -> None:
     }))
 
 
+def _measure_in_child(args: list[str], result: Path, env: dict[str, str] | None = None) -> dict:
+    """Run this script with `args` and the path `result` in a fresh process (its memory measured
+    alone, on the `PYTHONPATH` of `env`), and return the JSON it wrote there."""
+    subprocess.run([sys.executable, __file__, *args, str(result)], check=True, env=env)
+    return json.loads(result.read_text())
+
+
 def corpus_runs(sizes: list[int], baseline: Path | None, label: str, out: Path | None) -> dict:
     """`--corpus`: each size's folder written once, built by this qa and by the baseline's."""
     import os
@@ -344,11 +351,9 @@ def corpus_runs(sizes: list[int], baseline: Path | None, label: str, out: Path |
             folder = work / f"corpus-{n}"
             size = write_corpus(folder, n)
             for name, path in codes:
-                measured = work / f"{name}-{n}.json"
-                env = {**os.environ, "PYTHONPATH": path}
-                subprocess.run([sys.executable, __file__, "--corpus-child", str(folder), str(measured)],
-                               check=True, env=env)
-                entry = {"code": name, "files": n, "corpus_mb": round(size / 1e6, 1), **json.loads(measured.read_text())}
+                measured = _measure_in_child(["--corpus-child", str(folder)], work / f"{name}-{n}.json",
+                                             env={**os.environ, "PYTHONPATH": path})
+                entry = {"code": name, "files": n, "corpus_mb": round(size / 1e6, 1), **measured}
                 results.append(entry)
                 print(f"  {name} {n:,} files: peak anonymous {entry['peak_anon_mb']:.0f} MB "
                       f"(+{entry['anon_added_mb']:.0f} MB), {entry['build_s']} s", flush=True)
@@ -442,11 +447,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 results.append(entry)
                 shutil.rmtree(index_dir)
                 continue
-            measured = work / f"child-{n}.json"
-            subprocess.run(
-                [sys.executable, __file__, "--child", str(index_dir), str(questions), str(measured)], check=True
-            )
-            entry.update(json.loads(measured.read_text()))
+            entry.update(_measure_in_child(["--child", str(index_dir), str(questions)], work / f"child-{n}.json"))
             results.append(entry)
             print(f"  {n:,}: ready in {entry['ready_s']} s, +{entry['anon_ready_mb']} MB anonymous, retrieve p50 "
                   f"{entry['retrieve']['p50_ms']} ms, recall@10 {entry['recall_at_10']}", flush=True)

@@ -39,10 +39,11 @@ BYTES_PER_PASSAGE = {
     "sentence_scales.npy": 19,
     "sentences.npy": 113,
     "groups.npy": 8,
-    "bm25/data.csc.index.npy": 250,
-    "bm25/indices.csc.index.npy": 250,
-    "bm25/indptr.csc.index.npy": 4,
-    "bm25/vocab.index.json": 328,
+    "bm25/counts.npy": 62,  # term counts, uint8 (float32 scores before: 250)
+    "bm25/indices.npy": 250,
+    "bm25/indptr.npy": 4,
+    "bm25/lengths.npy": 2,
+    "bm25/vocab.json": 328,
     "articles.jsonl": 1300,
     "passages.jsonl": 82,
 }

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.kernels import ONE_BY_ONE_MAX_LISTS, merge_postings, row_dots, top_by_language
+from qa.kernels import ONE_BY_ONE_MAX_LISTS, gather_postings, merge_postings, row_dots, top_by_language
 
 
 def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
@@ -19,6 +19,26 @@ def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
     lengths = np.array([len(one) for one in lists], np.int64)
     ends = np.cumsum(lengths, dtype=np.int64)
     return indices, data, ends - lengths, ends
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16))
+def test_gathered_postings_are_numpys_copies_and_gathers(draw_lists, seed):
+    """`gather_postings` (what BM25 scores a question's postings from) equals numpy's concatenated
+    slices, length look-ups and repeated idf, value for value."""
+    rng = np.random.default_rng(seed)
+    indices, _, starts, ends = _postings(draw_lists, seed)
+    counts = rng.integers(1, 256, len(indices)).astype(np.uint8)
+    lengths = rng.integers(1, 400, 301).astype(np.uint16)
+    norms = rng.uniform(0.3, 4.0, 400).astype(np.float32)
+    idf = rng.uniform(0.0, 9.0, len(starts)).astype(np.float32)
+    rows, tf, norm, idfs = gather_postings(indices, counts, lengths, norms, starts, ends, idf)
+    slices = [slice(a, b) for a, b in zip(starts, ends)]
+    want_rows = np.concatenate([np.zeros(0, np.int32)] + [indices[s] for s in slices])
+    assert rows.dtype == np.int32 and np.array_equal(rows, want_rows)
+    assert np.array_equal(tf, np.concatenate([np.zeros(0, np.uint8)] + [counts[s] for s in slices]).astype(np.float32))
+    assert np.array_equal(norm, norms[lengths[want_rows]])
+    assert np.array_equal(idfs, np.repeat(idf, ends - starts))
 
 
 @settings(max_examples=300, deadline=None)

@@ -106,8 +106,8 @@ def test_both_stores_read_the_same_postings_within_any_budget_and_satisfy_the_ba
     settings, url = seed_store
     local = open_index(settings.index_dir)
     stored = Database(url).index()
-    vocab = local.lexical._retriever.vocab_dict
-    indptr = local.lexical._retriever.scores["indptr"]
+    vocab = local.lexical.vocab
+    indptr = local.lexical.indptr
     cut = 0
     for question in ["Who did OpenAI name interim CEO on Sunday?", "Satya Nadella Microsoft OpenAI employés",
                      "OpenAIの従業員は何人ですか", "¿Cuántos empleados firmaron la carta?"]:

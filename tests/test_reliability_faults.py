@@ -213,8 +213,8 @@ DAMAGES = {
     "manifest_truncated": ("manifest.json", lambda v: _truncate(v / "manifest.json")),
     "sentence_vectors_garbled": ("sentence_vectors.npy", lambda v: _garble_start(v / "sentence_vectors.npy")),
     "sentence_vectors_truncated": ("sentence_vectors.npy", lambda v: _truncate(v / "sentence_vectors.npy")),
-    "bm25_vocab_garbled": ("bm25", lambda v: _garble_start(v / "bm25" / "vocab.index.json")),
-    "bm25_scores_garbled": ("bm25", lambda v: _garble_start(v / "bm25" / "data.csc.index.npy")),
+    "bm25_vocab_garbled": ("bm25", lambda v: _garble_start(v / "bm25" / "vocab.json")),
+    "bm25_counts_garbled": ("bm25", lambda v: _garble_start(v / "bm25" / "counts.npy")),
     "groups_garbled": ("groups.npy", lambda v: _garble_start(v / "groups.npy")),
     "manifest_sizes_wrong": (
         "vectors.npy",

@@ -15,8 +15,9 @@ Layout of the index directory::
         ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         groups.npy         translation group of each passage
-        bm25/              the lexical index (bm25s) over the passages
-        sentences.npy      every sentence of the passages: (article number, start, end)
+        bm25/              the lexical index over the passages: term counts and passage lengths,
+                           scored at question time (see qa.lexical)
+        sentences.npy      every sentence of the passages: (article number, start, end), int32
         sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
                            per sentence (see qa.index.ann.Int8Rows)
         sentence_stats.npz per-language statistics of the sentence vectors
@@ -88,8 +89,9 @@ __all__ = [
     "write_file",
 ]
 
-# 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16
-FORMAT_VERSION = 4
+# 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16;
+# 5: BM25 stores term counts and passage lengths, not scores (qa.lexical); sentences.npy int32
+FORMAT_VERSION = 5
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
 MANIFEST = "manifest.json"

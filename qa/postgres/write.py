@@ -262,10 +262,8 @@ def _finish_version(conn, version: int, index: Any, work: dict, previous: dict |
 def lexical_postings(lexical: Any) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, int]:
     """(vocabulary, indptr, passage rows, BM25 weights, passages) of a `qa.lexical.LexicalIndex`:
     each token's postings are rows[indptr[t]:indptr[t + 1]], sorted by passage."""
-    retriever = lexical._retriever  # the bm25s matrix `LexicalIndex.build` wrote (token-major CSC)
-    matrix = retriever.scores
-    return (retriever.vocab_dict, np.asarray(matrix["indptr"]), np.asarray(matrix["indices"]),
-            np.asarray(matrix["data"]), int(matrix["num_docs"]))
+    # Token-major postings; the weights computed from the stored counts (`qa.lexical.bm25_weights`).
+    return lexical.vocab, np.asarray(lexical.indptr), np.asarray(lexical.indices), lexical.weights(), lexical.passages
 
 
 def _write_terms(conn, version: int, lexical: Any) -> None:
