@@ -133,7 +133,7 @@ def top_visible(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang:
     a passage scored -inf is not in the pool, so it is never the member shown. (Folding by the
     full groups would show a needle question the answer in its own language, which the needle
     pool removed.)"""
-    from qa.evaluate import _top
+    from qa.evaluate.metrics import _top
     from qa.rank import group_members
 
     members = group_members(groups)
@@ -155,7 +155,7 @@ def top_visible(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang:
 
 
 def _ranked_rows(scores: np.ndarray, pipeline, pool, q_lang: str, kind: str, hide: np.ndarray | None) -> list[list[int]]:
-    from qa.evaluate import _top
+    from qa.evaluate.metrics import _top
 
     if kind == "single":
         cols = np.flatnonzero(pool.langs == q_lang)
