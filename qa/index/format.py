@@ -56,6 +56,7 @@ __all__ = [
     "GROUPS",
     "KEEP_VERSIONS",
     "LANG_STATS",
+    "LANG_SUMS",
     "LEXICAL",
     "MANIFEST",
     "PASSAGES",
@@ -64,6 +65,7 @@ __all__ = [
     "SENTENCES",
     "SENTENCE_SCALES",
     "SENTENCE_STATS",
+    "SENTENCE_SUMS",
     "SENTENCE_VECTORS",
     "STAMPS",
     "VECTORS",
@@ -100,12 +102,16 @@ PASSAGES = "passages.jsonl"
 VECTORS = "vectors.npy"
 ANN_DIR = "ann"
 LANG_STATS = "lang_stats.npz"
+# The sums the statistics are computed from (`qa.rank.LanguageSums`), so that statistics can be
+# updated from sums; a version without them (written before them) is fitted again on update.
+LANG_SUMS = "lang_sums.npz"
 GROUPS = "groups.npy"
 LEXICAL = "bm25"
 SENTENCES = "sentences.npy"
 SENTENCE_VECTORS = "sentence_vectors.npy"
 SENTENCE_SCALES = "sentence_scales.npy"
 SENTENCE_STATS = "sentence_stats.npz"
+SENTENCE_SUMS = "sentence_sums.npz"
 STAMPS = "verified.json"
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
 CHECKSUM = "crc32"  # of every file, in the manifest: see `file_checksum` for the choice
