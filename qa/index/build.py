@@ -68,7 +68,7 @@ from qa.index.format import (
     write_file,
 )
 from qa.index.load import Index, open_index
-from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
+from qa.index.store import STORE_DIR, StoreWriter, narrow_int, write_groups, write_sentence_links
 from qa.index.verify import file_checksum, write_stamps
 from qa.lexical import ANALYZER, LexicalWriter
 from qa.models import Article, Chunk, SkippedFile
@@ -821,13 +821,6 @@ def _unchanged_report(
     )
 
 
-def _narrow_int(table: np.ndarray) -> np.ndarray:
-    """`table` as int32 when every value fits (article numbers and character offsets: always, short
-    of an article of 2 GB), else int64: lossless, half the bytes (60 B a passage at 5 sentences)."""
-    fits = not table.size or (int(table.min()) >= 0 and int(table.max()) <= np.iinfo(np.int32).max)
-    return table.astype(np.int32 if fits else np.int64)
-
-
 def _sentence_count(version_dir: Path) -> int:
     # The sentence table is (article, start, end) integer rows: its row count without reading it.
     table = np.load(version_dir / SENTENCES, mmap_mode="r")
@@ -1061,10 +1054,10 @@ def _write_version(
                 rows_of=lambda rows: stats.centered(vectors[rows], ids[rows]),
             )
             del passage_langs, ids
-        write_file(building / GROUPS, np.asarray(groups, np.int64))
+        write_file(building / GROUPS, narrow_int(np.asarray(groups, np.int64)))
         write_groups(building, groups)
         lexical.close(building / LEXICAL)
-        write_file(building / SENTENCES, _narrow_int(np.asarray(sentences)))
+        write_file(building / SENTENCES, narrow_int(np.asarray(sentences)))
         # The int8 codes are written straight into their file (page cache, not heap: 1.8 GB
         # for the 4.7M sentences of a million passages).
         codes = np.lib.format.open_memmap(
