@@ -249,7 +249,8 @@ class Engine:
         from qa.kernels import row_dots
 
         links, owners = index.sentence_runs(rows)
-        members = index.sentence_member[links]
+        # int64 whichever the stored type (int32 since the store was narrowed): one compiled `row_dots`
+        members = np.asarray(index.sentence_member[links], np.int64)
         vectors = index.sentence_vectors
         if not isinstance(index, Index):  # another backend (qa.postgres): its rows, read in one go
             raw = row_dots(index.sentence_vectors_at(members), np.arange(len(members)), query[0])

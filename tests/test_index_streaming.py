@@ -14,12 +14,12 @@ import pytest
 import qa.index.store
 from qa.config import Settings
 from qa.index.ann import RowsView, exact_neighbours
-from qa.index.build import _fit_stats, corpus_fingerprint, write_index
+from qa.index.build import _fit_stats, corpus_fingerprint, read_sums, write_index
 from qa.index.format import current_version
 from qa.index.load import open_index
 from qa.lexical import LexicalIndex, LexicalWriter
 from qa.models import Article, Chunk
-from qa.rank import LanguageStats
+from qa.rank import LanguageStats, LanguageSums, merge_sums
 
 LANGS = ["de", "en", "fr", "ja", "ru", "zh"]
 WORDS = {
@@ -117,6 +117,32 @@ def test_language_statistics_summed_in_blocks_equal_fit_exactly():
     summed = _fit_stats(vectors, codes, names)
     assert summed.langs == fitted.langs == ["de", "en", "fr"]
     assert np.array_equal(summed.means, fitted.means) and np.array_equal(summed.covariances, fitted.covariances)
+
+
+def test_an_index_stores_the_sums_its_statistics_come_from(tmp_path: Path):
+    corpus = _corpus(600)
+    articles, chunks, vectors, _sentences, _sentence_vectors, means = corpus
+    version = _write(tmp_path / "index", corpus, stream=True)
+    manifest_files = open_index(tmp_path / "index").manifest.files
+    assert {"lang_sums.npz", "sentence_sums.npz"} <= set(manifest_files)
+    passages, sentences = read_sums(version)
+    langs = [articles[row // 2].lang for row in range(len(chunks))]
+    assert passages.langs == sorted(set(langs)) and passages.counts.sum() == len(vectors)
+    with np.load(version / "lang_stats.npz") as arrays:
+        stored = LanguageStats.from_arrays(arrays)
+    again = LanguageStats.from_sums(passages)
+    assert np.array_equal(again.means, stored.means) and np.array_equal(again.covariances, stored.covariances)
+    assert passages.query_langs == sorted(means) and np.allclose(again.query_means["ja"], means["ja"])
+    with np.load(version / "sentence_stats.npz") as arrays:
+        assert np.array_equal(LanguageStats.from_sums(sentences).covariances, arrays["covariances"])
+    # the sums of two halves, merged, are those of the whole (what adding a segment needs)
+    half = len(vectors) // 2
+    merged = merge_sums(LanguageSums.of(vectors[:half], langs[:half]), LanguageSums.of(vectors[half:], langs[half:]))
+    assert np.allclose(LanguageStats.from_sums(merged).covariances, stored.covariances, atol=1e-6)
+    # a version written before the sums were stored: no sums, its statistics load as before
+    (version / "lang_sums.npz").unlink()
+    (version / "sentence_sums.npz").unlink()
+    assert read_sums(version) == (None, None)
 
 
 def test_exact_neighbours_in_blocks_are_those_of_one_flat_index():

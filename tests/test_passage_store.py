@@ -195,3 +195,48 @@ def test_passage_vectors_are_stored_in_half_precision_and_scored_exactly_as_read
     # In place through the table of half-precision values, as the float32 rows read out would give.
     assert np.allclose(index.passage_vectors.dots(rows, query), vectors @ query, rtol=0, atol=1e-5)
     assert np.array_equal(index.vectors(), stored.astype(np.float32))
+
+
+def _snapshot(index) -> list:
+    """Everything a question reads of the store, row by row."""
+    rows = np.arange(len(index))
+    links, owners = index.sentence_runs(rows)
+    return [
+        [index.passage(row) for row in rows.tolist()],
+        [index.sentences_of(row).tolist() for row in rows.tolist()],
+        [index.group_members(row) for row in rows.tolist()],
+        sorted((doc_id, article) for doc_id, article in index.articles.items()),
+        index.sentence_member[links].tolist(), owners.tolist(),
+        [index.row_of[(c.doc_id, c.start)] for c in index.chunks],
+    ]
+
+
+def test_the_store_is_written_narrow_and_an_index_written_wide_reads_the_same(index_dir: Path):
+    import io
+
+    version = index_dir / current_version(index_dir)
+    narrow = [name for name in STORE_FILES if name.endswith(".npy") and np.load(version / name).dtype == np.int32]
+    # row numbers, offsets and links in int32; the 64-bit keys stay 64-bit
+    assert {"store/passages.npy", "store/sentence_members.npy", "store/link_starts.npy"} <= set(narrow)
+    assert np.load(version / "store/passage_keys.npy").dtype == np.int64
+    assert np.load(version / "groups.npy").dtype == np.int32
+    records = (version / ARTICLE_RECORDS).read_bytes()
+    assert b"null" not in records and b'"outlet"' not in records  # unset fields left out
+    expected = _snapshot(open_index(index_dir))
+    # As an index written before: every integer file in int64, every record with all its fields.
+    for name in [*narrow, "groups.npy"]:
+        buffer = io.BytesIO()
+        np.save(buffer, np.load(version / name).astype(np.int64))
+        _rewrite(version, name, buffer.getvalue())
+    wide, offsets = b"", [0]
+    for article in sorted(open_index(index_dir).articles.values(), key=lambda a: records.index(a.doc_id.encode())):
+        wide += article.model_dump_json().encode()
+        offsets.append(len(wide))
+    assert b'"outlet":null' in wide
+    _rewrite(version, ARTICLE_RECORDS, wide)
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(offsets, np.int64))
+    _rewrite(version, "store/article_offsets.npy", buffer.getvalue())
+    index = open_index(index_dir)
+    assert index.sentence_member.dtype == np.int64 and index.store.columns.dtype == np.int64
+    assert _snapshot(index) == expected

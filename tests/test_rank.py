@@ -10,8 +10,10 @@ import pytest
 from qa.lexical import LexicalIndex, tokenize
 from qa.rank import (
     LanguageStats,
+    LanguageSums,
     lexical_by_language,
     lexical_by_language_sparse,
+    merge_sums,
     shortlist,
     translation_groups,
 )
@@ -97,6 +99,59 @@ def test_stats_survive_a_save_and_load_roundtrip():
     assert again.langs == ["en", "fr"] and np.allclose(again.covariances, stats.covariances)
     assert np.allclose(again.center_query(np.ones((1, 4)), "en", 0.5), 0.5)
     assert np.allclose(again.center_query(np.ones((1, 4)), "en", 0), 1.0)
+
+
+def _skewed_vectors(n: int, dim: int = 24, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors clustered by language, with a language of 5 passages (the pooled statistics)."""
+    rng = np.random.default_rng(seed)
+    langs = rng.choice(["de", "en", "fr"], n, p=[0.3, 0.5, 0.2])
+    langs[rng.choice(n, 5, replace=False)] = "sw"
+    centers = {lang: 2 * rng.standard_normal(dim) for lang in ["de", "en", "fr", "sw"]}
+    vectors = _unit(rng.standard_normal((n, dim)) + np.array([centers[x] for x in langs]))
+    return vectors.astype(np.float32), langs
+
+
+def test_statistics_of_two_halves_sums_merged_equal_the_fit_of_the_whole():
+    vectors, langs = _skewed_vectors(3000)
+    rng = np.random.default_rng(5)
+    sample = {"de": rng.standard_normal((6, 24)).astype(np.float32), "en": rng.standard_normal((9, 24)).astype(np.float32)}
+    whole = LanguageStats.fit(vectors, langs)
+    cut = 1700  # "sw"'s five passages are split between the halves: fewer than 8 in each
+    first = LanguageSums.of(vectors[:cut], langs[:cut], {"de": sample["de"][:2], "en": sample["en"]})
+    second = LanguageSums.of(vectors[cut:], langs[cut:], {"de": sample["de"][2:]})
+    assert 0 < (langs[:cut] == "sw").sum() < 5
+    merged = LanguageStats.from_sums(merge_sums(first, second))
+    assert merged.langs == whole.langs == ["de", "en", "fr", "sw"]
+    assert np.allclose(merged.means, whole.means, rtol=0, atol=1e-6)
+    assert np.allclose(merged.covariances, whole.covariances, rtol=0, atol=1e-6)
+    # the language of 5 passages has the pooled statistics, of every passage of both halves
+    assert np.allclose(merged.covariances[3], LanguageStats.fit(vectors, ["x"] * len(vectors)).covariances[0], atol=1e-6)
+    assert np.allclose(merged.query_means["de"], sample["de"].mean(axis=0), atol=1e-6)
+    assert np.allclose(merged.query_means["en"], sample["en"].mean(axis=0), atol=1e-6)
+    # the sums of one index give its statistics; a round trip through arrays loses nothing
+    again = LanguageSums.from_arrays(dict(np.load(_saved(merge_sums(first, second)))))
+    assert np.array_equal(again.outers, merge_sums(first, second).outers) and again.query_langs == ["de", "en"]
+    alone = LanguageStats.from_sums(LanguageSums.of(vectors, langs))
+    assert np.array_equal(alone.means, whole.means) and np.allclose(alone.covariances, whole.covariances, atol=1e-7)
+
+
+def test_merging_with_empty_sums_changes_nothing():
+    vectors, langs = _skewed_vectors(400)
+    sums = LanguageSums.of(vectors, langs)
+    empty = LanguageSums.of(vectors[:0], langs[:0])
+    assert empty.langs == [] and empty.totals.shape == (0, 24)
+    merged = merge_sums(empty, sums)
+    assert merged.langs == sums.langs and np.array_equal(merged.outers, sums.outers)
+    assert np.array_equal(merged.counts, sums.counts)
+
+
+def _saved(sums: LanguageSums):
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **sums.to_arrays())
+    buffer.seek(0)
+    return buffer
 
 
 def test_a_question_in_a_language_without_a_mean_is_centred_on_the_shared_question_mean():

@@ -50,10 +50,12 @@ from qa.index.format import (
     GROUPS,
     KEEP_VERSIONS,
     LANG_STATS,
+    LANG_SUMS,
     LEXICAL,
     MANIFEST,
     SENTENCE_SCALES,
     SENTENCE_STATS,
+    SENTENCE_SUMS,
     SENTENCE_VECTORS,
     SENTENCES,
     VECTORS,
@@ -66,13 +68,13 @@ from qa.index.format import (
     write_file,
 )
 from qa.index.load import Index, open_index
-from qa.index.store import STORE_DIR, StoreWriter, write_groups, write_sentence_links
+from qa.index.store import STORE_DIR, StoreWriter, narrow_int, write_groups, write_sentence_links
 from qa.index.verify import file_checksum, write_stamps
 from qa.lexical import ANALYZER, LexicalWriter
 from qa.models import Article, Chunk, SkippedFile
-from qa.rank import LanguageStats, translation_groups
+from qa.rank import LanguageStats, LanguageSums, translation_groups
 
-__all__ = ["BuildReport", "build_index", "corpus_fingerprint", "query_means", "write_index"]
+__all__ = ["BuildReport", "build_index", "corpus_fingerprint", "query_means", "read_sums", "write_index"]
 
 log = logging.getLogger(__name__)
 
@@ -780,7 +782,7 @@ def build_index(
             building, (a for a in scan if a.doc_id not in failed), (passages[row] for row in _each(rows)),
             vectors, sentences, sentence_vectors,
             settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
-            recall_queries=tuning_queries(sample, means, settings.query_centering),
+            recall_queries=tuning_queries(sample, means, settings.query_centering), query_sample=sample,
         )
 
         if not failed:  # with articles left out, a re-run must retry them
@@ -817,13 +819,6 @@ def _unchanged_report(
         sentences_embedded=0, removed_articles=0, languages=dict(sorted(corpus.languages.items())),
         skipped=skipped, seconds=round(seconds, 2), up_to_date=True,
     )
-
-
-def _narrow_int(table: np.ndarray) -> np.ndarray:
-    """`table` as int32 when every value fits (article numbers and character offsets: always, short
-    of an article of 2 GB), else int64: lossless, half the bytes (60 B a passage at 5 sentences)."""
-    fits = not table.size or (int(table.min()) >= 0 and int(table.max()) <= np.iinfo(np.int32).max)
-    return table.astype(np.int32 if fits else np.int64)
 
 
 def _sentence_count(version_dir: Path) -> int:
@@ -935,21 +930,37 @@ def _vector_search(
 
 
 def _fit_stats(vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str]) -> LanguageStats:
-    """`LanguageStats.fit(vectors, langs[lang_codes])`, the same numbers, without copying any
-    language's vectors: its moments are summed over blocks of its rows (`RowsView`) in the
-    order and blocks `fit` sums them, so the floats are identical. For millions of sentence
-    vectors, `fit`'s copy of the largest language alone was gigabytes."""
-    from qa.rank import MIN_PASSAGES_FOR_STATS, _moments
+    """`LanguageStats.fit(vectors, langs[lang_codes])`, from `_fit_sums`."""
+    return LanguageStats.from_sums(_fit_sums(vectors, lang_codes, langs))
+
+
+def _fit_sums(
+    vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str], queries: dict[str, np.ndarray] | None = None
+) -> LanguageSums:
+    """`LanguageSums.of(vectors, langs[lang_codes], queries)`, the same numbers, without copying
+    any language's vectors: its sums are taken over blocks of its rows (`RowsView`) in the order
+    and blocks `_moments` takes them, so a language's statistics are the floats `LanguageStats.fit`
+    gives. For millions of sentence vectors, a copy of the largest language alone was gigabytes."""
+    from qa.rank import _moment_sums
 
     present = np.flatnonzero(np.bincount(lang_codes, minlength=len(langs)))
-    pooled_mean, pooled_cov = _moments(vectors)
-    means, covs = [], []
-    for code in present.tolist():
-        rows = RowsView(vectors, np.flatnonzero(lang_codes == code))
-        mean, cov = _moments(rows) if len(rows) >= MIN_PASSAGES_FOR_STATS else (pooled_mean, pooled_cov)
-        means.append(mean)
-        covs.append(cov)
-    return LanguageStats([langs[c] for c in present.tolist()], np.asarray(means, np.float32), np.asarray(covs, np.float32))
+    parts = [_moment_sums(RowsView(vectors, np.flatnonzero(lang_codes == code))) for code in present.tolist()]
+    return LanguageSums.from_parts([langs[c] for c in present.tolist()], parts, queries, dim=vectors.shape[1])
+
+
+def read_sums(version_dir: Path) -> tuple[LanguageSums | None, LanguageSums | None]:
+    """The passages' and the sentences' `LanguageSums` of an index version: None for a version
+    written before they were stored (its statistics must then be fitted again from its vectors
+    before they can be updated)."""
+    found = []
+    for name in (LANG_SUMS, SENTENCE_SUMS):
+        path = Path(version_dir) / name
+        if not path.exists():
+            found.append(None)
+            continue
+        with np.load(path) as arrays:
+            found.append(LanguageSums.from_arrays(arrays))
+    return found[0], found[1]
 
 
 def _fsync(path: Path) -> None:
@@ -979,10 +990,13 @@ def _write_version(
     previous: Index | None,
     groups: np.ndarray | None = None,
     recall_queries: np.ndarray | None = None,
+    query_sample: dict[str, np.ndarray] | None = None,
 ) -> tuple[str, dict[str, AnnReport]]:
     """Write a complete new version into `building`, then make it live (the caller holds the
     build lock). An approximate index's recall is tuned on `recall_queries` (see
-    `tuning_queries`), else on a sample of the sentence vectors."""
+    `tuning_queries`), else on a sample of the sentence vectors. `query_sample`: the question
+    sample `query_means` are the means of, summed into the stored sums (without it, each mean
+    is stored as a sample of one)."""
     index_dir = building.parent
     version = building.name.removeprefix(".building-")
     with _write_errors(building):
@@ -1020,10 +1034,16 @@ def _write_version(
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_codes, langs, recall_queries, settings, previous, folder=building)
-        stats = _fit_stats(vectors, passage_codes, langs)
-        stats.query_means = query_means
+        # Statistics from sums, and the sums kept beside them (float64: 1.2 MB a language at
+        # 384 dimensions): added to the sums of other passages they give the statistics of all.
+        sums = _fit_sums(vectors, passage_codes, langs, query_sample or {k: v[None] for k, v in query_means.items()})
+        stats = LanguageStats.from_sums(sums)
+        stats.query_means = query_means  # the sample's float32 means, as `question_sample` gave them
         with (building / LANG_STATS).open("wb") as handle:
             np.savez(handle, **stats.to_arrays())
+        with (building / LANG_SUMS).open("wb") as handle:
+            np.savez(handle, **sums.to_arrays())
+        del sums
         if groups is None:
             # Centred a block of rows at a time, as they are compared (not a centred copy of
             # every vector): the same floats, row by row, as `stats.centered` of all of them.
@@ -1034,10 +1054,10 @@ def _write_version(
                 rows_of=lambda rows: stats.centered(vectors[rows], ids[rows]),
             )
             del passage_langs, ids
-        write_file(building / GROUPS, np.asarray(groups, np.int64))
+        write_file(building / GROUPS, narrow_int(np.asarray(groups, np.int64)))
         write_groups(building, groups)
         lexical.close(building / LEXICAL)
-        write_file(building / SENTENCES, _narrow_int(np.asarray(sentences)))
+        write_file(building / SENTENCES, narrow_int(np.asarray(sentences)))
         # The int8 codes are written straight into their file (page cache, not heap: 1.8 GB
         # for the 4.7M sentences of a million passages).
         codes = np.lib.format.open_memmap(
@@ -1048,8 +1068,11 @@ def _write_version(
         del codes
         _fsync(building / SENTENCE_VECTORS)
         write_file(building / SENTENCE_SCALES, scales)
+        sums = _fit_sums(sentence_vectors, sentence_codes, langs)
         with (building / SENTENCE_STATS).open("wb") as handle:
-            np.savez(handle, **_fit_stats(sentence_vectors, sentence_codes, langs).to_arrays())
+            np.savez(handle, **LanguageStats.from_sums(sums).to_arrays())
+        with (building / SENTENCE_SUMS).open("wb") as handle:
+            np.savez(handle, **sums.to_arrays())
         written = {
             path.relative_to(building).as_posix(): path for path in sorted(building.rglob("*")) if path.is_file()
         }

@@ -14,6 +14,8 @@ Layout of the index directory::
                            read as float32: see qa.index.load.HalfRows)
         ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
+        lang_sums.npz      the sums they are computed from (qa.rank.LanguageSums), so that
+                           statistics can be updated from sums; absent in older indexes
         groups.npy         translation group of each passage
         bm25/              the lexical index over the passages: term counts and passage lengths,
                            scored at question time (see qa.lexical)
@@ -21,6 +23,7 @@ Layout of the index directory::
         sentence_vectors.npy, sentence_scales.npy   their embeddings as int8 codes and a scale
                            per sentence (see qa.index.ann.Int8Rows)
         sentence_stats.npz per-language statistics of the sentence vectors
+        sentence_sums.npz  the sums they are computed from
         verified.json      inode, size and times of each file when its checksum last matched
                            (not in the manifest: see qa.index.verify.check_files)
       .building-*/         a build in progress; left behind only by a crash, removed next time
@@ -56,6 +59,7 @@ __all__ = [
     "GROUPS",
     "KEEP_VERSIONS",
     "LANG_STATS",
+    "LANG_SUMS",
     "LEXICAL",
     "MANIFEST",
     "PASSAGES",
@@ -64,6 +68,7 @@ __all__ = [
     "SENTENCES",
     "SENTENCE_SCALES",
     "SENTENCE_STATS",
+    "SENTENCE_SUMS",
     "SENTENCE_VECTORS",
     "STAMPS",
     "VECTORS",
@@ -100,12 +105,16 @@ PASSAGES = "passages.jsonl"
 VECTORS = "vectors.npy"
 ANN_DIR = "ann"
 LANG_STATS = "lang_stats.npz"
+# The sums the statistics are computed from (`qa.rank.LanguageSums`), so that statistics can be
+# updated from sums; a version without them (written before them) is fitted again on update.
+LANG_SUMS = "lang_sums.npz"
 GROUPS = "groups.npy"
 LEXICAL = "bm25"
 SENTENCES = "sentences.npy"
 SENTENCE_VECTORS = "sentence_vectors.npy"
 SENTENCE_SCALES = "sentence_scales.npy"
 SENTENCE_STATS = "sentence_stats.npz"
+SENTENCE_SUMS = "sentence_sums.npz"
 STAMPS = "verified.json"
 KEEP_VERSIONS = 2  # the live one and the one before, so a reader mid-switch never loses files
 CHECKSUM = "crc32"  # of every file, in the manifest: see `file_checksum` for the choice

@@ -4,20 +4,25 @@ A loaded index used to hold every article and passage as Python objects (+8.3 GB
 million passages, most of the 35 s load). Here they stay in files of the version folder, under
 `store/`, and a question reads the few rows it returns:
 
-    store/articles.bin         each Article as one JSON record (text and metadata), one after another
-    store/article_offsets.npy  int64 (articles + 1): where each record starts; the last is the end
+    store/articles.bin         each Article as one JSON record (text and metadata; fields that are
+                               None left out), one after another
+    store/article_offsets.npy  int (articles + 1): where each record starts; the last is the end
     store/article_keys.npy     uint64 (articles,): a 64-bit hash of each doc_id, sorted
-    store/article_order.npy    int64 (articles,): the article number of each sorted key
-    store/passages.npy         int64 (passages, 5): article number, chunk id, start, end, tokens
+    store/article_order.npy    int (articles,): the article number of each sorted key
+    store/passages.npy         int (passages, 5): article number, chunk id, start, end, tokens
     store/passage_langs.npy    int8 (passages,): the language of each passage, a position in
                                the sorted languages of the manifest (`CorpusSpec.languages`)
     store/passage_keys.npy     int64 (passages,): (article number << 32) + start, sorted
-    store/passage_order.npy    int64 (passages,): the passage row of each sorted key
+    store/passage_order.npy    int (passages,): the passage row of each sorted key
     store/group_ids.npy, group_starts.npy, group_rows.npy   the translation groups of two or
                                more passages: sorted ids, where each one's rows start, the rows
     store/sentence_members.npy, link_starts.npy   the sentences of each passage: passage p's
                                are sentence_members[link_starts[p]:link_starts[p + 1]]
     store/sentence_langs.npy   int8: the language code of each of those links (its passage's)
+
+"int": int32 when every value of the array fits, else int64 (`narrow_int`); readers take either
+(indexes written before the narrowing hold int64). int32 holds any index short of 2^31 passages,
+sentences or links, and article offsets short of a 2 GB `articles.bin`: −60 B a passage.
 
 Chosen over SQLite by measurement (benchmarks/bench_store.py, a million passages): reading
 the rows of a question costs the same order of time either way, but the columns are plain
@@ -75,6 +80,7 @@ __all__ = [
     "doc_key",
     "link_sentences",
     "link_starts",
+    "narrow_int",
     "ranges",
     "store_mismatch",
     "write_groups",
@@ -102,6 +108,14 @@ STORE_FILES = (
     GROUP_IDS, GROUP_STARTS, GROUP_ROWS, SENTENCE_MEMBERS, LINK_STARTS, SENTENCE_LANGS,
 )  # fmt: skip
 ARTICLES_CACHED = 1024  # parsed articles kept: a question's passages and their translations
+
+
+def narrow_int(table: np.ndarray) -> np.ndarray:
+    """`table` as int32 when every value fits, else int64: lossless, half the bytes of the
+    row numbers, offsets and links that fill most of the store and the sentence table."""
+    table = np.asarray(table)
+    fits = not table.size or (int(table.min()) >= np.iinfo(np.int32).min and int(table.max()) <= np.iinfo(np.int32).max)
+    return table.astype(np.int32 if fits else np.int64, copy=False)
 
 
 def doc_key(doc_id: str) -> int:
@@ -148,7 +162,9 @@ class StoreWriter:
         """Append one article; returns its article number."""
         if self._lookup is not None:
             raise ValueError("articles must all be added before their passages")
-        record = article.model_dump_json().encode()
+        # Without the fields left unset (None): ~100 B of `"url":null,...` a record, read back
+        # as the same Article (every optional field defaults to None).
+        record = article.model_dump_json(exclude_none=True).encode()
         self._records.write(record)
         self._offsets.append(self._offsets[-1] + len(record))
         self._keys.append(doc_key(article.doc_id))
@@ -218,19 +234,19 @@ class StoreWriter:
         self._records.close()
         keys = np.frombuffer(self._keys, np.uint64)
         order = np.argsort(keys, kind="stable")
-        write_file(self.folder / ARTICLE_OFFSETS, np.frombuffer(self._offsets, np.int64))
+        write_file(self.folder / ARTICLE_OFFSETS, narrow_int(np.frombuffer(self._offsets, np.int64)))
         write_file(self.folder / ARTICLE_KEYS, keys[order])
-        write_file(self.folder / ARTICLE_ORDER, order.astype(np.int64))
+        write_file(self.folder / ARTICLE_ORDER, narrow_int(order))
         columns = np.concatenate(self._columns) if self._columns else np.zeros((0, 5), np.int64)
         self._columns = []
-        write_file(self.folder / PASSAGE_COLUMNS, columns)
+        write_file(self.folder / PASSAGE_COLUMNS, narrow_int(columns))
         codes = self._recode()[np.concatenate(self._langs)] if self._langs else np.zeros(0, np.int8)
         self._langs = []
         write_file(self.folder / PASSAGE_LANGS, codes)
         passage_keys = (columns[:, 0] << 32) + columns[:, 2]
         order = np.argsort(passage_keys, kind="stable")
         write_file(self.folder / PASSAGE_KEYS, passage_keys[order])
-        write_file(self.folder / PASSAGE_ORDER, order.astype(np.int64))
+        write_file(self.folder / PASSAGE_ORDER, narrow_int(order))
         return columns, codes
 
 
@@ -243,9 +259,9 @@ def write_groups(folder: Path, groups: np.ndarray) -> None:
     ids, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
     shared = counts > 1
     rows = np.concatenate([order[s : s + c] for s, c in zip(starts[shared], counts[shared])]) if shared.any() else []
-    write_file(folder / GROUP_IDS, ids[shared].astype(np.int64))
-    write_file(folder / GROUP_STARTS, np.concatenate([[0], np.cumsum(counts[shared])]).astype(np.int64))
-    write_file(folder / GROUP_ROWS, np.asarray(rows, np.int64))
+    write_file(folder / GROUP_IDS, narrow_int(ids[shared].astype(np.int64)))
+    write_file(folder / GROUP_STARTS, narrow_int(np.concatenate([[0], np.cumsum(counts[shared])]).astype(np.int64)))
+    write_file(folder / GROUP_ROWS, narrow_int(np.asarray(rows, np.int64)))
 
 
 def write_sentence_links(
@@ -270,7 +286,9 @@ def write_sentence_links(
         owners, _ = _links(columns, sentences, sorted_keys, order, start, min(len(columns), start + block))
         counts[start : start + block] = np.bincount(owners - start, minlength=min(block, len(columns) - start))
     total = int(counts.sum())
-    members_out = np.lib.format.open_memmap(folder / SENTENCE_MEMBERS, mode="w+", dtype=np.int64, shape=(total,))
+    # A sentence row each: int32 short of 2^31 sentences (`narrow_int`), known before writing.
+    member_type = np.int32 if len(sentences) <= np.iinfo(np.int32).max else np.int64
+    members_out = np.lib.format.open_memmap(folder / SENTENCE_MEMBERS, mode="w+", dtype=member_type, shape=(total,))
     langs_out = np.lib.format.open_memmap(folder / SENTENCE_LANGS, mode="w+", dtype=np.int8, shape=(total,))
     at = 0
     codes = np.asarray(lang_codes, np.int8)
@@ -284,14 +302,14 @@ def write_sentence_links(
         with (folder / name).open("rb+") as handle:
             os.fsync(handle.fileno())
     del members_out, langs_out
-    write_file(folder / LINK_STARTS, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    write_file(folder / LINK_STARTS, narrow_int(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)))
 
 
 def _links(
     columns: np.ndarray, sentences: np.ndarray, sorted_keys: np.ndarray, order: np.ndarray | None, start: int, end: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(passage, sentence) of each link of passages start..end-1, by passage then sentence."""
-    part = columns[start:end]
+    part = np.asarray(columns[start:end], np.int64)  # int32 columns would overflow the shift below
     doc, first, last = part[:, 0], part[:, 2], part[:, 3]
     lo = np.searchsorted(sorted_keys, (doc << 32) + first, "left")
     hi = np.searchsorted(sorted_keys, (doc << 32) + last, "left")
