@@ -26,7 +26,12 @@ import importlib.util
 import numpy as np
 from numba import njit
 
-__all__ = ["HALF_TO_FLOAT", "gather_postings", "half_row_dots", "merge_postings", "row_dots", "top_by_language"]
+from qa.lexical import bm25_weight
+
+__all__ = [
+    "HALF_TO_FLOAT", "half_row_dots", "merge_postings", "postings_by_language", "row_dots", "score_postings",
+    "top_by_language",
+]  # fmt: skip
 
 
 def _load_target_without_blas() -> None:
@@ -95,27 +100,52 @@ def merge_postings(
     return _merge_one_by_one(indices, data, starts, ends, weights, total)
 
 
+# BM25's one expression (`qa.lexical.bm25_weight`), compiled into the loop below. numba's cache
+# of `score_postings` is keyed on this file: it is not recompiled when only qa/lexical.py changes,
+# so a change there must touch this file too (the test of `score_postings` compares them).
+_bm25_weight = njit(nogil=True, inline="always")(bm25_weight)
+
+
 @njit(cache=True, nogil=True)
-def gather_postings(
+def score_postings(
     indices: np.ndarray, counts: np.ndarray, lengths: np.ndarray, norms: np.ndarray, starts: np.ndarray,
-    ends: np.ndarray, idf: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(passage rows, term counts, length norms, idf), float32 but the rows, of the postings
-    `[starts[j], ends[j])` one after the other: what `qa.lexical.bm25_weights` scores them from
-    (`norms[lengths[row]]`, `idf[j]`). One pass where numpy needed eight (copies, gathers, a
-    repeat); no arithmetic here, so the score stays the one function's."""
+    ends: np.ndarray, idf: np.ndarray, lang_ids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(passage rows, BM25 weights float32) of the postings `[starts[j], ends[j])` one after the
+    other: `qa.lexical.bm25_weight` of each posting's count, its passage's length normalization
+    (`norms[lengths[row]]`) and the idf `idf[j, lang_ids[row]]` of its passage's language (`idf`
+    of one column and `lang_ids` empty: the pool's idf).
+
+    One pass and two arrays, where the postings were gathered into four arrays and scored by
+    numpy in four more passes."""
     total = 0
     for j in range(len(starts)):
         total += ends[j] - starts[j]
     rows = np.empty(total, indices.dtype)
-    tf, norm, idfs = np.empty(total, np.float32), np.empty(total, np.float32), np.empty(total, np.float32)
+    scores = np.empty(total, np.float32)
+    by_language = len(lang_ids) > 0
     k = 0
     for j in range(len(starts)):
         for p in range(starts[j], ends[j]):
             row = indices[p]
-            rows[k], tf[k], norm[k], idfs[k] = row, counts[p], norms[lengths[row]], idf[j]
+            weight = idf[j, lang_ids[row]] if by_language else idf[j, 0]
+            rows[k] = row
+            scores[k] = _bm25_weight(np.float32(counts[p]), norms[lengths[row]], weight)
             k += 1
-    return rows, tf, norm, idfs
+    return rows, scores
+
+
+@njit(cache=True, nogil=True)
+def postings_by_language(
+    indices: np.ndarray, starts: np.ndarray, ends: np.ndarray, lang_ids: np.ndarray, n_langs: int
+) -> np.ndarray:
+    """How many of the postings `[starts[j], ends[j])` are in passages of each language
+    (`lang_ids[row]`): (lists, n_langs) int64, each token's document frequency per language."""
+    df = np.zeros((len(starts), n_langs), np.int64)
+    for j in range(len(starts)):
+        for p in range(starts[j], ends[j]):
+            df[j, lang_ids[indices[p]]] += 1
+    return df
 
 
 @njit(cache=True, nogil=True)

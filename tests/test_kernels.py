@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.kernels import ONE_BY_ONE_MAX_LISTS, gather_postings, merge_postings, row_dots, top_by_language
+from qa.kernels import (
+    ONE_BY_ONE_MAX_LISTS,
+    merge_postings,
+    postings_by_language,
+    row_dots,
+    score_postings,
+    top_by_language,
+)
+from qa.lexical import bm25_weights
 
 
 def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
@@ -22,23 +30,37 @@ def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16))
-def test_gathered_postings_are_numpys_copies_and_gathers(draw_lists, seed):
-    """`gather_postings` (what BM25 scores a question's postings from) equals numpy's concatenated
-    slices, length look-ups and repeated idf, value for value."""
+@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16), st.booleans())
+def test_scored_postings_are_bm25_weights_of_numpys_gathers(draw_lists, seed, by_language):
+    """`score_postings` (a question's postings scored in one compiled pass) equals `bm25_weights`
+    over numpy's concatenated slices, length look-ups and each posting's idf, bit for bit; with
+    languages, each posting takes its passage's language's idf."""
     rng = np.random.default_rng(seed)
     indices, _, starts, ends = _postings(draw_lists, seed)
     counts = rng.integers(1, 256, len(indices)).astype(np.uint8)
     lengths = rng.integers(1, 400, 301).astype(np.uint16)
     norms = rng.uniform(0.3, 4.0, 400).astype(np.float32)
-    idf = rng.uniform(0.0, 9.0, len(starts)).astype(np.float32)
-    rows, tf, norm, idfs = gather_postings(indices, counts, lengths, norms, starts, ends, idf)
+    langs = rng.integers(0, 3, 301).astype(np.uint8) if by_language else np.zeros(0, np.uint8)
+    idf = rng.uniform(0.0, 9.0, (len(starts), 3 if by_language else 1)).astype(np.float32)
+    rows, scores = score_postings(indices, counts, lengths, norms, starts, ends, idf, langs)
     slices = [slice(a, b) for a, b in zip(starts, ends)]
     want_rows = np.concatenate([np.zeros(0, np.int32)] + [indices[s] for s in slices])
+    tf = np.concatenate([np.zeros(0, np.uint8)] + [counts[s] for s in slices])
+    lists = np.repeat(np.arange(len(starts)), ends - starts)
+    want_idf = idf[lists, langs[want_rows]] if by_language else idf[lists, 0]
     assert rows.dtype == np.int32 and np.array_equal(rows, want_rows)
-    assert np.array_equal(tf, np.concatenate([np.zeros(0, np.uint8)] + [counts[s] for s in slices]).astype(np.float32))
-    assert np.array_equal(norm, norms[lengths[want_rows]])
-    assert np.array_equal(idfs, np.repeat(idf, ends - starts))
+    assert scores.dtype == np.float32
+    assert np.array_equal(scores, bm25_weights(tf, norms[lengths[want_rows]], want_idf))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16))
+def test_postings_by_language_counts_each_lists_passages_per_language(draw_lists, seed):
+    indices, _, starts, ends = _postings(draw_lists, seed)
+    langs = np.random.default_rng(seed).integers(0, 4, 301).astype(np.uint8)
+    df = postings_by_language(indices, starts, ends, langs, 4)
+    want = [np.bincount(langs[indices[a:b]], minlength=4) for a, b in zip(starts, ends)]
+    assert df.shape == (len(starts), 4) and np.array_equal(df, np.array(want).reshape(-1, 4))
 
 
 @settings(max_examples=300, deadline=None)
