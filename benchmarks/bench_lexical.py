@@ -9,8 +9,8 @@ each passage differs), loaded memory-mapped, each passage given its paragraph's 
 (`set_languages`: each passage scored with its language's idf, as a loaded index is), and
 format 4's scores file is written beside it from the same weights (bit for bit what that
 writer would store with these idfs). Real XQuAD questions (2,000 sampled over every language):
-each is answered by the three paths in turn, 3 rounds: `sparse_scores` (one compiled pass
-scores the postings, `qa.kernels.score_postings`), format 5 as first merged (the postings
+each is answered by the three paths in turn, 3 rounds: `sparse_scores` (each posting scored
+as the merge reads it, `qa.kernels.merge_counted_postings`), format 5 as first merged (the postings
 gathered into four arrays by a compiled pass, then scored by numpy's `bm25_weights`), and
 format 4 (the same postings merged from the stored scores); the results are checked equal.
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for r in results:
         for name, key in (("scores stored (format 4)", "scores"), ("counts, gathered + numpy (format 5)", "gathered"),
-                          ("counts, scored in one pass (now)", "counts")):
+                          ("counts, scored in the merge (now)", "counts")):
             disk = r[f"bytes_per_passage_{key}"]
             rows.append([name, f"{r['passages']:,}", r[key]["p50_ms"], r[key]["p95_ms"], r[key]["mean_ms"],
                          round(sum(disk.values()))])  # fmt: skip

@@ -171,7 +171,7 @@ def bm25_weight(tf, norm, idf):
     normalization `norm` (`bm25_norms`), for a token of inverse document frequency `idf`.
 
     The one expression of a BM25 score: evaluated on float32 arrays by `bm25_weights` and,
-    compiled, per posting by `qa.kernels.score_postings` (float32 scalars): the same operations,
+    compiled, per posting by `qa.kernels.merge_counted_postings` (float32 scalars): the same operations,
     so the same floats.
     """
     return idf * tf / (norm + tf)
@@ -359,10 +359,10 @@ class LexicalIndex:
         `budget` postings are read: the words skipped then occur in a large share of the passages
         and weigh almost nothing (idf near 0), so on a million passages a question costs its rare
         words, not its "the"s and "de"s. Within the budget the result equals `scores` on its
-        non-zero rows. The read postings are scored in one pass (`qa.kernels.score_postings`, the
-        compiled `bm25_weight`).
+        non-zero rows. Each read posting is scored as the merge reads it
+        (`qa.kernels.merge_counted_postings`, the compiled `bm25_weight`).
         """
-        from qa.kernels import merge_postings, score_postings
+        from qa.kernels import merge_counted_postings
 
         indptr = self.indptr
         ids = [self.vocab[t] for t in tokenize(query, self.analyzer) if t in self.vocab]
@@ -370,12 +370,12 @@ class LexicalIndex:
         starts = np.array([indptr[i] for i in read], np.int64)
         ends = np.array([indptr[i + 1] for i in read], np.int64)
         idf, langs = self._idf_table(starts, ends, read)
-        rows, scores = score_postings(self.indices, self.counts, self.lengths, self.norms, starts, ends, idf, langs)
         # Each token's postings are sorted by passage: merging them sums each passage's scores
         # in one pass (numpy's stable sort and running sum of the concatenated postings took
         # 0.75 ms for the ~30,000 postings of a question at 1M passages; the merge 0.31 ms).
-        bounds = np.cumsum(ends - starts)
-        return merge_postings(rows, scores, bounds - (ends - starts), bounds, weights)
+        return merge_counted_postings(
+            self.indices, self.counts, self.lengths, self.norms, idf, langs, starts, ends, weights
+        )
 
     def postings(self) -> list[np.ndarray]:
         """The arrays of the index (`LEXICAL_ARRAYS`), memory-mapped when loaded with them."""

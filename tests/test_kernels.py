@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from qa.kernels import (
     ONE_BY_ONE_MAX_LISTS,
+    merge_counted_postings,
     merge_postings,
     postings_by_language,
     row_dots,
-    score_postings,
     top_by_language,
 )
 from qa.lexical import bm25_weights
@@ -29,12 +29,16 @@ def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
     return indices, data, ends - lengths, ends
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16), st.booleans())
-def test_scored_postings_are_bm25_weights_of_numpys_gathers(draw_lists, seed, by_language):
-    """`score_postings` (a question's postings scored in one compiled pass) equals `bm25_weights`
-    over numpy's concatenated slices, length look-ups and each posting's idf, bit for bit; with
-    languages, each posting takes its passage's language's idf."""
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=2 * ONE_BY_ONE_MAX_LISTS),
+    st.integers(0, 2**16),
+    st.booleans(),
+)
+def test_counted_postings_merge_to_the_merged_bm25_weights(draw_lists, seed, by_language):
+    """`merge_counted_postings` (each posting scored as the merge reads it) gives bit for bit the
+    merge of `bm25_weights` over numpy's gathered counts, length norms and each posting's idf;
+    with languages, each posting takes its passage's language's idf (one by one and heap)."""
     rng = np.random.default_rng(seed)
     indices, _, starts, ends = _postings(draw_lists, seed)
     counts = rng.integers(1, 256, len(indices)).astype(np.uint8)
@@ -42,15 +46,18 @@ def test_scored_postings_are_bm25_weights_of_numpys_gathers(draw_lists, seed, by
     norms = rng.uniform(0.3, 4.0, 400).astype(np.float32)
     langs = rng.integers(0, 3, 301).astype(np.uint8) if by_language else np.zeros(0, np.uint8)
     idf = rng.uniform(0.0, 9.0, (len(starts), 3 if by_language else 1)).astype(np.float32)
-    rows, scores = score_postings(indices, counts, lengths, norms, starts, ends, idf, langs)
-    slices = [slice(a, b) for a, b in zip(starts, ends)]
-    want_rows = np.concatenate([np.zeros(0, np.int32)] + [indices[s] for s in slices])
-    tf = np.concatenate([np.zeros(0, np.uint8)] + [counts[s] for s in slices])
+    weights = rng.integers(1, 4, len(starts)).astype(np.float32)
+    rows, scores = merge_counted_postings(indices, counts, lengths, norms, idf, langs, starts, ends, weights)
     lists = np.repeat(np.arange(len(starts)), ends - starts)
+    want_rows = indices[np.concatenate([np.zeros(0, np.int64)] + [np.arange(a, b) for a, b in zip(starts, ends)])]
     want_idf = idf[lists, langs[want_rows]] if by_language else idf[lists, 0]
-    assert rows.dtype == np.int32 and np.array_equal(rows, want_rows)
-    assert scores.dtype == np.float32
-    assert np.array_equal(scores, bm25_weights(tf, norms[lengths[want_rows]], want_idf))
+    tf = np.concatenate([np.zeros(0, np.uint8)] + [counts[a:b] for a, b in zip(starts, ends)])
+    data = np.zeros(len(indices), np.float32)
+    data[np.concatenate([np.zeros(0, np.int64)] + [np.arange(a, b) for a, b in zip(starts, ends)])] = bm25_weights(
+        tf, norms[lengths[want_rows]], want_idf
+    )
+    want = merge_postings(indices, data, starts, ends, weights)
+    assert np.array_equal(rows, want[0]) and scores.dtype == np.float32 and np.array_equal(scores, want[1])
 
 
 @settings(max_examples=50, deadline=None)
