@@ -5,9 +5,8 @@ BM25 weights of the postings a question reads at question time (`qa.lexical.bm25
 where format 4 stored a float32 score per posting. Measured here in the same process on the
 same postings: the index is written by the real writer (`qa.lexical.LexicalWriter`) over N
 passages (the XQuAD paragraphs of every language, repeated and cut at a random point so that
-each passage differs), loaded memory-mapped, each passage given its paragraph's language
-(`set_languages`: each passage scored with its language's idf, as a loaded index is), and
-format 4's scores file is written beside it from the same weights (bit for bit what that
+each passage differs), loaded memory-mapped (with `--idf-by-language`, each passage given its paragraph's language:
+`set_languages`, each passage scored with its language's idf), and format 4's scores file is written beside it from the same weights (bit for bit what that
 writer would store with these idfs). Real XQuAD questions (2,000 sampled over every language):
 each is answered by the three paths in turn, 3 rounds: `sparse_scores` (each posting scored
 as the merge reads it, `qa.kernels.merge_counted_postings`), format 5 as first merged (the postings
@@ -108,7 +107,7 @@ def previous_path(index, stored: np.ndarray, question: str, budget: int):
     return merge_postings(np.asarray(index.indices), stored, starts, ends, weights)
 
 
-def run(n: int, texts: list[str], text_langs: list[int], questions: list[str], budget: int, work: Path) -> dict:
+def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[str], budget: int, work: Path) -> dict:
     from qa.lexical import LEXICAL_ARRAYS, LexicalIndex, LexicalWriter
 
     t0 = time.perf_counter()
@@ -119,7 +118,8 @@ def run(n: int, texts: list[str], text_langs: list[int], questions: list[str], b
     folder = work / "bm25"
     arrays = {key: np.load(folder / name, mmap_mode="r") for key, name in LEXICAL_ARRAYS.items()}
     index = LexicalIndex.load(folder, arrays=arrays)
-    index.set_languages(np.resize(np.asarray(text_langs, np.uint8), n))  # passage i is text i % len(texts)
+    if text_langs is not None:  # passage i is text i % len(texts)
+        index.set_languages(np.resize(np.asarray(text_langs, np.uint8), n))
     np.save(work / "data.npy", index.weights())  # the previous format's float32 scores
     stored = np.load(work / "data.npy", mmap_mode="r")
     sizes = {name: (folder / name).stat().st_size / n for name in sorted(p.name for p in folder.iterdir())}
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300_000])
     parser.add_argument("--label", default="counts")
     parser.add_argument("--questions", type=int, default=2000, help="real questions sampled, all languages")
+    parser.add_argument("--idf-by-language", action="store_true", help="each passage with its language's idf")
     args = parser.parse_args(argv)
     from qa.config import Settings
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n in args.sizes:
         work = Path(tempfile.mkdtemp(prefix="qa-bench-lexical-"))
         try:
-            results.append(run(n, texts, text_langs, questions, budget, work))
+            results.append(run(n, texts, text_langs if args.idf_by_language else None, questions, budget, work))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     write_json(RESULTS / f"bench_lexical_{args.label}.json", {"benchmark": "bench_lexical", "machine": info,

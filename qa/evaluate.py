@@ -163,9 +163,7 @@ class Pipeline(Scorer):
             self.groups = translation_groups(centered, pool.langs, self.settings.group_threshold)
         self.lexical = None
         if self.weights.lexical or self.every_signal:
-            self.lexical = pool.lexical  # (an index's: scored by language as it was loaded)
-            if self.lexical is None:  # each passage with its language's idf, as an index scores
-                self.lexical = LexicalIndex.build(pool.texts).set_languages(self.lang_ids)
+            self.lexical = pool.lexical if pool.lexical is not None else LexicalIndex.build(pool.texts)
         if (self.weights.sentence or self.every_signal) and pool.sentence_vectors is not None:
             sentence_langs = pool.langs[pool.sentence_owner]
             given = pool.sentence_stats

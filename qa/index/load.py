@@ -166,7 +166,6 @@ class Index:
         self.row_of = RowLookup(store)
         self.langs = LangColumn(store.lang_codes, store.langs)
         self.lang_ids = _recode(store.lang_codes, store.langs, self.lang_stats)
-        self.lexical.set_languages(self.lang_ids)  # BM25's idf counted within each passage's language
         self.sentence_lang_ids = _recode(self.sentence_langs, store.langs, self.sentence_stats)
         codes = np.asarray(store.lang_codes)
         self.rows_by_language = {
