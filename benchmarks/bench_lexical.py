@@ -1,18 +1,20 @@
 """BM25 at question time: scores computed from stored term counts against precomputed scores.
 
 An index stores per posting its term count (uint8) and per passage its length, and computes the
-BM25 weights of the postings a question reads at question time (`qa.lexical.bm25_weights`),
-where the previous format stored a float32 score per posting. Both are measured here in the
-same process on the same postings: the index is written by the real writer
-(`qa.lexical.LexicalWriter`) over N passages (the XQuAD paragraphs of every language, repeated
-and cut at a random point so that each passage differs), loaded memory-mapped, and the
-previous layout's scores file is written beside it from the same weights (bit for bit what
-the previous writer stored). Real XQuAD questions (2,000 sampled over every language): each is answered by both
-paths alternately (`sparse_scores` at the default posting budget, then the previous path:
-the same postings merged from the stored scores), 3 rounds; the results are checked equal.
+BM25 weights of the postings a question reads at question time (`qa.lexical.bm25_weight`),
+where format 4 stored a float32 score per posting. Measured here in the same process on the
+same postings: the index is written by the real writer (`qa.lexical.LexicalWriter`) over N
+passages (the XQuAD paragraphs of every language, repeated and cut at a random point so that
+each passage differs), loaded memory-mapped (with `--idf-by-language`, each passage given its paragraph's language:
+`set_languages`, each passage scored with its language's idf), and format 4's scores file is written beside it from the same weights (bit for bit what that
+writer would store with these idfs). Real XQuAD questions (2,000 sampled over every language):
+each is answered by the three paths in turn, 3 rounds: `sparse_scores` (each posting scored
+as the merge reads it, `qa.kernels.merge_counted_postings`), format 5 as first merged (the postings
+gathered into four arrays by a compiled pass, then scored by numpy's `bm25_weights`), and
+format 4 (the same postings merged from the stored scores); the results are checked equal.
 
-    python benchmarks/bench_lexical.py --sizes 300000          # ~5 minutes on 2 busy cores
-    python benchmarks/bench_lexical.py --sizes 1000000         # ~7 minutes, ~3 GB at its peak
+    python benchmarks/bench_lexical.py --sizes 300000          # ~6 minutes on 2 busy cores
+    python benchmarks/bench_lexical.py --sizes 1000000         # ~9 minutes, ~3 GB at its peak
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table, write_json
@@ -32,17 +35,18 @@ from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table
 ROUNDS = 3
 
 
-def material() -> tuple[list[str], list[str]]:
-    """(passage texts, questions): every XQuAD paragraph and question, all languages."""
+def material() -> tuple[list[str], list[int], list[str]]:
+    """(passage texts, each one's language number, questions): every XQuAD paragraph and
+    question, all languages."""
     from qa.xquad import find_xquad, load_xquad
 
     folder = find_xquad(ROOT)
     if folder is None:
         raise SystemExit("No XQuAD data found (data/xquad or shared/data/xquad): see qa/xquad.py.")
     data = load_xquad(folder)
-    texts = [p for lang in data.langs for p in data.paragraphs[lang] if p]
+    texts = [(p, i) for i, lang in enumerate(data.langs) for p in data.paragraphs[lang] if p]
     questions = [q for lang in data.langs for q in data.questions[lang] if q]
-    return texts, questions
+    return [t for t, _ in texts], [i for _, i in texts], questions
 
 
 def passages(texts: list[str], n: int, rng):
@@ -52,9 +56,26 @@ def passages(texts: list[str], n: int, rng):
         yield text[int(rng.integers(0, max(1, len(text) // 4))) :]
 
 
-def previous_path(index, stored: np.ndarray, question: str, budget: int):
-    """The previous format's question: the same postings, their precomputed scores merged."""
-    from qa.kernels import merge_postings
+@njit(cache=False, nogil=True)
+def _gather_postings(indices, counts, lengths, norms, starts, ends, idf, lang_ids):
+    """Format 5 as first merged (`qa.kernels.gather_postings` then): each read posting's passage,
+    count, length norm and idf gathered into four arrays, scored after by numpy."""
+    total = 0
+    for j in range(len(starts)):
+        total += ends[j] - starts[j]
+    rows = np.empty(total, indices.dtype)
+    tf, norm, idfs = np.empty(total, np.float32), np.empty(total, np.float32), np.empty(total, np.float32)
+    k = 0
+    for j in range(len(starts)):
+        for p in range(starts[j], ends[j]):
+            row = indices[p]
+            rows[k], tf[k], norm[k] = row, counts[p], norms[lengths[row]]
+            idfs[k] = idf[j, lang_ids[row]] if len(lang_ids) else idf[j, 0]
+            k += 1
+    return rows, tf, norm, idfs
+
+
+def _read(index, question: str, budget: int):
     from qa.lexical import postings_to_read, tokenize
 
     indptr = index.indptr
@@ -62,10 +83,31 @@ def previous_path(index, stored: np.ndarray, question: str, budget: int):
     read, weights = postings_to_read(ids, {i: int(indptr[i + 1] - indptr[i]) for i in ids}, budget)
     starts = np.array([indptr[i] for i in read], np.int64)
     ends = np.array([indptr[i + 1] for i in read], np.int64)
+    return read, weights, starts, ends
+
+
+def gathered_path(index, question: str, budget: int):
+    """Format 5 as first merged: the compiled gather, numpy's `bm25_weights`, the merge."""
+    from qa.kernels import merge_postings
+    from qa.lexical import bm25_weights
+
+    read, weights, starts, ends = _read(index, question, budget)
+    idf, langs = index._idf_table(starts, ends, read)
+    rows, tf, norms, idfs = _gather_postings(index.indices, index.counts, index.lengths, index.norms, starts,
+                                             ends, idf, langs)  # fmt: skip
+    bounds = np.cumsum(ends - starts)
+    return merge_postings(rows, bm25_weights(tf, norms, idfs), bounds - (ends - starts), bounds, weights)
+
+
+def previous_path(index, stored: np.ndarray, question: str, budget: int):
+    """Format 4's question: the same postings, their precomputed scores merged."""
+    from qa.kernels import merge_postings
+
+    _, weights, starts, ends = _read(index, question, budget)
     return merge_postings(np.asarray(index.indices), stored, starts, ends, weights)
 
 
-def run(n: int, texts: list[str], questions: list[str], budget: int, work: Path) -> dict:
+def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[str], budget: int, work: Path) -> dict:
     from qa.lexical import LEXICAL_ARRAYS, LexicalIndex, LexicalWriter
 
     t0 = time.perf_counter()
@@ -76,30 +118,39 @@ def run(n: int, texts: list[str], questions: list[str], budget: int, work: Path)
     folder = work / "bm25"
     arrays = {key: np.load(folder / name, mmap_mode="r") for key, name in LEXICAL_ARRAYS.items()}
     index = LexicalIndex.load(folder, arrays=arrays)
+    if text_langs is not None:  # passage i is text i % len(texts)
+        index.set_languages(np.resize(np.asarray(text_langs, np.uint8), n))
     np.save(work / "data.npy", index.weights())  # the previous format's float32 scores
     stored = np.load(work / "data.npy", mmap_mode="r")
     sizes = {name: (folder / name).stat().st_size / n for name in sorted(p.name for p in folder.iterdir())}
     before = {"data (float32 scores)": stored.nbytes / n, **{k: v for k, v in sizes.items() if k != "counts.npy"}}
     before.pop("lengths.npy", None)
-    for question in questions[:50]:  # compile the kernels and read the pages in, both paths
-        index.sparse_scores(question, budget)
-        previous_path(index, stored, question, budget)
-    now, then = [], []
+    paths = {
+        "counts": lambda q: index.sparse_scores(q, budget),
+        "gathered": lambda q: gathered_path(index, q, budget),
+        "scores": lambda q: previous_path(index, stored, q, budget),
+    }
+    for question in questions[:50]:  # compile the kernels and read the pages in, every path
+        for path in paths.values():
+            path(question)
+    times = {name: [] for name in paths}
     for _ in range(ROUNDS):
         for question in questions:
-            t = time.perf_counter()
-            rows, scores = index.sparse_scores(question, budget)
-            now.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            old_rows, old_scores = previous_path(index, stored, question, budget)
-            then.append(time.perf_counter() - t)
-            if not (np.array_equal(rows, old_rows) and np.array_equal(scores, old_scores)):
-                raise AssertionError(f"the two paths differ for {question!r}")
+            results = []
+            for name, path in paths.items():
+                t = time.perf_counter()
+                results.append(path(question))
+                times[name].append(time.perf_counter() - t)
+            (rows, scores), *others = results
+            for other_rows, other_scores in others:
+                if not (np.array_equal(rows, other_rows) and np.array_equal(scores, other_scores)):
+                    raise AssertionError(f"the paths differ for {question!r}")
     return {
         "passages": n, "postings_per_passage": round(len(index.indices) / n, 1), "write_s": round(write_s, 1),
-        "questions": len(questions), "rounds": ROUNDS, "counts": percentiles(now), "scores": percentiles(then),
+        "questions": len(questions), "rounds": ROUNDS, **{name: percentiles(t) for name, t in times.items()},
         "bytes_per_passage_counts": {k: round(v, 1) for k, v in sizes.items()},
         "bytes_per_passage_scores": {k: round(v, 1) for k, v in before.items()},
+        "bytes_per_passage_gathered": {k: round(v, 1) for k, v in sizes.items()},
         "counts_dtype": str(index.counts.dtype), "lengths_dtype": str(index.lengths.dtype),
     }  # fmt: skip
 
@@ -109,11 +160,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300_000])
     parser.add_argument("--label", default="counts")
     parser.add_argument("--questions", type=int, default=2000, help="real questions sampled, all languages")
+    parser.add_argument("--idf-by-language", action="store_true", help="each passage with its language's idf")
     args = parser.parse_args(argv)
     from qa.config import Settings
 
     budget = Settings().lexical_posting_budget
-    texts, questions = material()
+    texts, text_langs, questions = material()
     picks = np.random.default_rng(0).permutation(len(questions))[: args.questions]
     questions = [questions[i] for i in sorted(picks)]  # a sample of every language
     info = machine()
@@ -123,14 +175,15 @@ def main(argv: list[str] | None = None) -> dict:
     for n in args.sizes:
         work = Path(tempfile.mkdtemp(prefix="qa-bench-lexical-"))
         try:
-            results.append(run(n, texts, questions, budget, work))
+            results.append(run(n, texts, text_langs if args.idf_by_language else None, questions, budget, work))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     write_json(RESULTS / f"bench_lexical_{args.label}.json", {"benchmark": "bench_lexical", "machine": info,
                                                               "results": results})  # fmt: skip
     rows = []
     for r in results:
-        for name, key in (("scores stored (previous)", "scores"), ("counts, scored at question time", "counts")):
+        for name, key in (("scores stored (format 4)", "scores"), ("counts, gathered + numpy (format 5)", "gathered"),
+                          ("counts, scored in the merge (now)", "counts")):
             disk = r[f"bytes_per_passage_{key}"]
             rows.append([name, f"{r['passages']:,}", r[key]["p50_ms"], r[key]["p95_ms"], r[key]["mean_ms"],
                          round(sum(disk.values()))])  # fmt: skip

@@ -26,7 +26,12 @@ import importlib.util
 import numpy as np
 from numba import njit
 
-__all__ = ["HALF_TO_FLOAT", "gather_postings", "half_row_dots", "merge_postings", "row_dots", "top_by_language"]
+from qa.lexical import bm25_weight
+
+__all__ = [
+    "HALF_TO_FLOAT", "half_row_dots", "merge_counted_postings", "merge_postings", "postings_by_language", "row_dots",
+    "top_by_language",
+]  # fmt: skip
 
 
 def _load_target_without_blas() -> None:
@@ -87,40 +92,69 @@ def merge_postings(
     through a heap, whose cost grows with the log of their number, not the number.
     Sums in float64, as the numpy version's running sum did.
     """
+    source = (data, np.empty(0, np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32),
+              np.empty((0, 0), np.float32), np.empty(0, np.uint8))  # fmt: skip
+    return _merge(indices, source, starts, ends, weights)
+
+
+@njit(cache=True, nogil=True)
+def merge_counted_postings(
+    indices: np.ndarray, counts: np.ndarray, lengths: np.ndarray, norms: np.ndarray, idf: np.ndarray,
+    lang_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`merge_postings` of postings stored as term counts, each scored as the merge reads it:
+    `qa.lexical.bm25_weight` of its count, its passage's length normalization
+    (`norms[lengths[row]]`) and the idf `idf[j, lang_ids[row]]` of its passage's language (`idf`
+    of one column and `lang_ids` empty: the pool's idf). The same floats as scoring the postings
+    first (`qa.lexical.bm25_weights`) and merging those, without writing them out: one pass over
+    the postings, where a gather into four arrays, numpy's scoring and the merge took three."""
+    source = (np.empty(0, np.float32), counts, lengths, norms, idf, lang_ids)
+    return _merge(indices, source, starts, ends, weights)
+
+
+@njit(cache=True, nogil=True)
+def _merge(indices, source, starts, ends, weights):
     total = 0  # postings in all: the most passages the result can hold
     for j in range(len(starts)):
         total += ends[j] - starts[j]
     if len(starts) > ONE_BY_ONE_MAX_LISTS:
-        return _merge_by_heap(indices, data, starts, ends, weights, total)
-    return _merge_one_by_one(indices, data, starts, ends, weights, total)
+        return _merge_by_heap(indices, source, starts, ends, weights, total)
+    return _merge_one_by_one(indices, source, starts, ends, weights, total)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _posting_score(source, p: int, j: int, row: int) -> np.float32:
+    """The score of posting `p` (of list `j`, in passage `row`): stored (`source[0]`, when given),
+    or BM25's from its count (see `merge_counted_postings`)."""
+    data, counts, lengths, norms, idf, lang_ids = source
+    if len(data) > 0:
+        return data[p]
+    weight = idf[j, lang_ids[row]] if len(lang_ids) > 0 else idf[j, 0]
+    return _bm25_weight(np.float32(counts[p]), norms[lengths[row]], weight)
+
+
+# BM25's one expression (`qa.lexical.bm25_weight`), compiled into the merge. numba's cache of
+# `merge_counted_postings` is keyed on this file: it is not recompiled when only qa/lexical.py changes,
+# so a change there must touch this file too (tests/test_kernels.py compares the two).
+_bm25_weight = njit(nogil=True, inline="always")(bm25_weight)
 
 
 @njit(cache=True, nogil=True)
-def gather_postings(
-    indices: np.ndarray, counts: np.ndarray, lengths: np.ndarray, norms: np.ndarray, starts: np.ndarray,
-    ends: np.ndarray, idf: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(passage rows, term counts, length norms, idf), float32 but the rows, of the postings
-    `[starts[j], ends[j])` one after the other: what `qa.lexical.bm25_weights` scores them from
-    (`norms[lengths[row]]`, `idf[j]`). One pass where numpy needed eight (copies, gathers, a
-    repeat); no arithmetic here, so the score stays the one function's."""
-    total = 0
-    for j in range(len(starts)):
-        total += ends[j] - starts[j]
-    rows = np.empty(total, indices.dtype)
-    tf, norm, idfs = np.empty(total, np.float32), np.empty(total, np.float32), np.empty(total, np.float32)
-    k = 0
+def postings_by_language(
+    indices: np.ndarray, starts: np.ndarray, ends: np.ndarray, lang_ids: np.ndarray, n_langs: int
+) -> np.ndarray:
+    """How many of the postings `[starts[j], ends[j])` are in passages of each language
+    (`lang_ids[row]`): (lists, n_langs) int64, each token's document frequency per language."""
+    df = np.zeros((len(starts), n_langs), np.int64)
     for j in range(len(starts)):
         for p in range(starts[j], ends[j]):
-            row = indices[p]
-            rows[k], tf[k], norm[k], idfs[k] = row, counts[p], norms[lengths[row]], idf[j]
-            k += 1
-    return rows, tf, norm, idfs
+            df[j, lang_ids[indices[p]]] += 1
+    return df
 
 
 @njit(cache=True, nogil=True)
 def _merge_one_by_one(
-    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
+    indices: np.ndarray, source: tuple, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     rows, sums = np.empty(total, np.int64), np.empty(total, np.float64)
     rows_next, sums_next = np.empty(total, np.int64), np.empty(total, np.float64)
@@ -134,10 +168,10 @@ def _merge_one_by_one(
                 rows_next[m], sums_next[m] = here, sums[i]
                 i += 1
                 if here == there:
-                    sums_next[m] += np.float64(data[p] * weight)
+                    sums_next[m] += np.float64(_posting_score(source, p, j, there) * weight)
                     p += 1
             else:
-                rows_next[m], sums_next[m] = there, np.float64(data[p] * weight)
+                rows_next[m], sums_next[m] = there, np.float64(_posting_score(source, p, j, there) * weight)
                 p += 1
             m += 1
         while i < n:
@@ -145,7 +179,8 @@ def _merge_one_by_one(
             i += 1
             m += 1
         while p < end:
-            rows_next[m], sums_next[m] = indices[p], np.float64(data[p] * weight)
+            there = indices[p]
+            rows_next[m], sums_next[m] = there, np.float64(_posting_score(source, p, j, there) * weight)
             p += 1
             m += 1
         rows, rows_next = rows_next, rows
@@ -156,7 +191,7 @@ def _merge_one_by_one(
 
 @njit(cache=True, nogil=True)
 def _merge_by_heap(
-    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
+    indices: np.ndarray, source: tuple, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     rows, scores = np.empty(total, np.int64), np.empty(total, np.float32)
     position = starts.copy()
@@ -176,7 +211,7 @@ def _merge_by_heap(
                 rows[found], scores[found] = current, summed
                 found += 1
             current, summed = row, 0.0
-        summed += np.float64(data[position[j]] * weights[j])
+        summed += np.float64(_posting_score(source, position[j], j, row) * weights[j])
         position[j] += 1
         if position[j] < ends[j]:
             heap_row[0] = indices[position[j]]

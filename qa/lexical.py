@@ -36,6 +36,7 @@ __all__ = [
     "LexicalWriter",
     "bm25_idf",
     "bm25_norms",
+    "bm25_weight",
     "bm25_weights",
     "mean_length",
     "postings_to_read",
@@ -165,21 +166,28 @@ def bm25_norms(lengths: np.ndarray, avgdl, k1: float = K1, b: float = B) -> np.n
     return norms
 
 
+def bm25_weight(tf, norm, idf):
+    """BM25 weight idf * tf / (norm + tf) of a posting with term count `tf` in a passage of length
+    normalization `norm` (`bm25_norms`), for a token of inverse document frequency `idf`.
+
+    The one expression of a BM25 score: evaluated on float32 arrays by `bm25_weights` and,
+    compiled, per posting by `qa.kernels.merge_counted_postings` (float32 scalars): the same operations,
+    so the same floats.
+    """
+    return idf * tf / (norm + tf)
+
+
 def bm25_weights(tf: np.ndarray, norms: np.ndarray, idf) -> np.ndarray:
     """BM25 weight (float32) of postings with term counts `tf` in passages of length
     normalization `norms` (`bm25_norms`), for tokens of inverse document frequency `idf` (a
-    scalar or one a posting, float32): idf * tf / (norm + tf).
+    scalar or one a posting): `bm25_weight` over float32 arrays.
 
-    With `bm25_norms`, the one score function of BM25 here: the question-time scoring of the
+    With `bm25_norms`, the score function of BM25 here: the question-time scoring of the
     embedded index and the weights the PostgreSQL store copies (`LexicalIndex.weights`). The
     scores are bit for bit those bm25s precomputed from the same mean length (tested to float32
     tolerance against bm25s indexing the same tokens).
     """
-    tf = np.asarray(tf, np.float32)
-    scores = np.add(norms, tf, dtype=np.float32)
-    numerator = np.multiply(idf, tf, dtype=np.float32)
-    np.divide(numerator, scores, out=scores)
-    return scores
+    return bm25_weight(np.asarray(tf, np.float32), np.asarray(norms, np.float32), np.asarray(idf, np.float32))
 
 
 def mean_length(total: int, passages: int) -> np.float32:
@@ -224,6 +232,26 @@ class LexicalIndex:
         self.k1, self.b = k1, b
         self._norms: np.ndarray | None = None
         self.analyzer = analyzer  # the `tokenize` of its passages, and so of its questions
+        # Each passage's language (`set_languages`): None scores every passage with the pool's idf.
+        self.lang_ids: np.ndarray | None = None
+        self.lang_passages: np.ndarray | None = None
+
+    def set_languages(self, lang_ids: np.ndarray) -> LexicalIndex:
+        """Score each passage with its own language's idf: a token's document frequency counted
+        among the passages of that language, out of that language's passages (`lang_ids`: each
+        passage's language as a small integer). A German "die" is in every German passage, but
+        counted over a pool of six languages it looks rare and outweighs the rare words.
+
+        Nothing is stored for it: a question counts the languages of the postings it reads
+        anyway (`qa.kernels.postings_by_language`). `idf` stays the pool's (quotes weigh words
+        by it). Returns the index.
+        """
+        lang_ids = np.asarray(lang_ids)
+        if lang_ids.shape != (self.passages,):
+            raise ValueError(f"{lang_ids.shape[0] if lang_ids.ndim else 0} language ids for {self.passages} passages")
+        self.lang_ids = lang_ids.astype(np.uint8, copy=False) if lang_ids.max(initial=0) < 256 else lang_ids
+        self.lang_passages = np.bincount(self.lang_ids, minlength=1)
+        return self
 
     @classmethod
     def build(cls, texts: list[str], block: int = 20_000, analyzer: int = ANALYZER) -> LexicalIndex:
@@ -257,14 +285,32 @@ class LexicalIndex:
         return cls(vocab, arrays, sum(lengths), analyzer)
 
     def weights(self) -> np.ndarray:
-        """BM25 weights (float32) of every posting, token-major: what bm25s stores per posting
-        (a store that keeps scores, `qa.postgres`, copies them)."""
+        """BM25 weights (float32) of every posting, token-major, each with its passage's
+        language's idf when the index has languages (`set_languages`): what a store that keeps
+        scores (`qa.postgres`) copies."""
         tokens = np.repeat(np.arange(len(self.vocab)), np.diff(np.asarray(self.indptr)))
-        return self._weights(self.counts, self.indices, self._idf32(np.arange(len(self.vocab)))[tokens])
+        if self.lang_ids is None:
+            idf = self._idf32(np.arange(len(self.vocab)))[tokens]
+        else:
+            langs = self.lang_ids[self.indices].astype(np.int64)
+            width = len(self.lang_passages)
+            df = np.bincount(tokens * width + langs, minlength=len(self.vocab) * width).reshape(-1, width)
+            idf = bm25_idf(df, self.lang_passages).astype(np.float32)[tokens, langs]
+        return self._weights(self.counts, self.indices, idf)
 
     def _idf32(self, token_ids) -> np.ndarray:
         ids = np.asarray(token_ids, np.int64)
         return bm25_idf(self.indptr[ids + 1] - self.indptr[ids], self.passages).astype(np.float32)
+
+    def _idf_table(self, starts: np.ndarray, ends: np.ndarray, read) -> tuple[np.ndarray, np.ndarray]:
+        """(idf of each read token in each language, (tokens, languages) float32, and the
+        passages' language ids): one column and no ids when the index has no languages."""
+        if self.lang_ids is None:
+            return self._idf32(read)[:, None], np.zeros(0, np.uint8)
+        from qa.kernels import postings_by_language
+
+        df = postings_by_language(self.indices, starts, ends, self.lang_ids, len(self.lang_passages))
+        return bm25_idf(df, self.lang_passages).astype(np.float32), self.lang_ids
 
     @property
     def norms(self) -> np.ndarray:
@@ -290,7 +336,13 @@ class LexicalIndex:
                 t = self.vocab[token]
                 start, end = int(self.indptr[t]), int(self.indptr[t + 1])
                 rows = self.indices[start:end]
-                np.add.at(out, rows, self._weights(self.counts[start:end], rows, self._idf32([t])[0]))
+                if self.lang_ids is None:
+                    idf = self._idf32([t])[0]
+                else:  # each passage's language's idf (`set_languages`)
+                    langs = self.lang_ids[rows]
+                    df = np.bincount(langs, minlength=len(self.lang_passages))
+                    idf = bm25_idf(df, self.lang_passages).astype(np.float32)[langs]
+                np.add.at(out, rows, self._weights(self.counts[start:end], rows, idf))
         return out
 
     def idf(self, tokens: list[str]) -> np.ndarray:
@@ -307,24 +359,23 @@ class LexicalIndex:
         `budget` postings are read: the words skipped then occur in a large share of the passages
         and weigh almost nothing (idf near 0), so on a million passages a question costs its rare
         words, not its "the"s and "de"s. Within the budget the result equals `scores` on its
-        non-zero rows. The read postings are gathered in one pass and scored by `bm25_weights`.
+        non-zero rows. Each read posting is scored as the merge reads it
+        (`qa.kernels.merge_counted_postings`, the compiled `bm25_weight`).
         """
-        from qa.kernels import gather_postings, merge_postings
+        from qa.kernels import merge_counted_postings
 
         indptr = self.indptr
         ids = [self.vocab[t] for t in tokenize(query, self.analyzer) if t in self.vocab]
         read, weights = postings_to_read(ids, {i: int(indptr[i + 1] - indptr[i]) for i in ids}, budget)
         starts = np.array([indptr[i] for i in read], np.int64)
         ends = np.array([indptr[i + 1] for i in read], np.int64)
-        rows, tf, norms, idf = gather_postings(
-            self.indices, self.counts, self.lengths, self.norms, starts, ends, self._idf32(read)
-        )
-        scores = bm25_weights(tf, norms, idf)
+        idf, langs = self._idf_table(starts, ends, read)
         # Each token's postings are sorted by passage: merging them sums each passage's scores
         # in one pass (numpy's stable sort and running sum of the concatenated postings took
         # 0.75 ms for the ~30,000 postings of a question at 1M passages; the merge 0.31 ms).
-        bounds = np.cumsum(ends - starts)
-        return merge_postings(rows, scores, bounds - (ends - starts), bounds, weights)
+        return merge_counted_postings(
+            self.indices, self.counts, self.lengths, self.norms, idf, langs, starts, ends, weights
+        )
 
     def postings(self) -> list[np.ndarray]:
         """The arrays of the index (`LEXICAL_ARRAYS`), memory-mapped when loaded with them."""

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.kernels import ONE_BY_ONE_MAX_LISTS, gather_postings, merge_postings, row_dots, top_by_language
+from qa.kernels import (
+    ONE_BY_ONE_MAX_LISTS,
+    merge_counted_postings,
+    merge_postings,
+    postings_by_language,
+    row_dots,
+    top_by_language,
+)
+from qa.lexical import bm25_weights
 
 
 def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
@@ -21,24 +29,45 @@ def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
     return indices, data, ends - lengths, ends
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16))
-def test_gathered_postings_are_numpys_copies_and_gathers(draw_lists, seed):
-    """`gather_postings` (what BM25 scores a question's postings from) equals numpy's concatenated
-    slices, length look-ups and repeated idf, value for value."""
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=2 * ONE_BY_ONE_MAX_LISTS),
+    st.integers(0, 2**16),
+    st.booleans(),
+)
+def test_counted_postings_merge_to_the_merged_bm25_weights(draw_lists, seed, by_language):
+    """`merge_counted_postings` (each posting scored as the merge reads it) gives bit for bit the
+    merge of `bm25_weights` over numpy's gathered counts, length norms and each posting's idf;
+    with languages, each posting takes its passage's language's idf (one by one and heap)."""
     rng = np.random.default_rng(seed)
     indices, _, starts, ends = _postings(draw_lists, seed)
     counts = rng.integers(1, 256, len(indices)).astype(np.uint8)
     lengths = rng.integers(1, 400, 301).astype(np.uint16)
     norms = rng.uniform(0.3, 4.0, 400).astype(np.float32)
-    idf = rng.uniform(0.0, 9.0, len(starts)).astype(np.float32)
-    rows, tf, norm, idfs = gather_postings(indices, counts, lengths, norms, starts, ends, idf)
-    slices = [slice(a, b) for a, b in zip(starts, ends)]
-    want_rows = np.concatenate([np.zeros(0, np.int32)] + [indices[s] for s in slices])
-    assert rows.dtype == np.int32 and np.array_equal(rows, want_rows)
-    assert np.array_equal(tf, np.concatenate([np.zeros(0, np.uint8)] + [counts[s] for s in slices]).astype(np.float32))
-    assert np.array_equal(norm, norms[lengths[want_rows]])
-    assert np.array_equal(idfs, np.repeat(idf, ends - starts))
+    langs = rng.integers(0, 3, 301).astype(np.uint8) if by_language else np.zeros(0, np.uint8)
+    idf = rng.uniform(0.0, 9.0, (len(starts), 3 if by_language else 1)).astype(np.float32)
+    weights = rng.integers(1, 4, len(starts)).astype(np.float32)
+    rows, scores = merge_counted_postings(indices, counts, lengths, norms, idf, langs, starts, ends, weights)
+    lists = np.repeat(np.arange(len(starts)), ends - starts)
+    want_rows = indices[np.concatenate([np.zeros(0, np.int64)] + [np.arange(a, b) for a, b in zip(starts, ends)])]
+    want_idf = idf[lists, langs[want_rows]] if by_language else idf[lists, 0]
+    tf = np.concatenate([np.zeros(0, np.uint8)] + [counts[a:b] for a, b in zip(starts, ends)])
+    data = np.zeros(len(indices), np.float32)
+    data[np.concatenate([np.zeros(0, np.int64)] + [np.arange(a, b) for a, b in zip(starts, ends)])] = bm25_weights(
+        tf, norms[lengths[want_rows]], want_idf
+    )
+    want = merge_postings(indices, data, starts, ends, weights)
+    assert np.array_equal(rows, want[0]) and scores.dtype == np.float32 and np.array_equal(scores, want[1])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 300), max_size=60), max_size=8), st.integers(0, 2**16))
+def test_postings_by_language_counts_each_lists_passages_per_language(draw_lists, seed):
+    indices, _, starts, ends = _postings(draw_lists, seed)
+    langs = np.random.default_rng(seed).integers(0, 4, 301).astype(np.uint8)
+    df = postings_by_language(indices, starts, ends, langs, 4)
+    want = [np.bincount(langs[indices[a:b]], minlength=4) for a, b in zip(starts, ends)]
+    assert df.shape == (len(starts), 4) and np.array_equal(df, np.array(want).reshape(-1, 4))
 
 
 @settings(max_examples=300, deadline=None)

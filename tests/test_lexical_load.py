@@ -148,3 +148,34 @@ def test_loading_an_index_does_not_import_bm25s_numba_or_scipy(saved: Path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_with_languages_each_passage_is_scored_with_its_languages_idf(seed_facts):
+    """`set_languages`: a token's idf is counted among the passages of the passage's language, out
+    of that language's passages; `scores`, `sparse_scores` and the weights a store copies agree."""
+    texts = ["die Katze schläft", "die Maus läuft", "die Katze frisst", "the cat sleeps", "the dog runs"]
+    langs = np.array([0, 0, 0, 1, 1], np.uint8)
+    index = LexicalIndex.build(texts).set_languages(langs)
+    norms = bm25_norms(index.lengths, index.avgdl)
+    # "katze": in 2 of the 3 German passages; "die": in all 3 (over the pool it was 3 of 5).
+    katze = bm25_weights([1, 1], norms[[0, 2]], bm25_idf([2, 2], 3))
+    want = katze + bm25_weights([1, 1], norms[[0, 2]], bm25_idf([3, 3], 3))
+    scores = index.scores("die Katze")
+    np.testing.assert_array_equal(scores[[0, 2]], want)
+    assert scores[1] == bm25_weights(1, norms[1], bm25_idf(3, 3)) and not scores[3:].any()
+    # "cat" in 1 of the 2 English passages (not 1 of 5).
+    assert index.scores("cat")[3] == bm25_weights(1, norms[3], bm25_idf(1, 2))
+    rows, sparse = index.sparse_scores("die Katze cat", budget=10**6)
+    full = index.scores("die Katze cat")
+    assert rows.tolist() == np.flatnonzero(full).tolist()
+    np.testing.assert_allclose(sparse, full[rows], rtol=1e-6)
+    # The weights a store keeps (one per posting, token-major) are the same per-language weights.
+    weights = index.weights()
+    t = index.vocab["katze"]
+    start, end = index.indptr[t], index.indptr[t + 1]
+    np.testing.assert_array_equal(weights[start:end], katze)
+
+
+def test_languages_must_name_every_passage():
+    with pytest.raises(ValueError, match="2 language ids for 3 passages"):
+        LexicalIndex.build(["a", "b", "c"]).set_languages(np.zeros(2, np.uint8))
