@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             "bytes_per_passage": {
                 "vector_index_in_memory": per_passage("ann/") + vectors.shape[1] * flat_passages / n,  # qa.index.ann.ByteExact: a byte a dimension
                 "vectors_npy_disk": per_passage("vectors.npy"), "sentence_vectors_disk": per_passage("sentence_vectors.npy"),
-                "bm25_disk": per_passage("bm25/"), "jsonl_disk": per_passage("articles.jsonl", "passages.jsonl"),
+                "bm25_disk": per_passage("bm25/"), "store_disk": per_passage("store/"),
             },
             "rss_mb": {"before": rss0, "loaded": rss_loaded, "after_queries": rss_after},
         }
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append([n, layout, name, p["p50_ms"], p["p95_ms"], p["p99_ms"], round(p["p50_ms"] / max(1e-9, base_p50), 2)])
         b = entry["bytes_per_passage"]
         mem_rows.append([n, len(index.sentences), round(b["vector_index_in_memory"]), round(b["vectors_npy_disk"]),
-                         round(b["sentence_vectors_disk"]), round(b["bm25_disk"]), round(b["jsonl_disk"]),
+                         round(b["sentence_vectors_disk"]), round(b["bm25_disk"]), round(b["store_disk"]),
                          round(rss_loaded["RssAnon"] - rss0["RssAnon"]), round(rss_after["RssFile"] - rss0["RssFile"]),
                          "-" if recall is None else f"{recall} ({recall_own})", entry["write_s"], entry["load_s"], entry["map_in_s"]])
         print(f"  {n:,} passages ({layout}): written in {write_s:.1f} s, loaded in {load_s:.1f} s, retrieve p50 "
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     t2 = table(["passages", "vector search", "stage", "p50 ms", "p95 ms", "p99 ms", "p50 x baseline"], rows,
                title=f"\nLatency by index size ({len(questions)} real questions x {args.repeat} runs; k={args.k}, "
                      f"candidates={settings.candidates} per language; FAISS 1 thread; retrieve = Engine.search)")
-    t3 = table(["passages", "sentences", "vec index RAM B/p", "vectors.npy B/p", "sent.vec B/p", "bm25 B/p", "json B/p",
+    t3 = table(["passages", "sentences", "vec index RAM B/p", "vectors.npy B/p", "sent.vec B/p", "bm25 B/p", "store B/p",
                 "RSS anon +MB", "RSS file +MB", "ANN recall@10 (own top 10)", "write s", "load s", "map-in s"], mem_rows,
                title=f"\nMemory and disk per passage (B/p); ANN recall@10 vs exact per language, real questions centred as "
                      f"retrieve does: exact top 10 among the {settings.candidates} candidates re-scored exactly (in brackets: "
