@@ -90,7 +90,7 @@ class RayEmbedder:
         self._ray = ray = _import_ray()
         self.local = get_embedder(settings)
         self.piece_size = PIECE_BATCHES * settings.batch_size
-        # Read by qa.index.build's progress loop: one piece per worker per step of the progress bar.
+        # Read by qa.index.embedding's progress loop: one piece per worker per step of the progress bar.
         self.slice_size = self.piece_size * workers
         forwarded = settings.model_dump(include=FORWARDED, exclude_unset=True)
         remote = ray.remote(EmbedWorker).options(num_cpus=cpus_per_worker)

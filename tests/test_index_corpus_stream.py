@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fakes import FakeEmbedder
 
-import qa.index.build
+import qa.index.embedding
 from qa.config import Settings
 from qa.index.build import build_index
 from qa.index.format import current_version
@@ -79,7 +79,7 @@ def test_the_index_does_not_depend_on_the_block_size(tmp_path: Path, monkeypatch
     whole = Settings(corpus_dir=corpus, index_dir=tmp_path / "whole", chunk_tokens=60)
     report = build_index(corpus, settings=whole, embedder=FakeEmbedder(dim=16))
     assert report.passages > report.articles == 14 and report.sentences > report.passages
-    monkeypatch.setattr(qa.index.build, "EMBED_BLOCK", block)
+    monkeypatch.setattr(qa.index.embedding, "EMBED_BLOCK", block)
     blocked = Settings(corpus_dir=corpus, index_dir=tmp_path / "blocked", chunk_tokens=60)
     again = build_index(corpus, settings=blocked, embedder=FakeEmbedder(dim=16))
     assert again.model_dump(exclude={"index_dir", "version", "seconds"}) == report.model_dump(
@@ -95,7 +95,7 @@ def test_the_index_does_not_depend_on_the_block_size(tmp_path: Path, monkeypatch
     update = build_index(corpus, settings=blocked, embedder=embedder)
     assert update.removed_articles == 2 and update.reused > 0 and update.embedded >= 2
     assert embedder.embedded and all(any(t in text for text in new) for t in embedder.embedded)
-    monkeypatch.setattr(qa.index.build, "EMBED_BLOCK", 65536)
+    monkeypatch.setattr(qa.index.embedding, "EMBED_BLOCK", 65536)
     build_index(corpus, settings=whole, embedder=FakeEmbedder(dim=16))  # the same update, one block
     assert _files(blocked.index_dir) == _files(whole.index_dir)
 

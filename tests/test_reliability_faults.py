@@ -369,8 +369,8 @@ def _small_corpus(folder: Path, n: int) -> Path:
 # The first file of the store, one in the middle of the version, and the manifest (written last).
 @pytest.mark.parametrize("failing_write", ["article_offsets.npy", "groups.npy", "manifest.json"])
 def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_path, monkeypatch, failing_write):
-    import qa.index.build
     import qa.index.store
+    import qa.index.write
 
     settings = Settings(index_dir=tmp_path / "index", chunk_tokens=64)
     corpus = _small_corpus(tmp_path / "corpus", 3)
@@ -378,7 +378,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     live = open_index(settings.index_dir)
     _small_corpus(corpus, 5)
 
-    real_write, calls = qa.index.build.write_file, []
+    real_write, calls = qa.index.write.write_file, []
 
     def write_until_full(path: Path, data: bytes) -> None:
         calls.append(path)
@@ -386,7 +386,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(path, data)
 
-    monkeypatch.setattr(qa.index.build, "write_file", write_until_full)
+    monkeypatch.setattr(qa.index.write, "write_file", write_until_full)
     monkeypatch.setattr(qa.index.store, "write_file", write_until_full)
     with pytest.raises(QAError) as err:
         build_index(corpus, settings=settings, embedder=FakeEmbedder())
@@ -398,7 +398,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
     assert not list(settings.index_dir.glob(".building-*"))  # the half-written version is gone
     assert Path(calls[-1]).name == failing_write  # the full disk hit the file it was meant to
 
-    monkeypatch.setattr(qa.index.build, "write_file", real_write)
+    monkeypatch.setattr(qa.index.write, "write_file", real_write)
     monkeypatch.setattr(qa.index.store, "write_file", real_write)
     report = build_index(corpus, settings=settings, embedder=FakeEmbedder())
     assert report.articles == 5 and current_version(settings.index_dir) == report.version
@@ -407,7 +407,7 @@ def test_full_disk_during_a_build_fails_clearly_and_keeps_the_live_index(tmp_pat
 
 def test_full_disk_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
     import qa.embed
-    import qa.index.build
+    import qa.index.write
     from qa.cli import main
 
     corpus = _small_corpus(tmp_path / "corpus", 2)
@@ -416,7 +416,7 @@ def test_full_disk_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys)
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(qa.index.build, "write_file", full)
+    monkeypatch.setattr(qa.index.write, "write_file", full)
     code = main(["--index-dir", str(tmp_path / "index"), "index", "-q", str(corpus)])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
