@@ -21,6 +21,7 @@ __all__ = [
     "_moments_from_sums",
     "_packed_covariances",
     "merge_sums",
+    "subtract_sums",
 ]
 
 MIN_PASSAGES_FOR_STATS = 8  # fewer than this and a language's covariance is noise
@@ -345,6 +346,27 @@ def merge_sums(a: LanguageSums, b: LanguageSums) -> LanguageSums:
         [(a.query_langs, a.query_counts, a.query_totals), (b.query_langs, b.query_counts, b.query_totals)], (d,)
     )
     return LanguageSums(langs, counts, totals, outers, q_langs, q_counts, q_totals)
+
+
+def subtract_sums(whole: LanguageSums, removed: LanguageSums) -> LanguageSums:
+    """The sums of `whole` without the vectors `removed` holds (a delete: those vectors must be
+    among `whole`'s). A language left with no vectors is dropped. Raises ValueError, naming the
+    language, where `removed` holds more vectors of a language than `whole` does."""
+    negated = LanguageSums(removed.langs, -removed.counts, -removed.totals, -removed.outers,
+                           removed.query_langs, -removed.query_counts, -removed.query_totals)
+    rest = merge_sums(whole, negated)
+    short = [name for name, n in zip(rest.langs, rest.counts) if n < 0]
+    short += [name for name, n in zip(rest.query_langs, rest.query_counts) if n < 0]
+    if short:
+        raise ValueError(f"cannot remove more vectors than the sums hold (language {short[0]!r}): "
+                         "the removed vectors must be among those summed")
+    kept = rest.counts > 0
+    q_kept = rest.query_counts > 0
+    return LanguageSums(
+        [name for name, keep in zip(rest.langs, kept) if keep], rest.counts[kept], rest.totals[kept],
+        rest.outers[kept], [name for name, keep in zip(rest.query_langs, q_kept) if keep],
+        rest.query_counts[q_kept], rest.query_totals[q_kept],
+    )
 
 
 def _add_by_name(sides: list[tuple], *shapes: tuple[int, ...]) -> tuple:

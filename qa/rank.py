@@ -25,6 +25,7 @@ from qa.language_stats import (
     LanguageStats,
     LanguageSums,
     merge_sums,
+    subtract_sums,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "lexical_by_language_sparse",
     "merge_sums",
     "shortlist",
+    "subtract_sums",
     "translation_groups",
 ]
 

@@ -15,6 +15,7 @@ from qa.rank import (
     lexical_by_language_sparse,
     merge_sums,
     shortlist,
+    subtract_sums,
     translation_groups,
 )
 
@@ -143,6 +144,23 @@ def test_merging_with_empty_sums_changes_nothing():
     merged = merge_sums(empty, sums)
     assert merged.langs == sums.langs and np.array_equal(merged.outers, sums.outers)
     assert np.array_equal(merged.counts, sums.counts)
+
+
+def test_removing_a_part_subtracts_its_sums_and_gives_the_statistics_of_the_rest():
+    vectors, langs = _skewed_vectors(2000)
+    whole = LanguageSums.of(vectors, langs)
+    gone = np.zeros(len(vectors), bool)
+    gone[:600] = True
+    gone[langs == "fr"] = True  # a language removed entirely is dropped
+    rest = subtract_sums(whole, LanguageSums.of(vectors[gone], langs[gone]))
+    fitted = LanguageStats.fit(vectors[~gone], langs[~gone])
+    assert rest.langs == fitted.langs and "fr" not in rest.langs
+    assert np.array_equal(rest.counts, LanguageSums.of(vectors[~gone], langs[~gone]).counts)
+    stats = LanguageStats.from_sums(rest)
+    assert np.allclose(stats.means, fitted.means, rtol=0, atol=1e-6)
+    assert np.allclose(stats.covariances, fitted.covariances, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="'de'"):
+        subtract_sums(LanguageSums.of(vectors[:10], langs[:10]), LanguageSums.of(vectors[langs == "de"], langs[langs == "de"]))
 
 
 def _saved(sums: LanguageSums):
