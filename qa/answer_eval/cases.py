@@ -11,7 +11,7 @@ import numpy as np
 from qa.answer import ANSWER_CANDIDATES as CANDIDATES  # as `ask()`
 from qa.answer import combined_evidence, evidence_scores
 from qa.config import Settings
-from qa.quotes import SENTENCE_END, SentenceCandidate
+from qa.quotes import SENTENCE_END, SentenceCandidate, sentence_features
 
 __all__ = ["POOLS", "TUNED_ON", "UNANSWERABLE", "AnswerCase", "answer_cases", "top_visible"]
 
@@ -37,6 +37,13 @@ class AnswerCase:
     evidence_rows: np.ndarray | None = None
     previous: float = float("nan")  # best passage `evidence_scores` alone (the gate before `combined_evidence`)
 
+    def features(self, idf) -> np.ndarray:
+        """The candidates' `qa.quotes.sentence_features` (with `idf`), computed once per case:
+        the variants of the quote ranking scored on it differ only in their weights."""
+        if self._features is None:
+            self._features = sentence_features(self.question, self.candidates, idf)
+        return self._features
+
 
 # Pools whose question the pool cannot answer: its paragraph removed in every language (the
 # rest of its article stays), or its whole article removed.
@@ -50,12 +57,12 @@ def top_visible(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang:
     a passage scored -inf is not in the pool, so it is never the member shown. (Folding by the
     full groups would show a needle question the answer in its own language, which the needle
     pool removed.)"""
-    from qa.evaluate.metrics import _top
+    from qa.evaluate.metrics import top_k
     from qa.rank import group_members
 
     members = group_members(groups)
     out = []
-    for qi, ranked in enumerate(_top(scores, k=min(scores.shape[1], 40 * k)).tolist()):
+    for qi, ranked in enumerate(top_k(scores, k=min(scores.shape[1], 40 * k)).tolist()):
         visible = np.isfinite(scores[qi])
         rows, seen = [], set()
         for row in ranked:
@@ -72,11 +79,11 @@ def top_visible(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang:
 
 
 def _ranked_rows(scores: np.ndarray, pipeline, pool, q_lang: str, kind: str, hide: np.ndarray | None) -> list[list[int]]:
-    from qa.evaluate.metrics import _top
+    from qa.evaluate.metrics import top_k
 
     if kind == "single":
         cols = np.flatnonzero(pool.langs == q_lang)
-        return cols[_top(scores[:, cols], CANDIDATES)].tolist()
+        return cols[top_k(scores[:, cols], CANDIDATES)].tolist()
     if hide is not None:
         scores = np.where(hide, -np.inf, scores)
     return top_visible(scores, pipeline.groups, pool.langs, q_lang, CANDIDATES)

@@ -88,10 +88,9 @@ def _quotes(case: AnswerCase, method: str, weights: QuoteWeights | None, idf, ga
     """The quotes as `qa.answer.quote_evidence` chooses them: (chosen, translation beside each)."""
     if method != RANKED or not case.candidates:
         return select_quotes(case.question, case.candidates, QUOTED, idf=idf, method=method), None
-    if case._features is None:  # computed once per case: the variants differ only in their weights
-        case._features = sentence_features(case.question, case.candidates, idf)
-    # What `select_quotes` does, from the cached features.
-    scores = ranked_scores(case._features, weights or QuoteWeights())
+    # What `select_quotes` does, from the case's features (computed once: the variants differ
+    # only in their weights).
+    scores = ranked_scores(case.features(idf), weights or QuoteWeights())
     chosen = pick(case.candidates, scores, 2 * QUOTED, EVIDENCE_GAP if gap is None else gap)
     pairs = translations(case.candidates, chosen, case.q_lang)[:QUOTED]
     return [i for i, _ in pairs], [t for _, t in pairs]

@@ -18,19 +18,16 @@ corpus.
 from __future__ import annotations
 
 from qa.evaluate.corpus import evaluate_corpus_questions, explain_corpus_misses, format_corpus_hits
-from qa.evaluate.metrics import Report, evaluate, halves, score_language
-from qa.evaluate.metrics import _metrics as _metrics
-from qa.evaluate.metrics import _top as _top
-from qa.evaluate.metrics import _top_grouped as _top_grouped
+from qa.evaluate.metrics import Report, evaluate, halves, rank_metrics, score_language, top_k, top_k_grouped
 from qa.evaluate.report import format_comparison, format_matrix, format_pairs, format_run
-from qa.evaluate.runner import EvalRun, embed_data, embedding_cache, run
-from qa.evaluate.runner import _CachedQueries as _CachedQueries
+from qa.evaluate.runner import CachedQueries, EvalRun, embed_data, embedding_cache, run
 from qa.evaluate.scoring import BareModel, Pipeline, Pool, Scorer
 from qa.evaluate.tuning import ABSENT_GRID, absent_language_centering, tune_fusion
 
 __all__ = [
     "ABSENT_GRID",
     "BareModel",
+    "CachedQueries",
     "EvalRun",
     "Pipeline",
     "Pool",
@@ -48,7 +45,13 @@ __all__ = [
     "format_pairs",
     "format_run",
     "halves",
+    "rank_metrics",
     "run",
     "score_language",
+    "top_k",
+    "top_k_grouped",
     "tune_fusion",
 ]
+
+# The names the tests knew them by, before they were public.
+_metrics, _top, _top_grouped, _CachedQueries = rank_metrics, top_k, top_k_grouped, CachedQueries

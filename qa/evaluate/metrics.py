@@ -12,7 +12,18 @@ from qa.evaluate.scoring import Pool, Scorer
 from qa.rank import fold_groups, group_members
 from qa.xquad import XQuAD
 
-__all__ = ["TOP", "Metrics", "Report", "evaluate", "halves", "score_language"]
+__all__ = [
+    "TOP",
+    "Metrics",
+    "Report",
+    "asked_rows",
+    "evaluate",
+    "halves",
+    "rank_metrics",
+    "score_language",
+    "top_k",
+    "top_k_grouped",
+]
 
 TOP = 10
 
@@ -29,7 +40,9 @@ class Metrics:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def _metrics(top_para: np.ndarray, gold: np.ndarray, own: np.ndarray | None = None) -> Metrics:
+def rank_metrics(top_para: np.ndarray, gold: np.ndarray, own: np.ndarray | None = None) -> Metrics:
+    """Recall@1, recall@5 and MRR@10 of ranked paragraph ids `top_para` (one row per question)
+    against the `gold` paragraphs; `own`: whether each top hit is in the asker's language."""
     hits = top_para == gold[:, None]
     first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
     mrr = np.where(first >= 0, 1.0 / (np.maximum(first, 0) + 1), 0.0)
@@ -42,17 +55,18 @@ def _metrics(top_para: np.ndarray, gold: np.ndarray, own: np.ndarray | None = No
     )
 
 
-def _top_grouped(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang: str, k: int = TOP) -> np.ndarray:
-    """Like _top, but one hit per translation group, folded as `qa.retrieval` folds them."""
+def top_k_grouped(scores: np.ndarray, groups: np.ndarray, langs: np.ndarray, lang: str, k: int = TOP) -> np.ndarray:
+    """Like `top_k`, but one hit per translation group, folded as `qa.retrieval` folds them."""
     members = group_members(groups)
     out = np.zeros((len(scores), k), dtype=np.int64)
-    for qi, ranked in enumerate(_top(scores, k=min(scores.shape[1], 40 * k))):
+    for qi, ranked in enumerate(top_k(scores, k=min(scores.shape[1], 40 * k))):
         for n, (_, lead) in enumerate(fold_groups(ranked, groups, members, langs, lang, k)):
             out[qi, n] = lead
     return out
 
 
-def _top(scores: np.ndarray, k: int = TOP) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int = TOP) -> np.ndarray:
+    """The columns of the `k` highest scores of each row, best first."""
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
@@ -86,6 +100,14 @@ class Report:
             out["needle MRR@10"] = float(np.mean([m.mrr for m in needle]))
         return out
 
+    def per_pair(self) -> dict:
+        """The metrics per language pair (single, needle) and per question language (mixed)."""
+        return {
+            "single": {f"{q}->{p}": m.as_dict() for (q, p), m in self.single.items()},
+            "needle": {f"{q}->{p}": m.as_dict() for (q, p), m in self.needle.items()},
+            "mixed": {q: m.as_dict() | {"distinct top5": self.distinct_top5[q]} for q, m in self.mixed.items()},
+        }
+
 
 def evaluate(
     data: XQuAD, pool: Pool, queries: dict[str, np.ndarray], scorer: Scorer, select: np.ndarray | None = None
@@ -98,7 +120,7 @@ def evaluate(
     scorer.prepare(pool)
     report = Report()
     for q_lang in data.langs:
-        rows = _asked(data, q_lang, select)
+        rows = asked_rows(data, q_lang, select)
         if not len(rows):
             continue
         texts = [data.questions[q_lang][i] for i in rows]
@@ -107,7 +129,7 @@ def evaluate(
     return report
 
 
-def _asked(data: XQuAD, q_lang: str, select: np.ndarray | None) -> np.ndarray:
+def asked_rows(data: XQuAD, q_lang: str, select: np.ndarray | None) -> np.ndarray:
     """Positions of the questions asked in `q_lang` (and selected)."""
     asked = np.array([q is not None for q in data.questions[q_lang]], dtype=bool)
     if select is not None:
@@ -125,10 +147,10 @@ def score_language(
         cols = np.flatnonzero(pool.langs == p_lang)
         has = np.isin(gold, pool.para[cols])  # a set that is not parallel: only where P holds the answer
         if has.any():
-            top = _top(scores[has][:, cols])
-            report.single[(q_lang, p_lang)] = _metrics(pool.para[cols][top], gold[has])
-    top = _top(scores) if groups is None else _top_grouped(scores, groups, pool.langs, q_lang)
-    report.mixed[q_lang] = _metrics(pool.para[top], gold, own=pool.langs[top[:, 0]] == q_lang)
+            top = top_k(scores[has][:, cols])
+            report.single[(q_lang, p_lang)] = rank_metrics(pool.para[cols][top], gold[has])
+    top = top_k(scores) if groups is None else top_k_grouped(scores, groups, pool.langs, q_lang)
+    report.mixed[q_lang] = rank_metrics(pool.para[top], gold, own=pool.langs[top[:, 0]] == q_lang)
     report.distinct_top5[q_lang] = float(np.mean([len(set(pool.para[row[:5]])) for row in top]))
     for p_lang in data.langs:
         if p_lang == q_lang:
@@ -140,7 +162,7 @@ def score_language(
         masked = scores[has]
         hide = (pool.langs[None, :] != p_lang) & (pool.para[None, :] == gold[has][:, None])
         masked = np.where(hide, -np.inf, masked)
-        report.needle[(q_lang, p_lang)] = _metrics(pool.para[_top(masked)], gold[has])
+        report.needle[(q_lang, p_lang)] = rank_metrics(pool.para[top_k(masked)], gold[has])
 
 
 def halves(data: XQuAD) -> dict[str, np.ndarray]:

@@ -75,15 +75,6 @@ def format_matrix(report: Report, langs: list[str], title: str, attr: str = "r1"
     return "\n".join(lines)
 
 
-def _per_pair(report: Report) -> dict:
-    """The report's metrics per language pair (single, needle) and per question language (mixed)."""
-    return {
-        "single": {f"{q}->{p}": m.as_dict() for (q, p), m in report.single.items()},
-        "needle": {f"{q}->{p}": m.as_dict() for (q, p), m in report.needle.items()},
-        "mixed": {q: m.as_dict() | {"distinct top5": report.distinct_top5[q]} for q, m in report.mixed.items()},
-    }
-
-
 def format_pairs(reports: dict[str, Report], langs: list[str]) -> str:
     """Per language pair, each scorer side by side: needle R@1 and R@5 (Q -> P), and per question
     language the mixed pool's R@1, R@5 and top hit in the asker's language."""

@@ -12,16 +12,15 @@ import numpy as np
 
 from qa.config import Settings
 from qa.evaluate.metrics import Report, evaluate, halves
-from qa.evaluate.report import _per_pair
 from qa.evaluate.scoring import BareModel, Pipeline, Pool, Scorer
 from qa.evaluate.tuning import absent_language_centering, tune_fusion
 from qa.rank import FusionWeights
 from qa.xquad import EmbeddingCache, XQuAD
 
-__all__ = ["EvalRun", "embed_data", "embedding_cache", "run"]
+__all__ = ["CachedQueries", "EvalRun", "embed_data", "embedding_cache", "run"]
 
 
-class _CachedQueries:
+class CachedQueries:
     """An embedder's `encode_queries` through the evaluation cache."""
 
     def __init__(self, cache: EmbeddingCache, embedder):
@@ -105,7 +104,7 @@ def run(
     cache = embedding_cache(settings, embedder)
     passages, queries = embed_data(data, cache, embedder)
     pool = Pool.from_xquad(data, passages, lambda texts: cache.get("passage", texts, embedder.encode_documents))
-    means = query_means(_CachedQueries(cache, embedder), pool.texts, pool.langs.tolist())
+    means = query_means(CachedQueries(cache, embedder), pool.texts, pool.langs.tolist())
     pipeline = Pipeline(settings, means)
     split = halves(data)
     weights, grid = tune_fusion(data, pool, queries, Pipeline(settings, means), split["tune"])
@@ -123,7 +122,7 @@ def run(
         "chosen on the tune half": {"lexical": weights.lexical, "sentence": weights.sentence},
         "grid (tune half)": {f"{lex} {sent}": {k: round(v, 4) for k, v in m.items()} for (lex, sent), m in grid.items()},
     }
-    results["per pair"] = {n: _per_pair(r) for n, r in reports.items()}
+    results["per pair"] = {n: r.per_pair() for n, r in reports.items()}
     if len(data.langs) > 1:
         results["absent language"] = absent_language_centering(data, pool, queries, pipeline, split)
     if answers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qa.evaluate.metrics import Report, _asked, _metrics, _top, _top_grouped, score_language
+from qa.evaluate.metrics import Report, asked_rows, rank_metrics, score_language, top_k, top_k_grouped
 from qa.evaluate.scoring import Pipeline, Pool
 from qa.rank import ABSENT_LANGUAGE_CENTERING, FusionWeights
 from qa.xquad import XQuAD
@@ -41,7 +41,7 @@ def tune_fusion(
     pipeline.prepare(pool)
     signals = {}
     for q_lang in data.langs:
-        rows = _asked(data, q_lang, select)
+        rows = asked_rows(data, q_lang, select)
         if not len(rows):
             continue
         texts = [data.questions[q_lang][i] for i in rows]
@@ -94,7 +94,7 @@ def absent_language_centering(
             cross: dict[str, dict] = {"tune": {}, "test": {}}
             mixed: dict[str, list] = {"tune": [], "test": []}
             for q_lang in data.langs:
-                rows = _asked(data, q_lang, None)
+                rows = asked_rows(data, q_lang, None)
                 stats.query_means = {k: m for k, m in every.items() if k != q_lang}
                 centered = stats.center_query(queries[q_lang][rows], q_lang, pipeline.settings.query_centering, share)
                 stats.query_means = {}  # centred above: `components` must leave it as it is
@@ -106,11 +106,11 @@ def absent_language_centering(
                     for p_lang in data.langs:
                         cols = np.flatnonzero(pool.langs == p_lang)
                         if p_lang != q_lang and mine.any():
-                            top = _top(scores[mine][:, cols])
-                            cross[half][f"{q_lang}->{p_lang}"] = _metrics(pool.para[cols][top], gold[mine]).r1
+                            top = top_k(scores[mine][:, cols])
+                            cross[half][f"{q_lang}->{p_lang}"] = rank_metrics(pool.para[cols][top], gold[mine]).r1
                     masked = np.where(pool.langs[None, :] == q_lang, -np.inf, scores[mine])
-                    top = _top_grouped(masked, pipeline.groups, pool.langs, q_lang)
-                    mixed[half].append(_metrics(pool.para[top], gold[mine]).r1)
+                    top = top_k_grouped(masked, pipeline.groups, pool.langs, q_lang)
+                    mixed[half].append(rank_metrics(pool.para[top], gold[mine]).r1)
             grid[share] = {
                 half: {"cross R@1": float(np.mean(list(cross[half].values()))), "mixed R@1": float(np.mean(mixed[half]))}
                 for half in cross
