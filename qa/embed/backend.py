@@ -182,19 +182,23 @@ def openvino_transformer(
     # sentence-transformers 6 holds the transformers model as `.model`, 5.x as `.auto_model`.
     attr = "model" if isinstance(getattr(module, "model", None), torch.nn.Module) else "auto_model"
     transformer = getattr(module, attr)
-    dest, inputs = openvino_folder(model, cache_dir, fingerprint)
-    if not (dest / "model.xml").exists():
-        log.info("converting the embedding model to OpenVINO into %s (once)", dest)
-        _convert(transformer, inputs, dest)
-    core = ov.Core()
-    # OpenVINO's model cache (the compiled model, beside the converted one): later processes
-    # read it back instead of compiling, as the quick question path (qa.embed.quick) does.
-    config = openvino_config(precision, threads, latency=latency)
-    core.set_property({"CACHE_DIR": str(compiled_folder(dest, config))})
-    compiled = core.compile_model(str(dest / "model.xml"), "CPU", config)
-    from qa.embed.cache import prune_compiled
+    from qa.embed.cache import cache_lock, prune_compiled
 
-    prune_compiled(dest / "compiled")  # what earlier versions compiled, which this one never reads
+    dest, inputs = openvino_folder(model, cache_dir, fingerprint)
+    # Under the cache's lock: OpenVINO writes a compiled model in place, so a process reading it
+    # meanwhile would find it half written (and delete it, or link it into a query bundle).
+    # Uncontended, the lock costs an open; a concurrent load waits for this one's writing.
+    with cache_lock(cache_dir):
+        if not (dest / "model.xml").exists():
+            log.info("converting the embedding model to OpenVINO into %s (once)", dest)
+            _convert(transformer, inputs, dest)
+        core = ov.Core()
+        # OpenVINO's model cache (the compiled model, beside the converted one): later processes
+        # read it back instead of compiling, as the quick question path (qa.embed.quick) does.
+        config = openvino_config(precision, threads, latency=latency)
+        core.set_property({"CACHE_DIR": str(compiled_folder(dest, config))})
+        compiled = core.compile_model(str(dest / "model.xml"), "CPU", config)
+        prune_compiled(dest / "compiled")  # what earlier versions compiled, which this one never reads
     idle: queue.SimpleQueue = queue.SimpleQueue()  # infer requests not in use (one per concurrent call)
     model_config = transformer.config
     del transformer  # not referenced below, so that its torch weights are freed once replaced

@@ -23,6 +23,13 @@ what was freed.
 
 `share_identical` replaces a file by a hard link to an identical one: the query bundle's
 compiled model is the full path's, byte for byte, so the cache holds it once.
+
+`cache_lock` is held by every process that writes into the model cache (converts the model,
+converts or compiles it for OpenVINO, writes or repairs a query bundle, prunes): one writer at
+a time, across processes. What a writer makes appears all at once (a folder or file renamed
+into place), so a process that only reads a complete cache takes no lock; one that finds
+something missing or unrecorded waits for the lock and looks again before calling it damaged,
+because another process may be writing it right now.
 """
 
 from __future__ import annotations
@@ -33,10 +40,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["GRACE_S", "prune_compiled", "prune_models", "share_identical"]
+from qa.errors import ModelError
+from qa.locks import file_lock
+
+__all__ = ["GRACE_S", "LOCK_FILE", "LOCK_WAIT_S", "cache_lock", "prune_compiled", "prune_models", "share_identical"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,36 @@ GRACE_S = 15 * 60
 # A bundle whose model file's folder is not there at all goes after this long unmodified.
 FORGET_S = 30 * 24 * 3600
 _LEFTOVER_MARKS = (".tmp-", ".damaged-", ".stale-")
+LOCK_FILE = ".lock"  # in the models folder; never removed (see qa.locks)
+# How long a process waits for another one's conversion: converting the model and compiling it
+# for OpenVINO take under a minute on 2 cores; several minutes under heavy load.
+LOCK_WAIT_S = 600.0
+
+
+@contextmanager
+def cache_lock(models_dir: Path, *, wait_s: float | None = None) -> Iterator[None]:
+    """Hold the model cache's lock (`models_dir/.lock`) while writing into `models_dir`; waits up
+    to `wait_s` (default `LOCK_WAIT_S`) for another process's writing, then raises ModelError
+    naming the lock file."""
+    wait = LOCK_WAIT_S if wait_s is None else wait_s
+
+    def busy(path: Path) -> ModelError:
+        return ModelError(
+            f"Another process has been writing the model cache for over {wait:.0f} s (it holds the "
+            f"lock {path}). Wait for it to finish, or stop it; a lock file alone, without a process "
+            "holding it, never blocks."
+        )
+
+    models_dir = Path(models_dir)
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(
+            f"Cannot create the model cache folder {models_dir}: {exc.strerror or exc}. "
+            "Fix: point QA_CACHE_DIR at a writable folder."
+        ) from exc
+    with file_lock(models_dir / LOCK_FILE, wait_s=wait, busy=busy):
+        yield
 
 
 def _newest_mtime(path: Path) -> float:

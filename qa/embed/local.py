@@ -173,10 +173,16 @@ class LocalEmbedder:
         bundle = self._quick_bundle()
         if bundle is None or self._model is not None:
             return None
+        from qa.embed import quick
+
         with self._lock:
             if self._quick is None and self._model is None:
                 try:
                     self._quick = bundle.load(self.settings)
+                except quick.BundleGoneError as exc:  # removed by another process meanwhile: not damage
+                    log.info("the quick question path is gone (%s); loading the full model.", exc)
+                    self._bundle = None
+                    return None
                 except Exception as exc:  # noqa: BLE001 -- a bundle that does not load: the full path
                     log.warning("The quick question path failed to load (%s); loading the full model.", exc)
                     self._bundle = None
@@ -232,10 +238,21 @@ class LocalEmbedder:
         info = self.info
         if info.name != DEFAULT_MODEL or info.path == info.name:
             return
+        from qa.embed.cache import cache_lock
+
+        cache_dir = self.settings.cache_dir / "models"
+        try:
+            with cache_lock(cache_dir):  # one writer at a time (see qa.embed.cache)
+                self._write_quick_locked(model, cache_dir)
+        except ModelError as exc:  # the lock not had in time: a later load writes the bundle
+            log.info("cannot write the quick question bundle: %s", exc)
+
+    def _write_quick_locked(self, model: SentenceTransformer, cache_dir: Path) -> None:
+        """`_write_quick`'s work, the cache's lock held: the bundle, the pruning, the links."""
         from qa.embed import backend as embed_backend
         from qa.embed.quick import prune_cache, share_compiled, write_quick
 
-        cache_dir = self.settings.cache_dir / "models"
+        info = self.info
         try:
             folder, inputs = embed_backend.openvino_folder(model, cache_dir, info.fingerprint)
             bundle = write_quick(model, cache_dir, folder, inputs, info.fingerprint, info.path)

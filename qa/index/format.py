@@ -36,7 +36,6 @@ the new version between two questions.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -49,6 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qa.errors import IndexCorruptError, IndexMismatchError, QAError
+from qa.locks import file_lock
 from qa.models import Article, Chunk
 
 __all__ = [
@@ -297,17 +297,11 @@ def read_jsonl(path: Path, model: type[BaseModel]) -> list:
 def build_lock(index_dir: Path) -> Iterator[None]:
     """Hold the build lock of `index_dir`: one build at a time, a second one fails at once."""
     # One build at a time per index directory; a second one fails at once instead of racing.
-    handle = (index_dir / ".lock").open("a")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise QAError(
-                f"Another `qa index` is already building {index_dir}. Wait for it to finish."
-            ) from None
+    def busy(_lock: Path) -> QAError:
+        return QAError(f"Another `qa index` is already building {index_dir}. Wait for it to finish.")
+
+    with file_lock(index_dir / ".lock", wait_s=0, busy=busy):
         yield
-    finally:
-        handle.close()
 
 
 def fsync_dir(path: Path) -> None:

