@@ -69,10 +69,17 @@ def _try_flock(fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, wait_s: float, busy: Callable[[Path], Exception]) -> Iterator[None]:
+def file_lock(
+    path: Path,
+    *,
+    wait_s: float,
+    busy: Callable[[Path], Exception],
+    waiting: Callable[[Path], None] | None = None,
+) -> Iterator[None]:
     """Hold the exclusive lock `path` (created when missing) for the `with` block.
 
-    Waits up to `wait_s` seconds for another holder (0: not at all), then raises `busy(path)`.
+    Waits up to `wait_s` seconds for another holder (0: not at all), then raises `busy(path)`;
+    `waiting(path)` is called once when another process holds it (to say why nothing happens).
     """
     path = Path(path)
     with _held_guard:
@@ -83,7 +90,11 @@ def file_lock(path: Path, *, wait_s: float, busy: Callable[[Path], Exception]) -
     try:
         if held.depth == 0:
             fd = _open(path)
+            told = False
             while fd is not None and not _try_flock(fd):
+                if not told and waiting is not None and wait_s > 0:
+                    waiting(path)
+                    told = True
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise busy(path)

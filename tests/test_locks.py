@@ -3,6 +3,7 @@ index build (qa.index.format.build_lock) hold them: real processes hold real flo
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -40,7 +41,8 @@ def _release(holder: subprocess.Popen) -> None:
     assert holder.wait(timeout=30) == 0
 
 
-def test_a_held_cache_lock_makes_others_wait_then_names_the_lock_file(tmp_path):
+def test_a_held_cache_lock_makes_others_wait_then_names_the_lock_file(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="qa.embed.cache")
     models = tmp_path / "models"
     models.mkdir()
     holder = _hold(models / LOCK_FILE)
@@ -63,6 +65,8 @@ def test_a_held_cache_lock_makes_others_wait_then_names_the_lock_file(tmp_path):
         _release(holder)
         thread.join(30)
         assert events == ["holder releases", "waiter has it"]
+        said = [r.getMessage() for r in caplog.records if r.name == "qa.embed.cache"]
+        assert len(said) == 2 and all(str(models / LOCK_FILE) in line for line in said)  # one per wait
     finally:
         holder.kill()
         holder.wait()

@@ -85,7 +85,10 @@ def cache_lock(models_dir: Path, *, wait_s: float | None = None) -> Iterator[Non
             f"Cannot create the model cache folder {models_dir}: {exc.strerror or exc}. "
             "Fix: point QA_CACHE_DIR at a writable folder."
         ) from exc
-    with file_lock(models_dir / LOCK_FILE, wait_s=wait, busy=busy):
+    def waiting(path: Path) -> None:
+        log.info("waiting for another process writing the model cache (it holds the lock %s)", path)
+
+    with file_lock(models_dir / LOCK_FILE, wait_s=wait, busy=busy, waiting=waiting):
         yield
 
 
