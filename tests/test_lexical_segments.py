@@ -4,7 +4,9 @@ rows and scores of one index of every passage, bit for bit; deleted passages nev
 Bit for bit, not a tolerance: the global idf, mean length and length-normalization table are the
 same floats as one index's (integer sums, then the one float computation), every segment reads
 the same tokens in the same order (chosen from the global document frequencies), and each
-passage's postings all lie in one segment, so its sum is the same additions in the same order.
+passage's postings all lie in one segment, so its sum is the same additions in the same order
+(past 16 token lists the merge goes through a heap, whose order between lists at one passage
+could differ; its sum is in float64 of float32 weights, exact unless they differ by 2^29).
 """
 
 from __future__ import annotations
