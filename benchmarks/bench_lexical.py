@@ -15,6 +15,14 @@ format 4 (the same postings merged from the stored scores); the results are chec
 
     python benchmarks/bench_lexical.py --sizes 300000          # ~6 minutes on 2 busy cores
     python benchmarks/bench_lexical.py --sizes 1000000         # ~9 minutes, ~3 GB at its peak
+
+With `--segments K`, segments instead: the same N passages written once as one index and once
+as K segments (K writers, consecutive passages, as an index grown by adds would be), both
+memory-mapped; each question is answered in turn by the one index (`LexicalIndex.sparse_scores`),
+by `qa.lexical.SegmentedLexical` over that one index (the wrapper's own cost) and over the K
+segments (statistics summed at question time), results checked equal bit for bit:
+
+    python benchmarks/bench_lexical.py --sizes 300000 --segments 4 --label segments_300k
 """
 
 from __future__ import annotations
@@ -155,12 +163,79 @@ def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[
     }  # fmt: skip
 
 
+def _write(texts, n: int, parts: int, work: Path) -> list[Path]:
+    """The N passages written by `LexicalWriter`s: once whole (the first folder), and cut into
+    `parts` consecutive segments (the others), in one pass over the passages."""
+    from qa.lexical import LexicalWriter
+
+    whole = LexicalWriter(work / "runs-whole")
+    segments = [LexicalWriter(work / f"runs-{i}") for i in range(parts)]
+    for i, text in enumerate(passages(texts, n, np.random.default_rng(n))):
+        whole.add(text)
+        segments[i * parts // n].add(text)
+    folders = [work / "whole"] + [work / f"segment-{i}" for i in range(parts)]
+    for writer, folder in zip([whole, *segments], folders):
+        writer.close(folder)
+    return folders
+
+
+def run_segments(n: int, parts: int, texts: list[str], questions: list[str], budget: int, work: Path) -> dict:
+    """One index against `parts` segments of the same passages (see the module), same process."""
+    from qa.lexical import LEXICAL_ARRAYS, LexicalIndex, SegmentedLexical
+
+    t0 = time.perf_counter()
+    folders = _write(texts, n, parts, work)
+    write_s = time.perf_counter() - t0
+
+    def mapped(folder: Path) -> LexicalIndex:
+        return LexicalIndex.load(folder, arrays={k: np.load(folder / f, mmap_mode="r") for k, f in LEXICAL_ARRAYS.items()})
+
+    whole = mapped(folders[0])
+    paths = {
+        "one index": whole.sparse_scores,
+        "1 segment": SegmentedLexical([whole]).sparse_scores,
+        f"{parts} segments": SegmentedLexical([mapped(f) for f in folders[1:]]).sparse_scores,
+    }
+    for question in questions[:50]:  # compile the kernels and read the pages in, every path
+        for path in paths.values():
+            path(question, budget)
+    times = {name: [] for name in paths}
+    for _ in range(ROUNDS):
+        for question in questions:
+            results = []
+            for name, path in paths.items():
+                t = time.perf_counter()
+                results.append(path(question, budget))
+                times[name].append(time.perf_counter() - t)
+            (rows, scores), *others = results
+            for other_rows, other_scores in others:
+                if not (np.array_equal(rows, other_rows) and np.array_equal(scores, other_scores)):
+                    raise AssertionError(f"the segments' scores differ from one index's for {question!r}")
+    stats = {name: percentiles(t) for name, t in times.items()}
+    base = stats["one index"]
+    return {
+        "passages": n, "segments": parts, "postings_per_passage": round(len(whole.indices) / n, 1),
+        "write_s": round(write_s, 1), "questions": len(questions), "rounds": ROUNDS, "paths": stats,
+        "ratio_p50": {k: round(v["p50_ms"] / base["p50_ms"], 2) for k, v in stats.items()},
+        "ratio_p95": {k: round(v["p95_ms"] / base["p95_ms"], 2) for k, v in stats.items()},
+        "ratio_mean": {k: round(v["mean_ms"] / base["mean_ms"], 2) for k, v in stats.items()},
+    }  # fmt: skip
+
+
+def segments_table(results: list[dict]) -> str:
+    rows = [[name, f"{r['passages']:,}", s["p50_ms"], s["p95_ms"], s["mean_ms"], r["ratio_p50"][name],
+             r["ratio_p95"][name], r["ratio_mean"][name]] for r in results for name, s in r["paths"].items()]  # fmt: skip
+    return table(["BM25 over", "passages", "p50 ms", "p95 ms", "mean ms", "x p50", "x p95", "x mean"], rows,
+                 title="sparse_scores per question (same process, alternating); x: against one index")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[300_000])
     parser.add_argument("--label", default="counts")
     parser.add_argument("--questions", type=int, default=2000, help="real questions sampled, all languages")
     parser.add_argument("--idf-by-language", action="store_true", help="each passage with its language's idf")
+    parser.add_argument("--segments", type=int, default=0, help="one index against this many segments instead")
     args = parser.parse_args(argv)
     from qa.config import Settings
 
@@ -175,11 +250,17 @@ def main(argv: list[str] | None = None) -> dict:
     for n in args.sizes:
         work = Path(tempfile.mkdtemp(prefix="qa-bench-lexical-"))
         try:
-            results.append(run(n, texts, text_langs if args.idf_by_language else None, questions, budget, work))
+            if args.segments:
+                results.append(run_segments(n, args.segments, texts, questions, budget, work))
+            else:
+                results.append(run(n, texts, text_langs if args.idf_by_language else None, questions, budget, work))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     write_json(RESULTS / f"bench_lexical_{args.label}.json", {"benchmark": "bench_lexical", "machine": info,
                                                               "results": results})  # fmt: skip
+    if args.segments:
+        print(segments_table(results))
+        return {"results": results}
     rows = []
     for r in results:
         for name, key in (("scores stored (format 4)", "scores"), ("counts, gathered + numpy (format 5)", "gathered"),

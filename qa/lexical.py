@@ -21,7 +21,7 @@ import shutil
 import unicodedata
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ __all__ = [
     "LEXICAL_ARRAYS",
     "LexicalIndex",
     "LexicalWriter",
+    "SegmentedLexical",
     "bm25_idf",
     "bm25_norms",
     "bm25_weight",
@@ -416,6 +417,220 @@ class LexicalIndex:
         if index.passages != params["passages"] or len(index.indptr) != len(vocab) + 1:
             raise ValueError(f"{folder} has {index.passages} lengths for {params['passages']} passages")
         return index
+
+
+class SegmentedLexical:
+    """BM25 over several indexes written apart (segments), scored as one index of all their
+    passages: each question's statistics are summed over the segments when it is asked.
+
+    Lucene's way: a token's document frequency is the sum of its postings counts in the segments
+    that know it, the passages and the summed lengths (hence the mean length and the length
+    normalization table, `norms`) are the segments' sums, and each segment's postings are scored
+    with these global values by the one scoring merge (`qa.kernels.merge_counted_postings`).
+    So the scores are those of one `LexicalIndex` built over all the passages (tested bit for
+    bit, `tests/test_lexical_segments.py`), whatever the split.
+
+    `segments`: the indexes (`LexicalIndex.load`, memory-mapped as usual), of one analyzer, k1
+    and b. `offsets`: the global row of each segment's first passage, ascending, the segments
+    not overlapping (default: one after another from 0). `deleted`: per segment None or a
+    boolean mask of its passages (tombstones): a deleted passage is never returned, but, as in
+    Lucene until a merge rewrites the segment, it still counts in the document frequencies,
+    the passages and the lengths the scores use, so deleting changes no other passage's score.
+    """
+
+    def __init__(
+        self,
+        segments: Sequence[LexicalIndex],
+        offsets: Sequence[int] | None = None,
+        deleted: Sequence[np.ndarray | None] | None = None,
+    ):
+        self.segments = list(segments)
+        if not self.segments:
+            raise ValueError("no BM25 segments given: give at least one LexicalIndex (it may be empty)")
+        first = self.segments[0]
+        for i, segment in enumerate(self.segments):
+            if (segment.analyzer, segment.k1, segment.b) != (first.analyzer, first.k1, first.b):
+                raise ValueError(
+                    f"BM25 segment {i} has analyzer {segment.analyzer}, k1 {segment.k1}, b {segment.b}; segment "
+                    f"0 has {first.analyzer}, {first.k1}, {first.b}: rebuild the older segments with `qa index`"
+                )
+        sizes = np.array([s.passages for s in self.segments], np.int64)
+        self.offsets = _segment_offsets(sizes, offsets)
+        self.deleted = _deleted_masks(sizes, deleted)
+        self.rows = int(self.offsets[-1] + sizes[-1])  # global rows span 0..rows (a gap's rows: none)
+        self.passages = int(sizes.sum())  # BM25's N: deleted passages included (see the class)
+        self.total_length = sum(s.total_length for s in self.segments)
+        self.avgdl = mean_length(self.total_length, self.passages)
+        self.analyzer, self.k1, self.b = first.analyzer, first.k1, first.b
+        self._norms: np.ndarray | None = None
+        self.lang_ids: np.ndarray | None = None  # global, `set_languages`; None: the pool's idf
+        self.lang_passages: np.ndarray | None = None
+
+    def set_languages(self, lang_ids: np.ndarray) -> SegmentedLexical:
+        """`LexicalIndex.set_languages` over the global rows (`lang_ids`: one a global row, the
+        deleted passages' too, since they count in the statistics). Returns the index."""
+        lang_ids = np.asarray(lang_ids)
+        if lang_ids.shape != (self.rows,):
+            raise ValueError(f"{lang_ids.shape[0] if lang_ids.ndim else 0} language ids for {self.rows} rows")
+        self.lang_ids = lang_ids.astype(np.uint8, copy=False) if lang_ids.max(initial=0) < 256 else lang_ids
+        counted = np.concatenate([self._segment_langs(i) for i in range(len(self.segments))])
+        self.lang_passages = np.bincount(counted, minlength=int(self.lang_ids.max(initial=0)) + 1)
+        return self
+
+    def _segment_langs(self, i: int) -> np.ndarray:
+        """Segment `i`'s passages' language ids (a view of the global ones), or none."""
+        if self.lang_ids is None:
+            return np.zeros(0, np.uint8)
+        start = int(self.offsets[i])
+        return self.lang_ids[start : start + self.segments[i].passages]
+
+    @property
+    def norms(self) -> np.ndarray:
+        """`LexicalIndex.norms` from the global mean length, up to the longest passage of any
+        segment: every segment's postings are looked up in this one table."""
+        if self._norms is None:
+            longest = max(int(np.max(s.lengths, initial=0)) for s in self.segments)
+            self._norms = bm25_norms(np.arange(longest + 1), self.avgdl, self.k1, self.b)
+        return self._norms
+
+    def _postings_of(self, tokens: Iterable[str]) -> dict[str, list[tuple[int, int, int]]]:
+        """Each token known to some segment: its postings there, (segment, start, end) a segment
+        that knows it. Its global document frequency is the sum of the ends minus starts."""
+        found: dict[str, list[tuple[int, int, int]]] = {}
+        for token in dict.fromkeys(tokens):  # each token once, in question order
+            for i, segment in enumerate(self.segments):
+                t = segment.vocab.get(token)
+                if t is not None:
+                    found.setdefault(token, []).append((i, int(segment.indptr[t]), int(segment.indptr[t + 1])))
+        return found
+
+    def idf(self, tokens: list[str]) -> np.ndarray:
+        """`LexicalIndex.idf` from the document frequencies summed over the segments."""
+        found = self._postings_of(tokens)
+        df = [sum(end - start for _, start, end in found.get(t, ())) for t in tokens]
+        return bm25_idf(np.array(df, np.float64), self.passages)
+
+    def sparse_scores(self, query: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """`LexicalIndex.sparse_scores` over the segments: (global rows ascending, float32 scores)
+        of the passages sharing a token with `query`, deleted passages left out.
+
+        The tokens read are chosen from their global document frequencies (`postings_to_read`,
+        rarest first within `budget` postings, deleted postings counted), so every segment reads
+        the same tokens, in the same order, as one index would: each passage's sum is then the
+        same floats. Each segment is merged apart (its rows are its own), then offset.
+        """
+        from qa.kernels import merge_counted_postings
+
+        tokens = tokenize(query, self.analyzer)
+        found = self._postings_of(tokens)
+        df = {token: sum(end - start for _, start, end in places) for token, places in found.items()}
+        read, weights = postings_to_read(tokens, df, budget)  # a repeated token weighs each time
+        if not read:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        # Where each read token's postings are in each segment: (segments, tokens), an empty
+        # range where the segment lacks it (kept, so that the lists stay the question's lists).
+        starts = np.zeros((len(self.segments), len(read)), np.int64)
+        ends = np.zeros((len(self.segments), len(read)), np.int64)
+        for j, token in enumerate(read):
+            for i, start, end in found[token]:
+                starts[i, j], ends[i, j] = start, end
+        idf = self._idf_table(starts, ends, np.array([df[t] for t in read], np.int64))
+        all_rows, all_scores = [], []
+        for i, segment in enumerate(self.segments):
+            if not (ends[i] > starts[i]).any():
+                continue  # none of the question's tokens here
+            rows, scores = merge_counted_postings(
+                segment.indices, segment.counts, segment.lengths, self.norms, idf, self._segment_langs(i),
+                starts[i], ends[i], weights,
+            )  # fmt: skip
+            if self.deleted[i] is not None:
+                kept = ~self.deleted[i][rows]
+                rows, scores = rows[kept], scores[kept]
+            all_rows.append(rows + self.offsets[i])
+            all_scores.append(scores)
+        if not all_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.concatenate(all_rows), np.concatenate(all_scores)
+
+    def _idf_table(self, starts: np.ndarray, ends: np.ndarray, df: np.ndarray) -> np.ndarray:
+        """`LexicalIndex._idf_table` from global statistics: (tokens, languages) float32, one
+        column of the pool's idf when there are no languages, else each language's document
+        frequencies summed over the segments (`qa.kernels.postings_by_language`)."""
+        if self.lang_ids is None:
+            return bm25_idf(df, self.passages).astype(np.float32)[:, None]
+        from qa.kernels import postings_by_language
+
+        width = len(self.lang_passages)
+        by_lang = np.zeros((starts.shape[1], width), np.int64)
+        for i, segment in enumerate(self.segments):
+            by_lang += postings_by_language(segment.indices, starts[i], ends[i], self._segment_langs(i), width)
+        return bm25_idf(by_lang, self.lang_passages).astype(np.float32)
+
+    def scores(self, query: str) -> np.ndarray:
+        """`LexicalIndex.scores` over the global rows (deleted passages score 0): each known
+        token's postings of every segment, in global row order, weighted and added in question
+        order into float32 zeros, as one index adds them."""
+        out = np.zeros(self.rows, np.float32)
+        tokens = tokenize(query, self.analyzer)
+        found = self._postings_of(tokens)
+        for token in tokens:
+            if token not in found:
+                continue
+            parts = [(self.segments[i], self.offsets[i], start, end) for i, start, end in found[token]]
+            rows = np.concatenate([s.indices[a:b].astype(np.int64) + offset for s, offset, a, b in parts])
+            counts = np.concatenate([s.counts[a:b].astype(np.uint32) for s, _, a, b in parts])
+            lengths = np.concatenate([s.lengths[s.indices[a:b]].astype(np.int64) for s, _, a, b in parts])
+            if self.lang_ids is None:
+                idf = bm25_idf(np.array([len(rows)]), self.passages).astype(np.float32)[0]
+            else:
+                langs = self.lang_ids[rows]
+                df = np.bincount(langs, minlength=len(self.lang_passages))
+                idf = bm25_idf(df, self.lang_passages).astype(np.float32)[langs]
+            np.add.at(out, rows, bm25_weights(counts, self.norms[lengths], idf))
+        for i, mask in enumerate(self.deleted):
+            if mask is not None:
+                out[self.offsets[i] + np.flatnonzero(mask)] = 0
+        return out
+
+    def postings(self) -> list[np.ndarray]:
+        """Every segment's arrays (`LexicalIndex.postings`), segment after segment."""
+        return [array for segment in self.segments for array in segment.postings()]
+
+
+def _segment_offsets(sizes: np.ndarray, offsets: Sequence[int] | None) -> np.ndarray:
+    """The global row of each segment's first passage: `offsets` checked (ascending, segments
+    not overlapping), or the segments one after another from 0."""
+    if offsets is None:
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    offsets = np.asarray(offsets, np.int64)
+    if offsets.shape != sizes.shape:
+        raise ValueError(f"{len(offsets)} row offsets for {len(sizes)} BM25 segments: give one a segment")
+    overlap = np.flatnonzero((offsets[1:] < offsets[:-1] + sizes[:-1]) | (offsets[1:] < offsets[:-1]))
+    if offsets[0] < 0 or len(overlap):
+        bad = int(overlap[0]) + 1 if len(overlap) else 0
+        raise ValueError(
+            f"BM25 segment {bad} starts at row {int(offsets[bad])}, inside the rows before it (offsets "
+            f"{offsets.tolist()}, passages {sizes.tolist()}): give ascending offsets, each at least the previous "
+            "one plus its passages"
+        )
+    return offsets
+
+
+def _deleted_masks(sizes: np.ndarray, deleted: Sequence[np.ndarray | None] | None) -> list[np.ndarray | None]:
+    """Per segment its tombstones as a boolean mask of its passages, or None when it has none."""
+    if deleted is None:
+        return [None] * len(sizes)
+    if len(deleted) != len(sizes):
+        raise ValueError(f"{len(deleted)} deleted-row masks for {len(sizes)} BM25 segments: give one a segment")
+    masks: list[np.ndarray | None] = []
+    for i, (mask, size) in enumerate(zip(deleted, sizes)):
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != (size,):
+                raise ValueError(f"BM25 segment {i}'s deleted-row mask has shape {mask.shape}, not ({size},)")
+            mask = mask if mask.any() else None  # nothing deleted: nothing to filter
+        masks.append(mask)
+    return masks
 
 
 class LexicalWriter:
