@@ -21,7 +21,15 @@ import numpy as np
 import pytest
 
 from qa.config import Settings
-from qa.embed.cache import LOCK_FILE, prune_compiled, prune_models, share_identical
+from qa.embed.cache import (
+    GRACE_S,
+    LOCK_FILE,
+    mark_used,
+    prune_blobs,
+    prune_compiled,
+    prune_models,
+    share_identical,
+)
 from qa.embed.quick import QUICK_FORMAT, find_quick, quick_backend
 
 QUESTIONS = ["Who did the board name as CEO?", "¿Qué porcentaje de OpenAI posee Microsoft?", "微软在OpenAI投资了多少钱？"]
@@ -135,6 +143,67 @@ def test_prune_compiled_removes_loose_compiled_models_only(tmp_path):
     assert prune_compiled(linked / "compiled") == 0 and (copy / "compiled" / "4.blob").is_file()
 
 
+def _blob(folder: Path, name: str, age_s: float, *, used_s: float | None = None, size: int = 64 * 1024) -> Path:
+    """A compiled model `name` written `age_s` ago, marked used `used_s` ago (or never)."""
+    blob = folder / name
+    blob.write_bytes(name.encode()[:1] * size)
+    _age(blob, age_s)
+    if used_s is not None:
+        mark_used(folder, [name])
+        _age(folder / f"{name}.used", used_s)
+    return blob
+
+
+def test_prune_blobs_keeps_the_recently_used_and_frees_the_bundles_links_too(tmp_path):
+    models = tmp_path / "models"
+    config = models / "openvino-x" / "compiled" / "abc123"
+    config.mkdir(parents=True)
+    bundle = models / "quick-1" / "compiled"
+    bundle.mkdir(parents=True)
+    old = _blob(config, "1.blob", 2 * DAY)
+    older = _blob(config, "2.blob", 3 * DAY)
+    marked = _blob(config, "3.blob", 5 * DAY, used_s=3600)  # written long ago, read an hour ago
+    busy = _blob(config, "4.blob", 4 * DAY, used_s=60)  # read a minute ago
+    new = _blob(config, "5.blob", 120)  # written two minutes ago: its writer may be at work
+    for blob in (old, older, marked, busy, new):
+        os.link(blob, bundle / blob.name)  # the query bundle's cache holds the same files
+    (bundle / "2.blob").unlink()
+    (bundle / "2.blob").write_bytes(b"own")  # the bundle's own file of that name: not the same one
+    outside = tmp_path / "outside.blob"
+    outside.write_bytes(b"o" * 4096)
+    _age(outside)
+    (config / "6.blob").symlink_to(outside)  # never followed nor removed
+    before = _disk(models)
+
+    freed = prune_blobs(config, keep=3)  # the 3 most recently used: busy, new, marked
+    assert sorted(p.name for p in config.glob("*.blob")) == ["3.blob", "4.blob", "5.blob", "6.blob"]
+    assert not (bundle / "1.blob").exists() and (bundle / "2.blob").read_bytes() == b"own"
+    assert freed == before - _disk(models) >= 2 * 64 * 1024  # the bytes are gone from the disk
+    assert outside.read_bytes() == b"o" * 4096 and (config / "6.blob").is_symlink()
+    assert not (config / "2.blob.used").exists()
+
+    assert prune_blobs(config, keep=1) > 0  # marked goes; new stays, within the grace period
+    assert sorted(p.name for p in config.glob("*.blob")) == ["4.blob", "5.blob", "6.blob"]
+    assert not (config / "3.blob.used").exists() and not (bundle / "3.blob").exists()
+    assert (bundle / "4.blob").stat().st_ino == busy.stat().st_ino
+    _age(config / "5.blob", GRACE_S + 60)
+    assert prune_blobs(config, keep=1) > 0 and sorted(p.name for p in config.glob("*.blob")) == ["4.blob", "6.blob"]
+    assert not [p for p in config.iterdir() if ".stale-" in p.name]
+
+    linked = tmp_path / "linked"
+    linked.symlink_to(models / "openvino-x", target_is_directory=True)
+    assert prune_blobs(linked / "compiled" / "abc123", keep=0, grace_s=0) == 0 and busy.is_file()
+
+
+def test_a_bundle_forgets_the_records_of_compiled_models_removed_from_it(tmp_path):
+    from qa.embed.quick.checksums import _trusted_compiled, _write_verified
+
+    compiled = tmp_path / "compiled"
+    compiled.mkdir()
+    _write_verified(tmp_path, {"stamps": {}, "compiled": {"1.blob": ["crc", [1, 2, 3, 4]]}})
+    assert _trusted_compiled(tmp_path)["compiled"] == {}  # pruned: one of that name later is new
+
+
 def test_share_identical_links_equal_files_only(tmp_path):
     original, same, other = tmp_path / "a.blob", tmp_path / "b.blob", tmp_path / "c.blob"
     original.write_bytes(b"compiled" * 1000)
@@ -234,6 +303,49 @@ def test_after_a_load_only_the_current_bundle_remains_and_answers_are_equal(stal
     LocalEmbedder(settings.model_copy(update={"fast_queries": False})).encode_queries(QUESTIONS[:1])  # full path
     assert blobs[0].stat().st_ino == (full_compiled / blobs[0].name).stat().st_ino
     assert np.abs(_quick_vectors(stale_cache, stale_cache.parent / "linked.npy") - expected).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_the_cache_reached_through_another_path_compiles_no_second_model(tmp_path):
+    """OpenVINO names a compiled model after the model file's path: the same cache reached through
+    a symbolic link (QA_CACHE_DIR, or a folder above it) once wrote a new 470 MB compiled model
+    at each load. Two loads through two paths, then the quick path, leave one, marked used."""
+    from qa.embed import LocalEmbedder
+    from qa.embed.backend import compiled_folder, openvino_config
+
+    cache = tmp_path / "cache"
+    models = cache / "models"
+    models.mkdir(parents=True)
+    if quick_backend(Settings(cache_dir=cache)) is None:
+        pytest.skip("the quick path needs OpenVINO on a CPU")
+    shared = Settings().cache_dir / "models"
+    for entry in shared.iterdir() if shared.is_dir() else []:
+        if entry.is_dir() and entry.name.startswith("openvino-") and (entry / "model.bin").is_file():
+            (models / entry.name).mkdir()  # a copy: this test's compiles stay in its own cache
+            for name in ("model.xml", "model.bin"):
+                shutil.copy2(entry / name, models / entry.name / name)
+        elif entry.is_dir() and not entry.name.startswith((".", "quick-", "openvino-")):
+            (models / entry.name).symlink_to(entry, target_is_directory=True)
+    (tmp_path / "alias").symlink_to(cache, target_is_directory=True)
+
+    vectors = []
+    for where in (cache, tmp_path / "alias"):
+        settings = Settings(cache_dir=where, fast_queries=False)
+        embedder = LocalEmbedder(settings)
+        vectors.append(embedder.encode_queries(QUESTIONS))
+    assert np.abs(vectors[0] - vectors[1]).max() <= 1e-5
+    bundle = find_quick(Settings(cache_dir=cache))
+    assert bundle is not None
+    got = _quick_vectors(tmp_path / "alias", tmp_path / "quick.npy")
+    assert np.abs(got - vectors[0]).max() <= 1e-5
+
+    threads = settings.threads or os.cpu_count() or 1
+    config = openvino_config(embedder.backend.removeprefix("openvino-"), threads)
+    folder = compiled_folder(Path(bundle.meta["openvino_model"]).parent, config)
+    blobs = list(folder.glob("*.blob"))
+    assert len(blobs) == 1, blobs
+    assert (folder / f"{blobs[0].name}.used").is_file()
+    assert [p.stat().st_ino for p in (bundle.folder / "compiled").glob("*.blob")] == [blobs[0].stat().st_ino]
 
 
 _QUICK = """

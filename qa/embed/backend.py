@@ -44,6 +44,7 @@ __all__ = [
     "compiled_folder",
     "cpu_has_bf16",
     "encode_in_parallel",
+    "model_xml",
     "openvino_config",
     "openvino_folder",
     "openvino_installed",
@@ -182,7 +183,7 @@ def openvino_transformer(
     # sentence-transformers 6 holds the transformers model as `.model`, 5.x as `.auto_model`.
     attr = "model" if isinstance(getattr(module, "model", None), torch.nn.Module) else "auto_model"
     transformer = getattr(module, attr)
-    from qa.embed.cache import cache_lock, prune_compiled
+    from qa.embed.cache import blob_state, cache_lock, loaded_blobs, mark_used, prune_blobs, prune_compiled
 
     dest, inputs = openvino_folder(model, cache_dir, fingerprint)
     # Under the cache's lock: OpenVINO writes a compiled model in place, so a process reading it
@@ -196,9 +197,16 @@ def openvino_transformer(
         # OpenVINO's model cache (the compiled model, beside the converted one): later processes
         # read it back instead of compiling, as the quick question path (qa.embed.quick) does.
         config = openvino_config(precision, threads, latency=latency)
-        core.set_property({"CACHE_DIR": str(compiled_folder(dest, config))})
-        compiled = core.compile_model(str(dest / "model.xml"), "CPU", config)
+        folder = compiled_folder(dest, config)
+        before = blob_state(folder)
+        core.set_property({"CACHE_DIR": str(folder)})
+        # The resolved path: OpenVINO names the compiled model after the path as given, so the same
+        # file reached through a symbolic link (QA_CACHE_DIR or a folder above it) would compile
+        # into another 470 MB file each time; the quick path compiles it under this path too.
+        compiled = core.compile_model(str(model_xml(dest)), "CPU", config)
+        mark_used(folder, loaded_blobs(folder, before))
         prune_compiled(dest / "compiled")  # what earlier versions compiled, which this one never reads
+        prune_blobs(folder)  # compiled models of this configuration not used lately
     idle: queue.SimpleQueue = queue.SimpleQueue()  # infer requests not in use (one per concurrent call)
     model_config = transformer.config
     del transformer  # not referenced below, so that its torch weights are freed once replaced
@@ -239,6 +247,12 @@ def openvino_folder(model: SentenceTransformer, cache_dir: Path, fingerprint: st
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     inputs = tuple(name for name in _INPUTS if name in preprocess(["a"]))
     return _cache_folder(cache_dir, fingerprint, inputs, ov.__version__), inputs
+
+
+def model_xml(openvino_dir: Path) -> Path:
+    """The OpenVINO copy's `model.xml` under its resolved path, the one both paths compile: OpenVINO's
+    cache key is a hash of the path as given, so one file must always be named the same way."""
+    return (Path(openvino_dir) / "model.xml").resolve()
 
 
 def compiled_folder(openvino_dir: Path, config: dict) -> Path:

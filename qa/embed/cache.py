@@ -15,6 +15,16 @@ version of qa can never read again:
   into a folder per compile configuration there, see qa.embed.backend);
 * leftovers of writers killed midway (`.quick-*.tmp-*`, `.*.damaged-*`, ...).
 
+`prune_blobs` bounds a configuration folder (`openvino-*/compiled/<config>/`): OpenVINO names a
+compiled model after a hash of the model file's path as given, so the same model reached under
+another path (a symbolic link, another mount) compiles into a new 470 MB file beside the first,
+and nothing read the first again. The full path keeps the `KEEP_BLOBS` most recently used ones
+there and removes the others, with their hard links in the query bundles (so that the bytes are
+freed). "Used" is recorded by `mark_used`: a marker file `<blob>.used` touched by each process
+that loads or writes that compiled model (OpenVINO reads a blob without changing its mtime, and
+the access time is not kept on `noatime` mounts, and once a day on `relatime` ones);
+`loaded_blobs` tells which one a compile read or wrote.
+
 Safely: nothing modified in the last `GRACE_S` seconds is touched (a writer may be filling it);
 a folder is renamed out of the way first, so that no process finds it half deleted, then
 deleted (a process that has a file open keeps reading it: POSIX frees it on close). Symbolic
@@ -47,7 +57,20 @@ from pathlib import Path
 from qa.errors import ModelError
 from qa.locks import file_lock
 
-__all__ = ["GRACE_S", "LOCK_FILE", "LOCK_WAIT_S", "cache_lock", "prune_compiled", "prune_models", "share_identical"]
+__all__ = [
+    "GRACE_S",
+    "KEEP_BLOBS",
+    "LOCK_FILE",
+    "LOCK_WAIT_S",
+    "blob_state",
+    "cache_lock",
+    "loaded_blobs",
+    "mark_used",
+    "prune_blobs",
+    "prune_compiled",
+    "prune_models",
+    "share_identical",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +84,12 @@ LOCK_FILE = ".lock"  # in the models folder; never removed (see qa.locks)
 # How long a process waits for another one's conversion: converting the model and compiling it
 # for OpenVINO take under a minute on 2 cores; several minutes under heavy load.
 LOCK_WAIT_S = 600.0
+# Compiled models kept per configuration folder. The model file is compiled under its resolved
+# path, so one is read per model copy and configuration; the second covers the same cache used
+# under two real paths (a folder mounted elsewhere in a container, a copy of the cache) without
+# the two compiling in turn. Each further one is 470 MB that nothing may read again.
+KEEP_BLOBS = 2
+_USED = ".used"  # suffix of the marker file whose mtime is a compiled model's last use
 
 
 @contextmanager
@@ -249,6 +278,114 @@ def prune_compiled(compiled_dir: Path, *, grace_s: float = GRACE_S) -> int:
             gained = _remove(entry)
             freed, removed = freed + gained, removed + 1
     _report(freed, removed, "compiled models of an earlier layout", compiled_dir)
+    return freed
+
+
+def blob_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """The compiled models in `folder` as {name: (inode, mtime_ns)}, to compare after a compile."""
+    try:
+        entries = list(Path(folder).glob("*.blob"))
+    except OSError:
+        return {}
+    state = {}
+    for blob in entries:
+        try:
+            info = blob.lstat()
+        except OSError:
+            continue
+        state[blob.name] = (info.st_ino, info.st_mtime_ns)
+    return state
+
+
+def loaded_blobs(folder: Path, before: dict[str, tuple[int, int]]) -> set[str]:
+    """The names of the compiled models in `folder` that a compile just wrote (not in `before`,
+    `blob_state` taken before it, or rewritten since) or read: OpenVINO maps the blob it reads
+    into memory, listed in /proc/self/maps (Linux; elsewhere only what it wrote is known)."""
+    after = blob_state(folder)
+    names = {name for name, state in after.items() if before.get(name) != state}
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+        where = os.path.realpath(folder)
+    except OSError:
+        return names
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        path = parts[5] if len(parts) == 6 else ""
+        if path.endswith(".blob") and Path(path).name in after and os.path.realpath(os.path.dirname(path)) == where:
+            names.add(Path(path).name)
+    return names
+
+
+def mark_used(folder: Path, names: Iterable[str]) -> None:
+    """Record that the compiled models `names` in `folder` were used now (`<name>.used` touched;
+    names with no compiled model there are skipped). Best effort."""
+    for name in names:
+        blob, marker = Path(folder) / name, Path(folder) / f"{name}{_USED}"
+        try:
+            if blob.is_file() and not blob.is_symlink():
+                marker.touch()
+        except OSError as exc:  # a read-only cache: its models are kept, as before
+            log.debug("could not mark %s as used: %s", blob, exc)
+
+
+def _last_used(blob: Path) -> float:
+    """When `blob` was last written or marked used (`mark_used`)."""
+    used = blob.lstat().st_mtime
+    try:
+        return max(used, blob.with_name(f"{blob.name}{_USED}").lstat().st_mtime)
+    except OSError:
+        return used
+
+
+def _bundle_links(models_dir: Path, blob: Path) -> list[Path]:
+    """The hard links to `blob` in the query bundles' caches (`quick-*/compiled/`) of `models_dir`."""
+    try:
+        target = blob.lstat()
+        bundles = [p for p in models_dir.glob("quick-*") if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+    links = []
+    for bundle in bundles:
+        link = bundle / "compiled" / blob.name
+        try:
+            info = link.lstat()
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino) and not (bundle / "compiled").is_symlink():
+            links.append(link)
+    return links
+
+
+def prune_blobs(folder: Path, *, keep: int = KEEP_BLOBS, grace_s: float = GRACE_S) -> int:
+    """Remove the compiled models of the configuration folder `folder` (`openvino-*/compiled/<config>/`)
+    but the `keep` most recently used (`mark_used`), with their markers and their hard links in the
+    query bundles beside it; never one written or used in the last `grace_s` seconds, nor through a
+    symbolic link. Call it holding `cache_lock`. Returns the bytes freed."""
+    folder = Path(folder)
+    if any(p.is_symlink() for p in (folder, folder.parent, folder.parent.parent)) or not folder.is_dir():
+        return 0  # a cache folder linked from elsewhere is not ours to clean
+    models_dir = folder.parent.parent.parent
+    now = time.time()
+    dated = []
+    for blob in folder.glob("*.blob"):
+        try:
+            if blob.is_file() and not blob.is_symlink():
+                dated.append((_last_used(blob), blob.name, blob))
+        except OSError:
+            continue  # removed meanwhile
+    freed = removed = 0
+    for used, _name, blob in sorted(dated, reverse=True)[keep:]:
+        if now - used < grace_s:
+            continue
+        for link in _bundle_links(models_dir, blob):
+            _remove(link)  # the bundle records it still: it drops a record whose file is gone
+        gained = _remove(blob)
+        freed, removed = freed + gained, removed + (not blob.exists())
+        blob.with_name(f"{blob.name}{_USED}").unlink(missing_ok=True)
+    for marker in folder.glob(f"*{_USED}"):  # markers of compiled models removed by other means
+        if not marker.with_name(marker.name.removesuffix(_USED)).exists() and _is_old(marker, now, grace_s):
+            marker.unlink(missing_ok=True)
+    _report(freed, removed, "compiled models not used lately", folder)
     return freed
 
 

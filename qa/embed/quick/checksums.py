@@ -156,6 +156,10 @@ def _trusted_compiled(folder: Path) -> dict:
                 log.warning("The quick question path's compiled model %s; compiling it again.", exc)
             records.pop(blob.name, None)
             blob.unlink(missing_ok=True)
+    for name in [name for name in records if not (compiled / name).is_file()]:
+        # Removed by the full path's pruning (qa.embed.cache.prune_blobs): a compiled model of
+        # that name written later is a new one, adopted or recorded as such.
+        del records[name]
     return verified
 
 

@@ -157,8 +157,8 @@ class QuickBundle:
 
     def load(self, settings: Settings) -> QuickQueries:
         """Map the tokenizer's arrays and compile the OpenVINO model (with OpenVINO's cache)."""
-        from qa.embed.backend import _import_openvino, compiled_folder, openvino_config
-        from qa.embed.cache import cache_lock
+        from qa.embed.backend import _import_openvino, compiled_folder, model_xml, openvino_config
+        from qa.embed.cache import blob_state, cache_lock, loaded_blobs, mark_used
 
         meta, folder = self.meta, self.folder
         try:
@@ -180,7 +180,7 @@ class QuickBundle:
             unk=meta["unk"],
             specials=tuple(meta["specials"]),
         )
-        xml = Path(meta["openvino_model"])
+        xml = model_xml(Path(meta["openvino_model"]).parent)  # the full path's cache key (see there)
         core = _import_openvino().Core()
         # OpenVINO's model cache: the compiled model is written in the bundle once and read
         # back by later processes (measured 0.4 s instead of 0.7 s to compile on 2 cores), only
@@ -194,8 +194,12 @@ class QuickBundle:
             verified = _trusted_compiled(folder)
             core.set_property({"CACHE_DIR": str(folder / _COMPILED)})
             _adopt_shared(folder, verified, shared)
+            before = blob_state(folder / _COMPILED)
             compiled = core.compile_model(str(xml), "CPU", config)
             _record_compiled(folder, verified, shared=shared)
+            # Its use recorded on the full path's copy (the same file, linked), which the full
+            # path keeps while recently used (qa.embed.cache.prune_blobs).
+            mark_used(shared, loaded_blobs(folder / _COMPILED, before))
         quick = QuickQueries(folder, meta, tokenizer, compiled, meta["model_path"])
         # See qa.embed.backend.openvino_transformer: a first call before any concurrent ones.
         quick.encode(["a"], 1)
