@@ -73,8 +73,9 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
         check_url(url)
         connect(url, vectors=False).close()  # unreachable: one line now, not after the embedding
     if args.ray is None:
-        _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet,
-                                  segments=getattr(args, "segments", "auto")))
+        # (the database copy is written from one whole version: no segments with --database)
+        segments = "rebuild" if url else getattr(args, "segments", "auto")
+        _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet, segments=segments))
         _write_store(url, settings)
         return
     from qa.distributed import build_index_on_ray

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from qa.config import Settings
+from qa.errors import InvalidQuestionError
 from qa.index.build import build_index
 from qa.index.format import STAMPS, current_version
 from qa.index.load import open_index
@@ -161,6 +162,11 @@ def test_deleted_and_edited_articles_are_never_returned(changed, seed_facts):
             assert all(t.doc_id not in gone for t in passage.translations)
     top = retrieve("Comment s'appelle le nouveau responsable de la cantine du siège ?", k=3, settings=settings)
     assert top[0].doc_id == new_id and "Gaston Lagaffe" in top[0].text
+    # Filters read the articles of every segment; tombstones stay out under them too.
+    french = retrieve("Qui dirige OpenAI ?", k=10, settings=settings, langs="fr")
+    assert french and all(p.lang == "fr" and p.doc_id not in gone for p in french)
+    with pytest.raises(InvalidQuestionError, match="no passage is in 'ja'"):  # the one Japanese article: deleted
+        retrieve("Qui dirige OpenAI ?", k=10, settings=settings, langs="ja")
 
 
 @pytest.mark.slow

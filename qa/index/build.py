@@ -50,7 +50,7 @@ from qa.index.format import (
     current_version,
 )
 from qa.index.load import Index, open_index
-from qa.index.segments import add_segment, plan_add
+from qa.index.segments import add_segment, plan_add, segment_dirs
 from qa.index.statistics import (  # noqa: F401 -- also imported from here (tests, benchmarks)
     _fit_stats,
     _question_sample,
@@ -164,6 +164,11 @@ def _up_to_date(index_dir: Path, key: str) -> tuple[str, Manifest] | None:
         for name, size in manifest.files.items():
             if (index_dir / version / name).stat().st_size != size:
                 return None
+        for folder in segment_dirs(index_dir / version):  # a segmented version: each segment's files too
+            if folder != index_dir / version:
+                for name, size in read_manifest(folder).files.items():
+                    if (folder / name).stat().st_size != size:
+                        return None
     except (OSError, ValueError, QAError):
         return None
     return version, manifest

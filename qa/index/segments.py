@@ -132,6 +132,9 @@ class _Concat:
         return values
 
     def __getitem__(self, rows):
+        if isinstance(rows, tuple):  # view[rows, column]: the rows, then the column
+            return self[rows[0]][(slice(None), *rows[1:])] if not isinstance(rows[0], (int, np.integer)) \
+                else self[rows[0]][rows[1:]]
         if isinstance(rows, (int, np.integer)):
             row = int(rows) + (len(self) if rows < 0 else 0)
             part = int(np.searchsorted(self.starts, row, "right")) - 1
