@@ -50,7 +50,7 @@ from qa.index.format import (
     current_version,
 )
 from qa.index.load import Index, open_index
-from qa.index.segments import add_segment, plan_add, segment_dirs
+from qa.index.segments import add_segment, live_rows, plan_add, segment_dirs
 from qa.index.statistics import (  # noqa: F401 -- also imported from here (tests, benchmarks)
     _fit_stats,
     _question_sample,
@@ -237,14 +237,11 @@ def build_index(
         # Everything new goes into a fresh folder; the live version is not touched until the swap.
         building = _start_version(index_dir)
 
-        old_rows: dict[str, list[int]] = {}
-        if previous is not None:
-            alive = getattr(previous, "alive", None)  # a segmented version's tombstones
-            for row, chunk in enumerate(previous.chunks):
-                if alive is None or alive[row]:
-                    old_rows.setdefault(chunk.doc_id, []).append(row)
+        # The live rows of each article still in the corpus, and those of the articles gone: from
+        # the store's columns and its doc_id look-up (not a `Chunk` read per passage).
+        old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
         # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
-        plan = plan_add(previous, scan.doc_ids, old_rows, segments)
+        plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
         unchanged = plan.unchanged if plan is not None else set()
 
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
@@ -276,7 +273,7 @@ def build_index(
         if plan is not None and not len(passages):  # only removals (or every new article failed)
             version = add_segment(building, previous, plan, None)
             _record_build_key(index_dir, version, key)
-            return _segment_report(index_dir, version, 0, skipped + _failed_articles(scan, failed), started)
+            return _segment_report(index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone)
         reuse, owner = passages.reuse, passages.owner
 
         scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
@@ -337,14 +334,14 @@ def build_index(
                 _record_build_key(index_dir, version, key)
             return _segment_report(
                 index_dir, version, int((reuse[rows] < 0).sum()), skipped, started,
-                sentences=int(sentences_new.sum()),
+                sentences=int(sentences_new.sum()), gone=gone,
             )
         version, search = write(building)
 
         if not failed:  # with articles left out, a re-run must retry them
             _record_build_key(index_dir, version, key)
 
-    removed = len(set(old_rows) - {doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k})
+    removed = gone + len(set(old_rows) - {doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k})
     kept_list = keep.tolist()
     return BuildReport(
         index_dir=str(index_dir),
@@ -370,7 +367,8 @@ def _failed_articles(scan, failed: dict[str, str]) -> list[SkippedFile]:
 
 
 def _segment_report(
-    index_dir: Path, version: str, embedded: int, skipped: list[SkippedFile], started: float, sentences: int = 0
+    index_dir: Path, version: str, embedded: int, skipped: list[SkippedFile], started: float, sentences: int = 0,
+    gone: int = 0,
 ) -> BuildReport:
     """The summary of an add written as a segment (`qa.index.segments`): the live index's totals."""
     from qa.index.format import read_manifest
@@ -381,7 +379,7 @@ def _segment_report(
         index_dir=str(index_dir), version=version, articles=manifest.corpus.articles, passages=passages,
         embedded=embedded, reused=passages - embedded, sentences=_sentence_count(index_dir / version),
         sentences_embedded=sentences,
-        removed_articles=0, languages=manifest.corpus.languages, skipped=skipped,
+        removed_articles=gone, languages=manifest.corpus.languages, skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
     )
 

@@ -63,6 +63,7 @@ __all__ = [
     "SegmentedIndex",
     "add_segment",
     "is_segmented",
+    "live_rows",
     "open_segmented",
     "plan_add",
     "segment_dirs",
@@ -545,28 +546,56 @@ def _segments_of(previous) -> list:
     return previous.segments if isinstance(previous, SegmentedIndex) else [previous]
 
 
-def plan_add(previous, doc_ids: list[str], old_rows: dict[str, list[int]], mode: str) -> AddPlan | None:
+def live_rows(previous, doc_ids: list[str]) -> tuple[dict[str, list[int]], np.ndarray, int]:
+    """What a build finds of the corpus `doc_ids` in the live version `previous` (an `Index` or a
+    `SegmentedIndex`; None: nothing): the live rows of each doc_id it holds, the live rows of its
+    articles no longer in the corpus, and how many such articles. Read from the store's columns
+    and its doc_id look-up, without reading a passage or an article record."""
+    if previous is None:
+        return {}, np.zeros(0, np.int64), 0
+    store = previous.store
+    numbers = np.asarray(store.columns[:, 0], np.int64)  # each passage's article number
+    order = np.argsort(numbers, kind="stable")
+    by_number = numbers[order]
+    found: dict[str, list[int]] = {}
+    seen = np.zeros(store.n_articles, bool)
+    for doc_id in doc_ids:
+        if doc_id in found:
+            continue
+        number = store.article_number(doc_id)  # (a tombstoned article is not found)
+        if number is None:
+            continue
+        lo, hi = np.searchsorted(by_number, [number, number + 1])
+        found[doc_id] = np.sort(order[lo:hi]).tolist()
+        seen[number] = True
+    alive = getattr(previous, "alive", None)
+    gone = ~seen[numbers] if alive is None else alive & ~seen[numbers]
+    gone_rows = np.flatnonzero(gone)
+    return found, gone_rows, len(np.unique(numbers[gone_rows]))
+
+
+def plan_add(
+    previous, doc_ids: list[str], old_rows: dict[str, list[int]], gone_rows: np.ndarray, gone: int, mode: str
+) -> AddPlan | None:
     """An `AddPlan` when this change goes to a new segment, else None (a full build).
 
-    `old_rows`: the live rows of each doc_id in `previous`. `mode`: "auto" (a segment when the
+    `old_rows`, `gone_rows`, `gone`: what `live_rows` found. `mode`: "auto" (a segment when the
     articles added and removed are under `SEGMENT_SHARE` of the live ones and the version has
     fewer than `MAX_SEGMENTS` segments), "segment" (always, when there is a previous version),
     "rebuild" (never).
     """
     if previous is None or mode == "rebuild":
         return None
-    current = set(doc_ids)
-    unchanged = current & set(old_rows)
-    new = len(current) - len(unchanged)
-    removed = [doc for doc in old_rows if doc not in current]
-    if not new and not removed:
+    unchanged = set(old_rows)
+    new = len(set(doc_ids)) - len(unchanged)
+    if not new and not gone:
         return None  # only metadata or settings changed: the full build rewrites it
     if mode != "segment":
-        share = (new + len(removed)) / max(len(old_rows), 1)
+        share = (new + gone) / max(len(unchanged) + gone, 1)
         if share >= SEGMENT_SHARE or len(_segments_of(previous)) >= MAX_SEGMENTS:
             return None
     starts = np.cumsum([0] + [len(s) for s in _segments_of(previous)])
-    rows = np.sort(np.array([r for doc in removed for r in old_rows[doc]], np.int64))
+    rows = np.sort(np.asarray(gone_rows, np.int64))
     part = np.searchsorted(starts, rows, "right") - 1
     deleted = {int(p): rows[part == p] - starts[p] for p in np.unique(part).tolist()}
     return AddPlan(unchanged, deleted, new)
