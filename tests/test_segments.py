@@ -222,7 +222,7 @@ def _fake_corpus(folder: Path, articles: range) -> None:
 
 
 def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monkeypatch):
-    from qa.index import segments
+    from qa.index import segments, verify
     from tests.fakes import FakeEmbedder
 
     settings = Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", chunk_tokens=64)
@@ -246,10 +246,18 @@ def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monk
     assert not isinstance(index, SegmentedIndex) and index.manifest.index.type == "per_language"
     assert merged.articles == 24 and merged.reused == len(index) - merged.embedded
 
-    monkeypatch.setattr(segments, "MAX_SEGMENTS", 2)
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 3)
     _fake_corpus(settings.corpus_dir, range(24, 25))
     build_index(settings=settings, embedder=embedder)
-    assert len(open_index(settings.index_dir).segments) == 2
+    _fake_corpus(settings.corpus_dir, range(26, 27))
+    build_index(settings=settings, embedder=embedder)  # the oldest version removed: its files had other links
+    # The linked files keep their verified stamps through the links and the older version's
+    # removal (both move their change time): loading the new version hashes none of them again.
+    hashed = []
+    monkeypatch.setattr(verify, "_checksum_fd", lambda fd: hashed.append(fd) or "crc32:00000000")
+    assert len(open_index(settings.index_dir).segments) == 3 and hashed == []
+    monkeypatch.undo()
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 3)
     (settings.corpus_dir / "article-3.txt").unlink()  # a third segment would pass MAX_SEGMENTS: merged
     build_index(settings=settings, embedder=embedder)
     assert not isinstance(open_index(settings.index_dir), SegmentedIndex)

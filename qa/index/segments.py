@@ -731,7 +731,30 @@ def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
     building.rename(index_dir / version)
     swap_pointer(index_dir, version)
     _remove_stale(index_dir, keep={version})
+    # Removing an older version unlinks these files' other names, which moves their change time
+    # again: their stamps are refreshed, so that the next load does not hash them all again.
+    for entry in listing[: len(old)]:
+        _refresh_stamps(index_dir / version / SEGMENT_DIR / entry["name"])
     return version
+
+
+def _refresh_stamps(folder: Path) -> None:
+    """Re-record the stamps (`qa.index.verify`) of the files of a hard-linked segment whose
+    inode, size and modification time are still those recorded: only their change time moved,
+    by the links added and removed while the build held the lock."""
+    from qa.index.verify import _record_stamps, _stamp, read_stamps
+
+    recorded = read_stamps(folder)
+    fresh = {}
+    for name, stamp in recorded.items():
+        try:
+            now = _stamp(os.stat(folder / name))
+        except OSError:
+            continue
+        if list(now[:3]) == list(stamp[:3]):
+            fresh[name] = now
+    if fresh:
+        _record_stamps(folder, fresh)
 
 
 def _entry(name: str, segment, deleted: int) -> dict:
