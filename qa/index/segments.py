@@ -19,9 +19,9 @@ build ("merge") writes an ordinary version again. Passages are numbered across t
 (segment offset + row in the segment); `SegmentedIndex` serves the same verbs as `Index`.
 
 What a loaded segmented index keeps in memory beyond its segments' own `Index` objects: each
-passage's language id (one byte a passage, concatenated), a live mask (one byte a passage, only
-when there are tombstones), and a few numbers per segment. Everything else is read from the
-owning segment's memory-mapped files.
+passage's language, as a code and as a statistics id (two bytes a passage, concatenated), a live
+mask (one byte a passage, only when there are tombstones), and a few numbers per segment.
+Everything else is read from the owning segment's memory-mapped files.
 """
 
 from __future__ import annotations
@@ -398,6 +398,8 @@ class SegmentedIndex:
             local = None if mask is None else mask[start:end]
             if local is not None and not local.any():
                 continue
+            if local is not None and local.all():  # (a segment without tombstones, no filter)
+                local = None
             for lang, (scores, rows) in segment.search_by_language(query, k, local).items():
                 found.setdefault(lang, []).append((scores, np.asarray(rows, np.int64) + start))
         out = {}
