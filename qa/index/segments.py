@@ -389,17 +389,18 @@ class SegmentedIndex:
         self, query: np.ndarray, k: int, mask: np.ndarray | None = None
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The k best live passages of each language over every segment: {lang: (scores, rows)}."""
+        filtered = mask is not None
         if mask is None:
             mask = self.alive
         elif self.alive is not None:
             mask = mask & self.alive
         found: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for segment, start, end in zip(self.segments, self.row_starts[:-1].tolist(), self.row_starts[1:].tolist()):
-            local = None if mask is None else mask[start:end]
+        for position, segment in enumerate(self.segments):
+            start, end = int(self.row_starts[position]), int(self.row_starts[position + 1])
+            # (without a filter, a segment without tombstones is searched unmasked)
+            local = None if mask is None or (not filtered and not len(self.tombstones[position])) else mask[start:end]
             if local is not None and not local.any():
                 continue
-            if local is not None and local.all():  # (a segment without tombstones, no filter)
-                local = None
             for lang, (scores, rows) in segment.search_by_language(query, k, local).items():
                 found.setdefault(lang, []).append((scores, np.asarray(rows, np.int64) + start))
         out = {}
