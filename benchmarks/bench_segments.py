@@ -10,6 +10,7 @@ the new version that are not hard links), and `Engine.search` (what `retrieve()`
 p95 over real questions, on the one-version index and on the two-segment one (same passages).
 
     nice -n 19 python benchmarks/bench_segments.py --n 100000
+    nice -n 19 python benchmarks/bench_segments.py --pipeline 20000   # `qa index` end to end
 """
 
 from __future__ import annotations
@@ -90,6 +91,80 @@ def search_times(index, settings, embedder, questions, k: int, repeat: int) -> d
     return percentiles(times)
 
 
+class StandIn:
+    """An embedder whose vectors are hash-seeded (384 dimensions): `qa index`'s own work is timed,
+    not the model's (which embeds the same new articles either way)."""
+
+    dim = 384
+    max_tokens = 512
+    fingerprint = "stand-in:1"
+
+    def describe(self) -> dict:
+        return {"name": "stand-in", "fingerprint": self.fingerprint, "dim": self.dim}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t) // 4 + 4 for t in texts]
+
+    def encode_documents(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        import hashlib
+
+        out = np.empty((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.dim)
+        return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode_documents(texts)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode_documents([text])[0]
+
+
+def write_corpus(folder: Path, first: int, n: int, texts, langs) -> None:
+    """`n` articles as JSON lines, 1,000 a file, each a real text (from the corpus and XQuAD) with
+    its number."""
+    import json
+
+    for start in range(first, first + n, 1000):
+        with (folder / f"articles-{start:08d}.jsonl").open("w", encoding="utf-8") as handle:
+            for i in range(start, min(first + n, start + 1000)):
+                j = i % len(texts)
+                line = {"title": f"Article {i}", "text": f"{texts[j]} ({i})", "lang": str(langs[j])}
+                handle.write(json.dumps(line) + "\n")
+
+
+def pipeline(articles: int, share: float, texts, langs) -> list[list]:
+    """`qa index` end to end (`build_index`, stand-in embedder) of `articles` articles, then the
+    same `share` more added as a segment and, on a copy, as a full build."""
+    from qa.config import Settings
+    from qa.index.build import build_index
+
+    root = Path(tempfile.mkdtemp(prefix="qa-bench-pipeline-"))
+    corpus = root / "corpus"
+    corpus.mkdir()
+    write_corpus(corpus, 0, articles, texts, langs)
+    settings = Settings(corpus_dir=corpus, index_dir=root / "index")
+    embedder = StandIn()
+    t = time.perf_counter()
+    first = build_index(settings=settings, embedder=embedder)
+    first_s = time.perf_counter() - t
+    shutil.copytree(root / "index", root / "copy", symlinks=True)
+    added = max(1, int(articles * share))
+    write_corpus(corpus, articles, added, texts, langs)
+    rows = [[f"qa index: first build of {articles:,} articles ({first.passages:,} passages)", round(first_s, 1),
+             round(new_bytes(root / "index" / first.version)[0] / (1 << 20), 1)]]
+    for label, folder, mode in ((f"qa index: {added:,} added, as a segment", "index", "auto"),
+                                (f"qa index --rebuild: {added:,} added", "copy", "rebuild")):
+        t = time.perf_counter()
+        report = build_index(settings=settings.model_copy(update={"index_dir": root / folder}), embedder=embedder,
+                             segments=mode)
+        rows.append([label, round(time.perf_counter() - t, 1),
+                     round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1)])
+    shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="passages of the index added to")
@@ -97,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_segments.json")
+    parser.add_argument("--pipeline", type=int, default=0, metavar="ARTICLES",
+                        help="instead: `qa index` end to end on this many articles, then 1%% added")
     args = parser.parse_args(argv)
 
     import faiss
@@ -114,6 +191,12 @@ def main(argv: list[str] | None = None) -> dict:
     texts, langs, base, questions, *_ = real_material(settings, embedder, ensure_index(), args.queries)
     info = machine()
     print(f"Machine: {describe_machine(info)}")
+    if args.pipeline:
+        rows = pipeline(args.pipeline, args.share, texts, langs)
+        print(table(["", "seconds", "MB written"], rows, "qa index end to end (stand-in embedder)"))
+        out = args.out.with_name(args.out.stem + "_pipeline.json")
+        print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")
+        return {"rows": rows}
     faiss.omp_set_num_threads(1)  # as the engine does
     MODEL["dim"] = int(base.shape[1])
     rng = np.random.default_rng(7)
