@@ -270,3 +270,13 @@ def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monk
     index = open_index(settings.index_dir)
     assert isinstance(index, SegmentedIndex) and len(index.segments) == 1 and (~index.alive).sum() > 0
     assert "article-25" not in " ".join(index.article(d).source for d in index.articles if d in index.articles)
+    # A second delete adds its rows' sums to the first's: the statistics stay those of the live rows.
+    dead = int((~index.alive).sum())
+    (settings.corpus_dir / "article-7.txt").unlink()
+    build_index(settings=settings, embedder=embedder, segments="segment")
+    index = open_index(settings.index_dir)
+    live = np.flatnonzero(index.alive)
+    assert len(index.segments) == 1 and len(index) - len(live) > dead
+    fitted = LanguageStats.fit(index.passage_vectors_at(live), index.langs[live])
+    np.testing.assert_allclose(index.lang_stats.means, fitted.means, atol=1e-3)
+    np.testing.assert_allclose(index.lang_stats.covariances, fitted.covariances, atol=1e-3)

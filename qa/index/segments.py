@@ -673,15 +673,12 @@ def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
     old = _segments_of(previous)
     listing: list[dict] = []
     old_tombstones = previous.tombstones if isinstance(previous, SegmentedIndex) else [np.zeros(0, np.int64)]
-    deleted_sums = deleted_sentence_sums = None
-    if isinstance(previous, SegmentedIndex):
-        for name, dest in ((DELETED_SUMS, "p"), (DELETED_SENTENCE_SUMS, "s")):
-            if (previous.path / name).is_file():
-                sums = _read_sums(previous.path / name)
-                if dest == "p":
-                    deleted_sums = sums
-                else:
-                    deleted_sentence_sums = sums
+    # The sums of every row tombstoned so far (the previous version's), to which this add's are added.
+    deleted_sums, deleted_sentence_sums = (
+        _read_sums(previous.path / name) if isinstance(previous, SegmentedIndex) and (previous.path / name).is_file()
+        else None
+        for name in (DELETED_SUMS, DELETED_SENTENCE_SUMS)
+    )
     for position, segment in enumerate(old):
         name = segment.path.name
         stamps = _link_tree(segment.path, seg_root / name)
