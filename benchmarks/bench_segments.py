@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(table(["", "seconds", "MB written"], rows, "qa index end to end (stand-in embedder)"))
         out = args.out.with_name(args.out.stem + "_pipeline.json")
         print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")
+        shutil.rmtree(settings.index_dir, ignore_errors=True)
         return {"rows": rows}
     faiss.omp_set_num_threads(1)  # as the engine does
     MODEL["dim"] = int(base.shape[1])
