@@ -73,7 +73,9 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
         check_url(url)
         connect(url, vectors=False).close()  # unreachable: one line now, not after the embedding
     if args.ray is None:
-        _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet))
+        # (the database copy is written from one whole version: no segments with --database)
+        segments = "rebuild" if url else getattr(args, "segments", "auto")
+        _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet, segments=segments))
         _write_store(url, settings)
         return
     from qa.distributed import build_index_on_ray
@@ -269,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", metavar="URL",
         help="also write the index into PostgreSQL with pgvector (postgresql://...; default: QA_DATABASE_URL), "
         "where `qa serve`, `qa ask` and `qa search` with QA_DATABASE_URL answer from it",
+    )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--segment", dest="segments", action="store_const", const="segment", default="auto",
+        help="write the change as a new segment of the live index (by default only when under 10%% of it)",
+    )
+    how.add_argument(
+        "--rebuild", dest="segments", action="store_const", const="rebuild",
+        help="write a whole new version, merging the segments",
     )
     p.set_defaults(func=cmd_index)
 

@@ -50,6 +50,7 @@ from qa.index.format import (
     current_version,
 )
 from qa.index.load import Index, open_index
+from qa.index.segments import add_segment, live_rows, plan_add, segment_dirs
 from qa.index.statistics import (  # noqa: F401 -- also imported from here (tests, benchmarks)
     _fit_stats,
     _question_sample,
@@ -163,6 +164,11 @@ def _up_to_date(index_dir: Path, key: str) -> tuple[str, Manifest] | None:
         for name, size in manifest.files.items():
             if (index_dir / version / name).stat().st_size != size:
                 return None
+        for folder in segment_dirs(index_dir / version):  # a segmented version: each segment's files too
+            if folder != index_dir / version:
+                for name, size in read_manifest(folder).files.items():
+                    if (folder / name).stat().st_size != size:
+                        return None
     except (OSError, ValueError, QAError):
         return None
     return version, manifest
@@ -181,10 +187,13 @@ def build_index(
     settings: Settings | None = None,
     progress: bool = False,
     embedder=None,
+    segments: str = "auto",
 ) -> BuildReport:
     """Build or update the index from `corpus_dir`, embedding only new or changed articles.
 
-    `embedder` defaults to the configured model (`qa.embed.get_embedder`).
+    `embedder` defaults to the configured model (`qa.embed.get_embedder`). `segments`: "auto"
+    writes a small change as a new segment of the live index (`qa.index.segments.plan_add`),
+    "segment" always does when there is a live index, "rebuild" writes a whole new version.
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
@@ -228,10 +237,12 @@ def build_index(
         # Everything new goes into a fresh folder; the live version is not touched until the swap.
         building = _start_version(index_dir)
 
-        old_rows: dict[str, list[int]] = {}
-        if previous is not None:
-            for row, chunk in enumerate(previous.chunks):
-                old_rows.setdefault(chunk.doc_id, []).append(row)
+        # The live rows of each article still in the corpus, and those of the articles gone: from
+        # the store's columns and its doc_id look-up (not a `Chunk` read per passage).
+        old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
+        # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
+        plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
+        unchanged = plan.unchanged if plan is not None else set()
 
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
         # and named in the summary with the reason; the others are indexed. doc_id -> reason.
@@ -244,6 +255,8 @@ def build_index(
             langs.append(sys.intern(article.lang))
             kinds.append(sys.intern(input_kind(article.source)))
             encodings.append(sys.intern(article.encoding or "n/a"))  # n/a: PDF
+            if article.doc_id in unchanged:  # stays in its segment
+                continue
             rows = old_rows.get(article.doc_id)
             if rows:
                 for row in rows:
@@ -257,6 +270,10 @@ def build_index(
             for chunk in new:
                 passages.add(chunk, position, -1)
         passages.finish()
+        if plan is not None and not len(passages):  # only removals (or every new article failed)
+            version = add_segment(building, previous, plan, None)
+            _record_build_key(index_dir, version, key)
+            return _segment_report(index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone)
         reuse, owner = passages.reuse, passages.owner
 
         scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
@@ -274,15 +291,15 @@ def build_index(
 
         def kept() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # (articles kept, their new number by old number, passages kept), without `failed`
-            keep = np.array([doc_id not in failed for doc_id in doc_ids], dtype=bool)
+            keep = np.array([doc_id not in failed and doc_id not in unchanged for doc_id in doc_ids], dtype=bool)
             return keep, np.cumsum(keep) - 1, np.flatnonzero(keep[owner])
 
         keep, number, rows = kept()
         kept_ids = [doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k]
         failed_before, left_out = len(failed), set(failed)
         sentences, sentence_vectors, sentences_new = _sentences(
-            (a for a in scan if a.doc_id not in left_out), kept_ids, passages, rows, number, previous, embedder,
-            progress, failed, scratch,
+            (a for a in scan if a.doc_id not in left_out and a.doc_id not in unchanged), kept_ids, passages, rows,
+            number, previous if plan is None else None, embedder, progress, failed, scratch,
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
             sentences, sentence_vectors, sentences_new = _drop_sentences(
@@ -302,17 +319,29 @@ def build_index(
             vectors = _take_rows(vectors, rows, scratch / "kept_vectors.npy")
         sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in _each(rows)))
         means = sample_means(sample)
-        version, search = _write_version(
-            building, (a for a in scan if a.doc_id not in failed), (passages[row] for row in _each(rows)),
-            vectors, sentences, sentence_vectors,
-            settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
-            recall_queries=tuning_queries(sample, means, settings.query_centering), query_sample=sample,
-        )
+        def write(folder: Path, previous=previous) -> tuple[str, dict]:
+            return _write_version(
+                folder, (a for a in scan if a.doc_id not in failed and a.doc_id not in unchanged),
+                (passages[row] for row in _each(rows)), vectors, sentences, sentence_vectors,
+                settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
+                recall_queries=tuning_queries(sample, means, settings.query_centering), query_sample=sample,
+            )
+
+        if plan is not None:
+            # The new segment is written as a version of its own inside the new version's folder.
+            version = add_segment(building, previous, plan, lambda folder: write(_start_version(folder), None)[0])
+            if not failed:
+                _record_build_key(index_dir, version, key)
+            return _segment_report(
+                index_dir, version, int((reuse[rows] < 0).sum()), skipped, started,
+                sentences=int(sentences_new.sum()), gone=gone,
+            )
+        version, search = write(building)
 
         if not failed:  # with articles left out, a re-run must retry them
             _record_build_key(index_dir, version, key)
 
-    removed = len(set(old_rows) - {doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k})
+    removed = gone + len(set(old_rows) - {doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k})
     kept_list = keep.tolist()
     return BuildReport(
         index_dir=str(index_dir),
@@ -333,6 +362,28 @@ def build_index(
     )
 
 
+def _failed_articles(scan, failed: dict[str, str]) -> list[SkippedFile]:
+    return [_skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
+
+
+def _segment_report(
+    index_dir: Path, version: str, embedded: int, skipped: list[SkippedFile], started: float, sentences: int = 0,
+    gone: int = 0,
+) -> BuildReport:
+    """The summary of an add written as a segment (`qa.index.segments`): the live index's totals."""
+    from qa.index.format import read_manifest
+
+    manifest = read_manifest(index_dir / version)
+    passages = manifest.corpus.passages
+    return BuildReport(
+        index_dir=str(index_dir), version=version, articles=manifest.corpus.articles, passages=passages,
+        embedded=embedded, reused=passages - embedded, sentences=_sentence_count(index_dir / version),
+        sentences_embedded=sentences,
+        removed_articles=gone, languages=manifest.corpus.languages, skipped=skipped,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
 def _unchanged_report(
     index_dir: Path, version: str, manifest: Manifest, skipped: list[SkippedFile], seconds: float
 ) -> BuildReport:
@@ -347,5 +398,6 @@ def _unchanged_report(
 
 def _sentence_count(version_dir: Path) -> int:
     # The sentence table is (article, start, end) integer rows: its row count without reading it.
-    table = np.load(version_dir / SENTENCES, mmap_mode="r")
-    return int(table.shape[0])
+    from qa.index.segments import segment_dirs
+
+    return sum(int(np.load(folder / SENTENCES, mmap_mode="r").shape[0]) for folder in segment_dirs(version_dir))

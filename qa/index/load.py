@@ -366,6 +366,11 @@ def open_index(index_dir: Path, version: str | None = None) -> Index:
             "Rebuild the index with `qa index`."
         )
     manifest = read_manifest(version_dir)
+    if manifest.index.type == "segmented":  # segments, each an ordinary version (`qa.index.segments`)
+        from qa.index.segments import open_segmented
+
+        check_files(version_dir, manifest)  # its own files: the segment list and the tombstones
+        return open_segmented(version_dir, manifest)
     mapped = check_files(version_dir, manifest, keep_open=MAPPED_FILES)
     try:
         index = _load_version(version_dir, manifest, mapped)

@@ -1,0 +1,274 @@
+"""Adding to a large index: a new segment (qa.index.segments) against writing the whole index again.
+
+An index of N synthetic passages (real vectors mixed and perturbed, real texts, as in
+bench_query.py) is written by the real writer; then 1 % of N more passages are added either as
+a segment of it (`qa.index.segments.add_segment`: the old files hard-linked, the new segment
+written by the ordinary writer, CURRENT swapped) or by writing an index of all N + 1 % at once
+(what a full `qa index` writes; both without the embedding, which is the same for both: only
+the new passages are embedded either way). Measured: seconds and bytes written (the files of
+the new version that are not hard links), and `Engine.search` (what `retrieve()` runs) p50 and
+p95 over real questions, on the one-version index and on the two-segment one (same passages).
+
+    nice -n 19 python benchmarks/bench_segments.py --n 100000
+    nice -n 19 python benchmarks/bench_segments.py --pipeline 20000   # `qa index` end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, describe_machine, ensure_index, machine, percentiles, table, write_json
+from bench_query import real_material, synthetic_vectors
+
+MODEL = {"name": "synthetic", "fingerprint": "synthetic", "dim": 384}
+CHUNKING = {"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0}
+
+
+def material(first: int, n: int, texts, langs, base, rng):
+    """Articles, passages, vectors, sentence table and sentence vectors of synthetic passages
+    `first` .. `first + n` (one passage an article; sentence vectors = passage vector + noise)."""
+    from qa.chunk import split_sentences
+    from qa.models import Article, Chunk
+
+    vectors, src = synthetic_vectors(base, langs, n, rng)
+    articles, chunks, rows = [], [], []
+    for i, j in enumerate(src.tolist()):
+        text = texts[j]
+        doc = f"s{first + i}"
+        articles.append(Article(doc_id=doc, title=f"passage {j}", text=text, lang=str(langs[j]), source=f"synthetic/{j}"))
+        chunks.append(Chunk(doc_id=doc, chunk_id=0, text=text, start=0, end=len(text), n_tokens=200))
+        rows.extend((i, a, b) for a, b in split_sentences(text))
+    sentences = np.array(rows, np.int64).reshape(-1, 3)
+    std = base.std(axis=0)
+    noise = std * rng.standard_normal((len(sentences), base.shape[1]), dtype=np.float32)
+    sentence_vectors = vectors[sentences[:, 0]] + noise
+    sentence_vectors /= np.linalg.norm(sentence_vectors, axis=1, keepdims=True)
+    return articles, chunks, vectors, sentences, sentence_vectors
+
+
+def concat(a, b):
+    """Two `material`s as one (the second's article numbers shifted)."""
+    shifted = b[3].copy()
+    shifted[:, 0] += len(a[0])
+    return (a[0] + b[0], a[1] + b[1], np.concatenate([a[2], b[2]]), np.concatenate([a[3], shifted]),
+            np.concatenate([a[4], b[4]]))
+
+
+def new_bytes(version_dir: Path) -> tuple[int, int]:
+    """(bytes of the version's files that are not hard links to another version's, all its bytes)."""
+    written = total = 0
+    for path in version_dir.rglob("*"):
+        if path.is_file():
+            info = os.stat(path)
+            total += info.st_size
+            written += info.st_size if info.st_nlink == 1 else 0
+    return written, total
+
+
+def search_times(index, settings, embedder, questions, k: int, repeat: int) -> dict:
+    from qa.retrieval import Engine
+
+    engine = Engine(settings)
+    engine._index = index  # its manifest names the synthetic model: skip the model check
+    engine.search(questions[0][0], k)  # builds the per-language search structures
+    times = []
+    for q, _ in questions:
+        embedder.encode_query(q)  # cached: the search, not the model, is timed
+        for _ in range(repeat):
+            t = time.perf_counter()
+            engine.search(q, k)
+            times.append(time.perf_counter() - t)
+    return percentiles(times)
+
+
+class StandIn:
+    """An embedder whose vectors are hash-seeded (384 dimensions): `qa index`'s own work is timed,
+    not the model's (which embeds the same new articles either way)."""
+
+    dim = 384
+    max_tokens = 512
+    fingerprint = "stand-in:1"
+
+    def describe(self) -> dict:
+        return {"name": "stand-in", "fingerprint": self.fingerprint, "dim": self.dim}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t) // 4 + 4 for t in texts]
+
+    def encode_documents(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        import hashlib
+
+        out = np.empty((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.dim)
+        return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode_documents(texts)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode_documents([text])[0]
+
+
+def write_corpus(folder: Path, first: int, n: int, texts, langs) -> None:
+    """`n` articles as JSON lines, 1,000 a file, each a real text (from the corpus and XQuAD) with
+    its number."""
+    import json
+
+    for start in range(first, first + n, 1000):
+        with (folder / f"articles-{start:08d}.jsonl").open("w", encoding="utf-8") as handle:
+            for i in range(start, min(first + n, start + 1000)):
+                j = i % len(texts)
+                line = {"title": f"Article {i}", "text": f"{texts[j]} ({i})", "lang": str(langs[j])}
+                handle.write(json.dumps(line) + "\n")
+
+
+def pipeline(articles: int, share: float, texts, langs) -> list[list]:
+    """`qa index` end to end (`build_index`, stand-in embedder) of `articles` articles, then the
+    same `share` more added as a segment and, on a copy, as a full build."""
+    from qa.config import Settings
+    from qa.index.build import build_index
+
+    root = Path(tempfile.mkdtemp(prefix="qa-bench-pipeline-"))
+    corpus = root / "corpus"
+    corpus.mkdir()
+    write_corpus(corpus, 0, articles, texts, langs)
+    settings = Settings(corpus_dir=corpus, index_dir=root / "index")
+    embedder = StandIn()
+    t = time.perf_counter()
+    first = build_index(settings=settings, embedder=embedder)
+    first_s = time.perf_counter() - t
+    shutil.copytree(root / "index", root / "copy", symlinks=True)
+    added = max(1, int(articles * share))
+    write_corpus(corpus, articles, added, texts, langs)
+    rows = [[f"qa index: first build of {articles:,} articles ({first.passages:,} passages)", round(first_s, 1),
+             round(new_bytes(root / "index" / first.version)[0] / (1 << 20), 1)]]
+    for label, folder, mode in ((f"qa index: {added:,} added, as a segment", "index", "auto"),
+                                (f"qa index --rebuild: {added:,} added", "copy", "rebuild")):
+        t = time.perf_counter()
+        report = build_index(settings=settings.model_copy(update={"index_dir": root / folder}), embedder=embedder,
+                             segments=mode)
+        rows.append([label, round(time.perf_counter() - t, 1),
+                     round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1)])
+    shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="passages of the index added to")
+    parser.add_argument("--share", type=float, default=0.01, help="passages added, as a share of n")
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_segments.json")
+    parser.add_argument("--pipeline", type=int, default=0, metavar="ARTICLES",
+                        help="instead: `qa index` end to end on this many articles, then 1%% added")
+    args = parser.parse_args(argv)
+
+    import faiss
+
+    from qa.config import Settings
+    from qa.embed import get_embedder
+    from qa.index.build import write_index
+    from qa.index.format import current_version
+    from qa.index.load import open_index
+    from qa.index.segments import AddPlan, add_segment
+    from qa.index.write import _start_version, _write_version
+
+    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-")))
+    embedder = get_embedder(settings)
+    texts, langs, base, questions, *_ = real_material(settings, embedder, ensure_index(), args.queries)
+    info = machine()
+    print(f"Machine: {describe_machine(info)}")
+    if args.pipeline:
+        rows = pipeline(args.pipeline, args.share, texts, langs)
+        print(table(["", "seconds", "MB written"], rows, "qa index end to end (stand-in embedder)"))
+        out = args.out.with_name(args.out.stem + "_pipeline.json")
+        print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")
+        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        return {"rows": rows}
+    faiss.omp_set_num_threads(1)  # as the engine does
+    MODEL["dim"] = int(base.shape[1])
+    rng = np.random.default_rng(7)
+    added = max(1, int(args.n * args.share))
+    old = material(0, args.n, texts, langs, base, rng)
+    new = material(args.n, added, texts, langs, base, rng)
+    means = {}
+    root = Path(tempfile.mkdtemp(prefix="qa-bench-segments-"))
+
+    def write(folder: Path, parts) -> tuple[float, str]:
+        bench = Settings(index_dir=folder)
+        t = time.perf_counter()
+        version, _ = write_index(folder, parts[0], parts[1], parts[2], parts[3], parts[4], settings=bench,
+                                 model=MODEL, chunking=CHUNKING, query_means=means, groups=np.arange(len(parts[2])))
+        return time.perf_counter() - t, version
+
+    print(f"Writing the index of {args.n:,} passages ...")
+    write(root / "segmented", old)
+    previous = open_index(root / "segmented")
+    print(f"Adding {added:,} passages as a segment ...")
+    bench = Settings(index_dir=root / "segmented")
+
+    def write_segment(folder: Path, parts=new) -> str:
+        return _write_version(_start_version(folder), *parts, settings=bench, model=MODEL, chunking=CHUNKING,
+                              query_means=means, previous=None, groups=np.arange(len(parts[2])))[0]
+
+    t = time.perf_counter()
+    building = _start_version(root / "segmented")
+    version = add_segment(building, previous, AddPlan(set(), {}, len(new[0])), write_segment)
+    add_s = time.perf_counter() - t
+    add_written, add_total = new_bytes(root / "segmented" / version)
+    del previous
+    gc.collect()
+    print(f"Writing the index of all {args.n + added:,} passages at once ...")
+    both = concat(old, new)
+    del old
+    full_s, full_version = write(root / "whole", both)
+    full_written, full_total = new_bytes(root / "whole" / full_version)
+    del both, new
+    gc.collect()
+
+    segmented = open_index(root / "segmented")
+    whole = open_index(root / "whole")
+    assert current_version(root / "segmented") == version and len(segmented) == len(whole)
+    for index in (segmented, whole):
+        index.map_in()
+    one = search_times(whole, Settings(index_dir=root / "whole"), embedder, questions, 5, args.repeat)
+    two = search_times(segmented, Settings(index_dir=root / "segmented"), embedder, questions, 5, args.repeat)
+
+    mb = 1 << 20
+    rows = [
+        [f"add {added:,} as a segment", round(add_s, 1), round(add_written / mb, 1), round(add_total / mb, 1)],
+        [f"write all {args.n + added:,} again", round(full_s, 1), round(full_written / mb, 1), round(full_total / mb, 1)],
+    ]
+    print(table(["", "seconds", "MB written", "MB in the version"], rows,
+                f"Adding {args.share:.0%} to {args.n:,} passages"))
+    print(table(["index", "p50 ms", "p95 ms"], [
+        ["one version", one["p50_ms"], one["p95_ms"]],
+        ["two segments", two["p50_ms"], two["p95_ms"]],
+    ], f"Engine.search of {len(questions)} real questions x {args.repeat}, {args.n + added:,} passages"))
+    result = {
+        "machine": info, "n": args.n, "added": added,
+        "add": {"seconds": add_s, "bytes_written": add_written, "bytes_total": add_total},
+        "full": {"seconds": full_s, "bytes_written": full_written, "bytes_total": full_total},
+        "search_one_version": one, "search_two_segments": two,
+    }
+    print(f"Wrote {write_json(args.out, result)}")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(settings.index_dir, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
