@@ -260,45 +260,21 @@ class _RowsByLanguage(Mapping):
         return len(self._names)
 
 
-class _SegmentLexical:
-    """BM25 over the segments: each segment's `sparse_scores`, rows made global, tombstones
-    dropped. Rows stay sorted (segments are in row order).
+def _segment_lexical(segments: list, row_starts: np.ndarray, tombstones: list[np.ndarray]):
+    """BM25 over the segments with statistics summed at question time (`qa.lexical.SegmentedLexical`):
+    the same scores as one index of the same passages; tombstoned rows are never returned but
+    count in the statistics until the next full build, as in Lucene."""
+    from qa.lexical import SegmentedLexical
 
-    TODO: switch to the multi-segment BM25 of `qa.lexical` (statistics summed over the segments
-    at question time, like Lucene) when it lands; here each segment scores with its own document
-    frequencies and average length, slightly different from one index over the same passages.
-    """
-
-    def __init__(self, segments: list, row_starts: np.ndarray, alive: np.ndarray | None):
-        self.segments, self.row_starts, self.alive = segments, row_starts, alive
-
-    def sparse_scores(self, question: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
-        rows, scores = [], []
-        for segment, start in zip(self.segments, self.row_starts.tolist()):
-            r, s = segment.lexical.sparse_scores(question, budget)
-            rows.append(np.asarray(r, np.int64) + start)
-            scores.append(s)
-        out_rows, out_scores = np.concatenate(rows), np.concatenate(scores)
-        if self.alive is not None and len(out_rows):
-            keep = self.alive[out_rows]
-            out_rows, out_scores = out_rows[keep], out_scores[keep]
-        return out_rows, out_scores
-
-    def idf(self, tokens: list[str]) -> np.ndarray:
-        """BM25's idf of `tokens` from the document frequencies summed over the segments."""
-        from qa.lexical import bm25_idf
-
-        df = np.zeros(len(tokens))
-        passages = 0
-        for segment in self.segments:
-            lexical = segment.lexical
-            indptr, vocab = lexical.indptr, lexical.vocab
-            df += [indptr[vocab[t] + 1] - indptr[vocab[t]] if t in vocab else 0 for t in tokens]
-            passages += lexical.passages
-        return bm25_idf(df, passages)
-
-    def postings(self) -> list[np.ndarray]:
-        return [array for segment in self.segments for array in segment.lexical.postings()]
+    deleted = []
+    for segment, dead in zip(segments, tombstones):
+        if len(dead):
+            mask = np.zeros(len(segment), bool)
+            mask[np.asarray(dead, np.int64)] = True
+            deleted.append(mask)
+        else:
+            deleted.append(None)
+    return SegmentedLexical([s.lexical for s in segments], row_starts[:-1].tolist(), deleted)
 
 
 class SegmentedIndex:
@@ -344,7 +320,7 @@ class SegmentedIndex:
                                 names)
         self.lang_ids = np.concatenate([_recode_to(s.store.lang_codes, s.store.langs, lang_stats) for s in segments])
         self.rows_by_language = _RowsByLanguage(self.langs, self.alive)
-        self.lexical = _SegmentLexical(segments, row_starts, self.alive)
+        self.lexical = _segment_lexical(segments, row_starts, tombstones)
         self.passage_vectors = _Concat([s.passage_vectors for s in segments])
         sentence_starts = np.cumsum([0] + [len(s.sentences) for s in segments]).astype(np.int64)
         self.sentences = _Concat([s.sentences for s in segments], [int(x) for x in self.store.article_starts[:-1]], 0)
