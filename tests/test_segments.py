@@ -186,7 +186,7 @@ def test_statistics_from_sums_equal_those_fitted_on_the_surviving_vectors(change
 
 @pytest.mark.slow
 def test_a_crash_mid_add_leaves_the_previous_version_live(two_step, tmp_path, monkeypatch):
-    from qa.index import segments
+    from qa.index.segments import add as segments
 
     settings, _ = two_step
     shutil.copytree(settings.corpus_dir, tmp_path / "corpus")
@@ -219,7 +219,8 @@ def _fake_corpus(folder: Path, articles: range) -> None:
 
 
 def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monkeypatch):
-    from qa.index import segments, verify
+    from qa.index import verify
+    from qa.index.segments import add as segments
     from tests.fakes import FakeEmbedder
 
     settings = Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", chunk_tokens=64)

@@ -1,37 +1,9 @@
-"""Segmented index versions: adding to a large index writes a new segment, not a new index.
-
-A version is either one complete layout (`qa.index.write`) or *segmented*::
-
-    v-20261206T031500-1a2b3c/
-      manifest.json          the whole: model, chunking, live articles and passages, and the
-                             sizes and checksums of the files of this folder (not the segments')
-      segments.json          the segments in order, with their passage, article and sentence counts
-      segments/<name>/       one complete version layout each (its own manifest and checksums),
-                             written by the ordinary writer for its own articles, never changed
-      segments/<name>.deleted.npy   the segment's deleted passage rows (tombstones), sorted
-      deleted_sums.npz, deleted_sentence_sums.npz   the sums (`LanguageSums`) of the vectors of
-                             every tombstoned passage and sentence, subtracted at load
-
-An add (`add_segment`) makes a new version whose older segments are hard links to the previous
-version's files (no byte of them is written, and either version can be loaded or removed on its
-own), plus the new segment and the new tombstones; `CURRENT` is swapped as for any build. A full
-build ("merge") writes an ordinary version again. Passages are numbered across the segments
-(segment offset + row in the segment); `SegmentedIndex` serves the same verbs as `Index`.
-
-What a loaded segmented index keeps in memory beyond its segments' own `Index` objects: each
-passage's language, as a code and as a statistics id (two bytes a passage, concatenated), a live
-mask (one byte a passage, only when there are tombstones), and a few numbers per segment.
-Everything else is read from the owning segment's memory-mapped files.
-"""
+"""Reading a segmented version: `SegmentedIndex`, the `IndexBackend` verbs over every segment."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,63 +12,23 @@ import numpy as np
 from qa.errors import IndexCorruptError
 from qa.index.format import (
     LANG_SUMS,
-    MANIFEST,
     SENTENCE_SUMS,
-    STAMPS,
     Manifest,
-    fsync_dir,
     read_manifest,
-    swap_pointer,
-    write_file,
+)
+from qa.index.segments import (
+    DELETED_SENTENCE_SUMS,
+    DELETED_SUMS,
+    SEGMENT_DIR,
+    SEGMENTS,
+    read_listing,
 )
 from qa.index.store import ArticleView, ChunkView, LangColumn, RowLookup, ranges
-from qa.language_stats import LanguageStats, LanguageSums, _moment_sums, merge_sums, subtract_sums
+from qa.language_stats import LanguageStats, LanguageSums, merge_sums, subtract_sums
 
-__all__ = [
-    "DELETED_SENTENCE_SUMS",
-    "DELETED_SUMS",
-    "MAX_SEGMENTS",
-    "SEGMENTS",
-    "SEGMENT_DIR",
-    "SEGMENT_SHARE",
-    "AddPlan",
-    "SegmentedIndex",
-    "add_segment",
-    "is_segmented",
-    "live_rows",
-    "open_segmented",
-    "plan_add",
-    "segment_dirs",
-]
+__all__ = ["SegmentedIndex", "open_segmented"]
 
 log = logging.getLogger(__name__)
-
-SEGMENTS = "segments.json"
-SEGMENT_DIR = "segments"
-DELETED_SUMS = "deleted_sums.npz"
-DELETED_SENTENCE_SUMS = "deleted_sentence_sums.npz"
-# An add goes to a new segment when the articles added and removed are under this share of the
-# live articles; more, and a full build (the merge) is about as cheap per article and leaves one
-# segment with statistics and translation groups over everything.
-SEGMENT_SHARE = 0.10
-# Each segment costs a search per language per question: past this many, the next change merges.
-MAX_SEGMENTS = 8
-
-
-def is_segmented(version_dir: Path) -> bool:
-    """Whether the version in `version_dir` is made of segments (`segments.json`)."""
-    return (Path(version_dir) / SEGMENTS).is_file()
-
-
-def segment_dirs(version_dir: Path) -> list[Path]:
-    """The folders of the version's segments, in order (the version itself when it has none)."""
-    version_dir = Path(version_dir)
-    if not is_segmented(version_dir):
-        return [version_dir]
-    return [version_dir / SEGMENT_DIR / entry["name"] for entry in _read_listing(version_dir)]
-
-
-# --------------------------------------------------------------------------- reading
 
 
 class _Concat:
@@ -450,7 +382,7 @@ def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
     from qa.index.load import MAPPED_FILES, _load_version
     from qa.index.verify import check_files, close_files
 
-    listing = _read_listing(version_dir)
+    listing = read_listing(version_dir)
     segments, tombstones = [], []
     try:
         for entry in listing:
@@ -477,18 +409,6 @@ def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
     return SegmentedIndex(version_dir, manifest, segments, tombstones, lang_stats, sentence_stats)
 
 
-def _read_listing(version_dir: Path) -> list[dict]:
-    try:
-        listing = json.loads((version_dir / SEGMENTS).read_text(encoding="utf-8"))["segments"]
-        if not listing or not all({"name", "passages"} <= set(entry) for entry in listing):
-            raise ValueError("no segments")
-        return listing
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise IndexCorruptError(
-            f"{version_dir / SEGMENTS} cannot be read ({exc}). Rebuild the index with `qa index`."
-        ) from None
-
-
 def _merged_stats(version_dir: Path, segments: list) -> tuple[LanguageStats, LanguageStats]:
     """Passage and sentence statistics of the live rows: the segments' sums merged, minus the
     tombstoned rows' sums. The question means come out of the merged question-sample sums: each
@@ -504,255 +424,3 @@ def _merged_stats(version_dir: Path, segments: list) -> tuple[LanguageStats, Lan
     return out[0], out[1]
 
 
-# --------------------------------------------------------------------------- writing
-
-
-class AddPlan:
-    """What an add changes: the live articles kept as they are (by doc_id), and the rows to
-    tombstone in each segment of the previous version (the passages of removed articles)."""
-
-    def __init__(self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int):
-        self.unchanged = unchanged
-        self.deleted = deleted  # segment position -> local rows
-        self.new_articles = new_articles
-
-    @property
-    def deleted_rows(self) -> int:
-        return int(sum(len(rows) for rows in self.deleted.values()))
-
-
-def _segments_of(previous) -> list:
-    return previous.segments if isinstance(previous, SegmentedIndex) else [previous]
-
-
-def live_rows(previous, doc_ids: list[str]) -> tuple[dict[str, list[int]], np.ndarray, int]:
-    """What a build finds of the corpus `doc_ids` in the live version `previous` (an `Index` or a
-    `SegmentedIndex`; None: nothing): the live rows of each doc_id it holds, the live rows of its
-    articles no longer in the corpus, and how many such articles. Read from the store's columns
-    and its doc_id look-up, without reading a passage or an article record."""
-    if previous is None:
-        return {}, np.zeros(0, np.int64), 0
-    store = previous.store
-    numbers = np.asarray(store.columns[:, 0], np.int64)  # each passage's article number
-    order = np.argsort(numbers, kind="stable")
-    by_number = numbers[order]
-    found: dict[str, list[int]] = {}
-    seen = np.zeros(store.n_articles, bool)
-    for doc_id in doc_ids:
-        if doc_id in found:
-            continue
-        number = store.article_number(doc_id)  # (a tombstoned article is not found)
-        if number is None:
-            continue
-        lo, hi = np.searchsorted(by_number, [number, number + 1])
-        found[doc_id] = np.sort(order[lo:hi]).tolist()
-        seen[number] = True
-    alive = getattr(previous, "alive", None)
-    gone = ~seen[numbers] if alive is None else alive & ~seen[numbers]
-    gone_rows = np.flatnonzero(gone)
-    return found, gone_rows, len(np.unique(numbers[gone_rows]))
-
-
-def plan_add(
-    previous, doc_ids: list[str], old_rows: dict[str, list[int]], gone_rows: np.ndarray, gone: int, mode: str
-) -> AddPlan | None:
-    """An `AddPlan` when this change goes to a new segment, else None (a full build).
-
-    `old_rows`, `gone_rows`, `gone`: what `live_rows` found. `mode`: "auto" (a segment when the
-    articles added and removed are under `SEGMENT_SHARE` of the live ones and the version has
-    fewer than `MAX_SEGMENTS` segments), "segment" (always, when there is a previous version),
-    "rebuild" (never).
-    """
-    if previous is None or mode == "rebuild":
-        return None
-    unchanged = set(old_rows)
-    new = len(set(doc_ids)) - len(unchanged)
-    if not new and not gone:
-        return None  # only metadata or settings changed: the full build rewrites it
-    if mode != "segment":
-        share = (new + gone) / max(len(unchanged) + gone, 1)
-        if share >= SEGMENT_SHARE or len(_segments_of(previous)) >= MAX_SEGMENTS:
-            return None
-    starts = np.cumsum([0] + [len(s) for s in _segments_of(previous)])
-    rows = np.sort(np.asarray(gone_rows, np.int64))
-    part = np.searchsorted(starts, rows, "right") - 1
-    deleted = {int(p): rows[part == p] - starts[p] for p in np.unique(part).tolist()}
-    return AddPlan(unchanged, deleted, new)
-
-
-def _link_tree(source: Path, dest: Path) -> dict[str, list[int]]:
-    """Hard-link every file of `source` into `dest` (no byte copied). Returns the new stamps
-    (`qa.index.verify`) of the files whose recorded stamp matched before the link: a link changes
-    a file's change time only, so those are still the files verified, and need not be hashed again."""
-    from qa.index.verify import _stamp, read_stamps
-
-    recorded = read_stamps(source)
-    stamps = {}
-    for path in sorted(source.rglob("*")):
-        name = path.relative_to(source).as_posix()
-        target = dest / name
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        if name == STAMPS:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        before = _stamp(os.stat(path))
-        os.link(path, target)
-        if recorded.get(name) == before:
-            stamps[name] = _stamp(os.stat(target))
-    return stamps
-
-
-def _sums_of_rows(vectors, rows: np.ndarray, codes: np.ndarray, langs: list[str]) -> LanguageSums:
-    """`LanguageSums` of `vectors[rows]` (as float32) by language (`codes` index `langs`)."""
-    dim = vectors.shape[1]
-    names, parts = [], []
-    for code, lang in enumerate(langs):
-        mine = rows[codes == code]
-        if len(mine):
-            names.append(lang)
-            parts.append(_moment_sums(np.asarray(vectors[mine], np.float32)))
-    return LanguageSums.from_parts(names, parts, None, dim=dim)
-
-
-def _deleted_sums(segment, rows: np.ndarray) -> tuple[LanguageSums, LanguageSums]:
-    """The passage and sentence sums of the tombstoned `rows` of `segment` (an `Index`): their
-    passages, and every sentence of their articles (a removed article goes whole)."""
-    langs = segment.store.langs
-    codes = np.asarray(segment.store.lang_codes[rows], np.int64)
-    passages = _sums_of_rows(segment.passage_vectors, rows, codes, langs)
-    articles = np.unique(np.asarray(segment.store.columns[rows, 0], np.int64))
-    sentences = np.flatnonzero(np.isin(np.asarray(segment.sentences[:, 0], np.int64), articles))
-    article_codes = np.array([langs.index(segment.store.article_at(int(a)).lang) for a in articles], np.int64)
-    by_article = dict(zip(articles.tolist(), article_codes.tolist()))
-    sentence_codes = np.array([by_article[int(a)] for a in segment.sentences[sentences, 0]], np.int64)
-    return passages, _sums_of_rows(segment.sentence_vectors, sentences, sentence_codes, langs)
-
-
-def _add(a: LanguageSums | None, b: LanguageSums) -> LanguageSums:
-    return b if a is None else merge_sums(a, b)
-
-
-def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
-    """Make the new version in `building` (a `.building-*` folder): the previous version's
-    segments hard-linked, the new segment written by `write_segment(folder)` (None: nothing
-    added, only tombstones), the tombstones and their sums, then live (`CURRENT` swapped).
-    Returns the version's name. The caller holds the build lock."""
-    from qa.index.verify import _record_stamps, file_checksum, write_stamps
-    from qa.index.write import _remove_stale
-
-    index_dir = building.parent
-    version = building.name.removeprefix(".building-")
-    seg_root = building / SEGMENT_DIR
-    seg_root.mkdir()
-    old = _segments_of(previous)
-    listing: list[dict] = []
-    old_tombstones = previous.tombstones if isinstance(previous, SegmentedIndex) else [np.zeros(0, np.int64)]
-    # The sums of every row tombstoned so far (the previous version's), to which this add's are added.
-    deleted_sums, deleted_sentence_sums = (
-        _read_sums(previous.path / name) if isinstance(previous, SegmentedIndex) and (previous.path / name).is_file()
-        else None
-        for name in (DELETED_SUMS, DELETED_SENTENCE_SUMS)
-    )
-    for position, segment in enumerate(old):
-        name = segment.path.name
-        stamps = _link_tree(segment.path, seg_root / name)
-        _record_stamps(seg_root / name, stamps)
-        dead = np.asarray(old_tombstones[position], np.int64)
-        fresh = plan.deleted.get(position, np.zeros(0, np.int64))
-        if len(fresh):
-            passage_sums, sentence_sums = _deleted_sums(segment, fresh)
-            deleted_sums = _add(deleted_sums, passage_sums)
-            deleted_sentence_sums = _add(deleted_sentence_sums, sentence_sums)
-            dead = np.union1d(dead, fresh)
-        if len(dead):
-            write_file(seg_root / f"{name}.deleted.npy", dead.astype(np.int64))
-        listing.append(_entry(name, segment, len(dead)))
-    if write_segment is not None:
-        scratch = building / ".segment"
-        scratch.mkdir()
-        name = write_segment(scratch)
-        (scratch / name).rename(seg_root / name)
-        shutil.rmtree(scratch)
-        with open(seg_root / name / MANIFEST, "rb") as handle:
-            seg_manifest = Manifest.model_validate_json(handle.read())
-        listing.append({"name": name, "passages": seg_manifest.corpus.passages,
-                        "articles": seg_manifest.corpus.articles, "deleted": 0})
-    for name, sums in ((DELETED_SUMS, deleted_sums), (DELETED_SENTENCE_SUMS, deleted_sentence_sums)):
-        if sums is not None:
-            with (building / name).open("wb") as handle:
-                np.savez(handle, **sums.to_arrays())
-    write_file(building / SEGMENTS, json.dumps({"segments": listing}, indent=2).encode())
-    top = [SEGMENTS, DELETED_SUMS, DELETED_SENTENCE_SUMS] + [f"{SEGMENT_DIR}/{e['name']}.deleted.npy" for e in listing]
-    top = [name for name in top if (building / name).is_file()]
-    last = read_manifest(seg_root / listing[-1]["name"])
-    manifest = last.model_copy(update={
-        "corpus": last.corpus.model_copy(update={
-            "articles": sum(e["articles"] for e in listing) - _dead_articles(previous, plan),
-            "passages": sum(e["passages"] - e["deleted"] for e in listing),
-            "languages": _live_languages(listing, seg_root),
-        }),
-        "index": last.index.model_copy(update={
-            "type": "segmented", "ntotal": sum(e["passages"] for e in listing), "languages": {},
-        }),
-        "files": {name: (building / name).stat().st_size for name in top},
-        "checksums": {name: file_checksum(building / name) for name in top},
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
-    write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
-    write_stamps(building, top)
-    fsync_dir(seg_root)
-    fsync_dir(building)
-    building.rename(index_dir / version)
-    swap_pointer(index_dir, version)
-    _remove_stale(index_dir, keep={version})
-    # Removing an older version unlinks these files' other names, which moves their change time
-    # again: their stamps are refreshed, so that the next load does not hash them all again.
-    for entry in listing[: len(old)]:
-        _refresh_stamps(index_dir / version / SEGMENT_DIR / entry["name"])
-    return version
-
-
-def _refresh_stamps(folder: Path) -> None:
-    """Re-record the stamps (`qa.index.verify`) of the files of a hard-linked segment whose
-    inode, size and modification time are still those recorded: only their change time moved,
-    by the links added and removed while the build held the lock."""
-    from qa.index.verify import _record_stamps, _stamp, read_stamps
-
-    recorded = read_stamps(folder)
-    fresh = {}
-    for name, stamp in recorded.items():
-        try:
-            now = _stamp(os.stat(folder / name))
-        except OSError:
-            continue
-        if list(now[:3]) == list(stamp[:3]):
-            fresh[name] = now
-    if fresh:
-        _record_stamps(folder, fresh)
-
-
-def _entry(name: str, segment, deleted: int) -> dict:
-    return {"name": name, "passages": len(segment), "articles": segment.store.n_articles, "deleted": int(deleted)}
-
-
-def _dead_articles(previous, plan: AddPlan) -> int:
-    """Articles tombstoned in the new version (all of them, earlier adds' included)."""
-    tombstones = previous.tombstones if isinstance(previous, SegmentedIndex) else [np.zeros(0, np.int64)]
-    total = 0
-    for position, segment in enumerate(_segments_of(previous)):
-        rows = np.union1d(np.asarray(tombstones[position], np.int64), plan.deleted.get(position, np.zeros(0, np.int64)))
-        if len(rows):
-            total += len(np.unique(np.asarray(segment.store.columns[rows, 0])))
-    return total
-
-
-def _live_languages(listing: list[dict], seg_root: Path) -> dict[str, int]:
-    """Articles per language over the segments (tombstoned articles included: an estimate for the
-    manifest's summary; the statistics and the search use the live rows)."""
-    counts: dict[str, int] = {}
-    for entry in listing:
-        for lang, n in read_manifest(seg_root / entry["name"]).corpus.languages.items():
-            counts[lang] = counts.get(lang, 0) + n
-    return dict(sorted(counts.items()))
