@@ -18,7 +18,7 @@ import numpy as np
 from qa.errors import IndexCorruptError
 from qa.index.format import CHECKSUM, MANIFEST, READ_BLOCK, STAMPS, Manifest, atomic_write
 
-__all__ = ["OpenFile", "check_files", "close_files", "file_checksum", "map_npy", "write_stamps"]
+__all__ = ["OpenFile", "check_files", "close_files", "file_checksum", "map_npy", "read_stamps", "write_stamps"]
 
 log = logging.getLogger(__name__)
 
