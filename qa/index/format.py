@@ -98,7 +98,8 @@ __all__ = [
 
 # 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16;
 # 5: BM25 stores term counts and passage lengths, not scores (qa.lexical); sentences.npy int32;
-# 6: vectors.npy as int8 codes with a scale per passage (vector_scales.npy), not float16
+# 6: vectors.npy as int8 codes with a scale per passage (vector_scales.npy), not float16; the
+# article records of store/articles.bin as JSON arrays of the fields' values, not named objects
 FORMAT_VERSION = 6
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
