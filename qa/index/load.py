@@ -235,8 +235,8 @@ class Index:
         """
         sentences = self.sentence_vectors
         codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
-        arrays = [self.passage_vectors.codes, self.passage_vectors.scales, codes, self.store.lang_codes, self.sentence_member, self.link_start,
-                  self.sentence_langs, self.groups]  # fmt: skip
+        arrays = [self.passage_vectors.codes, self.passage_vectors.scales, codes, self.store.lang_codes,
+                  self.sentence_member, self.link_start, self.sentence_langs, self.groups]  # fmt: skip
         arrays += self.lexical.postings()
         return sum(map_in(np.asarray(array)) for array in arrays)
 
