@@ -17,7 +17,7 @@ from qa.index.ann import Int8Rows, quantize_rows
 from qa.index.build import build_index, write_index
 from qa.index.format import FORMAT_VERSION, VECTOR_SCALES, VECTORS, current_version
 from qa.index.load import open_index
-from qa.kernels import int8_row_dots
+from qa.kernels import int8_row_dots, row_dots
 from qa.models import Article, Chunk
 from tests.fakes import FakeEmbedder
 
@@ -51,7 +51,9 @@ def test_rows_read_back_within_half_a_step_and_dots_within_the_bound():
     picked = np.array([499, 0, 7, 7, 250], np.int64)  # any order, repeats allowed
     dots = rows.dots(picked, query)
     assert dots.dtype == np.float32
-    assert np.allclose(dots, decoded[picked] @ query, rtol=0, atol=1e-5)  # in place = decoded, then multiplied
+    # In place, the same floats as the decoded rows' `row_dots` (what a backend holding them computes).
+    assert np.array_equal(dots, row_dots(decoded, picked, query))
+    assert np.allclose(dots, decoded[picked] @ query, rtol=0, atol=1e-5)
     assert np.all(np.abs(dots - vectors[picked] @ query) <= _bound(scales[picked], query))
     assert len(rows.dots(np.zeros(0, np.int64), query)) == 0
 

@@ -41,8 +41,8 @@ class Int8Rows:
         return self[:].astype(dtype or np.float32)
 
     def dots(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """`self[rows] @ query` (float32), reading each row's codes in place: the codes times
-        `query`, times the row's scale (the same sum up to float rounding, ~1e-7)."""
+        """`self[rows] @ query` (float32), reading each row's codes in place: the same floats as
+        `qa.kernels.row_dots` of the decoded rows."""
         from qa.kernels import int8_row_dots
 
         return int8_row_dots(self.codes, self.scales, np.asarray(rows, np.int64), np.asarray(query, np.float32))
