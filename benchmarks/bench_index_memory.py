@@ -185,6 +185,16 @@ def file_sizes(index_dir: Path, n: int) -> dict[str, float]:
     return {name: round(size, 1) for name, size in sorted(sizes.items(), key=lambda item: -item[1])}
 
 
+def file_table(entry: dict) -> str:
+    """The bytes a passage of each file of a written index (`write_synthetic`'s entry), its
+    total, the text's share and what is beyond the text."""
+    files = entry["files_bytes_per_passage"]
+    total, text = sum(files.values()), entry["text_bytes_per_passage"]
+    rows = [[name, size] for name, size in files.items()]
+    rows += [["total", round(total, 1)], ["text (UTF-8)", text], ["beyond the text", round(total - text, 1)]]
+    return table(["file", "B a passage"], rows, title="Disk, file by file")
+
+
 def child(index_dir: Path, questions_file: Path, out: Path) -> None:
     """Load `index_dir` in this fresh process as `qa serve` would, and measure (see the module docstring)."""
     from bench_query import ann_recall
@@ -235,7 +245,7 @@ def child(index_dir: Path, questions_file: Path, out: Path) -> None:
         return round(sum(size for name, size in files.items() if name.startswith(prefixes)) / n, 1)
 
     disk = {
-        "total": per_passage(""), "vectors.npy": per_passage("vectors.npy"),
+        "total": per_passage(""), "passage vectors": per_passage("vectors.npy", "vector_scales.npy"),
         "sentence vectors": per_passage("sentence_vectors.npy", "sentence_scales.npy"),
         "bm25": per_passage("bm25/"), "ann": per_passage("ann/"),
         "passages+articles": per_passage("store/", "articles.jsonl", "passages.jsonl"),
@@ -440,6 +450,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             scratch.mkdir()
             entry = write_synthetic(n, material, rng, index_dir, scratch, Settings(index_dir=index_dir), args.lists)
             shutil.rmtree(scratch)
+            print(file_table(entry), flush=True)
             print(f"  {n:,}: written in {entry['write_s']} s (peak RSS {entry['write_peak_rss_mb']:.0f} MB, anonymous "
                   f"+{entry['write_anon_added_mb']:.0f} MB over the {entry['rss_before_write_mb']['RssAnon']:.0f} MB "
                   "held before)", flush=True)

@@ -16,6 +16,8 @@ class Article(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    # An index stores an article's fields by position (`qa.index.store.ARTICLE_FIELDS`): a new
+    # field goes last.
     doc_id: str = Field(description="Stable id: a hash of the article's text and title.")
     title: str
     text: str = Field(description="The article's body text; passage offsets point into it.")

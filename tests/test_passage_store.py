@@ -173,8 +173,8 @@ def test_a_truncated_store_file_is_refused_at_load(index_dir: Path):
         open_index(index_dir)
 
 
-# 2: passages and articles as JSON lines, loaded whole; 3: the passage vectors in float32
-@pytest.mark.parametrize("previous", [2, 3])
+# 2: passages and articles as JSON lines, loaded whole; 3: the passage vectors in float32; 5: in float16
+@pytest.mark.parametrize("previous", [2, 3, 5])
 def test_an_index_of_a_previous_format_asks_for_a_rebuild(index_dir: Path, previous: int):
     version = index_dir / current_version(index_dir)
     manifest = json.loads((version / "manifest.json").read_text())
@@ -184,17 +184,17 @@ def test_an_index_of_a_previous_format_asks_for_a_rebuild(index_dir: Path, previ
         open_index(index_dir)
 
 
-def test_passage_vectors_are_stored_in_half_precision_and_scored_exactly_as_read(index_dir: Path):
+def test_passage_vectors_are_stored_as_int8_codes_and_scored_exactly_as_read(index_dir: Path):
     index = open_index(index_dir)
-    stored = np.load(index.path / "vectors.npy")
-    assert stored.dtype == np.float16 and stored.shape == index.passage_vectors.shape
+    stored, scales = np.load(index.path / "vectors.npy"), np.load(index.path / "vector_scales.npy")
+    assert stored.dtype == np.int8 and stored.shape == index.passage_vectors.shape == (len(scales), 16)
     rows = np.arange(len(index))[::-1].copy()
     vectors = index.passage_vectors_at(rows)
-    assert vectors.dtype == np.float32 and np.array_equal(vectors, stored[rows].astype(np.float32))
+    assert vectors.dtype == np.float32 and np.array_equal(vectors, stored[rows].astype(np.float32) * scales[rows, None])
     query = vectors[0] + 0.5 * vectors[-1]
-    # In place through the table of half-precision values, as the float32 rows read out would give.
+    # In place, codes times the question then times the scale, as the float32 rows read out would give.
     assert np.allclose(index.passage_vectors.dots(rows, query), vectors @ query, rtol=0, atol=1e-5)
-    assert np.array_equal(index.vectors(), stored.astype(np.float32))
+    assert np.array_equal(index.vectors(), stored.astype(np.float32) * scales[:, None])
 
 
 def _snapshot(index) -> list:
@@ -221,7 +221,8 @@ def test_the_store_is_written_narrow_and_an_index_written_wide_reads_the_same(in
     assert np.load(version / "store/passage_keys.npy").dtype == np.int64
     assert np.load(version / "groups.npy").dtype == np.int32
     records = (version / ARTICLE_RECORDS).read_bytes()
-    assert b"null" not in records and b'"outlet"' not in records  # unset fields left out
+    # each record the values of the fields, not their names; the unset ones at the end left out
+    assert records.startswith(b'["') and b'"doc_id"' not in records and b"null]" not in records
     expected = _snapshot(open_index(index_dir))
     # As an index written before: every integer file in int64, every record with all its fields.
     for name in [*narrow, "groups.npy"]:

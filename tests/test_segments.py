@@ -173,10 +173,10 @@ def test_statistics_from_sums_equal_those_fitted_on_the_surviving_vectors(change
     live = np.flatnonzero(index.alive)
     fitted = LanguageStats.fit(index.passage_vectors_at(live), index.langs[live])
     assert index.lang_stats.langs == fitted.langs
-    # Within 3e-5: the sums were taken of the float32 vectors, the fit here of the stored float16
-    # ones (a coordinate of ~0.1 moves by up to 3e-5 in float16; measured 1.4e-5 on one of 768).
-    np.testing.assert_allclose(index.lang_stats.means, fitted.means, atol=3e-5)
-    np.testing.assert_allclose(index.lang_stats.covariances, fitted.covariances, atol=1e-5)
+    # Within 1e-3: the sums were taken of the float32 vectors, the fit here of the stored int8
+    # codes (index format 6: a dot product moves by up to ~1e-3, a mean coordinate measured 2e-4).
+    np.testing.assert_allclose(index.lang_stats.means, fitted.means, atol=1e-3)
+    np.testing.assert_allclose(index.lang_stats.covariances, fitted.covariances, atol=1e-4)
     # Sentences: those of the live passages' articles (stored as int8 codes, hence the tolerance).
     sentences = np.unique(np.asarray(index.sentence_member[index.sentence_links(live)], np.int64))
     sentence_langs = [index.article(index.sentence_span(s)[0]).lang for s in sentences.tolist()]

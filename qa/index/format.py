@@ -10,8 +10,9 @@ Layout of the index directory::
                            and a CRC-32 of each file's content (checked at every load)
         store/             the articles (text and metadata) and the passages' columns, read
                            only for the rows a question returns (see qa.index.store)
-        vectors.npy        the L2-normalized passage vectors, float16 (memory-mapped when loaded;
-                           read as float32: see qa.index.load.HalfRows)
+        vectors.npy, vector_scales.npy   the L2-normalized passage vectors as int8 codes and
+                           a scale per passage (memory-mapped when loaded; read as float32:
+                           see qa.index.ann.Int8Rows)
         ann/NNN.faiss      approximate search of each large language (IVF-SQ8, see qa.index.ann)
         lang_stats.npz     per-language mean and covariance of the vectors (see qa.rank)
         lang_sums.npz      the sums they are computed from (qa.rank.LanguageSums), so that
@@ -72,6 +73,7 @@ __all__ = [
     "SENTENCE_VECTORS",
     "STAMPS",
     "VECTORS",
+    "VECTOR_SCALES",
     "VERSION_NAME",
     "ChunkingSpec",
     "CorpusSpec",
@@ -95,14 +97,17 @@ __all__ = [
 ]
 
 # 3: passages and articles in store/ (qa.index.store), not JSON lines; 4: vectors.npy in float16;
-# 5: BM25 stores term counts and passage lengths, not scores (qa.lexical); sentences.npy int32
-FORMAT_VERSION = 5
+# 5: BM25 stores term counts and passage lengths, not scores (qa.lexical); sentences.npy int32;
+# 6: vectors.npy as int8 codes with a scale per passage (vector_scales.npy), not float16; the
+# article records of store/articles.bin as JSON arrays of the fields' values, not named objects
+FORMAT_VERSION = 6
 POINTER = "CURRENT"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder beside CURRENT, nothing else
 MANIFEST = "manifest.json"
 ARTICLES = "articles.jsonl"
 PASSAGES = "passages.jsonl"
 VECTORS = "vectors.npy"
+VECTOR_SCALES = "vector_scales.npy"
 ANN_DIR = "ann"
 LANG_STATS = "lang_stats.npz"
 # The sums the statistics are computed from (`qa.rank.LanguageSums`), so that statistics can be

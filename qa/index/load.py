@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from qa.index.ann import ByteExact, HalfRows, Int8Rows, LanguageSearch, ProbedIVF
+from qa.index.ann import ByteExact, Int8Rows, LanguageSearch, ProbedIVF
 from qa.index.format import (
     GROUPS,
     LANG_STATS,
@@ -29,6 +29,7 @@ from qa.index.format import (
     SENTENCE_STATS,
     SENTENCE_VECTORS,
     SENTENCES,
+    VECTOR_SCALES,
     VECTORS,
     VERSION_NAME,
     Manifest,
@@ -68,7 +69,7 @@ SENTENCES_IN_MEMORY = 256 << 20
 # The files read in place (memory-mapped, or read with pread) rather than loaded: kept open from
 # their verification on, and watched before every question (`Index.damage`).
 MAPPED_FILES = frozenset(
-    {VECTORS, SENTENCE_VECTORS, SENTENCE_SCALES, SENTENCES, GROUPS, *STORE_FILES}
+    {VECTORS, VECTOR_SCALES, SENTENCE_VECTORS, SENTENCE_SCALES, SENTENCES, GROUPS, *STORE_FILES}
     | {f"{LEXICAL}/{file}" for file in LEXICAL_ARRAYS.values()}
 )
 
@@ -142,7 +143,7 @@ class Index:
     path: Path
     manifest: Manifest
     store: PassageStore
-    passage_vectors: HalfRows  # (n, d) float16, usually memory-mapped; indexing gives float32 rows
+    passage_vectors: Int8Rows  # (n, d) int8 codes and scales, memory-mapped; indexing gives float32 rows
     ann: dict[str, Any]  # language -> approximate FAISS index over its passages (large languages)
     lang_stats: LanguageStats
     groups: np.ndarray  # (n,) translation group id of each passage
@@ -234,8 +235,8 @@ class Index:
         """
         sentences = self.sentence_vectors
         codes = sentences.codes if isinstance(sentences, Int8Rows) else sentences
-        arrays = [self.passage_vectors.codes, codes, self.store.lang_codes, self.sentence_member, self.link_start,
-                  self.sentence_langs, self.groups]  # fmt: skip
+        arrays = [self.passage_vectors.codes, self.passage_vectors.scales, codes, self.store.lang_codes,
+                  self.sentence_member, self.link_start, self.sentence_langs, self.groups]  # fmt: skip
         arrays += self.lexical.postings()
         return sum(map_in(np.asarray(array)) for array in arrays)
 
@@ -293,7 +294,7 @@ class Index:
         return self.articles[doc_id]
 
     def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of passages `rows`, as float32 (stored in float16)."""
+        """The vectors of passages `rows`, as float32 (stored as int8 codes and scales)."""
         return self.passage_vectors[np.asarray(rows, dtype=np.int64)]
 
     def sentence_vectors_at(self, rows: np.ndarray) -> np.ndarray:
@@ -407,12 +408,16 @@ def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenF
         # Memory-mapped: a question reads only its candidates' rows, so a million passages
         # do not have to fit in memory as float32.
         vectors = map_npy(mapped[VECTORS])
-        if vectors.dtype != np.float16 or vectors.shape != (n, manifest.model.dim):
+        if vectors.dtype != np.int8 or vectors.shape != (n, manifest.model.dim):
             raise ValueError(
                 f"holds {vectors.dtype} vectors of shape {vectors.shape}, but the store lists "
                 f"{n} passages and the manifest says dimension {manifest.model.dim}"
             )
-        vectors = HalfRows(vectors)
+        reading = VECTOR_SCALES
+        vector_scales = map_npy(mapped[VECTOR_SCALES])
+        if vector_scales.dtype != np.float32 or vector_scales.shape != (n,):
+            raise ValueError(f"holds {vector_scales.dtype} scales of shape {vector_scales.shape} for {n} passages")
+        vectors = Int8Rows(vectors, vector_scales)
         ann = {}
         for lang, spec in manifest.index.languages.items():
             if spec.file:

@@ -4,7 +4,8 @@ A loaded index used to hold every article and passage as Python objects (+8.3 GB
 million passages, most of the 35 s load). Here they stay in files of the version folder, under
 `store/`, and a question reads the few rows it returns:
 
-    store/articles.bin         each Article as one JSON record (text and metadata; fields that are
+    store/articles.bin         each Article as one JSON array of its fields' values, in the order
+                               of `ARTICLE_FIELDS` (text and metadata; trailing fields that are
                                None left out), one after another
     store/article_offsets.npy  int (articles + 1): where each record starts; the last is the end
     store/article_keys.npy     uint64 (articles,): a 64-bit hash of each doc_id, sorted
@@ -47,6 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pydantic_core
 from pydantic import ValidationError
 
 from qa.errors import IndexCorruptError
@@ -54,6 +56,7 @@ from qa.index.format import write_file
 from qa.models import Article, Chunk
 
 __all__ = [
+    "ARTICLE_FIELDS",
     "ARTICLE_KEYS",
     "ARTICLE_OFFSETS",
     "ARTICLE_ORDER",
@@ -77,11 +80,13 @@ __all__ = [
     "PassageStore",
     "RowLookup",
     "StoreWriter",
+    "article_record",
     "doc_key",
     "link_sentences",
     "link_starts",
     "narrow_int",
     "ranges",
+    "read_article_record",
     "store_mismatch",
     "write_groups",
     "write_sentence_links",
@@ -108,6 +113,32 @@ STORE_FILES = (
     GROUP_IDS, GROUP_STARTS, GROUP_ROWS, SENTENCE_MEMBERS, LINK_STARTS, SENTENCE_LANGS,
 )  # fmt: skip
 ARTICLES_CACHED = 1024  # parsed articles kept: a question's passages and their translations
+# The fields of an article record, by position: `Article`'s own order. Named JSON objects spent
+# ~40 B a record on the names of the five fields every article has (~90 with url, date, outlet).
+# A new field of `Article` goes last (older records read it as None); reordering them changes
+# the index format.
+ARTICLE_FIELDS = tuple(Article.model_fields)
+
+
+def article_record(article: Article) -> bytes:
+    """`article` as one record of `store/articles.bin`: a JSON array of its fields' values in the
+    order of `ARTICLE_FIELDS`, the trailing ones that are None left out (read back as the same
+    Article: every optional field defaults to None)."""
+    values = list(article.model_dump(mode="json").values())
+    while values and values[-1] is None:
+        values.pop()
+    return pydantic_core.to_json(values)
+
+
+def read_article_record(data: bytes) -> Article:
+    """The Article of a record of `store/articles.bin` (`article_record`; a named JSON object, as
+    earlier stores wrote them, reads too). ValueError or ValidationError for a damaged one."""
+    if data[:1] == b"{":
+        return Article.model_validate_json(data)
+    values = pydantic_core.from_json(data)
+    if not isinstance(values, list) or len(values) > len(ARTICLE_FIELDS):
+        raise ValueError("not a record of an article's fields")
+    return Article.model_validate(dict(zip(ARTICLE_FIELDS, values)))
 
 
 def narrow_int(table: np.ndarray) -> np.ndarray:
@@ -162,9 +193,7 @@ class StoreWriter:
         """Append one article; returns its article number."""
         if self._lookup is not None:
             raise ValueError("articles must all be added before their passages")
-        # Without the fields left unset (None): ~100 B of `"url":null,...` a record, read back
-        # as the same Article (every optional field defaults to None).
-        record = article.model_dump_json(exclude_none=True).encode()
+        record = article_record(article)
         self._records.write(record)
         self._offsets.append(self._offsets[-1] + len(record))
         self._keys.append(doc_key(article.doc_id))
@@ -185,7 +214,7 @@ class StoreWriter:
                 start, end = self._offsets[number], self._offsets[number + 1]
                 with (self.folder / ARTICLE_RECORDS).open("rb") as handle:
                     handle.seek(start)
-                    clashes[Article.model_validate_json(handle.read(end - start)).doc_id] = number
+                    clashes[read_article_record(handle.read(end - start)).doc_id] = number
             self._lookup = (sorted_keys, order, clashes)
         sorted_keys, order, clashes = self._lookup
         keys = np.array([doc_key(doc_id) for doc_id in doc_ids], np.uint64)
@@ -420,7 +449,7 @@ class PassageStore:
         try:
             if len(data) != end - start:
                 raise ValueError("short read")
-            article = Article.model_validate_json(data)
+            article = read_article_record(data)
         except (ValueError, ValidationError):
             raise IndexCorruptError(
                 f"{self._path} is damaged (article record {number} cannot be read). "

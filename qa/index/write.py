@@ -26,7 +26,6 @@ from qa.index.ann import (
     RowsView,
     choose_kind,
     fill,
-    half_rows,
     n_lists,
     quantize_rows,
     train_ivf,
@@ -46,6 +45,7 @@ from qa.index.format import (
     SENTENCE_SUMS,
     SENTENCE_VECTORS,
     SENTENCES,
+    VECTOR_SCALES,
     VECTORS,
     Manifest,
     build_lock,
@@ -337,14 +337,17 @@ def _write_version(
         write_sentence_links(building, columns, passage_codes, sentences)
         del columns
         sentence_codes = article_codes[np.asarray(sentences[:, 0], np.int64)] if len(sentences) else np.zeros(0, np.int8)
-        # Half precision, written a block at a time into the file: only re-scoring and the exact
-        # search of small languages read them, and float16 moves a cosine by ~1e-4 (section 16 of
-        # benchmarks/README.md). The search structures below are built from the float32 vectors.
-        stored = np.lib.format.open_memmap(building / VECTORS, mode="w+", dtype=np.float16, shape=vectors.shape)
-        half_rows(vectors, out=stored)
+        # int8 codes and a scale per passage, as the sentence vectors, written a block at a time
+        # into the file: only re-scoring and the exact search of small languages read them, and
+        # a score moves by ~3e-4 ("Format 6" in benchmarks/README.md), 388 B a passage where
+        # float16 took 768. The search structures below are built from the float32 vectors.
+        stored = np.lib.format.open_memmap(building / VECTORS, mode="w+", dtype=np.int8, shape=vectors.shape)
+        vector_scales = quantize_rows(vectors, out=stored)[1]
         stored.flush()
         del stored
         _fsync(building / VECTORS)
+        write_file(building / VECTOR_SCALES, vector_scales)
+        del vector_scales
         if recall_queries is None or not len(recall_queries):
             recall_queries = _sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_codes, langs, recall_queries, settings, previous, folder=building)

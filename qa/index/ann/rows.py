@@ -1,6 +1,6 @@
-"""Vectors stored compressed and read back as float32 rows: the sentence vectors as int8 codes
-with a scale per row (`Int8Rows`), the passage vectors in half precision (`HalfRows`), and the
-writers that fill their files a block at a time."""
+"""Vectors stored compressed and read back as float32 rows: the passage and sentence vectors as
+int8 codes with a scale per row (`Int8Rows`), half precision (`HalfRows`, what index format 5
+stored the passage vectors in), and the writers that fill their files a block at a time."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ __all__ = ["HalfRows", "Int8Rows", "half_rows", "quantize_rows"]
 class Int8Rows:
     """Vectors stored as int8 codes with one float32 scale per row (symmetric, row max = 127).
 
-    Used for the sentence vectors, which outnumber passages about 5 to 1: a quarter of float32
-    on disk, memory-mapped, and a cosine error around 1e-4. Indexing returns float32 rows.
+    The passage vectors and the sentence vectors (which outnumber passages about 5 to 1): a
+    quarter of float32 on disk plus 4 B a row, memory-mapped. Each element is within half a
+    step (scale / 2) of its float32 value, so a dot product with q is within scale·|q|₁/2 of the
+    float32 one; on real vectors and questions it is 1.3e-4 at the median, 5e-4 at the 99th
+    percentile (benchmarks/bench_vector_precision.py). Indexing and `np.asarray` give float32
+    rows; `dots` scores rows in place (`qa.kernels.int8_row_dots`).
     """
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray):
@@ -21,6 +25,11 @@ class Int8Rows:
         self.scales = scales
         self.shape = codes.shape
         self.dtype = np.dtype(np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored, codes and scales (not those of the float32 rows it reads as)."""
+        return self.codes.nbytes + self.scales.nbytes
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -31,9 +40,17 @@ class Int8Rows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:].astype(dtype or np.float32)
 
+    def dots(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """`self[rows] @ query` (float32), reading each row's codes in place: the same floats as
+        `qa.kernels.row_dots` of the decoded rows."""
+        from qa.kernels import int8_row_dots
+
+        return int8_row_dots(self.codes, self.scales, np.asarray(rows, np.int64), np.asarray(query, np.float32))
+
 
 class HalfRows:
-    """Vectors stored in half precision (float16), read as float32: the passage vectors.
+    """Vectors stored in half precision (float16), read as float32: the passage vectors of index
+    format 5 (format 6 stores them as `Int8Rows`, half the bytes again).
 
     Half of float32's disk and page cache; a cosine moves by ~1e-4 at most, which only changes
     the order of passages whose scores tie within that (benchmarks/README.md, section 16).
