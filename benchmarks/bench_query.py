@@ -9,7 +9,9 @@ tuned at build) and loaded by the real loader (`qa.index.load.open_index`, vecto
 
 Measured: query embedding (cold, and from the LRU cache), the per-language dense search, and
 `Engine.search` (what `retrieve()` runs after cleaning the question: dense + BM25 + sentence
-scores, grouping, `Passage` models) with a cached and a cold question embedding; recall@10 of the
+scores, grouping, `Passage` models) with a cached and a cold question embedding, in wall time and
+in CPU time (the calling thread's, and the whole process's: on a shared machine the wall time
+also counts the time other processes hold the cores, the CPU time does not); recall@10 of the
 approximate indexes against exact search for real questions; memory and disk per passage.
 Baseline: one exact IndexFlatIP search over all vectors (k = candidates), in the same run.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -267,18 +270,25 @@ def main(argv: list[str] | None = None) -> dict:
         flat = faiss.IndexFlatIP(vectors.shape[1])
         flat.add(vectors)
         baseline, dense, full, full_cold = [], [], [], []
+        full_cpu, full_proc = [], []  # the same calls' CPU time: this thread's, and the process's (all threads)
         engine.search(questions[0][0], args.k)  # warm-up: builds the exact sub-indexes of small languages
+        load_timed = [round(os.getloadavg()[0], 2)]
         for (q, lang), vec, cvec in zip(questions, queries, centered):
             for _ in range(args.repeat):
                 t = time.perf_counter(); flat.search(vec[None, :], settings.candidates); baseline.append(time.perf_counter() - t)
                 t = time.perf_counter(); index.search_by_language(cvec, settings.candidates); dense.append(time.perf_counter() - t)
-                t = time.perf_counter(); engine.search(q, args.k); full.append(time.perf_counter() - t)
+                t = time.perf_counter(); c, pc = time.thread_time_ns(), time.process_time_ns()
+                engine.search(q, args.k)
+                full_cpu.append((time.thread_time_ns() - c) / 1e9); full_proc.append((time.process_time_ns() - pc) / 1e9)
+                full.append(time.perf_counter() - t)
+        load_timed.append(round(os.getloadavg()[0], 2))
         # Cold: the question's embedding not cached (the first time anyone asks it).
         for q, _ in questions:
             q2 = q + " " + "?" * (1 + args.sizes.index(n))  # never asked before: not in the LRU cache
             t = time.perf_counter(); engine.search(q2, args.k); full_cold.append(time.perf_counter() - t)
         rss_after = rss_kinds()
         files = index.manifest.files
+        on_disk = {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
 
         def per_passage(*prefixes, files=files, n=n):
             return sum(size for name, size in files.items() if name.startswith(prefixes)) / n
@@ -292,12 +302,17 @@ def main(argv: list[str] | None = None) -> dict:
             "ann_recall_at_10_real_questions": recall, "ann_recall_at_10_own_top10": recall_own,
             "baseline_flat_search": percentiles(baseline), "dense_by_language": percentiles(dense),
             "engine_search_cached_embedding": percentiles(full), "engine_search_cold_embedding": percentiles(full_cold),
+            "engine_search_cached_embedding_thread_cpu": percentiles(full_cpu),
+            "engine_search_cached_embedding_process_cpu": percentiles(full_proc),
+            "load_avg_1min_timed": load_timed,  # before and after the timed questions
             "bytes_per_passage": {
                 "vector_index_in_memory": per_passage("ann/") + vectors.shape[1] * flat_passages / n,  # qa.index.ann.ByteExact: a byte a dimension
                 "vectors_npy_disk": per_passage("vectors.npy"), "sentence_vectors_disk": per_passage("sentence_vectors.npy"),
                 "bm25_disk": per_passage("bm25/"), "store_disk": per_passage("store/"),
             },
             "rss_mb": {"before": rss0, "loaded": rss_loaded, "after_queries": rss_after},
+            # every file of the index folder as written (all versions' files, the pointer), a passage
+            "disk_bytes_per_passage": {"total": sum(on_disk.values()) / n, **{k: v / n for k, v in sorted(on_disk.items())}},
         }
         results.append(entry)
         base_p50 = entry["baseline_flat_search"]["p50_ms"]
@@ -306,13 +321,20 @@ def main(argv: list[str] | None = None) -> dict:
                           ("retrieve (cold emb.)", "engine_search_cold_embedding")):
             p = entry[key]
             rows.append([n, layout, name, p["p50_ms"], p["p95_ms"], p["p99_ms"], round(p["p50_ms"] / max(1e-9, base_p50), 2)])
+            if key == "engine_search_cached_embedding":  # the same calls in CPU time: what the load does not inflate
+                for cpu_name, cpu_key in (("  CPU, this thread", "engine_search_cached_embedding_thread_cpu"),
+                                          ("  CPU, process", "engine_search_cached_embedding_process_cpu")):
+                    p = entry[cpu_key]
+                    rows.append([n, layout, cpu_name, p["p50_ms"], p["p95_ms"], p["p99_ms"], "-"])
         b = entry["bytes_per_passage"]
         mem_rows.append([n, len(index.sentences), round(b["vector_index_in_memory"]), round(b["vectors_npy_disk"]),
                          round(b["sentence_vectors_disk"]), round(b["bm25_disk"]), round(b["store_disk"]),
                          round(rss_loaded["RssAnon"] - rss0["RssAnon"]), round(rss_after["RssFile"] - rss0["RssFile"]),
                          "-" if recall is None else f"{recall} ({recall_own})", entry["write_s"], entry["load_s"], entry["map_in_s"]])
         print(f"  {n:,} passages ({layout}): written in {write_s:.1f} s, loaded in {load_s:.1f} s, retrieve p50 "
-              f"{entry['engine_search_cached_embedding']['p50_ms']} ms, ANN recall@10 {recall}", flush=True)
+              f"{entry['engine_search_cached_embedding']['p50_ms']} ms (CPU "
+              f"{entry['engine_search_cached_embedding_thread_cpu']['p50_ms']} ms), ANN recall@10 {recall}, "
+              f"load {load_timed[0]}-{load_timed[1]}, disk {sum(on_disk.values()) / n:,.0f} B a passage", flush=True)
         del engine, index, vectors, flat
         gc.collect()
         shutil.rmtree(folder, ignore_errors=True)
