@@ -214,7 +214,7 @@ def compare(paths: list[Path]) -> str:
     sides: dict[str, list[dict]] = {}
     for p in paths:
         run = json.loads(p.read_text())
-        sides.setdefault(run.get("side") or run["qa_root"], []).append(run)
+        sides.setdefault(run.get("side") or p.stem, []).append(run)
     labels: list[str] = []
     for runs in sides.values():
         for run in runs:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     print(f"qa from {qa_root}; real material: {source}; {len(questions)} real questions.", flush=True)
     rng = np.random.default_rng(42)  # as bench_query: the same synthetic passages
     faiss.omp_set_num_threads(1)
-    payload = {"benchmark": "bench_stages", "side": args.side, "qa_root": qa_root.name, "material": source,
+    payload = {"benchmark": "bench_stages", "side": args.side, "material": source,
                "queries": len(questions), "repeat": args.repeat, "results": []}
     for n in args.sizes:
         folder = Path(tempfile.mkdtemp(prefix="qa-bench-index-"))
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         payload["results"].append(entry)
         payload.update(stages=stages, total=total)  # the last size's, for --compare
         print(render(stages, total, f"\n{n:,} passages, {len(samples)} timed questions, BLAS and FAISS 1 thread "
-                                    f"(qa from {qa_root.name}; written in {write_s:.0f} s; BM25 postings merged "
+                                    f"(written in {write_s:.0f} s; BM25 postings merged "
                                     f"{total['bm25_postings_merged_mean']:,.0f} a question)"), flush=True)
         del engine, index
         gc.collect()
