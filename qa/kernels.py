@@ -92,9 +92,12 @@ def merge_postings(
     through a heap, whose cost grows with the log of their number, not the number.
     Sums in float64, as the numpy version's running sum did.
     """
-    source = (data, np.empty(0, np.uint8), np.empty(0, np.uint8), np.empty(0, np.float32),
-              np.empty((0, 0), np.float32), np.empty(0, np.uint8))  # fmt: skip
-    return _merge(indices, source, starts, ends, weights)
+    total = 0  # postings in all: the most passages the result can hold
+    for j in range(len(starts)):
+        total += ends[j] - starts[j]
+    if len(starts) > ONE_BY_ONE_MAX_LISTS:
+        return _merge_by_heap(indices, data, starts, ends, weights, total)
+    return _merge_one_by_one(indices, data, starts, ends, weights, total)
 
 
 @njit(cache=True, nogil=True)
@@ -102,35 +105,31 @@ def merge_counted_postings(
     indices: np.ndarray, counts: np.ndarray, lengths: np.ndarray, norms: np.ndarray, idf: np.ndarray,
     lang_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`merge_postings` of postings stored as term counts, each scored as the merge reads it:
+    """`merge_postings` of postings stored as term counts: each read posting is scored with
     `qa.lexical.bm25_weight` of its count, its passage's length normalization
     (`norms[lengths[row]]`) and the idf `idf[j, lang_ids[row]]` of its passage's language (`idf`
-    of one column and `lang_ids` empty: the pool's idf). The same floats as scoring the postings
-    first (`qa.lexical.bm25_weights`) and merging those, without writing them out: one pass over
-    the postings, where a gather into four arrays, numpy's scoring and the merge took three."""
-    source = (np.empty(0, np.float32), counts, lengths, norms, idf, lang_ids)
-    return _merge(indices, source, starts, ends, weights)
-
-
-@njit(cache=True, nogil=True)
-def _merge(indices, source, starts, ends, weights):
-    total = 0  # postings in all: the most passages the result can hold
+    of one column and `lang_ids` empty: the pool's idf), into one contiguous list, which is then
+    merged. The same floats as scoring the postings with numpy (`qa.lexical.bm25_weights`) and
+    merging those. Scoring inside the merge loop instead (one pass) was ~10x slower: 0.6-0.7 ms
+    against ~0.09 ms for a question's 23,000 postings (benchmarks/README.md, "Where the extra
+    time goes"), as the merge's inner loop no longer compiled to a plain two-way merge."""
+    total = 0
     for j in range(len(starts)):
         total += ends[j] - starts[j]
-    if len(starts) > ONE_BY_ONE_MAX_LISTS:
-        return _merge_by_heap(indices, source, starts, ends, weights, total)
-    return _merge_one_by_one(indices, source, starts, ends, weights, total)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _posting_score(source, p: int, j: int, row: int) -> np.float32:
-    """The score of posting `p` (of list `j`, in passage `row`): stored (`source[0]`, when given),
-    or BM25's from its count (see `merge_counted_postings`)."""
-    data, counts, lengths, norms, idf, lang_ids = source
-    if len(data) > 0:
-        return data[p]
-    weight = idf[j, lang_ids[row]] if len(lang_ids) > 0 else idf[j, 0]
-    return _bm25_weight(np.float32(counts[p]), norms[lengths[row]], weight)
+    rows, scores = np.empty(total, np.int64), np.empty(total, np.float32)
+    first, last = np.empty(len(starts), np.int64), np.empty(len(starts), np.int64)
+    q = 0
+    by_language = len(lang_ids) > 0
+    for j in range(len(starts)):
+        first[j] = q
+        for p in range(starts[j], ends[j]):
+            row = indices[p]
+            weight = idf[j, lang_ids[row]] if by_language else idf[j, 0]
+            rows[q] = row
+            scores[q] = _bm25_weight(np.float32(counts[p]), norms[lengths[row]], weight)
+            q += 1
+        last[j] = q
+    return merge_postings(rows, scores, first, last, weights)
 
 
 # BM25's one expression (`qa.lexical.bm25_weight`), compiled into the merge. numba's cache of
@@ -154,7 +153,7 @@ def postings_by_language(
 
 @njit(cache=True, nogil=True)
 def _merge_one_by_one(
-    indices: np.ndarray, source: tuple, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
+    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     rows, sums = np.empty(total, np.int64), np.empty(total, np.float64)
     rows_next, sums_next = np.empty(total, np.int64), np.empty(total, np.float64)
@@ -168,10 +167,10 @@ def _merge_one_by_one(
                 rows_next[m], sums_next[m] = here, sums[i]
                 i += 1
                 if here == there:
-                    sums_next[m] += np.float64(_posting_score(source, p, j, there) * weight)
+                    sums_next[m] += np.float64(data[p] * weight)
                     p += 1
             else:
-                rows_next[m], sums_next[m] = there, np.float64(_posting_score(source, p, j, there) * weight)
+                rows_next[m], sums_next[m] = there, np.float64(data[p] * weight)
                 p += 1
             m += 1
         while i < n:
@@ -180,7 +179,7 @@ def _merge_one_by_one(
             m += 1
         while p < end:
             there = indices[p]
-            rows_next[m], sums_next[m] = there, np.float64(_posting_score(source, p, j, there) * weight)
+            rows_next[m], sums_next[m] = there, np.float64(data[p] * weight)
             p += 1
             m += 1
         rows, rows_next = rows_next, rows
@@ -191,7 +190,7 @@ def _merge_one_by_one(
 
 @njit(cache=True, nogil=True)
 def _merge_by_heap(
-    indices: np.ndarray, source: tuple, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
+    indices: np.ndarray, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     rows, scores = np.empty(total, np.int64), np.empty(total, np.float32)
     position = starts.copy()
@@ -211,7 +210,7 @@ def _merge_by_heap(
                 rows[found], scores[found] = current, summed
                 found += 1
             current, summed = row, 0.0
-        summed += np.float64(_posting_score(source, position[j], j, row) * weights[j])
+        summed += np.float64(data[position[j]] * weights[j])
         position[j] += 1
         if position[j] < ends[j]:
             heap_row[0] = indices[position[j]]
