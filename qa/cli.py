@@ -32,6 +32,8 @@ def _print_report(report) -> None:
         f"{report.removed_articles} article(s) removed."
     )
     print(f"Index: {report.index_dir} (version {report.version})")
+    if report.segments:
+        print(f"  written as a new segment: {report.segments} segments now (`qa index --rebuild` merges them)")
     if report.kinds:
         print("  inputs: " + ", ".join(f"{kind} {n}" for kind, n in report.kinds.items()))
     if report.encodings:

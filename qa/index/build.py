@@ -98,6 +98,7 @@ class BuildReport(BaseModel):
     seconds: float
     up_to_date: bool = False  # nothing changed since the live version: nothing was written
     store: dict | None = None  # `qa index --ray --database`: the store write (qa.postgres.write.StoreReport)
+    segments: int = 0  # the change was written as a new segment: the live version's segments (else 0)
 
 
 def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> Index | None:
@@ -380,7 +381,7 @@ def _segment_report(
         embedded=embedded, reused=passages - embedded, sentences=_sentence_count(index_dir / version),
         sentences_embedded=sentences,
         removed_articles=gone, languages=manifest.corpus.languages, skipped=skipped,
-        seconds=round(time.perf_counter() - started, 2),
+        seconds=round(time.perf_counter() - started, 2), segments=len(segment_dirs(index_dir / version)),
     )
 
 
