@@ -138,10 +138,25 @@ def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[
         "gathered": lambda q: gathered_path(index, q, budget),
         "scores": lambda q: previous_path(index, stored, q, budget),
     }
-    for question in questions[:50]:  # compile the kernels and read the pages in, every path
+    times = alternate(paths, questions)
+    return {
+        "passages": n, "postings_per_passage": round(len(index.indices) / n, 1), "write_s": round(write_s, 1),
+        "questions": len(questions), "rounds": ROUNDS, **{name: percentiles(t) for name, t in times.items()},
+        "bytes_per_passage_counts": {k: round(v, 1) for k, v in sizes.items()},
+        "bytes_per_passage_scores": {k: round(v, 1) for k, v in before.items()},
+        "bytes_per_passage_gathered": {k: round(v, 1) for k, v in sizes.items()},
+        "counts_dtype": str(index.counts.dtype), "lengths_dtype": str(index.lengths.dtype),
+    }  # fmt: skip
+
+
+def alternate(paths: dict, questions: list[str]) -> dict[str, list[float]]:
+    """Seconds per question of each path (`path(question) -> (rows, scores)`), the paths taking
+    turns question by question for `ROUNDS` rounds after 50 questions of warm-up (kernels compiled,
+    pages read in); raises AssertionError where a path's rows or scores differ from the first's."""
+    for question in questions[:50]:
         for path in paths.values():
             path(question)
-    times = {name: [] for name in paths}
+    times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(ROUNDS):
         for question in questions:
             results = []
@@ -152,15 +167,8 @@ def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[
             (rows, scores), *others = results
             for other_rows, other_scores in others:
                 if not (np.array_equal(rows, other_rows) and np.array_equal(scores, other_scores)):
-                    raise AssertionError(f"the paths differ for {question!r}")
-    return {
-        "passages": n, "postings_per_passage": round(len(index.indices) / n, 1), "write_s": round(write_s, 1),
-        "questions": len(questions), "rounds": ROUNDS, **{name: percentiles(t) for name, t in times.items()},
-        "bytes_per_passage_counts": {k: round(v, 1) for k, v in sizes.items()},
-        "bytes_per_passage_scores": {k: round(v, 1) for k, v in before.items()},
-        "bytes_per_passage_gathered": {k: round(v, 1) for k, v in sizes.items()},
-        "counts_dtype": str(index.counts.dtype), "lengths_dtype": str(index.lengths.dtype),
-    }  # fmt: skip
+                    raise AssertionError(f"the paths' rows or scores differ for {question!r}")
+    return times
 
 
 def _write(texts, n: int, parts: int, work: Path) -> list[Path]:
@@ -196,21 +204,7 @@ def run_segments(n: int, parts: int, texts: list[str], questions: list[str], bud
         "1 segment": SegmentedLexical([whole]).sparse_scores,
         f"{parts} segments": SegmentedLexical([mapped(f) for f in folders[1:]]).sparse_scores,
     }
-    for question in questions[:50]:  # compile the kernels and read the pages in, every path
-        for path in paths.values():
-            path(question, budget)
-    times = {name: [] for name in paths}
-    for _ in range(ROUNDS):
-        for question in questions:
-            results = []
-            for name, path in paths.items():
-                t = time.perf_counter()
-                results.append(path(question, budget))
-                times[name].append(time.perf_counter() - t)
-            (rows, scores), *others = results
-            for other_rows, other_scores in others:
-                if not (np.array_equal(rows, other_rows) and np.array_equal(scores, other_scores)):
-                    raise AssertionError(f"the segments' scores differ from one index's for {question!r}")
+    times = alternate({name: (lambda q, path=path: path(q, budget)) for name, path in paths.items()}, questions)
     stats = {name: percentiles(t) for name, t in times.items()}
     base = stats["one index"]
     return {
@@ -264,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for r in results:
         for name, key in (("scores stored (format 4)", "scores"), ("counts, gathered + numpy (format 5)", "gathered"),
-                          ("counts, scored in the merge (now)", "counts")):
+                          ("counts, scored then merged (now)", "counts")):
             disk = r[f"bytes_per_passage_{key}"]
             rows.append([name, f"{r['passages']:,}", r[key]["p50_ms"], r[key]["p95_ms"], r[key]["mean_ms"],
                          round(sum(disk.values()))])  # fmt: skip
