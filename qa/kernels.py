@@ -29,8 +29,8 @@ from numba import njit
 from qa.lexical import bm25_weight
 
 __all__ = [
-    "HALF_TO_FLOAT", "half_row_dots", "int8_row_dots", "merge_counted_postings", "merge_postings",
-    "postings_by_language", "row_dots", "top_by_language",
+    "int8_row_dots", "merge_counted_postings", "merge_postings", "postings_by_language", "row_dots",
+    "top_by_language",
 ]  # fmt: skip
 
 
@@ -279,32 +279,13 @@ def row_dots(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.nda
     return out
 
 
-# Every float16 value by its 16 bits, as float32 (256 KB: stays in the CPU cache). numba has no
-# float16 type, so `half_row_dots` reads half-precision vectors as their bits through this table.
-HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def half_row_dots(bits: np.ndarray, rows: np.ndarray, query: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """`row_dots` of half-precision vectors given as their bits (`vectors.view(np.uint16)`), each
-    element widened to float32 through `table` (`HALF_TO_FLOAT`): exact, as numpy's conversion."""
-    out = np.empty(len(rows), np.float32)
-    for i in range(len(rows)):
-        row = bits[rows[i]]
-        total = np.float32(0.0)
-        for j in range(len(query)):
-            total += table[row[j]] * query[j]
-        out[i] = total
-    return out
-
-
 @njit(cache=True, nogil=True, fastmath=True)
 def int8_row_dots(codes: np.ndarray, scales: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """`row_dots` of vectors stored as int8 codes and a scale per row (`qa.index.ann.Int8Rows`):
     each element decoded as `Int8Rows` decodes it (code times scale, in float32) and multiplied
     as `row_dots` multiplies, so the same floats as `row_dots` of the decoded rows (what another
     backend holding the decoded vectors computes). A row is 384 bytes to read at 384
-    dimensions, half of half precision's, and widening int8 needs no table."""
+    dimensions, half of float16's, and int8 widens to float32 directly (numba has no float16)."""
     out = np.empty(len(rows), np.float32)
     for i in range(len(rows)):
         row = codes[rows[i]]

@@ -31,12 +31,12 @@ tuned on passage-like sentence vectors, which lie farther from the data, it came
 larger for the same recall on real questions.
 
 The package: `search` (the searches a question runs), `train` (an IVF index trained, filled and
-tuned at build time) and `rows` (vectors stored compressed: int8 and half-precision rows).
+tuned at build time) and `rows` (vectors stored compressed: int8 rows with a scale each).
 """
 
 from __future__ import annotations
 
-from qa.index.ann.rows import HalfRows, Int8Rows, half_rows, quantize_rows
+from qa.index.ann.rows import Int8Rows, quantize_rows
 from qa.index.ann.search import EXACT_MATCHES, MIN_PROBES, ByteExact, LanguageSearch, ProbedIVF
 from qa.index.ann.train import (
     AnnReport,
@@ -58,7 +58,6 @@ __all__ = [
     "MIN_PROBES",
     "AnnReport",
     "ByteExact",
-    "HalfRows",
     "Int8Rows",
     "LanguageSearch",
     "ProbedIVF",
@@ -67,7 +66,6 @@ __all__ = [
     "exact_index",
     "exact_neighbours",
     "fill",
-    "half_rows",
     "n_lists",
     "nprobe_steps",
     "quantize_rows",

@@ -1,12 +1,11 @@
 """Vectors stored compressed and read back as float32 rows: the passage and sentence vectors as
-int8 codes with a scale per row (`Int8Rows`), half precision (`HalfRows`, what index format 5
-stored the passage vectors in), and the writers that fill their files a block at a time."""
+int8 codes with a scale per row (`Int8Rows`), and the writer that fills their files a block at a time."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HalfRows", "Int8Rows", "half_rows", "quantize_rows"]
+__all__ = ["Int8Rows", "quantize_rows"]
 
 
 class Int8Rows:
@@ -46,49 +45,6 @@ class Int8Rows:
         from qa.kernels import int8_row_dots
 
         return int8_row_dots(self.codes, self.scales, np.asarray(rows, np.int64), np.asarray(query, np.float32))
-
-
-class HalfRows:
-    """Vectors stored in half precision (float16), read as float32: the passage vectors of index
-    format 5 (format 6 stores them as `Int8Rows`, half the bytes again).
-
-    Half of float32's disk and page cache; a cosine moves by ~1e-4 at most, which only changes
-    the order of passages whose scores tie within that (benchmarks/README.md, section 16).
-    Indexing and `np.asarray` give float32 rows; `dots` scores rows in place, without copying
-    them out (`qa.kernels.half_row_dots`).
-    """
-
-    def __init__(self, codes: np.ndarray):
-        self.codes = codes  # (n, d) float16, usually memory-mapped
-        self.shape = codes.shape
-        self.dtype = np.dtype(np.float32)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes stored (not those of the float32 rows it reads as)."""
-        return self.codes.nbytes
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def __getitem__(self, rows) -> np.ndarray:
-        return self.codes[rows].astype(np.float32)
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self.codes.astype(dtype or np.float32)
-
-    def dots(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """`self[rows] @ query` (float32), reading each row in place."""
-        from qa.kernels import HALF_TO_FLOAT, half_row_dots
-
-        bits = self.codes.view(np.uint16)
-        return half_row_dots(bits, np.asarray(rows, np.int64), np.asarray(query, np.float32), HALF_TO_FLOAT)
-
-
-def half_rows(vectors: np.ndarray, out: np.ndarray, block: int = 65536) -> None:
-    """Write `vectors` into `out` (float16, e.g. a memory-mapped file) a block at a time."""
-    for start in range(0, len(vectors), block):
-        out[start : start + block] = np.asarray(vectors[start : start + block], np.float32)
 
 
 def quantize_rows(

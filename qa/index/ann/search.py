@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.index.ann.rows import HalfRows, Int8Rows
+from qa.index.ann.rows import Int8Rows
 
 __all__ = ["EXACT_MATCHES", "MIN_PROBES", "ByteExact", "LanguageSearch", "ProbedIVF"]
 
@@ -285,7 +285,7 @@ def _exact_top(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int)
     """(scores, rows) of the k best of passage `rows` by exact inner product, best first."""
     from qa.kernels import row_dots
 
-    stored = isinstance(vectors, HalfRows | Int8Rows)  # read in place, not as a float32 array
+    stored = isinstance(vectors, Int8Rows)  # read in place, not as a float32 array
     scores = vectors.dots(rows, query) if stored else row_dots(vectors, rows, query)
     top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
     top = top[np.argsort(-scores[top], kind="stable")]
