@@ -21,6 +21,7 @@ __all__ = [
     "_moments_from_sums",
     "_packed_covariances",
     "merge_sums",
+    "recode_langs",
     "subtract_sums",
 ]
 
@@ -332,6 +333,19 @@ class LanguageSums:
             [str(x) for x in arrays["query_langs"]], np.asarray(arrays["query_counts"], np.int64),
             np.asarray(arrays["query_totals"], np.float64),
         )
+
+
+def recode_langs(codes: np.ndarray, langs: list[str], stats: LanguageStats) -> np.ndarray:
+    """Language codes of a passage store (positions in `langs`) as positions in `stats.langs`:
+    the same array, not a copy, when the two orders agree (they do for an index written by qa).
+
+    A language of the store without statistics has no passage read (an article without
+    passages, or a segment whose passages of that language are all deleted), so its code never
+    occurs among the rows looked up: it gets position 0."""
+    if list(stats.langs[: len(langs)]) == list(langs):
+        return codes
+    table = stats.lang_ids([lang if lang in stats.langs else stats.langs[0] for lang in langs])
+    return table[np.asarray(codes, np.int64)] if len(table) else np.zeros(len(codes), np.int8)
 
 
 def merge_sums(a: LanguageSums, b: LanguageSums) -> LanguageSums:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qa.language_stats import recode_langs
 from qa.lexical import LexicalIndex, tokenize
 from qa.rank import (
     LanguageStats,
@@ -187,6 +188,19 @@ def test_a_question_in_a_language_without_a_mean_is_centred_on_the_shared_questi
     # Replaced by as many languages' (the old dict freed: a new one may take its id): it follows.
     stats.query_means = {"de": np.array([0, 0, 2, 0], np.float32), "fr": np.array([0, 0, 2, 0], np.float32)}
     assert np.allclose(stats.center_query(q, "nl", 0.5), [[1, 1, 1 - 2 * share, 1]])
+
+
+def test_store_language_codes_are_recoded_to_the_statistics_positions():
+    def stats_of(langs):
+        return LanguageStats(langs, np.zeros((len(langs), 4), np.float32), np.zeros((len(langs), 4, 4), np.float32))
+
+    codes = np.array([0, 1, 2, 1, 0], np.int8)  # positions in the store's ["de", "en", "fr"]
+    same = recode_langs(codes, ["de", "en", "fr"], stats_of(["de", "en", "fr", "ja"]))
+    assert same is codes  # orders agree: the codes themselves, no copy
+    moved = recode_langs(codes, ["de", "en", "fr"], stats_of(["en", "fr", "ja"]))
+    # "de" has no statistics (none of its passages is read): position 0, whatever it is.
+    assert moved.tolist() == [0, 0, 1, 0, 0] and moved.dtype == np.int8
+    assert recode_langs(codes, ["fr", "en", "de"], stats_of(["de", "en", "fr"])).tolist() == [2, 1, 0, 1, 2]
 
 
 def test_translation_groups_link_mutual_neighbours_across_languages_only():

@@ -57,6 +57,7 @@ from qa.index.store import (
     store_mismatch,
 )
 from qa.index.verify import OpenFile, check_files, close_files, map_npy
+from qa.language_stats import recode_langs
 from qa.lexical import LEXICAL_ARRAYS, LexicalIndex
 from qa.models import Article, Chunk
 from qa.rank import LanguageStats
@@ -166,8 +167,8 @@ class Index:
         self.chunks = ChunkView(store)
         self.row_of = RowLookup(store)
         self.langs = LangColumn(store.lang_codes, store.langs)
-        self.lang_ids = _recode(store.lang_codes, store.langs, self.lang_stats)
-        self.sentence_lang_ids = _recode(self.sentence_langs, store.langs, self.sentence_stats)
+        self.lang_ids = recode_langs(store.lang_codes, store.langs, self.lang_stats)
+        self.sentence_lang_ids = recode_langs(self.sentence_langs, store.langs, self.sentence_stats)
         codes = np.asarray(store.lang_codes)
         self.rows_by_language = {
             lang: np.flatnonzero(codes == code) for code, lang in enumerate(store.langs) if (codes == code).any()
@@ -320,17 +321,6 @@ class Index:
         scores = np.atleast_2d(np.asarray(queries, np.float32)) @ self.vectors().T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, top, axis=1), top
-
-
-def _recode(codes: np.ndarray, langs: list[str], stats: LanguageStats) -> np.ndarray:
-    """Language codes of the store (positions in `langs`) as positions in `stats.langs`: the
-    same array, not a copy, when the two orders agree (they do for an index written by qa)."""
-    if list(stats.langs[: len(langs)]) == list(langs):
-        return codes
-    # A language of the manifest without statistics has no passage (an article without
-    # passages), so its code never occurs: any position will do.
-    table = stats.lang_ids([lang if lang in stats.langs else stats.langs[0] for lang in langs])
-    return table[np.asarray(codes, np.int64)] if len(table) else np.zeros(len(codes), np.int8)
 
 
 def check_model(manifest: Manifest, model: dict[str, Any], index_dir: Path) -> None:

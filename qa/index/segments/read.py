@@ -24,7 +24,7 @@ from qa.index.segments import (
     read_listing,
 )
 from qa.index.store import ArticleView, ChunkView, LangColumn, RowLookup, ranges
-from qa.language_stats import LanguageStats, LanguageSums, merge_sums, subtract_sums
+from qa.language_stats import LanguageStats, LanguageSums, merge_sums, recode_langs, subtract_sums
 
 __all__ = ["SegmentedIndex", "open_segmented"]
 
@@ -250,7 +250,7 @@ class SegmentedIndex:
         codes = [np.array([names.index(x) for x in s.store.langs], np.int8) for s in segments]
         self.langs = LangColumn(np.concatenate([c[np.asarray(s.store.lang_codes, np.int64)] for c, s in zip(codes, segments)]),
                                 names)
-        self.lang_ids = np.concatenate([_recode_to(s.store.lang_codes, s.store.langs, lang_stats) for s in segments])
+        self.lang_ids = np.concatenate([recode_langs(s.store.lang_codes, s.store.langs, lang_stats) for s in segments])
         self.rows_by_language = _RowsByLanguage(self.langs, self.alive)
         self.lexical = _segment_lexical(segments, row_starts, tombstones)
         self.passage_vectors = _Concat([s.passage_vectors for s in segments])
@@ -260,7 +260,7 @@ class SegmentedIndex:
         self.sentence_member = _Concat([s.sentence_member for s in segments], [int(x) for x in sentence_starts[:-1]])
         self.sentence_lang_ids = _Concat(
             [s.sentence_langs for s in segments],
-            maps=[_recode_to(np.arange(len(s.store.langs), dtype=np.int8), s.store.langs, sentence_stats) for s in segments],
+            maps=[recode_langs(np.arange(len(s.store.langs), dtype=np.int8), s.store.langs, sentence_stats) for s in segments],
         )
         self.link_starts = np.cumsum([0] + [len(s.sentence_member) for s in segments]).astype(np.int64)
         group_starts = np.cumsum([0] + [int(np.max(s.groups)) + 1 if len(s) else 0 for s in segments]).astype(np.int64)
@@ -362,13 +362,6 @@ class SegmentedIndex:
     def vectors(self) -> np.ndarray:
         """All passage vectors (float32, in memory), tombstoned rows included."""
         return np.asarray(self.passage_vectors[:], np.float32)
-
-
-def _recode_to(codes: np.ndarray, langs: list[str], stats: LanguageStats) -> np.ndarray:
-    """A segment's language codes as positions in `stats.langs` (a language without statistics,
-    i.e. whose passages are all tombstoned, gets position 0: it is never read)."""
-    table = np.array([stats.langs.index(x) if x in stats.langs else 0 for x in langs], np.int8)
-    return table[np.asarray(codes, np.int64)] if len(table) else np.zeros(len(codes), np.int8)
 
 
 def _read_sums(path: Path) -> LanguageSums:
