@@ -474,11 +474,16 @@ class PassageStore:
 
     def passage(self, row: int) -> Chunk:
         """Passage `row`, its text cut from its article's."""
+        return self.passage_and_article(row)[0]
+
+    def passage_and_article(self, row: int) -> tuple[Chunk, Article]:
+        """Passage `row` and the article it was cut from."""
         doc, chunk_id, start, end, tokens = self.columns[row].tolist()
         article = self.article_at(doc)
-        return Chunk(
+        chunk = Chunk(
             doc_id=article.doc_id, chunk_id=chunk_id, text=article.text[start:end], start=start, end=end, n_tokens=tokens
         )
+        return chunk, article
 
     def row_of(self, doc_id: str, start: int) -> int | None:
         """The row of the passage of `doc_id` starting at `start`, None when there is none."""
