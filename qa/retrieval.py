@@ -223,7 +223,8 @@ class Engine:
             )
             candidates.append(lex_candidates)
         rows = np.sort(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
-        rows = rows[np.r_[True, rows[1:] != rows[:-1]]] if len(rows) else rows  # (np.unique: 10x slower here)
+        if len(rows):  # (np.unique: 10x slower here; np.r_ twice the cost of a concatenate)
+            rows = rows[np.concatenate(([True], rows[1:] != rows[:-1]))]
         if not len(rows):  # a filter that lets no passage through
             return rows, np.zeros(0)
         raw = _row_dots(index, rows, query[0])[None, :]
@@ -384,10 +385,10 @@ def to_passage(index: Index, row: int, score: float) -> Passage:
 def url_outlet(url: str | None) -> str | None:
     """The outlet of an article, as far as its URL tells: the host without `www.` (None without
     a web URL)."""
+    if not url:  # (before the import: most stored articles have no URL, and a question reads ~5)
+        return None
     from urllib.parse import urlsplit
 
-    if not url:
-        return None
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname

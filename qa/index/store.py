@@ -383,7 +383,7 @@ class GroupMembers:
         self.ids, self.starts, self.rows = ids, starts, rows
 
     def get(self, group: int, default: list[int] | None = None) -> list[int] | None:
-        at = int(np.searchsorted(self.ids, group))
+        at = int(self.ids.searchsorted(group))  # (the method: a third of np.searchsorted's call cost)
         if at < len(self.ids) and int(self.ids[at]) == group:
             return self.rows[int(self.starts[at]) : int(self.starts[at + 1])].tolist()
         return default
