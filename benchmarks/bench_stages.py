@@ -116,6 +116,7 @@ def instrument(engine, index, timer: StageTimer) -> list[str]:
         (qa.retrieval, "to_passage", "to_passage (Passage model; own)", None),
         (type(index), "passage", "store reads (passage, article)", None),
         (type(index), "article", "store reads (passage, article)", None),
+        (type(index), "passage_and_article", "store reads (passage, article)", None),  # newer: both at once
     ]
     import qa.lexical
 

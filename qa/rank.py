@@ -190,7 +190,7 @@ def best_sentence_scores(
         # One maximum per run of the same owner (reduceat), instead of a slow ufunc.at scatter.
         order = np.argsort(owner, kind="stable")
         owners = owner[order]
-        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        starts = np.flatnonzero(np.concatenate(([True], owners[1:] != owners[:-1])))  # (np.r_: 2x the cost)
         best[:, owners[starts]] = np.maximum.reduceat(z[:, order], starts, axis=1)
     return best
 

@@ -70,6 +70,29 @@ def test_question_variances_from_the_covariances_upper_blocks_equal_the_full_pro
     assert np.allclose(stats.moments(queries, np.array([2, 0]))[1] ** 2, full[:, [2, 0]], rtol=1e-5)
 
 
+def test_a_question_standardized_again_reuses_its_block_products_and_never_another_questions():
+    from qa import language_stats
+
+    rng = np.random.default_rng(8)
+    langs = np.repeat(["de", "en", "ja"], 200)
+    vectors = _unit(rng.standard_normal((600, 48)) + rng.standard_normal((3, 48)).repeat(200, axis=0))
+    passages, sentences = LanguageStats.fit(vectors, langs), LanguageStats.fit(vectors[::-1], langs)
+    a, b = _unit(rng.standard_normal((2, 48))).astype(np.float32)[:, None, :]
+
+    def fresh(stats, query):  # with nothing kept from an earlier call
+        language_stats._last_products = None
+        return stats.moments(query)[1]
+
+    expected = {(id(stats), i): fresh(stats, q) for stats in (passages, sentences) for i, q in enumerate((a, b))}
+    language_stats._last_products = None
+    # One question's passages then its sentences (the engine's order), then the next question's.
+    for i, q in ((0, a), (0, a), (1, b), (1, b), (0, a)):
+        for stats in (passages, sentences):
+            assert np.array_equal(stats.moments(q)[1], expected[(id(stats), i)])
+    assert not language_stats._last_products[1].flags.writeable  # what is handed out again stays as made
+    assert np.array_equal(passages.moments(a * 2)[1], fresh(passages, a * 2))  # other bytes: computed anew
+
+
 def test_standardize_reads_only_the_languages_present_and_agrees_with_all():
     rng = np.random.default_rng(6)
     langs = np.repeat(["de", "en", "fr"], 100)

@@ -294,6 +294,11 @@ class Index:
         """The article `doc_id` (the passages' offsets point into its text)."""
         return self.articles[doc_id]
 
+    def passage_and_article(self, row: int) -> tuple[Chunk, Article]:
+        """Passage `row` and its article, read by the article's number: `passage` then `article`
+        without the look-up by doc_id (~4 us of the ~10 of a result's reads)."""
+        return self.store.passage_and_article(int(row))
+
     def passage_vectors_at(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of passages `rows`, as float32 (stored as int8 codes and scales)."""
         return self.passage_vectors[np.asarray(rows, dtype=np.int64)]

@@ -383,7 +383,7 @@ class GroupMembers:
         self.ids, self.starts, self.rows = ids, starts, rows
 
     def get(self, group: int, default: list[int] | None = None) -> list[int] | None:
-        at = int(np.searchsorted(self.ids, group))
+        at = int(self.ids.searchsorted(group))  # (the method: a third of np.searchsorted's call cost)
         if at < len(self.ids) and int(self.ids[at]) == group:
             return self.rows[int(self.starts[at]) : int(self.starts[at + 1])].tolist()
         return default
@@ -474,11 +474,16 @@ class PassageStore:
 
     def passage(self, row: int) -> Chunk:
         """Passage `row`, its text cut from its article's."""
+        return self.passage_and_article(row)[0]
+
+    def passage_and_article(self, row: int) -> tuple[Chunk, Article]:
+        """Passage `row` and the article it was cut from."""
         doc, chunk_id, start, end, tokens = self.columns[row].tolist()
         article = self.article_at(doc)
-        return Chunk(
+        chunk = Chunk(
             doc_id=article.doc_id, chunk_id=chunk_id, text=article.text[start:end], start=start, end=end, n_tokens=tokens
         )
+        return chunk, article
 
     def row_of(self, doc_id: str, start: int) -> int | None:
         """The row of the passage of `doc_id` starting at `start`, None when there is none."""
