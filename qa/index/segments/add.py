@@ -163,11 +163,13 @@ def _add(a: LanguageSums | None, b: LanguageSums) -> LanguageSums:
     return b if a is None else merge_sums(a, b)
 
 
-def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
+def add_segment(building: Path, previous, plan: AddPlan, write_segment, fingerprint: str | None = None) -> str:
     """Make the new version in `building` (a `.building-*` folder): the previous version's
     segments hard-linked, the new segment written by `write_segment(folder)` (None: nothing
     added, only tombstones), the tombstones and their sums, then live (`CURRENT` swapped).
-    Returns the version's name. The caller holds the build lock."""
+    `fingerprint`: the manifest's corpus fingerprint (`qa.index.build.corpus_fingerprint` of
+    every live article; without it, the last segment's). Returns the version's name. The
+    caller holds the build lock."""
     from qa.index.verify import _record_stamps, file_checksum, write_stamps
     from qa.index.write import _remove_stale
 
@@ -218,6 +220,7 @@ def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
     last = read_manifest(seg_root / listing[-1]["name"])
     manifest = last.model_copy(update={
         "corpus": last.corpus.model_copy(update={
+            "fingerprint": fingerprint or last.corpus.fingerprint,
             "articles": sum(e["articles"] for e in listing) - _dead_articles(previous, plan),
             "passages": sum(e["passages"] - e["deleted"] for e in listing),
             "languages": _live_languages(listing, seg_root),
