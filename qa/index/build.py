@@ -208,6 +208,7 @@ def build_index(
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
     from qa.index.corpus_files import read_corpus_files, write_corpus_files
+    from qa.index.segments.groups import links_affordable
     from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
@@ -353,19 +354,25 @@ def build_index(
             vectors = _take_rows(vectors, rows, scratch / "kept_vectors.npy")
         sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in _each(rows)))
         means = sample_means(sample)
-        def write(folder: Path, previous=previous) -> tuple[str, dict]:
+        def write(folder: Path, previous=previous, groups=None) -> tuple[str, dict]:
             return _write_version(
                 folder, (a for a in scan if a.doc_id not in failed and a.doc_id not in unchanged),
                 (passages[row] for row in _each(rows)), vectors, sentences, sentence_vectors,
                 settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
                 recall_queries=tuning_queries(sample, means, settings.query_centering), query_sample=sample,
+                groups=groups,
             )
 
         if plan is not None:
             # The new segment is written as a version of its own inside the new version's folder.
+            # The new passages' translations, among themselves too, are found at the add against
+            # every live passage with the new version's statistics (the segment's own groups are
+            # of one), unless that comparison is too large (`qa.index.segments.groups`).
+            cross = links_affordable(len(rows), len(previous))
             version = add_segment(
-                building, previous, plan, lambda folder: write(_start_version(folder), None)[0],
-                _live_fingerprint(doc_ids, failed),
+                building, previous, plan,
+                lambda folder: write(_start_version(folder), None, np.arange(len(rows)) if cross else None)[0],
+                _live_fingerprint(doc_ids, failed), settings.group_threshold if cross else None,
             )
             if not failed:
                 _record_build_key(index_dir, version, key)
