@@ -128,3 +128,23 @@ def test_a_same_size_same_time_edit_is_found_only_when_racily_clean(tmp_path: Pa
     assert sorted(reads) == sorted([*TEXTS, *ADDED]) and rebuilt.files_read is None
     assert "Friday" in _top("When did the harbour crane collapse?", settings)[0]
     assert (settings.index_dir / current_version(settings.index_dir) / CORPUS_FILES).is_file()
+
+
+@pytest.mark.slow
+def test_a_damaged_record_or_a_full_build_reads_every_file(tmp_path: Path, reads: list[str]):
+    settings = Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index")
+    _write(settings.corpus_dir, TEXTS)
+    version = build_index(settings=settings).version
+    (settings.index_dir / version / CORPUS_FILES).write_bytes(b"not a record")  # damaged: ignored
+    _write(settings.corpus_dir, ADDED)
+    reads.clear()
+    added = build_index(settings=settings, segments="segment")
+    assert sorted(reads) == sorted([*TEXTS, *ADDED]) and added.segments == 2 and added.articles == 4
+    # A change of 10 % or more is a full build: every file is read, even with a good record.
+    _write(settings.corpus_dir, {"extra.txt": TEXTS["port.txt"].replace("Monday", "Sunday")})
+    reads.clear()
+    full = build_index(settings=settings)
+    # (the new file is read by the first pass, which finds the change too large, then with the rest)
+    assert set(reads) == {*TEXTS, *ADDED, "extra.txt"} and all(reads.count(name) == 1 for name in TEXTS)
+    assert full.segments == 0 and full.articles == 5 and full.files_read is None
+    assert "Gaston Lagaffe" in _top("Qui dirige la cantine du siège ?", settings)[0]
