@@ -34,6 +34,8 @@ def _print_report(report) -> None:
     print(f"Index: {report.index_dir} (version {report.version})")
     if report.segments:
         print(f"  written as a new segment: {report.segments} segments now (`qa index --rebuild` merges them)")
+    if report.files_read is not None:
+        print(f"  {report.files_read} corpus file(s) read: the others are unchanged since the last build")
     if report.kinds:
         print("  inputs: " + ", ".join(f"{kind} {n}" for kind, n in report.kinds.items()))
     if report.encodings:

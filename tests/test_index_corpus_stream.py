@@ -69,6 +69,7 @@ def _files(index_dir: Path) -> dict[str, bytes]:
     manifest.pop("created_at")
     out["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
     out.pop("verified.json")  # file stamps (inodes, times): differ between any two builds
+    out.pop("corpus_files.npz")  # the corpus files as each scan saw them (times): qa.index.corpus_files
     return out
 
 

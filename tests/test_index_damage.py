@@ -53,9 +53,11 @@ def index_files(index_dir: Path) -> list[str]:
     """Every file of the index folder, relative to it: the pointer and the live version's files."""
     version = index_dir / current_version(index_dir)
     # (Not the stamps of the files last found intact: damaged, they cost a load its time, never
-    # an answer: test_a_load_hashes_only_the_files_changed_since_their_checksum_last_matched.)
+    # an answer: test_a_load_hashes_only_the_files_changed_since_their_checksum_last_matched.
+    # Nor the record of the corpus files, which only a build reads: damaged, it reads every file.)
     names = sorted(
-        p.relative_to(index_dir).as_posix() for p in version.rglob("*") if p.is_file() and p.name != STAMPS
+        p.relative_to(index_dir).as_posix() for p in version.rglob("*")
+        if p.is_file() and p.name not in (STAMPS, "corpus_files.npz")
     )
     assert any("/ann/" in name for name in names) and any("/bm25/" in name for name in names)
     return ["CURRENT", *names]

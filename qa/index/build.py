@@ -99,6 +99,7 @@ class BuildReport(BaseModel):
     up_to_date: bool = False  # nothing changed since the live version: nothing was written
     store: dict | None = None  # `qa index --ray --database`: the store write (qa.postgres.write.StoreReport)
     segments: int = 0  # the change was written as a new segment: the live version's segments (else 0)
+    files_read: int | None = None  # corpus files read (the others unchanged since the live version); None: all
 
 
 def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) -> Index | None:
@@ -122,16 +123,20 @@ def _reusable(index_dir: Path, model: dict[str, Any], chunking: dict[str, Any]) 
 def build_key(articles: list[Article], settings: Settings, model_fingerprint: str) -> str:
     """A hash of everything a build's output depends on: every article (text and metadata), the
     model, the settings a build reads, and the format. Equal keys mean an identical index."""
+    from qa.ingest.corpus import article_digest
+
     ordered = sorted(articles, key=lambda a: (a.doc_id, a.source))
-    return _build_key((article.model_dump_json().encode() for article in ordered), settings, model_fingerprint)
+    return _build_key((article_digest(a.model_dump_json().encode()) for a in ordered), settings, model_fingerprint)
 
 
-def _build_key(article_json: Iterable[bytes], settings: Settings, model_fingerprint: str) -> str:
-    """`build_key` of the articles' JSON, given sorted by (doc_id, source) (`CorpusScan.json_by_id`)."""
+def _build_key(article_digests: Iterable[bytes], settings: Settings, model_fingerprint: str) -> str:
+    """`build_key` of the articles' digests (`qa.ingest.corpus.article_digest` of their JSON), given
+    sorted by (doc_id, source) (`CorpusScan.digests_by_id`): a digest an article, so that the
+    articles of files not read (unchanged since the live version) count by their recorded digest."""
     import qa
 
     digest = hashlib.sha256()
-    for data in article_json:
+    for data in article_digests:
         digest.update(data)
     used = {
         name: str(getattr(settings, name))
@@ -189,15 +194,21 @@ def build_index(
     progress: bool = False,
     embedder=None,
     segments: str = "auto",
+    read_all: bool = False,
 ) -> BuildReport:
     """Build or update the index from `corpus_dir`, embedding only new or changed articles.
 
     `embedder` defaults to the configured model (`qa.embed.get_embedder`). `segments`: "auto"
     writes a small change as a new segment of the live index (`qa.index.segments.plan_add`),
     "segment" always does when there is a live index, "rebuild" writes a whole new version.
+    A corpus file whose size and modification time are those the live version recorded is not
+    read again (`qa.index.corpus_files`) unless `read_all` (or "rebuild", or the change turns
+    out to be a full build, which reads every file).
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
+    from qa.index.corpus_files import read_corpus_files, write_corpus_files
+    from qa.index.segments.groups import links_affordable
     from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
@@ -215,7 +226,11 @@ def build_index(
         # The corpus is read (and each file parsed) once, into a spool beside the index; from
         # here on articles and passages come one at a time from disk, and what is held is a few
         # numbers per article and per passage, never their text.
-        scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir))
+        # Files unchanged since the live version are not read again (`qa.index.corpus_files`).
+        live_version = current_version(index_dir)
+        reuse_files = live_version and not read_all and segments != "rebuild"
+        known = read_corpus_files(index_dir / live_version, corpus_dir) if reuse_files else {}
+        scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir, known=known))
         skipped = scan.skipped
         if not len(scan):
             raise QAError(
@@ -225,9 +240,11 @@ def build_index(
         embedder = embedder or get_embedder(settings)
         # Nothing changed: say so without loading the model or writing a version (a no-op re-run
         # took 11-21 s and wrote a copy of the live version).
-        key = _build_key(scan.json_by_id(), settings, _model_fingerprint(embedder))
+        key = _build_key(scan.digests_by_id(), settings, _model_fingerprint(embedder))
         if (live := _up_to_date(index_dir, key)) is not None:
-            return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started)
+            if scan.read:  # (files read again: racy or new to the record)
+                write_corpus_files(index_dir / live[0], corpus_dir, scan.files, set())
+            return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started, scan)
         # An interrupted build of exactly these articles left vectors to resume from; any other
         # checkpoint is of a corpus or settings that are gone.
         _remove_stale(index_dir, keep={current_version(index_dir) or "", f"{CHECKPOINT}{key[:20]}"})
@@ -243,6 +260,15 @@ def build_index(
         old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
         # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
         plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
+        if (not_read := scan.not_read) and (plan is None or not not_read <= plan.unchanged):
+            # A full build (or an article of a file not read is not live: it failed before)
+            # needs every article's text: the corpus is read whole.
+            scan.close()
+            scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir))
+            skipped = scan.skipped
+            key = _build_key(scan.digests_by_id(), settings, _model_fingerprint(embedder))
+            old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
+            plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
         unchanged = plan.unchanged if plan is not None else set()
 
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
@@ -251,7 +277,12 @@ def build_index(
         passages = _Passages(index_dir)
         spools.callback(passages.close)
         doc_ids, langs, kinds, encodings = scan.doc_ids, [], [], []
-        for position, article in enumerate(scan):
+        for position, article in scan.in_order():
+            if article is None:  # its file is unchanged since the live version (not read): `unchanged`
+                langs.append("")
+                kinds.append("")
+                encodings.append("")
+                continue
             # (interned: a few distinct strings, not one object an article)
             langs.append(sys.intern(article.lang))
             kinds.append(sys.intern(input_kind(article.source)))
@@ -272,9 +303,12 @@ def build_index(
                 passages.add(chunk, position, -1)
         passages.finish()
         if plan is not None and not len(passages):  # only removals (or every new article failed)
-            version = add_segment(building, previous, plan, None)
+            version = add_segment(building, previous, plan, None, _live_fingerprint(doc_ids, failed))
             _record_build_key(index_dir, version, key)
-            return _segment_report(index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone)
+            write_corpus_files(index_dir / version, corpus_dir, scan.files, set(failed))
+            return _segment_report(
+                index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone, scan=scan
+            )
         reuse, owner = passages.reuse, passages.owner
 
         scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
@@ -320,27 +354,38 @@ def build_index(
             vectors = _take_rows(vectors, rows, scratch / "kept_vectors.npy")
         sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in _each(rows)))
         means = sample_means(sample)
-        def write(folder: Path, previous=previous) -> tuple[str, dict]:
+        def write(folder: Path, previous=previous, groups=None) -> tuple[str, dict]:
             return _write_version(
                 folder, (a for a in scan if a.doc_id not in failed and a.doc_id not in unchanged),
                 (passages[row] for row in _each(rows)), vectors, sentences, sentence_vectors,
                 settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
                 recall_queries=tuning_queries(sample, means, settings.query_centering), query_sample=sample,
+                groups=groups,
             )
 
         if plan is not None:
             # The new segment is written as a version of its own inside the new version's folder.
-            version = add_segment(building, previous, plan, lambda folder: write(_start_version(folder), None)[0])
+            # The new passages' translations, among themselves too, are found at the add against
+            # every live passage with the new version's statistics (the segment's own groups are
+            # of one), unless that comparison is too large (`qa.index.segments.groups`).
+            cross = links_affordable(len(rows), len(previous))
+            version = add_segment(
+                building, previous, plan,
+                lambda folder: write(_start_version(folder), None, np.arange(len(rows)) if cross else None)[0],
+                _live_fingerprint(doc_ids, failed), settings.group_threshold if cross else None,
+            )
             if not failed:
                 _record_build_key(index_dir, version, key)
+            write_corpus_files(index_dir / version, corpus_dir, scan.files, set(failed))
             return _segment_report(
                 index_dir, version, int((reuse[rows] < 0).sum()), skipped, started,
-                sentences=int(sentences_new.sum()), gone=gone,
+                sentences=int(sentences_new.sum()), gone=gone, scan=scan,
             )
         version, search = write(building)
 
         if not failed:  # with articles left out, a re-run must retry them
             _record_build_key(index_dir, version, key)
+        write_corpus_files(index_dir / version, corpus_dir, scan.files, set(failed))
 
     removed = gone + len(set(old_rows) - {doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k})
     kept_list = keep.tolist()
@@ -360,7 +405,21 @@ def build_index(
         encodings=dict(Counter(x for x, k in zip(encodings, kept_list) if k).most_common()),
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
+        files_read=_files_read(scan),
     )
+
+
+def _files_read(scan) -> int | None:
+    return scan.read if scan.read < len(scan.files) else None
+
+
+def _live_fingerprint(doc_ids: list[str], failed: dict[str, str]) -> str:
+    """`corpus_fingerprint` of the live articles after an add: every article of the corpus but
+    those that failed (the kept ones, not read, count by their recorded doc_id)."""
+    digest = hashlib.sha256()
+    for doc_id in sorted(d for d in doc_ids if d not in failed):
+        digest.update(doc_id.encode())
+    return digest.hexdigest()[:20]
 
 
 def _failed_articles(scan, failed: dict[str, str]) -> list[SkippedFile]:
@@ -369,7 +428,7 @@ def _failed_articles(scan, failed: dict[str, str]) -> list[SkippedFile]:
 
 def _segment_report(
     index_dir: Path, version: str, embedded: int, skipped: list[SkippedFile], started: float, sentences: int = 0,
-    gone: int = 0,
+    gone: int = 0, scan=None,
 ) -> BuildReport:
     """The summary of an add written as a segment (`qa.index.segments`): the live index's totals."""
     from qa.index.format import read_manifest
@@ -382,11 +441,12 @@ def _segment_report(
         sentences_embedded=sentences,
         removed_articles=gone, languages=manifest.corpus.languages, skipped=skipped,
         seconds=round(time.perf_counter() - started, 2), segments=len(segment_dirs(index_dir / version)),
+        files_read=_files_read(scan) if scan is not None else None,
     )
 
 
 def _unchanged_report(
-    index_dir: Path, version: str, manifest: Manifest, skipped: list[SkippedFile], seconds: float
+    index_dir: Path, version: str, manifest: Manifest, skipped: list[SkippedFile], seconds: float, scan=None
 ) -> BuildReport:
     corpus = manifest.corpus
     return BuildReport(
@@ -394,6 +454,7 @@ def _unchanged_report(
         embedded=0, reused=corpus.passages, sentences=_sentence_count(index_dir / version),
         sentences_embedded=0, removed_articles=0, languages=dict(sorted(corpus.languages.items())),
         skipped=skipped, seconds=round(seconds, 2), up_to_date=True,
+        files_read=_files_read(scan) if scan is not None else None,
     )
 
 

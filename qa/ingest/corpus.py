@@ -6,10 +6,13 @@ the corpus still loads.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from qa.errors import IngestError
 from qa.ingest.files import DEFAULT_MAX_BYTES, decode, read_bytes, unexpected_failure
@@ -17,7 +20,28 @@ from qa.ingest.formats import FILE_READERS, SUPPORTED_EXTENSIONS, TEXT_READERS
 from qa.models import Article, SkippedFile
 from qa.readers.base import Skip
 
-__all__ = ["CorpusScan", "load_corpus", "read_file", "scan_corpus"]
+__all__ = ["CorpusFile", "CorpusScan", "load_corpus", "read_file", "scan_corpus"]
+
+# A file whose modification time is this close to the scan's start (or later) is "racily clean",
+# as git calls it: rewritten within the file system's timestamp granularity (up to 2 s on FAT,
+# 1 s on some others, plus the kernel's coarse clock) it could keep its size and time. Its
+# record is marked, and the next scan reads it again whatever its size and time.
+RACY_NS = 3_000_000_000
+
+
+class CorpusFile(NamedTuple):
+    """One corpus file as a scan found it: its size, modification time (ns) and inode when it was
+    read, and what it gave: (source, doc_id, digest of the article's JSON) per article and the
+    lines skipped. A later scan takes a file whose size, time and inode are these (and that is
+    not `racy`) as unchanged, without reading it (`scan_corpus`'s `known`)."""
+
+    source: str
+    size: int
+    mtime_ns: int
+    ino: int
+    racy: bool
+    articles: list[tuple[str, str, bytes]]
+    skipped: list[SkippedFile]
 
 
 def load_corpus(
@@ -48,27 +72,53 @@ class CorpusScan:
     (sorted by source, duplicates left out); `skipped` is `load_corpus`'s list. Close it (or use
     it as a context manager) to drop the spool."""
 
-    def __init__(self, spool, entries: list[tuple[str, str, int, int]], skipped: list[SkippedFile]):
+    def __init__(
+        self, spool, entries: list[tuple[str, str, int, int, bytes]], skipped: list[SkippedFile],
+        files: list[CorpusFile] | None = None, read: int = 0,
+    ):
         self._spool = spool
-        self._entries = entries  # (source, doc_id, offset, length), in corpus order
+        # (source, doc_id, offset, length, digest), in corpus order; offset -1: the article of a
+        # file not read (unchanged since `known`), whose text is not in the spool
+        self._entries = entries
         self.skipped = skipped
+        self.files = files or []  # each file read or known, in walk order
+        self.read = read  # how many files were read (the others were known unchanged)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[Article]:
-        for _, _, offset, length in self._entries:
-            yield Article.model_validate_json(self._read(offset, length))
+        """The articles read (those of unchanged files not read are left out: see `in_order`)."""
+        for _, _, offset, length, _ in self._entries:
+            if offset >= 0:
+                yield Article.model_validate_json(self._read(offset, length))
+
+    def in_order(self) -> Iterator[tuple[int, Article | None]]:
+        """(position in `doc_ids`, article) of every article; None for one of a file not read."""
+        for position, (_, _, offset, length, _) in enumerate(self._entries):
+            yield position, (Article.model_validate_json(self._read(offset, length)) if offset >= 0 else None)
+
+    @property
+    def not_read(self) -> set[str]:
+        """The doc_ids of the articles of the files not read."""
+        return {doc_id for _, doc_id, offset, _, _ in self._entries if offset < 0}
 
     @property
     def doc_ids(self) -> list[str]:
         """The articles' ids, in corpus order."""
-        return [doc_id for _, doc_id, _, _ in self._entries]
+        return [entry[1] for entry in self._entries]
 
     def json_by_id(self) -> Iterator[bytes]:
-        """Each article's `model_dump_json()`, sorted by (doc_id, source): what a build key hashes."""
-        for _, _, offset, length in sorted(self._entries, key=lambda entry: (entry[1], entry[0])):
-            yield self._read(offset, length)
+        """Each article's `model_dump_json()` (of the articles read), sorted by (doc_id, source)."""
+        for _, _, offset, length, _ in sorted(self._entries, key=lambda entry: (entry[1], entry[0])):
+            if offset >= 0:
+                yield self._read(offset, length)
+
+    def digests_by_id(self) -> Iterator[bytes]:
+        """`article_digest` of every article (read or not), sorted by (doc_id, source): what a build
+        key hashes."""
+        for entry in sorted(self._entries, key=lambda entry: (entry[1], entry[0])):
+            yield entry[4]
 
     def _read(self, offset: int, length: int) -> bytes:
         return os.pread(self._spool.fileno(), length, offset)
@@ -85,26 +135,48 @@ class CorpusScan:
 
 
 def scan_corpus(
-    corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, spool_dir: Path | None = None
+    corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, spool_dir: Path | None = None,
+    known: Mapping[str, CorpusFile] | None = None,
 ) -> CorpusScan:
     """`load_corpus` without holding the articles: they are spooled to an unnamed file in
     `spool_dir` (default: the system's temporary folder; on a large corpus choose a disk, not a
     memory-backed /tmp) and read back one at a time from the returned `CorpusScan`. Each file is
-    read and parsed once. Raises IngestError when `corpus_dir` is not a folder."""
+    read and parsed once. `known`: an earlier scan's files by source (`CorpusScan.files`); a file
+    whose size, modification time (ns) and inode are still those recorded, and that was not racy,
+    is not read: its articles are listed from the record (as git's index and rsync decide what
+    changed). Raises IngestError when `corpus_dir` is not a folder."""
     root = _corpus_root(corpus_dir)
+    started = time.time_ns()
     # unnamed: gone with the process, whatever happens (closed by `CorpusScan.close`)
     spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115
     try:
-        entries: list[tuple[str, str, int, int]] = []
+        entries: list[tuple[str, str, int, int, bytes]] = []
         skipped: list[SkippedFile] = []
-        offset = 0
-        for found, bad in _read_all(root, max_bytes):
+        files: list[CorpusFile] = []
+        offset = read = 0
+        for path, problem in _walk(root, root):
+            source = _source_name(path, root)
+            info = _stat(path) if not problem else None
+            record = (known or {}).get(source)
+            if record is not None and info is not None and _unchanged(record, info):
+                entries.extend((name, doc_id, -1, 0, digest) for name, doc_id, digest in record.articles)
+                skipped.extend(record.skipped)
+                files.append(record)
+                continue
+            read += 1
+            found, bad, whole = _read_one(path, source, problem, max_bytes)
+            listed = []
             for article in found:
                 data = article.model_dump_json().encode()
                 spool.write(data)
-                entries.append((article.source, article.doc_id, offset, len(data)))
+                digest = article_digest(data)
+                entries.append((article.source, article.doc_id, offset, len(data), digest))
+                listed.append((article.source, article.doc_id, digest))
                 offset += len(data)
             skipped.extend(bad)
+            if info is not None and whole:  # (a file skipped whole is read again: a fix moves no time)
+                racy = info.st_mtime_ns >= started - RACY_NS
+                files.append(CorpusFile(source, info.st_size, info.st_mtime_ns, info.st_ino, racy, listed, bad))
         spool.flush()
         entries.sort(key=lambda entry: _source_key(entry[0]))
         unique, duplicates = _first_of_each(entries)
@@ -112,7 +184,26 @@ def scan_corpus(
         spool.close()
         raise
     skipped = sorted(skipped + duplicates, key=lambda skip: _source_key(skip.source))
-    return CorpusScan(spool, unique, skipped)
+    return CorpusScan(spool, unique, skipped, files, read)
+
+
+def article_digest(data: bytes) -> bytes:
+    """16 bytes of the SHA-256 of an article's `model_dump_json()`: what a build key hashes."""
+    return hashlib.sha256(data).digest()[:16]
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    # Taken before the file is read: a change while it is read moves its time past this record.
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _unchanged(record: CorpusFile, info: os.stat_result) -> bool:
+    return not record.racy and (record.size, record.mtime_ns, record.ino) == (
+        info.st_size, info.st_mtime_ns, info.st_ino
+    )
 
 
 def _corpus_root(corpus_dir: Path) -> Path:
@@ -125,18 +216,23 @@ def _corpus_root(corpus_dir: Path) -> Path:
 def _read_all(root: Path, max_bytes: int) -> Iterator[tuple[list[Article], list[SkippedFile]]]:
     """(articles, skipped) of each file under `root`, in walk order: one file at a time."""
     for path, problem in _walk(root, root):
-        source = _source_name(path, root)
-        try:
-            if problem:
-                raise Skip(problem)
-            found, bad_lines = _read_source(path, source, max_bytes)
-        except Skip as skip:
-            yield [], [SkippedFile(source=source, reason=skip.reason)]
-            continue
-        except Exception as exc:  # noqa: BLE001 -- a reader bug on one file must not stop the build
-            yield [], [SkippedFile(source=source, reason=unexpected_failure(source, exc))]
-            continue
-        yield found, bad_lines
+        found, bad, _ = _read_one(path, _source_name(path, root), problem, max_bytes)
+        yield found, bad
+
+
+def _read_one(
+    path: Path, source: str, problem: str | None, max_bytes: int
+) -> tuple[list[Article], list[SkippedFile], bool]:
+    """(articles, skipped, whether the file was read: False when it is skipped whole)."""
+    try:
+        if problem:
+            raise Skip(problem)
+        found, bad_lines = _read_source(path, source, max_bytes)
+    except Skip as skip:
+        return [], [SkippedFile(source=source, reason=skip.reason)], False
+    except Exception as exc:  # noqa: BLE001 -- a reader bug on one file must not stop the build
+        return [], [SkippedFile(source=source, reason=unexpected_failure(source, exc))], False
+    return found, bad_lines, True
 
 
 def read_file(path: Path, corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Article]:
@@ -242,7 +338,7 @@ def _drop_duplicates(articles: list[Article]) -> tuple[list[Article], list[Skipp
     return unique, duplicates
 
 
-def _first_of_each(entries: list[tuple[str, str, int, int]]) -> tuple[list, list[SkippedFile]]:
+def _first_of_each(entries: list[tuple[str, str, int, int, bytes]]) -> tuple[list, list[SkippedFile]]:
     """`_drop_duplicates` of the (source, doc_id, ...) entries of `CorpusScan`, sorted by source."""
     first_source: dict[str, str] = {}
     unique, duplicates = [], []

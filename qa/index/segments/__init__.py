@@ -11,6 +11,8 @@ A version is either one complete layout (`qa.index.write`) or *segmented*::
       segments/<name>.deleted.npy   the segment's deleted passage rows (tombstones), sorted
       deleted_sums.npz, deleted_sentence_sums.npz   the sums (`LanguageSums`) of the vectors of
                              every tombstoned passage and sentence, subtracted at load
+      group_links.npy        translation links (pairs of rows) found at the adds between the
+                             new passages and the live ones (`qa.index.segments.groups`)
 
 An add (`add_segment`) makes a new version whose older segments are hard links to the previous
 version's files (no byte of them is written, and either version can be loaded or removed on its

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from qa.index.segments import (
     SEGMENT_SHARE,
     SEGMENTS,
 )
-from qa.index.segments.read import SegmentedIndex, _read_sums
+from qa.index.segments.groups import GROUP_LINKS, find_links
+from qa.index.segments.read import SegmentedIndex, _merged_stats, _read_sums
 from qa.language_stats import LanguageSums, _moment_sums, merge_sums
 
 __all__ = ["AddPlan", "add_segment", "live_rows", "plan_add"]
@@ -163,11 +165,18 @@ def _add(a: LanguageSums | None, b: LanguageSums) -> LanguageSums:
     return b if a is None else merge_sums(a, b)
 
 
-def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
+def add_segment(
+    building: Path, previous, plan: AddPlan, write_segment, fingerprint: str | None = None,
+    group_threshold: float | None = None,
+) -> str:
     """Make the new version in `building` (a `.building-*` folder): the previous version's
     segments hard-linked, the new segment written by `write_segment(folder)` (None: nothing
     added, only tombstones), the tombstones and their sums, then live (`CURRENT` swapped).
-    Returns the version's name. The caller holds the build lock."""
+    `fingerprint`: the manifest's corpus fingerprint (`qa.index.build.corpus_fingerprint` of
+    every live article; without it, the last segment's). `group_threshold`: the new passages'
+    translations among the live ones are found (`qa.index.segments.groups`; None: only the
+    previous version's links are kept). Returns the version's name. The caller holds the build
+    lock."""
     from qa.index.verify import _record_stamps, file_checksum, write_stamps
     from qa.index.write import _remove_stale
 
@@ -206,18 +215,25 @@ def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
         shutil.rmtree(scratch)
         with open(seg_root / name / MANIFEST, "rb") as handle:
             seg_manifest = Manifest.model_validate_json(handle.read())
+        new_folder = seg_root / name
         listing.append({"name": name, "passages": seg_manifest.corpus.passages,
                         "articles": seg_manifest.corpus.articles, "deleted": 0})
     for name, sums in ((DELETED_SUMS, deleted_sums), (DELETED_SENTENCE_SUMS, deleted_sentence_sums)):
         if sums is not None:
             with (building / name).open("wb") as handle:
                 np.savez(handle, **sums.to_arrays())
+    links = _previous_links(previous)
+    if write_segment is not None and group_threshold is not None:
+        links = np.concatenate([links, _new_links(building, previous, plan, new_folder, group_threshold)])
+    if len(links):
+        write_file(building / GROUP_LINKS, links.astype(np.int64))
     write_file(building / SEGMENTS, json.dumps({"segments": listing}, indent=2).encode())
-    top = [SEGMENTS, DELETED_SUMS, DELETED_SENTENCE_SUMS] + [f"{SEGMENT_DIR}/{e['name']}.deleted.npy" for e in listing]
+    top = [SEGMENTS, DELETED_SUMS, DELETED_SENTENCE_SUMS, GROUP_LINKS] + [f"{SEGMENT_DIR}/{e['name']}.deleted.npy" for e in listing]
     top = [name for name in top if (building / name).is_file()]
     last = read_manifest(seg_root / listing[-1]["name"])
     manifest = last.model_copy(update={
         "corpus": last.corpus.model_copy(update={
+            "fingerprint": fingerprint or last.corpus.fingerprint,
             "articles": sum(e["articles"] for e in listing) - _dead_articles(previous, plan),
             "passages": sum(e["passages"] - e["deleted"] for e in listing),
             "languages": _live_languages(listing, seg_root),
@@ -241,6 +257,52 @@ def add_segment(building: Path, previous, plan: AddPlan, write_segment) -> str:
     for entry in listing[: len(old)]:
         _refresh_stamps(index_dir / version / SEGMENT_DIR / entry["name"])
     return version
+
+
+def _previous_links(previous) -> np.ndarray:
+    path = previous.path / GROUP_LINKS
+    if isinstance(previous, SegmentedIndex) and path.is_file():
+        return np.load(path).reshape(-1, 2)
+    return np.zeros((0, 2), np.int64)
+
+
+def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold: float) -> np.ndarray:
+    """The translation links of the new segment in `folder` among every live passage of the new
+    version (`find_links`), its vectors centred by the new version's statistics (the segments'
+    sums merged, minus the tombstoned rows', as a load computes them)."""
+    from qa.index.load import MAPPED_FILES, _load_version
+    from qa.index.verify import check_files
+
+    new = _load_version(folder, read_manifest(folder), check_files(folder, read_manifest(folder), keep_open=MAPPED_FILES))
+    old = _segments_of(previous)
+    stats = _merged_stats(building, [*old, new])[0]
+    first_new = len(previous)
+    alive = np.ones(first_new, bool) if getattr(previous, "alive", None) is None else previous.alive.copy()
+    starts = np.cumsum([0] + [len(s) for s in old])
+    for position, rows in plan.deleted.items():
+        alive[starts[position] + np.asarray(rows, np.int64)] = False
+    old_names = [str(x) for x in previous.langs.names]
+    rows_by_language: dict[str, np.ndarray] = {}
+    for lang in sorted(set(old_names) | set(new.rows_by_language)):
+        mine = np.flatnonzero((previous.langs == lang) & alive) if lang in old_names else np.zeros(0, np.int64)
+        added = np.asarray(new.rows_by_language.get(lang, np.zeros(0, np.int64)), np.int64) + first_new
+        rows_by_language[lang] = np.concatenate([mine, added]).astype(np.int64)
+
+    def vectors_of(rows: np.ndarray, lang: str) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), stats.means.shape[1]), np.float32)
+        is_old = rows < first_new
+        if is_old.any():
+            out[is_old] = previous.passage_vectors[rows[is_old]]
+        if (~is_old).any():
+            out[~is_old] = new.passage_vectors[rows[~is_old] - first_new]
+        return np.ascontiguousarray(stats.centered(out, np.full(len(rows), stats.langs.index(lang))), np.float32)
+
+    started = time.perf_counter()
+    links = find_links(vectors_of, rows_by_language, first_new, threshold)
+    log.info("The new segment's %d passages: %d translation links with the %d live ones (%.1f s)",
+             len(new), len(links), first_new, time.perf_counter() - started)
+    return links
 
 
 def _refresh_stamps(folder: Path) -> None:

@@ -23,6 +23,7 @@ from qa.index.segments import (
     SEGMENTS,
     read_listing,
 )
+from qa.index.segments.groups import GROUP_LINKS
 from qa.index.store import ArticleView, ChunkView, LangColumn, RowLookup, ranges
 from qa.language_stats import LanguageStats, LanguageSums, merge_sums, recode_langs, subtract_sums
 
@@ -226,7 +227,7 @@ class SegmentedIndex:
     searches_filters = False
 
     def __init__(self, path: Path, manifest: Manifest, segments: list, tombstones: list[np.ndarray],
-                 lang_stats: LanguageStats, sentence_stats: LanguageStats):
+                 lang_stats: LanguageStats, sentence_stats: LanguageStats, links: np.ndarray | None = None):
         self.path, self.manifest, self.segments = path, manifest, segments
         self.lang_stats, self.sentence_stats = lang_stats, sentence_stats
         self.ann: dict[str, Any] = {}  # (a build reads the previous version's IVF lists: none here)
@@ -266,6 +267,10 @@ class SegmentedIndex:
         group_starts = np.cumsum([0] + [int(np.max(s.groups)) + 1 if len(s) else 0 for s in segments]).astype(np.int64)
         self.groups = _Concat([s.groups for s in segments], [int(x) for x in group_starts[:-1]])
         self.members = _Members(segments, group_starts, row_starts, self.alive)
+        if links is not None and len(links):  # translations found across segments at an add
+            from qa.index.segments.groups import link_groups
+
+            self.groups, self.members = link_groups(self.groups, self.members, links, self.alive)
 
     @property
     def version(self) -> str:
@@ -395,11 +400,12 @@ def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
                     f"{entry['passages']}. Rebuild the index with `qa index`."
                 )
         lang_stats, sentence_stats = _merged_stats(version_dir, segments)
+        links = np.load(version_dir / GROUP_LINKS).reshape(-1, 2) if (version_dir / GROUP_LINKS).is_file() else None
     except (OSError, ValueError, KeyError) as exc:
         raise IndexCorruptError(
             f"{version_dir} cannot be read ({' '.join(str(exc).split())[:200]}). Rebuild the index with `qa index`."
         ) from None
-    return SegmentedIndex(version_dir, manifest, segments, tombstones, lang_stats, sentence_stats)
+    return SegmentedIndex(version_dir, manifest, segments, tombstones, lang_stats, sentence_stats, links)
 
 
 def _merged_stats(version_dir: Path, segments: list) -> tuple[LanguageStats, LanguageStats]:
