@@ -20,7 +20,7 @@ from qa.ingest.formats import FILE_READERS, SUPPORTED_EXTENSIONS, TEXT_READERS
 from qa.models import Article, SkippedFile
 from qa.readers.base import Skip
 
-__all__ = ["CorpusFile", "CorpusScan", "load_corpus", "read_file", "scan_corpus"]
+__all__ = ["CorpusFile", "CorpusScan", "article_digest", "load_corpus", "read_file", "scan_corpus"]
 
 # A file whose modification time is this close to the scan's start (or later) is "racily clean",
 # as git calls it: rewritten within the file system's timestamp granularity (up to 2 s on FAT,
