@@ -1,12 +1,14 @@
 """Language detection per question: the same answers as before, and what it costs.
 
-`detect_language` once ranked py3langid's ~140 labels (a dict and a sort) and weighed each
-candidate language in a Python step; it now takes the classifier's score array as it is
+`detect_language` once counted letters by script with a range search a character, ranked
+py3langid's ~140 labels (a dict and a sort) and weighed each candidate language in a Python step;
+it now counts distinct characters (cached), and takes the classifier's score array as it is
 (qa.lang.detect `_decide`). The earlier code is kept here, as it was, to compare with:
 
-1. identical answers: every question of tests/data (seed, held-out, off-topic, with names) and
-   of XQuAD (every language found, whole and cut to three words), with and without the short-question cues, with a corpus's languages,
-   with a conversation's history; and XQuAD paragraphs (long texts: the classifier alone);
+1. identical answers (and script counts): every question of tests/data (seed, held-out,
+   off-topic, with names) and of XQuAD (every language found, whole and cut to three words),
+   with and without the short-question cues, with a corpus's languages, with a conversation's
+   history; and XQuAD paragraphs (long texts: the classifier alone);
 2. CPU per call (thread time), earlier and now alternating in one process, p50 and mean.
 
     python benchmarks/bench_detect.py [--per-language 300] [--rounds 3]
@@ -28,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 import qa.lang.detect as D
 from qa.lang.codes import UNDETERMINED
 from qa.lang.model import identifier
-from qa.lang.scripts import script_counts
+from qa.lang.scripts import _script_of
 
 
-# ---- the code before (qa/lang/detect.py at 7f1fe46), unchanged but for the names ----
+# ---- the code before (qa/lang/detect.py and scripts.py at 7f1fe46), unchanged but for the names ----
 def before_detect(text, *, history=None, corpus_langs=(), cues=True, cache_dir=None):
     sample = D._URL_OR_EMAIL.sub(" ", text[: D._MAX_SAMPLE_CHARS])
-    counts = script_counts(sample)
+    counts = before_script_counts(sample)
     if not counts:
         return UNDETERMINED
     script = D._dominant_script(counts)
@@ -68,6 +70,18 @@ def before_detect(text, *, history=None, corpus_langs=(), cues=True, cache_dir=N
     if previous is not None:
         return previous
     return "en" if script == "Latin" else best
+
+
+def before_script_counts(text):
+    if text.isascii():
+        latin = sum(char.isalpha() for char in text)
+        return {"Latin": latin} if latin else {}
+    counts: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            script = _script_of.__wrapped__(char)  # (not cached then)
+            counts[script] = counts.get(script, 0) + 1
+    return counts
 
 
 def before_weigh(text, allowed, excluded, plausible, previous, cache_dir=None):
@@ -145,7 +159,8 @@ def check(sets: dict[str, list[str]]) -> tuple[int, int]:
             for label, kwargs in variants.items():
                 calls += 1
                 old, new = before_detect(text, **kwargs), D.detect_language(text, **kwargs)
-                if old != new:
+                counted = list(before_script_counts(text).items()) == list(D.script_counts(text).items())
+                if old != new or not counted:
                     differ += 1
                     print(f"DIFFERENT ({name}, {label}): {text[:60]!r}: {old} -> {new}")
     return calls, differ

@@ -440,3 +440,16 @@ def test_the_array_decision_is_the_reference_one(previous: str | None, corpus: f
             first = next(code for code, _ in detect._ranking(text, allowed, excluded))
             assert detect._classify(text, allowed, excluded) == first, (text, allowed)
     assert left < len(texts)  # the reference is the exception
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.sampled_from([q for _, q in CASES]))
+def test_script_counts_count_every_letter_in_order_of_first_appearance(text: str) -> None:
+    from qa.lang.scripts import _script_of, script_counts
+
+    expected: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            script = _script_of(char)
+            expected[script] = expected.get(script, 0) + 1
+    assert list(script_counts(text).items()) == list(expected.items())
