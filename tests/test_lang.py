@@ -453,3 +453,21 @@ def test_script_counts_count_every_letter_in_order_of_first_appearance(text: str
             script = _script_of(char)
             expected[script] = expected.get(script, 0) + 1
     assert list(script_counts(text).items()) == list(expected.items())
+
+
+def test_another_py3langid_without_its_scoring_method_gives_the_same_scores(monkeypatch) -> None:
+    """`_label_scores` reads py3langid's `_decide`; a version without it is read through `rank()`."""
+    from qa.lang import detect
+
+    model = detect.identifier()
+
+    class RankOnly:  # the public part only
+        nb_classes = model.nb_classes
+        rank = staticmethod(model.rank)
+
+    texts = [q for _, q in CASES[::5]] + ["Кто уволил Альтмана?", ""]
+    direct = [detect._label_scores(text, None) for text in texts]
+    monkeypatch.setattr(detect, "identifier", lambda cache_dir=None: RankOnly())
+    first = sorted({label: column for column, label in reversed(list(enumerate(model.nb_classes)))}.values())
+    for text, scores in zip(texts, direct):
+        assert detect._label_scores(text, None)[first].tolist() == scores[first].tolist(), text

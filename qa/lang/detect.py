@@ -394,8 +394,14 @@ def _implausible(codes: tuple[str, ...], plausible: frozenset[str]) -> np.ndarra
 
 def _label_scores(text: str, cache_dir: Path | None) -> np.ndarray:
     """py3langid's log-likelihood of each of its labels (`nb_classes` order), as `rank()` sorts
-    them: a duplicate label's column is folded into its first one."""
-    return identifier(cache_dir)._decide(text)
+    them: a duplicate label's column is folded into its first one (the only one read here)."""
+    model = identifier(cache_dir)
+    if hasattr(model, "_decide"):  # py3langid 0.4's scoring, before rank() makes a dict and sorts it
+        return model._decide(text)
+    import numpy as np  # another version: the same scores (float32, as a float), from its ranking
+
+    scores = dict(model.rank(text))
+    return np.array([scores[label] for label in model.nb_classes], np.float32)
 
 
 def _dominant_script(counts: dict[str, int]) -> str:
