@@ -279,12 +279,32 @@ def fuse(
     scores = dense
     if lexical is not None and weights.lexical:
         scores = scores + weights.lexical * lexical
-    mask = np.ones(scores.shape, dtype=bool)
     if sentences is None or not weights.sentence:
-        return scores, mask
-    if weights.sentence_candidates and weights.sentence_candidates < scores.shape[1]:
-        mask[:] = False
-        for row, first in zip(mask, scores):
-            row[shortlist(first, weights.sentence_candidates)] = True
-    best = sentences(mask)
-    return np.where(mask, scores + weights.sentence * best, scores - NOT_SHORTLISTED), mask
+        return scores, np.ones(scores.shape, dtype=bool)
+    n = weights.sentence_candidates
+    if n and n < scores.shape[1]:
+        mask = np.zeros(scores.shape, dtype=bool)
+        for q in range(len(scores)):  # (indexing: a zip over the arrays' rows costs ~1.5 µs more)
+            _mark_best(scores[q], n, mask[q])
+    else:
+        mask = np.ones(scores.shape, dtype=bool)
+    lifted = weights.sentence * sentences(mask)
+    # np.where(mask, scores + lifted, scores - NOT_SHORTLISTED), without a full sum nobody reads:
+    # the same floats (the shortlisted summed as there, in the same type; the others cast as there).
+    fused = np.asarray(scores - NOT_SHORTLISTED, dtype=np.result_type(scores, lifted))
+    np.add(scores, lifted, out=fused, where=mask)
+    return fused, mask
+
+
+def _mark_best(scores: np.ndarray, n: int, row: np.ndarray) -> None:
+    """Set `row` True at the `n` best of `scores` (1-d), the positions `shortlist` returns.
+
+    The n-th best score is a threshold (a partition of the values: cheaper than `shortlist`'s of
+    the negated scores' positions, then its sort); only when others tie with it (a duplicate
+    passage, say) would the threshold keep more than n, and `shortlist` picks which.
+    """
+    cut = np.partition(scores, len(scores) - n)[len(scores) - n]
+    np.greater_equal(scores, cut, out=row)
+    if np.count_nonzero(row) != n:
+        row[:] = False
+        row[shortlist(scores, n)] = True

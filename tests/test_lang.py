@@ -418,3 +418,56 @@ def test_the_classifier_model_is_kept_in_the_settings_cache_folder(tmp_path, mon
     assert sorted(p.name for p in folder.iterdir()) == sorted([current, names["theirs"], names["fresh"]])
     assert not (tmp_path / "from-the-environment").exists()
     assert lang_model.identifier() is lang_model.identifier(tmp_path / "elsewhere")  # one per process
+
+
+@pytest.mark.parametrize("previous", [None, "fr", "sw"])
+@pytest.mark.parametrize("corpus", [frozenset(), frozenset({"sw", "af"})])
+def test_the_array_decision_is_the_reference_one(previous: str | None, corpus: frozenset[str]) -> None:
+    """`_decide` (the classifier's score array at once) answers as `_weigh`'s per-language scores
+    do, or leaves the call to them; `_classify` is the first of the ranking."""
+    from qa.lang import detect
+
+    plausible = QUESTION_LANGUAGES | corpus
+    choices = [(None, detect._NON_LATIN), (None, frozenset()), *((s, frozenset()) for s in detect._SHARED_SCRIPTS.values())]
+    texts = [q for _, q in CASES] + [f"{name}?" for name in NAMES] + ["Кто уволил Альтмана?", "من هو ساتيا ناديلا؟"]
+    left = 0
+    for text in texts:
+        for allowed, excluded in choices:
+            fast = detect._decide(text, allowed, excluded, plausible, previous)
+            exact = detect._decide_exactly(detect._weigh(text, allowed, excluded, plausible, previous))
+            assert fast in (None, exact), (text, allowed)
+            left += fast is None
+            first = next(code for code, _ in detect._ranking(text, allowed, excluded))
+            assert detect._classify(text, allowed, excluded) == first, (text, allowed)
+    assert left < len(texts)  # the reference is the exception
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.sampled_from([q for _, q in CASES]))
+def test_script_counts_count_every_letter_in_order_of_first_appearance(text: str) -> None:
+    from qa.lang.scripts import _script_of, script_counts
+
+    expected: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            script = _script_of(char)
+            expected[script] = expected.get(script, 0) + 1
+    assert list(script_counts(text).items()) == list(expected.items())
+
+
+def test_another_py3langid_without_its_scoring_method_gives_the_same_scores(monkeypatch) -> None:
+    """`_label_scores` reads py3langid's `_decide`; a version without it is read through `rank()`."""
+    from qa.lang import detect
+
+    model = detect.identifier()
+
+    class RankOnly:  # the public part only
+        nb_classes = model.nb_classes
+        rank = staticmethod(model.rank)
+
+    texts = [q for _, q in CASES[::5]] + ["Кто уволил Альтмана?", ""]
+    direct = [detect._label_scores(text, None) for text in texts]
+    monkeypatch.setattr(detect, "identifier", lambda cache_dir=None: RankOnly())
+    first = sorted({label: column for column, label in reversed(list(enumerate(model.nb_classes)))}.values())
+    for text, scores in zip(texts, direct):
+        assert detect._label_scores(text, None)[first].tolist() == scores[first].tolist(), text

@@ -10,8 +10,11 @@ import pytest
 from qa.language_stats import recode_langs
 from qa.lexical import LexicalIndex, tokenize
 from qa.rank import (
+    NOT_SHORTLISTED,
+    FusionWeights,
     LanguageStats,
     LanguageSums,
+    fuse,
     lexical_by_language,
     lexical_by_language_sparse,
     merge_sums,
@@ -352,6 +355,49 @@ def test_shortlist_keeps_the_n_best_in_position_order():
     assert shortlist(scores, 2).tolist() == [1, 3]
     assert shortlist(scores, 3).tolist() == [1, 3, 4]
     assert shortlist(scores, 0).tolist() == shortlist(scores, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def _fuse_reference(dense, lexical, sentences, weights):
+    """`fuse` as written before, the plain way: each question's shortlist, np.where."""
+    scores = dense if lexical is None or not weights.lexical else dense + weights.lexical * lexical
+    mask = np.ones(scores.shape, dtype=bool)
+    if sentences is None or not weights.sentence:
+        return scores, mask
+    if weights.sentence_candidates and weights.sentence_candidates < scores.shape[1]:
+        mask[:] = False
+        for row, first in zip(mask, scores):
+            row[shortlist(first, weights.sentence_candidates)] = True
+    return np.where(mask, scores + weights.sentence * sentences(mask), scores - NOT_SHORTLISTED), mask
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fuse_gives_the_reference_scores_and_mask_bit_for_bit(seed):
+    """Random sizes, types and weights, with ties (scores drawn from a few values) in half the cases."""
+    rng = np.random.default_rng(seed)
+    n_q, n = int(rng.integers(1, 4)), int(rng.integers(1, 400))
+    dense = rng.standard_normal((n_q, n)).astype(rng.choice([np.float32, np.float64]))
+    if seed % 2:
+        dense = np.round(dense * 2) / 2  # ties, also at the shortlist's boundary
+    lexical = np.where(rng.random((n_q, n)) < 0.4, rng.random((n_q, n)), 0.0).astype(np.float32)
+    lexical = None if seed % 5 == 0 else lexical
+    best = rng.standard_normal((n_q, n)).astype(rng.choice([np.float32, np.float64]))
+    weights = FusionWeights(
+        float(rng.choice([0.0, 1.25])), float(rng.choice([0.0, 1.0, 0.7])), int(rng.choice([0, 1, 10, 100, 500]))
+    )
+    read = []
+
+    def sentences(mask):
+        read.append(mask.copy())
+        return np.where(mask, best, 0.0)
+
+    want, want_mask = _fuse_reference(dense, lexical, sentences, weights)
+    got, got_mask = fuse(dense, lexical, sentences, weights)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want) and np.array_equal(got_mask, want_mask)
+    if len(read) == 2:
+        assert np.array_equal(read[0], read[1])  # the sentences were asked for the same passages
+    if weights.sentence and weights.sentence_candidates and weights.sentence_candidates < n:
+        assert (got_mask.sum(axis=1) == weights.sentence_candidates).all()
 
 
 def test_sparse_lexical_by_language_of_no_match_is_empty():

@@ -24,15 +24,21 @@ and on short questions with names.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qa.lang.codes import UNDETERMINED
 from qa.lang.model import identifier
 from qa.lang.scripts import script_counts
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["FUNCTION_WORDS", "QUESTION_LANGUAGES", "detect_language"]
 
@@ -223,13 +229,13 @@ def detect_language(
         return _classify(sample, allowed=allowed, excluded=excluded, cache_dir=cache_dir)
     previous = _previous_language(history, cache_dir)
     plausible = QUESTION_LANGUAGES.union(corpus_langs)
-    scores = _weigh(sample, allowed, excluded, plausible, previous, cache_dir)
-    if not scores:
+    decided = _decide(sample, allowed, excluded, plausible, previous, cache_dir)
+    if decided is None:  # a tie or a confidence within rounding of the threshold: the exact sums
+        decided = _decide_exactly(_weigh(sample, allowed, excluded, plausible, previous, cache_dir))
+    if decided is None:
         return UNDETERMINED
-    best = max(scores, key=scores.get)
-    top = scores[best]
-    confidence = 1.0 / sum(math.exp(score - top) for score in scores.values())
-    if confidence >= _MIN_CONFIDENCE:
+    best, sure = decided
+    if sure:
         return best
     # Unsure: the conversation's language, else English for Latin script, else the best guess
     # (English cannot be written in Cyrillic).
@@ -256,21 +262,146 @@ def _weigh(
     previous: str | None,
     cache_dir: Path | None = None,
 ) -> dict[str, float]:
-    """Log-posterior (up to a constant) of each candidate language of a short text: the
-    classifier's log-likelihood, plus function-word evidence, plus the prior."""
+    """Log-posterior (up to a constant) of each candidate language of a short text, best
+    classifier score first: the classifier's log-likelihood, plus function-word evidence, plus
+    the prior. The reference `_decide` must agree with; it answers when `_decide` cannot."""
+    votes = _votes(text)
+    scores: dict[str, float] = {}
+    for code, score in _ranking(text, allowed, excluded, cache_dir):
+        usual = code in plausible or code == previous
+        implausible = 0.0 if usual else _IMPLAUSIBLE_NATS
+        scores[code] = _posterior(score, votes.get(code, 0.0), implausible, _HISTORY_NATS if code == previous else 0.0)
+    return scores
+
+
+def _decide_exactly(scores: dict[str, float]) -> tuple[str, bool] | None:
+    """The best language of `_weigh`'s scores (the first of equals) and whether its posterior
+    reaches `_MIN_CONFIDENCE`; None when there is no candidate."""
+    if not scores:
+        return None
+    best = max(scores, key=scores.get)
+    top = scores[best]
+    confidence = 1.0 / sum(math.exp(score - top) for score in scores.values())
+    return best, confidence >= _MIN_CONFIDENCE
+
+
+def _decide(
+    text: str,
+    allowed: frozenset[str] | None,
+    excluded: frozenset[str],
+    plausible: frozenset[str],
+    previous: str | None,
+    cache_dir: Path | None = None,
+) -> tuple[str, bool] | None:
+    """`_decide_exactly(_weigh(...))`, over arrays: py3langid's scores of all its labels at once,
+    without its ranking (a dict and a sort of ~140 labels) and a Python step per language, which
+    cost about as much as the classifier's own scoring on a short question.
+
+    The scores are the same floats (the same operations on the same values); only the sum of the
+    confidence is taken in another order, with numpy's exp: off by far less than 1e-9. So where
+    that could flip the threshold, or where two languages tie for best (the reference takes the
+    first in the classifier's ranking), this returns None and the caller asks the reference.
+    """
+    import numpy as np  # (here: `import qa.lang` stays light)
+
+    table = _candidates(allowed, excluded, cache_dir)
+    if not table.codes:
+        return None
+    labels = _label_scores(text, cache_dir)
+    # A code's score is that of its best label (arz, ary -> ar), as in `_ranking`.
+    loglik = np.maximum.reduceat(labels[table.columns], table.starts).astype(np.float64)
+    votes = np.zeros(len(table.codes))
+    for lang, count in _votes(text).items():
+        if lang in table.position:
+            votes[table.position[lang]] = count
+    implausible = _implausible(table.codes, plausible).copy()
+    history = np.zeros(len(table.codes))
+    if previous in table.position:
+        implausible[table.position[previous]] = 0.0
+        history[table.position[previous]] = _HISTORY_NATS
+    scores = _posterior(loglik, votes, implausible, history)
+    best = int(np.argmax(scores))
+    total = float(np.exp(scores - scores[best]).sum())  # 1 / confidence
+    if abs(total - 1.0 / _MIN_CONFIDENCE) < 1e-9 or np.count_nonzero(scores == scores[best]) > 1:
+        return None
+    return table.codes[best], total <= 1.0 / _MIN_CONFIDENCE
+
+
+def _posterior(loglik, votes, implausible, history):
+    """Log-posterior up to a constant, for floats or arrays alike (the same operations in the same
+    order, so `_weigh` and `_decide` get the same floats)."""
+    return loglik / _TEMPERATURE + _FUNCTION_WORD_NATS * votes - implausible + history
+
+
+def _votes(text: str) -> dict[str, float]:
+    """Function-word votes per language; a word of several lists votes for each, shared."""
     words = _WORD.findall(unicodedata.normalize("NFC", text).lower().translate(_CEDILLA))
     votes: dict[str, float] = {}
     for word in words:
         langs = _WORD_LANGUAGES.get(word, ())
         for lang in langs:
             votes[lang] = votes.get(lang, 0.0) + 1.0 / len(langs)
-    scores: dict[str, float] = {}
-    for code, score in _ranking(text, allowed, excluded, cache_dir):
-        score = score / _TEMPERATURE + _FUNCTION_WORD_NATS * votes.get(code, 0.0)
-        score -= 0.0 if code in plausible or code == previous else _IMPLAUSIBLE_NATS
-        score += _HISTORY_NATS if code == previous else 0.0
-        scores[code] = score
-    return scores
+    return votes
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The classifier's labels that `_ranking` lets through for one (allowed, excluded)."""
+
+    codes: tuple[str, ...]  # ISO 639-1 codes
+    position: dict[str, int]  # code -> its place in `codes`
+    columns: np.ndarray  # score columns of each code's labels, code after code
+    starts: np.ndarray  # where each code's columns begin in `columns`
+    ascending: np.ndarray  # all those columns, in the classifier's order
+    code_of: tuple[str, ...]  # the code of each of `ascending`
+
+
+@functools.lru_cache(maxsize=32)
+def _candidates(allowed: frozenset[str] | None, excluded: frozenset[str], cache_dir: Path | None) -> _Candidates:
+    """Built once per (allowed, excluded): a handful of combinations (`detect_language`)."""
+    import numpy as np
+
+    groups: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    for column, label in enumerate(identifier(cache_dir).nb_classes):
+        code = _LABEL_ALIASES.get(label, label)
+        if label not in seen and _eligible(code, allowed, excluded):  # a label's first column holds its score
+            groups.setdefault(code, []).append(column)
+        seen.add(label)
+    columns = [column for group in groups.values() for column in group]
+    sizes = [len(group) for group in groups.values()]
+    ascending = sorted(columns)
+    code_at = {column: code for code, group in groups.items() for column in group}
+    return _Candidates(
+        codes=tuple(groups),
+        position={code: i for i, code in enumerate(groups)},
+        columns=np.array(columns, np.intp),
+        starts=np.cumsum([0, *sizes[:-1]], dtype=np.intp),
+        ascending=np.array(ascending, np.intp),
+        code_of=tuple(code_at[column] for column in ascending),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _implausible(codes: tuple[str, ...], plausible: frozenset[str]) -> np.ndarray:
+    """The prior's penalty of each code (read-only: copy before changing)."""
+    import numpy as np
+
+    penalty = np.array([0.0 if code in plausible else _IMPLAUSIBLE_NATS for code in codes])
+    penalty.flags.writeable = False
+    return penalty
+
+
+def _label_scores(text: str, cache_dir: Path | None) -> np.ndarray:
+    """py3langid's log-likelihood of each of its labels (`nb_classes` order), as `rank()` sorts
+    them: a duplicate label's column is folded into its first one (the only one read here)."""
+    model = identifier(cache_dir)
+    if hasattr(model, "_decide"):  # py3langid 0.4's scoring, before rank() makes a dict and sorts it
+        return model._decide(text)
+    import numpy as np  # another version: the same scores (float32, as a float), from its ranking
+
+    scores = dict(model.rank(text))
+    return np.array([scores[label] for label in model.nb_classes], np.float32)
 
 
 def _dominant_script(counts: dict[str, int]) -> str:
@@ -294,8 +425,21 @@ def _dominant_script(counts: dict[str, int]) -> str:
 def _classify(
     text: str, allowed: frozenset[str] | None, excluded: frozenset[str], cache_dir: Path | None = None
 ) -> str:
-    """Best-scoring ISO 639-1 language of py3langid's ranking, within `allowed`, not in `excluded`."""
-    return next((code for code, _score in _ranking(text, allowed, excluded, cache_dir)), UNDETERMINED)
+    """Best-scoring ISO 639-1 language of py3langid's ranking, within `allowed`, not in `excluded`.
+
+    The first of `_ranking`, without the ranking: the best label, the first of equals in the
+    classifier's order (its sort is stable)."""
+    import numpy as np
+
+    table = _candidates(allowed, excluded, cache_dir)
+    if not len(table.ascending):
+        return UNDETERMINED
+    return table.code_of[int(np.argmax(_label_scores(text, cache_dir)[table.ascending]))]
+
+
+def _eligible(code: str, allowed: frozenset[str] | None, excluded: frozenset[str]) -> bool:
+    """An ISO 639-1 code within `allowed` and not in `excluded`."""
+    return len(code) == 2 and code not in excluded and (allowed is None or code in allowed)
 
 
 def _ranking(
@@ -306,7 +450,7 @@ def _ranking(
     seen: set[str] = set()
     for label, score in identifier(cache_dir).rank(text):
         code = _LABEL_ALIASES.get(label, label)
-        if len(code) != 2 or code in excluded or (allowed is not None and code not in allowed) or code in seen:
+        if not _eligible(code, allowed, excluded) or code in seen:
             continue
         seen.add(code)
         yield code, score
