@@ -208,7 +208,6 @@ def build_index(
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
     from qa.index.corpus_files import read_corpus_files, write_corpus_files
-    from qa.index.segments.groups import links_affordable
     from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
@@ -367,12 +366,11 @@ def build_index(
             # The new segment is written as a version of its own inside the new version's folder.
             # The new passages' translations, among themselves too, are found at the add against
             # every live passage with the new version's statistics (the segment's own groups are
-            # of one), unless that comparison is too large (`qa.index.segments.groups`).
-            cross = links_affordable(len(rows), len(previous))
+            # of one; `qa.index.segments.groups`).
             version = add_segment(
                 building, previous, plan,
-                lambda folder: write(_start_version(folder), None, np.arange(len(rows)) if cross else None)[0],
-                _live_fingerprint(doc_ids, failed), settings.group_threshold if cross else None,
+                lambda folder: write(_start_version(folder), None, np.arange(len(rows)))[0],
+                _live_fingerprint(doc_ids, failed), settings.group_threshold,
             )
             if not failed:
                 _record_build_key(index_dir, version, key)

@@ -28,6 +28,7 @@ from qa.index.segments import (
     SEGMENT_DIR,
     SEGMENT_SHARE,
     SEGMENTS,
+    groups,
 )
 from qa.index.segments.groups import GROUP_LINKS, find_links
 from qa.index.segments.read import SegmentedIndex, _merged_stats, _read_sums
@@ -298,11 +299,35 @@ def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold:
             out[~is_old] = new.passage_vectors[rows[~is_old] - first_new]
         return np.ascontiguousarray(stats.centered(out, np.full(len(rows), stats.langs.index(lang))), np.float32)
 
+    exact = groups.exact_links(len(new), first_new)
+    candidates = None if exact else _ann_candidates(old, starts, alive, groups.ANN_CANDIDATES)
     started = time.perf_counter()
-    links = find_links(vectors_of, rows_by_language, first_new, threshold)
-    log.info("The new segment's %d passages: %d translation links with the %d live ones (%.1f s)",
-             len(new), len(links), first_new, time.perf_counter() - started)
+    links = find_links(vectors_of, rows_by_language, first_new, threshold, candidates)
+    log.info("The new segment's %d passages: %d translation links with the %d live ones (%s, %.1f s)",
+             len(new), len(links), first_new, "exact" if exact else "approximate candidates",
+             time.perf_counter() - started)
     return links
+
+
+def _ann_candidates(segments: list, starts: np.ndarray, alive: np.ndarray, k: int):
+    """`find_links`'s `candidates`: the `k` best live rows of a language in each of `segments`
+    (the previous version's, rows from `starts`) by its own search (`Index.language_searches`),
+    global rows, -1 where none (a tombstoned row found is dropped, not replaced)."""
+    searches = [segment.language_searches() for segment in segments]
+
+    def candidates(queries: np.ndarray, lang: str) -> np.ndarray:
+        queries = np.ascontiguousarray(queries, np.float32)
+        parts = [np.full((len(queries), 0), -1, np.int64)]
+        for start, by_lang in zip(starts.tolist(), searches):
+            if lang in by_lang:
+                search, rows = by_lang[lang]
+                _, ids = search.search(queries, min(k, len(rows)))
+                found = np.where(ids >= 0, np.asarray(rows, np.int64)[np.maximum(ids, 0)] + start, -1)
+                found[found >= 0] = np.where(alive[found[found >= 0]], found[found >= 0], -1)
+                parts.append(found)
+        return np.concatenate(parts, axis=1)
+
+    return candidates
 
 
 def _refresh_stamps(folder: Path) -> None:
