@@ -16,9 +16,7 @@ from qa.index.format import (
     MANIFEST,
     STAMPS,
     Manifest,
-    fsync_dir,
     read_manifest,
-    swap_pointer,
     write_file,
 )
 from qa.index.segments import (
@@ -179,7 +177,7 @@ def add_segment(
     previous version's links are kept). Returns the version's name. The caller holds the build
     lock."""
     from qa.index.verify import _record_stamps, file_checksum, write_stamps
-    from qa.index.write import _remove_stale
+    from qa.index.write import _publish
 
     index_dir = building.parent
     version = building.name.removeprefix(".building-")
@@ -248,11 +246,7 @@ def add_segment(
     })
     write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
     write_stamps(building, top)
-    fsync_dir(seg_root)
-    fsync_dir(building)
-    building.rename(index_dir / version)
-    swap_pointer(index_dir, version)
-    _remove_stale(index_dir, keep={version})
+    _publish(building, [seg_root])
     # Removing an older version unlinks these files' other names, which moves their change time
     # again: their stamps are refreshed, so that the next load does not hash them all again.
     for entry in listing[: len(old)]:
