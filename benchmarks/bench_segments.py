@@ -245,7 +245,8 @@ def links(n: int, added: int, langs, base, questions) -> list[list]:
         return np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True), np.float32)
 
     threshold = Settings().group_threshold
-    candidates = _ann_candidates([_Searches(searches)], np.array([0]), np.ones(n, bool), ANN_CANDIDATES)
+    candidates = _ann_candidates([_Searches(searches)], np.array([0]), np.ones(n, bool), ANN_CANDIDATES,
+                                 dict(zip(names, means)))
     t = time.perf_counter()
     approximate = find_links(vectors_of, rows_by_language, n, threshold, candidates)
     approximate_s = time.perf_counter() - t

@@ -294,7 +294,8 @@ def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold:
         return np.ascontiguousarray(stats.centered(out, np.full(len(rows), stats.langs.index(lang))), np.float32)
 
     exact = groups.exact_links(len(new), first_new)
-    candidates = None if exact else _ann_candidates(old, starts, alive, groups.ANN_CANDIDATES)
+    means = {lang: stats.means[stats.langs.index(lang)] for lang in rows_by_language}
+    candidates = None if exact else _ann_candidates(old, starts, alive, groups.ANN_CANDIDATES, means)
     started = time.perf_counter()
     links = find_links(vectors_of, rows_by_language, first_new, threshold, candidates)
     log.info("The new segment's %d passages: %d translation links with the %d live ones (%s, %.1f s)",
@@ -303,19 +304,33 @@ def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold:
     return links
 
 
-def _ann_candidates(segments: list, starts: np.ndarray, alive: np.ndarray, k: int):
+def _ann_candidates(segments: list, starts: np.ndarray, alive: np.ndarray, k: int, means: dict[str, np.ndarray]):
     """`find_links`'s `candidates`: the `k` best live rows of a language in each of `segments`
     (the previous version's, rows from `starts`) by its own search (`Index.language_searches`),
-    global rows, -1 where none (a tombstoned row found is dropped, not replaced)."""
+    global rows, -1 where none (a tombstoned row found is dropped, not replaced).
+
+    The searches hold the raw vectors, the links compare centred, re-normalized ones: the query
+    (a centred vector) is shifted by the language's mean (`means`), which favours the passages
+    near it, whose centred norm is small and cosine thus larger (to first order). An IVF index
+    visits its `nprobe` best lists, not only those within its gap: the gap is tuned on questions,
+    and a passage's centred vector is not one. Both measured in benchmarks/README.md, "Segments"."""
+    import faiss
+
+    from qa.index.ann import ProbedIVF
+
     searches = [segment.language_searches() for segment in segments]
 
     def candidates(queries: np.ndarray, lang: str) -> np.ndarray:
-        queries = np.ascontiguousarray(queries, np.float32)
+        queries = np.ascontiguousarray(queries + means[lang], np.float32)
         parts = [np.full((len(queries), 0), -1, np.int64)]
         for start, by_lang in zip(starts.tolist(), searches):
             if lang in by_lang:
                 search, rows = by_lang[lang]
-                _, ids = search.search(queries, min(k, len(rows)))
+                want = min(k, len(rows))
+                if isinstance(search, ProbedIVF):
+                    _, ids = search.index.search(queries, want, params=faiss.SearchParametersIVF(nprobe=search.nprobe))
+                else:
+                    _, ids = search.search(queries, want)
                 found = np.where(ids >= 0, np.asarray(rows, np.int64)[np.maximum(ids, 0)] + start, -1)
                 found[found >= 0] = np.where(alive[found[found >= 0]], found[found >= 0], -1)
                 parts.append(found)
