@@ -43,8 +43,9 @@ LINK_BUDGET = 500_000_000
 # Candidates asked of each segment's search of a language (re-scored exactly): the searches rank
 # by the inner product with the raw passage vectors, the links by the cosine of centred ones, whose
 # norms before re-normalizing vary (0.33 to 0.55). 2,000 new against 200,000 live (8 languages):
-# 10 candidates found 244 of the 310 exact links, 50 found 306 (and 3 others), in 5.4 s against
-# 61.8 s exactly (benchmarks/README.md, "Segments").
+# 10 candidates found 244 of the 310 exact links; 50, with the query shifted and the IVF lists
+# fixed (`qa.index.segments.add._ann_candidates`), all 310 and no other, in 7.6 s against 35.7 s
+# exactly (benchmarks/README.md, "Segments").
 ANN_CANDIDATES = 50
 
 
