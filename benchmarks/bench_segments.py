@@ -11,6 +11,7 @@ p95 over real questions, on the one-version index and on the two-segment one (sa
 
     nice -n 19 python benchmarks/bench_segments.py --n 100000
     nice -n 19 python benchmarks/bench_segments.py --pipeline 20000   # `qa index` end to end
+    nice -n 19 python benchmarks/bench_segments.py --links 200000     # an add's translation links
 """
 
 from __future__ import annotations
@@ -180,6 +181,86 @@ def pipeline(articles: int, share: float, texts, langs) -> list[list]:
     return rows
 
 
+class _Searches:
+    """A stand-in for a live segment: its per-language searches (`Index.language_searches`)."""
+
+    def __init__(self, searches: dict):
+        self.searches = searches
+
+    def language_searches(self) -> dict:
+        return self.searches
+
+
+def language_searches(vectors: np.ndarray, rows_of: dict, questions) -> tuple[dict, list[str]]:
+    """Each language's search as the writer makes it (`qa.index.write`): IVF-SQ8 trained, filled
+    and tuned on real questions of the language for recall@10 0.97, exact 8-bit below
+    `ann_min_passages` or when the IVF misses the target."""
+    from qa.config import Settings
+    from qa.index.ann import ByteExact, ProbedIVF, fill, n_lists, train_ivf, tune_probes
+
+    settings = Settings()
+    qvecs, qlangs = questions
+    out, kinds = {}, []
+    for lang, rows in rows_of.items():
+        mine = np.ascontiguousarray(vectors[rows])
+        queries = qvecs[qlangs == lang] if qvecs is not None and (qlangs == lang).sum() >= 50 else mine[:300]
+        queries = np.ascontiguousarray(queries[:300], np.float32)
+        search = None
+        if len(rows) >= settings.ann_min_passages:
+            index = train_ivf(mine, n_lists(len(rows)))
+            fill(index, mine)
+            nprobe, gap, recall = tune_probes(index, mine, queries, settings.ann_target_recall, settings.candidates)
+            if recall >= settings.ann_target_recall:
+                search = ProbedIVF(index, nprobe, gap)
+                kinds.append(f"{lang} IVF{index.nlist} recall {recall:.3f}")
+        if search is None:
+            search = ByteExact(mine)
+            kinds.append(f"{lang} exact")
+        out[lang] = (search, rows)
+    return out, kinds
+
+
+def links(n: int, added: int, langs, base, questions) -> list[list]:
+    """An add's translation links (`qa.index.segments.groups.find_links`) of `added` synthetic
+    passages among `n` live ones: every live passage compared (exact) against the candidates of
+    the live passages' per-language searches (built beforehand, as a live version holds them)."""
+    from qa.config import Settings
+    from qa.index.segments.add import _ann_candidates
+    from qa.index.segments.groups import ANN_CANDIDATES, find_links
+
+    rng = np.random.default_rng(11)
+    vectors, src = synthetic_vectors(base, langs, n + added, rng)
+    lang_of = np.asarray(langs)[src]
+    names = sorted(set(lang_of.tolist()))
+    means = np.stack([vectors[lang_of == lang].mean(axis=0) for lang in names]).astype(np.float32)
+    rows_by_language = {lang: np.flatnonzero(lang_of == lang) for lang in names}
+    live = {lang: rows[rows < n] for lang, rows in rows_by_language.items()}
+    print(f"Per-language searches of {n:,} live passages in {len(names)} languages ...", flush=True)
+    t = time.perf_counter()
+    searches, kinds = language_searches(vectors, live, questions)
+    print(f"  {time.perf_counter() - t:.0f} s: {', '.join(kinds)}", flush=True)
+
+    def vectors_of(rows: np.ndarray, lang: str) -> np.ndarray:
+        out = vectors[np.asarray(rows, np.int64)] - means[names.index(lang)]
+        return np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True), np.float32)
+
+    threshold = Settings().group_threshold
+    candidates = _ann_candidates([_Searches(searches)], np.array([0]), np.ones(n, bool), ANN_CANDIDATES,
+                                 dict(zip(names, means)))
+    t = time.perf_counter()
+    approximate = find_links(vectors_of, rows_by_language, n, threshold, candidates)
+    approximate_s = time.perf_counter() - t
+    print(f"  approximate candidates: {approximate_s:.1f} s, {len(approximate):,} links", flush=True)
+    t = time.perf_counter()
+    exact = find_links(vectors_of, rows_by_language, n, threshold)
+    exact_s = time.perf_counter() - t
+    same = len(set(map(tuple, exact.tolist())) & set(map(tuple, approximate.tolist())))
+    return [
+        ["exact (every live passage)", round(exact_s, 1), len(exact), len(exact)],
+        [f"approximate candidates ({ANN_CANDIDATES} a language)", round(approximate_s, 1), len(approximate), same],
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="passages of the index added to")
@@ -189,6 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_segments.json")
     parser.add_argument("--pipeline", type=int, default=0, metavar="ARTICLES",
                         help="instead: `qa index` end to end on this many articles, then 1%% added")
+    parser.add_argument("--links", type=int, default=0, metavar="PASSAGES",
+                        help="instead: an add's translation links among this many live passages, exact "
+                             "against candidates from per-language approximate searches")
     args = parser.parse_args(argv)
 
     import faiss
@@ -203,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-")))
     embedder = get_embedder(settings)
-    texts, langs, base, questions, *_ = real_material(settings, embedder, ensure_index(), args.queries)
+    texts, langs, base, questions, qvecs, qlangs, *_ = real_material(settings, embedder, ensure_index(), args.queries)
     info = machine()
     print(f"Machine: {describe_machine(info)}")
     if args.pipeline:
@@ -211,6 +295,14 @@ def main(argv: list[str] | None = None) -> dict:
         print(table(["", "seconds", "MB written", "files read"], rows, "qa index end to end (stand-in embedder)"))
         out = args.out.with_name(args.out.stem + "_pipeline.json")
         print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")
+        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        return {"rows": rows}
+    if args.links:
+        rows = links(args.links, max(1, int(args.links * args.share)), langs, base, (qvecs, np.array(qlangs)))
+        print(table(["", "seconds", "links", "links as the exact ones'"], rows,
+                    f"Translation links of {int(args.links * args.share):,} new passages among {args.links:,} live"))
+        out = args.out.with_name(args.out.stem + f"_links_{args.links}.json")
+        print(f"Wrote {write_json(out, {'machine': info, 'live': args.links, 'rows': rows})}")
         shutil.rmtree(settings.index_dir, ignore_errors=True)
         return {"rows": rows}
     faiss.omp_set_num_threads(1)  # as the engine does

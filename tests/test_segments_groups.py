@@ -4,15 +4,18 @@ links them, and the seed questions rank as on that one index. Real model and rea
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qa.config import Settings
 from qa.index.build import build_index
+from qa.index.format import current_version
 from qa.index.load import open_index
-from qa.index.segments import SegmentedIndex
+from qa.index.segments import SegmentedIndex, groups
 from tests.conftest import ROOT
 from tests.test_segments import _hits_and_lists
 
@@ -52,6 +55,7 @@ def one_and_segmented(tmp_path_factory) -> tuple[Settings, Settings]:
     segmented = Settings(corpus_dir=root / "corpus", index_dir=root / "segmented")
     _copy(FIRST, segmented.corpus_dir)
     build_index(settings=segmented)
+    shutil.copytree(segmented.index_dir, root / "before-add")  # (for the approximate candidates' test)
     _copy([LATER], segmented.corpus_dir)
     build_index(settings=segmented, segments="segment")
     return one, segmented
@@ -91,3 +95,26 @@ def test_links_are_kept_by_the_next_add_and_drop_removed_passages(one_and_segmen
     (settings.corpus_dir / LATER).unlink()  # the Japanese article removed: tombstoned
     build_index(settings=settings, segments="segment")
     assert not _translations(settings, "ja") and not any(lang == "ja" for _, lang, _, _ in _translations(settings, "de"))
+
+
+def _links(settings: Settings):
+    index_dir = settings.index_dir
+    return np.load(index_dir / current_version(index_dir) / groups.GROUP_LINKS).tolist()
+
+
+@pytest.mark.slow
+def test_candidates_from_the_approximate_searches_give_the_exact_links(one_and_segmented, tmp_path, monkeypatch,
+                                                                        caplog):
+    """The same add with the old passages compared through each segment's own per-language search
+    (what an add to a large index does past `LINK_BUDGET`) finds the same links as the exact one."""
+    segmented = one_and_segmented[1]
+    settings = segmented.model_copy(update={"index_dir": tmp_path / "index", "corpus_dir": tmp_path / "corpus"})
+    shutil.copytree(segmented.index_dir.parent / "before-add", settings.index_dir)
+    _copy([*FIRST, LATER], settings.corpus_dir)
+    monkeypatch.setattr(groups, "LINK_BUDGET", -1)
+    with caplog.at_level(logging.INFO, logger="qa.index.segments.add"):
+        build_index(settings=settings, segments="segment")
+    assert any("approximate candidates" in r.getMessage() for r in caplog.records)
+    exact = _links(segmented)
+    assert len(exact) >= 7 and _links(settings) == exact
+    assert _translations(settings, "ja") == _translations(segmented, "ja")

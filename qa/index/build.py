@@ -203,12 +203,11 @@ def build_index(
     "segment" always does when there is a live index, "rebuild" writes a whole new version.
     A corpus file whose size and modification time are those the live version recorded is not
     read again (`qa.index.corpus_files`) unless `read_all` (or "rebuild", or the change turns
-    out to be a full build, which reads every file).
+    out to be a full build, which reads every file the first pass did not).
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
     from qa.index.corpus_files import read_corpus_files, write_corpus_files
-    from qa.index.segments.groups import links_affordable
     from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
@@ -262,9 +261,11 @@ def build_index(
         plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
         if (not_read := scan.not_read) and (plan is None or not not_read <= plan.unchanged):
             # A full build (or an article of a file not read is not live: it failed before)
-            # needs every article's text: the corpus is read whole.
-            scan.close()
-            scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir))
+            # needs every article's text: the corpus is read whole, but for the files just read
+            # (unchanged since: their articles are copied from the first scan's spool).
+            first = scan
+            scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir, earlier=first))
+            first.close()
             skipped = scan.skipped
             key = _build_key(scan.digests_by_id(), settings, _model_fingerprint(embedder))
             old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
@@ -367,12 +368,11 @@ def build_index(
             # The new segment is written as a version of its own inside the new version's folder.
             # The new passages' translations, among themselves too, are found at the add against
             # every live passage with the new version's statistics (the segment's own groups are
-            # of one), unless that comparison is too large (`qa.index.segments.groups`).
-            cross = links_affordable(len(rows), len(previous))
+            # of one; `qa.index.segments.groups`).
             version = add_segment(
                 building, previous, plan,
-                lambda folder: write(_start_version(folder), None, np.arange(len(rows)) if cross else None)[0],
-                _live_fingerprint(doc_ids, failed), settings.group_threshold if cross else None,
+                lambda folder: write(_start_version(folder), None, np.arange(len(rows)))[0],
+                _live_fingerprint(doc_ids, failed), settings.group_threshold,
             )
             if not failed:
                 _record_build_key(index_dir, version, key)

@@ -277,6 +277,14 @@ class Index:
             return self._by_lang.search_filtered(query, k, mask, self.passage_vectors)
         return self._by_lang.search(query, k)
 
+    def language_searches(self) -> dict[str, tuple[Any, np.ndarray]]:
+        """Each language's own search, as `search_by_language` runs it (the stored approximate
+        index of a large language, an exact one of a small one), and the passage row of each of its
+        ids: {lang: (search, rows)}. Its `search(queries, k)` takes many queries at once."""
+        if self._by_lang is None:
+            self.search_by_language(np.zeros(self.passage_vectors.shape[1], np.float32), 1)
+        return self._by_lang.searches
+
     def search_language(self, lang: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best passages of one language by inner product: (scores, rows), best first."""
         return self.search_by_language(query, k).get(lang, (np.zeros(0, np.float32), np.zeros(0, np.int64)))

@@ -311,7 +311,6 @@ def _write_version(
     `tuning_queries`), else on a sample of the sentence vectors. `query_sample`: the question
     sample `query_means` are the means of, summed into the stored sums (without it, each mean
     is stored as a sample of one)."""
-    index_dir = building.parent
     version = building.name.removeprefix(".building-")
     with _write_errors(building):
         # Articles and passages go to disk as they come (the store's records, BM25's runs):
@@ -419,11 +418,21 @@ def _write_version(
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
         write_stamps(building, list(written))  # hashed just now: a load needs not hash them again
-        for sub in [building / ANN_DIR, building / LEXICAL, building / STORE_DIR]:
-            if sub.is_dir():
-                fsync_dir(sub)
-        fsync_dir(building)
-        building.rename(index_dir / version)
-        swap_pointer(index_dir, version)
-        _remove_stale(index_dir, keep={version})
+        _publish(building, [building / ANN_DIR, building / LEXICAL, building / STORE_DIR])
     return version, {lang: report for lang, (report, _) in search.items()}
+
+
+def _publish(building: Path, folders: list[Path]) -> str:
+    """Make the complete version in `building` (a `.building-<version>` folder) the live one:
+    the entries of `folders` (those that exist) and of `building` made durable, the folder renamed
+    to its version's name, `CURRENT` swapped, the stale versions removed. Returns the version's
+    name. How every version, whole or an add's (`qa.index.segments.add`), goes live."""
+    index_dir, version = building.parent, building.name.removeprefix(".building-")
+    for sub in folders:
+        if sub.is_dir():
+            fsync_dir(sub)
+    fsync_dir(building)
+    building.rename(index_dir / version)
+    swap_pointer(index_dir, version)
+    _remove_stale(index_dir, keep={version})
+    return version

@@ -74,9 +74,12 @@ class CorpusScan:
 
     def __init__(
         self, spool, entries: list[tuple[str, str, int, int, bytes]], skipped: list[SkippedFile],
-        files: list[CorpusFile] | None = None, read: int = 0,
+        files: list[CorpusFile] | None = None, read: int = 0, spans: dict[str, list] | None = None,
     ):
         self._spool = spool
+        # source -> the entries of each file this scan read (`earlier` of a later scan)
+        self._spans = spans or {}
+        self._records: dict[str, CorpusFile] | None = None  # `files` by source, made when first needed
         # (source, doc_id, offset, length, digest), in corpus order; offset -1: the article of a
         # file not read (unchanged since `known`), whose text is not in the spool
         self._entries = entries
@@ -123,6 +126,18 @@ class CorpusScan:
     def _read(self, offset: int, length: int) -> bytes:
         return os.pread(self._spool.fileno(), length, offset)
 
+    def _kept(self, source: str, info: os.stat_result) -> tuple[CorpusFile, list] | None:
+        """(record, spooled entries) of the file `source` as this scan read it, when its size,
+        modification time and inode are still those it was read with; else None."""
+        if source not in self._spans:
+            return None
+        if self._records is None:
+            self._records = {f.source: f for f in self.files}
+        record = self._records.get(source)
+        if record is None or (record.size, record.mtime_ns, record.ino) != (info.st_size, info.st_mtime_ns, info.st_ino):
+            return None
+        return record, self._spans[source]
+
     def close(self) -> None:
         """Drop the spool."""
         self._spool.close()
@@ -136,7 +151,7 @@ class CorpusScan:
 
 def scan_corpus(
     corpus_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, spool_dir: Path | None = None,
-    known: Mapping[str, CorpusFile] | None = None,
+    known: Mapping[str, CorpusFile] | None = None, earlier: CorpusScan | None = None,
 ) -> CorpusScan:
     """`load_corpus` without holding the articles: they are spooled to an unnamed file in
     `spool_dir` (default: the system's temporary folder; on a large corpus choose a disk, not a
@@ -144,7 +159,10 @@ def scan_corpus(
     read and parsed once. `known`: an earlier scan's files by source (`CorpusScan.files`); a file
     whose size, modification time (ns) and inode are still those recorded, and that was not racy,
     is not read: its articles are listed from the record (as git's index and rsync decide what
-    changed). Raises IngestError when `corpus_dir` is not a folder."""
+    changed). `earlier`: a scan of the same folder by this build, still open: the files it read
+    and that kept their size, time and inode are taken from its spool, not read and parsed again
+    (a full build found needed after a scan that read only the changed files). Raises
+    IngestError when `corpus_dir` is not a folder."""
     root = _corpus_root(corpus_dir)
     started = time.time_ns()
     # unnamed: gone with the process, whatever happens (closed by `CorpusScan.close`)
@@ -153,6 +171,7 @@ def scan_corpus(
         entries: list[tuple[str, str, int, int, bytes]] = []
         skipped: list[SkippedFile] = []
         files: list[CorpusFile] = []
+        spans: dict[str, list] = {}
         offset = read = 0
         for path, problem in _walk(root, root):
             source = _source_name(path, root)
@@ -164,15 +183,27 @@ def scan_corpus(
                 files.append(record)
                 continue
             read += 1
+            kept = earlier._kept(source, info) if earlier is not None and info is not None else None
+            if kept is not None:  # read by `earlier` moments ago: its articles copied, not parsed again
+                record, spans[source] = kept[0], []
+                for name, doc_id, at, length, digest in kept[1]:
+                    spool.write(earlier._read(at, length))
+                    spans[source].append((name, doc_id, offset, length, digest))
+                    offset += length
+                entries.extend(spans[source])
+                skipped.extend(record.skipped)
+                files.append(record)  # (with the time it was read at: racy or not, as then)
+                continue
             found, bad, whole = _read_one(path, source, problem, max_bytes)
-            listed = []
+            listed, spans[source] = [], []
             for article in found:
                 data = article.model_dump_json().encode()
                 spool.write(data)
                 digest = article_digest(data)
-                entries.append((article.source, article.doc_id, offset, len(data), digest))
+                spans[source].append((article.source, article.doc_id, offset, len(data), digest))
                 listed.append((article.source, article.doc_id, digest))
                 offset += len(data)
+            entries.extend(spans[source])
             skipped.extend(bad)
             if info is not None and whole:  # (a file skipped whole is read again: a fix moves no time)
                 racy = info.st_mtime_ns >= started - RACY_NS
@@ -184,7 +215,7 @@ def scan_corpus(
         spool.close()
         raise
     skipped = sorted(skipped + duplicates, key=lambda skip: _source_key(skip.source))
-    return CorpusScan(spool, unique, skipped, files, read)
+    return CorpusScan(spool, unique, skipped, files, read, spans)
 
 
 def article_digest(data: bytes) -> bytes:

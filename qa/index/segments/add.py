@@ -16,9 +16,7 @@ from qa.index.format import (
     MANIFEST,
     STAMPS,
     Manifest,
-    fsync_dir,
     read_manifest,
-    swap_pointer,
     write_file,
 )
 from qa.index.segments import (
@@ -28,6 +26,7 @@ from qa.index.segments import (
     SEGMENT_DIR,
     SEGMENT_SHARE,
     SEGMENTS,
+    groups,
 )
 from qa.index.segments.groups import GROUP_LINKS, find_links
 from qa.index.segments.read import SegmentedIndex, _merged_stats, _read_sums
@@ -178,7 +177,7 @@ def add_segment(
     previous version's links are kept). Returns the version's name. The caller holds the build
     lock."""
     from qa.index.verify import _record_stamps, file_checksum, write_stamps
-    from qa.index.write import _remove_stale
+    from qa.index.write import _publish
 
     index_dir = building.parent
     version = building.name.removeprefix(".building-")
@@ -247,11 +246,7 @@ def add_segment(
     })
     write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
     write_stamps(building, top)
-    fsync_dir(seg_root)
-    fsync_dir(building)
-    building.rename(index_dir / version)
-    swap_pointer(index_dir, version)
-    _remove_stale(index_dir, keep={version})
+    _publish(building, [seg_root])
     # Removing an older version unlinks these files' other names, which moves their change time
     # again: their stamps are refreshed, so that the next load does not hash them all again.
     for entry in listing[: len(old)]:
@@ -298,11 +293,50 @@ def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold:
             out[~is_old] = new.passage_vectors[rows[~is_old] - first_new]
         return np.ascontiguousarray(stats.centered(out, np.full(len(rows), stats.langs.index(lang))), np.float32)
 
+    exact = groups.exact_links(len(new), first_new)
+    means = {lang: stats.means[stats.langs.index(lang)] for lang in rows_by_language}
+    candidates = None if exact else _ann_candidates(old, starts, alive, groups.ANN_CANDIDATES, means)
     started = time.perf_counter()
-    links = find_links(vectors_of, rows_by_language, first_new, threshold)
-    log.info("The new segment's %d passages: %d translation links with the %d live ones (%.1f s)",
-             len(new), len(links), first_new, time.perf_counter() - started)
+    links = find_links(vectors_of, rows_by_language, first_new, threshold, candidates)
+    log.info("The new segment's %d passages: %d translation links with the %d live ones (%s, %.1f s)",
+             len(new), len(links), first_new, "exact" if exact else "approximate candidates",
+             time.perf_counter() - started)
     return links
+
+
+def _ann_candidates(segments: list, starts: np.ndarray, alive: np.ndarray, k: int, means: dict[str, np.ndarray]):
+    """`find_links`'s `candidates`: the `k` best live rows of a language in each of `segments`
+    (the previous version's, rows from `starts`) by its own search (`Index.language_searches`),
+    global rows, -1 where none (a tombstoned row found is dropped, not replaced).
+
+    The searches hold the raw vectors, the links compare centred, re-normalized ones: the query
+    (a centred vector) is shifted by the language's mean (`means`), which favours the passages
+    near it, whose centred norm is small and cosine thus larger (to first order). An IVF index
+    visits its `nprobe` best lists, not only those within its gap: the gap is tuned on questions,
+    and a passage's centred vector is not one. Both measured in benchmarks/README.md, "Segments"."""
+    import faiss
+
+    from qa.index.ann import ProbedIVF
+
+    searches = [segment.language_searches() for segment in segments]
+
+    def candidates(queries: np.ndarray, lang: str) -> np.ndarray:
+        queries = np.ascontiguousarray(queries + means[lang], np.float32)
+        parts = [np.full((len(queries), 0), -1, np.int64)]
+        for start, by_lang in zip(starts.tolist(), searches):
+            if lang in by_lang:
+                search, rows = by_lang[lang]
+                want = min(k, len(rows))
+                if isinstance(search, ProbedIVF):
+                    _, ids = search.index.search(queries, want, params=faiss.SearchParametersIVF(nprobe=search.nprobe))
+                else:
+                    _, ids = search.search(queries, want)
+                found = np.where(ids >= 0, np.asarray(rows, np.int64)[np.maximum(ids, 0)] + start, -1)
+                found[found >= 0] = np.where(alive[found[found >= 0]], found[found >= 0], -1)
+                parts.append(found)
+        return np.concatenate(parts, axis=1)
+
+    return candidates
 
 
 def _refresh_stamps(folder: Path) -> None:

@@ -10,10 +10,14 @@ to the previous version's; a load merges the groups they join (`link_groups`). L
 older passages are not revisited: an older pair that a new passage would break stays linked until
 the merge (the next full build groups everything again).
 
-Cost: each new passage is compared with every live passage of the other languages, and each old
-passage it finds with the new passage's language (exact, a block at a time): about
-new x live dot products, not live x live; past `LINK_BUDGET` an add keeps the segment's own
-groups instead.
+Cost: each new passage is compared with the live passages of the other languages, and each old
+passage it finds with the new passage's language. While new x live is at most `LINK_BUDGET`,
+exactly, with every live passage (a block at a time). Past it, the old passages compared are the
+candidates that the live version's own per-language searches (`qa.index.ann`: IVF-SQ8 for a large
+language, exact 8-bit for a small one) return for the centred vector, `ANN_CANDIDATES` of them in
+each segment, re-scored exactly; the new passages are still compared exactly (there are few). The
+same mutual-nearest-neighbour rule decides; a link the approximate search misses is a
+translation left in its own group until the merge.
 """
 
 from __future__ import annotations
@@ -22,21 +26,32 @@ import logging
 
 import numpy as np
 
-__all__ = ["GROUP_LINKS", "LINK_BUDGET", "LinkedGroups", "LinkedMembers", "find_links", "link_groups", "links_affordable"]
+__all__ = [
+    "ANN_CANDIDATES", "GROUP_LINKS", "LINK_BUDGET", "LinkedGroups", "LinkedMembers", "exact_links", "find_links",
+    "link_groups",
+]
 
 log = logging.getLogger(__name__)
 
 GROUP_LINKS = "group_links.npy"
 _BLOCK = 65536
-# The exact comparison costs about new x live dot products: past this many (measured: 2,000 new
-# against 200,000 live, d = 384, 14 s on 2 shared cores), an add groups its passages among
-# themselves, as before, until the merge: a 1 % add finds its translations up to ~220,000 live
-# passages. (The per-language approximate indexes could give the candidates instead; not done.)
+# The exact comparison costs about new x live dot products (measured: 2,000 new against 200,000
+# live, d = 384, 14 s on 2 shared cores): past this many, the old passages compared come from the
+# per-language approximate searches instead (see the module's docstring and benchmarks/README.md,
+# "Segments"). Below it the links are exact, as a full build's.
 LINK_BUDGET = 500_000_000
+# Candidates asked of each segment's search of a language (re-scored exactly): the searches rank
+# by the inner product with the raw passage vectors, the links by the cosine of centred ones, whose
+# norms before re-normalizing vary (0.33 to 0.55). 2,000 new against 200,000 live (8 languages):
+# 10 candidates found 244 of the 310 exact links; 50, with the query shifted and the IVF lists
+# fixed (`qa.index.segments.add._ann_candidates`), all 310 and no other, in 7.6 s against 35.7 s
+# exactly (benchmarks/README.md, "Segments").
+ANN_CANDIDATES = 50
 
 
-def links_affordable(new: int, live: int) -> bool:
-    """Whether an add of `new` passages to `live` ones finds their translations among the live ones."""
+def exact_links(new: int, live: int) -> bool:
+    """Whether an add of `new` passages to `live` ones compares them with every live passage
+    (else with the candidates of the per-language approximate searches)."""
     return new * live <= LINK_BUDGET
 
 
@@ -58,11 +73,41 @@ def _best(queries: np.ndarray, base_rows: np.ndarray, vectors_of) -> tuple[np.nd
     return best, at
 
 
-def find_links(vectors_of, rows_by_language: dict[str, np.ndarray], first_new: int, threshold: float) -> np.ndarray:
+def _best_of_candidates(queries: np.ndarray, found: np.ndarray, vectors_of) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best inner product over its candidate rows `found` ((n, c), -1 for none) and
+    the row it is at (-1 when there are none); the smallest row of equal scores, as `_best`."""
+    best = np.full(len(queries), -np.inf, np.float32)
+    at = np.full(len(queries), -1, np.int64)
+    for start in range(0, len(queries), 4096):  # (bounds the gathered (block, c, d) vectors)
+        rows = found[start : start + 4096]
+        if not rows.size:
+            continue
+        unique, inverse = np.unique(rows, return_inverse=True)
+        inverse = inverse.reshape(rows.shape)
+        valid = unique >= 0
+        vectors = np.zeros((len(unique), queries.shape[1]), np.float32)
+        if valid.any():
+            vectors[valid] = vectors_of(unique[valid])
+        sims = np.einsum("nd,ncd->nc", queries[start : start + 4096], vectors[inverse])
+        sims[rows < 0] = -np.inf
+        first = np.lexsort((rows, -sims))[:, 0]  # (per query) the best score, then the smallest row
+        sims_best = np.take_along_axis(sims, first[:, None], axis=1)[:, 0]
+        rows_best = np.take_along_axis(rows, first[:, None], axis=1)[:, 0]
+        keep = sims_best > -np.inf
+        best[start : start + 4096] = np.where(keep, sims_best, -np.inf)
+        at[start : start + 4096] = np.where(keep, rows_best, -1)
+    return best, at
+
+
+def find_links(
+    vectors_of, rows_by_language: dict[str, np.ndarray], first_new: int, threshold: float, candidates=None
+) -> np.ndarray:
     """The translation links (pairs of global rows, (m, 2) int64) of the passages numbered from
     `first_new` on, among all the live rows in `rows_by_language` (language -> sorted global
     rows, the new ones included). `vectors_of(rows, lang)`: the centred float32 vectors of rows
-    of that language."""
+    of that language. `candidates(queries, lang)`: the live old rows of `lang` ((n, c), -1 for
+    none) worth comparing with each centred query vector (the approximate searches'); None:
+    every live row is compared (exact)."""
     langs = sorted(lang for lang, rows in rows_by_language.items() if len(rows))
     new_of = {lang: rows_by_language[lang][rows_by_language[lang] >= first_new] for lang in langs}
     pairs: set[tuple[int, int]] = set()
@@ -70,20 +115,34 @@ def find_links(vectors_of, rows_by_language: dict[str, np.ndarray], first_new: i
         for b in langs[i + 1 :]:
             if len(new_of[a]) or len(new_of[b]):
                 pairs |= _links_between(vectors_of, (a, rows_by_language[a], new_of[a]),
-                                        (b, rows_by_language[b], new_of[b]), threshold)
+                                        (b, rows_by_language[b], new_of[b]), threshold, candidates, first_new)
     return np.array(sorted(pairs), np.int64).reshape(-1, 2)
 
 
-def _links_between(vectors_of, side_a: tuple, side_b: tuple, threshold: float) -> set[tuple[int, int]]:
+def _nearest_in(queries: np.ndarray, other: np.ndarray, other_lang: str, vectors_of, candidates,
+                first_new: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best row (and score) among the rows `other` of `other_lang`: every one of
+    them (exact), or with `candidates`, those it returns among the old rows and every new one."""
+    of_other = lambda found: vectors_of(found, other_lang)
+    if candidates is None:
+        return _best(queries, other, of_other)
+    old_best, old_at = _best_of_candidates(queries, candidates(queries, other_lang), of_other)
+    new_best, new_at = _best(queries, other[other >= first_new], of_other)
+    newer = new_best > old_best  # (an old row wins a tie: it comes first, as in the exact search)
+    return np.where(newer, new_best, old_best), np.where(newer, new_at, old_at)
+
+
+def _links_between(vectors_of, side_a: tuple, side_b: tuple, threshold: float, candidates=None,
+                   first_new: int = 0) -> set[tuple[int, int]]:
     """The mutual nearest neighbours of two languages ((lang, all rows, new rows) each) with at
-    least one new passage."""
+    least one new passage (rows from `first_new` on; `candidates`: see `find_links`)."""
     (a, all_a, new_a), (b, all_b, new_b) = side_a, side_b
     best: dict[int, tuple[float, int]] = {}  # row -> (its best score, that row) in the other language
 
     def nearest(rows: np.ndarray, lang: str, other: np.ndarray, other_lang: str) -> None:
         rows = np.array(sorted({r for r in rows.tolist() if r not in best}), np.int64)
         if len(rows):
-            sims, at = _best(vectors_of(rows, lang), other, lambda found: vectors_of(found, other_lang))
+            sims, at = _nearest_in(vectors_of(rows, lang), other, other_lang, vectors_of, candidates, first_new)
             best.update(zip(rows.tolist(), zip(sims.tolist(), at.tolist())))
 
     nearest(new_a, a, all_b, b)
