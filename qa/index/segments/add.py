@@ -281,7 +281,9 @@ def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold:
     for lang in sorted(set(old_names) | set(new.rows_by_language)):
         mine = np.flatnonzero((previous.langs == lang) & alive) if lang in old_names else np.zeros(0, np.int64)
         added = np.asarray(new.rows_by_language.get(lang, np.zeros(0, np.int64)), np.int64) + first_new
-        rows_by_language[lang] = np.concatenate([mine, added]).astype(np.int64)
+        rows = np.concatenate([mine, added]).astype(np.int64)
+        if len(rows):  # a language whose every passage was deleted has no statistics left
+            rows_by_language[lang] = rows
 
     def vectors_of(rows: np.ndarray, lang: str) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
