@@ -57,6 +57,7 @@ from qa.index.store import (
     store_mismatch,
 )
 from qa.index.verify import OpenFile, check_files, close_files, map_npy
+from qa.index.watch import FileWatch, watch_files
 from qa.language_stats import recode_langs
 from qa.lexical import LEXICAL_ARRAYS, LexicalIndex
 from qa.models import Article, Chunk
@@ -159,6 +160,7 @@ class Index:
     # The memory-mapped files (by manifest name), kept open as verified at load: see `damage`.
     mapped: dict[str, OpenFile] = field(default_factory=dict)
     _by_lang: LanguageSearch | None = field(init=False, default=None)
+    _watch: FileWatch | None = field(init=False, default=None)  # see `damage`
     searches_filters = False  # (IndexBackend) filters reach `search_by_language` as a mask only
 
     def __post_init__(self) -> None:
@@ -174,7 +176,11 @@ class Index:
             lang: np.flatnonzero(codes == code) for code, lang in enumerate(store.langs) if (codes == code).any()
         }
         self._by_lang_lock = threading.Lock()
-        weakref.finalize(self, close_files, [opened.fd for opened in self.mapped.values()])
+        fds = [opened.fd for opened in self.mapped.values()]
+        self._watch = watch_files(fds)
+        if self._watch is not None:
+            fds.append(self._watch.fd)
+        weakref.finalize(self, close_files, fds)
 
     @property
     def sentence_owner(self) -> np.ndarray:
@@ -188,8 +194,10 @@ class Index:
         memory-mapped files. Reading a page past the end of a mapped file that was truncated
         underneath kills the process with SIGBUS, and a file rewritten in place shows its new
         bytes through the mapping. Both change the size or the modification time of the open
-        file, so one `fstat` of each kept descriptor (~1 us; see benchmarks/bench_integrity.py)
-        before a question catches them before anything is read. A file deleted or replaced by
+        file, so an `fstat` of each kept descriptor (~1 us; see benchmarks/bench_integrity.py)
+        before a question catches them before anything is read. Where the kernel reports writes
+        (inotify, `qa.index.watch`), the descriptors are compared only after a write to one of
+        them was reported: one read a question instead of ~23 `fstat`s. A file deleted or replaced by
         renaming another one over it is not a change here: the mapping still holds the verified
         inode, which stays readable until it is unmapped, so questions go on answering from it.
 
@@ -201,6 +209,21 @@ class Index:
         one and never touches the files of a live version; this check is for the mistakes
         (copying an index over the live folder) and for damage.
         """
+        watch = self._watch
+        if watch is None:
+            return self._changed_file()
+        # One read of the watch's events instead of an fstat of each file (`qa.index.watch`):
+        # the files are compared only after something was written to one of them.
+        with watch.lock:
+            if watch.quiet and not watch.pending():
+                return None
+            watch.quiet = False
+            watch.drain()
+            problem = self._changed_file()
+            watch.quiet = problem is None
+            return problem
+
+    def _changed_file(self) -> str | None:
         for opened in self.mapped.values():
             info = os.fstat(opened.fd)
             if info.st_size != opened.size or info.st_mtime_ns != opened.mtime_ns:
