@@ -94,25 +94,25 @@ def _read(index, question: str, budget: int):
     return read, weights, starts, ends
 
 
-def gathered_path(index, question: str, budget: int):
+def gathered_path(index, plain_rows: np.ndarray, question: str, budget: int):
     """Format 5 as first merged: the compiled gather, numpy's `bm25_weights`, the merge."""
     from qa.kernels import merge_postings
     from qa.lexical import bm25_weights
 
     read, weights, starts, ends = _read(index, question, budget)
     idf, langs = index._idf_table(starts, ends, read)
-    rows, tf, norms, idfs = _gather_postings(index.indices, index.counts, index.lengths, index.norms, starts,
+    rows, tf, norms, idfs = _gather_postings(plain_rows, index.counts, index.lengths, index.norms, starts,
                                              ends, idf, langs)  # fmt: skip
     bounds = np.cumsum(ends - starts)
     return merge_postings(rows, bm25_weights(tf, norms, idfs), bounds - (ends - starts), bounds, weights)
 
 
-def previous_path(index, stored: np.ndarray, question: str, budget: int):
+def previous_path(index, plain_rows: np.ndarray, stored: np.ndarray, question: str, budget: int):
     """Format 4's question: the same postings, their precomputed scores merged."""
     from qa.kernels import merge_postings
 
     _, weights, starts, ends = _read(index, question, budget)
-    return merge_postings(np.asarray(index.indices), stored, starts, ends, weights)
+    return merge_postings(plain_rows, stored, starts, ends, weights)
 
 
 def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[str], budget: int, work: Path) -> dict:
@@ -130,13 +130,16 @@ def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[
         index.set_languages(np.resize(np.asarray(text_langs, np.uint8), n))
     np.save(work / "data.npy", index.weights())  # the previous format's float32 scores
     stored = np.load(work / "data.npy", mmap_mode="r")
+    # The earlier formats' postings: each passage alone (int32), not packed with its length.
+    np.save(work / "rows.npy", index.rows_at(0, len(index.indices)).astype(np.int32))
+    plain_rows = np.load(work / "rows.npy", mmap_mode="r")
     sizes = {name: (folder / name).stat().st_size / n for name in sorted(p.name for p in folder.iterdir())}
     before = {"data (float32 scores)": stored.nbytes / n, **{k: v for k, v in sizes.items() if k != "counts.npy"}}
     before.pop("lengths.npy", None)
     paths = {
         "counts": lambda q: index.sparse_scores(q, budget),
-        "gathered": lambda q: gathered_path(index, q, budget),
-        "scores": lambda q: previous_path(index, stored, q, budget),
+        "gathered": lambda q: gathered_path(index, plain_rows, q, budget),
+        "scores": lambda q: previous_path(index, plain_rows, stored, q, budget),
     }
     times = alternate(paths, questions)
     return {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import shutil
 import sys
@@ -136,9 +137,12 @@ def instrument(engine, index, timer: StageTimer) -> list[str]:
         targets.append((qa.filters, "passage_mask", "filter mask", None))
     except ImportError:
         pass
-    for position, name in ((6, "merge_counted_postings"), (2, "merge_postings")):  # postings merged, counted
+    for name in ("merge_counted_postings", "merge_postings"):  # postings merged, counted
         if hasattr(qa.kernels, name):
-            setattr(qa.kernels, name, counting(getattr(qa.kernels, name), position, timer))
+            fn = getattr(qa.kernels, name)
+            # where its `starts` argument is (the signature differs between versions)
+            position = list(inspect.signature(getattr(fn, "py_func", fn)).parameters).index("starts")
+            setattr(qa.kernels, name, counting(fn, position, timer))
     for target, name, label, only_under in targets:
         if patch(target, name, timer, label, only_under):
             found.append(f"{getattr(target, '__name__', type(target).__name__)}.{name}")

@@ -102,8 +102,8 @@ def merge_postings(
 
 @njit(cache=True, nogil=True)
 def merge_counted_postings(
-    indices: np.ndarray, counts: np.ndarray, lengths: np.ndarray, norms: np.ndarray, idf: np.ndarray,
-    lang_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray,
+    indices: np.ndarray, row_bits: int, counts: np.ndarray, lengths: np.ndarray, norms: np.ndarray,
+    idf: np.ndarray, lang_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`merge_postings` of postings stored as term counts: each read posting is scored with
     `qa.lexical.bm25_weight` of its count, its passage's length normalization
@@ -112,7 +112,12 @@ def merge_counted_postings(
     merged. The same floats as scoring the postings with numpy (`qa.lexical.bm25_weights`) and
     merging those. Scoring inside the merge loop instead (one pass) was ~10x slower: 0.6-0.7 ms
     against ~0.09 ms for a question's 23,000 postings (benchmarks/README.md, "Where the extra
-    time goes"), as the merge's inner loop no longer compiled to a plain two-way merge."""
+    time goes"), as the merge's inner loop no longer compiled to a plain two-way merge.
+
+    `indices` hold each posting's passage in their low `row_bits` bits and its length's code above
+    (`qa.lexical.pack_postings`: length + 1, or 0 = read `lengths[row]`): the length comes with
+    the posting instead of from a read spread over the whole `lengths` array."""
+    mask = (np.int64(1) << row_bits) - 1
     total = 0
     for j in range(len(starts)):
         total += ends[j] - starts[j]
@@ -123,10 +128,13 @@ def merge_counted_postings(
     for j in range(len(starts)):
         first[j] = q
         for p in range(starts[j], ends[j]):
-            row = indices[p]
+            packed = np.int64(indices[p])
+            row = packed & mask
+            code = packed >> row_bits
             weight = idf[j, lang_ids[row]] if by_language else idf[j, 0]
             rows[q] = row
-            scores[q] = _bm25_weight(np.float32(counts[p]), norms[lengths[row]], weight)
+            norm = norms[lengths[row]] if code == 0 else norms[code - 1]
+            scores[q] = _bm25_weight(np.float32(counts[p]), norm, weight)
             q += 1
         last[j] = q
     return merge_postings(rows, scores, first, last, weights)
@@ -140,14 +148,16 @@ _bm25_weight = njit(nogil=True, inline="always")(bm25_weight)
 
 @njit(cache=True, nogil=True)
 def postings_by_language(
-    indices: np.ndarray, starts: np.ndarray, ends: np.ndarray, lang_ids: np.ndarray, n_langs: int
+    indices: np.ndarray, row_bits: int, starts: np.ndarray, ends: np.ndarray, lang_ids: np.ndarray, n_langs: int
 ) -> np.ndarray:
     """How many of the postings `[starts[j], ends[j])` are in passages of each language
-    (`lang_ids[row]`): (lists, n_langs) int64, each token's document frequency per language."""
+    (`lang_ids[row]`): (lists, n_langs) int64, each token's document frequency per language.
+    The passage is the low `row_bits` bits of a posting (`qa.lexical.pack_postings`)."""
+    mask = (np.int64(1) << row_bits) - 1
     df = np.zeros((len(starts), n_langs), np.int64)
     for j in range(len(starts)):
         for p in range(starts[j], ends[j]):
-            df[j, lang_ids[indices[p]]] += 1
+            df[j, lang_ids[np.int64(indices[p]) & mask]] += 1
     return df
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "ANALYZER",
     "EMPTY_TOKEN",
     "LEXICAL_ARRAYS",
+    "UNPACKED",
     "LexicalIndex",
     "LexicalWriter",
     "SegmentedLexical",
@@ -39,11 +40,15 @@ __all__ = [
     "bm25_norms",
     "bm25_weight",
     "bm25_weights",
+    "length_codes",
     "mean_length",
+    "pack_postings",
     "postings_to_read",
+    "row_bits_for",
     "smallest_uint",
     "tokenize",
     "transliterate",
+    "unpack_rows",
 ]
 
 # Runs of letters/digits; the scripts in NO_SPACE_SCRIPT are then cut into bigrams.
@@ -146,7 +151,11 @@ RUN_POSTINGS = 4_000_000  # postings held before a run is spilled to disk: ~50 M
 # a score is computed at question time from the statistics of the passages searched (see
 # `bm25_weights`); indexes that stored bm25s's precomputed scores are refused (`LexicalIndex.load`).
 LEXICAL_FORMAT = "bm25-counts"
-LEXICAL_FORMAT_VERSION = 1
+# 2: each posting's passage packed with its passage's length (`pack_postings`); 1 (read still):
+# the passage alone, its length read from `lengths`.
+LEXICAL_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+UNPACKED = 32  # `row_bits` of postings that hold the passage alone (format 1)
 PARAMS = "params.json"
 VOCABULARY = "vocab.json"
 
@@ -197,6 +206,48 @@ def mean_length(total: int, passages: int) -> np.float32:
     return np.float32(total / passages) if passages else np.float32(1)
 
 
+def row_bits_for(passages: int) -> int:
+    """How many of a posting's 32 bits hold its passage in an index of `passages` passages (the
+    rest hold the passage's length, `pack_postings`): 20 at a million, 24 at ten million;
+    `UNPACKED` (32) when fewer than 4 bits would be left."""
+    bits = max(1, int(passages - 1).bit_length())
+    return bits if bits <= 28 else UNPACKED
+
+
+def length_codes(lengths: np.ndarray, row_bits: int) -> np.ndarray:
+    """What `pack_postings` stores of each passage's length above its `row_bits` bits (uint32):
+    the length + 1, or 0 where that does not fit (the length is then read from `lengths`)."""
+    codes = np.asarray(lengths, np.uint32) + np.uint32(1)
+    if row_bits >= UNPACKED:
+        return np.zeros(len(codes), np.uint32)
+    codes[codes >= np.uint32(1 << (UNPACKED - row_bits))] = 0
+    return codes
+
+
+def pack_postings(rows: np.ndarray, codes: np.ndarray, row_bits: int) -> np.ndarray:
+    """Postings of passages `rows` as uint32: the passage in the low `row_bits` bits, its length's
+    code (`length_codes`, one a passage: `codes`) in the others.
+
+    Why: a question scores each posting with its passage's length (BM25's length normalization),
+    and reading `lengths[row]` for tens of thousands of postings spread over the whole array cost
+    more than the rest of the scoring (benchmarks/README.md, "BM25's lengths in the postings");
+    read beside the passage, it costs nothing more on disk: at a million passages 20 bits name the
+    passage and 12 hold any length up to 4,094.
+    """
+    rows = np.asarray(rows)
+    if row_bits >= UNPACKED:
+        return rows.astype(np.uint32)
+    return rows.astype(np.uint32) | (codes[rows] << np.uint32(row_bits))
+
+
+def unpack_rows(postings: np.ndarray, row_bits: int) -> np.ndarray:
+    """The passages (int64) of postings packed by `pack_postings` with `row_bits`."""
+    postings = np.asarray(postings)
+    if row_bits >= UNPACKED:
+        return postings.astype(np.int64)
+    return (postings & np.uint32((1 << row_bits) - 1)).astype(np.int64)
+
+
 def smallest_uint(largest: int) -> np.dtype:
     """The narrowest unsigned dtype holding 0..`largest`: term counts are stored in uint8 unless a
     token occurs more than 255 times in one passage (then uint16, or uint32), lossless."""
@@ -218,13 +269,17 @@ class LexicalIndex:
         analyzer: int = ANALYZER,
         k1: float = K1,
         b: float = B,
+        row_bits: int = UNPACKED,
     ):
         self.vocab = vocab  # token -> its number (a row of `indptr`)
         # Plain arrays over the same memory (memory-mapped ones stay mapped): numpy's memmap
         # class costs microseconds per indexing, and a question indexes `indptr` per token.
         arrays = {key: np.asarray(array) for key, array in arrays.items()}
         self.counts = arrays["counts"]  # term count of each posting, token-major
-        self.indices = arrays["indices"]  # passage of each posting (int32), ascending per token
+        # Each posting's passage, ascending per token: packed with the passage's length (uint32,
+        # `pack_postings`) in the low `row_bits` bits, or alone (int32, `UNPACKED`); `rows_at`.
+        self.indices = arrays["indices"]
+        self.row_bits = row_bits
         self.indptr = arrays["indptr"]  # token t's postings: [indptr[t], indptr[t + 1])
         self.lengths = arrays["lengths"]  # tokens of each passage
         self.passages = len(self.lengths)
@@ -277,13 +332,18 @@ class LexicalIndex:
         docs, tokens, tf = (np.concatenate(a) if a else np.zeros(0, np.int32) for a in (docs, tokens, counts))
         order = np.argsort(tokens, kind="stable")  # column by column, documents ascending
         df = np.bincount(tokens, minlength=len(vocab))
+        row_bits = row_bits_for(len(lengths))
         arrays = {
             "counts": tf[order].astype(smallest_uint(int(tf.max(initial=0)))),
-            "indices": docs[order],
+            "indices": pack_postings(docs[order], length_codes(lengths, row_bits), row_bits),
             "indptr": np.concatenate([[0], np.cumsum(df)]).astype(np.int64),
             "lengths": np.asarray(lengths, smallest_uint(max(lengths, default=0))),
         }
-        return cls(vocab, arrays, sum(lengths), analyzer)
+        return cls(vocab, arrays, sum(lengths), analyzer, row_bits=row_bits)
+
+    def rows_at(self, start: int, end: int) -> np.ndarray:
+        """The passages (int64) of postings `start:end`."""
+        return unpack_rows(self.indices[start:end], self.row_bits)
 
     def weights(self) -> np.ndarray:
         """BM25 weights (float32) of every posting, token-major, each with its passage's
@@ -293,11 +353,11 @@ class LexicalIndex:
         if self.lang_ids is None:
             idf = self._idf32(np.arange(len(self.vocab)))[tokens]
         else:
-            langs = self.lang_ids[self.indices].astype(np.int64)
+            langs = self.lang_ids[self.rows_at(0, len(self.indices))].astype(np.int64)
             width = len(self.lang_passages)
             df = np.bincount(tokens * width + langs, minlength=len(self.vocab) * width).reshape(-1, width)
             idf = bm25_idf(df, self.lang_passages).astype(np.float32)[tokens, langs]
-        return self._weights(self.counts, self.indices, idf)
+        return self._weights(self.counts, self.rows_at(0, len(self.indices)), idf)
 
     def _idf32(self, token_ids) -> np.ndarray:
         ids = np.asarray(token_ids, np.int64)
@@ -310,7 +370,7 @@ class LexicalIndex:
             return self._idf32(read)[:, None], np.zeros(0, np.uint8)
         from qa.kernels import postings_by_language
 
-        df = postings_by_language(self.indices, starts, ends, self.lang_ids, len(self.lang_passages))
+        df = postings_by_language(self.indices, self.row_bits, starts, ends, self.lang_ids, len(self.lang_passages))
         return bm25_idf(df, self.lang_passages).astype(np.float32), self.lang_ids
 
     @property
@@ -336,7 +396,7 @@ class LexicalIndex:
             if token in self.vocab:
                 t = self.vocab[token]
                 start, end = int(self.indptr[t]), int(self.indptr[t + 1])
-                rows = self.indices[start:end]
+                rows = self.rows_at(start, end)
                 if self.lang_ids is None:
                     idf = self._idf32([t])[0]
                 else:  # each passage's language's idf (`set_languages`)
@@ -375,7 +435,7 @@ class LexicalIndex:
         # in one pass (numpy's stable sort and running sum of the concatenated postings took
         # 0.75 ms for the ~30,000 postings of a question at 1M passages; the merge 0.31 ms).
         return merge_counted_postings(
-            self.indices, self.counts, self.lengths, self.norms, idf, langs, starts, ends, weights
+            self.indices, self.row_bits, self.counts, self.lengths, self.norms, idf, langs, starts, ends, weights
         )
 
     def postings(self) -> list[np.ndarray]:
@@ -388,7 +448,7 @@ class LexicalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         for key, name in LEXICAL_ARRAYS.items():
             np.save(folder / name, np.asarray(getattr(self, key)))
-        _write_params(folder, self.vocab, self.passages, self.total_length, self.analyzer)
+        _write_params(folder, self.vocab, self.passages, self.total_length, self.analyzer, self.row_bits)
 
     @classmethod
     def load(cls, folder: Path, arrays: dict[str, np.ndarray] | None = None, analyzer: int = ANALYZER) -> LexicalIndex:
@@ -405,15 +465,17 @@ class LexicalIndex:
             )
         params = json.loads((folder / PARAMS).read_text(encoding="utf-8"))
         found = (params.get("format"), params.get("version"))
-        if found != (LEXICAL_FORMAT, LEXICAL_FORMAT_VERSION):
+        if found[0] != LEXICAL_FORMAT or found[1] not in READABLE_VERSIONS:
             raise ValueError(
                 f"{folder / PARAMS} is of BM25 format {found[0]} {found[1]}, this qa reads "
-                f"{LEXICAL_FORMAT} {LEXICAL_FORMAT_VERSION}; rebuild the index with `qa index`"
+                f"{LEXICAL_FORMAT} {' and '.join(map(str, READABLE_VERSIONS))}; rebuild the index with `qa index`"
             )
         vocab = _json_loads((folder / VOCABULARY).read_bytes())
         if arrays is None:
             arrays = {key: np.load(folder / name) for key, name in LEXICAL_ARRAYS.items()}
-        index = cls(vocab, arrays, params["total_length"], analyzer, params["k1"], params["b"])
+        index = cls(
+            vocab, arrays, params["total_length"], analyzer, params["k1"], params["b"], params.get("row_bits", UNPACKED)
+        )
         if index.passages != params["passages"] or len(index.indptr) != len(vocab) + 1:
             raise ValueError(f"{folder} has {index.passages} lengths for {params['passages']} passages")
         return index
@@ -540,7 +602,8 @@ class SegmentedLexical:
             if not (ends[i] > starts[i]).any():
                 continue  # none of the question's tokens here
             rows, scores = merge_counted_postings(
-                segment.indices, segment.counts, segment.lengths, self.norms, idf, self._segment_langs(i),
+                segment.indices, segment.row_bits, segment.counts, segment.lengths, self.norms, idf,
+                self._segment_langs(i),
                 starts[i], ends[i], weights,
             )  # fmt: skip
             if self.deleted[i] is not None:
@@ -563,7 +626,9 @@ class SegmentedLexical:
         width = len(self.lang_passages)
         by_lang = np.zeros((starts.shape[1], width), np.int64)
         for i, segment in enumerate(self.segments):
-            by_lang += postings_by_language(segment.indices, starts[i], ends[i], self._segment_langs(i), width)
+            by_lang += postings_by_language(
+                segment.indices, segment.row_bits, starts[i], ends[i], self._segment_langs(i), width
+            )
         return bm25_idf(by_lang, self.lang_passages).astype(np.float32)
 
     def scores(self, query: str) -> np.ndarray:
@@ -577,9 +642,9 @@ class SegmentedLexical:
             if token not in found:
                 continue
             parts = [(self.segments[i], self.offsets[i], start, end) for i, start, end in found[token]]
-            rows = np.concatenate([s.indices[a:b].astype(np.int64) + offset for s, offset, a, b in parts])
+            rows = np.concatenate([s.rows_at(a, b) + offset for s, offset, a, b in parts])
             counts = np.concatenate([s.counts[a:b].astype(np.uint32) for s, _, a, b in parts])
-            lengths = np.concatenate([s.lengths[s.indices[a:b]].astype(np.int64) for s, _, a, b in parts])
+            lengths = np.concatenate([s.lengths[s.rows_at(a, b)].astype(np.int64) for s, _, a, b in parts])
             if self.lang_ids is None:
                 idf = bm25_idf(np.array([len(rows)]), self.passages).astype(np.float32)[0]
             else:
@@ -705,7 +770,10 @@ class LexicalWriter:
         nnz = int(indptr[-1])
         dtype = smallest_uint(self.max_count)
         counts = np.lib.format.open_memmap(folder / LEXICAL_ARRAYS["counts"], mode="w+", dtype=dtype, shape=(nnz,))
-        indices = np.lib.format.open_memmap(folder / LEXICAL_ARRAYS["indices"], mode="w+", dtype=np.int32, shape=(nnz,))
+        indices = np.lib.format.open_memmap(folder / LEXICAL_ARRAYS["indices"], mode="w+", dtype=np.uint32, shape=(nnz,))
+        lengths = np.frombuffer(self.lengths, np.uint32)
+        row_bits = row_bits_for(len(lengths))
+        codes = length_codes(lengths, row_bits)
         cursor = indptr[:-1].copy()
         for stem, _ in self.runs:
             tokens = np.load(f"{stem}.tokens.npy")
@@ -718,26 +786,27 @@ class LexicalWriter:
             at = cursor[tokens] + (np.arange(len(tokens)) - first[tokens])
             cursor += per_token
             del per_token, first, tokens
-            indices[at] = np.load(f"{stem}.docs.npy")[order]
+            indices[at] = pack_postings(np.load(f"{stem}.docs.npy")[order], codes, row_bits)
             counts[at] = np.load(f"{stem}.counts.npy")[order]
             del order, at
         counts.flush()
         indices.flush()
         del counts, indices
         np.save(folder / LEXICAL_ARRAYS["indptr"], indptr)
-        lengths = np.frombuffer(self.lengths, np.uint32)
         np.save(folder / LEXICAL_ARRAYS["lengths"], lengths.astype(smallest_uint(int(lengths.max(initial=0)))))
-        _write_params(folder, self.vocab, len(lengths), int(lengths.sum(dtype=np.int64)), ANALYZER)
+        _write_params(folder, self.vocab, len(lengths), int(lengths.sum(dtype=np.int64)), ANALYZER, row_bits)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _write_params(folder: Path, vocab: dict[str, int], passages: int, total_length: int, analyzer: int) -> None:
+def _write_params(
+    folder: Path, vocab: dict[str, int], passages: int, total_length: int, analyzer: int, row_bits: int
+) -> None:
     """The vocabulary and the statistics BM25 scores with (besides the postings' counts):
     passages and summed lengths, so that indexes written apart combine exactly."""
     (folder / VOCABULARY).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     params = {
         "format": LEXICAL_FORMAT, "version": LEXICAL_FORMAT_VERSION, "k1": K1, "b": B, "method": "lucene",
-        "passages": passages, "total_length": total_length, "analyzer": analyzer,
+        "passages": passages, "total_length": total_length, "analyzer": analyzer, "row_bits": row_bits,
     }  # fmt: skip
     (folder / PARAMS).write_text(json.dumps(params, indent=2), encoding="utf-8")
 

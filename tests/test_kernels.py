@@ -15,7 +15,7 @@ from qa.kernels import (
     row_dots,
     top_by_language,
 )
-from qa.lexical import bm25_weights
+from qa.lexical import UNPACKED, bm25_weights, length_codes, pack_postings
 
 
 def _postings(draw_lists: list[list[int]], seed: int) -> tuple[np.ndarray, ...]:
@@ -47,7 +47,17 @@ def test_counted_postings_merge_to_the_merged_bm25_weights(draw_lists, seed, by_
     langs = rng.integers(0, 3, 301).astype(np.uint8) if by_language else np.zeros(0, np.uint8)
     idf = rng.uniform(0.0, 9.0, (len(starts), 3 if by_language else 1)).astype(np.float32)
     weights = rng.integers(1, 4, len(starts)).astype(np.float32)
-    rows, scores = merge_counted_postings(indices, counts, lengths, norms, idf, langs, starts, ends, weights)
+    rows, scores = merge_counted_postings(indices, UNPACKED, counts, lengths, norms, idf, langs, starts, ends, weights)
+    # The same postings packed with their passages' lengths (9 bits for 301 passages: lengths of
+    # 1-400 either packed or, from 2**23 - 1 up, read from `lengths`; here all packed), and with a
+    # code width that sends every length above 6 to `lengths`: the same rows and floats.
+    for row_bits, width in ((9, None), (29, 3)):
+        codes = length_codes(lengths, row_bits)
+        if width:
+            assert (codes == 0).any() and (codes != 0).any()
+        packed = pack_postings(indices, codes, row_bits)
+        again = merge_counted_postings(packed, row_bits, counts, lengths, norms, idf, langs, starts, ends, weights)
+        assert np.array_equal(again[0], rows) and np.array_equal(again[1], scores)
     lists = np.repeat(np.arange(len(starts)), ends - starts)
     want_rows = indices[np.concatenate([np.zeros(0, np.int64)] + [np.arange(a, b) for a, b in zip(starts, ends)])]
     want_idf = idf[lists, langs[want_rows]] if by_language else idf[lists, 0]
@@ -65,9 +75,11 @@ def test_counted_postings_merge_to_the_merged_bm25_weights(draw_lists, seed, by_
 def test_postings_by_language_counts_each_lists_passages_per_language(draw_lists, seed):
     indices, _, starts, ends = _postings(draw_lists, seed)
     langs = np.random.default_rng(seed).integers(0, 4, 301).astype(np.uint8)
-    df = postings_by_language(indices, starts, ends, langs, 4)
+    df = postings_by_language(indices, UNPACKED, starts, ends, langs, 4)
     want = [np.bincount(langs[indices[a:b]], minlength=4) for a, b in zip(starts, ends)]
     assert df.shape == (len(starts), 4) and np.array_equal(df, np.array(want).reshape(-1, 4))
+    packed = pack_postings(indices, length_codes(np.full(301, 7), 9), 9)
+    assert np.array_equal(postings_by_language(packed, 9, starts, ends, langs, 4), df)
 
 
 @settings(max_examples=300, deadline=None)

@@ -116,13 +116,13 @@ def test_statistics_summed_over_two_indexes_give_the_scores_of_one(seed_facts):
             df = sum(int(np.diff(p.indptr)[p.vocab[token]]) for p in (first, second) if token in p.vocab)
             idf = bm25_idf(np.array([df]), passages).astype(np.float32)[0]
             t = whole.vocab[token]
-            want = dict(zip(whole.indices[whole.indptr[t] : whole.indptr[t + 1]].tolist(),
+            want = dict(zip(whole.rows_at(whole.indptr[t], whole.indptr[t + 1]).tolist(),
                             whole.weights()[whole.indptr[t] : whole.indptr[t + 1]].tolist()))  # fmt: skip
             for part, offset in ((first, 0), (second, 40)):
                 if token in part.vocab:
                     u = part.vocab[token]
                     start, end = part.indptr[u], part.indptr[u + 1]
-                    rows = part.indices[start:end]
+                    rows = part.rows_at(start, end)
                     got = bm25_weights(part.counts[start:end], bm25_norms(part.lengths[rows], avgdl), idf)
                     assert got.tolist() == [want[r + offset] for r in rows.tolist()], token
 

@@ -263,7 +263,8 @@ def lexical_postings(lexical: Any) -> tuple[dict[str, int], np.ndarray, np.ndarr
     """(vocabulary, indptr, passage rows, BM25 weights, passages) of a `qa.lexical.LexicalIndex`:
     each token's postings are rows[indptr[t]:indptr[t + 1]], sorted by passage."""
     # Token-major postings; the weights computed from the stored counts (`qa.lexical.bm25_weights`).
-    return lexical.vocab, np.asarray(lexical.indptr), np.asarray(lexical.indices), lexical.weights(), lexical.passages
+    rows = lexical.rows_at(0, len(lexical.indices))  # (the stored postings also pack each passage's length)
+    return lexical.vocab, np.asarray(lexical.indptr), rows, lexical.weights(), lexical.passages
 
 
 def _write_terms(conn, version: int, lexical: Any) -> None:
