@@ -123,10 +123,10 @@ def _fit_sums(
     any language's vectors: its sums are taken over blocks of its rows (`RowsView`) in the order
     and blocks `_moments` takes them, so a language's statistics are the floats `LanguageStats.fit`
     gives. For millions of sentence vectors, a copy of the largest language alone was gigabytes."""
-    from qa.language_stats import _moment_sums
+    from qa.language_stats import moment_sums
 
     present = np.flatnonzero(np.bincount(lang_codes, minlength=len(langs)))
-    parts = [_moment_sums(RowsView(vectors, np.flatnonzero(lang_codes == code))) for code in present.tolist()]
+    parts = [moment_sums(RowsView(vectors, np.flatnonzero(lang_codes == code))) for code in present.tolist()]
     return LanguageSums.from_parts([langs[c] for c in present.tolist()], parts, queries, dim=vectors.shape[1])
 
 

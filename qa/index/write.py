@@ -69,6 +69,7 @@ __all__ = [
     "_versions",
     "_write_version",
     "corpus_fingerprint",
+    "publish",
     "write_index",
 ]
 
@@ -418,11 +419,11 @@ def _write_version(
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
         write_stamps(building, list(written))  # hashed just now: a load needs not hash them again
-        _publish(building, [building / ANN_DIR, building / LEXICAL, building / STORE_DIR])
+        publish(building, [building / ANN_DIR, building / LEXICAL, building / STORE_DIR])
     return version, {lang: report for lang, (report, _) in search.items()}
 
 
-def _publish(building: Path, folders: list[Path]) -> str:
+def publish(building: Path, folders: list[Path]) -> str:
     """Make the complete version in `building` (a `.building-<version>` folder) the live one:
     the entries of `folders` (those that exist) and of `building` made durable, the folder renamed
     to its version's name, `CURRENT` swapped, the stale versions removed. Returns the version's
