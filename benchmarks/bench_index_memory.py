@@ -330,12 +330,15 @@ def corpus_child(corpus: Path, out: Path) -> None:
     index_dir = out.with_suffix(".index")
     settings = Settings(index_dir=index_dir)
     embedder = HashEmbedder()
-    from qa.index.build import _versions
+    try:
+        from qa.index.build import library_versions
+    except ImportError:  # an older qa (`--baseline`), where it is private
+        from qa.index.build import _versions as library_versions
     from qa.lang import detect_language
 
     # What any build loads once, whatever the corpus (torch, FAISS, the language detector's
     # models): loaded before the measurement, which is of what grows with the corpus.
-    _versions()
+    library_versions()
     detect_language("Ein kurzer Satz, um die Sprache zu erkennen.")
     gc.collect()
     before = status_mb("RssAnon")["RssAnon"]

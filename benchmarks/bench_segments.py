@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     from qa.index.format import current_version
     from qa.index.load import open_index
     from qa.index.segments import AddPlan, add_segment
-    from qa.index.write import _start_version, _write_version
+    from qa.index.write import start_version, write_version
 
     settings = Settings(index_dir=scratch_dir("qa-bench-"))
     embedder = get_embedder(settings)
@@ -337,11 +337,11 @@ def main(argv: list[str] | None = None) -> dict:
     bench = Settings(index_dir=root / "segmented")
 
     def write_segment(folder: Path, parts=new) -> str:
-        return _write_version(_start_version(folder), *parts, settings=bench, model=MODEL, chunking=CHUNKING,
+        return write_version(start_version(folder), *parts, settings=bench, model=MODEL, chunking=CHUNKING,
                               query_means=means, previous=None, groups=np.arange(len(parts[2])))[0]
 
     t = time.perf_counter()
-    building = _start_version(root / "segmented")
+    building = start_version(root / "segmented")
     version = add_segment(building, previous, AddPlan(set(), {}, len(new[0])), write_segment)
     add_s = time.perf_counter() - t
     add_written, add_total = new_bytes(root / "segmented" / version)

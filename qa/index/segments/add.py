@@ -29,7 +29,7 @@ from qa.index.segments import (
     groups,
 )
 from qa.index.segments.groups import GROUP_LINKS, find_links
-from qa.index.segments.read import SegmentedIndex, merged_stats, read_sums
+from qa.index.segments.read import SegmentedIndex, merged_stats, read_sums_file
 from qa.language_stats import LanguageSums, merge_sums, moment_sums
 
 __all__ = ["AddPlan", "add_segment", "live_rows", "plan_add"]
@@ -188,7 +188,7 @@ def add_segment(
     old_tombstones = previous.tombstones if isinstance(previous, SegmentedIndex) else [np.zeros(0, np.int64)]
     # The sums of every row tombstoned so far (the previous version's), to which this add's are added.
     deleted_sums, deleted_sentence_sums = (
-        read_sums(previous.path / name) if isinstance(previous, SegmentedIndex) and (previous.path / name).is_file()
+        read_sums_file(previous.path / name) if isinstance(previous, SegmentedIndex) and (previous.path / name).is_file()
         else None
         for name in (DELETED_SUMS, DELETED_SENTENCE_SUMS)
     )

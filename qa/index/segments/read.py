@@ -27,7 +27,7 @@ from qa.index.segments.groups import GROUP_LINKS
 from qa.index.store import ArticleView, ChunkView, LangColumn, RowLookup, ranges
 from qa.language_stats import LanguageStats, LanguageSums, merge_sums, recode_langs, subtract_sums
 
-__all__ = ["SegmentedIndex", "merged_stats", "open_segmented", "read_sums"]
+__all__ = ["SegmentedIndex", "merged_stats", "open_segmented", "read_sums_file"]
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class SegmentedIndex:
         return np.asarray(self.passage_vectors[:], np.float32)
 
 
-def read_sums(path: Path) -> LanguageSums:
+def read_sums_file(path: Path) -> LanguageSums:
     """The `LanguageSums` stored in the `.npz` archive at `path` (`LanguageSums.to_arrays`)."""
     with np.load(path) as arrays:
         return LanguageSums.from_arrays(arrays)
@@ -416,11 +416,11 @@ def merged_stats(version_dir: Path, segments: list) -> tuple[LanguageStats, Lang
     the sentence `LanguageStats`."""
     out = []
     for name, deleted in ((LANG_SUMS, DELETED_SUMS), (SENTENCE_SUMS, DELETED_SENTENCE_SUMS)):
-        sums = read_sums(segments[0].path / name)
+        sums = read_sums_file(segments[0].path / name)
         for segment in segments[1:]:
-            sums = merge_sums(sums, read_sums(segment.path / name))
+            sums = merge_sums(sums, read_sums_file(segment.path / name))
         if (version_dir / deleted).is_file():
-            sums = subtract_sums(sums, read_sums(version_dir / deleted))
+            sums = subtract_sums(sums, read_sums_file(version_dir / deleted))
         out.append(LanguageStats.from_sums(sums))
     return out[0], out[1]
 
