@@ -1,10 +1,16 @@
-"""Shared helpers of the benchmark scripts: machine description, timing, tables, JSON output."""
+"""Shared helpers of the benchmark scripts: machine description, timing, tables, JSON output,
+temporary folders."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
+import signal
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +18,10 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
+
+# The temporary folders of this run (`scratch_dir`) and the process that made each: removed at exit.
+_SCRATCH: dict[Path, int] = {}
+_SCRATCH_HOOKED = False
 
 
 def machine() -> dict:
@@ -175,3 +185,52 @@ def ensure_index(corpus: Path | None = None) -> Path:
 def shown(path: Path) -> str:
     """A path as recorded in results: the home folder as ~, so results name no machine."""
     return str(path).replace(str(Path.home()), "~", 1)
+
+
+def scratch_dir(prefix: str, dir: Path | str | None = None) -> Path:
+    """A new empty temporary folder (`tempfile.mkdtemp(prefix=prefix, dir=dir)`), removed with all
+    it holds when the script ends, however it ends: normally, on an error, on Ctrl-C or on SIGTERM.
+    A benchmark killed half-way would otherwise leave whole indexes behind (gigabytes at 1M
+    passages). `remove_scratch` removes one as soon as it is done with (each size's index).
+    Returns the folder."""
+    global _SCRATCH_HOOKED
+    if not _SCRATCH_HOOKED:
+        atexit.register(_remove_all_scratch)
+        _exit_on_sigterm()
+        _SCRATCH_HOOKED = True
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    _SCRATCH[folder] = os.getpid()
+    return folder
+
+
+def remove_scratch(folder: Path) -> None:
+    """Remove a `scratch_dir` folder and all it holds now, rather than at exit."""
+    _SCRATCH.pop(folder, None)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def keep_scratch(folder: Path) -> None:
+    """Leave a `scratch_dir` folder in place at exit: it holds what an error message names."""
+    _SCRATCH.pop(folder, None)
+
+
+def _remove_all_scratch() -> None:
+    # Only the process that made a folder removes it: a forked child that exits normally must
+    # not remove its parent's folders.
+    for folder, pid in list(_SCRATCH.items()):
+        if pid == os.getpid():
+            remove_scratch(folder)
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM (`kill`, `timeout`) exit through `SystemExit`, so that `finally` blocks and
+    `atexit` run, as they do on Ctrl-C. Left alone where a handler is already set, or off the
+    main thread (where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)

@@ -22,14 +22,23 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    ROOT,
+    describe_machine,
+    keep_scratch,
+    machine,
+    percentiles,
+    scratch_dir,
+    table,
+    write_json,
+)
 
 SEED_QUESTIONS = ROOT / "tests" / "data" / "seed_questions.json"
 
@@ -64,6 +73,7 @@ def start(index: Path, log: Path) -> tuple[subprocess.Popen, str]:
             break
         time.sleep(0.5)
     process.terminate()
+    keep_scratch(log.parent)  # named below: left to be read
     raise SystemExit(f"qa serve did not become ready; its log: {log}")
 
 
@@ -124,7 +134,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_agents.json")
     args = parser.parse_args()
     questions = [q for item in json.loads(SEED_QUESTIONS.read_text(encoding="utf-8")) for q in item["questions"]]
-    log = Path(tempfile.mkdtemp(prefix="qa-bench-agents-")) / "server.log"
+    log = scratch_dir("qa-bench-agents-") / "server.log"
     process, url = start(args.index, log)
     samples: dict[str, list[float]] = {
         "POST /api/v1/ask (baseline)": [],

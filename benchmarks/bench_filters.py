@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,7 +32,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, describe_machine, ensure_index, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    describe_machine,
+    ensure_index,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 from bench_query import build_synthetic, real_material
 
 OUTLETS = [f"outlet{i:02d}.example" for i in range(20)]
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     from qa.retrieval import Engine
 
     index_dir = ensure_index()
-    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-")))
+    settings = Settings(index_dir=scratch_dir("qa-bench-"))
     embedder = get_embedder(settings)
     texts, langs, base, questions, qvecs, qlangs, held_out, source = real_material(settings, embedder, index_dir, args.queries)
     info = machine()
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(42)
     results, rows = [], []
     for n in args.sizes:
-        folder = Path(tempfile.mkdtemp(prefix="qa-bench-index-"))
+        folder = scratch_dir("qa-bench-index-")
         bench_settings = Settings(index_dir=folder)
         index, _, search, *_ = build_synthetic(n, texts, langs, base, qvecs, qlangs, held_out, rng, folder, bench_settings)
         layout = ", ".join(f"{kind} x{count}" for kind, count in sorted(Counter(r.type for r in search.values()).items()))
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
             ])
         results.append(entry)
         del engine, index
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(folder)
 
     text = table(
         ["passages", "filter", "let through", "dense p50 ms", "dense p95 ms", "dense p50 x base", "retrieve p50 ms",

@@ -39,7 +39,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,7 +46,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    ROOT,
+    describe_machine,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 
 QUESTIONS = 40
 
@@ -205,7 +214,7 @@ def child(index_dir: Path, questions_file: Path, out: Path) -> None:
     from qa.retrieval import Engine
 
     questions = json.loads(questions_file.read_text())
-    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-empty-")))
+    settings = Settings(index_dir=scratch_dir("qa-bench-empty-"))
     embedder = get_embedder(settings)
     vectors = np.stack([embedder.encode_query(q) for q, _ in questions])  # the model loaded, and the cache warm
     import faiss
@@ -321,12 +330,15 @@ def corpus_child(corpus: Path, out: Path) -> None:
     index_dir = out.with_suffix(".index")
     settings = Settings(index_dir=index_dir)
     embedder = HashEmbedder()
-    from qa.index.build import _versions
+    try:
+        from qa.index.build import library_versions
+    except ImportError:  # an older qa (`--baseline`), where it is private
+        from qa.index.build import _versions as library_versions
     from qa.lang import detect_language
 
     # What any build loads once, whatever the corpus (torch, FAISS, the language detector's
     # models): loaded before the measurement, which is of what grows with the corpus.
-    _versions()
+    library_versions()
     detect_language("Ein kurzer Satz, um die Sprache zu erkennen.")
     gc.collect()
     before = status_mb("RssAnon")["RssAnon"]
@@ -354,7 +366,7 @@ def corpus_runs(sizes: list[int], baseline: Path | None, label: str, out: Path |
     import os
 
     codes = [("this", str(ROOT))] + ([("baseline", str(baseline))] if baseline else [])
-    work = Path(tempfile.mkdtemp(prefix="qa-bench-corpus-"))
+    work = scratch_dir("qa-bench-corpus-")
     results = []
     try:
         for n in sizes:
@@ -369,7 +381,7 @@ def corpus_runs(sizes: list[int], baseline: Path | None, label: str, out: Path |
                       f"(+{entry['anon_added_mb']:.0f} MB), {entry['build_s']} s", flush=True)
             shutil.rmtree(folder)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_scratch(work)
     payload = {"benchmark": "bench_index_memory --corpus", "label": label, "machine": machine(), "results": results}
     write_json(out or RESULTS / f"bench_index_memory_corpus_{label}.json", payload)
     print(table(
@@ -433,13 +445,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     from qa.config import Settings
     from qa.embed import get_embedder
 
-    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-empty-")))
+    settings = Settings(index_dir=scratch_dir("qa-bench-empty-"))
     embedder = get_embedder(settings)
     material = real_material(settings, embedder, args.material_index, QUESTIONS)
     del embedder
     info = machine()
     print(f"Machine: {describe_machine(info)}\nMaterial: {material[-1]}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="qa-bench-memory-"))
+    work = scratch_dir("qa-bench-memory-")
     questions = work / "questions.json"
     questions.write_text(json.dumps([list(q) for q in material[3]]))
     rng = np.random.default_rng(42)
@@ -464,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                   f"{entry['retrieve']['p50_ms']} ms, recall@10 {entry['recall_at_10']}", flush=True)
             shutil.rmtree(index_dir)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_scratch(work)
     out = args.out or RESULTS / f"bench_index_memory_{args.label}.json"
     payload = {"benchmark": "bench_index_memory", "label": args.label, "machine": info, "results": results}
     write_json(out, payload)

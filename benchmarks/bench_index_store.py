@@ -15,17 +15,25 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    ROOT,
+    describe_machine,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 
 QUESTIONS = 200
 ROWS = 50
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     texts, langs = material(n)
     info = machine()
     print(f"Machine: {describe_machine(info)}; {len(texts)} real texts repeated to {n:,} articles", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="qa-bench-store-"))
+    work = scratch_dir("qa-bench-store-")
     rows = []
     try:
         t0 = time.perf_counter()
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
             n, (work / "store.sqlite").stat().st_size, write_s,
         ))  # fmt: skip
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_scratch(work)
     text = table(
         ["store", "passages", "write s", "disk B/p", "open ms", "anon MB open", "anon MB after reads",
          f"{ROWS} passages p50 ms", "p95 ms", f"{ROWS} row_of p50 ms", "p95 ms"], rows,

@@ -20,9 +20,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, describe_machine, machine, table, write_json
+from _common import RESULTS, ROOT, describe_machine, machine, remove_scratch, scratch_dir, table, write_json
 
 # Bytes per passage of each file of the 1M index measured in benchmarks/README.md (section 2).
 BYTES_PER_PASSAGE = {
@@ -311,11 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     passages = int(args.scale * 1_000_000)
-    folder = Path(tempfile.mkdtemp(prefix="qa-integrity-", dir=args.dir))
+    folder = scratch_dir("qa-integrity-", dir=args.dir)
     try:
         verify = measure_verify(folder, passages)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(folder)
     print(
         table(
             [
@@ -350,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         from qa.config import Settings
         from qa.index.build import build_index
 
-        temp = Path(tempfile.mkdtemp(prefix="qa-integrity-index-"))
+        temp = scratch_dir("qa-integrity-index-")
         index_dir = temp / "index"
         print("Building an index of corpus/ for the per-question check...", flush=True)
         build_index(ROOT / "corpus", settings=Settings(index_dir=index_dir))
@@ -358,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         check, n_passages, n_mapped = measure_check(index_dir, args.rounds)
     finally:
         if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+            remove_scratch(temp)
     print(
         table(
             ["what", "n", "p50 us", "mean us", "x baseline p50"],

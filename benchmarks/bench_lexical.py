@@ -28,9 +28,7 @@ segments (statistics summed at question time), results checked equal bit for bit
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +36,17 @@ import numpy as np
 from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, describe_machine, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    ROOT,
+    describe_machine,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 
 ROUNDS = 3
 
@@ -245,14 +253,14 @@ def main(argv: list[str] | None = None) -> dict:
           f"questions; posting budget {budget:,}", flush=True)  # fmt: skip
     results = []
     for n in args.sizes:
-        work = Path(tempfile.mkdtemp(prefix="qa-bench-lexical-"))
+        work = scratch_dir("qa-bench-lexical-")
         try:
             if args.segments:
                 results.append(run_segments(n, args.segments, texts, questions, budget, work))
             else:
                 results.append(run(n, texts, text_langs if args.idf_by_language else None, questions, budget, work))
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_scratch(work)
     write_json(RESULTS / f"bench_lexical_{args.label}.json", {"benchmark": "bench_lexical", "machine": info,
                                                               "results": results})  # fmt: skip
     if args.segments:

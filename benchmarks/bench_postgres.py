@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +41,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import RESULTS, describe_machine, ensure_index, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    describe_machine,
+    ensure_index,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 from bench_query import build_synthetic, real_material, rss_kinds
 
 
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         url = server.url
     try:
         index_dir = ensure_index()
-        empty = Path(tempfile.mkdtemp(prefix="qa-bench-"))
+        empty = scratch_dir("qa-bench-")
         settings = Settings(index_dir=empty)
         embedder = get_embedder(settings)
         texts, langs, base, questions, qvecs, qlangs, held_out, source = real_material(
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(42)
         results, rows = [], []
         for n in args.sizes:
-            folder = Path(tempfile.mkdtemp(prefix="qa-bench-index-"))
+            folder = scratch_dir("qa-bench-index-")
             bench_settings = Settings(index_dir=folder)
             rss0 = rss_kinds()["VmRSS"]
             index, vectors, _, write_s, load_s, map_s = build_synthetic(
@@ -304,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
                             title=f"{n:,} passages: approximate languages' search settings, one database"), flush=True)
             del local, remote, stored, index
             gc.collect()
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_scratch(folder)
         shown = table(
             ["passages", "backend", "p50 ms", "p95 ms", "dense recall@10", "top-10 = embedded", "build s",
              "memory MB", "disk MB"],

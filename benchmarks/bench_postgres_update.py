@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import RESULTS, describe_machine, ensure_index, machine, table, write_json
+from _common import (
+    RESULTS,
+    describe_machine,
+    ensure_index,
+    machine,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANGED = 5
@@ -101,7 +109,7 @@ def demo(server) -> tuple[str, int, list[dict]]:
     from qa.index.load import open_index
     from qa.postgres import write_store
 
-    folder = Path(tempfile.mkdtemp(prefix="qa-bench-update-"))
+    folder = scratch_dir("qa-bench-update-")
     corpus = folder / "corpus"
     shutil.copytree(ROOT / "corpus", corpus)
     settings = Settings(corpus_dir=corpus, index_dir=folder / "index")
@@ -117,7 +125,7 @@ def demo(server) -> tuple[str, int, list[dict]]:
     build_index(settings=settings)
     second = open_index(settings.index_dir)
     out = [measure(url, second, settings, reuse) for url, reuse in zip(urls, (False, True))]
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_scratch(folder)
     return "demo corpus", len(second), out
 
 
@@ -161,7 +169,7 @@ def synthetic(server, n: int, texts, langs, rng) -> tuple[str, int, list[dict]]:
         return (articles, np.stack(vectors), np.array(sentence_rows, np.int64).reshape(-1, 3),
                 np.stack(sentence_vectors).astype(np.float16))
 
-    folder = Path(tempfile.mkdtemp(prefix="qa-bench-update-"))
+    folder = scratch_dir("qa-bench-update-")
     settings = Settings(index_dir=folder / "index")
     first_ids = list(range(n))
     first = synthetic_index(folder / "a", *make(first_ids, {}), settings)
@@ -173,7 +181,7 @@ def synthetic(server, n: int, texts, langs, rng) -> tuple[str, int, list[dict]]:
     second_ids = [i for i in first_ids if i not in deleted] + list(range(n, n + CHANGED))
     second = synthetic_index(folder / "b", *make(second_ids, {i: 1 for i in changed}), settings)
     out = [measure(url, second, settings, reuse) for url, reuse in zip(urls, (False, True))]
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_scratch(folder)
     return f"synthetic {n:,}", len(second), out
 
 

@@ -25,9 +25,7 @@ import argparse
 import gc
 import hashlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,7 +33,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, describe_machine, ensure_index, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    describe_machine,
+    ensure_index,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 
 NOISE = 0.5  # noise std, in units of each dimension's std over the real vectors
 
@@ -226,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     from qa.retrieval import Engine
 
     index_dir = ensure_index()
-    empty = Path(tempfile.mkdtemp(prefix="qa-bench-"))
+    empty = scratch_dir("qa-bench-")
     settings = Settings(index_dir=empty)  # no CURRENT there: the engine keeps the index we give it
     embedder = get_embedder(settings)
     texts, langs, base, questions, qvecs, qlangs, held_out, source = real_material(settings, embedder, index_dir, args.queries)
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     faiss.omp_set_num_threads(1)  # as qa.retrieval.Engine does: one question, one thread
     results, rows, mem_rows = [], [], []
     for n in args.sizes:
-        folder = Path(tempfile.mkdtemp(prefix="qa-bench-index-"))
+        folder = scratch_dir("qa-bench-index-")
         bench_settings = Settings(index_dir=folder, index_type=args.index_type)
         rss0 = rss_kinds()
         index, vectors, search, write_s, load_s, map_s = build_synthetic(
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"load {load_timed[0]}-{load_timed[1]}, disk {sum(on_disk.values()) / n:,.0f} B a passage", flush=True)
         del engine, index, vectors, flat
         gc.collect()
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(folder)
 
     real_cos = neighbour_cosines(real.passage_vectors if qvecs is None else np.concatenate([real.passage_vectors, base[len(real.chunks):]]), np.stack([embedder.encode_query(q) for q, _ in questions]))
     t1 = table(["embedding", "p50 ms", "p95 ms", "p99 ms"],

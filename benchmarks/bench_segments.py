@@ -21,14 +21,23 @@ import gc
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, describe_machine, ensure_index, machine, percentiles, table, write_json
+from _common import (
+    RESULTS,
+    describe_machine,
+    ensure_index,
+    machine,
+    percentiles,
+    remove_scratch,
+    scratch_dir,
+    table,
+    write_json,
+)
 from bench_query import real_material, synthetic_vectors
 
 MODEL = {"name": "synthetic", "fingerprint": "synthetic", "dim": 384}
@@ -143,7 +152,7 @@ def pipeline(articles: int, share: float, texts, langs) -> list[list]:
     from qa.index.build import build_index
     from qa.index.corpus_files import CORPUS_FILES
 
-    root = Path(tempfile.mkdtemp(prefix="qa-bench-pipeline-"))
+    root = scratch_dir("qa-bench-pipeline-")
     corpus = root / "corpus"
     corpus.mkdir()
     write_corpus(corpus, 0, articles, texts, langs)
@@ -177,7 +186,7 @@ def pipeline(articles: int, share: float, texts, langs) -> list[list]:
                      round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1),
                      report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
     print(f"{CORPUS_FILES} of the first build: {record:,} bytes for {n_files} files and {first.articles:,} articles")
-    shutil.rmtree(root, ignore_errors=True)
+    remove_scratch(root)
     return rows
 
 
@@ -283,9 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
     from qa.index.format import current_version
     from qa.index.load import open_index
     from qa.index.segments import AddPlan, add_segment
-    from qa.index.write import _start_version, _write_version
+    from qa.index.write import start_version, write_version
 
-    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-")))
+    settings = Settings(index_dir=scratch_dir("qa-bench-"))
     embedder = get_embedder(settings)
     texts, langs, base, questions, qvecs, qlangs, *_ = real_material(settings, embedder, ensure_index(), args.queries)
     info = machine()
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(table(["", "seconds", "MB written", "files read"], rows, "qa index end to end (stand-in embedder)"))
         out = args.out.with_name(args.out.stem + "_pipeline.json")
         print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")
-        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        remove_scratch(settings.index_dir)
         return {"rows": rows}
     if args.links:
         rows = links(args.links, max(1, int(args.links * args.share)), langs, base, (qvecs, np.array(qlangs)))
@@ -303,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"Translation links of {int(args.links * args.share):,} new passages among {args.links:,} live"))
         out = args.out.with_name(args.out.stem + f"_links_{args.links}.json")
         print(f"Wrote {write_json(out, {'machine': info, 'live': args.links, 'rows': rows})}")
-        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        remove_scratch(settings.index_dir)
         return {"rows": rows}
     faiss.omp_set_num_threads(1)  # as the engine does
     MODEL["dim"] = int(base.shape[1])
@@ -312,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     old = material(0, args.n, texts, langs, base, rng)
     new = material(args.n, added, texts, langs, base, rng)
     means = {}
-    root = Path(tempfile.mkdtemp(prefix="qa-bench-segments-"))
+    root = scratch_dir("qa-bench-segments-")
 
     def write(folder: Path, parts) -> tuple[float, str]:
         bench = Settings(index_dir=folder)
@@ -328,11 +337,11 @@ def main(argv: list[str] | None = None) -> dict:
     bench = Settings(index_dir=root / "segmented")
 
     def write_segment(folder: Path, parts=new) -> str:
-        return _write_version(_start_version(folder), *parts, settings=bench, model=MODEL, chunking=CHUNKING,
+        return write_version(start_version(folder), *parts, settings=bench, model=MODEL, chunking=CHUNKING,
                               query_means=means, previous=None, groups=np.arange(len(parts[2])))[0]
 
     t = time.perf_counter()
-    building = _start_version(root / "segmented")
+    building = start_version(root / "segmented")
     version = add_segment(building, previous, AddPlan(set(), {}, len(new[0])), write_segment)
     add_s = time.perf_counter() - t
     add_written, add_total = new_bytes(root / "segmented" / version)
@@ -372,8 +381,8 @@ def main(argv: list[str] | None = None) -> dict:
         "search_one_version": one, "search_two_segments": two,
     }
     print(f"Wrote {write_json(args.out, result)}")
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(settings.index_dir, ignore_errors=True)
+    remove_scratch(root)
+    remove_scratch(settings.index_dir)
     return result
 
 

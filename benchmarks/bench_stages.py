@@ -26,7 +26,6 @@ import argparse
 import gc
 import inspect
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -276,7 +275,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     from qa.retrieval import Engine
 
     index_dir = ensure_index()
-    settings = Settings(index_dir=Path(tempfile.mkdtemp(prefix="qa-bench-")))
+    # Temporary folders as `TemporaryDirectory` objects, not `_common.scratch_dir`: the `_common`
+    # imported here may be an older checkout's. Each is removed by `cleanup()`, when it is let go
+    # of, or at exit after an error or Ctrl-C.
+    empty = tempfile.TemporaryDirectory(prefix="qa-bench-", ignore_cleanup_errors=True)
+    settings = Settings(index_dir=Path(empty.name))
     embedder = get_embedder(settings)
     texts, langs, base, questions, qvecs, qlangs, held_out, source = bench_query.real_material(
         settings, embedder, index_dir, args.queries)
@@ -286,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     payload = {"benchmark": "bench_stages", "side": args.side, "material": source,
                "queries": len(questions), "repeat": args.repeat, "results": []}
     for n in args.sizes:
-        folder = Path(tempfile.mkdtemp(prefix="qa-bench-index-"))
+        scratch = tempfile.TemporaryDirectory(prefix="qa-bench-index-", ignore_cleanup_errors=True)
+        folder = Path(scratch.name)
         bench_settings = Settings(index_dir=folder)
         index, vectors, _, write_s, *_ = bench_query.build_synthetic(
             n, texts, langs, base, qvecs, qlangs, held_out, rng, folder, bench_settings)
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                                     f"{total['bm25_postings_merged_mean']:,.0f} a question)"), flush=True)
         del engine, index
         gc.collect()
-        shutil.rmtree(folder, ignore_errors=True)
+        scratch.cleanup()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(payload, indent=1))

@@ -27,6 +27,7 @@ __all__ = [
     "combined_evidence",
     "evidence_scores",
     "evidence_strength",
+    "has_text",
     "index_candidates",
     "passage_evidence",
     "quote_evidence",
@@ -209,7 +210,9 @@ def _provenance(citation: Citation) -> str:
     return f"({title}, {citation.date})" if citation.date else f"({title})"
 
 
-def _has_text(earlier: object) -> bool:
+def has_text(earlier: object) -> bool:
+    """Whether `earlier`, an item of a conversation's history, is one `clean_question` accepts
+    (text with letters or digits, whatever its length): the items kept as context."""
     try:
         clean_question(earlier, len(earlier) if isinstance(earlier, str) else 0)
     except InvalidQuestionError:
@@ -244,7 +247,7 @@ def ask(
     text = clean_question(question, settings.max_question_chars)
     # Earlier questions with nothing left once cleaned (only control characters, say) are skipped:
     # refusing them would tell the user that the question they just typed is empty.
-    history = [clean_question(h, settings.max_question_chars) for h in (history or []) if _has_text(h)]
+    history = [clean_question(h, settings.max_question_chars) for h in (history or []) if has_text(h)]
     lang = detect_language(
         text,
         history=history,

@@ -293,7 +293,7 @@ def ask_stream(
     """`qa.ask`, streamed for a chat: yields `Answer`s, the reply growing sentence by sentence,
     the last one final. Without an LLM server configured it yields the extractive answer once.
     `filters`: `langs`, `since`, `until`, `sources`, as for `qa.ask`."""
-    from qa.answer import _has_text, ask
+    from qa.answer import ask, has_text
     from qa.retrieval import clean_question
 
     settings = settings or Settings()
@@ -301,5 +301,5 @@ def ask_stream(
     if not settings.llm_url:
         yield answer
         return
-    earlier = [clean_question(h, settings.max_question_chars) for h in (history or []) if _has_text(h)]
+    earlier = [clean_question(h, settings.max_question_chars) for h in (history or []) if has_text(h)]
     yield from stream_answer(answer, earlier, settings=settings)

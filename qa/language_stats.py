@@ -16,11 +16,8 @@ __all__ = [
     "SHRINKAGE",
     "LanguageStats",
     "LanguageSums",
-    "_moment_sums",
-    "_moments",
-    "_moments_from_sums",
-    "_packed_covariances",
     "merge_sums",
+    "moment_sums",
     "recode_langs",
     "subtract_sums",
 ]
@@ -260,11 +257,11 @@ def _packed_covariances(covariances: np.ndarray) -> tuple[np.ndarray, int, np.nd
 
 
 def _moments(vectors: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and shrunk covariance of the rows of `vectors` (see `_moment_sums`)."""
-    return _moments_from_sums(*_moment_sums(vectors, block))
+    """Mean and shrunk covariance of the rows of `vectors` (see `moment_sums`)."""
+    return _moments_from_sums(*moment_sums(vectors, block))
 
 
-def _moment_sums(vectors: np.ndarray, block: int = 65536) -> tuple[int, np.ndarray, np.ndarray]:
+def moment_sums(vectors: np.ndarray, block: int = 65536) -> tuple[int, np.ndarray, np.ndarray]:
     """The rows' count, float64 sum and float64 sum of outer products: what their moments are
     computed from, and what the moments of several sets of rows are computed from, summed."""
     # Accumulated a block at a time in float64: millions of sentence vectors would otherwise
@@ -293,7 +290,7 @@ def _moments_from_sums(n: int, total: np.ndarray, outer: np.ndarray) -> tuple[np
 @dataclass
 class LanguageSums:
     """Per language, the sums `LanguageStats` is computed from: the number of vectors, their
-    float64 sum and float64 sum of outer products (`_moment_sums`); per language of the
+    float64 sum and float64 sum of outer products (`moment_sums`); per language of the
     question sample, its count and float64 sum. Sums add: the statistics of several indexes
     over different passages are those of their merged sums (`merge_sums`), and removing
     passages subtracts their rows' sums. Stored (`to_arrays`) in 0.6 MB a language at d = 384."""
@@ -314,7 +311,7 @@ class LanguageSums:
         `queries` (per language, its vectors) if given."""
         langs = np.asarray(langs)
         names = sorted(set(langs.tolist()))
-        parts = [_moment_sums(vectors[langs == name]) for name in names]
+        parts = [moment_sums(vectors[langs == name]) for name in names]
         return cls.from_parts(names, parts, queries, dim=vectors.shape[1])
 
     @classmethod
@@ -322,7 +319,7 @@ class LanguageSums:
         cls, names: list[str], parts: list[tuple[int, np.ndarray, np.ndarray]],
         queries: dict[str, np.ndarray] | None, *, dim: int,
     ) -> LanguageSums:
-        """From each language's `_moment_sums`, in `names`' order (vectors of `dim` dimensions)."""
+        """From each language's `moment_sums`, in `names`' order (vectors of `dim` dimensions)."""
         q_langs = sorted(queries or {})
         return cls(
             list(names),

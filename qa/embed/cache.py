@@ -179,14 +179,14 @@ def _read_bundle(folder: Path) -> dict | None:
 def _bundle_is_stale(meta: dict | None, *, bin_stamp: str | None, ov_version: str | None, unused_s: float) -> bool:
     """Whether no installation of this qa can read the bundle with manifest `meta` again
     (`unused_s`: seconds since anything in it was modified)."""
-    from qa.embed.quick.format import QUICK_FORMAT, _bin_stamp
+    from qa.embed.quick.format import QUICK_FORMAT, bin_file_stamp
 
     if meta is None or meta.get("format") != QUICK_FORMAT:
         return True  # unreadable, or another format: this version never reads it
     recorded = str(meta.get("bin", ""))
     bin_path = Path(recorded.split("|", 1)[0])
     try:
-        if _bin_stamp(bin_path) != recorded:
+        if bin_file_stamp(bin_path) != recorded:
             return True  # its model file was replaced: its key never matches again
     except OSError:
         # Its model file is gone. Where its folder is gone too, the bundle may be that of another

@@ -29,17 +29,17 @@ from qa.errors import IndexNotFoundError, QAError
 from qa.index.embedding import (  # noqa: F401 -- also imported from here (tests, benchmarks)
     EMBED_BLOCK,
     EMBED_SLICE,
-    _checkpoint,
-    _drop_sentences,
-    _each,
-    _embed_with_progress,
-    _failure,
-    _Passages,
-    _progress,
-    _row_blocks,
-    _sentences,
-    _skipped_article,
-    _take_rows,
+    PassageSpool,
+    checkpoint_arrays,
+    drop_sentences,
+    each_row,
+    embed_sentences,
+    embed_with_progress,
+    failure_reason,
+    progress_bar,
+    row_blocks,
+    skipped_article,
+    take_rows,
 )
 from qa.index.format import (
     FORMAT_VERSION,
@@ -52,21 +52,21 @@ from qa.index.format import (
 from qa.index.load import Index, open_index
 from qa.index.segments import add_segment, live_rows, plan_add, segment_dirs
 from qa.index.statistics import (  # noqa: F401 -- also imported from here (tests, benchmarks)
-    _fit_stats,
-    _question_sample,
+    fit_stats,
     query_means,
+    question_sample_from,
     read_sums,
     sample_means,
     tuning_queries,
 )
 from qa.index.write import (  # noqa: F401 -- also imported from here (tests, benchmarks)
     CHECKPOINT,
-    _remove_stale,
-    _start_version,
-    _versions,
-    _write_version,
     corpus_fingerprint,
+    library_versions,
+    remove_stale,
+    start_version,
     write_index,
+    write_version,
 )
 from qa.lexical import ANALYZER
 from qa.models import Article, SkippedFile
@@ -221,7 +221,7 @@ def build_index(
 
     with build_lock(index_dir), contextlib.ExitStack() as spools:
         # (A checkpoint of an interrupted build is kept until the corpus is read: see below.)
-        _remove_stale(index_dir, keep={current_version(index_dir) or ""}, checkpoints=False)
+        remove_stale(index_dir, keep={current_version(index_dir) or ""}, checkpoints=False)
         # The corpus is read (and each file parsed) once, into a spool beside the index; from
         # here on articles and passages come one at a time from disk, and what is held is a few
         # numbers per article and per passage, never their text.
@@ -246,13 +246,13 @@ def build_index(
             return _unchanged_report(index_dir, *live, skipped, time.perf_counter() - started, scan)
         # An interrupted build of exactly these articles left vectors to resume from; any other
         # checkpoint is of a corpus or settings that are gone.
-        _remove_stale(index_dir, keep={current_version(index_dir) or "", f"{CHECKPOINT}{key[:20]}"})
+        remove_stale(index_dir, keep={current_version(index_dir) or "", f"{CHECKPOINT}{key[:20]}"})
         model = embedder.describe()
         budget = min(settings.chunk_tokens, embedder.max_tokens)
         chunking = chunking_params(budget, settings.chunk_overlap)
         previous = _reusable(index_dir, model, chunking)
         # Everything new goes into a fresh folder; the live version is not touched until the swap.
-        building = _start_version(index_dir)
+        building = start_version(index_dir)
 
         # The live rows of each article still in the corpus, and those of the articles gone: from
         # the store's columns and its doc_id look-up (not a `Chunk` read per passage).
@@ -275,7 +275,7 @@ def build_index(
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
         # and named in the summary with the reason; the others are indexed. doc_id -> reason.
         failed: dict[str, str] = {}
-        passages = _Passages(index_dir)
+        passages = PassageSpool(index_dir)
         spools.callback(passages.close)
         doc_ids, langs, kinds, encodings = scan.doc_ids, [], [], []
         for position, article in scan.in_order():
@@ -298,7 +298,7 @@ def build_index(
             try:
                 new = chunk_article(article, embedder.count_tokens, budget, settings.chunk_overlap)
             except Exception as exc:  # noqa: BLE001 -- reported in the summary, see `failed`
-                failed[article.doc_id] = _failure("splitting it into passages", article.source, exc)
+                failed[article.doc_id] = failure_reason("splitting it into passages", article.source, exc)
                 continue
             for chunk in new:
                 passages.add(chunk, position, -1)
@@ -313,16 +313,16 @@ def build_index(
         reuse, owner = passages.reuse, passages.owner
 
         scratch = index_dir / f"{CHECKPOINT}{key[:20]}"
-        vectors, done = _checkpoint(scratch, "vectors", (len(passages), model["dim"]))
-        bar = _progress(progress, int((reuse < 0).sum()), "passages")
-        for block in _row_blocks(np.flatnonzero(reuse < 0)):
-            _embed_with_progress(
+        vectors, done = checkpoint_arrays(scratch, "vectors", (len(passages), model["dim"]))
+        bar = progress_bar(progress, int((reuse < 0).sum()), "passages")
+        for block in row_blocks(np.flatnonzero(reuse < 0)):
+            embed_with_progress(
                 embedder, [passages[row].text for row in block.tolist()], progress,
                 owners=[doc_ids[o] for o in owner[block].tolist()], failed=failed, out=vectors, rows=block,
                 done=done, bar=bar,
             )
         bar.close()
-        for block in _row_blocks(np.flatnonzero(reuse >= 0)):
+        for block in row_blocks(np.flatnonzero(reuse >= 0)):
             vectors[block] = previous.passage_vectors[reuse[block].tolist()]
 
         def kept() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -333,12 +333,12 @@ def build_index(
         keep, number, rows = kept()
         kept_ids = [doc_id for doc_id, k in zip(doc_ids, keep.tolist()) if k]
         failed_before, left_out = len(failed), set(failed)
-        sentences, sentence_vectors, sentences_new = _sentences(
+        sentences, sentence_vectors, sentences_new = embed_sentences(
             (a for a in scan if a.doc_id not in left_out and a.doc_id not in unchanged), kept_ids, passages, rows,
             number, previous if plan is None else None, embedder, progress, failed, scratch,
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
-            sentences, sentence_vectors, sentences_new = _drop_sentences(
+            sentences, sentence_vectors, sentences_new = drop_sentences(
                 failed, kept_ids, sentences, sentence_vectors, sentences_new
             )
             keep, number, rows = kept()
@@ -351,14 +351,14 @@ def build_index(
                 "details) and run `qa index` again; the existing index was left as it was."
             )
         if failed:
-            skipped = skipped + [_skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
-            vectors = _take_rows(vectors, rows, scratch / "kept_vectors.npy")
-        sample = _question_sample(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in _each(rows)))
+            skipped = skipped + [skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
+            vectors = take_rows(vectors, rows, scratch / "kept_vectors.npy")
+        sample = question_sample_from(embedder, lambda: ((passages[row].text, langs[owner[row]]) for row in each_row(rows)))
         means = sample_means(sample)
         def write(folder: Path, previous=previous, groups=None) -> tuple[str, dict]:
-            return _write_version(
+            return write_version(
                 folder, (a for a in scan if a.doc_id not in failed and a.doc_id not in unchanged),
-                (passages[row] for row in _each(rows)), vectors, sentences, sentence_vectors,
+                (passages[row] for row in each_row(rows)), vectors, sentences, sentence_vectors,
                 settings=settings, model=model, chunking=chunking, query_means=means, previous=previous,
                 recall_queries=tuning_queries(sample, means, settings.query_centering), query_sample=sample,
                 groups=groups,
@@ -371,7 +371,7 @@ def build_index(
             # of one; `qa.index.segments.groups`).
             version = add_segment(
                 building, previous, plan,
-                lambda folder: write(_start_version(folder), None, np.arange(len(rows)))[0],
+                lambda folder: write(start_version(folder), None, np.arange(len(rows)))[0],
                 _live_fingerprint(doc_ids, failed), settings.group_threshold,
             )
             if not failed:
@@ -423,7 +423,7 @@ def _live_fingerprint(doc_ids: list[str], failed: dict[str, str]) -> str:
 
 
 def _failed_articles(scan, failed: dict[str, str]) -> list[SkippedFile]:
-    return [_skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
+    return [skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
 
 
 def _segment_report(

@@ -21,17 +21,17 @@ from qa.models import Article, Chunk, SkippedFile
 __all__ = [
     "EMBED_BLOCK",
     "EMBED_SLICE",
-    "_Passages",
-    "_checkpoint",
-    "_drop_sentences",
-    "_each",
-    "_embed_with_progress",
-    "_failure",
-    "_progress",
-    "_row_blocks",
-    "_sentences",
-    "_skipped_article",
-    "_take_rows",
+    "PassageSpool",
+    "checkpoint_arrays",
+    "drop_sentences",
+    "each_row",
+    "embed_sentences",
+    "embed_with_progress",
+    "failure_reason",
+    "progress_bar",
+    "row_blocks",
+    "skipped_article",
+    "take_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 EMBED_SLICE = 64  # passages per progress-bar step; also how often Ctrl-C is noticed
 EMBED_BLOCK = 65536  # texts handed to the embedder together (sorted by length within them), read from disk
 
-def _embed_with_progress(
+def embed_with_progress(
     embedder,
     texts: list[str],
     progress: bool,
@@ -63,7 +63,7 @@ def _embed_with_progress(
     whole, let alone twice. `done` (a boolean per row of `out`, memory-mapped beside it): rows
     already embedded by an earlier, interrupted build are skipped, and each slice's rows are
     marked once their vectors are written (not those of an article that failed), so that a
-    killed build resumes where it stopped (see `_checkpoint`). `bar`: a progress bar (`_progress`)
+    killed build resumes where it stopped (see `checkpoint_arrays`). `bar`: a progress bar (`progress_bar`)
     shared by several calls, each a block of a large corpus's texts; by default, one of its own.
     """
 
@@ -80,7 +80,7 @@ def _embed_with_progress(
     # corpus order wasted 60% of the work on padding (ordered by length, about 2x faster).
     order = np.argsort([len(t) for t in texts], kind="stable")
     texts = [texts[i] for i in order]
-    shown = _progress(progress, len(texts), what.lower()) if bar is None else contextlib.nullcontext(bar)
+    shown = progress_bar(progress, len(texts), what.lower()) if bar is None else contextlib.nullcontext(bar)
     with shown as bar:  # noqa: PLR1704 -- the bar given, or one of its own
         step = getattr(embedder, "slice_size", EMBED_SLICE)  # a Ray embedder wants work for every worker
         for start in range(0, len(texts), step):
@@ -99,7 +99,7 @@ def _embed_with_progress(
     return out
 
 
-def _progress(progress: bool, total: int, what: str):
+def progress_bar(progress: bool, total: int, what: str):
     """The progress bar of embedding `total` texts (`what`: "passages", "sentences")."""
     from tqdm import tqdm
 
@@ -108,7 +108,7 @@ def _progress(progress: bool, total: int, what: str):
 
 def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
     """`embedder.encode_documents(batch)`; when that fails, each owner's texts on their own (see
-    `_embed_with_progress`). When every owner of the batch fails alone too, the embedder itself
+    `embed_with_progress`). When every owner of the batch fails alone too, the embedder itself
     is broken and the batch's error is raised."""
     try:
         return embedder.encode_documents(batch)
@@ -126,17 +126,19 @@ def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[
         if len(rows_of) > 1 and len(errors) == len(rows_of):
             raise  # the batch's error
         for owner, exc in errors.items():
-            failed.setdefault(owner, _failure(f"embedding its {what.lower()}", owner, exc))
+            failed.setdefault(owner, failure_reason(f"embedding its {what.lower()}", owner, exc))
         return vectors
 
 
-def _failure(stage: str, source: str, exc: Exception) -> str:
+def failure_reason(stage: str, source: str, exc: Exception) -> str:
     """Why an article was left out of the build, in one line (the traceback goes to the debug log)."""
     log.debug("%s failed for %s", stage, source, exc_info=exc)
     return f"{stage} failed ({unexpected_reason(exc)})"
 
 
-def _skipped_article(article: Article, reason: str) -> SkippedFile:
+def skipped_article(article: Article, reason: str) -> SkippedFile:
+    """The `SkippedFile` that reports `article` left out of the build for `reason` (its title cut
+    to 80 characters), with the fix."""
     title = article.title if len(article.title) <= 80 else article.title[:79] + "…"
     return SkippedFile(
         source=article.source,
@@ -145,7 +147,7 @@ def _skipped_article(article: Article, reason: str) -> SkippedFile:
     )
 
 
-class _Passages:
+class PassageSpool:
     """A build's passages, spooled to an unnamed file beside the index as they are made: their
     text stays on disk, and what is held is three numbers a passage (where it is in the spool,
     its article's number in corpus order, its row in the previous version or -1 to embed)."""
@@ -190,31 +192,31 @@ class _Passages:
         self._file.close()
 
 
-def _row_blocks(rows: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
+def row_blocks(rows: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
     """`rows` in consecutive slices of at most `size` (default EMBED_BLOCK)."""
     size = size or EMBED_BLOCK
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
 
-def _each(rows: np.ndarray) -> Iterator[int]:
+def each_row(rows: np.ndarray) -> Iterator[int]:
     """The numbers of `rows` as ints, converted a block at a time (not a list of them all)."""
-    for block in _row_blocks(rows):
+    for block in row_blocks(rows):
         yield from block.tolist()
 
 
-def _take_rows(vectors: np.ndarray, rows: np.ndarray, path: Path | None) -> np.ndarray:
+def take_rows(vectors: np.ndarray, rows: np.ndarray, path: Path | None) -> np.ndarray:
     """`vectors[rows]`, written a block at a time into a memory-mapped file at `path` (in memory
     without one): the vectors of a large corpus are never copied into the heap."""
     if path is None:
         return vectors[rows]
     out = np.lib.format.open_memmap(path, mode="w+", dtype=vectors.dtype, shape=(len(rows), vectors.shape[1]))
-    for block in _row_blocks(np.arange(len(rows))):
+    for block in row_blocks(np.arange(len(rows))):
         out[block] = vectors[rows[block]]
     return out
 
 
-def _drop_sentences(
+def drop_sentences(
     failed: dict[str, str], doc_ids: list[str], table: np.ndarray, vectors: np.ndarray, embedded: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sentence table (article number, start, end), vectors and `embedded` mask without the
@@ -227,7 +229,7 @@ def _drop_sentences(
     return table, vectors[rows], embedded[rows]
 
 
-def _sentence_table(passages: _Passages, rows: np.ndarray, number: np.ndarray) -> np.ndarray:
+def _sentence_table(passages: PassageSpool, rows: np.ndarray, number: np.ndarray) -> np.ndarray:
     """(article, start, end) of every sentence of the passages `rows` (grouped by article, in
     corpus order), each once, sorted; `number[owner]`: the article's number among those kept."""
     from qa.chunk import split_sentences
@@ -240,7 +242,7 @@ def _sentence_table(passages: _Passages, rows: np.ndarray, number: np.ndarray) -
             flat.extend((doc, a, b))
 
     doc, spans = -1, set()
-    for row in _each(rows):
+    for row in each_row(rows):
         owner = int(number[owners[row]])
         if owner != doc:
             if spans:
@@ -253,13 +255,14 @@ def _sentence_table(passages: _Passages, rows: np.ndarray, number: np.ndarray) -
     return np.frombuffer(flat, np.int64).reshape(-1, 3).copy()
 
 
-def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passages, rows: np.ndarray,
-               number: np.ndarray, previous, embedder, progress, failed: dict[str, str], scratch: Path | None = None):
+def embed_sentences(articles: Iterable[Article], doc_ids: list[str], passages: PassageSpool, rows: np.ndarray,
+                    number: np.ndarray, previous, embedder, progress, failed: dict[str, str],
+                    scratch: Path | None = None):
     """Every sentence of the passages `rows`, with its vector: reused from `previous` when its
     article is unchanged, embedded otherwise, a block of texts at a time (read from `articles`,
     the kept articles in order, `doc_ids` theirs). Returns (table, vectors, a mask of the rows
     embedded now). An article whose sentences cannot be embedded is added to `failed`. The
-    vectors are a memory-mapped checkpoint in `scratch` when given (see `_checkpoint`)."""
+    vectors are a memory-mapped checkpoint in `scratch` when given (see `checkpoint_arrays`)."""
     table = _sentence_table(passages, rows, number)
     old: dict[tuple[str, int, int], int] = {}
     if previous is not None:
@@ -267,12 +270,12 @@ def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passa
         for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
             old[(old_ids[doc], a, b)] = row
     dim = embedder.describe()["dim"]
-    vectors, done = _checkpoint(scratch, "sentence_vectors", (len(table), dim))
+    vectors, done = checkpoint_arrays(scratch, "sentence_vectors", (len(table), dim))
     hits = np.full(len(table), -1, np.int64)
     if old:
         hits[:] = [old.get((doc_ids[doc], a, b), -1) for doc, a, b in table.tolist()]
     missing = np.flatnonzero(hits < 0)
-    for block in _row_blocks(np.flatnonzero(hits >= 0)):
+    for block in row_blocks(np.flatnonzero(hits >= 0)):
         vectors[block] = previous.sentence_vectors[hits[block].tolist()]
     # The texts to embed, a block at a time, cut from the articles as they stream by (the
     # missing rows are in article order, as the articles).
@@ -280,7 +283,7 @@ def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passa
     at = 0
     stream = iter(articles)
     article, doc = None, -1
-    for row in _each(missing):
+    for row in each_row(missing):
         want = int(table[row, 0])
         while doc < want:
             article, doc = next(stream), doc + 1
@@ -298,12 +301,12 @@ def _sentences(articles: Iterable[Article], doc_ids: list[str], passages: _Passa
 
 def _embed_sentence_block(embedder, texts, table, rows, doc_ids, progress, failed, vectors, done) -> None:
     owners = [doc_ids[doc] for doc in table[rows, 0].tolist()]
-    _embed_with_progress(
+    embed_with_progress(
         embedder, texts, progress, "Sentences", owners=owners, failed=failed, out=vectors, rows=rows, done=done,
     )
 
 
-def _checkpoint(folder: Path | None, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+def checkpoint_arrays(folder: Path | None, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
     """(vectors, done): a float32 array of `shape` and a boolean per row saying which rows hold
     their vector already, both memory-mapped files in `folder` (the build's checkpoint folder,
     removed once the version is live); in memory, with no `done`, without a folder.

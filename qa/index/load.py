@@ -63,7 +63,7 @@ from qa.lexical import LEXICAL_ARRAYS, LexicalIndex
 from qa.models import Article, Chunk
 from qa.rank import LanguageStats
 
-__all__ = ["MAPPED_FILES", "Index", "IndexBackend", "check_model", "open_index"]
+__all__ = ["MAPPED_FILES", "Index", "IndexBackend", "check_model", "load_version", "open_index"]
 
 # Sentence vectors up to this size (as float32) are decoded into memory at load: per question
 # they are then read for free. Larger ones stay memory-mapped int8 codes, decoded per question.
@@ -400,7 +400,7 @@ def open_index(index_dir: Path, version: str | None = None) -> Index:
         return open_segmented(version_dir, manifest)
     mapped = check_files(version_dir, manifest, keep_open=MAPPED_FILES)
     try:
-        index = _load_version(version_dir, manifest, mapped)
+        index = load_version(version_dir, manifest, mapped)
     except BaseException:
         close_files([opened.fd for opened in mapped.values()])
         raise
@@ -410,8 +410,10 @@ def open_index(index_dir: Path, version: str | None = None) -> Index:
     return index
 
 
-def _load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenFile]) -> Index:
-    """The body of `open_index`, once the files are verified; `mapped`: the open files to map."""
+def load_version(version_dir: Path, manifest: Manifest, mapped: dict[str, OpenFile]) -> Index:
+    """The body of `open_index`, once the files are verified: the version in `version_dir`
+    (described by `manifest`) loaded as an `Index`, its files in `mapped` (open, verified) mapped.
+    Returns the `Index`; raises `IndexCorruptError` when a file cannot be read."""
     import faiss
 
     n = manifest.corpus.passages

@@ -19,14 +19,14 @@ from qa.rank import LanguageStats, LanguageSums
 __all__ = [
     "QUERY_SAMPLE",
     "RECALL_QUERIES",
-    "_fit_stats",
-    "_fit_sums",
-    "_question_sample",
-    "_sample_rows",
+    "fit_stats",
+    "fit_sums",
     "query_means",
     "question_sample",
+    "question_sample_from",
     "read_sums",
     "sample_means",
+    "sample_rows",
     "tuning_queries",
 ]
 
@@ -38,10 +38,10 @@ QUERY_SAMPLE = 64  # sentences per language embedded as questions (see LanguageS
 def question_sample(embedder, texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
     """Per language, a sample of its passages' sentences embedded as questions (the corpus's
     own stand-in for the questions it will be asked; no real questions are needed)."""
-    return _question_sample(embedder, lambda: zip(texts, langs))
+    return question_sample_from(embedder, lambda: zip(texts, langs))
 
 
-def _question_sample(embedder, passages: Callable[[], Iterable[tuple[str, str]]]) -> dict[str, np.ndarray]:
+def question_sample_from(embedder, passages: Callable[[], Iterable[tuple[str, str]]]) -> dict[str, np.ndarray]:
     """`question_sample` of the (text, language) pairs that `passages()` gives, read twice (the
     sentences are counted, then the sample's picked), so that they need not be held."""
     from qa.chunk import split_sentences
@@ -102,31 +102,31 @@ def tuning_queries(sample: dict[str, np.ndarray], means: dict[str, np.ndarray], 
     several times more lists)."""
     if not sample:
         return np.zeros((0, 0), np.float32)
-    return _sample_rows(np.concatenate([vectors - centering * means[lang] for lang, vectors in sample.items()]))
+    return sample_rows(np.concatenate([vectors - centering * means[lang] for lang, vectors in sample.items()]))
 
 
-def _sample_rows(vectors: np.ndarray, n: int = RECALL_QUERIES) -> np.ndarray:
+def sample_rows(vectors: np.ndarray, n: int = RECALL_QUERIES) -> np.ndarray:
     """At most n rows of `vectors`, drawn at random (seeded: builds are reproducible), in order, as float32."""
     picks = np.random.default_rng(0).choice(len(vectors), min(n, len(vectors)), replace=False)
     return np.ascontiguousarray(vectors[np.sort(picks)], dtype=np.float32)
 
 
-def _fit_stats(vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str]) -> LanguageStats:
-    """`LanguageStats.fit(vectors, langs[lang_codes])`, from `_fit_sums`."""
-    return LanguageStats.from_sums(_fit_sums(vectors, lang_codes, langs))
+def fit_stats(vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str]) -> LanguageStats:
+    """`LanguageStats.fit(vectors, langs[lang_codes])`, from `fit_sums`."""
+    return LanguageStats.from_sums(fit_sums(vectors, lang_codes, langs))
 
 
-def _fit_sums(
+def fit_sums(
     vectors: np.ndarray, lang_codes: np.ndarray, langs: list[str], queries: dict[str, np.ndarray] | None = None
 ) -> LanguageSums:
     """`LanguageSums.of(vectors, langs[lang_codes], queries)`, the same numbers, without copying
     any language's vectors: its sums are taken over blocks of its rows (`RowsView`) in the order
     and blocks `_moments` takes them, so a language's statistics are the floats `LanguageStats.fit`
     gives. For millions of sentence vectors, a copy of the largest language alone was gigabytes."""
-    from qa.language_stats import _moment_sums
+    from qa.language_stats import moment_sums
 
     present = np.flatnonzero(np.bincount(lang_codes, minlength=len(langs)))
-    parts = [_moment_sums(RowsView(vectors, np.flatnonzero(lang_codes == code))) for code in present.tolist()]
+    parts = [moment_sums(RowsView(vectors, np.flatnonzero(lang_codes == code))) for code in present.tolist()]
     return LanguageSums.from_parts([langs[c] for c in present.tolist()], parts, queries, dim=vectors.shape[1])
 
 

@@ -18,7 +18,17 @@ import numpy as np
 from qa.errors import IndexCorruptError
 from qa.index.format import CHECKSUM, MANIFEST, READ_BLOCK, STAMPS, Manifest, atomic_write
 
-__all__ = ["OpenFile", "check_files", "close_files", "file_checksum", "map_npy", "read_stamps", "write_stamps"]
+__all__ = [
+    "OpenFile",
+    "check_files",
+    "close_files",
+    "file_checksum",
+    "file_stamp",
+    "map_npy",
+    "read_stamps",
+    "record_stamps",
+    "write_stamps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +130,13 @@ def check_files(
         close_files([kept.fd for kept in verified.values()])
         raise
     if hashed and manifest.checksums:
-        _record_stamps(version_dir, {name: _stamp(os.fstat(kept.fd)) for name, kept in verified.items()})
+        record_stamps(version_dir, {name: file_stamp(os.fstat(kept.fd)) for name, kept in verified.items()})
     close_files([kept.fd for name, kept in verified.items() if name not in keep_open])
     return {name: kept for name, kept in verified.items() if name in keep_open}
 
 
-def _stamp(info: os.stat_result) -> list[int]:
-    """What changes when a file is written, replaced or copied: inode, size, modification and
+def file_stamp(info: os.stat_result) -> list[int]:
+    """A file's stamp from its `os.stat` result, as recorded in `verified.json`: what changes when a file is written, replaced or copied: inode, size, modification and
     change times (the change time moves on any write or metadata change and cannot be set back)."""
     return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
@@ -144,10 +154,12 @@ def read_stamps(version_dir: Path) -> dict[str, list[int]]:
 def write_stamps(version_dir: Path, names: list[str]) -> None:
     """Record the stamps of `names` (files of `version_dir` whose checksums were just computed
     from their content: the build, as it writes the manifest)."""
-    _record_stamps(version_dir, {name: _stamp(os.stat(version_dir / name)) for name in names})
+    record_stamps(version_dir, {name: file_stamp(os.stat(version_dir / name)) for name in names})
 
 
-def _record_stamps(version_dir: Path, stamps: dict[str, list[int]]) -> None:
+def record_stamps(version_dir: Path, stamps: dict[str, list[int]]) -> None:
+    """Write `stamps` (file name -> `file_stamp`) as the `verified.json` of `version_dir`,
+    replacing it; returns nothing, and logs (never raises) when it cannot be written."""
     # Best effort: a read-only index (or a full disk) is hashed again at the next load instead.
     try:
         atomic_write(version_dir / STAMPS, lambda tmp: tmp.write_text(json.dumps(stamps)), durable=False)
@@ -180,7 +192,7 @@ def _verify_file(path: Path, size: int, checksum: str | None, stamp: list[int] |
         before = os.fstat(fd)
         if before.st_size != size:
             _check_size(path, size)  # raises, naming the sizes (the file changed since the first pass)
-        hashed = checksum is not None and _stamp(before) != stamp
+        hashed = checksum is not None and file_stamp(before) != stamp
         if hashed:
             actual = _checksum_fd(fd)
             after = os.fstat(fd)

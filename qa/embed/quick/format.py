@@ -8,7 +8,7 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
-__all__ = ["QUICK_FORMAT", "quick_folder"]
+__all__ = ["QUICK_FORMAT", "bin_file_stamp", "quick_folder"]
 
 # Bump when the bundle's files or their meaning change: an older bundle is then not used.
 QUICK_FORMAT = 2  # 2: checksums of the files the path reads
@@ -20,14 +20,16 @@ _COMPILED = "compiled"  # OpenVINO's model cache of the quick path, inside the b
 _OPENVINO_FILES = ("model.xml", "model.bin")  # of the OpenVINO copy, recorded as "openvino/<name>"
 
 
-def _bin_stamp(bin_path: Path) -> str:
+def bin_file_stamp(bin_path: Path) -> str:
+    """The model file's resolved path, size and modification time as one string: what a bundle
+    records of the file it was made from (a changed file makes a new bundle)."""
     info = bin_path.stat()
     return f"{bin_path.resolve()}|{info.st_size}|{info.st_mtime_ns}"
 
 
 def quick_folder(cache_dir: Path, bin_path: Path, ov_version: str) -> Path:
     """Where the bundle for this model file and OpenVINO version lives (no hashing of the file)."""
-    key = f"{_bin_stamp(bin_path)}|{ov_version}|{QUICK_FORMAT}"
+    key = f"{bin_file_stamp(bin_path)}|{ov_version}|{QUICK_FORMAT}"
     return Path(cache_dir) / f"quick-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 

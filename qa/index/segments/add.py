@@ -29,8 +29,8 @@ from qa.index.segments import (
     groups,
 )
 from qa.index.segments.groups import GROUP_LINKS, find_links
-from qa.index.segments.read import SegmentedIndex, _merged_stats, _read_sums
-from qa.language_stats import LanguageSums, _moment_sums, merge_sums
+from qa.index.segments.read import SegmentedIndex, merged_stats, read_sums_file
+from qa.language_stats import LanguageSums, merge_sums, moment_sums
 
 __all__ = ["AddPlan", "add_segment", "live_rows", "plan_add"]
 
@@ -114,7 +114,7 @@ def _link_tree(source: Path, dest: Path) -> dict[str, list[int]]:
     """Hard-link every file of `source` into `dest` (no byte copied). Returns the new stamps
     (`qa.index.verify`) of the files whose recorded stamp matched before the link: a link changes
     a file's change time only, so those are still the files verified, and need not be hashed again."""
-    from qa.index.verify import _stamp, read_stamps
+    from qa.index.verify import file_stamp, read_stamps
 
     recorded = read_stamps(source)
     stamps = {}
@@ -127,10 +127,10 @@ def _link_tree(source: Path, dest: Path) -> dict[str, list[int]]:
         if name == STAMPS:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        before = _stamp(os.stat(path))
+        before = file_stamp(os.stat(path))
         os.link(path, target)
         if recorded.get(name) == before:
-            stamps[name] = _stamp(os.stat(target))
+            stamps[name] = file_stamp(os.stat(target))
     return stamps
 
 
@@ -142,7 +142,7 @@ def _sums_of_rows(vectors, rows: np.ndarray, codes: np.ndarray, langs: list[str]
         mine = rows[codes == code]
         if len(mine):
             names.append(lang)
-            parts.append(_moment_sums(np.asarray(vectors[mine], np.float32)))
+            parts.append(moment_sums(np.asarray(vectors[mine], np.float32)))
     return LanguageSums.from_parts(names, parts, None, dim=dim)
 
 
@@ -176,8 +176,8 @@ def add_segment(
     translations among the live ones are found (`qa.index.segments.groups`; None: only the
     previous version's links are kept). Returns the version's name. The caller holds the build
     lock."""
-    from qa.index.verify import _record_stamps, file_checksum, write_stamps
-    from qa.index.write import _publish
+    from qa.index.verify import file_checksum, record_stamps, write_stamps
+    from qa.index.write import publish
 
     index_dir = building.parent
     version = building.name.removeprefix(".building-")
@@ -188,14 +188,14 @@ def add_segment(
     old_tombstones = previous.tombstones if isinstance(previous, SegmentedIndex) else [np.zeros(0, np.int64)]
     # The sums of every row tombstoned so far (the previous version's), to which this add's are added.
     deleted_sums, deleted_sentence_sums = (
-        _read_sums(previous.path / name) if isinstance(previous, SegmentedIndex) and (previous.path / name).is_file()
+        read_sums_file(previous.path / name) if isinstance(previous, SegmentedIndex) and (previous.path / name).is_file()
         else None
         for name in (DELETED_SUMS, DELETED_SENTENCE_SUMS)
     )
     for position, segment in enumerate(old):
         name = segment.path.name
         stamps = _link_tree(segment.path, seg_root / name)
-        _record_stamps(seg_root / name, stamps)
+        record_stamps(seg_root / name, stamps)
         dead = np.asarray(old_tombstones[position], np.int64)
         fresh = plan.deleted.get(position, np.zeros(0, np.int64))
         if len(fresh):
@@ -246,7 +246,7 @@ def add_segment(
     })
     write_file(building / MANIFEST, manifest.model_dump_json(indent=2).encode())
     write_stamps(building, top)
-    _publish(building, [seg_root])
+    publish(building, [seg_root])
     # Removing an older version unlinks these files' other names, which moves their change time
     # again: their stamps are refreshed, so that the next load does not hash them all again.
     for entry in listing[: len(old)]:
@@ -265,12 +265,12 @@ def _new_links(building: Path, previous, plan: AddPlan, folder: Path, threshold:
     """The translation links of the new segment in `folder` among every live passage of the new
     version (`find_links`), its vectors centred by the new version's statistics (the segments'
     sums merged, minus the tombstoned rows', as a load computes them)."""
-    from qa.index.load import MAPPED_FILES, _load_version
+    from qa.index.load import MAPPED_FILES, load_version
     from qa.index.verify import check_files
 
-    new = _load_version(folder, read_manifest(folder), check_files(folder, read_manifest(folder), keep_open=MAPPED_FILES))
+    new = load_version(folder, read_manifest(folder), check_files(folder, read_manifest(folder), keep_open=MAPPED_FILES))
     old = _segments_of(previous)
-    stats = _merged_stats(building, [*old, new])[0]
+    stats = merged_stats(building, [*old, new])[0]
     first_new = len(previous)
     alive = np.ones(first_new, bool) if getattr(previous, "alive", None) is None else previous.alive.copy()
     starts = np.cumsum([0] + [len(s) for s in old])
@@ -345,19 +345,19 @@ def _refresh_stamps(folder: Path) -> None:
     """Re-record the stamps (`qa.index.verify`) of the files of a hard-linked segment whose
     inode, size and modification time are still those recorded: only their change time moved,
     by the links added and removed while the build held the lock."""
-    from qa.index.verify import _record_stamps, _stamp, read_stamps
+    from qa.index.verify import file_stamp, read_stamps, record_stamps
 
     recorded = read_stamps(folder)
     fresh = {}
     for name, stamp in recorded.items():
         try:
-            now = _stamp(os.stat(folder / name))
+            now = file_stamp(os.stat(folder / name))
         except OSError:
             continue
         if list(now[:3]) == list(stamp[:3]):
             fresh[name] = now
     if fresh:
-        _record_stamps(folder, fresh)
+        record_stamps(folder, fresh)
 
 
 def _entry(name: str, segment, deleted: int) -> dict:

@@ -27,7 +27,7 @@ from qa.index.segments.groups import GROUP_LINKS
 from qa.index.store import ArticleView, ChunkView, LangColumn, RowLookup, ranges
 from qa.language_stats import LanguageStats, LanguageSums, merge_sums, recode_langs, subtract_sums
 
-__all__ = ["SegmentedIndex", "open_segmented"]
+__all__ = ["SegmentedIndex", "merged_stats", "open_segmented", "read_sums_file"]
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,8 @@ class SegmentedIndex:
         return np.asarray(self.passage_vectors[:], np.float32)
 
 
-def _read_sums(path: Path) -> LanguageSums:
+def read_sums_file(path: Path) -> LanguageSums:
+    """The `LanguageSums` stored in the `.npz` archive at `path` (`LanguageSums.to_arrays`)."""
     with np.load(path) as arrays:
         return LanguageSums.from_arrays(arrays)
 
@@ -377,7 +378,7 @@ def _read_sums(path: Path) -> LanguageSums:
 def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
     """Load a segmented version whose top-level files are verified: each segment verified and
     loaded as an `Index`, statistics from the summed sums minus the tombstones' sums."""
-    from qa.index.load import MAPPED_FILES, _load_version
+    from qa.index.load import MAPPED_FILES, load_version
     from qa.index.verify import check_files, close_files
 
     listing = read_listing(version_dir)
@@ -388,7 +389,7 @@ def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
             seg_manifest = read_manifest(folder)
             mapped = check_files(folder, seg_manifest, keep_open=MAPPED_FILES)
             try:
-                segments.append(_load_version(folder, seg_manifest, mapped))
+                segments.append(load_version(folder, seg_manifest, mapped))
             except BaseException:
                 close_files([opened.fd for opened in mapped.values()])
                 raise
@@ -399,7 +400,7 @@ def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
                     f"{folder} holds {len(segments[-1])} passages, {version_dir / SEGMENTS} says "
                     f"{entry['passages']}. Rebuild the index with `qa index`."
                 )
-        lang_stats, sentence_stats = _merged_stats(version_dir, segments)
+        lang_stats, sentence_stats = merged_stats(version_dir, segments)
         links = np.load(version_dir / GROUP_LINKS).reshape(-1, 2) if (version_dir / GROUP_LINKS).is_file() else None
     except (OSError, ValueError, KeyError) as exc:
         raise IndexCorruptError(
@@ -408,17 +409,18 @@ def open_segmented(version_dir: Path, manifest: Manifest) -> SegmentedIndex:
     return SegmentedIndex(version_dir, manifest, segments, tombstones, lang_stats, sentence_stats, links)
 
 
-def _merged_stats(version_dir: Path, segments: list) -> tuple[LanguageStats, LanguageStats]:
+def merged_stats(version_dir: Path, segments: list) -> tuple[LanguageStats, LanguageStats]:
     """Passage and sentence statistics of the live rows: the segments' sums merged, minus the
     tombstoned rows' sums. The question means come out of the merged question-sample sums: each
-    segment's sample mean weighted by its sample's size (the sums add)."""
+    segment's sample mean weighted by its sample's size (the sums add). Returns the passage and
+    the sentence `LanguageStats`."""
     out = []
     for name, deleted in ((LANG_SUMS, DELETED_SUMS), (SENTENCE_SUMS, DELETED_SENTENCE_SUMS)):
-        sums = _read_sums(segments[0].path / name)
+        sums = read_sums_file(segments[0].path / name)
         for segment in segments[1:]:
-            sums = merge_sums(sums, _read_sums(segment.path / name))
+            sums = merge_sums(sums, read_sums_file(segment.path / name))
         if (version_dir / deleted).is_file():
-            sums = subtract_sums(sums, _read_sums(version_dir / deleted))
+            sums = subtract_sums(sums, read_sums_file(version_dir / deleted))
         out.append(LanguageStats.from_sums(sums))
     return out[0], out[1]
 
