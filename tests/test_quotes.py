@@ -152,6 +152,26 @@ def test_the_passage_score_cue_compares_passages_of_one_language():
     assert sentence_features("q", candidates, None)[:, 11].tolist() == [0.0, -1.5, 0.0]
 
 
+def test_the_lexical_cue_within_a_passage_reorders_its_sentences_and_leaves_other_passages():
+    def idf(tokens):
+        return np.array([3.0 if t in ("investoren", "zurückholen") else 1.0 for t in tokens])
+
+    question = "Welche Investoren wollten Sam Altman zurückholen?"
+    heading = SentenceCandidate(0, ("de", 0), "Investoren", "de", 1.0, 1.0, False)
+    topical = SentenceCandidate(0, ("de", 20), "Sam Altman kehrt zurück.", "de", 3.0, 3.0, True)
+    answer = SentenceCandidate(0, ("de", 45), "Die Investoren Thrive und Khosla wollten ihn zurückholen.", "de", 2.2, 2.2, True)
+    other = SentenceCandidate(1, ("fr", 0), "Les actionnaires voulaient le retour du patron.", "fr", 2.0, 2.0, True)
+    candidates = [heading, topical, answer, other]
+    features = sentence_features(question, candidates, idf)
+    # The passage's best finished sentence scores 0 and the rest below it: the heading shares
+    # as many words but is never quoted, so it sets no bar. A passage sharing no word: all 0.
+    assert features[2, 12] == 0.0 and features[1, 12] < 0.0 and features[3, 12] == 0.0
+    assert features[1, 12] == pytest.approx(features[1, 1] - features[2, 1])
+    assert (features[:, 12] <= 0.0).all()
+    assert select_quotes(question, candidates, 1, idf=idf, weights=NO_CUES) == [1]
+    assert select_quotes(question, candidates, 1, idf=idf, weights=_w(lexical_in_passage=2.0)) == [2]
+
+
 def test_unknown_selection_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="ranked"):
         select_quotes("q", [_c(0, 0, "A.", 1.0)], 1, method="best")
