@@ -32,6 +32,7 @@ __all__ = [
     "ANALYZER",
     "EMPTY_TOKEN",
     "LEXICAL_ARRAYS",
+    "PARAMS",
     "UNPACKED",
     "LexicalIndex",
     "LexicalWriter",

@@ -179,3 +179,32 @@ def test_with_languages_each_passage_is_scored_with_its_languages_idf(seed_facts
 def test_languages_must_name_every_passage():
     with pytest.raises(ValueError, match="2 language ids for 3 passages"):
         LexicalIndex.build(["a", "b", "c"]).set_languages(np.zeros(2, np.uint8))
+
+
+def test_postings_packed_with_lengths_score_as_unpacked_ones_and_the_earlier_format_still_reads(
+    saved: Path, seed_facts, tmp_path: Path
+):
+    """Format 2 packs each posting's passage with its length; a folder of format 1 (passages
+    alone, int32, no `row_bits`) is read as it was, with the same rows and scores."""
+    import json
+    import shutil
+
+    from qa.lexical import PARAMS, UNPACKED, unpack_rows
+
+    packed = LexicalIndex.load(saved)
+    assert packed.row_bits < UNPACKED and packed.indices.dtype == np.uint32
+    assert (packed.indices >> np.uint32(packed.row_bits)).any()  # lengths are there
+    old = tmp_path / "format1"
+    shutil.copytree(saved, old)
+    np.save(old / LEXICAL_ARRAYS["indices"], unpack_rows(packed.indices, packed.row_bits).astype(np.int32))
+    params = json.loads((old / PARAMS).read_text())
+    params["version"] = 1
+    del params["row_bits"]
+    (old / PARAMS).write_text(json.dumps(params))
+    earlier = LexicalIndex.load(old)
+    assert earlier.row_bits == UNPACKED
+    for question in _questions(seed_facts):
+        got, want = packed.sparse_scores(question, 50_000), earlier.sparse_scores(question, 50_000)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), question
+        assert np.array_equal(packed.scores(question), earlier.scores(question)), question
+    assert np.array_equal(packed.weights(), earlier.weights())
