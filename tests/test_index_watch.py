@@ -91,3 +91,23 @@ def test_a_loaded_index_compares_no_file_until_one_is_written(tmp_path, monkeypa
     assert problem is not None and str(victim.path) in problem
     assert calls  # reported, so compared
     assert index.damage() is not None  # still damaged: never quiet again until it is not
+
+
+def test_a_process_forked_after_the_watch_compares_the_files_itself(opened):
+    """Parent and child share one event queue: a child never trusts it (the parent could have
+    read the event the child needed)."""
+    _, fd = opened
+    watch = watch_files([fd])
+    assert watch is not None
+    try:
+        assert not watch.pending()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child's exit status is the assertion)
+            ok = watch.pending() is True
+            watch.drain()  # returns at once (no endless read of a queue that is not its own)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not watch.pending()
+    finally:
+        watch.close()

@@ -41,20 +41,27 @@ class FileWatch:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.pid = os.getpid()
         self.lock = threading.Lock()
         self.quiet = False  # the first question checks every file (what changed before the watch)
 
     def pending(self) -> bool:
-        """Reads the events that came since the last read; True if there were any."""
+        """Reads the events that came since the last read; True if there were any (always True
+        in a process forked after the watch was made: it shares the queue with its parent, and
+        whichever reads an event takes it from the other)."""
+        return os.getpid() != self.pid or self._read()
+
+    def drain(self) -> None:
+        """Discard every queued event (before a full check, which sees what they reported)."""
+        if os.getpid() == self.pid:
+            while self._read():
+                pass
+
+    def _read(self) -> bool:
         try:
             return bool(os.read(self.fd, READ_SIZE))
         except BlockingIOError:
             return False
-
-    def drain(self) -> None:
-        """Discard every queued event (before a full check, which sees what they reported)."""
-        while self.pending():
-            pass
 
     def close(self) -> None:
         try:
