@@ -123,6 +123,19 @@ def previous_path(index, plain_rows: np.ndarray, stored: np.ndarray, question: s
     return merge_postings(plain_rows, stored, starts, ends, weights)
 
 
+def unpacked_path(index, plain_rows: np.ndarray, question: str, budget: int):
+    """BM25 format 1 (before the passages' lengths were packed into the postings): the same
+    scoring merge, each posting's length read from `lengths[row]`."""
+    from qa.kernels import merge_counted_postings
+    from qa.lexical import UNPACKED
+
+    read, weights, starts, ends = _read(index, question, budget)
+    idf, langs = index._idf_table(starts, ends, read)
+    return merge_counted_postings(
+        plain_rows, UNPACKED, index.counts, index.lengths, index.norms, idf, langs, starts, ends, weights
+    )
+
+
 def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[str], budget: int, work: Path) -> dict:
     from qa.lexical import LEXICAL_ARRAYS, LexicalIndex, LexicalWriter
 
@@ -148,6 +161,7 @@ def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[
         "counts": lambda q: index.sparse_scores(q, budget),
         "gathered": lambda q: gathered_path(index, plain_rows, q, budget),
         "scores": lambda q: previous_path(index, plain_rows, stored, q, budget),
+        "unpacked": lambda q: unpacked_path(index, plain_rows, q, budget),
     }
     times = alternate(paths, questions)
     return {
@@ -156,6 +170,7 @@ def run(n: int, texts: list[str], text_langs: list[int] | None, questions: list[
         "bytes_per_passage_counts": {k: round(v, 1) for k, v in sizes.items()},
         "bytes_per_passage_scores": {k: round(v, 1) for k, v in before.items()},
         "bytes_per_passage_gathered": {k: round(v, 1) for k, v in sizes.items()},
+        "bytes_per_passage_unpacked": {k: round(v, 1) for k, v in sizes.items()},
         "counts_dtype": str(index.counts.dtype), "lengths_dtype": str(index.lengths.dtype),
     }  # fmt: skip
 
@@ -269,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for r in results:
         for name, key in (("scores stored (format 4)", "scores"), ("counts, gathered + numpy (format 5)", "gathered"),
-                          ("counts, scored then merged (now)", "counts")):
+                          ("counts, lengths read apart (BM25 format 1)", "unpacked"),
+                          ("counts, lengths in the postings (now)", "counts")):
             disk = r[f"bytes_per_passage_{key}"]
             rows.append([name, f"{r['passages']:,}", r[key]["p50_ms"], r[key]["p95_ms"], r[key]["mean_ms"],
                          round(sum(disk.values()))])  # fmt: skip
