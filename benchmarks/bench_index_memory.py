@@ -399,6 +399,8 @@ def compare(paths: list[Path]) -> str:
     for path in paths:
         payload = json.loads(path.read_text())
         for entry in payload["results"]:
+            if "disk_bytes_per_passage" not in entry:  # nothing of a loaded index to put in this table
+                raise SystemExit(f"{path}: a --write-only result (the writer alone); --compare shows loaded indexes.")
             d = entry["disk_bytes_per_passage"]
             rows.append([
                 payload["label"], f"{entry['passages']:,}", entry["format_version"], entry["anon_ready_mb"],
