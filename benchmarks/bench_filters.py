@@ -2,7 +2,7 @@
 
 The index is bench_query.py's synthetic one (real vectors mixed and perturbed, real texts, real
 writer: IVF-SQ8 or exact per language by size, tuned at build) with metadata given to its
-articles after loading: a publication day spread evenly over 2020-2024 (5% without a date) and
+articles when they are written: a publication day spread evenly over 2020-2024 (5% without a date) and
 one of 20 outlets (the host of the URL). The filters read only the articles (`qa.filters`), so
 this is the index a corpus with those dates and outlets would give.
 
@@ -50,15 +50,20 @@ FIRST_DAY, DAYS = dt.date(2020, 1, 1), 5 * 365
 UNDATED = 0.05
 
 
-def give_metadata(index, rng) -> None:
-    """A date (or none) and an outlet URL for every article of `index`, in place."""
-    days = rng.integers(0, DAYS, len(index.articles))
-    undated = rng.random(len(index.articles)) < UNDATED
-    outlets = rng.integers(0, len(OUTLETS), len(index.articles))
-    for i, (doc_id, article) in enumerate(list(index.articles.items())):
+def article_metadata(n: int, rng):
+    """`build_synthetic`'s `article_fields`: a date (or none) and an outlet URL for each of n articles.
+
+    Given when the articles are written: a loaded index's articles are a read-only view of its
+    store (`qa.index.store`)."""
+    days = rng.integers(0, DAYS, n)
+    undated = rng.random(n) < UNDATED
+    outlets = rng.integers(0, len(OUTLETS), n)
+
+    def fields(i: int, doc_id: str) -> dict:
         date = None if undated[i] else (FIRST_DAY + dt.timedelta(days=int(days[i]))).isoformat()
-        url = f"https://{OUTLETS[outlets[i]]}/{doc_id}"
-        index.articles[doc_id] = article.model_copy(update={"date": date, "url": url})
+        return {"date": date, "url": f"https://{OUTLETS[outlets[i]]}/{doc_id}"}
+
+    return fields
 
 
 def scenarios(langs: list[str]) -> list[tuple[str, dict]]:
@@ -129,9 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     for n in args.sizes:
         folder = scratch_dir("qa-bench-index-")
         bench_settings = Settings(index_dir=folder)
-        index, _, search, *_ = build_synthetic(n, texts, langs, base, qvecs, qlangs, held_out, rng, folder, bench_settings)
+        index, _, search, *_ = build_synthetic(n, texts, langs, base, qvecs, qlangs, held_out, rng, folder, bench_settings,
+                                               article_fields=article_metadata(n, np.random.default_rng(7)))
         layout = ", ".join(f"{kind} x{count}" for kind, count in sorted(Counter(r.type for r in search.values()).items()))
-        give_metadata(index, np.random.default_rng(7))
         engine = Engine(bench_settings)
         engine._index = index  # its manifest names the synthetic model: skip the model check
         questions_here = [(q, lang) for q, lang in questions if lang in index.rows_by_language]

@@ -50,6 +50,7 @@ from _common import (
     RESULTS,
     ROOT,
     describe_machine,
+    ensure_index,
     machine,
     percentiles,
     remove_scratch,
@@ -398,6 +399,8 @@ def compare(paths: list[Path]) -> str:
     for path in paths:
         payload = json.loads(path.read_text())
         for entry in payload["results"]:
+            if "disk_bytes_per_passage" not in entry:  # nothing of a loaded index to put in this table
+                raise SystemExit(f"{path}: a --write-only result (the writer alone); --compare shows loaded indexes.")
             d = entry["disk_bytes_per_passage"]
             rows.append([
                 payload["label"], f"{entry['passages']:,}", entry["format_version"], entry["anon_ready_mb"],
@@ -416,8 +419,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100000])
     parser.add_argument("--label", default="after", help="names the results file and the table's rows")
-    parser.add_argument("--material-index", type=Path, default=ROOT / "index",
-                        help="an index of corpus/ (written by the qa being measured): the real passages")
+    parser.add_argument("--material-index", type=Path, default=None,
+                        help="an index of corpus/ (written by the qa being measured): the real passages "
+                             "(default: the benchmark index of corpus/, built once)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--lists", action="store_true",
                         help="hand the writer lists of articles and passages (a writer that cannot stream them)")
@@ -447,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     settings = Settings(index_dir=scratch_dir("qa-bench-empty-"))
     embedder = get_embedder(settings)
-    material = real_material(settings, embedder, args.material_index, QUESTIONS)
+    material = real_material(settings, embedder, args.material_index or ensure_index(), QUESTIONS)
     del embedder
     info = machine()
     print(f"Machine: {describe_machine(info)}\nMaterial: {material[-1]}", flush=True)

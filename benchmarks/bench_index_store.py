@@ -27,6 +27,7 @@ from _common import (
     RESULTS,
     ROOT,
     describe_machine,
+    ensure_index,
     machine,
     percentiles,
     remove_scratch,
@@ -52,7 +53,7 @@ def material(n: int) -> tuple[list[str], list[str]]:
     from qa.index.load import open_index
     from qa.xquad import find_xquad, load_xquad
 
-    index = open_index(ROOT / "index")
+    index = open_index(ensure_index())  # the benchmark index of corpus/ (the repository's index/ may not exist)
     texts = [c.text for c in index.chunks]
     langs = index.langs.tolist()
     folder = find_xquad(ROOT)

@@ -195,7 +195,7 @@ def measure_verify(folder: Path, passages: int) -> list[dict]:
         ("warm", "load, every file stamped", lambda: at_load(stamped=True)),
     ]
     at_build()
-    rows = []
+    rows, raw = [], []
     for cache, what, fn in cases:
         if cache == "cold":
             drop_from_page_cache(paths)
@@ -204,26 +204,34 @@ def measure_verify(folder: Path, passages: int) -> list[dict]:
                 read_only(path)
         start = time.perf_counter()
         fn()
-        seconds = time.perf_counter() - start
+        raw.append(time.perf_counter() - start)
         rows.append(
             {
                 "page_cache": cache,
                 "what": what,
-                "gb": round(total / 1e9, 2),
-                "seconds": round(seconds, 2),
-                "gb_per_s": round(total / seconds / 1e9, 2),
+                # Significant digits, not decimals: at small scales (--scale 0.001) a case takes
+                # milliseconds, which 2 decimals rounded to 0.
+                "gb": significant(total / 1e9),
+                "seconds": significant(raw[-1]),
+                "gb_per_s": significant(total / raw[-1] / 1e9) if raw[-1] > 0 else None,
             }
         )
-    for row in rows:
+    for row, seconds in zip(rows, raw):
         floor = next(
-            r for r in rows if r["page_cache"] == row["page_cache"] and r["what"].startswith("read only")
+            s for r, s in zip(rows, raw) if r["page_cache"] == row["page_cache"] and r["what"].startswith("read only")
         )
-        row["x_read_only"] = round(row["seconds"] / floor["seconds"], 2)
-        row["pct_of_1m_load"] = round(100 * row["seconds"] / LOAD_1M_SECONDS * 1_000_000 / passages, 1)
+        # Ratios from the unrounded times; None where a time is below the clock's resolution.
+        row["x_read_only"] = round(seconds / floor, 2) if floor > 0 else None
+        row["pct_of_1m_load"] = significant(100 * seconds / LOAD_1M_SECONDS * 1_000_000 / passages)
     return rows
 
 
-def measure_check(index_dir: Path, rounds: int) -> list[dict]:
+def significant(value: float, digits: int = 3) -> float:
+    """`value` rounded to `digits` significant digits."""
+    return float(f"{value:.{digits}g}")
+
+
+def measure_check(index_dir: Path, rounds: int) -> tuple[list[dict], int, int]:
     """Per question: the engine's checks against the question itself, same run, real model."""
     from qa.config import Settings
     from qa.index.format import file_stamp, pointer_file
@@ -259,9 +267,12 @@ def measure_check(index_dir: Path, rounds: int) -> list[dict]:
         (f"Index.damage() ({len(index.mapped)} mapped file(s))", timed_calls(index.damage, 20_000)),
         ("Engine.index() (pointer stat + damage)", timed_calls(engine.index, 20_000)),
     ]
-    base = float(np.median(cached))
+    # With --rounds 1 no question is asked with its embedding cached: no baseline, no ratio.
+    base = float(np.median(cached)) if cached else None
     out = []
     for name, samples in rows:
+        if not samples:
+            continue
         p50 = float(np.median(samples))
         out.append(
             {
@@ -269,7 +280,7 @@ def measure_check(index_dir: Path, rounds: int) -> list[dict]:
                 "n": len(samples),
                 "p50_us": round(p50 * 1e6, 3),
                 "mean_us": round(float(np.mean(samples)) * 1e6, 3),
-                "x_question_p50": round(p50 / base, 6),
+                "x_question_p50": round(p50 / base, 6) if base else None,
             }
         )
     return out, len(index), len(index.mapped)
@@ -309,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     passages = int(args.scale * 1_000_000)
+    if passages < 1:
+        parser.error(f"--scale {args.scale} gives no passage: use at least 0.000001 (one passage).")
     folder = scratch_dir("qa-integrity-", dir=args.dir)
     try:
         verify = measure_verify(folder, passages)
@@ -331,8 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
                     r["what"],
                     r["gb"],
                     r["seconds"],
-                    r["gb_per_s"],
-                    r["x_read_only"],
+                    "-" if r["gb_per_s"] is None else r["gb_per_s"],
+                    "-" if r["x_read_only"] is None else r["x_read_only"],
                     r["pct_of_1m_load"],
                 ]
                 for r in verify
@@ -360,7 +373,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         table(
             ["what", "n", "p50 us", "mean us", "x baseline p50"],
-            [[r["what"], r["n"], r["p50_us"], r["mean_us"], r["x_question_p50"]] for r in check],
+            [
+                [r["what"], r["n"], r["p50_us"], r["mean_us"], "-" if r["x_question_p50"] is None else r["x_question_p50"]]
+                for r in check
+            ],
             f"Per question, index of corpus/ ({n_passages} passages, real model)",
         ),
         flush=True,

@@ -119,13 +119,16 @@ def synthetic_vectors(base: np.ndarray, langs: np.ndarray, n: int, rng, noise: f
     return out, src
 
 
-def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out, rng, index_dir: Path, settings):
+def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out, rng, index_dir: Path, settings,
+                    article_fields=None):
     """Write an index of n synthetic passages with `qa.index.build.write_index` (the real writer: per
     language exact or IVF-SQ8 search chosen by size, recall tuned and measured, BM25, stats)
     and load it back with `qa.index.load.open_index` and map its vectors in, as `qa serve` would. The approximate indexes
     are tuned on 200 real questions that are not among the timed ones (`held_out`), centred as
     the engine centres them: what `qa index` does with the corpus's sentences embedded as
-    questions. Returns (index, vectors, search report, seconds to write, to load, to map in)."""
+    questions. `article_fields(i, doc_id)`, if given, returns more fields of article i (a date, a
+    URL...): they are written with it, since a loaded index's articles are read-only.
+    Returns (index, vectors, search report, seconds to write, to load, to map in)."""
     from qa.chunk import split_sentences
     from qa.index.build import write_index
     from qa.index.load import open_index
@@ -136,7 +139,9 @@ def build_synthetic(n, texts, langs, base, query_vectors, query_langs, held_out,
     articles, chunks, sentence_rows = [], [], []
     for i, j in enumerate(src.tolist()):
         text = texts[j]
-        articles.append(Article(doc_id=f"s{i}", title=f"passage {j}", text=text, lang=str(langs[j]), source=f"synthetic/{j}"))
+        extra = article_fields(i, f"s{i}") if article_fields is not None else {}
+        articles.append(Article(doc_id=f"s{i}", title=f"passage {j}", text=text, lang=str(langs[j]), source=f"synthetic/{j}",
+                                **extra))
         chunks.append(Chunk(doc_id=f"s{i}", chunk_id=0, text=text, start=0, end=len(text), n_tokens=200))
         sentence_rows.extend((i, a, b) for a, b in spans[j])
     sentences = np.array(sentence_rows, np.int64).reshape(-1, 3)

@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=192, help="questions sampled (each gives 4 pairs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.articles < 2:  # an unsupported, random pair takes its paragraph from another article
+        parser.error(f"--articles {args.articles}: use at least 2 (random pairs need another article).")
     folder = find_xquad()
     if folder is None:
         sys.exit("No XQuAD data: put xquad.<lang>.json files in data/xquad (here or in a folder above).")
