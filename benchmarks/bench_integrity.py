@@ -7,7 +7,8 @@
    what they hold) are hashed as `open_index` does, with the files in the page cache and after
    dropping them from it (posix_fadvise on these files only), against just reading the same
    bytes in the same run.
-3. The per-question check of the memory-mapped files (`Index.damage`: one fstat each)
+3. The per-question check of the memory-mapped files (`Index.damage`: one read of an inotify
+   descriptor; an fstat of each file where there is none)
    against the same run's question time, on a real index of corpus/ with the real model.
 
     python benchmarks/bench_integrity.py                 # ~2-3 minutes on 2 cores, 5.7 GB in a temp folder
@@ -265,6 +266,8 @@ def measure_check(index_dir: Path, rounds: int) -> tuple[list[dict], int, int]:
         ("pointer stat (the check before this change)", timed_calls(lambda: file_stamp(pointer), 20_000)),
         ("one os.fstat", timed_calls(lambda: os.fstat(fd), 20_000)),
         (f"Index.damage() ({len(index.mapped)} mapped file(s))", timed_calls(index.damage, 20_000)),
+        # What damage() did before the inotify watch (qa.index.watch), and still does without one.
+        (f"an fstat of each of the {len(index.mapped)} mapped file(s)", timed_calls(index._changed_file, 20_000)),
         ("Engine.index() (pointer stat + damage)", timed_calls(engine.index, 20_000)),
     ]
     # With --rounds 1 no question is asked with its embedding cached: no baseline, no ratio.
