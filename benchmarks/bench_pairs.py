@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     sides = {"now": args.now.resolve(), "before": args.before.resolve()}
+    args.work.mkdir(parents=True, exist_ok=True)
     questions = args.work / "questions.pkl"
     if args.build:
         for name, code in sides.items():
