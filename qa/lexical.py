@@ -218,9 +218,9 @@ def row_bits_for(passages: int) -> int:
 def length_codes(lengths: np.ndarray, row_bits: int) -> np.ndarray:
     """What `pack_postings` stores of each passage's length above its `row_bits` bits (uint32):
     the length + 1, or 0 where that does not fit (the length is then read from `lengths`)."""
-    codes = np.asarray(lengths, np.uint32) + np.uint32(1)
     if row_bits >= UNPACKED:
-        return np.zeros(len(codes), np.uint32)
+        return np.zeros(len(lengths), np.uint32)
+    codes = np.asarray(lengths, np.uint32) + np.uint32(1)
     codes[codes >= np.uint32(1 << (UNPACKED - row_bits))] = 0
     return codes
 
@@ -231,7 +231,7 @@ def pack_postings(rows: np.ndarray, codes: np.ndarray, row_bits: int) -> np.ndar
 
     Why: a question scores each posting with its passage's length (BM25's length normalization),
     and reading `lengths[row]` for tens of thousands of postings spread over the whole array cost
-    more than the rest of the scoring (benchmarks/README.md, "BM25's lengths in the postings");
+    more than the rest of the scoring (benchmarks/README.md, "The bound at 1M, met");
     read beside the passage, it costs nothing more on disk: at a million passages 20 bits name the
     passage and 12 hold any length up to 4,094.
     """
@@ -351,14 +351,15 @@ class LexicalIndex:
         language's idf when the index has languages (`set_languages`): what a store that keeps
         scores (`qa.postgres`) copies."""
         tokens = np.repeat(np.arange(len(self.vocab)), np.diff(np.asarray(self.indptr)))
+        rows = self.rows_at(0, len(self.indices))
         if self.lang_ids is None:
             idf = self._idf32(np.arange(len(self.vocab)))[tokens]
         else:
-            langs = self.lang_ids[self.rows_at(0, len(self.indices))].astype(np.int64)
+            langs = self.lang_ids[rows].astype(np.int64)
             width = len(self.lang_passages)
             df = np.bincount(tokens * width + langs, minlength=len(self.vocab) * width).reshape(-1, width)
             idf = bm25_idf(df, self.lang_passages).astype(np.float32)[tokens, langs]
-        return self._weights(self.counts, self.rows_at(0, len(self.indices)), idf)
+        return self._weights(self.counts, rows, idf)
 
     def _idf32(self, token_ids) -> np.ndarray:
         ids = np.asarray(token_ids, np.int64)
@@ -643,9 +644,10 @@ class SegmentedLexical:
             if token not in found:
                 continue
             parts = [(self.segments[i], self.offsets[i], start, end) for i, start, end in found[token]]
-            rows = np.concatenate([s.rows_at(a, b) + offset for s, offset, a, b in parts])
+            local = [s.rows_at(a, b) for s, _, a, b in parts]  # each segment's own rows
+            rows = np.concatenate([r + offset for r, (_, offset, _, _) in zip(local, parts)])
             counts = np.concatenate([s.counts[a:b].astype(np.uint32) for s, _, a, b in parts])
-            lengths = np.concatenate([s.lengths[s.rows_at(a, b)].astype(np.int64) for s, _, a, b in parts])
+            lengths = np.concatenate([s.lengths[r].astype(np.int64) for r, (s, _, _, _) in zip(local, parts)])
             if self.lang_ids is None:
                 idf = bm25_idf(np.array([len(rows)]), self.passages).astype(np.float32)[0]
             else:
