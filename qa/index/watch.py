@@ -15,12 +15,14 @@ full check compares).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import sys
 import threading
 from collections.abc import Iterable
+
+from qa.index.verify import close_files
 
 __all__ = ["FileWatch", "watch_files"]
 
@@ -64,17 +66,17 @@ class FileWatch:
             return False
 
     def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        close_files([self.fd])
 
 
+@functools.cache
 def _libc():
+    """The C library's inotify functions, looked up once: among the symbols the process has
+    loaded already (no search for the library file on every index load)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1, libc.inotify_add_watch  # noqa: B018 (present in glibc and musl)
     except (OSError, AttributeError):
         return None
