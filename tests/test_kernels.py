@@ -43,6 +43,7 @@ def test_counted_postings_merge_to_the_merged_bm25_weights(draw_lists, seed, by_
     indices, _, starts, ends = _postings(draw_lists, seed)
     counts = rng.integers(1, 256, len(indices)).astype(np.uint8)
     lengths = rng.integers(1, 400, 301).astype(np.uint16)
+    lengths[:10] = rng.integers(1, 7, 10)  # some short enough to pack in 3 bits, whatever the seed
     norms = rng.uniform(0.3, 4.0, 400).astype(np.float32)
     langs = rng.integers(0, 3, 301).astype(np.uint8) if by_language else np.zeros(0, np.uint8)
     idf = rng.uniform(0.0, 9.0, (len(starts), 3 if by_language else 1)).astype(np.float32)
