@@ -33,7 +33,8 @@ def _print_report(report) -> None:
     )
     print(f"Index: {report.index_dir} (version {report.version})")
     if report.segments:
-        print(f"  written as a new segment: {report.segments} segments now (`qa index --rebuild` merges them)")
+        merged = f", after merging {report.merged} of them in {report.merge_seconds:.1f} s" if report.merged else ""
+        print(f"  written as a new segment: {report.segments} segment(s) now{merged} (`qa index --merge` makes one)")
     if report.files_read is not None:
         print(f"  {report.files_read} corpus file(s) read: the others are unchanged since the last build")
     if report.kinds:
@@ -67,6 +68,17 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> None:
         ) from exc
 
 
+def _merge_all(settings: Settings) -> None:
+    from qa.index.segments.merge import merge_index
+
+    report = merge_index(settings, everything=True)
+    if report is None:
+        print("Nothing to merge: the index is one version.")
+    else:
+        print(f"Merged {report.merged_segments} segments into one in {report.seconds:.1f} s: {report.passages_written} "
+              f"passages written again, {report.tombstones_dropped} deleted ones dropped (version {report.version}).")
+
+
 def _build(args: argparse.Namespace, settings: Settings) -> None:
     from qa.index.build import build_index
 
@@ -80,6 +92,8 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
         # (the database copy is written from one whole version: no segments with --database)
         segments = "rebuild" if url else getattr(args, "segments", "auto")
         _print_report(build_index(args.corpus_dir, settings=settings, progress=not args.quiet, segments=segments))
+        if getattr(args, "merge", False):
+            _merge_all(settings)
         _write_store(url, settings)
         return
     from qa.distributed import build_index_on_ray
@@ -284,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--rebuild", dest="segments", action="store_const", const="rebuild",
         help="write a whole new version, merging the segments",
+    )
+    how.add_argument(
+        "--merge", action="store_true",
+        help="then merge every segment into one version, from the index alone (nothing embedded; drops deleted passages)",
     )
     p.set_defaults(func=cmd_index)
 

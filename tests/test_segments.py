@@ -220,7 +220,6 @@ def _fake_corpus(folder: Path, articles: range) -> None:
 
 def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monkeypatch):
     from qa.index import verify
-    from qa.index.segments import add as segments
     from tests.fakes import FakeEmbedder
 
     settings = Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", chunk_tokens=64)
@@ -244,7 +243,9 @@ def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monk
     assert not isinstance(index, SegmentedIndex) and index.manifest.index.type == "per_language"
     assert merged.articles == 24 and merged.reused == len(index) - merged.embedded
 
-    monkeypatch.setattr(segments, "MAX_SEGMENTS", 3)
+    import qa.index.segments as package
+
+    monkeypatch.setattr(package, "MAX_SEGMENTS", 3)
     _fake_corpus(settings.corpus_dir, range(24, 25))
     build_index(settings=settings, embedder=embedder)
     _fake_corpus(settings.corpus_dir, range(26, 27))
@@ -253,12 +254,17 @@ def test_a_small_change_is_a_segment_and_a_large_one_a_full_build(tmp_path, monk
     # removal (both move their change time): loading the new version hashes none of them again.
     hashed = []
     monkeypatch.setattr(verify, "_checksum_fd", lambda fd: hashed.append(fd) or "crc32:00000000")
-    assert len(open_index(settings.index_dir).segments) == 3 and hashed == []
+    index = open_index(settings.index_dir)
+    assert len(index.segments) == 3 and hashed == []
     monkeypatch.undo()
-    monkeypatch.setattr(segments, "MAX_SEGMENTS", 3)
-    (settings.corpus_dir / "article-3.txt").unlink()  # a third segment would pass MAX_SEGMENTS: merged
-    build_index(settings=settings, embedder=embedder)
-    assert not isinstance(open_index(settings.index_dir), SegmentedIndex)
+    monkeypatch.setattr(package, "MAX_SEGMENTS", 3)
+    first = index.segments[0].path.name
+    _fake_corpus(settings.corpus_dir, range(27, 28))  # a fourth segment would pass MAX_SEGMENTS: two merge
+    report = build_index(settings=settings, embedder=embedder)
+    index = open_index(settings.index_dir)
+    assert report.merged == 2 and report.segments == len(index.segments) == 3
+    assert index.segments[0].path.name == first  # the first segment is never rewritten by an add
+    assert index.store.n_articles == report.articles == 27
 
     _fake_corpus(settings.corpus_dir, range(25, 26))
     build_index(settings=settings, embedder=embedder, segments="rebuild")  # `qa index --rebuild`

@@ -71,7 +71,8 @@ from qa.index.write import (  # noqa: F401 -- also imported from here (tests, be
 from qa.lexical import ANALYZER
 from qa.models import Article, SkippedFile
 
-__all__ = ["BuildReport", "build_index", "corpus_fingerprint", "query_means", "read_sums", "write_index"]
+__all__ = ["BuildReport", "build_index", "carry_build_records", "corpus_fingerprint", "query_means", "read_sums",
+           "write_index"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class BuildReport(BaseModel):
     up_to_date: bool = False  # nothing changed since the live version: nothing was written
     store: dict | None = None  # `qa index --ray --database`: the store write (qa.postgres.write.StoreReport)
     segments: int = 0  # the change was written as a new segment: the live version's segments (else 0)
+    merged: int = 0  # segments then merged into one (`qa.index.segments.merge`), and how long it took
+    merge_seconds: float = 0.0
     files_read: int | None = None  # corpus files read (the others unchanged since the live version); None: all
 
 
@@ -187,6 +190,22 @@ def _record_build_key(index_dir: Path, version: str, key: str) -> None:
     atomic_write(index_dir / BUILD_KEY, write)
 
 
+def carry_build_records(index_dir: Path, old_version: str, new_version: str) -> None:
+    """Give `new_version`, which holds the same articles as the live `old_version` (a merge of its
+    segments), the corpus files' record and the build key of `old_version`: the next `qa index`
+    still skips unchanged files, and a run with nothing changed writes nothing."""
+    from qa.index.corpus_files import CORPUS_FILES
+
+    with contextlib.suppress(OSError):
+        shutil.copy2(index_dir / old_version / CORPUS_FILES, index_dir / new_version / CORPUS_FILES)
+    try:
+        recorded = json.loads((index_dir / BUILD_KEY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if recorded.get("version") == old_version:
+        _record_build_key(index_dir, new_version, recorded["key"])
+
+
 def build_index(
     corpus_dir: Path | str | None = None,
     *,
@@ -195,6 +214,7 @@ def build_index(
     embedder=None,
     segments: str = "auto",
     read_all: bool = False,
+    merge: bool = True,
 ) -> BuildReport:
     """Build or update the index from `corpus_dir`, embedding only new or changed articles.
 
@@ -203,7 +223,8 @@ def build_index(
     "segment" always does when there is a live index, "rebuild" writes a whole new version.
     A corpus file whose size and modification time are those the live version recorded is not
     read again (`qa.index.corpus_files`) unless `read_all` (or "rebuild", or the change turns
-    out to be a full build, which reads every file the first pass did not).
+    out to be a full build, which reads every file the first pass did not). Once an add is live,
+    segments are merged as `qa.index.segments.merge` says (unless not `merge`).
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
@@ -308,7 +329,8 @@ def build_index(
             _record_build_key(index_dir, version, key)
             write_corpus_files(index_dir / version, corpus_dir, scan.files, set(failed))
             return _segment_report(
-                index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone, scan=scan
+                index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone, scan=scan,
+                merged=_merge_after_add(index_dir, settings, merge),
             )
         reuse, owner = passages.reuse, passages.owner
 
@@ -380,6 +402,7 @@ def build_index(
             return _segment_report(
                 index_dir, version, int((reuse[rows] < 0).sum()), skipped, started,
                 sentences=int(sentences_new.sum()), gone=gone, scan=scan,
+                merged=_merge_after_add(index_dir, settings, merge),
             )
         version, search = write(building)
 
@@ -426,13 +449,23 @@ def _failed_articles(scan, failed: dict[str, str]) -> list[SkippedFile]:
     return [skipped_article(a, failed[a.doc_id]) for a in scan if a.doc_id in failed]
 
 
+def _merge_after_add(index_dir: Path, settings: Settings, merge: bool):
+    """The segments merged once an add is live (`qa.index.segments.merge`; the build lock is
+    held), None when none were (or not `merge`)."""
+    from qa.index.segments.merge import merge_live
+
+    return merge_live(index_dir, settings) if merge else None
+
+
 def _segment_report(
     index_dir: Path, version: str, embedded: int, skipped: list[SkippedFile], started: float, sentences: int = 0,
-    gone: int = 0, scan=None,
+    gone: int = 0, scan=None, merged=None,
 ) -> BuildReport:
-    """The summary of an add written as a segment (`qa.index.segments`): the live index's totals."""
+    """The summary of an add written as a segment (`qa.index.segments`), then maybe `merged`
+    (a `MergeReport`): the live index's totals."""
     from qa.index.format import read_manifest
 
+    version = merged.version if merged is not None else version
     manifest = read_manifest(index_dir / version)
     passages = manifest.corpus.passages
     return BuildReport(
@@ -442,6 +475,8 @@ def _segment_report(
         removed_articles=gone, languages=manifest.corpus.languages, skipped=skipped,
         seconds=round(time.perf_counter() - started, 2), segments=len(segment_dirs(index_dir / version)),
         files_read=_files_read(scan) if scan is not None else None,
+        merged=merged.merged_segments if merged is not None else 0,
+        merge_seconds=merged.seconds if merged is not None else 0.0,
     )
 
 

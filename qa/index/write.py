@@ -58,6 +58,7 @@ from qa.index.load import Index
 from qa.index.statistics import fit_sums, sample_rows
 from qa.index.store import STORE_DIR, StoreWriter, narrow_int, write_groups, write_sentence_links
 from qa.index.verify import file_checksum, write_stamps
+from qa.language_stats import LanguageSums
 from qa.lexical import ANALYZER, LexicalWriter
 from qa.models import Article, Chunk
 from qa.rank import LanguageStats, translation_groups
@@ -310,12 +311,15 @@ def write_version(
     groups: np.ndarray | None = None,
     recall_queries: np.ndarray | None = None,
     query_sample: dict[str, np.ndarray] | None = None,
+    sums: tuple[LanguageSums, LanguageSums] | None = None,
 ) -> tuple[str, dict[str, AnnReport]]:
     """Write a complete new version into `building`, then make it live (the caller holds the
     build lock). An approximate index's recall is tuned on `recall_queries` (see
     `tuning_queries`), else on a sample of the sentence vectors. `query_sample`: the question
     sample `query_means` are the means of, summed into the stored sums (without it, each mean
-    is stored as a sample of one). Returns the version's name and each language's `AnnReport`."""
+    is stored as a sample of one). `sums`: the passages' and the sentences' `LanguageSums` to
+    store instead of fitting them from the vectors (a merge of segments carries its segments'
+    sums, question sample included). Returns the version's name and each language's `AnnReport`."""
     version = building.name.removeprefix(".building-")
     with _write_errors(building):
         # Articles and passages go to disk as they come (the store's records, BM25's runs):
@@ -357,7 +361,9 @@ def write_version(
         search = _vector_search(vectors, passage_codes, langs, recall_queries, settings, previous, folder=building)
         # Statistics from sums, and the sums kept beside them (float64: 1.2 MB a language at
         # 384 dimensions): added to the sums of other passages they give the statistics of all.
-        sums = fit_sums(vectors, passage_codes, langs, query_sample or {k: v[None] for k, v in query_means.items()})
+        sums = given_sums[0] if (given_sums := sums) else fit_sums(
+            vectors, passage_codes, langs, query_sample or {k: v[None] for k, v in query_means.items()}
+        )
         stats = LanguageStats.from_sums(sums)
         stats.query_means = query_means  # the sample's float32 means, as `question_sample` gave them
         with (building / LANG_STATS).open("wb") as handle:
@@ -389,7 +395,7 @@ def write_version(
         del codes
         _fsync(building / SENTENCE_VECTORS)
         write_file(building / SENTENCE_SCALES, scales)
-        sums = fit_sums(sentence_vectors, sentence_codes, langs)
+        sums = given_sums[1] if given_sums else fit_sums(sentence_vectors, sentence_codes, langs)
         with (building / SENTENCE_STATS).open("wb") as handle:
             np.savez(handle, **LanguageStats.from_sums(sums).to_arrays())
         with (building / SENTENCE_SUMS).open("wb") as handle:

@@ -42,10 +42,14 @@ __all__ = [
     "SEGMENT_DIR",
     "SEGMENT_SHARE",
     "AddPlan",
+    "MergeReport",
     "SegmentedIndex",
     "add_segment",
     "is_segmented",
     "live_rows",
+    "merge_index",
+    "merge_live",
+    "merge_range",
     "open_segmented",
     "plan_add",
     "read_listing",
@@ -62,7 +66,8 @@ DELETED_SENTENCE_SUMS = "deleted_sentence_sums.npz"
 # live articles; more, and a full build (the merge) is about as cheap per article and leaves one
 # segment with statistics and translation groups over everything.
 SEGMENT_SHARE = 0.10
-# Each segment costs a search per language per question: past this many, the next change merges.
+# Each segment costs a search per language per question: past this many, segments merge
+# (`qa.index.segments.merge`) whatever their sizes.
 MAX_SEGMENTS = 8
 
 
@@ -104,4 +109,8 @@ def __getattr__(name: str):
         from qa.index.segments import add
 
         return getattr(add, name)
+    if name in ("MergeReport", "merge_index", "merge_live", "merge_range"):
+        from qa.index.segments import merge
+
+        return getattr(merge, name)
     raise AttributeError(name)

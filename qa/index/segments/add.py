@@ -22,7 +22,6 @@ from qa.index.format import (
 from qa.index.segments import (
     DELETED_SENTENCE_SUMS,
     DELETED_SUMS,
-    MAX_SEGMENTS,
     SEGMENT_DIR,
     SEGMENT_SHARE,
     SEGMENTS,
@@ -32,7 +31,8 @@ from qa.index.segments.groups import GROUP_LINKS, find_links
 from qa.index.segments.read import SegmentedIndex, merged_stats, read_sums_file
 from qa.language_stats import LanguageSums, merge_sums, moment_sums
 
-__all__ = ["AddPlan", "add_segment", "live_rows", "plan_add"]
+__all__ = ["AddPlan", "add_segment", "deleted_sums_of", "finish_segmented", "link_segment", "live_rows", "plan_add",
+           "write_new_segment"]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def plan_add(
     """An `AddPlan` when this change goes to a new segment, else None (a full build).
 
     `old_rows`, `gone_rows`, `gone`: what `live_rows` found. `mode`: "auto" (a segment when the
-    articles added and removed are under `SEGMENT_SHARE` of the live ones and the version has
-    fewer than `MAX_SEGMENTS` segments), "segment" (always, when there is a previous version),
+    articles added and removed are under `SEGMENT_SHARE` of the live ones; the segments then
+    merge as `qa.index.segments.merge` says), "segment" (always, when there is a previous version),
     "rebuild" (never).
     """
     if previous is None or mode == "rebuild":
@@ -101,7 +101,7 @@ def plan_add(
         return None  # only metadata or settings changed: the full build rewrites it
     if mode != "segment":
         share = (new + gone) / max(len(unchanged) + gone, 1)
-        if share >= SEGMENT_SHARE or len(_segments_of(previous)) >= MAX_SEGMENTS:
+        if share >= SEGMENT_SHARE:
             return None
     starts = np.cumsum([0] + [len(s) for s in _segments_of(previous)])
     rows = np.sort(np.asarray(gone_rows, np.int64))
@@ -146,7 +146,7 @@ def _sums_of_rows(vectors, rows: np.ndarray, codes: np.ndarray, langs: list[str]
     return LanguageSums.from_parts(names, parts, None, dim=dim)
 
 
-def _deleted_sums(segment, rows: np.ndarray) -> tuple[LanguageSums, LanguageSums]:
+def deleted_sums_of(segment, rows: np.ndarray) -> tuple[LanguageSums, LanguageSums]:
     """The passage and sentence sums of the tombstoned `rows` of `segment` (an `Index`): their
     passages, and every sentence of their articles (a removed article goes whole)."""
     langs = segment.store.langs
@@ -176,11 +176,6 @@ def add_segment(
     translations among the live ones are found (`qa.index.segments.groups`; None: only the
     previous version's links are kept). Returns the version's name. The caller holds the build
     lock."""
-    from qa.index.verify import file_checksum, record_stamps, write_stamps
-    from qa.index.write import publish
-
-    index_dir = building.parent
-    version = building.name.removeprefix(".building-")
     seg_root = building / SEGMENT_DIR
     seg_root.mkdir()
     old = _segments_of(previous)
@@ -193,39 +188,75 @@ def add_segment(
         for name in (DELETED_SUMS, DELETED_SENTENCE_SUMS)
     )
     for position, segment in enumerate(old):
-        name = segment.path.name
-        stamps = _link_tree(segment.path, seg_root / name)
-        record_stamps(seg_root / name, stamps)
         dead = np.asarray(old_tombstones[position], np.int64)
         fresh = plan.deleted.get(position, np.zeros(0, np.int64))
         if len(fresh):
-            passage_sums, sentence_sums = _deleted_sums(segment, fresh)
+            passage_sums, sentence_sums = deleted_sums_of(segment, fresh)
             deleted_sums = _add(deleted_sums, passage_sums)
             deleted_sentence_sums = _add(deleted_sentence_sums, sentence_sums)
             dead = np.union1d(dead, fresh)
-        if len(dead):
-            write_file(seg_root / f"{name}.deleted.npy", dead.astype(np.int64))
-        listing.append(_entry(name, segment, len(dead)))
-    if write_segment is not None:
-        scratch = building / ".segment"
-        scratch.mkdir()
-        name = write_segment(scratch)
-        (scratch / name).rename(seg_root / name)
-        shutil.rmtree(scratch)
-        with open(seg_root / name / MANIFEST, "rb") as handle:
-            seg_manifest = Manifest.model_validate_json(handle.read())
-        new_folder = seg_root / name
-        listing.append({"name": name, "passages": seg_manifest.corpus.passages,
-                        "articles": seg_manifest.corpus.articles, "deleted": 0})
-    for name, sums in ((DELETED_SUMS, deleted_sums), (DELETED_SENTENCE_SUMS, deleted_sentence_sums)):
-        if sums is not None:
+        listing.append(link_segment(seg_root, segment, dead))
+    new_folder = write_new_segment(building, write_segment, listing) if write_segment is not None else None
+    links = _previous_links(previous)
+    if new_folder is not None and group_threshold is not None:
+        links = np.concatenate([links, _new_links(building, previous, plan, new_folder, group_threshold)])
+    return finish_segmented(
+        building, listing, [e["name"] for e in listing[: len(old)]], (deleted_sums, deleted_sentence_sums), links,
+        fingerprint, _dead_articles(previous, plan),
+    )
+
+
+def link_segment(seg_root: Path, segment, dead: np.ndarray) -> dict:
+    """Hard-link the folder of `segment` (an `Index`) into `seg_root` (no byte copied, its
+    verified stamps kept), with its tombstones `dead` (local rows); returns its listing entry."""
+    from qa.index.verify import record_stamps
+
+    name = segment.path.name
+    stamps = _link_tree(segment.path, seg_root / name)
+    record_stamps(seg_root / name, stamps)
+    if len(dead):
+        write_file(seg_root / f"{name}.deleted.npy", np.asarray(dead, np.int64))
+    return _entry(name, segment, len(dead))
+
+
+def write_new_segment(building: Path, write_segment, listing: list[dict]) -> Path:
+    """Write a segment with `write_segment(folder)` (which returns the version name it wrote in
+    `folder`), move it into `building`'s segments and append its entry to `listing`. Returns
+    its folder."""
+    seg_root = building / SEGMENT_DIR
+    scratch = building / ".segment"
+    scratch.mkdir()
+    name = write_segment(scratch)
+    (scratch / name).rename(seg_root / name)
+    shutil.rmtree(scratch)
+    with open(seg_root / name / MANIFEST, "rb") as handle:
+        seg_manifest = Manifest.model_validate_json(handle.read())
+    listing.append({"name": name, "passages": seg_manifest.corpus.passages,
+                    "articles": seg_manifest.corpus.articles, "deleted": 0})
+    return seg_root / name
+
+
+def finish_segmented(
+    building: Path, listing: list[dict], linked: list[str], deleted: tuple[LanguageSums | None, LanguageSums | None],
+    links: np.ndarray, fingerprint: str | None, dead_articles: int,
+) -> str:
+    """Complete the segmented version in `building` whose segments (`listing`; `linked`: the
+    names of those hard-linked from an older version) are in place: the tombstoned rows'
+    passage and sentence sums (`deleted`, None: none), the translation `links` across segments,
+    the segment list, the manifest (`fingerprint`: the corpus's, else the last segment's;
+    `dead_articles`: the tombstoned articles), then live (`CURRENT` swapped). Returns the version."""
+    from qa.index.verify import file_checksum, write_stamps
+    from qa.index.write import publish
+
+    index_dir = building.parent
+    version = building.name.removeprefix(".building-")
+    seg_root = building / SEGMENT_DIR
+    for name, sums in ((DELETED_SUMS, deleted[0]), (DELETED_SENTENCE_SUMS, deleted[1])):
+        if sums is not None and len(sums.langs):
             with (building / name).open("wb") as handle:
                 np.savez(handle, **sums.to_arrays())
-    links = _previous_links(previous)
-    if write_segment is not None and group_threshold is not None:
-        links = np.concatenate([links, _new_links(building, previous, plan, new_folder, group_threshold)])
     if len(links):
-        write_file(building / GROUP_LINKS, links.astype(np.int64))
+        write_file(building / GROUP_LINKS, np.asarray(links, np.int64))
     write_file(building / SEGMENTS, json.dumps({"segments": listing}, indent=2).encode())
     top = [SEGMENTS, DELETED_SUMS, DELETED_SENTENCE_SUMS, GROUP_LINKS] + [f"{SEGMENT_DIR}/{e['name']}.deleted.npy" for e in listing]
     top = [name for name in top if (building / name).is_file()]
@@ -233,7 +264,7 @@ def add_segment(
     manifest = last.model_copy(update={
         "corpus": last.corpus.model_copy(update={
             "fingerprint": fingerprint or last.corpus.fingerprint,
-            "articles": sum(e["articles"] for e in listing) - _dead_articles(previous, plan),
+            "articles": sum(e["articles"] for e in listing) - dead_articles,
             "passages": sum(e["passages"] - e["deleted"] for e in listing),
             "languages": _live_languages(listing, seg_root),
         }),
@@ -249,8 +280,8 @@ def add_segment(
     publish(building, [seg_root])
     # Removing an older version unlinks these files' other names, which moves their change time
     # again: their stamps are refreshed, so that the next load does not hash them all again.
-    for entry in listing[: len(old)]:
-        _refresh_stamps(index_dir / version / SEGMENT_DIR / entry["name"])
+    for name in linked:
+        _refresh_stamps(index_dir / version / SEGMENT_DIR / name)
     return version
 
 
