@@ -11,6 +11,7 @@ p95 over real questions, on the one-version index and on the two-segment one (sa
 
     nice -n 19 python benchmarks/bench_segments.py --n 100000
     nice -n 19 python benchmarks/bench_segments.py --pipeline 20000   # `qa index` end to end
+    nice -n 19 python benchmarks/bench_segments.py --pipeline 100000 --adds 8   # adds in a row, merged
     nice -n 19 python benchmarks/bench_segments.py --links 200000     # an add's translation links
 """
 
@@ -144,10 +145,12 @@ def write_corpus(folder: Path, first: int, n: int, texts, langs) -> None:
                 handle.write(json.dumps(line) + "\n")
 
 
-def pipeline(articles: int, share: float, texts, langs) -> list[list]:
+def pipeline(articles: int, share: float, texts, langs, adds: int = 0) -> list[list]:
     """`qa index` end to end (`build_index`, stand-in embedder) of `articles` articles, then the
     same `share` more added as a segment (reading only the new files, and, on a copy, reading
-    every file as before `qa.index.corpus_files`) and, on another copy, as a full build."""
+    every file as before `qa.index.corpus_files`) and, on another copy, as a full build. Then
+    `adds` more adds of that `share` in a row, as `qa index` runs them (segments merged as
+    `qa.index.segments.merge` says): each one's seconds and bytes written, merges included."""
     from qa.config import Settings
     from qa.index.build import build_index
     from qa.index.corpus_files import CORPUS_FILES
@@ -184,6 +187,17 @@ def pipeline(articles: int, share: float, texts, langs) -> list[list]:
                              segments=mode, read_all=read_all)
         rows.append([label, round(time.perf_counter() - t, 1),
                      round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1),
+                     report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
+    total = added
+    for step in range(adds):
+        write_corpus(corpus, articles + total, added, texts, langs)
+        total += added
+        t = time.perf_counter()
+        report = build_index(settings=settings, embedder=embedder)
+        merged = f", {report.merged} segments merged in {report.merge_seconds:.1f} s" if report.merged else ""
+        rows.append([f"qa index: add {step + 2} of {added:,} ({report.segments} segments after{merged})",
+                     round(time.perf_counter() - t, 1),
+                     round(new_bytes(root / "index" / report.version)[0] / (1 << 20), 1),
                      report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
     print(f"{CORPUS_FILES} of the first build: {record:,} bytes for {n_files} files and {first.articles:,} articles")
     remove_scratch(root)
@@ -279,6 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_segments.json")
     parser.add_argument("--pipeline", type=int, default=0, metavar="ARTICLES",
                         help="instead: `qa index` end to end on this many articles, then 1%% added")
+    parser.add_argument("--adds", type=int, default=0, metavar="K",
+                        help="with --pipeline: then K more adds of 1%% in a row, segments merged as qa index merges them")
     parser.add_argument("--links", type=int, default=0, metavar="PASSAGES",
                         help="instead: an add's translation links among this many live passages, exact "
                              "against candidates from per-language approximate searches")
@@ -300,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine()
     print(f"Machine: {describe_machine(info)}")
     if args.pipeline:
-        rows = pipeline(args.pipeline, args.share, texts, langs)
+        rows = pipeline(args.pipeline, args.share, texts, langs, args.adds)
         print(table(["", "seconds", "MB written", "files read"], rows, "qa index end to end (stand-in embedder)"))
         out = args.out.with_name(args.out.stem + "_pipeline.json")
         print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")

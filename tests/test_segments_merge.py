@@ -108,6 +108,29 @@ def test_an_add_merges_segments_once_enough_pile_up(tmp_path):
     assert build_index(settings=settings, embedder=embedder).up_to_date
 
 
+def test_segments_whose_every_passage_is_deleted_merge_away(tmp_path):
+    from tests.fakes import FakeEmbedder
+    from tests.test_store import write_article
+
+    settings = Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", chunk_tokens=64)
+    settings.corpus_dir.mkdir()
+    embedder = FakeEmbedder()
+    for n in range(40):
+        write_article(settings.corpus_dir, n)
+    first = build_index(settings=settings, embedder=embedder)
+    first_ids = sorted(open_index(settings.index_dir).articles)
+    for n in range(40, 40 + MERGE_FACTOR):
+        write_article(settings.corpus_dir, n)
+        build_index(settings=settings, embedder=embedder, merge=False)
+    for n in range(40, 40 + MERGE_FACTOR):
+        (settings.corpus_dir / f"article-{n}.txt").unlink()
+    report = build_index(settings=settings, embedder=embedder)  # a delete only: then the empty run merges
+    index = open_index(settings.index_dir)
+    assert report.merged == MERGE_FACTOR and isinstance(index, SegmentedIndex) and len(index.segments) == 1
+    assert len(index) == first.passages and index.alive is None
+    assert sorted(index.articles) == first_ids
+
+
 # Two translations first; the third (Japanese) and the two French-only articles added one by one,
 # then an edit: four segments after the first, the run that merges. The Japanese passages'
 # translations are links across segments, which the merge must carry.

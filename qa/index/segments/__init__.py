@@ -16,8 +16,9 @@ A version is either one complete layout (`qa.index.write`) or *segmented*::
 
 An add (`add_segment`) makes a new version whose older segments are hard links to the previous
 version's files (no byte of them is written, and either version can be loaded or removed on its
-own), plus the new segment and the new tombstones; `CURRENT` is swapped as for any build. A full
-build ("merge") writes an ordinary version again. Passages are numbered across the segments
+own), plus the new segment and the new tombstones; `CURRENT` is swapped as for any build.
+Segments merge as they pile up (`qa.index.segments.merge`); a full build writes an ordinary
+version again. Passages are numbered across the segments
 (segment offset + row in the segment); `SegmentedIndex` serves the same verbs as `Index`.
 
 What a loaded segmented index keeps in memory beyond its segments' own `Index` objects: each
@@ -63,7 +64,7 @@ SEGMENT_DIR = "segments"
 DELETED_SUMS = "deleted_sums.npz"
 DELETED_SENTENCE_SUMS = "deleted_sentence_sums.npz"
 # An add goes to a new segment when the articles added and removed are under this share of the
-# live articles; more, and a full build (the merge) is about as cheap per article and leaves one
+# live articles; more, and a full build is about as cheap per article and leaves one
 # segment with statistics and translation groups over everything.
 SEGMENT_SHARE = 0.10
 # Each segment costs a search per language per question: past this many, segments merge

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from qa.config import Settings
+from qa.errors import QAError
 from qa.index.format import LANG_SUMS, SENTENCE_SUMS, build_lock, current_version
 from qa.index.segments import DELETED_SENTENCE_SUMS, DELETED_SUMS, SEGMENT_DIR
 from qa.index.segments.add import deleted_sums_of, finish_segmented, link_segment, write_new_segment
@@ -158,6 +159,8 @@ def _merge(index_dir: Path, previous: SegmentedIndex, first: int, end: int, sett
         contents = _merged_contents(previous, first, end, scratch)
         building = start_version(index_dir)
         if (first, end) == (0, len(previous.segments)):  # the groups whole again, no link left
+            if not contents.n_rows:
+                raise QAError(f"Every passage of {index_dir} is deleted: there is nothing to merge. Run `qa index`.")
             version = _write_segment(building, previous, contents, settings)
         else:
             version = _publish_merge(building, previous, first, end, contents, settings)
@@ -254,9 +257,10 @@ def _publish_merge(building: Path, previous: SegmentedIndex, first: int, end: in
     seg_root.mkdir()
     kept = [*range(first), *range(end, len(previous.segments))]
     listing = [link_segment(seg_root, previous.segments[p], previous.tombstones[p]) for p in range(first)]
-    write_new_segment(
-        building, lambda folder: _write_segment(start_version(folder), previous, contents, settings), listing
-    )
+    if contents.n_rows:  # (segments whose every passage is tombstoned just go)
+        write_new_segment(
+            building, lambda folder: _write_segment(start_version(folder), previous, contents, settings), listing
+        )
     listing += [link_segment(seg_root, previous.segments[p], previous.tombstones[p]) for p in range(end, len(previous.segments))]
     deleted = tuple(_without(previous.path / name, gone) for name, gone in
                     ((DELETED_SUMS, contents.gone[0]), (DELETED_SENTENCE_SUMS, contents.gone[1])))
