@@ -13,6 +13,7 @@ p95 over real questions, on the one-version index and on the two-segment one (sa
     nice -n 19 python benchmarks/bench_segments.py --pipeline 20000   # `qa index` end to end
     nice -n 19 python benchmarks/bench_segments.py --pipeline 100000 --adds 8   # adds in a row, merged
     nice -n 19 python benchmarks/bench_segments.py --links 200000     # an add's translation links
+    python benchmarks/bench_segments.py --n 1000000 --adds 4           # 4 adds of 1 % to 1M, then their merge
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from _common import (
     table,
     write_json,
 )
-from bench_query import real_material, synthetic_vectors
+from bench_query import build_synthetic, real_material, synthetic_vectors
 
 MODEL = {"name": "synthetic", "fingerprint": "synthetic", "dim": 384}
 CHUNKING = {"name": "synthetic", "version": 1, "max_tokens": 200, "overlap": 0}
@@ -284,6 +285,62 @@ def links(n: int, added: int, langs, base, questions) -> list[list]:
     ]
 
 
+def adds_then_merge(n: int, share: float, adds: int, texts, langs, base, questions) -> list[list]:
+    """An index of `n` synthetic passages written as `bench_query` writes its large ones (memory
+    bounded at 1M), then `adds` adds of `share` of `n` each as `qa index` makes them (a segment
+    written by the ordinary writer, its translation links found among every live passage), then
+    the merge `qa index` runs after them (`qa.index.segments.merge`). Seconds and MB written of
+    each step; the first write is the reference (a full build writes about that again)."""
+    from qa.config import Settings
+    from qa.index.format import current_version
+    from qa.index.load import open_index
+    from qa.index.segments import AddPlan, add_segment
+    from qa.index.segments.merge import merge_live
+    from qa.index.write import start_version, write_version
+
+    root = scratch_dir("qa-bench-adds-")
+    settings = Settings(index_dir=root / "index")
+    rng = np.random.default_rng(7)
+    qvecs, qlangs = questions
+    index, vectors, _, write_s, _, _ = build_synthetic(
+        n, texts, langs, base, qvecs, qlangs, np.ones(len(qlangs), bool), rng, settings.index_dir, settings
+    )
+    del index, vectors
+    gc.collect()
+    mb = 1 << 20
+    rows = [[f"write {n:,} passages (the first build; a full build writes this again)", round(write_s, 1),
+             round(new_bytes(settings.index_dir / current_version(settings.index_dir))[0] / mb, 1)]]
+    added = max(1, int(n * share))
+    means = {}
+    for step in range(adds):
+        new = material(n + step * added, added, texts, langs, base, rng)
+
+        def write_segment(folder: Path, parts=new) -> str:
+            return write_version(start_version(folder), *parts, settings=settings, model=MODEL, chunking=CHUNKING,
+                                 query_means=means, previous=None, groups=np.arange(len(parts[2])))[0]
+
+        previous = open_index(settings.index_dir)
+        t = time.perf_counter()
+        version = add_segment(start_version(settings.index_dir), previous, AddPlan(set(), {}, len(new[0])),
+                              write_segment, group_threshold=settings.group_threshold)
+        seconds = time.perf_counter() - t
+        del previous, new
+        gc.collect()
+        rows.append([f"add {step + 1}: {added:,} passages as a segment, translation links included",
+                     round(seconds, 1), round(new_bytes(settings.index_dir / version)[0] / mb, 1)])
+        print(rows[-1], flush=True)
+    t = time.perf_counter()
+    report = merge_live(settings.index_dir, settings)
+    seconds = time.perf_counter() - t
+    if report is not None:
+        label = (f"merge: {report.merged_segments} segments, {report.passages_written:,} passages written, "
+                 f"{report.segments_after} segments after")
+        rows.append([label, round(seconds, 1),
+                     round(new_bytes(settings.index_dir / report.version)[0] / mb, 1)])
+    remove_scratch(root)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="passages of the index added to")
@@ -294,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pipeline", type=int, default=0, metavar="ARTICLES",
                         help="instead: `qa index` end to end on this many articles, then 1%% added")
     parser.add_argument("--adds", type=int, default=0, metavar="K",
-                        help="with --pipeline: then K more adds of 1%% in a row, segments merged as qa index merges them")
+                        help="K adds of 1%% in a row, segments merged as qa index merges them: after --pipeline's "
+                             "adds, or alone: to a synthetic index of --n passages, then the merge")
     parser.add_argument("--links", type=int, default=0, metavar="PASSAGES",
                         help="instead: an add's translation links among this many live passages, exact "
                              "against candidates from per-language approximate searches")
@@ -330,8 +388,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"Wrote {write_json(out, {'machine': info, 'live': args.links, 'rows': rows})}")
         remove_scratch(settings.index_dir)
         return {"rows": rows}
-    faiss.omp_set_num_threads(1)  # as the engine does
     MODEL["dim"] = int(base.shape[1])
+    if args.adds:
+        rows = adds_then_merge(args.n, args.share, args.adds, texts, langs, base, (qvecs, np.array(qlangs)))
+        print(table(["", "seconds", "MB written"], rows, f"Adds of {args.share:.0%} to {args.n:,} passages, then the merge"))
+        out = args.out.with_name(args.out.stem + f"_adds_{args.n}.json")
+        print(f"Wrote {write_json(out, {'machine': info, 'n': args.n, 'rows': rows})}")
+        remove_scratch(settings.index_dir)
+        return {"rows": rows}
+    faiss.omp_set_num_threads(1)  # as the engine does
     rng = np.random.default_rng(7)
     added = max(1, int(args.n * args.share))
     old = material(0, args.n, texts, langs, base, rng)

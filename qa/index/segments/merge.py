@@ -25,7 +25,9 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -33,7 +35,7 @@ from pydantic import BaseModel
 from qa.config import Settings
 from qa.errors import QAError
 from qa.index.format import LANG_SUMS, SENTENCE_SUMS, build_lock, current_version
-from qa.index.segments import DELETED_SENTENCE_SUMS, DELETED_SUMS, SEGMENT_DIR
+from qa.index.segments import DELETED_SENTENCE_SUMS, DELETED_SUMS, SEGMENT_DIR, is_segmented, read_listing
 from qa.index.segments.add import deleted_sums_of, finish_segmented, link_segment, write_new_segment
 from qa.index.segments.groups import GROUP_LINKS
 from qa.index.segments.read import SegmentedIndex, read_sums_file
@@ -118,15 +120,14 @@ def merge_live(index_dir: Path, settings: Settings, *, everything: bool = False)
     before = version = current_version(index_dir)
     merges = written = dropped = 0
     segments_before = None
-    while version is not None:
-        previous = open_index(index_dir, version)
-        if not isinstance(previous, SegmentedIndex):
-            break
-        sizes = [len(s) - len(t) for s, t in zip(previous.segments, previous.tombstones)]
+    while version is not None and is_segmented(index_dir / version):
+        # (the segment list says whether to merge: the version is loaded only for a merge)
+        sizes = [entry["passages"] - entry.get("deleted", 0) for entry in read_listing(index_dir / version)]
         segments_before = segments_before or len(sizes)
         span = (0, len(sizes)) if everything else merge_range(sizes)
         if span is None:
             break
+        previous = open_index(index_dir, version)
         version, rows, gone = _merge(index_dir, previous, *span, settings)
         merges, written, dropped = merges + span[1] - span[0], written + rows, dropped + gone
         del previous
@@ -137,10 +138,9 @@ def merge_live(index_dir: Path, settings: Settings, *, everything: bool = False)
     from qa.index.build import carry_build_records
 
     carry_build_records(index_dir, before, version)
-    after = open_index(index_dir, version)
     report = MergeReport(
         version=version, segments_before=segments_before,
-        segments_after=len(after.segments) if isinstance(after, SegmentedIndex) else 1,
+        segments_after=len(read_listing(index_dir / version)) if is_segmented(index_dir / version) else 1,
         merged_segments=merges, passages_written=written, tombstones_dropped=dropped,
         seconds=round(time.perf_counter() - started, 2),
     )
@@ -169,11 +169,22 @@ def _merge(index_dir: Path, previous: SegmentedIndex, first: int, end: int, sett
     return version, contents.n_rows, int(sum(len(t) for t in previous.tombstones[first:end]))
 
 
+@dataclass
 class _Contents:
     """The live rows of the merged segments, as the writer takes them (see `_merged_contents`)."""
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    articles: list[tuple[Any, np.ndarray]]  # (segment, its live article numbers), in order
+    rows: np.ndarray  # the live passages' global rows, in order
+    sentences: np.ndarray  # (article, start, end), articles numbered as merged
+    vectors: np.ndarray
+    sentence_vectors: np.ndarray
+    groups: np.ndarray  # translation group of each row
+    sums: tuple[LanguageSums, LanguageSums]  # of the live passages and sentences
+    gone: tuple[LanguageSums | None, LanguageSums | None]  # of the tombstoned ones, dropped
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
 
 
 def _merged_contents(previous: SegmentedIndex, first: int, end: int, scratch: Path) -> _Contents:
@@ -226,7 +237,7 @@ def _merged_contents(previous: SegmentedIndex, first: int, end: int, scratch: Pa
     # adds): as the merged segment's own groups, those among merged rows need no link any more.
     groups = np.unique(np.asarray(previous.groups[rows], np.int64), return_inverse=True)[1].reshape(-1)
     return _Contents(
-        articles=articles, rows=rows, n_rows=len(rows), sentences=sentences, vectors=vectors,
+        articles=articles, rows=rows, sentences=sentences, vectors=vectors,
         sentence_vectors=sentence_vectors, groups=groups, sums=(sums, sentence_sums),
         gone=(gone, gone_sentences),
     )
