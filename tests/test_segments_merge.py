@@ -181,12 +181,17 @@ def piled_up(tmp_path_factory) -> tuple[Settings, list, str]:
     return settings, _rankings(settings), gone
 
 
+def _working_copy(settings: Settings, folder) -> Settings:
+    """`settings` with a copy of its index in `folder` (each test merges its own)."""
+    shutil.copytree(settings.index_dir, folder)
+    return settings.model_copy(update={"index_dir": folder})
+
+
 @pytest.mark.slow
 def test_a_merge_ranks_as_the_segments_did(piled_up):
     settings, before, gone = piled_up
     work = settings.index_dir.parent / "merged"
-    shutil.copytree(settings.index_dir, work)
-    settings = settings.model_copy(update={"index_dir": work})
+    settings = _working_copy(settings, work)
     report = merge_index(settings)  # the policy: the four segments after the first, one tier
     assert report.merged_segments == MERGE_FACTOR and report.segments_after == 2 and report.tombstones_dropped > 0
     index = open_index(work)
@@ -214,8 +219,7 @@ def test_a_merge_ranks_as_the_segments_did(piled_up):
 def test_merging_everything_gives_one_version_that_ranks_the_same(piled_up):
     settings, before, _ = piled_up
     work = settings.index_dir.parent / "everything"
-    shutil.copytree(settings.index_dir, work)
-    settings = settings.model_copy(update={"index_dir": work})
+    settings = _working_copy(settings, work)
     merge_index(settings, everything=True)
     index = open_index(work)
     assert not isinstance(index, SegmentedIndex)
@@ -230,9 +234,7 @@ def test_merging_everything_gives_one_version_that_ranks_the_same(piled_up):
 def test_a_crash_mid_merge_leaves_the_previous_version_live(piled_up, tmp_path, monkeypatch):
     from qa.index.segments import add
 
-    settings, _, _ = piled_up
-    shutil.copytree(settings.index_dir, tmp_path / "index")
-    settings = settings.model_copy(update={"index_dir": tmp_path / "index"})
+    settings = _working_copy(piled_up[0], tmp_path / "index")
     live = current_version(settings.index_dir)
 
     def interrupted(path, data):
