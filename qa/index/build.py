@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -71,8 +72,8 @@ from qa.index.write import (  # noqa: F401 -- also imported from here (tests, be
 from qa.lexical import ANALYZER
 from qa.models import Article, SkippedFile
 
-__all__ = ["BuildReport", "build_index", "carry_build_records", "corpus_fingerprint", "query_means", "read_sums",
-           "write_index"]
+__all__ = ["BuildReport", "build_index", "carry_build_records", "corpus_fingerprint", "keep_corpus_record", "query_means",
+           "read_sums", "write_index"]
 
 log = logging.getLogger(__name__)
 
@@ -190,14 +191,29 @@ def _record_build_key(index_dir: Path, version: str, key: str) -> None:
     atomic_write(index_dir / BUILD_KEY, write)
 
 
-def carry_build_records(index_dir: Path, old_version: str, new_version: str) -> None:
-    """Give `new_version`, which holds the same articles as the live `old_version` (a merge of its
-    segments), the corpus files' record and the build key of `old_version`: the next `qa index`
-    still skips unchanged files, and a run with nothing changed writes nothing."""
+def keep_corpus_record(index_dir: Path, version: str) -> Path | None:
+    """A hard link to `version`'s corpus files' record beside the versions (where removing stale
+    versions does not reach it), for `carry_build_records`; None when it has none."""
     from qa.index.corpus_files import CORPUS_FILES
 
+    kept = index_dir / f".record-{version}"
     with contextlib.suppress(OSError):
-        shutil.copy2(index_dir / old_version / CORPUS_FILES, index_dir / new_version / CORPUS_FILES)
+        kept.unlink(missing_ok=True)
+        os.link(index_dir / version / CORPUS_FILES, kept)
+        return kept
+    return None
+
+
+def carry_build_records(index_dir: Path, old_version: str, new_version: str, record: Path | None) -> None:
+    """Give `new_version`, which holds the same articles as `old_version` (a merge of its
+    segments), the corpus files' record (`record`, kept by `keep_corpus_record`: publishing the
+    new version may have removed the old one) and the build key of `old_version`: the next
+    `qa index` still skips unchanged files, and a run with nothing changed writes nothing."""
+    from qa.index.corpus_files import CORPUS_FILES
+
+    if record is not None:
+        with contextlib.suppress(OSError):
+            os.replace(record, index_dir / new_version / CORPUS_FILES)
     try:
         recorded = json.loads((index_dir / BUILD_KEY).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -162,7 +162,9 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _new_version_name() -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    # To the microsecond: names sort as the versions were made, which `remove_stale` relies on to
+    # keep the one before the live one (an add and the merge after it can be a second apart).
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     return f"v-{stamp}-{uuid.uuid4().hex[:6]}"
 
 

@@ -114,12 +114,14 @@ def merge_live(index_dir: Path, settings: Settings, *, everything: bool = False)
     """Merge segments of the live version as `merge_range` says, one merge after another until it
     names none (every segment into a plain version with `everything`), each a new live version.
     The caller holds the build lock. Returns what was done, None when nothing needed merging."""
+    from qa.index.build import carry_build_records, keep_corpus_record
     from qa.index.load import open_index
 
     started = time.perf_counter()
     before = version = current_version(index_dir)
     merges = written = dropped = 0
     segments_before = None
+    record = None
     while version is not None and is_segmented(index_dir / version):
         # (the segment list says whether to merge: the version is loaded only for a merge)
         sizes = [entry["passages"] - entry.get("deleted", 0) for entry in read_listing(index_dir / version)]
@@ -128,16 +130,20 @@ def merge_live(index_dir: Path, settings: Settings, *, everything: bool = False)
         if span is None:
             break
         previous = open_index(index_dir, version)
-        version, rows, gone = _merge(index_dir, previous, *span, settings)
+        record = record or keep_corpus_record(index_dir, before)
+        try:
+            version, rows, gone = _merge(index_dir, previous, *span, settings)
+        except BaseException:
+            if record is not None:
+                record.unlink(missing_ok=True)
+            raise
         merges, written, dropped = merges + span[1] - span[0], written + rows, dropped + gone
         del previous
         if everything:
             break
     if not merges:
         return None
-    from qa.index.build import carry_build_records
-
-    carry_build_records(index_dir, before, version)
+    carry_build_records(index_dir, before, version, record)
     report = MergeReport(
         version=version, segments_before=segments_before,
         segments_after=len(read_listing(index_dir / version)) if is_segmented(index_dir / version) else 1,
