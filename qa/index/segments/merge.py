@@ -122,28 +122,30 @@ def merge_live(index_dir: Path, settings: Settings, *, everything: bool = False)
     merges = written = dropped = 0
     segments_before = None
     record = None
-    while version is not None and is_segmented(index_dir / version):
-        # (the segment list says whether to merge: the version is loaded only for a merge)
-        sizes = [entry["passages"] - entry.get("deleted", 0) for entry in read_listing(index_dir / version)]
-        segments_before = segments_before or len(sizes)
-        span = (0, len(sizes)) if everything else merge_range(sizes)
-        if span is None:
-            break
-        previous = open_index(index_dir, version)
-        record = record or keep_corpus_record(index_dir, before)
-        try:
+    try:
+        while version is not None and is_segmented(index_dir / version):
+            # (the segment list says whether to merge: the version is loaded only for a merge)
+            sizes = [entry["passages"] - entry.get("deleted", 0) for entry in read_listing(index_dir / version)]
+            segments_before = segments_before or len(sizes)
+            span = (0, len(sizes)) if everything else merge_range(sizes)
+            if span is None:
+                break
+            previous = open_index(index_dir, version)
+            record = record or keep_corpus_record(index_dir, before)
             version, rows, gone = _merge(index_dir, previous, *span, settings)
-        except BaseException:
-            if record is not None:
-                record.unlink(missing_ok=True)
-            raise
-        merges, written, dropped = merges + span[1] - span[0], written + rows, dropped + gone
-        del previous
-        if everything:
-            break
+            merges, written, dropped = merges + span[1] - span[0], written + rows, dropped + gone
+            del previous
+            if everything:
+                break
+    finally:
+        # What the merged version holds is the articles of `before`: its records go with the
+        # live version even when a later merge of a cascade failed; with no merge, the kept link goes.
+        if merges:
+            carry_build_records(index_dir, before, version, record)
+        elif record is not None:
+            record.unlink(missing_ok=True)
     if not merges:
         return None
-    carry_build_records(index_dir, before, version, record)
     report = MergeReport(
         version=version, segments_before=segments_before,
         segments_after=len(read_listing(index_dir / version)) if is_segmented(index_dir / version) else 1,
@@ -204,9 +206,7 @@ def _merged_contents(previous: SegmentedIndex, first: int, end: int, scratch: Pa
     next_article = 0
     for position in range(first, end):
         segment, dead = previous.segments[position], np.asarray(previous.tombstones[position], np.int64)
-        columns = np.asarray(segment.store.columns[:, 0], np.int64)
-        dead_articles = np.unique(columns[dead])
-        live_articles = np.setdiff1d(np.arange(segment.store.n_articles), dead_articles)
+        live_articles = np.setdiff1d(np.arange(segment.store.n_articles), previous.store.dead_articles[position])
         articles.append((segment, live_articles))
         rows.append(row_starts[position] + np.setdiff1d(np.arange(len(segment)), dead))
         table = np.asarray(segment.sentences[:], np.int64).reshape(-1, 3)
@@ -295,8 +295,7 @@ def _publish_merge(building: Path, previous: SegmentedIndex, first: int, end: in
         mapped = new_row[old]
         inside = (old >= lo) & (old < hi)
         links = mapped[(mapped >= 0).all(axis=1) & ~inside.all(axis=1)]
-    dead_articles = sum(len(np.unique(np.asarray(previous.segments[p].store.columns[np.asarray(previous.tombstones[p], np.int64), 0])))
-                        for p in kept if len(previous.tombstones[p]))
+    dead_articles = sum(len(previous.store.dead_articles[p]) for p in kept)
     return finish_segmented(building, listing, [previous.segments[p].path.name for p in kept], deleted, links,
                             previous.manifest.corpus.fingerprint, dead_articles)
 
