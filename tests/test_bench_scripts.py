@@ -37,3 +37,29 @@ def test_filters_metadata_is_given_when_written() -> None:
     assert {url_outlet(r["url"]) for r in rows} == set(OUTLETS)
     article = Article(doc_id="s0", title="t", text="x", lang="en", source="synthetic/0", **rows[0])
     assert (article.date, article.url) == (rows[0]["date"], rows[0]["url"])
+
+
+def test_rerank_question_likelihood_reorders_by_score_plus_weighted_likelihood() -> None:
+    """The reranker benchmark's arithmetic: w = 0 keeps the pipeline's order, a large w follows the
+    likelihood, and z standardizes the likelihood over the question's candidates."""
+    from benchmarks.rerank_question_likelihood import evidence_ranks, summary
+
+    # The evidence is the pipeline's 6th passage and the likelihood's best.
+    row = {
+        "lang": "de",
+        "question": "q",
+        "pipeline": [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
+        "likelihood": [-5.0, -5.0, -5.0, -5.0, -5.0, -1.0],
+        "evidence": [False, False, False, False, False, True],
+    }
+    assert evidence_ranks(row, 0.0, False) == [5]
+    assert evidence_ranks(row, 1.0, False) == [2]  # 1 - 1 = 0 beats 3 - 5, 2 - 5; loses to 6 - 5, 5 - 5
+    assert evidence_ranks(row, 100.0, False) == [0]
+    assert evidence_ranks(row, 2.0, True) == [0]  # z: 2.24 for the evidence, -0.45 for the others
+    other = row | {"lang": "en", "evidence": [True, False, False, False, False, False]}
+    assert summary([row, other], 0.0, False) == {
+        "hit@1": 0.5,
+        "hit@5": 0.5,
+        "hit@5 by language": {"de": 0.0, "en": 1.0},
+    }
+    assert summary([row, other], 100.0, False)["hit@5 by language"] == {"de": 1.0, "en": 1.0}
