@@ -12,7 +12,7 @@ Prints hit@1 / hit@5 overall and hit@5 by question language for each w, the evid
 the questions the pipeline misses, and the seconds a passage takes to score.
 
 Needs two packages the project does not: `pip install gguf accelerate` (transformers reads the
-GGUF file with them, de-quantized to float32). A full run scores 1,800 pairs: about 25 minutes
+GGUF file with them, de-quantized to float32). A full run scores 1,800 pairs: about 35 minutes
 on 2 cores.
 
     python benchmarks/rerank_question_likelihood.py [--k 20] [--limit N]
