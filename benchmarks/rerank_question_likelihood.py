@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, write_json
 
-QUESTION_SETS = ("seed_questions.json", "heldout_questions.json")
+# The question files and the test of a hit of `qa eval --hits`, so that w = 0 is its pipeline figure.
+from qa.evaluate.corpus import CORPUS_QUESTION_SETS, _has_evidence
+
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 PASSAGE_CHARS = 1500  # a passage is ~200 model tokens; this keeps every one whole
 
@@ -79,7 +81,7 @@ def candidates(
             likelihood.append(question_log_likelihood(tokenizer, model, passage.text, question))
             seconds.append(time.perf_counter() - start)
             pipeline.append(passage.score)
-            evidence.append(any(e in t for t in texts for e in fact["evidence"]))
+            evidence.append(_has_evidence(texts, fact["evidence"]))
         rows.append(
             {
                 "lang": lang,
@@ -129,7 +131,7 @@ def main() -> None:
     tokenizer, model = load_model()
     results: dict = {"machine": machine(), "k": args.k, "sets": {}}
     seconds: list[float] = []
-    for name in QUESTION_SETS:
+    for name in CORPUS_QUESTION_SETS:
         rows, spent = candidates(engine, tokenizer, model, ROOT / "tests" / "data" / name, args.k, args.limit)
         seconds += spent
         grid = {f"{mode} {w}": summary(rows, w, mode == "z") for mode in ("raw", "z") for w in WEIGHTS}
