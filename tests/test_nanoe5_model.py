@@ -553,9 +553,7 @@ def test_conversion_is_done_once_and_leaves_no_temporary_folders(tmp_path: Path,
     cache = tmp_path / "cache"
     first = materialize(cache, bin_path=path, progress=False)
     stamp = (first / "model.safetensors").stat().st_mtime_ns
-    started = time.perf_counter()
     again = materialize(cache, bin_path=path, progress=False)
-    assert time.perf_counter() - started < 0.5
     assert again == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # not rewritten
     assert entries(cache) == [first.name]
@@ -698,9 +696,9 @@ def test_tiny_tokenizer_round_trip(tmp_path: Path, tiny_bin):
 
 @pytest.mark.slow
 def test_real_conversion_is_reused(model_dir: Path):
-    started = time.perf_counter()
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
     assert materialize(model_dir.parent, progress=False) == model_dir
-    assert time.perf_counter() - started < 1.0
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
     assert leftovers(model_dir.parent) == []
     assert (model_dir / "model.safetensors").stat().st_size > 400_000_000
 

@@ -315,7 +315,9 @@ def tool_call(url: str, question: str) -> httpx.Response:
 
 
 def test_chat_and_mcp_tool_calls_share_the_admission_bound(tmp_path):
-    settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=1, queue_wait_seconds=0.5)
+    # The waiting question must outlast the refused requests sent behind it, even on a loaded
+    # machine, so its deadline is seconds, not a fraction of one.
+    settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=1, queue_wait_seconds=3)
     app = create_app(settings)
     service = app.state.qa
     chat = {"model": "qa", "messages": [{"role": "user", "content": "Who?"}]}

@@ -343,7 +343,9 @@ def test_gradio_deadline_counts_the_time_in_gradios_queue(tmp_path):
 
 
 def test_gradio_questions_share_the_bound_with_rest(tmp_path):
-    settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=1, queue_wait_seconds=0.5)
+    # The REST question's wait must outlast the Gradio request sent behind it, even on a loaded
+    # machine: with half a second it sometimes gave up first and the Gradio call found room.
+    settings = settings_for(tmp_path, queue_concurrency=1, queue_max_size=1, queue_wait_seconds=3)
     app = create_app(settings)
     service = app.state.qa
     with serving(app) as url:
