@@ -29,7 +29,8 @@ def _print_report(report) -> None:
         f"Indexed {report.articles} articles ({langs}) into {report.passages} passages "
         f"and {report.sentences} sentences in {report.seconds:.1f} s: {report.embedded} passages and "
         f"{report.sentences_embedded} sentences embedded, {report.reused} passages reused, "
-        f"{report.removed_articles} article(s) removed."
+        f"{report.removed_articles} article(s) removed"
+        + (f", {report.updated_articles} updated (new date, URL or file)." if report.updated_articles else ".")
     )
     print(f"Index: {report.index_dir} (version {report.version})")
     if report.segments:

@@ -51,7 +51,7 @@ from qa.index.format import (
     current_version,
 )
 from qa.index.load import Index, open_index
-from qa.index.segments import add_segment, live_rows, plan_add, segment_dirs
+from qa.index.segments import AddPlan, add_segment, changed_articles, live_rows, plan_add, segment_dirs
 from qa.index.statistics import (  # noqa: F401 -- also imported from here (tests, benchmarks)
     fit_stats,
     query_means,
@@ -93,6 +93,7 @@ class BuildReport(BaseModel):
     sentences_embedded: int
     removed_articles: int
     languages: dict[str, int]
+    updated_articles: int = 0  # the same title and text with new metadata (a date...): written again
     search: list[str] = []  # how each large language is searched (approximate index, recall)
     kinds: dict[str, int] = {}  # articles per kind of input: html, warc, feed, pdf, text, ...
     encodings: dict[str, int] = {}  # articles per encoding their file was read in
@@ -244,7 +245,7 @@ def build_index(
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
-    from qa.index.corpus_files import read_corpus_files, write_corpus_files
+    from qa.index.corpus_files import read_corpus_files, recorded_digests, write_corpus_files
     from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
@@ -265,7 +266,8 @@ def build_index(
         # Files unchanged since the live version are not read again (`qa.index.corpus_files`).
         live_version = current_version(index_dir)
         reuse_files = live_version and not read_all and segments != "rebuild"
-        known = read_corpus_files(index_dir / live_version, corpus_dir) if reuse_files else {}
+        record = read_corpus_files(index_dir / live_version, corpus_dir) if live_version else {}
+        known = record if reuse_files else {}
         scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir, known=known))
         skipped = scan.skipped
         if not len(scan):
@@ -291,11 +293,19 @@ def build_index(
         # Everything new goes into a fresh folder; the live version is not touched until the swap.
         building = start_version(index_dir)
 
-        # The live rows of each article still in the corpus, and those of the articles gone: from
-        # the store's columns and its doc_id look-up (not a `Chunk` read per passage).
-        old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
-        # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
-        plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
+        def plan_for(scan) -> tuple[dict[str, list[int]], int, AddPlan | None]:
+            # The live rows of each article still in the corpus, and those of the articles gone:
+            # from the store's columns and its doc_id look-up (not a `Chunk` read per passage).
+            old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
+            # Articles read again with new metadata are written again, not kept as they were (a
+            # full build rewrites every article anyway).
+            changed = set() if segments == "rebuild" else changed_articles(
+                previous, scan.read_digests(), old_rows, recorded_digests(record, scan.sources_read)
+            )
+            # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
+            return old_rows, gone, plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments, changed)
+
+        old_rows, gone, plan = plan_for(scan)
         if (not_read := scan.not_read) and (plan is None or not not_read <= plan.unchanged):
             # A full build (or an article of a file not read is not live: it failed before)
             # needs every article's text: the corpus is read whole, but for the files just read
@@ -305,8 +315,7 @@ def build_index(
             first.close()
             skipped = scan.skipped
             key = _build_key(scan.digests_by_id(), settings, _model_fingerprint(embedder))
-            old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
-            plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments)
+            old_rows, gone, plan = plan_for(scan)
         unchanged = plan.unchanged if plan is not None else set()
 
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
@@ -346,7 +355,7 @@ def build_index(
             write_corpus_files(index_dir / version, corpus_dir, scan.files, set(failed))
             return _segment_report(
                 index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone, scan=scan,
-                merged=_merge_after_add(index_dir, settings, merge),
+                merged=_merge_after_add(index_dir, settings, merge), updated=len(plan.changed),
             )
         reuse, owner = passages.reuse, passages.owner
 
@@ -418,7 +427,7 @@ def build_index(
             return _segment_report(
                 index_dir, version, int((reuse[rows] < 0).sum()), skipped, started,
                 sentences=int(sentences_new.sum()), gone=gone, scan=scan,
-                merged=_merge_after_add(index_dir, settings, merge),
+                merged=_merge_after_add(index_dir, settings, merge), updated=len(plan.changed - set(failed)),
             )
         version, search = write(building)
 
@@ -475,7 +484,7 @@ def _merge_after_add(index_dir: Path, settings: Settings, merge: bool):
 
 def _segment_report(
     index_dir: Path, version: str, embedded: int, skipped: list[SkippedFile], started: float, sentences: int = 0,
-    gone: int = 0, scan=None, merged=None,
+    gone: int = 0, scan=None, merged=None, updated: int = 0,
 ) -> BuildReport:
     """The summary of an add written as a segment (`qa.index.segments`), then maybe `merged`
     (a `MergeReport`): the live index's totals."""
@@ -488,7 +497,7 @@ def _segment_report(
         index_dir=str(index_dir), version=version, articles=manifest.corpus.articles, passages=passages,
         embedded=embedded, reused=passages - embedded, sentences=_sentence_count(index_dir / version),
         sentences_embedded=sentences,
-        removed_articles=gone, languages=manifest.corpus.languages, skipped=skipped,
+        removed_articles=gone, updated_articles=updated, languages=manifest.corpus.languages, skipped=skipped,
         seconds=round(time.perf_counter() - started, 2), segments=len(segment_dirs(index_dir / version)),
         files_read=_files_read(scan) if scan is not None else None,
         merged=merged.merged_segments if merged is not None else 0,
@@ -510,7 +519,11 @@ def _unchanged_report(
 
 
 def _sentence_count(version_dir: Path) -> int:
-    # The sentence table is (article, start, end) integer rows: its row count without reading it.
-    from qa.index.segments import segment_dirs
+    """The live sentences of a version: the sentence tables' rows (counted without reading them,
+    being (article, start, end) integer rows), less the tombstoned ones (counted in their sums)."""
+    from qa.index.segments import DELETED_SENTENCE_SUMS, segment_dirs
+    from qa.index.segments.read import read_sums_file
 
-    return sum(int(np.load(folder / SENTENCES, mmap_mode="r").shape[0]) for folder in segment_dirs(version_dir))
+    total = sum(int(np.load(folder / SENTENCES, mmap_mode="r").shape[0]) for folder in segment_dirs(version_dir))
+    deleted = version_dir / DELETED_SENTENCE_SUMS
+    return total - (int(read_sums_file(deleted).counts.sum()) if deleted.is_file() else 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from qa.ingest.corpus import CorpusFile
 from qa.models import SkippedFile
 
-__all__ = ["CORPUS_FILES", "read_corpus_files", "write_corpus_files"]
+__all__ = ["CORPUS_FILES", "read_corpus_files", "recorded_digests", "write_corpus_files"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,19 @@ def read_corpus_files(version_dir: Path, corpus_dir: Path) -> dict[str, CorpusFi
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("Ignoring %s (%s): every corpus file is read.", path, exc)
         return {}
+
+
+def recorded_digests(files: dict[str, CorpusFile], sources: Iterable[str]) -> dict[str, bytes | None]:
+    """The digest recorded for each doc_id of the files `sources` in `files` (`read_corpus_files`):
+    what those files gave when the live version was built. None for a doc_id recorded more than
+    once (the same article in two files: which one is live, the store says). Only the files named
+    are looked at, so that an add holds a few entries, not one an article of the corpus."""
+    digests: dict[str, bytes | None] = {}
+    for source in sources:
+        record = files.get(source)
+        for _, doc_id, digest in record.articles if record is not None else ():
+            digests[doc_id] = None if doc_id in digests else digest
+    return digests
 
 
 def _records(arrays: dict[str, np.ndarray]) -> dict[str, CorpusFile]:

@@ -123,6 +123,17 @@ class CorpusScan:
         for entry in sorted(self._entries, key=lambda entry: (entry[1], entry[0])):
             yield entry[4]
 
+    @property
+    def sources_read(self) -> list[str]:
+        """The corpus files whose articles this scan read (itself or through an `earlier` scan)."""
+        return list(self._spans)
+
+    def read_digests(self) -> Iterator[tuple[str, bytes]]:
+        """(doc_id, `article_digest`) of each article this scan read (not of the files known unchanged)."""
+        for _, doc_id, offset, _, digest in self._entries:
+            if offset >= 0:
+                yield doc_id, digest
+
     def _read(self, offset: int, length: int) -> bytes:
         return os.pread(self._spool.fileno(), length, offset)
 

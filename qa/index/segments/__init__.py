@@ -46,6 +46,7 @@ __all__ = [
     "MergeReport",
     "SegmentedIndex",
     "add_segment",
+    "changed_articles",
     "is_segmented",
     "live_rows",
     "merge_index",
@@ -106,7 +107,7 @@ def __getattr__(name: str):
         from qa.index.segments import read
 
         return getattr(read, name)
-    if name in ("AddPlan", "add_segment", "live_rows", "plan_add"):
+    if name in ("AddPlan", "add_segment", "changed_articles", "live_rows", "plan_add"):
         from qa.index.segments import add
 
         return getattr(add, name)

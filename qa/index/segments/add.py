@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,20 +33,24 @@ from qa.index.segments.groups import GROUP_LINKS, find_links
 from qa.index.segments.read import SegmentedIndex, merged_stats, read_sums_file
 from qa.language_stats import LanguageSums, merge_sums, moment_sums
 
-__all__ = ["AddPlan", "add_segment", "deleted_sums_of", "finish_segmented", "link_segment", "live_rows", "plan_add",
-           "write_new_segment"]
+__all__ = ["AddPlan", "add_segment", "articles_by_language", "changed_articles", "deleted_sums_of",
+           "finish_segmented", "link_segment", "live_rows", "plan_add", "write_new_segment"]
 
 log = logging.getLogger(__name__)
 
 
 class AddPlan:
     """What an add changes: the live articles kept as they are (by doc_id), and the rows to
-    tombstone in each segment of the previous version (the passages of removed articles)."""
+    tombstone in each segment of the previous version (the passages of removed articles, and of
+    the articles written again with new metadata)."""
 
-    def __init__(self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int):
+    def __init__(
+        self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int, changed: frozenset[str] = frozenset()
+    ):
         self.unchanged = unchanged
         self.deleted = deleted  # segment position -> local rows
-        self.new_articles = new_articles
+        self.new_articles = new_articles  # (the changed ones included)
+        self.changed = changed  # live articles written again for their new metadata
 
     @property
     def deleted_rows(self) -> int:
@@ -83,31 +89,63 @@ def live_rows(previous, doc_ids: list[str]) -> tuple[dict[str, list[int]], np.nd
     return found, gone_rows, len(np.unique(numbers[gone_rows]))
 
 
+def changed_articles(
+    previous, read: Iterable[tuple[str, bytes]], old_rows: dict[str, list[int]], recorded: dict[str, bytes | None]
+) -> set[str]:
+    """The live articles (by doc_id) that the corpus now gives with other metadata: the same title
+    and text (so the same doc_id) but another date, URL, author, source file...
+
+    `read`: (doc_id, `article_digest`) of each article read by this build's scan; `old_rows`:
+    what `live_rows` found; `recorded`: the digest the live version's corpus-files record holds
+    for each doc_id (`qa.index.corpus_files.recorded_digests`; None when not one). An article
+    the record does not name is compared with its stored record, read from the store."""
+    from qa.ingest.corpus import article_digest
+
+    if previous is None:
+        return set()
+    changed = set()
+    for doc_id, digest in read:
+        if doc_id not in old_rows:
+            continue
+        before = recorded.get(doc_id)
+        if before is None:
+            stored = previous.store.article_at(previous.store.article_number(doc_id))
+            before = article_digest(stored.model_dump_json().encode())  # (a record reads back exactly)
+        if before != digest:
+            changed.add(doc_id)
+    return changed
+
+
 def plan_add(
-    previous, doc_ids: list[str], old_rows: dict[str, list[int]], gone_rows: np.ndarray, gone: int, mode: str
+    previous, doc_ids: list[str], old_rows: dict[str, list[int]], gone_rows: np.ndarray, gone: int, mode: str,
+    changed: Iterable[str] = (),
 ) -> AddPlan | None:
     """An `AddPlan` when this change goes to a new segment, else None (a full build).
 
     `old_rows`, `gone_rows`, `gone`: what `live_rows` found. `mode`: "auto" (a segment when the
-    articles added and removed are under `SEGMENT_SHARE` of the live ones; the segments then
-    merge as `qa.index.segments.merge` says), "segment" (always, when there is a previous version),
-    "rebuild" (never).
+    articles added, changed and removed are under `SEGMENT_SHARE` of the live ones; the segments
+    then merge as `qa.index.segments.merge` says), "segment" (always, when there is a previous
+    version), "rebuild" (never). `changed`: live articles whose metadata changed
+    (`changed_articles`): their rows are tombstoned and they are written again in the segment,
+    their passages' vectors reused, so that no add leaves a stale date or source live.
     """
     if previous is None or mode == "rebuild":
         return None
-    unchanged = set(old_rows)
-    new = len(set(doc_ids)) - len(unchanged)
+    changed = set(changed)
+    unchanged = set(old_rows) - changed
+    new = len(set(doc_ids)) - len(unchanged)  # (the changed ones count as new)
     if not new and not gone:
-        return None  # only metadata or settings changed: the full build rewrites it
+        return None  # only settings changed: the full build rewrites everything
     if mode != "segment":
         share = (new + gone) / max(len(unchanged) + gone, 1)
         if share >= SEGMENT_SHARE:
             return None
     starts = np.cumsum([0] + [len(s) for s in _segments_of(previous)])
-    rows = np.sort(np.asarray(gone_rows, np.int64))
+    replaced = [row for doc_id in changed for row in old_rows[doc_id]]
+    rows = np.sort(np.concatenate([np.asarray(gone_rows, np.int64), np.asarray(replaced, np.int64)]))
     part = np.searchsorted(starts, rows, "right") - 1
     deleted = {int(p): rows[part == p] - starts[p] for p in np.unique(part).tolist()}
-    return AddPlan(unchanged, deleted, new)
+    return AddPlan(unchanged, deleted, new, frozenset(changed))
 
 
 def _link_tree(source: Path, dest: Path) -> dict[str, list[int]]:
@@ -238,13 +276,13 @@ def write_new_segment(building: Path, write_segment, listing: list[dict]) -> Pat
 
 def finish_segmented(
     building: Path, listing: list[dict], linked: list[str], deleted: tuple[LanguageSums | None, LanguageSums | None],
-    links: np.ndarray, fingerprint: str | None, dead_articles: int,
+    links: np.ndarray, fingerprint: str | None, dead_articles: Counter[str],
 ) -> str:
     """Complete the segmented version in `building` whose segments (`listing`; `linked`: the
     names of those hard-linked from an older version) are in place: the tombstoned rows'
     passage and sentence sums (`deleted`, None: none), the translation `links` across segments,
     the segment list, the manifest (`fingerprint`: the corpus's, else the last segment's;
-    `dead_articles`: the tombstoned articles), then live (`CURRENT` swapped). Returns the version."""
+    `dead_articles`: the tombstoned articles by language), then live (`CURRENT` swapped). Returns the version."""
     from qa.index.verify import file_checksum, write_stamps
     from qa.index.write import publish
 
@@ -264,9 +302,9 @@ def finish_segmented(
     manifest = last.model_copy(update={
         "corpus": last.corpus.model_copy(update={
             "fingerprint": fingerprint or last.corpus.fingerprint,
-            "articles": sum(e["articles"] for e in listing) - dead_articles,
+            "articles": sum(e["articles"] for e in listing) - sum(dead_articles.values()),
             "passages": sum(e["passages"] - e["deleted"] for e in listing),
-            "languages": _live_languages(listing, seg_root),
+            "languages": _live_languages(listing, seg_root, dead_articles),
         }),
         "index": last.index.model_copy(update={
             "type": "segmented", "ntotal": sum(e["passages"] for e in listing), "languages": {},
@@ -395,22 +433,27 @@ def _entry(name: str, segment, deleted: int) -> dict:
     return {"name": name, "passages": len(segment), "articles": segment.store.n_articles, "deleted": int(deleted)}
 
 
-def _dead_articles(previous, plan: AddPlan) -> int:
-    """Articles tombstoned in the new version (all of them, earlier adds' included)."""
+def _dead_articles(previous, plan: AddPlan) -> Counter[str]:
+    """Articles tombstoned in the new version (all of them, earlier adds' included), by language."""
     tombstones = previous.tombstones if isinstance(previous, SegmentedIndex) else [np.zeros(0, np.int64)]
-    total = 0
+    dead: Counter[str] = Counter()
     for position, segment in enumerate(_segments_of(previous)):
         rows = np.union1d(np.asarray(tombstones[position], np.int64), plan.deleted.get(position, np.zeros(0, np.int64)))
         if len(rows):
-            total += len(np.unique(np.asarray(segment.store.columns[rows, 0])))
-    return total
+            dead += articles_by_language(segment, np.unique(np.asarray(segment.store.columns[rows, 0])))
+    return dead
 
 
-def _live_languages(listing: list[dict], seg_root: Path) -> dict[str, int]:
-    """Articles per language over the segments (tombstoned articles included: an estimate for the
-    manifest's summary; the statistics and the search use the live rows)."""
-    counts: dict[str, int] = {}
+def articles_by_language(segment, numbers: np.ndarray) -> Counter[str]:
+    """How many of `segment`'s articles `numbers` are in each language (from their records: the
+    tombstoned ones, a few of the many)."""
+    return Counter(segment.store.article_at(int(n)).lang for n in numbers)
+
+
+def _live_languages(listing: list[dict], seg_root: Path, dead: Counter[str]) -> dict[str, int]:
+    """Live articles per language over the segments: each segment's counts less the `dead` ones."""
+    counts: Counter[str] = Counter()
     for entry in listing:
-        for lang, n in read_manifest(seg_root / entry["name"]).corpus.languages.items():
-            counts[lang] = counts.get(lang, 0) + n
-    return dict(sorted(counts.items()))
+        counts.update(read_manifest(seg_root / entry["name"]).corpus.languages)
+    counts.subtract(dead)
+    return {lang: n for lang, n in sorted(counts.items()) if n > 0}

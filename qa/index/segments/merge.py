@@ -25,6 +25,7 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,13 @@ from qa.config import Settings
 from qa.errors import QAError
 from qa.index.format import LANG_SUMS, SENTENCE_SUMS, build_lock, current_version
 from qa.index.segments import DELETED_SENTENCE_SUMS, DELETED_SUMS, SEGMENT_DIR, is_segmented, read_listing
-from qa.index.segments.add import deleted_sums_of, finish_segmented, link_segment, write_new_segment
+from qa.index.segments.add import (
+    articles_by_language,
+    deleted_sums_of,
+    finish_segmented,
+    link_segment,
+    write_new_segment,
+)
 from qa.index.segments.groups import GROUP_LINKS
 from qa.index.segments.read import SegmentedIndex, read_sums_file
 from qa.language_stats import LanguageStats, LanguageSums, merge_sums, subtract_sums
@@ -295,7 +302,9 @@ def _publish_merge(building: Path, previous: SegmentedIndex, first: int, end: in
         mapped = new_row[old]
         inside = (old >= lo) & (old < hi)
         links = mapped[(mapped >= 0).all(axis=1) & ~inside.all(axis=1)]
-    dead_articles = sum(len(previous.store.dead_articles[p]) for p in kept)
+    dead_articles = sum(
+        (articles_by_language(previous.segments[p], previous.store.dead_articles[p]) for p in kept), Counter()
+    )
     return finish_segmented(building, listing, [previous.segments[p].path.name for p in kept], deleted, links,
                             previous.manifest.corpus.fingerprint, dead_articles)
 
