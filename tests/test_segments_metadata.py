@@ -75,11 +75,13 @@ def test_a_new_date_that_comes_with_an_add_is_live_and_its_vectors_reused(indexe
     assert build_index(settings=settings, embedder=embedder).up_to_date
 
 
-def test_a_metadata_change_alone_is_a_segment_not_a_full_build(indexed):
+def test_a_metadata_change_alone_is_a_segment_not_a_full_build(indexed, capsys):
     settings, embedder = indexed
     write_article(settings.corpus_dir, 5, url="https://example.org/moved/5")
     embedder.embedded.clear()
-    report = build_index(settings=settings, embedder=embedder)
+    report = build_index(settings=settings, embedder=embedder, progress=True)
+    shown = capsys.readouterr().err
+    assert "Embedding sentences" in shown and "Embedding passages" not in shown  # no empty bar
     index, after = live_article(settings, 5)
     assert isinstance(index, SegmentedIndex) and index.segments[1].store.n_articles == 1
     assert after.url == "https://example.org/moved/5" and report.articles == 30

@@ -100,10 +100,11 @@ def embed_with_progress(
 
 
 def progress_bar(progress: bool, total: int, what: str):
-    """The progress bar of embedding `total` texts (`what`: "passages", "sentences")."""
+    """The progress bar of embedding `total` texts (`what`: "passages", "sentences"); none for
+    none (an add that only reuses vectors would show an empty bar)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"Embedding {what}", unit="text", disable=not progress, file=sys.stderr)
+    return tqdm(total=total, desc=f"Embedding {what}", unit="text", disable=not progress or not total, file=sys.stderr)
 
 
 def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:
