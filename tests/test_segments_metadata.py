@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qa.config import Settings
@@ -58,7 +59,7 @@ def test_a_new_date_that_comes_with_an_add_is_live_and_its_vectors_reused(indexe
     assert after.doc_id == before.doc_id and after.date == "2024-02-29"
     assert report.articles == index.manifest.corpus.articles == 31 and report.removed_articles == 0
     assert report.languages == {"en": 31}  # the tombstoned copy is not counted
-    assert report.updated_articles == 1
+    assert report.updated_articles == 1 and report.sentences_embedded == 12  # the new article's only
     whole = build_index(settings=settings.model_copy(update={"index_dir": settings.index_dir.parent / "whole"}),
                         embedder=embedder)
     assert report.sentences == whole.sentences  # the live ones, as one index of the same corpus has
@@ -80,12 +81,18 @@ def test_a_metadata_change_alone_is_a_segment_not_a_full_build(indexed, capsys):
     write_article(settings.corpus_dir, 5, url="https://example.org/moved/5")
     embedder.embedded.clear()
     report = build_index(settings=settings, embedder=embedder, progress=True)
-    shown = capsys.readouterr().err
-    assert "Embedding sentences" in shown and "Embedding passages" not in shown  # no empty bar
+    assert "Embedding" not in capsys.readouterr().err  # nothing embedded: no bar, not even an empty one
     index, after = live_article(settings, 5)
     assert isinstance(index, SegmentedIndex) and index.segments[1].store.n_articles == 1
     assert after.url == "https://example.org/moved/5" and report.articles == 30
-    assert report.embedded == 0  # the text did not change: no passage embedded again
+    # The text did not change: no passage or sentence embedded again, the very vectors reused.
+    assert report.embedded == report.sentences_embedded == 0 and embedder.embedded == []
+    rows = [r for r in range(len(index)) if index.passage(r).doc_id == after.doc_id]
+    old, new = [np.concatenate([index.sentences_of(r) for r in rows if index.alive[r] == live]) for live in (0, 1)]
+    assert len(old) == len(new) > 0
+    assert np.array_equal(index.sentence_vectors_at(old), index.sentence_vectors_at(new))
+    assert np.array_equal(index.passage_vectors_at(np.array(rows[: len(rows) // 2])),
+                          index.passage_vectors_at(np.array(rows[len(rows) // 2 :])))
 
 
 def test_a_moved_file_gives_its_new_source(indexed):

@@ -39,6 +39,7 @@ from qa.index.embedding import (  # noqa: F401 -- also imported from here (tests
     failure_reason,
     progress_bar,
     row_blocks,
+    sentence_rows_of,
     skipped_article,
     take_rows,
 )
@@ -382,7 +383,9 @@ def build_index(
         failed_before, left_out = len(failed), set(failed)
         sentences, sentence_vectors, sentences_new = embed_sentences(
             (a for a in scan if a.doc_id not in left_out and a.doc_id not in unchanged), kept_ids, passages, rows,
-            number, previous if plan is None else None, embedder, progress, failed, scratch,
+            number, previous if plan is None or plan.changed else None, embedder, progress, failed, scratch,
+            # (an add looks up only the sentences of the articles it writes again, not every one)
+            reuse=None if plan is None else sentence_rows_of(previous, {d: old_rows[d] for d in plan.changed}),
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
             sentences, sentence_vectors, sentences_new = drop_sentences(

@@ -30,6 +30,7 @@ __all__ = [
     "failure_reason",
     "progress_bar",
     "row_blocks",
+    "sentence_rows_of",
     "skipped_article",
     "take_rows",
 ]
@@ -258,15 +259,16 @@ def _sentence_table(passages: PassageSpool, rows: np.ndarray, number: np.ndarray
 
 def embed_sentences(articles: Iterable[Article], doc_ids: list[str], passages: PassageSpool, rows: np.ndarray,
                     number: np.ndarray, previous, embedder, progress, failed: dict[str, str],
-                    scratch: Path | None = None):
+                    scratch: Path | None = None, reuse: dict[tuple[str, int, int], int] | None = None):
     """Every sentence of the passages `rows`, with its vector: reused from `previous` when its
     article is unchanged, embedded otherwise, a block of texts at a time (read from `articles`,
     the kept articles in order, `doc_ids` theirs). Returns (table, vectors, a mask of the rows
     embedded now). An article whose sentences cannot be embedded is added to `failed`. The
-    vectors are a memory-mapped checkpoint in `scratch` when given (see `checkpoint_arrays`)."""
+    vectors are a memory-mapped checkpoint in `scratch` when given (see `checkpoint_arrays`).
+    `reuse`: the sentences of `previous` that may be reused (`sentence_rows_of`); by default all."""
     table = _sentence_table(passages, rows, number)
-    old: dict[tuple[str, int, int], int] = {}
-    if previous is not None:
+    old: dict[tuple[str, int, int], int] = {} if reuse is None else reuse
+    if previous is not None and reuse is None:
         old_ids = list(previous.articles)
         for row, (doc, a, b) in enumerate(previous.sentences.tolist()):
             old[(old_ids[doc], a, b)] = row
@@ -298,6 +300,19 @@ def embed_sentences(articles: Iterable[Article], doc_ids: list[str], passages: P
     embedded = np.zeros(len(table), dtype=bool)
     embedded[missing] = True
     return table, vectors, embedded
+
+
+def sentence_rows_of(previous, passage_rows: dict[str, list[int]]) -> dict[tuple[str, int, int], int]:
+    """(doc_id, start, end) -> row in `previous` of each sentence of the passages `passage_rows`
+    (doc_id -> that article's rows): what an add may reuse for the articles it writes again with
+    new metadata, found through their passages, not by listing every sentence of the index."""
+    old: dict[tuple[str, int, int], int] = {}
+    for doc_id, rows in passage_rows.items():
+        for row in rows:
+            for sentence in np.asarray(previous.sentences_of(row), np.int64).tolist():
+                _, start, end = previous.sentences[sentence].tolist()
+                old[(doc_id, start, end)] = sentence
+    return old
 
 
 def _embed_sentence_block(embedder, texts, table, rows, doc_ids, progress, failed, vectors, done) -> None:
