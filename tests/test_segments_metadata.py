@@ -157,3 +157,23 @@ def test_a_corrected_date_is_what_the_answer_cites(tmp_path: Path):
     assert report.embedded == sum("harbour number 1." in text for text in texts) < len(texts)
     cited = [c for c in ask(question, settings=settings).citations if evidence in c.evidence]
     assert [c.date for c in cited] == ["2023-11-21"]
+
+
+def test_a_line_inserted_at_the_top_of_a_file_moves_every_later_source(indexed):
+    """A feed or JSON-lines file that gains an entry at its top: each later entry's source
+    (`#N`) moves. Those articles are updated, not kept with a source naming another entry."""
+    settings, embedder = indexed
+    feed = settings.corpus_dir / "feed.jsonl"
+    lines = [json.dumps({"title": f"Quay {n}", "text": f"Quay {n} opened in spring after a long delay."}) for n in range(3)]
+    feed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    build_index(settings=settings, embedder=embedder)
+    newest = json.dumps({"title": "Quay 9", "text": "Quay 9 closed for the winter storms."})
+    feed.write_text(newest + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    embedder.embedded.clear()
+    report = build_index(settings=settings, embedder=embedder)  # 4 changes of 33: a full build
+    index = open_index(settings.index_dir)
+    sources = {index.article(d).title: index.article(d).source for d in set(index.articles)}
+    assert {t: s for t, s in sources.items() if t.startswith("Quay")} == {
+        "Quay 9": "feed.jsonl#1", "Quay 0": "feed.jsonl#2", "Quay 1": "feed.jsonl#3", "Quay 2": "feed.jsonl#4"
+    }
+    assert report.updated_articles == 3 and report.embedded == 1  # only the new entry embedded

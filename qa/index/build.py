@@ -294,7 +294,7 @@ def build_index(
         # Everything new goes into a fresh folder; the live version is not touched until the swap.
         building = start_version(index_dir)
 
-        def plan_for(scan) -> tuple[dict[str, list[int]], int, AddPlan | None]:
+        def plan_for(scan) -> tuple[dict[str, list[int]], int, set[str], AddPlan | None]:
             # The live rows of each article still in the corpus, and those of the articles gone:
             # from the store's columns and its doc_id look-up (not a `Chunk` read per passage).
             old_rows, gone_rows, gone = live_rows(previous, scan.doc_ids)
@@ -304,9 +304,10 @@ def build_index(
                 previous, scan.read_digests(), old_rows, recorded_digests(record, scan.sources_read)
             )
             # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
-            return old_rows, gone, plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments, changed)
+            plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments, changed)
+            return old_rows, gone, changed, plan
 
-        old_rows, gone, plan = plan_for(scan)
+        old_rows, gone, changed, plan = plan_for(scan)
         if (not_read := scan.not_read) and (plan is None or not not_read <= plan.unchanged):
             # A full build (or an article of a file not read is not live: it failed before)
             # needs every article's text: the corpus is read whole, but for the files just read
@@ -316,7 +317,7 @@ def build_index(
             first.close()
             skipped = scan.skipped
             key = _build_key(scan.digests_by_id(), settings, _model_fingerprint(embedder))
-            old_rows, gone, plan = plan_for(scan)
+            old_rows, gone, changed, plan = plan_for(scan)
         unchanged = plan.unchanged if plan is not None else set()
 
         # An article that fails at any stage (an unforeseen text, a bug) is left out of this build
@@ -450,6 +451,7 @@ def build_index(
         sentences=len(sentences),
         sentences_embedded=int(sentences_new.sum()),
         removed_articles=removed,
+        updated_articles=len(changed - set(failed)),
         languages=dict(sorted(Counter(x for x, k in zip(langs, kept_list) if k).items())),
         search=[r.describe(lang) for lang, r in search.items() if r.recall_at_10 is not None],
         kinds=dict(Counter(x for x, k in zip(kinds, kept_list) if k).most_common()),
