@@ -177,3 +177,17 @@ def test_a_line_inserted_at_the_top_of_a_file_moves_every_later_source(indexed):
         "Quay 9": "feed.jsonl#1", "Quay 0": "feed.jsonl#2", "Quay 1": "feed.jsonl#3", "Quay 2": "feed.jsonl#4"
     }
     assert report.updated_articles == 3 and report.embedded == 1  # only the new entry embedded
+
+
+def test_a_gone_file_whose_article_another_file_gives_too_is_cited_from_that_one(indexed):
+    settings, embedder = indexed
+    write_article(settings.corpus_dir, 12, date="2024-06-06", name="copy-of-12.jsonl")  # the same story, later
+    build_index(settings=settings, embedder=embedder)
+    _, live = live_article(settings, 12)
+    assert live.source == "article-12.jsonl#1"  # the first by name; the copy is skipped as a duplicate
+    (settings.corpus_dir / "article-12.jsonl").unlink()
+    write_article(settings.corpus_dir, 30)  # with an article added: a segment
+    report = build_index(settings=settings, embedder=embedder)
+    index, live = live_article(settings, 12)
+    assert isinstance(index, SegmentedIndex) and (live.source, live.date) == ("copy-of-12.jsonl#1", "2024-06-06")
+    assert report.articles == 31 and report.removed_articles == 0 and report.updated_articles == 1

@@ -246,7 +246,7 @@ def build_index(
     """
     from qa.chunk import chunk_article, chunking_params
     from qa.embed import get_embedder
-    from qa.index.corpus_files import read_corpus_files, recorded_digests, write_corpus_files
+    from qa.index.corpus_files import read_corpus_files, write_corpus_files
     from qa.ingest.corpus import scan_corpus
     from qa.readers import input_kind
 
@@ -301,7 +301,7 @@ def build_index(
             # Articles read again with new metadata are written again, not kept as they were (a
             # full build rewrites every article anyway).
             changed = set() if segments == "rebuild" else changed_articles(
-                previous, scan.read_digests(), old_rows, recorded_digests(record, scan.sources_read)
+                previous, scan.read_files(), old_rows, record, {f.source for f in scan.files}
             )
             # A small change goes to a new segment: only its articles are written (`qa.index.segments`).
             plan = plan_add(previous, scan.doc_ids, old_rows, gone_rows, gone, segments, changed)

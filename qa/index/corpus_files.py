@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -96,16 +95,13 @@ def read_corpus_files(version_dir: Path, corpus_dir: Path) -> dict[str, CorpusFi
         return {}
 
 
-def recorded_digests(files: dict[str, CorpusFile], sources: Iterable[str]) -> dict[str, bytes | None]:
-    """The digest recorded for each doc_id of the files `sources` in `files` (`read_corpus_files`):
-    what those files gave when the live version was built. None for a doc_id recorded more than
-    once (the same article in two files: which one is live, the store says). Only the files named
-    are looked at, so that an add holds a few entries, not one an article of the corpus."""
+def recorded_digests(record: CorpusFile | None) -> dict[str, bytes | None]:
+    """The digest of each article (by doc_id) the file `record` gave when the live version was
+    built (a value of `read_corpus_files`; None: not recorded, {}). None for a doc_id it gave
+    twice (the same article twice in one file: which one is live, the store says)."""
     digests: dict[str, bytes | None] = {}
-    for source in sources:
-        record = files.get(source)
-        for _, doc_id, digest in record.articles if record is not None else ():
-            digests[doc_id] = None if doc_id in digests else digest
+    for _, doc_id, digest in record.articles if record is not None else ():
+        digests[doc_id] = None if doc_id in digests else digest
     return digests
 
 

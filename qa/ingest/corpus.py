@@ -123,16 +123,11 @@ class CorpusScan:
         for entry in sorted(self._entries, key=lambda entry: (entry[1], entry[0])):
             yield entry[4]
 
-    @property
-    def sources_read(self) -> list[str]:
-        """The corpus files whose articles this scan read (itself or through an `earlier` scan)."""
-        return list(self._spans)
-
-    def read_digests(self) -> Iterator[tuple[str, bytes]]:
-        """(doc_id, `article_digest`) of each article this scan read (not of the files known unchanged)."""
-        for _, doc_id, offset, _, digest in self._entries:
-            if offset >= 0:
-                yield doc_id, digest
+    def read_files(self) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+        """(source, [(doc_id, `article_digest`) of each of its articles]) of each corpus file this
+        scan read (itself or through an `earlier` scan), not of the files known unchanged."""
+        for source, entries in self._spans.items():
+            yield source, [(doc_id, digest) for _, doc_id, _, _, digest in entries]
 
     def _read(self, offset: int, length: int) -> bytes:
         return os.pread(self._spool.fileno(), length, offset)

@@ -90,29 +90,42 @@ def live_rows(previous, doc_ids: list[str]) -> tuple[dict[str, list[int]], np.nd
 
 
 def changed_articles(
-    previous, read: Iterable[tuple[str, bytes]], old_rows: dict[str, list[int]], recorded: dict[str, bytes | None]
+    previous, files_read: Iterable[tuple[str, list[tuple[str, bytes]]]], old_rows: dict[str, list[int]],
+    recorded: dict, current_files: set[str],
 ) -> set[str]:
     """The live articles (by doc_id) that the corpus now gives with other metadata: the same title
-    and text (so the same doc_id) but another date, URL, author, source file...
+    and text (so the same doc_id) but another date, URL, author, source file or line...
 
-    `read`: (doc_id, `article_digest`) of each article read by this build's scan; `old_rows`:
-    what `live_rows` found; `recorded`: the digest the live version's corpus-files record holds
-    for each doc_id (`qa.index.corpus_files.recorded_digests`; None when not one). An article
-    the record does not name is compared with its stored record, read from the store."""
+    `files_read`: each corpus file the build's scan read, with the (doc_id, `article_digest`) of
+    its articles (`CorpusScan.read_files`); `old_rows`: what `live_rows` found; `recorded`: the
+    live version's corpus-files record (`qa.index.corpus_files.read_corpus_files`); `current_files`:
+    the sources of the corpus files there now. An article is
+    compared with the digest its file's record holds for it, one file at a time (nothing held per
+    article of the corpus); one the record does not name (a file moved or not recorded) with its
+    stored record, read from the store. (An article given twice, by two files, counts as changed
+    when either copy changed: written again from the first, a needless rewrite, never a stale one.)"""
+    from qa.index.corpus_files import recorded_digests
     from qa.ingest.corpus import article_digest
 
+    changed: set[str] = set()
     if previous is None:
-        return set()
-    changed = set()
-    for doc_id, digest in read:
-        if doc_id not in old_rows:
-            continue
-        before = recorded.get(doc_id)
-        if before is None:
-            stored = previous.store.article_at(previous.store.article_number(doc_id))
-            before = article_digest(stored.model_dump_json().encode())  # (a record reads back exactly)
-        if before != digest:
-            changed.add(doc_id)
+        return changed
+    for source, articles in files_read:
+        before = recorded_digests(recorded.get(source))
+        for doc_id, digest in articles:
+            if doc_id not in old_rows or doc_id in changed:
+                continue
+            was = before.get(doc_id)
+            if was is None:
+                stored = previous.store.article_at(previous.store.article_number(doc_id))
+                was = article_digest(stored.model_dump_json().encode())  # (a record reads back exactly)
+            if was != digest:
+                changed.add(doc_id)
+    # A file gone whose article another file gives too (a copy of the same story): the live article
+    # names the gone file, so it is written again from the other.
+    for source, record in recorded.items():
+        if source not in current_files:
+            changed.update(doc_id for _, doc_id, _ in record.articles if doc_id in old_rows)
     return changed
 
 
