@@ -12,6 +12,7 @@ p95 over real questions, on the one-version index and on the two-segment one (sa
     nice -n 19 python benchmarks/bench_segments.py --n 100000
     nice -n 19 python benchmarks/bench_segments.py --pipeline 20000   # `qa index` end to end
     nice -n 19 python benchmarks/bench_segments.py --pipeline 100000 --adds 8   # adds in a row, merged
+    nice -n 19 python benchmarks/bench_segments.py --pipeline 20000 --dates 500  # dates corrected
     nice -n 19 python benchmarks/bench_segments.py --links 200000     # an add's translation links
     python benchmarks/bench_segments.py --n 1000000 --adds 4           # 4 adds of 1 % to 1M, then their merge
 """
@@ -133,9 +134,9 @@ class StandIn:
         return self.encode_documents([text])[0]
 
 
-def write_corpus(folder: Path, first: int, n: int, texts, langs) -> None:
+def write_corpus(folder: Path, first: int, n: int, texts, langs, dated: int = 0) -> None:
     """`n` articles as JSON lines, 1,000 a file, each a real text (from the corpus and XQuAD) with
-    its number."""
+    its number; the first `dated` of them with a date (a correction of their metadata alone)."""
     import json
 
     for start in range(first, first + n, 1000):
@@ -143,15 +144,19 @@ def write_corpus(folder: Path, first: int, n: int, texts, langs) -> None:
             for i in range(start, min(first + n, start + 1000)):
                 j = i % len(texts)
                 line = {"title": f"Article {i}", "text": f"{texts[j]} ({i})", "lang": str(langs[j])}
+                if i < dated:
+                    line["date"] = "2024-01-02"
                 handle.write(json.dumps(line) + "\n")
 
 
-def pipeline(articles: int, share: float, texts, langs, adds: int = 0) -> list[list]:
+def pipeline(articles: int, share: float, texts, langs, adds: int = 0, dates: int = 0) -> list[list]:
     """`qa index` end to end (`build_index`, stand-in embedder) of `articles` articles, then the
     same `share` more added as a segment (reading only the new files, and, on a copy, reading
     every file as before `qa.index.corpus_files`) and, on another copy, as a full build. Then
     `adds` more adds of that `share` in a row, as `qa index` runs them (segments merged as
-    `qa.index.segments.merge` says): each one's seconds and bytes written, merges included."""
+    `qa.index.segments.merge` says): each one's seconds and bytes written, merges included.
+    Then, with `dates`, that many articles given a date (their text unchanged): the add that
+    writes them again, and on the copy the full build that applied such a change before."""
     from qa.config import Settings
     from qa.index.build import build_index
     from qa.index.corpus_files import CORPUS_FILES
@@ -200,6 +205,19 @@ def pipeline(articles: int, share: float, texts, langs, adds: int = 0) -> list[l
                      round(time.perf_counter() - t, 1),
                      round(new_bytes(root / "index" / report.version)[0] / (1 << 20), 1),
                      report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
+    if dates:
+        write_corpus(corpus, 0, min(articles, -(-dates // 1000) * 1000), texts, langs, dated=dates)
+        for label, folder, mode in (
+            (f"qa index: {dates:,} articles dated (same text), an add", "index", "auto"),
+            ("qa index --rebuild: the same (a full build, as a date change was before)", "copy", "rebuild"),
+        ):
+            t = time.perf_counter()
+            report = build_index(settings=settings.model_copy(update={"index_dir": root / folder}),
+                                 embedder=embedder, segments=mode)
+            updated = f" ({report.updated_articles:,} updated, {report.embedded} passages embedded)"
+            rows.append([label + (updated if mode == "auto" else ""), round(time.perf_counter() - t, 1),
+                         round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1),
+                         report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
     print(f"{CORPUS_FILES} of the first build: {record:,} bytes for {n_files} files and {first.articles:,} articles")
     remove_scratch(root)
     return rows
@@ -353,6 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--adds", type=int, default=0, metavar="K",
                         help="K adds of 1%% in a row, segments merged as qa index merges them: after --pipeline's "
                              "adds, or alone: to a synthetic index of --n passages, then the merge")
+    parser.add_argument("--dates", type=int, default=0, metavar="K",
+                        help="after --pipeline's adds: K articles given a date (same text), indexed as an add "
+                             "and, on a copy, as a full build")
     parser.add_argument("--links", type=int, default=0, metavar="PASSAGES",
                         help="instead: an add's translation links among this many live passages, exact "
                              "against candidates from per-language approximate searches")
@@ -374,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine()
     print(f"Machine: {describe_machine(info)}")
     if args.pipeline:
-        rows = pipeline(args.pipeline, args.share, texts, langs, args.adds)
+        rows = pipeline(args.pipeline, args.share, texts, langs, args.adds, args.dates)
         print(table(["", "seconds", "MB written", "files read"], rows, "qa index end to end (stand-in embedder)"))
         out = args.out.with_name(args.out.stem + "_pipeline.json")
         print(f"Wrote {write_json(out, {'machine': info, 'articles': args.pipeline, 'rows': rows})}")

@@ -268,8 +268,8 @@ def build_index(
         live_version = current_version(index_dir)
         reuse_files = live_version and not read_all and segments != "rebuild"
         # (the record also tells an add which articles it read have new metadata: `plan_for`)
-        record = read_corpus_files(index_dir / live_version, corpus_dir) if live_version and segments != "rebuild" \
-            else {}
+        use_record = live_version and segments != "rebuild"
+        record = read_corpus_files(index_dir / live_version, corpus_dir) if use_record else {}
         known = record if reuse_files else {}
         scan = spools.enter_context(scan_corpus(corpus_dir, spool_dir=index_dir, known=known))
         skipped = scan.skipped
