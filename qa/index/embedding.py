@@ -105,7 +105,8 @@ def progress_bar(progress: bool, total: int, what: str):
     none (an add that only reuses vectors would show an empty bar)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"Embedding {what}", unit="text", disable=not progress or not total, file=sys.stderr)
+    shown = progress and total > 0
+    return tqdm(total=total, desc=f"Embedding {what}", unit="text", disable=not shown, file=sys.stderr)
 
 
 def _embed_isolated(embedder, batch: list[str], owners: list[str], failed: dict[str, str], what: str) -> np.ndarray:

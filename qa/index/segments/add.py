@@ -45,7 +45,8 @@ class AddPlan:
     the articles written again with new metadata)."""
 
     def __init__(
-        self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int, changed: frozenset[str] = frozenset()
+        self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int,
+        changed: frozenset[str] = frozenset(),
     ):
         self.unchanged = unchanged
         self.deleted = deleted  # segment position -> local rows
@@ -98,12 +99,14 @@ def changed_articles(
 
     `files_read`: each corpus file the build's scan read, with the (doc_id, `article_digest`) of
     its articles (`CorpusScan.read_files`); `old_rows`: what `live_rows` found; `recorded`: the
-    live version's corpus-files record (`qa.index.corpus_files.read_corpus_files`); `current_files`:
-    the sources of the corpus files there now. An article is
-    compared with the digest its file's record holds for it, one file at a time (nothing held per
-    article of the corpus); one the record does not name (a file moved or not recorded) with its
-    stored record, read from the store. (An article given twice, by two files, counts as changed
-    when either copy changed: written again from the first, a needless rewrite, never a stale one.)"""
+    live version's corpus-files record (`qa.index.corpus_files.read_corpus_files`);
+    `current_files`: the sources of the corpus files there now.
+
+    An article is compared with the digest its file's record holds for it, one file at a time
+    (nothing held per article of the corpus); one the record does not name (a file moved or not
+    recorded) with its stored record, read from the store. An article given twice, by two files,
+    counts as changed when either copy changed or its file is gone: written again from the first
+    copy, at worst a needless rewrite, never a stale one."""
     from qa.index.corpus_files import recorded_digests
     from qa.ingest.corpus import article_digest
 
