@@ -1,6 +1,7 @@
 """An add never leaves stale metadata live: an article read again with the same title and text
 (the same doc_id) but another date, URL or file is written again in the new segment, its old
-rows tombstoned and its passages' vectors reused (`qa.index.segments.changed_articles`)."""
+rows tombstoned and its passages' and sentences' vectors reused
+(`qa.index.segments.changed_articles`)."""
 
 from __future__ import annotations
 
