@@ -359,7 +359,7 @@ def build_index(
             write_corpus_files(index_dir / version, corpus_dir, scan.files, set(failed))
             return _segment_report(
                 index_dir, version, 0, skipped + _failed_articles(scan, failed), started, gone=gone, scan=scan,
-                merged=_merge_after_add(index_dir, settings, merge), updated=len(plan.changed),
+                merged=_merge_after_add(index_dir, settings, merge), updated=len(changed),
             )
         reuse, owner = passages.reuse, passages.owner
 
@@ -386,9 +386,9 @@ def build_index(
         failed_before, left_out = len(failed), set(failed)
         sentences, sentence_vectors, sentences_new = embed_sentences(
             (a for a in scan if a.doc_id not in left_out and a.doc_id not in unchanged), kept_ids, passages, rows,
-            number, previous if plan is None or plan.changed else None, embedder, progress, failed, scratch,
+            number, previous if plan is None or changed else None, embedder, progress, failed, scratch,
             # (an add looks up only the sentences of the articles it writes again, not every one)
-            reuse=None if plan is None else sentence_rows_of(previous, {d: old_rows[d] for d in plan.changed}),
+            reuse=None if plan is None else sentence_rows_of(previous, {d: old_rows[d] for d in changed}),
         )
         if len(failed) > failed_before:  # some articles failed at embedding their sentences
             sentences, sentence_vectors, sentences_new = drop_sentences(
@@ -433,7 +433,7 @@ def build_index(
             return _segment_report(
                 index_dir, version, int((reuse[rows] < 0).sum()), skipped, started,
                 sentences=int(sentences_new.sum()), gone=gone, scan=scan,
-                merged=_merge_after_add(index_dir, settings, merge), updated=len(plan.changed - set(failed)),
+                merged=_merge_after_add(index_dir, settings, merge), updated=len(changed - set(failed)),
             )
         version, search = write(building)
 

@@ -44,14 +44,10 @@ class AddPlan:
     tombstone in each segment of the previous version (the passages of removed articles, and of
     the articles written again with new metadata)."""
 
-    def __init__(
-        self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int,
-        changed: frozenset[str] = frozenset(),
-    ):
+    def __init__(self, unchanged: set[str], deleted: dict[int, np.ndarray], new_articles: int):
         self.unchanged = unchanged
         self.deleted = deleted  # segment position -> local rows
-        self.new_articles = new_articles  # (the changed ones included)
-        self.changed = changed  # live articles written again for their new metadata
+        self.new_articles = new_articles  # (those written again for new metadata included)
 
     @property
     def deleted_rows(self) -> int:
@@ -120,8 +116,8 @@ def changed_articles(
                 continue
             was = before.get(doc_id)
             if was is None:
-                stored = previous.store.article_at(previous.store.article_number(doc_id))
-                was = article_digest(stored.model_dump_json().encode())  # (a record reads back exactly)
+                # (a stored record reads back as exactly the article written)
+                was = article_digest(previous.article(doc_id).model_dump_json().encode())
             if was != digest:
                 changed.add(doc_id)
     # A file gone whose article another file gives too (a copy of the same story): the live article
@@ -161,7 +157,7 @@ def plan_add(
     rows = np.sort(np.concatenate([np.asarray(gone_rows, np.int64), np.asarray(replaced, np.int64)]))
     part = np.searchsorted(starts, rows, "right") - 1
     deleted = {int(p): rows[part == p] - starts[p] for p in np.unique(part).tolist()}
-    return AddPlan(unchanged, deleted, new, frozenset(changed))
+    return AddPlan(unchanged, deleted, new)
 
 
 def _link_tree(source: Path, dest: Path) -> dict[str, list[int]]:
