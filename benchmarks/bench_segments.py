@@ -187,13 +187,18 @@ def pipeline(articles: int, share: float, texts, langs, adds: int = 0, dates: in
         (f"qa index: {added:,} added, as a segment, every file read (before)", "all", "auto", True),
         (f"qa index --rebuild: {added:,} added", "copy", "rebuild", False),
     )
+
+    def row(label: str, started: float, folder: str, report) -> list:
+        """A table row: the seconds since `started`, the MB the new version wrote, the files read."""
+        seconds = time.perf_counter() - started
+        files = report.files_read if report.files_read is not None else len(list(corpus.iterdir()))
+        return [label, round(seconds, 1), round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1), files]
+
     for label, folder, mode, read_all in runs:
         t = time.perf_counter()
         report = build_index(settings=settings.model_copy(update={"index_dir": root / folder}), embedder=embedder,
                              segments=mode, read_all=read_all)
-        rows.append([label, round(time.perf_counter() - t, 1),
-                     round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1),
-                     report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
+        rows.append(row(label, t, folder, report))
     total = added
     for step in range(adds):
         write_corpus(corpus, articles + total, added, texts, langs)
@@ -201,10 +206,8 @@ def pipeline(articles: int, share: float, texts, langs, adds: int = 0, dates: in
         t = time.perf_counter()
         report = build_index(settings=settings, embedder=embedder)
         merged = f", {report.merged} segments merged in {report.merge_seconds:.1f} s" if report.merged else ""
-        rows.append([f"qa index: add {step + 2} of {added:,} ({report.segments} segments after{merged})",
-                     round(time.perf_counter() - t, 1),
-                     round(new_bytes(root / "index" / report.version)[0] / (1 << 20), 1),
-                     report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
+        rows.append(row(f"qa index: add {step + 2} of {added:,} ({report.segments} segments after{merged})", t,
+                        "index", report))
     if dates:
         write_corpus(corpus, 0, min(articles, -(-dates // 1000) * 1000), texts, langs, dated=dates)
         for label, folder, mode in (
@@ -215,9 +218,7 @@ def pipeline(articles: int, share: float, texts, langs, adds: int = 0, dates: in
             report = build_index(settings=settings.model_copy(update={"index_dir": root / folder}),
                                  embedder=embedder, segments=mode)
             updated = f" ({report.updated_articles:,} updated, {report.embedded} passages embedded)"
-            rows.append([label + (updated if mode == "auto" else ""), round(time.perf_counter() - t, 1),
-                         round(new_bytes(root / folder / report.version)[0] / (1 << 20), 1),
-                         report.files_read if report.files_read is not None else len(list(corpus.iterdir()))])
+            rows.append(row(label + (updated if mode == "auto" else ""), t, folder, report))
     print(f"{CORPUS_FILES} of the first build: {record:,} bytes for {n_files} files and {first.articles:,} articles")
     remove_scratch(root)
     return rows
